@@ -1,0 +1,100 @@
+"""The environment API.
+
+A gym is a small class with a versioned id (``userrl/Telepathy-v0``), a task dataset, and two
+coroutines::
+
+    state, observation, info = await env.reset(task, seed)
+    result = await env.step(state, action, user)   # -> StepResult
+
+All episode state is one msgpack-serializable ``dict`` (only str/int/float/bool/None, lists and
+dicts of them), so an env worker can snapshot it after each committed step and any other env
+worker can continue the episode. ``step`` must not mutate its input state; it returns the new
+state in the :class:`StepResult`. Randomness comes only from the seed stored in the state.
+``terminated`` is the task's own end, ``truncated`` the turn cap (Gymnasium's meanings).
+
+Subclasses implement ``_reset`` and ``_step``; :meth:`Env.step` handles what every gym shares:
+invalid actions (format-error observation, reward 0), ``[finish]`` (ends with reward 0), the
+turn cap, and bookkeeping (``state["turn"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from userrl.envs.actions import Action
+from userrl.sim_users.base import SimUser, UserSpec
+
+State = dict[str, Any]
+Task = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    state: State
+    observation: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Env(ABC):
+    """Base class of every gym. See the module docstring for the contract."""
+
+    id: ClassVar[str]
+    #: the gym's user/judge rules for every backend (scripted, openai, hf)
+    user_spec: ClassVar[UserSpec]
+    #: default turn cap (truncation)
+    default_max_turns: ClassVar[int] = 20
+    format_error_observation: ClassVar[str] = (
+        "Invalid action. Use interact_with_env with choice 'action', 'answer' or 'search', "
+        "or write [action] ..., [answer] ..., [search] ... or [finish]."
+    )
+
+    def __init__(self, max_turns: int | None = None, **options: Any) -> None:
+        self.max_turns = int(max_turns if max_turns is not None else self.default_max_turns)
+        if self.max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
+        self.options = options
+
+    # -- to implement ---------------------------------------------------------------------
+    @abstractmethod
+    def system_prompt(self, task: Task) -> str:
+        """The rules of the game as the policy sees them (system message)."""
+
+    @abstractmethod
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        """Initial gym state (without bookkeeping), first observation, info."""
+
+    @abstractmethod
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        """One valid, non-finish action. ``state`` is a private deep copy."""
+
+    @classmethod
+    @abstractmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """Scripted expert: the next action text given the hidden task and the chat so far."""
+
+    # -- shared ---------------------------------------------------------------------------
+    async def reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        state, obs, info = await self._reset(task, seed)
+        state = dict(state)
+        state.update(turn=0, seed=int(seed), task=task, env_id=self.id, max_turns=self.max_turns)
+        return state, obs, info
+
+    async def step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        state = copy.deepcopy(state)
+        state["turn"] = int(state.get("turn", 0)) + 1
+        if action.choice == "invalid":
+            res = StepResult(state, self.format_error_observation, 0.0, False, False,
+                             {"format_error": action.error or "invalid action"})
+        elif action.choice == "finish":
+            res = StepResult(state, "Episode finished.", 0.0, True, False, {"finished": True})
+        else:
+            res = await self._step(state, action, user)
+        if not res.terminated and res.state["turn"] >= self.max_turns:
+            res = StepResult(res.state, res.observation, res.reward, False, True, res.info)
+        return res

@@ -1,0 +1,114 @@
+"""The simulated-user interface that env code awaits.
+
+Env code asks its user through one awaitable, whatever transport carries it::
+
+    reply = await user.respond(query)      # the user's next utterance, {"text": ...}
+    verdict = await user.judge(query)      # a judge verdict, e.g. {"score": 1.0}
+
+A :class:`UserQuery` is a plain, msgpack-serializable value: the gym, the hidden task data the
+user knows, a gym-specific query ``name`` and its ``payload``. Transports: in-process
+(:class:`InProcessUser`, for the Gymnasium adapter and notebooks) and over the bus
+(``userrl.envs.worker``: the query goes to the ``user`` stream and the reply is stored under
+``(episode, seq, hop)``). Backends (scripted, openai, hf) turn a query into a reply dict using
+the gym's :class:`UserSpec`. Users are never trained: nothing here produces policy tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+QueryKind = Literal["respond", "judge"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """One question to the simulated user or judge.
+
+    Fields:
+        env_id: the gym asking (``userrl/Telepathy-v0``); selects the :class:`UserSpec`.
+        kind: ``respond`` (the user speaks) or ``judge`` (a verdict on the agent's answer).
+        name: gym-specific query name (``"yes_no"``, ``"grade_answer"``, ...).
+        payload: what the gym passes for this query (the agent's question, answer, ...).
+        task: the hidden task data the user/judge knows (never shown to the policy).
+        history: the dialogue so far as chat messages, for LLM users.
+    """
+
+    env_id: str
+    kind: QueryKind
+    name: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UserQuery:
+        kind = d.get("kind")
+        if kind not in ("respond", "judge"):
+            raise ValueError(f"UserQuery.kind must be 'respond' or 'judge', got {kind!r}")
+        return cls(env_id=str(d["env_id"]), kind=kind, name=str(d["name"]),
+                   payload=dict(d.get("payload") or {}), task=dict(d.get("task") or {}),
+                   history=list(d.get("history") or []))
+
+
+class UserSpec(Protocol):
+    """What a gym supplies so any backend can play its user and judge."""
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        """Deterministic reply computed from the hidden task data."""
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        """Chat messages (persona + hidden facts + instructions) for an LLM user/judge."""
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        """Turn an LLM's reply into the reply dict; raise ValueError on malformed output."""
+
+
+@runtime_checkable
+class UserBackend(Protocol):
+    """Turns queries into replies (scripted rules, an OpenAI-compatible server, a local model)."""
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]: ...
+
+
+class SimUser(Protocol):
+    """What env code awaits. ``respond``/``judge`` are conveniences over ``ask``."""
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]: ...
+
+
+class UserMixin:
+    """Adds ``respond``/``judge`` over an ``ask`` method."""
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def respond(self, query: UserQuery) -> dict[str, Any]:
+        return await self.ask(query)
+
+    async def judge(self, query: UserQuery) -> dict[str, Any]:
+        return await self.ask(query)
+
+
+class ScriptedBackend:
+    """Deterministic user/judge: dispatches to the gym's ``user_spec.scripted``."""
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]:
+        from userrl.envs.registry import get_env_class
+
+        return get_env_class(query.env_id).user_spec.scripted(query)
+
+
+class InProcessUser(UserMixin):
+    """Calls a backend directly in this process (Gymnasium adapter, notebooks, tests)."""
+
+    def __init__(self, backend: UserBackend | None = None) -> None:
+        self.backend: UserBackend = backend if backend is not None else ScriptedBackend()
+        self.calls = 0
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]:
+        self.calls += 1
+        return await self.backend.ask(query)
