@@ -1,0 +1,91 @@
+"""Every error userrl raises, in one tree.
+
+::
+
+    UserRLError
+    ├── ConfigError            a deploy config or CLI override is wrong (names the field)
+    ├── DataError              a dataset/task file is missing or malformed (names file:line)
+    ├── UnknownEnvError        an env id is not registered (lists the known ids)
+    ├── MessageError           a bus payload cannot be decoded/validated or is over the size cap
+    └── RolloutError           a rollout failed; recorded on the episode as data, never trained on
+        ├── PolicyError        the policy backend failed (model server down, bad weights)
+        ├── UserError          the simulated user/judge backend failed
+        ├── EnvError           the gym raised
+        ├── RewardError        scoring failed
+        └── BusError           Redis failed past the retry policy
+
+``RolloutError`` carries ``transient``: a transient failure (timeout, 429, 5xx) is retried with
+backoff by the caller; a permanent one fails the episode (and its GRPO group) as an
+infrastructure error. :func:`boundary` classifies whatever escapes a block of code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class UserRLError(Exception):
+    """Base of every userrl error."""
+
+
+class ConfigError(UserRLError, ValueError):
+    """A config value is wrong; the message names the field and what is allowed."""
+
+
+class DataError(UserRLError, ValueError):
+    """A data file is missing or malformed; the message names the file (and line)."""
+
+
+class UnknownEnvError(UserRLError, KeyError):
+    """An env id is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return str(self.args[0]) if self.args else ""
+
+
+class MessageError(UserRLError, ValueError):
+    """A bus message could not be decoded or validated."""
+
+
+class RolloutError(UserRLError):
+    """A rollout failed at one boundary. ``kind`` names the boundary."""
+
+    kind = "rollout"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class PolicyError(RolloutError):
+    kind = "policy"
+
+
+class UserError(RolloutError):
+    kind = "user"
+
+
+class EnvError(RolloutError):
+    kind = "env"
+
+
+class RewardError(RolloutError):
+    kind = "reward"
+
+
+class BusError(RolloutError):
+    kind = "bus"
+
+
+@contextmanager
+def boundary(cls: type[RolloutError]) -> Iterator[None]:
+    """Re-raise anything that escapes the block as ``cls`` (RolloutErrors pass unchanged)."""
+    try:
+        yield
+    except RolloutError:
+        raise
+    except (TimeoutError, ConnectionError) as exc:
+        raise cls(f"{type(exc).__name__}: {exc}", transient=True) from exc
+    except Exception as exc:
+        raise cls(f"{type(exc).__name__}: {exc}") from exc
