@@ -1,2 +1,201 @@
-def main() -> int:
+"""The ``userrl`` command. Logs go to stderr, results to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from userrl.config import DeployConfig, load_config
+from userrl.errors import UserRLError
+from userrl.logs import configure_logging
+
+#: where each role's worker class lives (imported lazily: a policy worker pulls in torch)
+WORKER_CLASSES = {
+    "env": "userrl.envs.worker:EnvWorker",
+    "policy": "userrl.agents.worker:PolicyWorker",
+    "user": "userrl.sim_users.worker:UserWorker",
+    "reward": "userrl.learner.reward_worker:RewardWorker",
+}
+
+
+def _config(args: argparse.Namespace) -> DeployConfig:
+    return load_config(getattr(args, "config", None), getattr(args, "set", None))
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="deploy YAML (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set workers.env.concurrency=512")
+
+
+def load_class(spec: str) -> Any:
+    mod, _, name = spec.partition(":")
+    if not name:
+        raise UserRLError(f"--class {spec!r}: expected module:Class")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        raise UserRLError(f"cannot load worker class {spec!r}: {exc}") from exc
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from userrl.bus.worker import WorkerSettings
+    from userrl.runtime import make_bus
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    spec = args.cls or WORKER_CLASSES.get(args.role or "")
+    if spec is None:
+        raise UserRLError(f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class")
+    cls = load_class(spec)
+    role = getattr(cls, "role", args.role)
+    rc = cfg.workers.get(role)
+    settings = WorkerSettings(name=args.name or "", burst=args.burst,
+                              concurrency=args.concurrency or (rc.concurrency if rc else 64))
+    bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
+    worker = cls.from_config(bus, settings, cfg) if hasattr(cls, "from_config") else cls(bus, settings)
+    return int(worker.run())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists."""
+    from userrl.runtime import make_bus
+
+    cfg = _config(args)
+
+    async def check() -> int:
+        bus = make_bus(cfg)
+        try:
+            with anyio.fail_after(args.timeout):
+                await bus.redis.ping()
+                if args.worker:
+                    ok = await bus.redis.exists(bus.keys.heartbeat(args.role, args.worker)) > 0
+                else:
+                    ok = False
+                    async for _ in bus.redis.scan_iter(match=bus.keys.heartbeat_pattern(args.role), count=100):
+                        ok = True
+                        break
+        except Exception as exc:
+            print(f"unhealthy: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await bus.redis.aclose()
+        print("healthy" if ok else f"unhealthy: no live heartbeat for role {args.role}"
+              + (f" worker {args.worker}" if args.worker else ""))
+        return 0 if ok else 1
+
+    return anyio.run(check)
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    from userrl.runtime import make_bus
+
+    cfg = _config(args)
+
+    async def run() -> int:
+        bus = make_bus(cfg)
+        try:
+            if args.action == "ls":
+                for row in await bus.dead_letters(args.count):
+                    print(json.dumps(row))
+            else:
+                n = await bus.replay_dead(args.ids or None)
+                print(f"replayed {n} dead letter(s)")
+        finally:
+            await bus.redis.aclose()
+        return 0
+
+    return anyio.run(run)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from userrl.config import to_dict
+
+    cfg = _config(args)
+    print(json.dumps(to_dict(cfg), indent=2))
     return 0
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    """Run the embedded server in the foreground and write its URL for workers started alone."""
+    import signal
+    from pathlib import Path
+
+    from userrl.bus.embedded import EmbeddedRedis
+    from userrl.runtime import URL_FILE
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    url_file = Path(cfg.run_dir) / URL_FILE
+    with EmbeddedRedis(port=args.port) as server:
+        url_file.write_text(server.url)
+        print(server.url, flush=True)
+        try:
+            signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        finally:
+            url_file.unlink(missing_ok=True)
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="userrl", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run one worker process of a role")
+    w.add_argument("role", nargs="?", help=f"one of {sorted(WORKER_CLASSES)}")
+    w.add_argument("--class", dest="cls", help="custom worker class module:Class")
+    w.add_argument("--name", help="stable consumer name (default: role-host-pid)")
+    w.add_argument("--burst", action="store_true", help="exit when the input stream is drained")
+    w.add_argument("--concurrency", type=int, default=0)
+    _add_config_args(w)
+    w.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser("check", help="health check of a role (exit 0 healthy, 1 no heartbeat, 2 no Redis)")
+    c.add_argument("role")
+    c.add_argument("--worker", help="check this worker's heartbeat only")
+    c.add_argument("--timeout", type=float, default=5.0)
+    _add_config_args(c)
+    c.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("dead", help="list or replay dead letters")
+    d.add_argument("action", choices=["ls", "replay"])
+    d.add_argument("ids", nargs="*", help="dead-letter entry ids to replay (default: all)")
+    d.add_argument("--count", type=int, default=100)
+    _add_config_args(d)
+    d.set_defaults(func=cmd_dead)
+
+    cf = sub.add_parser("config", help="validate a deploy config and print it resolved")
+    _add_config_args(cf)
+    cf.set_defaults(func=cmd_config)
+
+    r = sub.add_parser("redis", help="run the embedded Redis in the foreground for this run_dir")
+    r.add_argument("--port", type=int, default=0)
+    _add_config_args(r)
+    r.set_defaults(func=cmd_redis)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserRLError as exc:
+        print(f"userrl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

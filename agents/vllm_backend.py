@@ -1,0 +1,180 @@
+"""The ``vllm`` policy backend: vLLM's async engine (V1 ``AsyncLLM``), GPU only.
+
+Every request of a batch is submitted at once as a token prompt; vLLM batches them
+continuously. Prompts are built token-exactly by :mod:`userrl.agents.chat`, exactly as in the
+``hf`` backend, and the engine never sees text.
+
+Logprobs: the engine runs with ``logprobs_mode="processed_logprobs"`` and ``logprobs=0`` (the
+sampled token only), i.e. ``log_softmax(logits / T)`` after vLLM's processors. With ``top_p =
+1`` this is the ``hf`` backend's convention (full vocabulary at temperature ``T``); with
+``top_p < 1`` vLLM renormalises over the nucleus, which the learner does not; keep ``top_p = 1``
+for training.
+
+Weights: :meth:`VLLMBackend.load_weights` calls ``userrl_load_weights`` on every engine worker
+through ``collective_rpc`` (:class:`WorkerExtension`, installed with the engine's
+``worker_extension_cls``), which streams the safetensors file(s) into the model's own
+``load_weights``; the prefix cache is reset afterwards. Generation and swaps share one lock,
+so a batch never mixes versions. NCCL broadcast from the learner is a later path.
+
+This module imports vLLM lazily and cannot be tested on CPU; ``benchmarks/policy.py --backend
+vllm`` exercises it on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from userrl.agents.base import GenRequest, GenResult, Sampling
+from userrl.agents.chat import end_of_turn_id, extend_ids, render_prefix_ids
+from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.errors import PolicyError
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["VLLMBackend", "WorkerExtension"]
+
+_INSTALL_HINT = "the vllm backend needs a GPU machine with the [gpu] extra: pip install 'userrl[gpu]'"
+
+
+def _safetensors_items(path: str) -> Iterator[tuple[str, Any]]:
+    from safetensors.torch import safe_open
+
+    p = Path(path)
+    files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights at {path}")
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for name in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                yield name, fh.get_tensor(name)
+
+
+class WorkerExtension:
+    """Mixed into each vLLM worker (``worker_extension_cls``); called via ``collective_rpc``."""
+
+    model_runner: Any
+
+    def userrl_load_weights(self, path: str) -> int:
+        n = 0
+
+        def counted() -> Iterator[tuple[str, Any]]:
+            nonlocal n
+            for item in _safetensors_items(path):
+                n += 1
+                yield item
+
+        self.model_runner.model.load_weights(weights=counted())
+        return n
+
+
+class VLLMBackend:
+    """vLLM async-engine backend; ``engine_kwargs`` go to ``AsyncEngineArgs``."""
+
+    trainable = True
+
+    def __init__(self, model_path: str | Path, seed: int = 0, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.85,
+                 tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
+                 stop_token_ids: Sequence[int] | None = None, **engine_kwargs: Any) -> None:
+        try:
+            import vllm
+        except ImportError as exc:
+            raise PolicyError(f"vllm is not installed; {_INSTALL_HINT}") from exc
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PolicyError(f"no CUDA GPU is visible; {_INSTALL_HINT}")
+        from transformers import AutoTokenizer
+
+        self._vllm = vllm
+        self.model_path = str(model_path)
+        self.tools = list(tools) if tools else None
+        self.version = 0
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
+        args = vllm.AsyncEngineArgs(
+            model=self.model_path, seed=seed, dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{__name__}.WorkerExtension", **engine_kwargs,
+        )
+        self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
+        self._lock: anyio.Lock | None = None
+        log.info("vllm_backend_ready", model=self.model_path, vllm=vllm.__version__)
+
+    def _get_lock(self) -> anyio.Lock:
+        if self._lock is None:  # created inside the running event loop
+            self._lock = anyio.Lock()
+        return self._lock
+
+    # -- PolicyBackend ----------------------------------------------------------------------
+    async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        prompts = await anyio.to_thread.run_sync(lambda: [self.prompt_ids(r) for r in requests])
+        results: list[GenResult | None] = [None] * len(requests)
+
+        async def one(i: int) -> None:
+            results[i] = await self._generate_one(prompts[i], requests[i].sampling)
+
+        async with self._get_lock(), anyio.create_task_group() as tg:
+            for i in range(len(requests)):
+                tg.start_soon(one, i)
+        return [r for r in results if r is not None]
+
+    async def load_weights(self, path: str, version: int) -> float:
+        t0 = time.perf_counter()
+        async with self._get_lock():
+            counts = await self.engine.collective_rpc("userrl_load_weights", args=(str(path),))
+            await self.engine.reset_prefix_cache()
+            self.version = int(version)
+        seconds = time.perf_counter() - t0
+        log.info("vllm_weights_loaded", path=str(path), version=version, tensors=counts,
+                 seconds=round(seconds, 4))
+        return seconds
+
+    # -- helpers ----------------------------------------------------------------------------
+    def prompt_ids(self, req: GenRequest) -> list[int]:
+        try:
+            if req.prompt_ids is None:
+                return render_prefix_ids(self.tokenizer, req.messages, True, self.tools)
+            return extend_ids(self.tokenizer, req.prompt_ids, req.messages, req.n_seen, self.tools)
+        except PolicyError as exc:
+            raise PolicyError(f"episode {req.episode_id}: {exc}") from exc
+
+    def sampling_params(self, sampling: Sampling) -> Any:
+        """vLLM ``SamplingParams`` for one request (token ids and sampled logprobs only)."""
+        return self._vllm.SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens, seed=sampling.seed, logprobs=0,
+            stop_token_ids=self.stop_ids, detokenize=False, skip_special_tokens=False,
+        )
+
+    async def _generate_one(self, prompt: list[int], sampling: Sampling) -> GenResult:
+        from vllm.inputs import TokensPrompt
+
+        final = None
+        try:
+            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt),
+                                                  self.sampling_params(sampling),
+                                                  request_id=uuid.uuid4().hex):
+                final = out
+        except Exception as exc:
+            raise PolicyError(f"vllm generation failed: {type(exc).__name__}: {exc}",
+                              transient=True) from exc
+        if final is None or not final.outputs:
+            raise PolicyError("vllm returned no output", transient=True)
+        c = final.outputs[0]
+        ids = list(c.token_ids)
+        lps = [float(c.logprobs[k][t].logprob) for k, t in enumerate(ids)] if c.logprobs else []
+        stopped = bool(ids) and ids[-1] in self.stop_ids
+        body = ids[:-1] if stopped else ids
+        text = self.tokenizer.decode(body, skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
+        return GenResult(text=text, prompt_ids=prompt, token_ids=ids, logprobs=lps,
+                         version=self.version, finish_reason="stop" if stopped else "length")

@@ -1,0 +1,88 @@
+"""Every Redis name userrl uses, in one place.
+
+All names live under ``userrl:{run}:`` so several runs share one server without touching each
+other. Streams carry msgpack payloads in the field ``p``; episode streams add plain readable
+fields next to it so ``redis-cli XRANGE`` shows a dialogue while it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: roles that consume a stream, each with one consumer group named after the role
+ROLES: tuple[str, ...] = ("env", "policy", "user", "reward", "learner")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    run: str = "default"
+
+    @property
+    def prefix(self) -> str:
+        return f"userrl:{self.run}:"
+
+    # -- work streams (one consumer group per role) ------------------------------------------
+    def stream(self, role: str) -> str:
+        """Input stream of a role: env (reset/action/user reply), policy, user, reward, learner."""
+        return f"{self.prefix}stream:{role}"
+
+    def group(self, role: str) -> str:
+        """Consumer group name of a role on its input stream."""
+        return role
+
+    @property
+    def weights(self) -> str:
+        """Stream of weight-version announcements from the learner (read without a group)."""
+        return f"{self.prefix}stream:weights"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: poison entries with their source stream, group and error."""
+        return f"{self.prefix}stream:dead"
+
+    @property
+    def results(self) -> str:
+        """Stream of scored groups / finished episodes for evaluation and metrics readers."""
+        return f"{self.prefix}stream:results"
+
+    # -- exactly-once bookkeeping --------------------------------------------------------------
+    def done(self, group: str, kind: str, episode: str, seq: int, hop: int) -> str:
+        """Idempotency key: set (NX) in the commit of the message (kind, episode, seq, hop)."""
+        return f"{self.prefix}done:{group}:{kind}:{episode}:{seq}:{hop}"
+
+    def replies(self, episode: str) -> str:
+        """Hash of stored replies of an episode, field ``{seq}:{hop}`` (re-executed steps replay them)."""
+        return f"{self.prefix}replies:{episode}"
+
+    def state(self, episode: str) -> str:
+        """Hash with the episode's env-state snapshot (field ``state``) and pending action."""
+        return f"{self.prefix}state:{episode}"
+
+    # -- live inspection ----------------------------------------------------------------------
+    def episode(self, episode: str) -> str:
+        """Readable per-episode stream: one entry per turn (role, turn, text, reward, ...)."""
+        return f"{self.prefix}episode:{episode}"
+
+    @property
+    def live(self) -> str:
+        """Sorted set of live episodes, score = start time (unix seconds)."""
+        return f"{self.prefix}episodes:live"
+
+    @property
+    def finished(self) -> str:
+        """Sorted set of finished episodes, score = end time (unix seconds)."""
+        return f"{self.prefix}episodes:finished"
+
+    # -- health and counters ------------------------------------------------------------------
+    def heartbeat(self, role: str, worker: str) -> str:
+        """Heartbeat of one worker (JSON, expires after the configured TTL)."""
+        return f"{self.prefix}hb:{role}:{worker}"
+
+    def heartbeat_pattern(self, role: str = "*") -> str:
+        """SCAN pattern matching heartbeats of a role."""
+        return f"{self.prefix}hb:{role}:*"
+
+    @property
+    def counters(self) -> str:
+        """Hash of run-wide counters (processed, dead_lettered, nogroup_recreated, ...)."""
+        return f"{self.prefix}counters"

@@ -1,0 +1,243 @@
+"""Typed, frozen, versioned bus messages and their msgpack codec (never pickle).
+
+Every message names its place in a dialogue with ``episode_id``, ``seq`` (the turn, strictly
+increasing) and ``hop`` (0 = the policy call of that turn, 1.. = the user/judge calls inside
+it). The commit of a message is made idempotent on ``(kind, episode_id, seq, hop)``.
+
+Wire format: a msgpack map ``{"k": kind, "v": schema version, "d": {field: value}}``.
+:func:`decode` checks the kind, the version, every field's presence and type, and the size
+cap; anything wrong raises :class:`~userrl.errors.MessageError` (the worker dead-letters it).
+A change to a message's fields bumps its ``VERSION``; decoders accept versions up to their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+import msgpack
+
+from userrl.errors import MessageError
+
+#: payloads above this many bytes are refused on encode and dead-lettered on decode
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    KIND: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    episode_id: str
+    seq: int = 0
+    hop: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reset(Message):
+    """Start an episode (dispatcher -> env)."""
+
+    KIND: ClassVar[str] = "reset"
+    group_id: str
+    env_id: str
+    task: dict[str, Any]
+    seed: int = 0
+    max_turns: int = 0  #: 0 = the gym's default
+    sampling: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  #: run/split/eval tags, copied to the trajectory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRequest(Message):
+    """Ask for the agent's next action (env -> policy). ``hop`` is 0."""
+
+    KIND: ClassVar[str] = "policy_request"
+    env_id: str
+    messages: list[dict[str, Any]]
+    prompt_ids: list[int] | None = None
+    n_seen: int = 0
+    sampling: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] | None = None  #: only sent to scripted-expert policies
+    replica: str = ""  #: preferred policy replica (sticky episodes); "" = any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyReply(Message):
+    """The agent's action with its tokens (policy -> env)."""
+
+    KIND: ClassVar[str] = "policy_reply"
+    text: str
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    version: int = 0
+    finish_reason: str = "stop"
+    worker: str = ""
+    error: dict[str, Any] | None = None  #: {"kind", "message", "transient"} when the backend failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRequest(Message):
+    """Ask the simulated user or judge (env -> user). ``hop`` >= 1."""
+
+    KIND: ClassVar[str] = "user_request"
+    query: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserReply(Message):
+    """Notification that the reply of ``(episode, seq, hop)`` is stored (user -> env)."""
+
+    KIND: ClassVar[str] = "user_reply"
+    reply: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    worker: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trajectory(Message):
+    """A finished (or failed) episode with its turns (env -> reward)."""
+
+    KIND: ClassVar[str] = "trajectory"
+    group_id: str
+    env_id: str
+    task_id: str
+    turns: list[dict[str, Any]]
+    status: str = "ok"  #: ok | failed
+    error: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoredGroup(Message):
+    """All G trajectories of one task, scored, with per-token advantages (reward -> learner)."""
+
+    KIND: ClassVar[str] = "scored_group"
+    group_id: str
+    env_id: str
+    items: list[dict[str, Any]]
+    status: str = "ok"  #: ok | dropped
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightsAnnouncement(Message):
+    """A new policy version is saved (learner -> policy workers). ``seq`` = version."""
+
+    KIND: ClassVar[str] = "weights"
+    version: int
+    path: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probe(Message):
+    """A diagnostic message for bus benchmarks, fault tests and ``userrl bus ping``."""
+
+    KIND: ClassVar[str] = "probe"
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def register(cls: type[Message]) -> type[Message]:
+    """Make a message kind decodable (the built-in kinds are registered below)."""
+    if not cls.KIND or _REGISTRY.get(cls.KIND, cls) is not cls:
+        raise TypeError(f"{cls.__name__}: KIND {cls.KIND!r} is empty or already taken")
+    _REGISTRY[cls.KIND] = cls
+    return cls
+
+
+for _cls in (Reset, PolicyRequest, PolicyReply, UserRequest, UserReply, Trajectory, ScoredGroup,
+             WeightsAnnouncement, Probe):
+    register(_cls)
+
+
+def kinds() -> dict[str, type[Message]]:
+    """All registered message kinds."""
+    return dict(_REGISTRY)
+
+
+# ---- codec -------------------------------------------------------------------------------------
+
+
+def encode(msg: Message, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    if not msg.KIND:
+        raise MessageError(f"{type(msg).__name__} has no KIND and cannot be sent")
+    d = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    try:
+        raw: bytes = msgpack.packb({"k": msg.KIND, "v": msg.VERSION, "d": d}, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(f"cannot encode {msg.KIND}: {exc}") from exc
+    if len(raw) > max_bytes:
+        raise MessageError(f"{msg.KIND} for episode {msg.episode_id} is {len(raw)} bytes, over the cap of {max_bytes}")
+    return raw
+
+
+def decode(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    if len(raw) > max_bytes:
+        raise MessageError(f"payload of {len(raw)} bytes is over the cap of {max_bytes}")
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise MessageError(f"undecodable msgpack payload: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict) or not {"k", "v", "d"} <= obj.keys():
+        raise MessageError("payload is not a userrl message (expected a map with k, v, d)")
+    kind, version, data = obj["k"], obj["v"], obj["d"]
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MessageError(f"unknown message kind {kind!r}; known: {sorted(_REGISTRY)}")
+    if not isinstance(version, int) or not 1 <= version <= cls.VERSION:
+        raise MessageError(f"{kind} schema version {version!r} not supported (this build reads <= {cls.VERSION})")
+    if not isinstance(data, dict):
+        raise MessageError(f"{kind}: fields must be a map")
+    return _build(cls, data)
+
+
+def _build(cls: type[Message], data: dict[str, Any]) -> Message:
+    hints = _hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise MessageError(f"{cls.KIND}: unknown fields {sorted(unknown)}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in data:
+            if required:
+                raise MessageError(f"{cls.KIND}: missing field {f.name!r}")
+            continue
+        if not _type_ok(data[f.name], hints[f.name]):
+            raise MessageError(f"{cls.KIND}.{f.name}: expected {hints[f.name]}, got {type(data[f.name]).__name__}")
+    return cls(**data)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and (item is Any or all(_type_ok(v, item) for v in value))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)

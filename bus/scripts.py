@@ -1,0 +1,64 @@
+"""Lua scripts that make each bus step atomic.
+
+COMMIT applies one message's effects and acknowledges it in one step:
+
+    KEYS[1]  idempotency key   KEYS[2]  input stream   KEYS[3..] keys the effects touch
+    ARGV[1]  group   ARGV[2] entry id ('' = nothing to ack)   ARGV[3] idempotency TTL (ms)
+    ARGV[4]  XADD MAXLEN cap   ARGV[5..] effects, each: op, key index, n args, args...
+
+If the idempotency key is new (SET NX) the effects run and the script returns 1; if it exists
+(the message was already committed, e.g. by a peer that reclaimed it) only the XACK runs and
+it returns 0. Either way a step never half-happens.
+"""
+
+COMMIT = """
+local fresh = redis.call('SET', KEYS[1], ARGV[2] ~= '' and ARGV[2] or '1', 'NX', 'PX', ARGV[3])
+if fresh then
+  local i = 5
+  local n = #ARGV
+  while i <= n do
+    local op = ARGV[i]
+    local key = KEYS[tonumber(ARGV[i + 1])]
+    local nargs = tonumber(ARGV[i + 2])
+    local args = {}
+    for j = 1, nargs do args[j] = ARGV[i + 2 + j] end
+    if op == 'XADD' then
+      redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', unpack(args))
+    elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' then
+      redis.call(op, key, unpack(args))
+    elseif op == 'SET' then
+      redis.call('SET', key, unpack(args))
+    else
+      return redis.error_reply('userrl commit: unknown effect ' .. tostring(op))
+    end
+    i = i + 3 + nargs
+  end
+end
+if ARGV[2] ~= '' then redis.call('XACK', KEYS[2], ARGV[1], ARGV[2]) end
+if fresh then return 1 else return 0 end
+"""
+
+#: Renew a claim only if this consumer still owns the entry (never steal it back from a peer).
+#: KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] entry ids. Returns ids renewed.
+RENEW = """
+local renewed = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    table.insert(renewed, ARGV[i])
+  end
+end
+return renewed
+"""
+
+#: Move an entry to the dead-letter stream and ack it, atomically.
+#: KEYS[1] source stream, KEYS[2] dead stream; ARGV[1] group, ARGV[2] entry id,
+#: ARGV[3] MAXLEN cap, ARGV[4..] fields of the dead-letter entry.
+DEAD_LETTER = """
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
+"""

@@ -1,0 +1,372 @@
+"""The Redis Streams transport.
+
+One :class:`Bus` per process wraps a redis-py asyncio client. Work streams are read through
+consumer groups (one per role) in batches (``COUNT``/``BLOCK``); each handled message is
+committed by one atomic Lua script (:mod:`userrl.bus.scripts`): idempotency key ``SET NX`` on
+``(kind, episode, seq, hop)``, the outgoing ``XADD``\\ s, an optional state snapshot, ``XACK``.
+A batch's commits go out in one pipeline.
+
+Recovery: a consumer first drains its own pending entries (a restart under the same name);
+:meth:`Bus.reclaim` takes over entries idle past ``min_idle`` with ``XAUTOCLAIM``; an entry
+delivered more than ``max_deliveries`` times, or whose payload cannot be decoded, goes to the
+dead-letter stream with the error. ``NOGROUP`` (a Redis restart without persistence) recreates
+the group and counts it. Streams are trimmed to the consumption point with ``XTRIM MINID``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from userrl.bus import scripts
+from userrl.bus.keys import Keys
+from userrl.bus.messages import MAX_MESSAGE_BYTES, Message, decode, encode
+from userrl.errors import MessageError
+
+log = structlog.get_logger(__name__)
+
+PAYLOAD = b"p"
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    """Knobs of the transport (from the deploy config's ``bus`` section)."""
+
+    read_count: int = 128  #: entries per XREADGROUP
+    block_ms: int = 1000  #: XREADGROUP BLOCK
+    min_idle_ms: int = 15_000  #: reclaim entries idle longer than this
+    max_deliveries: int = 5  #: dead-letter an entry delivered more often than this
+    idempotency_ttl_ms: int = 7 * 24 * 3600 * 1000  #: how long commit keys remember a message
+    stream_cap: int = 1_000_000  #: MAXLEN ~ safety cap; normal trimming is by consumption point
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("read_count", "block_ms", "min_idle_ms", "max_deliveries", "stream_cap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"bus.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_idle_ms <= self.block_ms:
+            raise ValueError("bus.min_idle_ms must be larger than bus.block_ms")
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stream entry handed to this consumer."""
+
+    stream: str
+    group: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    msg: Message | None = None
+    error: str = ""  #: why the payload could not be decoded (then ``msg`` is None)
+    deliveries: int = 1
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What handling one message produces; applied atomically by :meth:`Bus.commit`."""
+
+    ops: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+
+    def send(self, stream: str, msg: Message, readable: dict[str, Any] | None = None, *,
+             max_bytes: int = MAX_MESSAGE_BYTES) -> Effects:
+        """XADD ``msg`` (plus optional plain readable fields) to ``stream``."""
+        args: list[Any] = []
+        for k, v in (readable or {}).items():
+            args += [k, _plain(v)]
+        args += [PAYLOAD, encode(msg, max_bytes=max_bytes)]
+        self.ops.append(("XADD", stream, args))
+        return self
+
+    def append(self, stream: str, fields: dict[str, Any]) -> Effects:
+        """XADD plain fields (an episode log entry)."""
+        args: list[Any] = []
+        for k, v in fields.items():
+            args += [k, _plain(v)]
+        self.ops.append(("XADD", stream, args))
+        return self
+
+    def hset(self, key: str, mapping: dict[str, Any]) -> Effects:
+        args: list[Any] = []
+        for k, v in mapping.items():
+            args += [k, v if isinstance(v, (bytes, str)) else _plain(v)]
+        self.ops.append(("HSET", key, args))
+        return self
+
+    def hdel(self, key: str, *names: str) -> Effects:
+        self.ops.append(("HDEL", key, list(names)))
+        return self
+
+    def zadd(self, key: str, score: float, member: str) -> Effects:
+        self.ops.append(("ZADD", key, [repr(float(score)), member]))
+        return self
+
+    def zrem(self, key: str, member: str) -> Effects:
+        self.ops.append(("ZREM", key, [member]))
+        return self
+
+    def expire(self, key: str, ms: int) -> Effects:
+        self.ops.append(("PEXPIRE", key, [int(ms)]))
+        return self
+
+    def delete(self, key: str) -> Effects:
+        self.ops.append(("DEL", key, []))
+        return self
+
+    def incr(self, key: str, name: str, by: int = 1) -> Effects:
+        self.ops.append(("HINCRBY", key, [name, int(by)]))
+        return self
+
+
+def _plain(v: Any) -> str | bytes:
+    if isinstance(v, (str, bytes)):
+        return v
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def idempotency_identity(msg: Message) -> tuple[str, str, int, int]:
+    return (msg.KIND, msg.episode_id, msg.seq, msg.hop)
+
+
+class Bus:
+    """Transport over one Redis server. See the module docstring."""
+
+    def __init__(self, redis: Redis, keys: Keys, settings: BusSettings | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings or BusSettings()
+        self._commit = redis.register_script(scripts.COMMIT)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._dead = redis.register_script(scripts.DEAD_LETTER)
+        self._groups_ready: set[tuple[str, str]] = set()
+        self.nogroup_recreated = 0
+
+    # -- groups ---------------------------------------------------------------------------------
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the consumer group (and the stream) if missing; from the start of the stream."""
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_ready.add((stream, group))
+
+    async def _recreate_group(self, stream: str, group: str, exc: Exception) -> None:
+        self.nogroup_recreated += 1
+        log.warning("bus.nogroup_recreated", stream=stream, group=group, error=str(exc))
+        self._groups_ready.discard((stream, group))
+        await self.ensure_group(stream, group)
+        await self.redis.hincrby(self.keys.counters, "nogroup_recreated", 1)
+
+    # -- sending --------------------------------------------------------------------------------
+    async def send(self, stream: str, msg: Message, readable: dict[str, Any] | None = None) -> str:
+        """XADD one message outside any commit (dispatchers, CLIs). Duplicates are harmless:
+        the consumer's commit is idempotent on the message identity."""
+        args = Effects().send(stream, msg, readable, max_bytes=self.settings.max_message_bytes).ops[0][2]
+        fields = dict(zip(args[::2], args[1::2], strict=True))
+        entry = await self.redis.xadd(stream, fields, maxlen=self.settings.stream_cap, approximate=True)
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    # -- reading --------------------------------------------------------------------------------
+    async def read(self, stream: str, group: str, consumer: str, *, count: int | None = None,
+                   block_ms: int | None = None, pending: bool = False) -> list[Delivery]:
+        """Read new entries (``pending=False``) or this consumer's own pending ones."""
+        count = count or self.settings.read_count
+        if (stream, group) not in self._groups_ready:
+            await self.ensure_group(stream, group)
+        try:
+            resp = await self.redis.xreadgroup(group, consumer, {stream: "0" if pending else ">"},
+                                               count=count, block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms))
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recreate_group(stream, group, exc)
+            return []
+        entries = resp[0][1] if resp else []
+        out = [self._delivery(stream, group, eid, fields) for eid, fields in entries if fields]
+        if pending and out:
+            await self._fill_delivery_counts(out, consumer)
+        # An entry deleted by trimming while pending comes back with no fields: ack and forget it.
+        gone = [eid for eid, fields in entries if not fields]
+        if gone:
+            await self.redis.xack(stream, group, *gone)
+        return out
+
+    def _delivery(self, stream: str, group: str, eid: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
+        entry_id = eid.decode() if isinstance(eid, bytes) else eid
+        d = Delivery(stream, group, entry_id, fields)
+        raw = fields.get(PAYLOAD)
+        if raw is None:
+            d.error = "entry has no payload field 'p'"
+            return d
+        try:
+            d.msg = decode(raw, max_bytes=self.settings.max_message_bytes)
+        except MessageError as exc:
+            d.error = str(exc)
+        return d
+
+    async def _fill_delivery_counts(self, ds: Sequence[Delivery], consumer: str) -> None:
+        ids = sorted(ds, key=lambda d: tuple(int(x) for x in d.entry_id.split("-")))
+        rows = await self.redis.xpending_range(ds[0].stream, ds[0].group, min=ids[0].entry_id,
+                                               max=ids[-1].entry_id, count=len(ds) * 4 + 16,
+                                               consumername=consumer)
+        counts = {(r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]):
+                  int(r["times_delivered"]) for r in rows}
+        for d in ds:
+            d.deliveries = counts.get(d.entry_id, d.deliveries)
+
+    async def reclaim(self, stream: str, group: str, consumer: str, *, count: int | None = None,
+                      min_idle_ms: int | None = None) -> list[Delivery]:
+        """XAUTOCLAIM entries idle past ``min_idle`` (crashed or stopped peers, or ourselves)."""
+        count = count or self.settings.read_count
+        idle = min_idle_ms if min_idle_ms is not None else self.settings.min_idle_ms
+        out: list[Delivery] = []
+        start = "0-0"
+        try:
+            while True:
+                resp = await self.redis.xautoclaim(stream, group, consumer, idle, start_id=start, count=count)
+                nxt, entries = resp[0], resp[1]
+                out += [self._delivery(stream, group, eid, f) for eid, f in entries if f]
+                nxt = nxt.decode() if isinstance(nxt, bytes) else nxt
+                if nxt == "0-0" or len(out) >= count:
+                    break
+                start = nxt
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recreate_group(stream, group, exc)
+            return []
+        if out:
+            await self._fill_delivery_counts(out, consumer)
+            log.info("bus.reclaimed", stream=stream, group=group, consumer=consumer, n=len(out))
+        return out
+
+    async def renew(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Reset the idle time of entries this consumer still owns (long handlers)."""
+        if not entry_ids:
+            return []
+        got = await self._renew(keys=[stream], args=[group, consumer, *entry_ids])
+        return [g.decode() if isinstance(g, bytes) else g for g in got]
+
+    # -- committing -----------------------------------------------------------------------------
+    def _commit_args(self, d: Delivery | None, identity: tuple[str, str, int, int], group: str,
+                     effects: Effects) -> tuple[list[str], list[Any]]:
+        kind, ep, seq, hop = identity
+        keys = [self.keys.done(group, kind, ep, seq, hop), d.stream if d else self.keys.dead]
+        argv: list[Any] = [group, d.entry_id if d else "", self.settings.idempotency_ttl_ms,
+                           self.settings.stream_cap]
+        index: dict[str, int] = {}
+        for op, key, args in effects.ops:
+            if key not in index:
+                keys.append(key)
+                index[key] = len(keys)
+            argv += [op, index[key], len(args), *args]
+        return keys, argv
+
+    async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:
+        """Apply each delivery's effects and ack it, atomically per delivery, pipelined per batch.
+        Returns, per item, whether its effects were applied (False: already committed before)."""
+        if not items:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d, effects in items:
+                assert d.msg is not None, "only decoded deliveries can be committed"
+                keys, argv = self._commit_args(d, idempotency_identity(d.msg), d.group, effects)
+                await self._commit(keys=keys, args=argv, client=pipe)
+            res = await pipe.execute()
+        return [bool(r) for r in res]
+
+    async def commit_once(self, identity: tuple[str, str, int, int], group: str, effects: Effects) -> bool:
+        """Apply effects exactly once without acking anything (e.g. the dispatcher's resets)."""
+        keys, argv = self._commit_args(None, identity, group, effects)
+        return bool(await self._commit(keys=keys, args=argv))
+
+    async def ack(self, d: Delivery) -> None:
+        await self.redis.xack(d.stream, d.group, d.entry_id)
+
+    # -- dead letters ---------------------------------------------------------------------------
+    async def dead_letter(self, d: Delivery, error: str) -> str:
+        fields: list[Any] = [b"stream", d.stream, b"group", d.group, b"entry", d.entry_id,
+                             b"error", error[:2000], b"deliveries", str(d.deliveries),
+                             b"at", f"{time.time():.3f}"]
+        if d.msg is not None:
+            fields += [b"kind", d.msg.KIND, b"episode", d.msg.episode_id]
+        for k, v in d.fields.items():
+            fields += [b"f:" + (k if isinstance(k, bytes) else k.encode()), v]
+        eid = await self._dead(keys=[d.stream, self.keys.dead],
+                               args=[d.group, d.entry_id, self.settings.stream_cap, *fields])
+        await self.redis.hincrby(self.keys.counters, "dead_lettered", 1)
+        log.warning("bus.dead_lettered", stream=d.stream, entry=d.entry_id, error=error,
+                    deliveries=d.deliveries, episode_id=d.msg.episode_id if d.msg else None)
+        return eid.decode() if isinstance(eid, bytes) else str(eid)
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
+        rows = await self.redis.xrange(self.keys.dead, count=count)
+        out = []
+        for eid, f in rows:
+            item: dict[str, Any] = {"id": eid.decode()}
+            for k, v in f.items():
+                key = k.decode()
+                if key.startswith("f:"):
+                    continue
+                item[key] = v.decode(errors="replace")
+            out.append(item)
+        return out
+
+    async def replay_dead(self, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back on their source stream (all of them when ``ids`` is None)."""
+        rows = await self.redis.xrange(self.keys.dead)
+        n = 0
+        for eid, f in rows:
+            eid_s = eid.decode()
+            if ids is not None and eid_s not in ids:
+                continue
+            original = {k[2:]: v for k, v in f.items() if k.startswith(b"f:")}
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(f[b"stream"], original, maxlen=self.settings.stream_cap, approximate=True)
+                pipe.xdel(self.keys.dead, eid_s)
+                await pipe.execute()
+            n += 1
+        return n
+
+    # -- trimming and introspection -------------------------------------------------------------
+    async def trim(self, stream: str, *, approximate: bool = True) -> int:
+        """XTRIM MINID to the oldest entry some group still needs (pending or undelivered).
+        ``approximate`` trims whole stream nodes only (cheap); never past the floor either way."""
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return 0
+        if not groups:
+            return 0
+        floor: tuple[int, int] | None = None
+        for g in groups:
+            name = g["name"]
+            summary = await self.redis.xpending(stream, name)
+            cand = summary["min"] if summary["pending"] else None
+            if cand is None:
+                last = g["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else last
+                ms, sq = (int(x) for x in last.split("-"))
+                cand_t = (ms, sq + 1)
+            else:
+                cand = cand.decode() if isinstance(cand, bytes) else cand
+                cand_t = tuple(int(x) for x in cand.split("-"))  # type: ignore[assignment]
+            floor = cand_t if floor is None or cand_t < floor else floor
+        assert floor is not None
+        return int(await self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=approximate))
+
+    async def group_info(self, stream: str) -> list[dict[str, Any]]:
+        try:
+            rows = await self.redis.xinfo_groups(stream)
+        except ResponseError:
+            return []
+        return [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.items()} for r in rows]

@@ -1,0 +1,258 @@
+"""The worker base class every role builds on.
+
+A worker is one class: typed settings and the bus injected in the constructor; one
+``async def handle(delivery) -> Effects`` per role (or ``handle_batch`` when the role batches,
+like the policy worker); ``run()`` installs signal handlers and blocks, ``async_run()`` runs
+inside an existing event loop (tests); ``burst`` exits when the input stream is drained.
+
+Per batch: read (first this consumer's own pending entries, then periodically entries
+reclaimed from dead or stopped peers, else new ones) -> handle concurrently -> commit all
+results in one pipeline (each commit atomic and idempotent). What goes wrong:
+
+- undecodable payload, or delivered more than ``max_deliveries`` times -> dead-letter stream;
+- ``handle`` raises -> logged, left pending; reclaimed after ``min_idle`` and retried, until the
+  delivery count sends it to the dead-letter stream;
+- SIGTERM/SIGINT -> stop reading, finish and commit the in-flight batch, exit 0.
+
+Entries held longer than a third of ``min_idle`` get their claim renewed, so a slow handler
+is not mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import anyio
+import structlog
+
+from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.errors import MessageError
+
+log = structlog.get_logger(__name__)
+
+
+def default_worker_name(role: str) -> str:
+    return os.environ.get("USERRL_WORKER_NAME") or f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Settings shared by every role."""
+
+    name: str = ""  #: stable consumer name (a restart under the same name drains its own pending)
+    concurrency: int = 64  #: messages handled at once within a batch
+    burst: bool = False  #: exit when the input stream is drained
+    heartbeat_interval_s: float = 2.0
+    heartbeat_ttl_s: float = 10.0
+    reclaim_interval_s: float = 5.0
+    trim_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be larger than heartbeat_interval_s")
+
+
+class Worker:
+    """Base class of every role. Subclasses set ``role`` and implement ``handle``."""
+
+    role: ClassVar[str] = ""
+
+    def __init__(self, bus: Bus, settings: WorkerSettings | None = None) -> None:
+        if not self.role:
+            raise TypeError(f"{type(self).__name__} must set the class attribute 'role'")
+        self.bus = bus
+        self.settings = settings or WorkerSettings()
+        self.name = self.settings.name or default_worker_name(self.role)
+        self.stream = bus.keys.stream(self.role)
+        self.group = bus.keys.group(self.role)
+        self.stats = {"handled": 0, "committed": 0, "duplicates": 0, "dead_lettered": 0, "errors": 0}
+        self._stopping = anyio.Event()
+        self._in_flight: dict[str, float] = {}
+        self.log = log.bind(role=self.role, worker=self.name)
+
+    # -- to implement ---------------------------------------------------------------------------
+    async def handle(self, d: Delivery) -> Effects | None:
+        """Handle one decoded message; return its effects (None = commit an ack only)."""
+        raise NotImplementedError
+
+    async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
+        """Handle a batch; default: ``handle`` concurrently, at most ``concurrency`` at a time."""
+        results: list[Effects | None | BaseException] = [None] * len(ds)
+        limiter = anyio.CapacityLimiter(self.settings.concurrency)
+
+        async def one(i: int, d: Delivery) -> None:
+            async with limiter:
+                assert d.msg is not None
+                with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
+                    t0 = time.perf_counter()
+                    try:
+                        results[i] = await self.handle(d)
+                    except Exception as exc:  # classified by the caller
+                        results[i] = exc
+                    self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
+                                   ms=round((time.perf_counter() - t0) * 1000, 2))
+
+        async with anyio.create_task_group() as tg:
+            for i, d in enumerate(ds):
+                tg.start_soon(one, i, d)
+        return results
+
+    async def on_start(self) -> None:
+        """Hook: load models, connect backends."""
+
+    async def on_stop(self) -> None:
+        """Hook: release resources."""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the worker to stop after the in-flight batch (what SIGTERM does)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> int:
+        """Blocking entry point: installs SIGTERM/SIGINT handlers; returns the exit code."""
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                await self.async_run()
+                tg.cancel_scope.cancel()
+
+        anyio.run(main)
+        return 0
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.log.info("worker.signal", signal=signal.Signals(signum).name)
+                self.stop()
+
+    async def async_run(self) -> None:
+        """Run until stopped (or drained, in burst mode)."""
+        await self.bus.ensure_group(self.stream, self.group)
+        await self.on_start()
+        self.log.info("worker.started", stream=self.stream, burst=self.settings.burst)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._renew_loop)
+                await self._loop()
+                tg.cancel_scope.cancel()
+        finally:
+            await self._clear_heartbeat()
+            await self.on_stop()
+            self.log.info("worker.stopped", **self.stats)
+
+    async def _loop(self) -> None:
+        # 1) entries delivered to this consumer name before a restart
+        while not self.stopping:
+            own = await self.bus.read(self.stream, self.group, self.name, pending=True)
+            if not own:
+                break
+            await self._process(own)
+        next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
+        next_trim = time.monotonic() + self.settings.trim_interval_s
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_reclaim:
+                next_reclaim = now + self.settings.reclaim_interval_s
+                batch = await self.bus.reclaim(self.stream, self.group, self.name)
+            else:
+                batch = await self.bus.read(self.stream, self.group, self.name)
+            if batch:
+                await self._process(batch)
+            elif self.settings.burst and await self._drained():
+                break
+            if now >= next_trim:
+                next_trim = now + self.settings.trim_interval_s
+                await self.bus.trim(self.stream)
+
+    async def _drained(self) -> bool:
+        for g in await self.bus.group_info(self.stream):
+            if g.get("name") == self.group:
+                return int(g.get("pending") or 0) == 0 and int(g.get("lag") or 0) == 0
+        return True
+
+    async def _process(self, batch: Sequence[Delivery]) -> None:
+        good: list[Delivery] = []
+        for d in batch:
+            if d.msg is None:
+                await self._dead(d, f"undecodable: {d.error}")
+            elif d.deliveries > self.bus.settings.max_deliveries:
+                await self._dead(d, f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})")
+            else:
+                good.append(d)
+        if not good:
+            return
+        now = time.monotonic()
+        for d in good:
+            self._in_flight[d.entry_id] = now
+        try:
+            results = await self.handle_batch(good)
+            to_commit: list[tuple[Delivery, Effects]] = []
+            for d, r in zip(good, results, strict=True):
+                if isinstance(r, MessageError):
+                    await self._dead(d, f"invalid message: {r}")
+                elif isinstance(r, BaseException):
+                    self.stats["errors"] += 1
+                    self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
+                                   entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
+                else:
+                    to_commit.append((d, r if r is not None else Effects()))
+            applied = await self.bus.commit(to_commit)
+        finally:
+            for d in good:
+                self._in_flight.pop(d.entry_id, None)
+        self.stats["handled"] += len(good)
+        self.stats["committed"] += sum(applied)
+        self.stats["duplicates"] += len(applied) - sum(applied)
+
+    async def _dead(self, d: Delivery, why: str) -> None:
+        self.stats["dead_lettered"] += 1
+        await self.bus.dead_letter(d, why)
+
+    # -- background loops -----------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        key = self.bus.keys.heartbeat(self.role, self.name)
+        while True:
+            body = json.dumps({"role": self.role, "worker": self.name, "pid": os.getpid(),
+                               "host": socket.gethostname(), "at": time.time(),
+                               "in_flight": len(self._in_flight), **self.stats, **self.heartbeat_extra()})
+            try:
+                await self.bus.redis.set(key, body, px=int(self.settings.heartbeat_ttl_s * 1000))
+            except Exception as exc:  # a missed heartbeat must not kill the worker
+                self.log.warning("worker.heartbeat_failed", error=repr(exc))
+            await anyio.sleep(self.settings.heartbeat_interval_s)
+
+    def heartbeat_extra(self) -> dict[str, Any]:
+        """Role-specific fields for the heartbeat (e.g. the policy version)."""
+        return {}
+
+    async def _clear_heartbeat(self) -> None:
+        try:
+            with anyio.fail_after(2):
+                await self.bus.redis.delete(self.bus.keys.heartbeat(self.role, self.name))
+        except Exception:  # the key expires on its own
+            pass
+
+    async def _renew_loop(self) -> None:
+        every = self.bus.settings.min_idle_ms / 3000
+        while True:
+            await anyio.sleep(every)
+            old = [eid for eid, t in list(self._in_flight.items()) if time.monotonic() - t > every]
+            if old:
+                try:
+                    await self.bus.renew(self.stream, self.group, self.name, old)
+                except Exception as exc:
+                    self.log.warning("worker.renew_failed", error=repr(exc))

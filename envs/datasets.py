@@ -1,0 +1,104 @@
+"""Task datasets: one JSON object per line, each with a unique string ``id``.
+
+Bundled datasets live in ``envs/data/<gym>/{train,test}.jsonl`` (``<gym>`` is the lower-case
+gym name: ``function``, ``telepathy``, ``turtle``, ``intention``); they are authored for this
+project (see ``envs/gen_data.py``). ``path`` may name a JSONL file of your own, or a folder laid
+out like ``envs/data`` (``<folder>/<gym>/<split>.jsonl``) or holding ``<split>.jsonl``, such
+as the output of :func:`userrl.envs.importer.import_userrl`.
+
+Every line is checked when it is read: malformed JSON, a non-object, a missing or duplicate
+``id``, or a task the gym rejects (its ``validate_task``) raises :class:`DataError` naming
+``file:line``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from userrl.errors import DataError
+
+log = structlog.get_logger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SPLITS = ("train", "test")
+
+_cache: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+
+
+def gym_dir_name(env_id: str) -> str:
+    """``userrl/Telepathy-v0`` -> ``telepathy`` (the dataset folder of a gym)."""
+    from userrl.envs.registry import get_env_class
+
+    cls = get_env_class(env_id)
+    name = getattr(cls, "data_name", None)
+    return str(name) if name else env_id.split("/")[-1].split("-")[0].lower()
+
+
+def dataset_path(env_id: str, split: str, path: str | Path | None = None) -> Path:
+    """The JSONL file :func:`load_tasks` reads for these arguments."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    gym = gym_dir_name(env_id)
+    if path is None:
+        return DATA_DIR / gym / f"{split}.jsonl"
+    p = Path(path)
+    if p.is_dir():
+        nested = p / gym / f"{split}.jsonl"
+        return nested if nested.exists() else p / f"{split}.jsonl"
+    return p
+
+
+def load_tasks(env_id: str, split: str, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The tasks of ``env_id``'s ``split`` (bundled, or from ``path``); fresh copies each call."""
+    file = dataset_path(env_id, split, path)
+    try:
+        mtime = file.stat().st_mtime
+    except OSError as exc:
+        raise DataError(f"{file}: dataset file not found for {env_id} split {split!r}") from exc
+    key = (str(file), env_id, mtime)
+    if key not in _cache:
+        _cache[key] = _read(file, env_id)
+        log.debug("tasks_loaded", env_id=env_id, split=split, file=str(file), n=len(_cache[key]))
+    return copy.deepcopy(_cache[key])
+
+
+def _read(file: Path, env_id: str) -> list[dict[str, Any]]:
+    from userrl.envs.registry import get_env_class
+
+    validate = getattr(get_env_class(env_id), "validate_task", None)
+    tasks: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: cannot read dataset ({exc})") from exc
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{lineno}"
+        try:
+            task = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: malformed JSON ({exc.msg})") from exc
+        if not isinstance(task, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(task).__name__}")
+        tid = task.get("id")
+        if not isinstance(tid, str) or not tid:
+            raise DataError(f"{where}: every task needs a non-empty string 'id'")
+        if tid in seen:
+            raise DataError(f"{where}: duplicate id {tid!r} (first on line {seen[tid]})")
+        seen[tid] = lineno
+        if validate is not None:
+            try:
+                validate(task)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{where}: invalid {env_id} task {tid!r}: {exc}") from exc
+        tasks.append(task)
+    if not tasks:
+        raise DataError(f"{file}: dataset has no tasks")
+    return tasks

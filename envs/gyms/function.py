@@ -1,0 +1,239 @@
+"""FunctionGym: guess a hidden arithmetic rule over four numbers, then apply it."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+import operator
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.gyms._common import assistant_turns, gain_over_best, parse_json_object
+from userrl.envs.registry import register
+from userrl.sim_users.base import SimUser, UserQuery
+
+VARS = ("a", "b", "c", "d")
+#: answers count as right when equal to 2 decimals, or within a relative 1e-4 for large values
+ABS_TOL, REL_TOL = 1e-2, 1e-4
+MAX_INPUT = 1_000_000
+_BINOPS: dict[type, Callable[[float, float], float]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.Pow: operator.pow,
+}
+_INT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class RuleError(ValueError):
+    """The rule is not a plain arithmetic expression over a, b, c, d."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_rule(rule: str) -> ast.Expression:
+    try:
+        tree = ast.parse(rule, mode="eval")
+    except SyntaxError as exc:
+        raise RuleError(f"rule {rule!r} is not an expression") from exc
+    for node in ast.walk(tree):
+        ok = isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Load, ast.USub,
+                               ast.UAdd, *_BINOPS))
+        ok = ok or isinstance(node, ast.Name) and node.id in VARS
+        ok = ok or isinstance(node, ast.Constant) and type(node.value) in (int, float)
+        if not ok:
+            raise RuleError(f"rule {rule!r} may only use a, b, c, d, numbers and + - * / **")
+    return tree
+
+
+def evaluate_rule(rule: str, values: list[float] | tuple[float, ...]) -> float:
+    """f(a, b, c, d) as a float. Raises ZeroDivisionError/OverflowError when undefined."""
+    env = dict(zip(VARS, (float(v) for v in values), strict=True))
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.UnaryOp):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        assert isinstance(node, ast.BinOp)
+        left, right = ev(node.left), ev(node.right)
+        if isinstance(node.op, ast.Pow) and left < 0 and not right.is_integer():
+            raise OverflowError("complex result")  # a negative base to a fractional power
+        result = _BINOPS[type(node.op)](left, right)
+        if not math.isfinite(result):
+            raise OverflowError("result out of range")
+        return result
+
+    return ev(_parse_rule(rule))
+
+
+def fmt_number(x: float) -> str:
+    """Outputs are shown rounded to 4 decimals; whole numbers keep one decimal (``225.0``)."""
+    return repr(round(float(x), 4) + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def expected_result(task: Task) -> float:
+    return round(evaluate_rule(task["rule"], task["test_case"]), 4)
+
+
+def parse_answer_number(text: str) -> float | None:
+    """The number in an answer (the last one, when the agent shows its working)."""
+    cleaned = text.replace(",", "").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        found = _NUMBER.findall(cleaned)
+        return float(found[-1]) if found else None
+
+
+class FunctionUserSpec:
+    """FunctionGym has no user: every reply is computed by the gym itself.
+
+    The spec exists so every backend can treat all gyms alike; the gym never sends a query.
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        return {}
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        return [{"role": "system", "content": "FunctionGym has no simulated user. Reply {}."}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        return parse_json_object(text, {})
+
+
+@register
+class FunctionGym(Env):
+    """Find a hidden arithmetic function of four numbers and apply it to a test case.
+
+    Description:
+        The task hides a rule such as ``c * (a * b) * d`` over the inputs ``a b c d`` (only
+        ``+ - * /`` and powers) and a test case. The agent probes the rule with inputs of its
+        choice, retrieves the test case, and answers with the rule's value on it. No simulated
+        user: the gym is fully deterministic.
+
+    Actions:
+        ``[action] a b c d`` four integers: returns f(a, b, c, d) rounded to 4 decimals
+        (refused for the test case itself). ``[search] test``: reveals the test case.
+        ``[answer] x``: a number, the value of f on the test case.
+
+    Observation:
+        The gym's feedback text (the probe's result, the test case, or the verdict).
+
+    Reward:
+        1.0 for a right answer (within 0.01 or a relative 1e-4), else 0; probes and searches
+        earn 0. Gain over the best answer so far, so at most 1.0 per episode.
+
+    Episode end:
+        Terminated by a right answer or ``[finish]``; truncated after ``max_turns`` (20).
+
+    Version history:
+        v0: initial version, following UserRL's FunctionGym.
+    """
+
+    id = "userrl/Function-v0"
+    data_name: ClassVar[str] = "function"
+    user_spec = FunctionUserSpec()
+    default_max_turns = 20
+
+    @classmethod
+    def validate_task(cls, task: Task) -> None:
+        tc = task.get("test_case")
+        if not isinstance(tc, list) or len(tc) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in tc):
+            raise ValueError("'test_case' must be a list of four integers")
+        if not isinstance(task.get("rule"), str):
+            raise ValueError("'rule' must be a string")
+        try:
+            value = expected_result(task)
+        except (ZeroDivisionError, OverflowError) as exc:
+            raise ValueError(f"rule is undefined on the test case ({exc})") from exc
+        given = task.get("expected_result")
+        if given is not None and not math.isclose(float(given), value, rel_tol=1e-6, abs_tol=1e-3):
+            raise ValueError(f"expected_result {given} != rule on test case {value}")
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        return 1.0
+
+    def system_prompt(self, task: Task) -> str:
+        return (
+            "FunctionGym is a function-guessing game. A hidden function maps four numbers "
+            "a b c d to one output using only addition, subtraction, multiplication, division "
+            "and powers. Deduce the rule by trial and error, then apply it to the test case.\n"
+            "Actions:\n"
+            "- [action] a b c d : four integers separated by spaces; you get f(a, b, c, d).\n"
+            "- [search] test : reveals the test case (the only valid search).\n"
+            "- [answer] x : a single number, the function's value on the test case.\n"
+            "- [finish] : give up and end the episode.\n"
+            "Start with small numbers and change one input at a time. You may answer several "
+            "times; a right answer ends the game."
+        )
+
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        self.validate_task(task)
+        obs = "I have settled on a hidden function of four numbers. Start probing it whenever you like!"
+        return {"best": 0.0, "revealed": False}, obs, {"task_id": task["id"]}
+
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        task = state["task"]
+        if action.choice == "search":
+            return self._search(state, action.content)
+        if action.choice == "action":
+            return StepResult(state, self._probe(task, action.content), 0.0, False, False, {})
+        x = parse_answer_number(action.content)
+        if x is None:
+            return StepResult(state, "Your answer must be a single number.", 0.0, False, False,
+                              {"score": 0.0})
+        right = math.isclose(x, expected_result(task), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+        reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
+        obs = ("Correct! Your answer matches the function's value on the test case." if right
+               else f"Wrong: {fmt_number(x)} is not the function's value on the test case.")
+        return StepResult(state, obs, reward, right, False, {"score": 1.0 if right else 0.0})
+
+    @staticmethod
+    def _search(state: State, content: str) -> StepResult:
+        if content.strip().strip("'\"").lower() != "test":
+            return StepResult(state, "Search only accepts 'test', which reveals the test case.",
+                              0.0, False, False, {})
+        state["revealed"] = True
+        a, b, c, d = state["task"]["test_case"]
+        obs = (f"The test case is: {a} {b} {c} {d}. Answer with [answer] followed by "
+               "the function's output for these four numbers.")
+        return StepResult(state, obs, 0.0, False, False, {})
+
+    @staticmethod
+    def _probe(task: Task, content: str) -> str:
+        parts = content.replace(",", " ").split()
+        if len(parts) != 4 or not all(_INT.match(p) for p in parts):
+            return "Give exactly four integers separated by spaces, e.g. [action] 1 2 3 4."
+        values = [int(p) for p in parts]
+        if any(abs(v) > MAX_INPUT for v in values):
+            return f"Inputs must be between -{MAX_INPUT} and {MAX_INPUT}."
+        if values == list(task["test_case"]):
+            return "Those numbers are the test case; you cannot probe it directly."
+        try:
+            out = evaluate_rule(task["rule"], values)
+        except ZeroDivisionError:
+            return f"f({', '.join(parts)}) is undefined (division by zero)."
+        except OverflowError:
+            return f"f({', '.join(parts)}) is too large to compute."
+        return f"f({', '.join(str(v) for v in values)}) = {fmt_number(out)}"
+
+    @classmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """Retrieve the test case, make one probe, then answer exactly."""
+        k = assistant_turns(messages)
+        if k == 0:
+            return "[search] test"
+        if k == 1:
+            probe = [1, 2, 3, 4] if list(task["test_case"]) != [1, 2, 3, 4] else [2, 3, 4, 5]
+            return "[action] " + " ".join(map(str, probe))
+        return f"[answer] {fmt_number(expected_result(task))}"

@@ -1,0 +1,71 @@
+"""Test fixtures: one real Redis-compatible server per test session (never a mock for the bus)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from userrl.bus.client import make_client
+from userrl.bus.embedded import EmbeddedRedis
+from userrl.bus.keys import Keys
+from userrl.bus.transport import Bus, BusSettings
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SHARED_DATA = REPO.parent / "shared" / "userrl-data"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def run_name() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def fast_settings() -> BusSettings:
+    return BusSettings(read_count=16, block_ms=100, min_idle_ms=400, max_deliveries=3)
+
+
+@pytest.fixture
+async def bus(redis_url: str, run_name: str, fast_settings: BusSettings) -> AsyncIterator[Bus]:
+    client = make_client(redis_url, block_ms=fast_settings.block_ms)
+    b = Bus(client, Keys(run_name), fast_settings)
+    yield b
+    async for key in client.scan_iter(match=f"userrl:{run_name}:*", count=500):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+def subprocess_env(redis_url: str) -> dict[str, str]:
+    """Environment for worker subprocesses: the test server and the tests folder on the path."""
+    env = dict(os.environ)
+    env["USERRL_REDIS_URL"] = redis_url
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,259 @@
+"""The openai user and policy backends against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.openai_server import FakeOpenAIServer, openai_server  # noqa: F401
+from userrl.agents.base import GenRequest, Sampling
+from userrl.agents.openai_backend import OpenAIPolicyBackend, tool_calls_to_hermes
+from userrl.agents.parsing import parse_action
+from userrl.errors import ConfigError, PolicyError, UserError
+from userrl.openai_compat import ChatClient, ClientState, OpenAIConfig
+from userrl.sim_users.base import UserBackend, UserQuery
+from userrl.sim_users.llm_user import CORRECTION
+from userrl.sim_users.openai_backend import OpenAIUserBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeSpec:
+    """A judge that must answer JSON ``{"score": float}``; a user that may say anything."""
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        return {"text": "scripted"}
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        role = "judge" if query.kind == "judge" else "user"
+        return [{"role": "system", "content": f"You are the {role}."},
+                {"role": "user", "content": json.dumps(query.payload)}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        if query.kind == "respond":
+            return {"text": text}
+        try:
+            return {"score": float(json.loads(text)["score"])}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"judge reply must be JSON {{\"score\": number}}, got {text!r}") from exc
+
+
+def reply(body: dict[str, Any]) -> str:
+    if body["messages"][0]["content"] == "You are the judge.":
+        return '{"score": 1.0}'
+    return "I am thinking of an animal."
+
+
+JUDGE = UserQuery(env_id="test/Fake-v0", kind="judge", name="grade", payload={"answer": "cat"})
+RESPOND = UserQuery(env_id="test/Fake-v0", kind="respond", name="chat", payload={"q": "hi"})
+
+
+def config(srv: FakeOpenAIServer, **kw: Any) -> OpenAIConfig:
+    base: dict[str, Any] = dict(base_url=srv.base_url, model="fake-model", api_key_env="",
+                                timeout_s=1.0, max_retries=3, backoff_base_s=0.01,
+                                backoff_max_s=0.05)
+    return OpenAIConfig(**{**base, **kw})
+
+
+def user_backend(srv: FakeOpenAIServer, **kw: Any) -> OpenAIUserBackend:
+    srv.reply = reply
+    return OpenAIUserBackend(config(srv, **kw), spec_lookup=lambda env_id: FakeSpec())
+
+
+async def test_user_success(openai_server: FakeOpenAIServer) -> None:
+    async with user_backend(openai_server) as ub:
+        assert isinstance(ub, UserBackend)
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+        assert await ub.ask(RESPOND) == {"text": "I am thinking of an animal."}
+    body = openai_server.chat_requests[0].body
+    assert body is not None and body["model"] == "fake-model" and body["temperature"] == 0.0
+    assert body["messages"][1]["content"] == '{"answer": "cat"}'
+    assert ub.client.state is ClientState.CLOSED
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_transient_status_then_success(openai_server: FakeOpenAIServer,
+                                             status: int) -> None:
+    openai_server.fail_next(2, status=status)
+    async with user_backend(openai_server) as ub:
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+    assert [r.fault for r in openai_server.chat_requests] == ["status", "status", None]
+
+
+async def test_retry_after_honoured(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(1, status=429, retry_after=0.3)
+    async with user_backend(openai_server, backoff_max_s=1.0) as ub:
+        t0 = time.monotonic()
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+        assert time.monotonic() - t0 >= 0.3
+
+
+async def test_retry_after_capped(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(1, status=429, retry_after=30)
+    async with user_backend(openai_server, backoff_max_s=0.1) as ub:
+        t0 = time.monotonic()
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+        assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize("fault", ["hang", "drop", "bad_json"])
+async def test_timeout_connection_and_bad_body_then_success(openai_server: FakeOpenAIServer,
+                                                            fault: str) -> None:
+    getattr(openai_server, f"{fault}_next")()
+    async with user_backend(openai_server, timeout_s=0.3) as ub:
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+    assert [r.fault for r in openai_server.chat_requests] == [fault, None]
+
+
+async def test_persistent_500_is_transient_user_error(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(100, status=500)
+    async with user_backend(openai_server, max_retries=2) as ub:
+        with pytest.raises(UserError, match="gave up after 3 attempts") as info:
+            await ub.ask(JUDGE)
+    assert info.value.transient is True
+    assert len(openai_server.chat_requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_client_error_fails_at_once(openai_server: FakeOpenAIServer, status: int) -> None:
+    openai_server.fail_next(5, status=status)
+    async with user_backend(openai_server) as ub:
+        with pytest.raises(UserError, match=f"HTTP {status}") as info:
+            await ub.ask(JUDGE)
+    assert info.value.transient is False
+    assert len(openai_server.chat_requests) == 1
+
+
+async def test_malformed_judge_is_reasked(openai_server: FakeOpenAIServer) -> None:
+    openai_server.content_next("The answer looks right to me!")
+    async with user_backend(openai_server) as ub:
+        assert await ub.ask(JUDGE) == {"score": 1.0}
+    first, second = (r.body for r in openai_server.chat_requests)
+    assert first is not None and second is not None
+    assert second["messages"][:2] == first["messages"]
+    assert second["messages"][2] == {"role": "assistant",
+                                     "content": "The answer looks right to me!"}
+    assert second["messages"][3]["role"] == "user"
+    assert second["messages"][3]["content"].startswith(CORRECTION.split("(")[0])
+
+
+async def test_malformed_forever_is_user_error(openai_server: FakeOpenAIServer) -> None:
+    openai_server.content_next("no JSON here", n=10)
+    async with user_backend(openai_server) as ub:
+        with pytest.raises(UserError, match="malformed reply after 3 attempts") as info:
+            await ub.ask(JUDGE)
+    assert info.value.transient is False
+    assert len(openai_server.chat_requests) == 3
+
+
+async def test_missing_choices_is_clear_error(openai_server: FakeOpenAIServer) -> None:
+    async with ChatClient(config(openai_server), error_cls=UserError) as client:
+        openai_server.reply = lambda body: {"role": "assistant"}
+        with pytest.raises(UserError, match="no text content"):
+            await client.complete([{"role": "user", "content": "hi"}])
+    assert len(openai_server.chat_requests) == 1
+
+
+async def test_concurrency_limit(openai_server: FakeOpenAIServer) -> None:
+    openai_server.delay_s = 0.1
+    results: list[dict[str, Any]] = []
+    async with user_backend(openai_server, concurrency=2) as ub:
+        async def one() -> None:
+            results.append(await ub.ask(RESPOND))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(one)
+    assert len(results) == 6
+    assert openai_server.max_in_flight == 2
+
+
+async def test_api_key_from_environment(openai_server: FakeOpenAIServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERRL_TEST_KEY", "sk-test")
+    async with user_backend(openai_server, api_key_env="USERRL_TEST_KEY") as ub:
+        await ub.ask(RESPOND)
+    assert openai_server.chat_requests[0].headers["Authorization"] == "Bearer sk-test"
+
+
+async def test_closed_client_refuses(openai_server: FakeOpenAIServer) -> None:
+    client = ChatClient(config(openai_server))
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.complete([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("field,value", [("timeout_s", 0), ("concurrency", 0),
+                                         ("max_retries", -1), ("base_url", "localhost:8000"),
+                                         ("backoff_max_s", 0.001)])
+def test_config_validation(field: str, value: Any) -> None:
+    kw: dict[str, Any] = dict(base_url="http://x/v1", model="m", backoff_base_s=0.5)
+    with pytest.raises(ConfigError, match=field):
+        OpenAIConfig(**{**kw, field: value})
+
+
+# ---- policy backend --------------------------------------------------------------------------
+
+def policy_request(text: str, **sampling: Any) -> GenRequest:
+    return GenRequest(episode_id="e1", env_id="test/Fake-v0",
+                      messages=[{"role": "system", "content": "Be helpful."},
+                                {"role": "user", "content": text},
+                                {"role": "tool", "content": "observation"}],
+                      sampling=Sampling(**sampling))
+
+
+async def test_policy_text(openai_server: FakeOpenAIServer) -> None:
+    openai_server.reply = lambda body: "[answer] 42"
+    async with OpenAIPolicyBackend(config(openai_server), tools=False) as pb:
+        assert pb.trainable is False
+        [res] = await pb.generate([policy_request("q", temperature=0.7, max_new_tokens=32,
+                                                  seed=3)])
+    assert res.text == "[answer] 42" and res.token_ids == [] and res.version == 0
+    assert res.finish_reason == "stop"
+    body = openai_server.chat_requests[0].body
+    assert body is not None and "tools" not in body
+    assert (body["temperature"], body["max_tokens"], body["seed"]) == (0.7, 32, 3)
+    assert body["messages"][2] == {"role": "user", "content": "observation"}
+
+
+async def test_policy_native_tool_calls(openai_server: FakeOpenAIServer) -> None:
+    def tool_reply(body: dict[str, Any]) -> dict[str, Any]:
+        args = json.dumps({"choice": "answer", "content": body["messages"][1]["content"]})
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "interact_with_env", "arguments": args}}]}
+
+    openai_server.reply = tool_reply
+    async with OpenAIPolicyBackend(config(openai_server), tools=True) as pb:
+        results = await pb.generate([policy_request("cat"), policy_request("dog")])
+    texts = [r.text for r in results]
+    for text, animal in zip(texts, ["cat", "dog"], strict=True):
+        assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
+        inner = json.loads(text.removeprefix("<tool_call>").removesuffix("</tool_call>"))
+        assert inner == {"name": "interact_with_env",
+                         "arguments": {"choice": "answer", "content": animal}}
+        action = parse_action(text)
+        assert (action.choice, action.content, action.via_tool) == ("answer", animal, True)
+    tools = openai_server.chat_requests[0].body["tools"]  # type: ignore[index]
+    assert tools[0]["function"]["name"] == "interact_with_env"
+
+
+def test_tool_calls_bad_arguments_stay_text() -> None:
+    text = tool_calls_to_hermes([{"function": {"name": "interact_with_env",
+                                               "arguments": "{not json"}}])
+    assert json.loads(text.split("\n")[1]) == {"name": "interact_with_env",
+                                               "arguments": "{not json"}
+    assert parse_action(text).choice == "invalid"
+
+
+async def test_policy_errors_and_weights(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(1, status=400)
+    async with OpenAIPolicyBackend(config(openai_server)) as pb:
+        with pytest.raises(PolicyError, match="HTTP 400"):
+            await pb.generate([policy_request("q")])
+        with pytest.raises(PolicyError, match="no weights"):
+            await pb.load_weights("/tmp/x", 1)

@@ -1,0 +1,5 @@
+import sys
+
+from userrl.cli import main
+
+sys.exit(main())

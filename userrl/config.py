@@ -1,0 +1,250 @@
+"""Deploy configs: one YAML per deploy, validated once at load.
+
+Every section is a dataclass with a docstring under each field. :func:`load_config` reads YAML,
+applies ``--set a.b=c`` overrides, and builds the dataclasses; a wrong key, type or value raises
+:class:`~userrl.errors.ConfigError` naming the field (``workers.env.replicas``) and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from userrl.errors import ConfigError
+
+ROLE_NAMES = ("env", "policy", "user", "reward", "learner")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    read_count: int = 128
+    """Entries per XREADGROUP (COUNT)."""
+    block_ms: int = 1000
+    """XREADGROUP BLOCK in milliseconds; the socket timeout is set above it."""
+    min_idle_ms: int = 15000
+    """Entries idle longer than this are reclaimed from their (dead or stopped) consumer."""
+    max_deliveries: int = 5
+    """An entry delivered more often than this goes to the dead-letter stream."""
+    stream_cap: int = 1_000_000
+    """MAXLEN ~ safety cap per stream; normal trimming is by consumption point."""
+    max_message_bytes: int = 8 * 1024 * 1024
+    """Payload size cap; bigger messages are refused on send and dead-lettered on read."""
+    max_connections: int = 64
+    """Redis connection pool size per process."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "bus", ("read_count", "block_ms", "min_idle_ms", "max_deliveries",
+                                "stream_cap", "max_message_bytes", "max_connections"))
+        if self.min_idle_ms <= self.block_ms:
+            raise ConfigError(f"bus.min_idle_ms ({self.min_idle_ms}) must be larger than bus.block_ms ({self.block_ms})")
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    replicas: int = 1
+    """How many processes of this role the launcher starts (replicas in compose/k8s)."""
+    concurrency: int = 64
+    """Messages one process handles at once."""
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0:
+            raise ConfigError(f"replicas must be >= 0, got {self.replicas}")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+
+
+def _default_workers() -> dict[str, RoleConfig]:
+    return {"env": RoleConfig(replicas=1, concurrency=256), "policy": RoleConfig(replicas=1, concurrency=64),
+            "user": RoleConfig(replicas=1, concurrency=64), "reward": RoleConfig(replicas=1, concurrency=64)}
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    backend: Literal["hf", "vllm", "openai", "scripted"] = "hf"
+    """Generation backend: hf (transformers), vllm (GPU), openai (API models), scripted (gym experts)."""
+    model: str = "tiny"
+    """'tiny' (built locally in the run dir), a local path, or a hub name you have."""
+    base_url: str = ""
+    """For backend openai: the endpoint, e.g. http://localhost:8000/v1."""
+    device: str = "cpu"
+    """torch device for hf."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts."""
+    max_new_tokens: int = 48
+    """Tokens generated per turn."""
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    backend: Literal["scripted", "openai", "hf"] = "scripted"
+    """Simulated user/judge backend."""
+    model: str = ""
+    """Model name (openai) or local path (hf)."""
+    base_url: str = ""
+    """OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM serving Qwen3-32B)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (keys never go in configs)."""
+    per_gym: dict[str, str] = field(default_factory=dict)
+    """Backend override per env id, e.g. {userrl/Turtle-v0: openai}."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    run: str = "default"
+    """Run name; every Redis key lives under userrl:{run}:."""
+    redis: str = "embedded"
+    """'embedded' (a private server started for the run) or a redis:// / rediss:// URL."""
+    run_dir: str = "runs/default"
+    """Where weights, metrics, logs and the embedded server's address go."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """structlog level for every process."""
+    bus: BusConfig = field(default_factory=BusConfig)
+    """Transport settings."""
+    workers: dict[str, RoleConfig] = field(default_factory=_default_workers)
+    """Replicas and concurrency per role (env, policy, user, reward)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Policy backend."""
+    user: UserConfig = field(default_factory=UserConfig)
+    """Simulated user and judge backend."""
+    gyms: list[str] = field(default_factory=lambda: ["userrl/Function-v0", "userrl/Telepathy-v0"])
+    """Env ids this deploy runs."""
+    seed: int = 0
+    """Seed of task order and episode seeds."""
+
+    def __post_init__(self) -> None:
+        bad = set(self.workers) - set(ROLE_NAMES)
+        if bad:
+            raise ConfigError(f"workers: unknown role(s) {sorted(bad)}; allowed: {list(ROLE_NAMES)}")
+        if not (self.redis == "embedded" or self.redis.startswith(("redis://", "rediss://", "unix://"))):
+            raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {self.redis!r}")
+        if not self.run or any(c in self.run for c in " :*?"):
+            raise ConfigError(f"run: {self.run!r} must be non-empty without spaces, ':', '*' or '?'")
+
+
+def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:
+    for n in names:
+        if getattr(obj, n) < 1:
+            raise ConfigError(f"{section}.{n} must be >= 1, got {getattr(obj, n)}")
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DeployConfig:
+    """Read a deploy YAML (or the defaults when ``path`` is None) and apply ``a.b=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for ov in overrides or []:
+        _apply_override(data, ov)
+    workers = data.get("workers")
+    if isinstance(workers, dict):  # roles left out keep their defaults
+        defaults = {r: dataclasses.asdict(c) for r, c in _default_workers().items()}
+        data["workers"] = {**defaults, **{r: ({**defaults.get(r, {}), **v} if isinstance(v, dict) else v)
+                                          for r, v in workers.items()}}
+    return build(DeployConfig, data, "")
+
+
+def _apply_override(data: dict[str, Any], ov: str) -> None:
+    if "=" not in ov:
+        raise ConfigError(f"override {ov!r}: expected key.path=value")
+    key, raw = ov.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    cur = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        nxt = cur.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {ov!r}: {part} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from plain data, naming the field on any error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if value is None:
+            value = {}
+        return build(hint, value, where)  # type: ignore[arg-type]
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {list(allowed)}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for a in typing.get_args(hint):
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {hint}")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null")
+        return None
+    if origin is dict:
+        kt, vt = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {_coerce(kt, k, f"{where}.{k}"): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (it,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(it, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

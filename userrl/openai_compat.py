@@ -1,0 +1,257 @@
+"""A small async client for any OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+Used by the ``openai`` simulated-user backend and the ``openai`` policy backend (GPT-4o, or
+Qwen3-32B behind vLLM)::
+
+    async with ChatClient(OpenAIConfig(base_url="http://localhost:8000/v1", model="m")) as c:
+        text, raw = await c.complete([{"role": "user", "content": "hi"}], temperature=0.0)
+
+Failure policy. Retried with exponential backoff and jitter (``Retry-After`` honoured, capped at
+``backoff_max_s``): HTTP 429, HTTP 5xx, timeouts, connection errors and a 200 whose body is not
+JSON (a truncated proxy reply). Any other 4xx, and a JSON body without ``choices[0].message``
+content, fail at once with ``transient=False``. Retries exhausted raise ``transient=True``.
+Errors are raised as the ``error_cls`` the caller names (``UserError``, ``PolicyError``), so they
+land on the right boundary of the :mod:`userrl.errors` tree.
+
+The API key is read from the environment variable named by ``api_key_env`` at open time and is
+never stored in a config; with the variable unset no ``Authorization`` header is sent (local
+vLLM servers need none).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from userrl.errors import ConfigError, RolloutError
+
+__all__ = ["ChatClient", "ClientState", "OpenAIConfig"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class OpenAIConfig:
+    """Where and how to call an OpenAI-compatible chat endpoint."""
+
+    base_url: str
+    """API root including the version, e.g. ``https://api.openai.com/v1`` or
+    ``http://localhost:8000/v1``; ``/chat/completions`` is appended."""
+    model: str
+    """Model name sent in every request (``gpt-4o``, ``Qwen/Qwen3-32B``)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key; ``""`` for servers without auth."""
+    temperature: float = 0.0
+    """Default sampling temperature (0 = greedy); per-call overrides win."""
+    max_tokens: int = 512
+    """Default cap on generated tokens; per-call overrides win."""
+    timeout_s: float = 60.0
+    """Deadline for one HTTP attempt (connect + send + full response)."""
+    concurrency: int = 8
+    """Most requests in flight at once from this client (backoff sleeps do not count)."""
+    max_retries: int = 4
+    """Retries after the first attempt for transient failures (0 = try once)."""
+    backoff_base_s: float = 0.5
+    """First backoff delay; doubles each retry, with jitter."""
+    backoff_max_s: float = 30.0
+    """Cap on any single backoff delay, ``Retry-After`` included."""
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if not self.model:
+            raise ConfigError("model must name the model to call, got ''")
+        checks: list[tuple[str, bool, str]] = [
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("max_tokens", self.max_tokens >= 1, ">= 1"),
+            ("timeout_s", self.timeout_s > 0, "> 0"),
+            ("concurrency", self.concurrency >= 1, ">= 1"),
+            ("max_retries", self.max_retries >= 0, ">= 0"),
+            ("backoff_base_s", self.backoff_base_s >= 0, ">= 0"),
+            ("backoff_max_s", self.backoff_max_s >= self.backoff_base_s, ">= backoff_base_s"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+class ClientState(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class _Transient(Exception):
+    """One failed attempt that may be retried; ``retry_after`` is the server's hint."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChatClient:
+    """Async chat-completions client with bounded concurrency and retries (see module doc).
+
+    Opens its HTTP session on first use or on ``async with``; :meth:`aclose` closes it, after
+    which calls raise ``RuntimeError``. One client belongs to one event loop.
+    """
+
+    def __init__(self, config: OpenAIConfig, *,
+                 error_cls: type[RolloutError] = RolloutError) -> None:
+        self.config = config
+        self.error_cls = error_cls
+        self.state = ClientState.UNOPENED
+        self._http: httpx.AsyncClient | None = None
+        self._limiter = anyio.CapacityLimiter(config.concurrency)
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+
+    async def __aenter__(self) -> ChatClient:
+        self._open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self.state = ClientState.CLOSED
+
+    def _open(self) -> httpx.AsyncClient:
+        if self.state is ClientState.CLOSED:
+            raise RuntimeError("ChatClient is closed; create a new one")
+        if self._http is None:
+            headers = {"Content-Type": "application/json"}
+            key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            n = self.config.concurrency
+            self._http = httpx.AsyncClient(
+                headers=headers, timeout=httpx.Timeout(self.config.timeout_s),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+            self.state = ClientState.OPENED
+        return self._http
+
+    async def complete(self, messages: list[dict[str, Any]],
+                       **overrides: Any) -> tuple[str, dict[str, Any]]:
+        """Send one chat request; return ``(assistant text, raw response JSON)``.
+
+        ``overrides`` are merged into the request body (``temperature``, ``max_tokens``,
+        ``tools``, ``seed``...). The text is ``""`` when the model answered only with
+        ``tool_calls``; read those from the raw response.
+        """
+        body: dict[str, Any] = {"model": self.config.model, "messages": messages,
+                                "temperature": self.config.temperature,
+                                "max_tokens": self.config.max_tokens, **overrides}
+        raw = await self._post_with_retries(body)
+        return _extract_text(raw, self.error_cls), raw
+
+    async def _post_with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
+        attempts = self.config.max_retries + 1
+        last = ""
+        for attempt in range(attempts):
+            try:
+                return await self._post_once(body)
+            except _Transient as exc:
+                last = str(exc)
+                if attempt + 1 == attempts:
+                    break
+                delay = self._backoff(attempt, exc.retry_after)
+                log.warning("openai.retry", url=self._url, attempt=attempt + 1,
+                            error=last, delay_s=round(delay, 3))
+                await anyio.sleep(delay)
+        raise self.error_cls(f"{self._url}: gave up after {attempts} attempts: {last}",
+                             transient=True)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = self.config.backoff_max_s
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), cap)
+        d = min(cap, self.config.backoff_base_s * 2 ** attempt)
+        return d / 2 + random.uniform(0, d / 2)  # "equal jitter": spreads clients, keeps a floor
+
+    async def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
+        http = self._open()
+        async with self._limiter:
+            try:
+                with anyio.fail_after(self.config.timeout_s):
+                    resp = await http.post(self._url, json=body)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise _Transient(f"timed out after {self.config.timeout_s}s") from exc
+            except httpx.TransportError as exc:
+                raise _Transient(f"connection error: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Transient(f"HTTP {resp.status_code}: {_error_detail(resp)}",
+                             _retry_after(resp.headers))
+        if resp.status_code >= 400:
+            hint = (f" (is ${self.config.api_key_env} set?)"
+                    if resp.status_code in (401, 403) else "")
+            raise self.error_cls(f"{self._url}: HTTP {resp.status_code}{hint}: "
+                                 f"{_error_detail(resp)}", transient=False)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _Transient(f"response body is not JSON: {resp.text[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise self.error_cls(f"{self._url}: response JSON is not an object: {data!r:.200}")
+        return data
+
+
+def _extract_text(raw: dict[str, Any], error_cls: type[RolloutError]) -> str:
+    """The first choice's content; ``""`` if it only carries tool calls."""
+    choices = raw.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise error_cls(f"response has no choices: {json.dumps(raw)[:300]}")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise error_cls(f"response choices[0] has no message: {json.dumps(choices[0])[:300]}")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if content is None and message.get("tool_calls"):
+        return ""
+    raise error_cls(f"response message has no text content: {json.dumps(message)[:300]}")
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    except (ValueError, AttributeError):
+        pass
+    return resp.text[:300]
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds or HTTP date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
