@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 import anyio
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.errors import MessageError
@@ -163,20 +165,29 @@ class Worker:
             await self._process(own)
         next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
         next_trim = time.monotonic() + self.settings.trim_interval_s
+        backoff = 0.1
         while not self.stopping:
             now = time.monotonic()
-            if now >= next_reclaim:
-                next_reclaim = now + self.settings.reclaim_interval_s
-                batch = await self.bus.reclaim(self.stream, self.group, self.name)
-            else:
-                batch = await self.bus.read(self.stream, self.group, self.name)
-            if batch:
-                await self._process(batch)
-            elif self.settings.burst and await self._drained():
-                break
-            if now >= next_trim:
-                next_trim = now + self.settings.trim_interval_s
-                await self.bus.trim(self.stream)
+            try:
+                if now >= next_reclaim:
+                    next_reclaim = now + self.settings.reclaim_interval_s
+                    batch = await self.bus.reclaim(self.stream, self.group, self.name)
+                else:
+                    batch = await self.bus.read(self.stream, self.group, self.name)
+                if batch:
+                    await self._process(batch)
+                elif self.settings.burst and await self._drained():
+                    break
+                if now >= next_trim:
+                    next_trim = now + self.settings.trim_interval_s
+                    await self.bus.trim(self.stream)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Redis is down past the client's retry policy: nothing was acked that was not
+                # committed, so waiting and reading again loses nothing.
+                self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _drained(self) -> bool:
         for g in await self.bus.group_info(self.stream):

@@ -61,7 +61,7 @@ def subprocess_env(redis_url: str) -> dict[str, str]:
     """Environment for worker subprocesses: the test server and the tests folder on the path."""
     env = dict(os.environ)
     env["USERRL_REDIS_URL"] = redis_url
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

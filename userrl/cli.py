@@ -59,8 +59,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cls = load_class(spec)
     role = getattr(cls, "role", args.role)
     rc = cfg.workers.get(role)
+    b = cfg.bus
     settings = WorkerSettings(name=args.name or "", burst=args.burst,
-                              concurrency=args.concurrency or (rc.concurrency if rc else 64))
+                              concurrency=args.concurrency or (rc.concurrency if rc else 64),
+                              reclaim_interval_s=b.reclaim_interval_ms / 1000,
+                              heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
+                              heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000)
     bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
     worker = cls.from_config(bus, settings, cfg) if hasattr(cls, "from_config") else cls(bus, settings)
     return int(worker.run())

@@ -38,10 +38,19 @@ class BusConfig:
     """Payload size cap; bigger messages are refused on send and dead-lettered on read."""
     max_connections: int = 64
     """Redis connection pool size per process."""
+    reclaim_interval_ms: int = 5000
+    """How often each worker looks for idle entries of dead or stopped peers (XAUTOCLAIM)."""
+    heartbeat_interval_ms: int = 2000
+    """How often each worker refreshes its heartbeat key."""
+    heartbeat_ttl_ms: int = 10000
+    """Heartbeat key expiry: a worker silent this long is reported dead by `userrl check`."""
 
     def __post_init__(self) -> None:
         _positive(self, "bus", ("read_count", "block_ms", "min_idle_ms", "max_deliveries",
-                                "stream_cap", "max_message_bytes", "max_connections"))
+                                "stream_cap", "max_message_bytes", "max_connections",
+                                "reclaim_interval_ms", "heartbeat_interval_ms", "heartbeat_ttl_ms"))
+        if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms:
+            raise ConfigError("bus.heartbeat_ttl_ms must be larger than bus.heartbeat_interval_ms")
         if self.min_idle_ms <= self.block_ms:
             raise ConfigError(f"bus.min_idle_ms ({self.min_idle_ms}) must be larger than bus.block_ms ({self.block_ms})")
 
