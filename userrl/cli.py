@@ -141,7 +141,8 @@ def cmd_redis(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     url_file = Path(cfg.run_dir) / URL_FILE
-    with EmbeddedRedis(port=args.port) as server:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    with EmbeddedRedis(port=args.port or None) as server:
         url_file.write_text(server.url)
         print(server.url, flush=True)
         try:

@@ -1,0 +1,214 @@
+"""The env worker (``userrl worker env``): runs gym steps and moves dialogues forward.
+
+It consumes the ``env`` stream: ``reset`` (start an episode), ``policy_reply`` (the agent's
+action for turn ``seq``) and ``user_reply`` (a stored user/judge reply is ready). Each message
+is handled from the episode snapshot alone, so any env worker can continue any episode, and
+every outcome is one atomic commit: the new snapshot, the next request (to ``policy`` or
+``user``) or the finished trajectory (to ``reward``), the readable episode log, the live set.
+
+A malformed action gets the gym's format-error observation and zero reward; a gym exception,
+a policy or user backend failure ends the episode as a failed trajectory (an infrastructure
+error, never training text).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+import structlog
+
+from userrl.bus.messages import PolicyReply, PolicyRequest, Reset, Trajectory, UserReply, UserRequest
+from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.bus.worker import Worker, WorkerSettings
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, StepResult
+from userrl.envs.episode import Episode, NeedReply, ReplayUser
+from userrl.errors import EnvError, RolloutError, UnknownEnvError
+
+log = structlog.get_logger(__name__)
+
+
+def parse_action(text: str) -> Action:
+    from userrl.agents.parsing import parse_action as parse
+
+    return parse(text)
+
+
+class EnvWorker(Worker):
+    role = "env"
+
+    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, send_task_to_policy: bool = False,
+                 show_reward: bool = True, episode_ttl_s: int = 3600) -> None:
+        super().__init__(bus, settings)
+        self.send_task_to_policy = send_task_to_policy
+        self.show_reward = show_reward
+        self.episode_ttl_ms = episode_ttl_s * 1000
+        self._envs: dict[tuple[str, int], Env] = {}
+
+    @classmethod
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> EnvWorker:
+        return cls(bus, settings, send_task_to_policy=cfg.policy.backend == "scripted")
+
+    def env(self, env_id: str, max_turns: int) -> Env:
+        from userrl.envs.registry import make
+
+        key = (env_id, max_turns)
+        if key not in self._envs:
+            self._envs[key] = make(env_id, max_turns=max_turns or None)
+        return self._envs[key]
+
+    # -- dispatch -------------------------------------------------------------------------------
+    async def handle(self, d: Delivery) -> Effects | None:
+        msg = d.msg
+        if isinstance(msg, Reset):
+            return await self.on_reset(msg)
+        ep = await self.load(msg.episode_id)  # type: ignore[union-attr]
+        if ep is None:
+            self.log.warning("env.unknown_episode", episode_id=msg.episode_id, kind=msg.KIND)  # type: ignore[union-attr]
+            return None
+        if isinstance(msg, PolicyReply):
+            return await self.on_policy_reply(ep, msg)
+        if isinstance(msg, UserReply):
+            return await self.on_user_reply(ep, msg)
+        raise EnvError(f"env worker cannot handle {type(msg).__name__}")
+
+    async def load(self, episode_id: str) -> Episode | None:
+        raw = await self.bus.redis.hget(self.bus.keys.state(episode_id), "episode")
+        return Episode.unpack(raw) if raw else None
+
+    # -- reset ----------------------------------------------------------------------------------
+    async def on_reset(self, msg: Reset) -> Effects | None:
+        if await self.bus.redis.exists(self.bus.keys.state(msg.episode_id)):
+            return None  # a duplicate reset: the episode already runs
+        task_id = str(msg.task.get("id", ""))
+        ep = Episode(episode_id=msg.episode_id, group_id=msg.group_id, env_id=msg.env_id, task_id=task_id,
+                     env_state={}, messages=[], sampling=dict(msg.sampling), meta=dict(msg.meta),
+                     started_at=time.time())
+        try:
+            env = self.env(msg.env_id, msg.max_turns)
+            state, obs, _info = await env.reset(msg.task, msg.seed)
+            ep.env_state = state
+            ep.messages = [{"role": "system", "content": env.system_prompt(msg.task)},
+                           {"role": "user", "content": obs}]
+        except (UnknownEnvError, RolloutError, Exception) as exc:  # a bad task fails its episode only
+            return self.fail(Effects(), ep, EnvError(f"reset failed: {type(exc).__name__}: {exc}"))
+        eff = Effects().zadd(self.bus.keys.live, ep.started_at, ep.episode_id)
+        self.log_turn(eff, ep, role="system", text=ep.messages[0]["content"])
+        self.log_turn(eff, ep, role="user", text=obs)
+        return self.ask_policy(eff, ep)
+
+    # -- a policy reply: one gym step -----------------------------------------------------------
+    async def on_policy_reply(self, ep: Episode, msg: PolicyReply) -> Effects | None:
+        if msg.seq != ep.seq or ep.pending is not None:
+            return None  # a stale duplicate of a reply already applied
+        eff = Effects()
+        if msg.error:
+            return self.fail(eff, ep, RolloutError(f"policy failed: {msg.error.get('message', '')}"), kind="policy")
+        ep.pending = {"text": msg.text, "prompt_ids": list(msg.prompt_ids), "token_ids": list(msg.token_ids),
+                      "logprobs": list(msg.logprobs), "version": msg.version, "worker": msg.worker,
+                      "finish_reason": msg.finish_reason}
+        self.log_turn(eff, ep, role="assistant", text=msg.text, version=msg.version, worker=msg.worker)
+        return await self.run_step(eff, ep, {})
+
+    async def on_user_reply(self, ep: Episode, msg: UserReply) -> Effects | None:
+        if ep.pending is None or msg.seq != ep.seq:
+            return None  # stale: that step already completed
+        eff = Effects()
+        if msg.error:
+            return self.fail(eff, ep, RolloutError(f"user failed: {msg.error.get('message', '')}"), kind="user")
+        stored = await self.bus.redis.hgetall(self.bus.keys.replies(ep.episode_id))
+        replies: dict[int, dict[str, Any]] = {}
+        prefix = f"{ep.seq}:"
+        for k, v in stored.items():
+            key = k.decode()
+            if key.startswith(prefix):
+                replies[int(key[len(prefix):])] = msgpack.unpackb(v, raw=False)
+        replies.setdefault(msg.hop, dict(msg.reply))
+        return await self.run_step(eff, ep, replies)
+
+    async def run_step(self, eff: Effects, ep: Episode, replies: dict[int, dict[str, Any]]) -> Effects:
+        assert ep.pending is not None
+        action = parse_action(ep.pending["text"])
+        state = ep.env_state
+        env = self.env(ep.env_id, int(state.get("max_turns", 0)))
+        user = ReplayUser(replies, history=[m for m in ep.messages if m["role"] != "system"])
+        try:
+            result = await env.step(state, action, user)
+        except NeedReply as need:
+            req = UserRequest(episode_id=ep.episode_id, seq=ep.seq, hop=need.hop, query=need.query.to_dict())
+            eff.send(self.bus.keys.stream("user"), req)
+            return self.save(eff, ep)
+        except Exception as exc:
+            return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
+        return self.finish_turn(eff, ep, action, result)
+
+    def finish_turn(self, eff: Effects, ep: Episode, action: Action, res: StepResult) -> Effects:
+        p = ep.pending
+        assert p is not None
+        reward = float(res.reward)
+        ep.turns.append({"seq": ep.seq, "reward": reward, "action": action.text, "text": p["text"],
+                         "prompt_ids": p["prompt_ids"], "token_ids": p["token_ids"], "logprobs": p["logprobs"],
+                         "policy_version": p["version"], "observation": res.observation,
+                         "format_error": action.choice == "invalid", "worker": p["worker"],
+                         "terminated": res.terminated, "truncated": res.truncated})
+        feedback = res.observation + (f"\nReward: {reward:g}" if self.show_reward else "")
+        ep.messages.append({"role": "assistant", "content": p["text"]})
+        n_seen = len(ep.messages)
+        ep.messages.append({"role": "tool" if action.via_tool else "user", "content": feedback})
+        ep.env_state = res.state
+        ep.prompt_ids = (p["prompt_ids"] + p["token_ids"]) if p["token_ids"] else None
+        ep.n_seen = n_seen if p["token_ids"] else 0
+        ep.pending = None
+        self.log_turn(eff, ep, role="env", text=feedback, reward=reward)
+        if res.terminated or res.truncated:
+            return self.complete(eff, ep, "terminated" if res.terminated else "truncated")
+        ep.seq += 1
+        return self.ask_policy(eff, ep)
+
+    # -- outputs --------------------------------------------------------------------------------
+    def ask_policy(self, eff: Effects, ep: Episode) -> Effects:
+        req = PolicyRequest(episode_id=ep.episode_id, seq=ep.seq, env_id=ep.env_id, messages=ep.messages,
+                            prompt_ids=ep.prompt_ids, n_seen=ep.n_seen, sampling=ep.sampling,
+                            task=ep.env_state.get("task") if self.send_task_to_policy else None)
+        eff.send(self.bus.keys.stream("policy"), req)
+        return self.save(eff, ep)
+
+    def save(self, eff: Effects, ep: Episode) -> Effects:
+        return eff.hset(self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq})
+
+    def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None,
+                 kind: str = "") -> Effects:
+        status = "failed" if error else "ok"
+        err = ({"kind": kind or error.kind, "message": str(error), "transient": error.transient}
+               if error else None)
+        traj = Trajectory(episode_id=ep.episode_id, group_id=ep.group_id, env_id=ep.env_id, task_id=ep.task_id,
+                          turns=ep.turns, status=status, error=err,
+                          meta={**ep.meta, "end": end, "score": sum(t["reward"] for t in ep.turns)})
+        eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
+        self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err['message']}",
+                      reward=sum(t["reward"] for t in ep.turns))
+        now = time.time()
+        eff.zrem(self.bus.keys.live, ep.episode_id).zadd(self.bus.keys.finished, now, ep.episode_id)
+        ep.pending = None
+        self.save(eff, ep)
+        for key in (self.bus.keys.state(ep.episode_id), self.bus.keys.replies(ep.episode_id),
+                    self.bus.keys.episode(ep.episode_id)):
+            eff.expire(key, self.episode_ttl_ms)
+        eff.incr(self.bus.keys.counters, f"episodes_{status}")
+        return eff
+
+    def fail(self, eff: Effects, ep: Episode, error: RolloutError, kind: str = "") -> Effects:
+        self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=kind or error.kind)
+        return self.complete(eff, ep, "failed", error, kind)
+
+    def log_turn(self, eff: Effects, ep: Episode, *, role: str, text: str, reward: float | None = None,
+                 version: int | None = None, worker: str = "") -> None:
+        fields: dict[str, Any] = {"role": role, "turn": ep.seq, "text": text}
+        if reward is not None:
+            fields["reward"] = reward
+        if version is not None:
+            fields["version"] = version
+        fields["worker"] = worker or self.name
+        eff.append(self.bus.keys.episode(ep.episode_id), fields)
