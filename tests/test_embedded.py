@@ -58,8 +58,11 @@ def test_redis_command_serves_the_run_dir(tmp_path) -> None:
         url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("redis://127.0.0.1:")
         assert (tmp_path / "redis.url").read_text() == url
-        assert sync_redis.Redis.from_url(url).ping()
+        client = sync_redis.Redis.from_url(url)
+        assert client.ping()
+        client.close()
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+        proc.stdout.close()  # type: ignore[union-attr]
     assert not (tmp_path / "redis.url").exists()
