@@ -1,0 +1,95 @@
+"""Episodes of every gym over the bus with env, policy (scripted expert) and user (scripted)
+workers in separate processes; an env worker killed mid-episode is replaced and every episode
+ends exactly once with the same rewards as an in-process run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from userrl.bus.transport import Bus
+from userrl.envs.actions import parse_prefixed
+from userrl.envs.datasets import load_tasks
+from userrl.envs.registry import list_envs, make
+from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_trajectories
+from userrl.sim_users.base import InProcessUser
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
+
+CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
+GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0"]
+
+
+async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
+    """The same episode in process: gym + scripted expert + scripted user."""
+    env = make(env_id)
+    user = InProcessUser()
+    state, obs, _ = await env.reset(task, seed)
+    messages = [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": obs}]
+    rewards = []
+    while True:
+        text = type(env).expert_action(task, messages)
+        res = await env.step(state, parse_prefixed(text), user)
+        rewards.append(res.reward)
+        messages += [{"role": "assistant", "content": text},
+                     {"role": "user", "content": f"{res.observation}\nReward: {res.reward:g}"}]
+        state = res.state
+        if res.terminated or res.truncated:
+            return rewards
+
+
+def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path) -> subprocess.Popen[bytes]:
+    log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
+    p = subprocess.Popen([python, "-m", "userrl", "worker", role, "--name", name, "--config", str(CI),
+                          "--set", f"run={run}", "--set", "log_level=info"], env=env, stdout=log, stderr=log)
+    log.close()
+    return p
+
+
+def test_every_gym_runs_over_the_bus() -> None:
+    assert set(GYMS) <= set(list_envs())
+
+
+async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_env, python, tmp_path) -> None:
+    resets = []
+    for env_id in GYMS:
+        resets += make_resets(env_id, load_tasks(env_id, "test")[:6], group_size=2, seed=3)
+    procs = [start("policy", "pol-0", run_name, subprocess_env, python, tmp_path),
+             start("user", "usr-0", run_name, subprocess_env, python, tmp_path)]
+    victim = start("env", "env-0", run_name, subprocess_env, python, tmp_path)
+    procs.append(victim)
+    try:
+        await send_resets(bus, resets)
+        # kill -9 the env worker once some episodes are done and others are mid-dialogue
+        with anyio.fail_after(60):
+            while len(await read_trajectories(bus)) < 5:
+                await anyio.sleep(0.02)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        live_at_kill = await bus.redis.zcard(bus.keys.live)
+        procs.append(start("env", "env-1", run_name, subprocess_env, python, tmp_path))
+        got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=90)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=20)
+    assert live_at_kill > 0, "the kill should land while episodes are live"
+    dup = {k: len(v) for k, v in got.items() if len(v) > 1}
+    assert not dup, f"episodes finished twice: {dup}"
+    for r in resets:
+        (traj,) = got[r.episode_id]
+        assert traj.status == "ok", traj.error
+        want = await reference_rewards(r.env_id, r.task, r.seed)
+        assert [t["reward"] for t in traj.turns] == pytest.approx(want), r.episode_id
+        assert [t["seq"] for t in traj.turns] == list(range(len(want)))
+    assert await bus.redis.zcard(bus.keys.live) == 0
+    # every policy turn and env reply is readable in the episode stream
+    rows = await bus.redis.xrange(bus.keys.episode(resets[0].episode_id))
+    roles = [f[b"role"].decode() for _, f in rows]
+    assert roles[:2] == ["system", "user"] and roles[-1] == "end" and "assistant" in roles
