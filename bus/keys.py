@@ -83,6 +83,16 @@ class Keys:
         return f"{self.prefix}hb:{role}:*"
 
     @property
+    def replicas(self) -> str:
+        """Hash role -> wanted replica count of a running deploy (``userrl scale`` writes it)."""
+        return f"{self.prefix}deploy:replicas"
+
+    @property
+    def supervisor(self) -> str:
+        """Heartbeat of the local launcher supervising this run (JSON, with a TTL)."""
+        return f"{self.prefix}deploy:supervisor"
+
+    @property
     def counters(self) -> str:
         """Hash of run-wide counters (processed, dead_lettered, nogroup_recreated, ...)."""
         return f"{self.prefix}counters"

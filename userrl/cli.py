@@ -24,6 +24,10 @@ WORKER_CLASSES = {
 }
 
 
+#: modules that add subcommands: each has ``register(subparsers, add_config_args)``
+EXTRA_COMMANDS = ["userrl.cli_deploy"]
+
+
 def _config(args: argparse.Namespace) -> DeployConfig:
     return load_config(getattr(args, "config", None), getattr(args, "set", None))
 
@@ -190,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=0)
     _add_config_args(r)
     r.set_defaults(func=cmd_redis)
+
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(sub, _add_config_args)
     return p
 
 
