@@ -97,15 +97,24 @@ class HFBackend:
         except PolicyError as exc:
             raise PolicyError(f"episode {req.episode_id}: {exc}") from exc
 
+    def _checked_prompt(self, req: GenRequest) -> list[int]:
+        ids = self.prompt_ids(req)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(ids) + req.sampling.max_new_tokens > limit:
+            raise PolicyError(f"episode {req.episode_id}: {len(ids)} prompt tokens + "
+                              f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
+                              f"model's context of {limit}")
+        return ids
+
     # -- generation -------------------------------------------------------------------------
     def _generate_sync(self, requests: list[GenRequest]) -> list[GenResult]:
-        prompts = [self.prompt_ids(r) for r in requests]  # fail before generating anything
         groups: dict[Sampling, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(req.sampling, []).append(i)
         results: list[GenResult | None] = [None] * len(requests)
-        with self._lock:
+        with self._lock:  # the tokenizer is not safe for concurrent use either
             t0 = time.perf_counter()
+            prompts = [self._checked_prompt(r) for r in requests]  # fail before generating
             for sampling, idx in groups.items():
                 for k in range(0, len(idx), self.max_batch):
                     chunk = idx[k:k + self.max_batch]

@@ -97,9 +97,20 @@ def _data_dir() -> Path | None:
     return None
 
 
+def _builtin_corpus() -> list[str]:
+    import json
+
+    from userrl.agents.parsing import TOOL_SCHEMA
+
+    # the tool prompt is in every system turn: seen often enough, BPE learns its words whole
+    tool_text = [json.dumps(TOOL_SCHEMA), _TOOLS_PREAMBLE.replace("\\n", "\n"),
+                 _TOOLS_USAGE.replace("\\n", "\n").replace('\\"', '"')]
+    return _BUILTIN_CORPUS.splitlines() * 2 + tool_text * 4
+
+
 def default_corpus() -> Iterator[str]:
     """The built-in text, then the bundled gym data (``*.json``/``*.jsonl``), capped in size."""
-    yield from _BUILTIN_CORPUS.splitlines()
+    yield from _builtin_corpus()
     data = _data_dir()
     if data is None:
         return

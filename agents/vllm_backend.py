@@ -172,9 +172,9 @@ class VLLMBackend:
         c = final.outputs[0]
         ids = list(c.token_ids)
         lps = [float(c.logprobs[k][t].logprob) for k, t in enumerate(ids)] if c.logprobs else []
-        stopped = bool(ids) and ids[-1] in self.stop_ids
-        body = ids[:-1] if stopped else ids
+        body = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
         text = self.tokenizer.decode(body, skip_special_tokens=False,
                                      clean_up_tokenization_spaces=False)
+        finish = "stop" if c.finish_reason == "stop" else "length"
         return GenResult(text=text, prompt_ids=prompt, token_ids=ids, logprobs=lps,
-                         version=self.version, finish_reason="stop" if stopped else "length")
+                         version=self.version, finish_reason=finish)

@@ -96,7 +96,9 @@ def build_batch(args: argparse.Namespace, device: torch.device) -> tuple[dict, d
     return ours, trl_inputs
 
 
-def timed(step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module) -> tuple[float, float]:
+def timed(
+    step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module
+) -> tuple[float, float]:
     """Median seconds of loss + backward, and the loss value."""
     times, loss = [], torch.tensor(0.0)
     for _ in range(repeats + 2):  # two warm-up runs
@@ -106,10 +108,11 @@ def timed(step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module
         start = time.perf_counter()
         loss = step()
         loss.backward()
+        loss = loss.detach()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times[2:]), float(loss)
+    return statistics.median(times[2:]), loss.item()
 
 
 def main() -> None:
@@ -133,7 +136,9 @@ def main() -> None:
     ours, trl_inputs = build_batch(args, device)
 
     def userrl_step() -> torch.Tensor:
-        logp = token_logprobs(model, ours["input_ids"], ours["attention_mask"])
+        logp = token_logprobs(
+            model, ours["input_ids"], ours["attention_mask"], mask=ours["loss_mask"]
+        )
         loss, _ = grpo_loss(logp, ours["behaviour_logprobs"], ours["advantages"], ours["loss_mask"])
         return loss
 
@@ -149,7 +154,8 @@ def main() -> None:
           f"<= {args.completion_len} completion), {tokens} trained tokens")
     print(f"userrl grpo_loss+backward  {t_ours * 1e3:8.2f} ms  loss {loss_ours:+.6f}")
     print(f"trl _compute_loss+backward {t_trl * 1e3:8.2f} ms  loss {loss_trl:+.6f}")
-    print(f"losses agree: {abs(loss_ours - loss_trl) < 1e-4}  (|diff| {abs(loss_ours - loss_trl):.2e})")
+    diff = abs(loss_ours - loss_trl)
+    print(f"losses agree: {diff < 1e-4}  (|diff| {diff:.2e})")
     print(f"speed ratio trl/userrl: {t_trl / t_ours:.2f}x")
 
 

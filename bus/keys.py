@@ -58,6 +58,21 @@ class Keys:
         """Hash with the episode's env-state snapshot (field ``state``) and pending action."""
         return f"{self.prefix}state:{episode}"
 
+    # -- GRPO groups (reward worker) -----------------------------------------------------------
+    def group_members(self, group_id: str) -> str:
+        """Hash episode_id -> encoded trajectory of a group still being collected."""
+        return f"{self.prefix}group:{group_id}"
+
+    @property
+    def groups_open(self) -> str:
+        """Sorted set of groups being collected, score = first member's arrival (deadline sweep)."""
+        return f"{self.prefix}groups:open"
+
+    @property
+    def groups_done(self) -> str:
+        """Hash group_id -> 'scored' | 'dropped:<reason>'; late members of these are discarded."""
+        return f"{self.prefix}groups:done"
+
     # -- live inspection ----------------------------------------------------------------------
     def episode(self, episode: str) -> str:
         """Readable per-episode stream: one entry per turn (role, turn, text, reward, ...)."""

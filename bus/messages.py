@@ -114,6 +114,17 @@ class Trajectory(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScoreGroup(Message):
+    """Score this group now (reward -> reward): sent by the commit of its last member, or by
+    the deadline sweep with ``force`` (then a partial group is dropped as a whole)."""
+
+    KIND: ClassVar[str] = "score_group"
+    group_id: str
+    force: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ScoredGroup(Message):
     """All G trajectories of one task, scored, with per-token advantages (reward -> learner)."""
 
@@ -151,7 +162,7 @@ def register(cls: type[Message]) -> type[Message]:
     return cls
 
 
-for _cls in (Reset, PolicyRequest, PolicyReply, UserRequest, UserReply, Trajectory, ScoredGroup,
+for _cls in (Reset, PolicyRequest, PolicyReply, UserRequest, UserReply, Trajectory, ScoreGroup, ScoredGroup,
              WeightsAnnouncement, Probe):
     register(_cls)
 

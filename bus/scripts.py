@@ -8,7 +8,9 @@ COMMIT applies one message's effects and acknowledges it in one step:
 
 If the idempotency key is new (SET NX) the effects run and the script returns 1; if it exists
 (the message was already committed, e.g. by a peer that reclaimed it) only the XACK runs and
-it returns 0. Either way a step never half-happens.
+it returns 0. Either way a step never half-happens. ``XADDIFLEN`` sends only once a hash has
+enough fields (the reward worker: "the last member of a group asks for scoring"), decided
+inside the same atomic step so two workers committing the last two members cannot both miss.
 """
 
 COMMIT = """
@@ -24,6 +26,11 @@ if fresh then
     for j = 1, nargs do args[j] = ARGV[i + 2 + j] end
     if op == 'XADD' then
       redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', unpack(args))
+    elseif op == 'XADDIFLEN' then
+      -- args: hash key index, threshold, fields...; XADD only once the hash holds >= threshold fields
+      if redis.call('HLEN', KEYS[tonumber(args[1])]) >= tonumber(args[2]) then
+        redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', unpack(args, 3))
+      end
     elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' then
       redis.call(op, key, unpack(args))
     elseif op == 'SET' then

@@ -84,6 +84,12 @@ class Effects:
         self.ops.append(("XADD", stream, args))
         return self
 
+    def send_if_hash_len(self, stream: str, msg: Message, hash_key: str, at_least: int) -> Effects:
+        """XADD ``msg`` only if ``hash_key`` holds >= ``at_least`` fields when the commit runs
+        (after this commit's own HSETs)."""
+        self.ops.append(("XADDIFLEN", stream, [_KeyRef(hash_key), int(at_least), PAYLOAD, encode(msg)]))
+        return self
+
     def append(self, stream: str, fields: dict[str, Any]) -> Effects:
         """XADD plain fields (an episode log entry)."""
         args: list[Any] = []
@@ -103,8 +109,8 @@ class Effects:
         self.ops.append(("HDEL", key, list(names)))
         return self
 
-    def zadd(self, key: str, score: float, member: str) -> Effects:
-        self.ops.append(("ZADD", key, [repr(float(score)), member]))
+    def zadd(self, key: str, score: float, member: str, *, nx: bool = False) -> Effects:
+        self.ops.append(("ZADD", key, [*(["NX"] if nx else []), repr(float(score)), member]))
         return self
 
     def zrem(self, key: str, member: str) -> Effects:
@@ -122,6 +128,13 @@ class Effects:
     def incr(self, key: str, name: str, by: int = 1) -> Effects:
         self.ops.append(("HINCRBY", key, [name, int(by)]))
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRef:
+    """An effect argument that names a key: passed to Lua as its index in KEYS."""
+
+    key: str
 
 
 def _plain(v: Any) -> str | bytes:
@@ -264,11 +277,16 @@ class Bus:
         argv: list[Any] = [group, d.entry_id if d else "", self.settings.idempotency_ttl_ms,
                            self.settings.stream_cap]
         index: dict[str, int] = {}
+
+        def ref(k: str) -> int:
+            if k not in index:
+                keys.append(k)
+                index[k] = len(keys)
+            return index[k]
+
         for op, key, args in effects.ops:
-            if key not in index:
-                keys.append(key)
-                index[key] = len(keys)
-            argv += [op, index[key], len(args), *args]
+            resolved = [ref(a.key) if isinstance(a, _KeyRef) else a for a in args]
+            argv += [op, ref(key), len(resolved), *resolved]
         return keys, argv
 
     async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:

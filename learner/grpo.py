@@ -44,24 +44,57 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return total / count.clamp(min=torch.finfo(x.dtype).tiny)
 
 
+def _has_plain_lm_head(model: torch.nn.Module) -> bool:
+    """Whether logits are just ``lm_head(hidden)``: no softcapping or scaling we would skip."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "base_model") or model.base_model is model:
+        return False
+    if getattr(model, "get_output_embeddings", lambda: None)() is None:
+        return False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    extras = ("final_logit_softcapping", "logit_scale", "output_multiplier",
+              "lm_head_multiplier", "logits_scaling")
+    return all(getattr(text, name, None) in (None, 1.0) for name in extras)
+
+
+def _gather_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """log softmax(logits / T)[target] as logit − logsumexp, in float32, without a full copy."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
 def token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log π(input_ids[t] | input_ids[<t]) for every position t, shape (B, L); position 0 is 0.
 
     Aligned with ``input_ids`` (not shifted) so the loss mask of the sequence applies as is.
     ``temperature`` must match the sampler's, since the behaviour logprobs are of the tempered
-    distribution. Computed as logit − logsumexp in float32 to avoid a full log-softmax copy.
+    distribution. With ``mask``, only masked positions go through the LM head (others are 0):
+    in a dialogue most tokens are prompt, env and user text, and the (tokens × vocab) logits
+    are the learner's largest activation. Models whose head is more than a linear layer
+    (softcapping, logit scales) always take the full path.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = input_ids[:, 1:].unsqueeze(-1)
-    picked = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return torch.nn.functional.pad(picked, (1, 0), value=0.0)
+    if mask is None or not _has_plain_lm_head(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        picked = _gather_logprobs(logits, input_ids[:, 1:], temperature)
+        out = torch.nn.functional.pad(picked, (1, 0), value=0.0)
+        return out if mask is None else out * (mask != 0)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    where = mask[:, 1:] != 0  # the hidden state at t-1 predicts the token at t
+    logits = model.get_output_embeddings()(hidden[:, :-1][where])
+    picked = _gather_logprobs(logits, input_ids[:, 1:][where], temperature)
+    shifted = torch.zeros(where.shape, dtype=picked.dtype, device=picked.device)
+    return torch.nn.functional.pad(shifted.masked_scatter(where, picked), (1, 0), value=0.0)
 
 
 def clipped_surrogate(

@@ -14,7 +14,8 @@ Trajectory score S (:func:`trajectory_score`)
 Turn credits c_t (:func:`turn_credits`)
     ``equalized``: c_t = 1.
     ``r2g``: c_t = Σ_{k≥t} γ^{k−t} r_k.
-    ``em``: c_t = round(0.5 + 0.5·(1 − e^{−k·r_t}) / (1 − e^{−k}), 4), k = 2 (r ∈ [0,1] -> [0.5,1]).
+    ``em``: c_t = round(0.5 + 0.5·(1 − e^{−k·r_t}) / (1 − e^{−k}), 4), k = 2
+    (maps r ∈ [0, 1] onto [0.5, 1]).
 
 Group normalization (:func:`group_normalize`)
     z = (S − mean) / (std + ε) with the unbiased (n−1) std, or z = S − mean without std;
@@ -76,7 +77,9 @@ def _discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
     return returns
 
 
-def trajectory_score(rewards: Sequence[float], method: ScoreMethod = "sum", gamma: float = 0.8) -> float:
+def trajectory_score(
+    rewards: Sequence[float], method: ScoreMethod = "sum", gamma: float = 0.8
+) -> float:
     """One number per trajectory, the quantity GRPO compares across the group."""
     if method == "sum":
         # The reference calls this "Sum" but averages, then rounds; kept for parity.
@@ -105,7 +108,9 @@ def max_turn_reward(rewards: Sequence[float]) -> float:
     return max(rewards, default=0.0)
 
 
-def group_normalize(scores: Sequence[float], use_std: bool = True, eps: float = 1e-6) -> list[float]:
+def group_normalize(
+    scores: Sequence[float], use_std: bool = True, eps: float = 1e-6
+) -> list[float]:
     """z-scores within one GRPO group (unbiased std; a group of one has mean 0, std 1)."""
     n = len(scores)
     if n == 0:

@@ -53,10 +53,11 @@ class HFUserBackend:
     def __init__(self, model_path: str, spec_lookup: SpecLookup | None = None, *,
                  device: str = "cpu", max_new_tokens: int = 256, batch_window_s: float = 0.02,
                  max_batch: int = 16, max_reasks: int = 2) -> None:
-        for name, ok in (("max_new_tokens", max_new_tokens >= 1), ("max_batch", max_batch >= 1),
-                         ("batch_window_s", batch_window_s >= 0), ("max_reasks", max_reasks >= 0)):
-            if not ok:
-                raise ConfigError(f"{name} has an impossible value: {locals()[name]!r}")
+        bounds = (("max_new_tokens", max_new_tokens, 1), ("max_batch", max_batch, 1),
+                  ("batch_window_s", batch_window_s, 0), ("max_reasks", max_reasks, 0))
+        for name, value, low in bounds:
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value!r}")
         self.model_path = model_path
         self.spec_lookup = spec_lookup or default_spec_lookup
         self.device = device
@@ -143,7 +144,8 @@ class HFUserBackend:
         # A fresh config: greedy without inheriting the checkpoint's sampling defaults.
         gen = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False,
                                pad_token_id=tok.pad_token_id,
-                               eos_token_id=model.generation_config.eos_token_id or tok.eos_token_id)
+                               eos_token_id=(model.generation_config.eos_token_id
+                                             or tok.eos_token_id))
         with torch.no_grad():
             out = model.generate(**enc, generation_config=gen)
         new = out[:, enc["input_ids"].shape[1]:]

@@ -54,6 +54,7 @@ async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Gene
             messages = [*messages, {"role": "assistant", "content": text},
                         {"role": "user", "content": CORRECTION.format(error=error)}]
         except Exception as exc:  # a parser bug still fails only this rollout
-            raise UserError(f"{query.env_id}: parse_llm raised {type(exc).__name__}: {exc}") from exc
+            raise UserError(f"{query.env_id}: parse_llm raised "
+                            f"{type(exc).__name__}: {exc}") from exc
     raise UserError(f"{query.env_id} {query.kind}/{query.name}: malformed reply after "
                     f"{max_reasks + 1} attempts: {error}", transient=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from userrl.bus.messages import decode
 from userrl.bus.transport import Bus
 from userrl.envs.actions import parse_prefixed
 from userrl.envs.datasets import load_tasks
@@ -59,7 +60,8 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
     for env_id in GYMS:
         resets += make_resets(env_id, load_tasks(env_id, "test")[:6], group_size=2, seed=3)
     procs = [start("policy", "pol-0", run_name, subprocess_env, python, tmp_path),
-             start("user", "usr-0", run_name, subprocess_env, python, tmp_path)]
+             start("user", "usr-0", run_name, subprocess_env, python, tmp_path),
+             start("reward", "rew-0", run_name, subprocess_env, python, tmp_path)]
     victim = start("env", "env-0", run_name, subprocess_env, python, tmp_path)
     procs.append(victim)
     try:
@@ -73,6 +75,11 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
         live_at_kill = await bus.redis.zcard(bus.keys.live)
         procs.append(start("env", "env-1", run_name, subprocess_env, python, tmp_path))
         got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=90)
+        n_groups = len({r.group_id for r in resets})
+        with anyio.fail_after(30):
+            while await bus.redis.xlen(bus.keys.stream("learner")) < n_groups:
+                await anyio.sleep(0.05)
+        groups = [decode(f[b"p"]) for _, f in await bus.redis.xrange(bus.keys.stream("learner"))]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -89,6 +96,8 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
         assert [t["reward"] for t in traj.turns] == pytest.approx(want), r.episode_id
         assert [t["seq"] for t in traj.turns] == list(range(len(want)))
     assert await bus.redis.zcard(bus.keys.live) == 0
+    assert sorted(g.group_id for g in groups) == sorted({r.group_id for r in resets})
+    assert all(g.status == "ok" and len(g.items) == 2 for g in groups)
     # every policy turn and env reply is readable in the episode stream
     rows = await bus.redis.xrange(bus.keys.episode(resets[0].episode_id))
     roles = [f[b"role"].decode() for _, f in rows]

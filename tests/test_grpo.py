@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 from userrl.learner.grpo import (  # noqa: E402
     LossConfig,
+    _has_plain_lm_head,
     clipped_surrogate,
     drop_stale,
     grpo_loss,
@@ -177,6 +178,30 @@ def test_token_logprobs_equal_manual_gather(tiny_model: torch.nn.Module) -> None
     assert torch.allclose(alone[0], got[1, :n], atol=1e-5)
 
 
+def test_token_logprobs_masked_head_matches_full(tiny_model: torch.nn.Module) -> None:
+    batch = _batch()
+    mask = batch["loss_mask"]
+    assert _has_plain_lm_head(tiny_model)  # so the masked path below is really taken
+    full = token_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"])
+    masked = token_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"], mask=mask)
+    assert torch.allclose(masked, full * mask, atol=1e-5)
+    assert masked[mask == 0].abs().sum() == 0
+    # gradients flow through the masked path
+    masked.sum().backward()
+    assert tiny_model.lm_head.weight.grad is not None
+    tiny_model.zero_grad(set_to_none=True)
+
+
+def test_token_logprobs_temperature(tiny_model: torch.nn.Module) -> None:
+    batch = _batch()
+    with torch.no_grad():
+        logits = tiny_model(input_ids=batch["input_ids"]).logits
+        got = token_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
+                             temperature=0.5, mask=batch["loss_mask"])
+    want = torch.log_softmax(logits[0, 2] / 0.5, dim=-1)[batch["input_ids"][0, 3]]
+    assert got[0, 3].item() == pytest.approx(want.item(), abs=1e-5)
+
+
 def test_one_optimizer_step_lowers_the_loss(tiny_model: torch.nn.Module) -> None:
     torch.manual_seed(0)
     model = transformers.Qwen3ForCausalLM(tiny_model.config).train()
@@ -190,7 +215,7 @@ def test_one_optimizer_step_lowers_the_loss(tiny_model: torch.nn.Module) -> None
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     def loss_now() -> tuple[torch.Tensor, dict[str, float]]:
-        logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+        logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], mask=mask)
         return grpo_loss(logp, behaviour, batch["advantages"], mask)
 
     loss, metrics = loss_now()

@@ -21,6 +21,7 @@ SAMPLES: list[m.Message] = [
     m.UserReply(episode_id="e1", seq=3, hop=1, reply={"text": "Yes"}, worker="u-0"),
     m.Trajectory(episode_id="e1", group_id="g1", env_id="x", task_id="t1",
                  turns=[{"reward": 1.0, "token_ids": [1], "logprobs": [-0.1]}], meta={"a": 1}),
+    m.ScoreGroup(episode_id="g1", group_id="g1", force=True, reason="deadline"),
     m.ScoredGroup(episode_id="g1", group_id="g1", env_id="x", items=[{"episode_id": "e1", "score": 1.0}]),
     m.WeightsAnnouncement(episode_id="weights", seq=4, version=4, path="/tmp/w.safetensors", sha256="ab"),
     m.Probe(episode_id="p", body={"x": [1, 2, {"y": b"bytes"}]}),

@@ -39,7 +39,7 @@ class FakeSpec:
         try:
             return {"score": float(json.loads(text)["score"])}
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"judge reply must be JSON {{\"score\": number}}, got {text!r}") from exc
+            raise ValueError(f"judge reply must be JSON with a score, got {text!r}") from exc
 
 
 def reply(body: dict[str, Any]) -> str:
@@ -257,3 +257,10 @@ async def test_policy_errors_and_weights(openai_server: FakeOpenAIServer) -> Non
             await pb.generate([policy_request("q")])
         with pytest.raises(PolicyError, match="no weights"):
             await pb.load_weights("/tmp/x", 1)
+
+
+def test_server_lists_models(openai_server: FakeOpenAIServer) -> None:
+    import httpx
+
+    data = httpx.get(f"{openai_server.base_url}/models").json()
+    assert data["data"][0]["id"] == "fake-model"

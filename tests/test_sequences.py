@@ -80,6 +80,7 @@ def test_per_token_advantages_from_group_advantages() -> None:
         per_token_advantages(seq, [[0.1, 0.2]])
 
 
+@pytest.mark.train
 def test_collate_right_pads() -> None:
     torch = pytest.importorskip("torch")
     long_seq = assemble(TURNS)

@@ -144,3 +144,13 @@ async def test_commit_once_without_ack(bus: Bus) -> None:
     assert await bus.commit_once(("reset", "r", 0, 0), "dispatch", eff) is True
     assert await bus.commit_once(("reset", "r", 0, 0), "dispatch", eff) is False
     assert await bus.redis.xlen(bus.keys.stream("out")) == 1
+
+
+async def test_send_if_hash_len_fires_once_the_hash_is_full(bus: Bus) -> None:
+    stream, out, h = bus.keys.stream(IN), bus.keys.stream("out"), bus.keys.state("grp")
+    await _send(bus, 3)
+    ds = await bus.read(stream, GROUP, "c1")
+    for i, d in enumerate(ds):
+        eff = Effects().hset(h, {f"m{i}": b"x"}).send_if_hash_len(out, Probe(episode_id="ready"), h, 3)
+        await bus.commit([(d, eff)])
+        assert await bus.redis.xlen(out) == (1 if i == 2 else 0)

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from userrl.errors import ConfigError
+from userrl.learner.rewards import RewardConfig
 
 ROLE_NAMES = ("env", "policy", "user", "reward", "learner")
 
@@ -104,6 +105,19 @@ class UserConfig:
     """Backend override per env id, e.g. {userrl/Turtle-v0: openai}."""
 
 
+@dataclass
+class RewardSection(RewardConfig):
+    """Turn credits, trajectory score and normalization (GYMS.md), plus group collection."""
+
+    group_timeout_s: float = 600.0
+    """A group still incomplete this long after its first member arrived is dropped as a whole."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_timeout_s <= 0:
+            raise ConfigError(f"reward.group_timeout_s must be > 0, got {self.group_timeout_s}")
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     run: str = "default"
@@ -122,6 +136,8 @@ class DeployConfig:
     """Policy backend."""
     user: UserConfig = field(default_factory=UserConfig)
     """Simulated user and judge backend."""
+    reward: RewardSection = field(default_factory=RewardSection)
+    """How trajectories become scores and advantages."""
     gyms: list[str] = field(default_factory=lambda: ["userrl/Function-v0", "userrl/Telepathy-v0"])
     """Env ids this deploy runs."""
     seed: int = 0

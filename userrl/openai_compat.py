@@ -69,7 +69,8 @@ class OpenAIConfig:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not self.model:
             raise ConfigError("model must name the model to call, got ''")
         checks: list[tuple[str, bool, str]] = [

@@ -1,0 +1,139 @@
+"""The reward worker (``userrl worker reward``): trajectories in, scored GRPO groups out.
+
+Each trajectory is stored in its group's hash in the same atomic commit that acks it; the
+commit of the group's last member also asks for scoring (``score_group``), decided inside the
+commit so concurrent reward workers can never both miss the last member. Scoring applies the
+turn credits, trajectory score and group normalization of ``GYMS.md`` (:mod:`.rewards`) and
+emits one ``scored_group`` to the learner (and a summary to the results stream).
+
+A group with a failed member (an infrastructure error) is dropped as a whole and counted; a
+group still incomplete after ``group_timeout_s`` is force-scored by the deadline sweep, i.e.
+dropped. Late members of a finished group are discarded and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import anyio
+import structlog
+
+from userrl.bus.messages import ScoredGroup, ScoreGroup, Trajectory, decode, encode
+from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.bus.worker import Worker, WorkerSettings
+from userrl.errors import RewardError
+from userrl.learner.rewards import RewardConfig, group_advantages
+
+log = structlog.get_logger(__name__)
+
+
+def episode_return(traj: Trajectory) -> float:
+    """The paper's evaluation score of an episode: the sum of its turn rewards."""
+    return float(sum(t.get("reward", 0.0) for t in traj.turns))
+
+
+def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, Any]]:
+    """Per trajectory: score S, return, and per-turn token advantages (GYMS.md §Rewards)."""
+    rewards = [[float(t["reward"]) for t in tr.turns] for tr in trajs]
+    lengths = [[len(t.get("token_ids") or []) for t in tr.turns] for tr in trajs]
+    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig)}
+    scores, advantages = group_advantages(rewards, lengths, **kw)
+    items = []
+    for tr, s, adv in zip(trajs, scores, advantages, strict=True):
+        turns = [{"prompt_ids": t.get("prompt_ids") or [], "token_ids": t.get("token_ids") or [],
+                  "logprobs": t.get("logprobs") or [], "policy_version": int(t.get("policy_version", 0)),
+                  "reward": float(t["reward"]), "advantages": a} for t, a in zip(tr.turns, adv, strict=True)]
+        items.append({"episode_id": tr.episode_id, "task_id": tr.task_id, "score": s,
+                      "return": episode_return(tr), "n_turns": len(tr.turns), "turns": turns,
+                      "meta": tr.meta})
+    return items
+
+
+class RewardWorker(Worker):
+    role = "reward"
+
+    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, config: RewardConfig | None = None,
+                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0) -> None:
+        super().__init__(bus, settings)
+        self.config = config or RewardConfig()
+        self.group_timeout_s = group_timeout_s
+        self.sweep_interval_s = sweep_interval_s
+
+    @classmethod
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> RewardWorker:
+        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s)
+
+    async def async_run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sweep_loop)
+            await super().async_run()
+            tg.cancel_scope.cancel()
+
+    async def handle(self, d: Delivery) -> Effects | None:
+        msg = d.msg
+        if isinstance(msg, Trajectory):
+            return await self.on_trajectory(msg)
+        if isinstance(msg, ScoreGroup):
+            return await self.on_score_group(msg)
+        raise RewardError(f"reward worker cannot handle {type(msg).__name__}")
+
+    async def on_trajectory(self, t: Trajectory) -> Effects:
+        k = self.bus.keys
+        eff = Effects()
+        if await self.bus.redis.hexists(k.groups_done, t.group_id):
+            self.log.warning("reward.late_member", group_id=t.group_id, episode_id=t.episode_id)
+            return eff.incr(k.counters, "late_trajectories")
+        size = int(t.meta.get("group_size", 1))
+        members = k.group_members(t.group_id)
+        eff.hset(members, {t.episode_id: encode(t)}).zadd(k.groups_open, time.time(), t.group_id, nx=True)
+        return eff.send_if_hash_len(self.stream, ScoreGroup(episode_id=t.group_id, group_id=t.group_id),
+                                    members, size)
+
+    async def on_score_group(self, m: ScoreGroup) -> Effects | None:
+        k = self.bus.keys
+        raw = await self.bus.redis.hgetall(k.group_members(m.group_id))
+        if not raw:
+            return None  # already scored
+        trajs = sorted((decode(v) for v in raw.values()), key=lambda t: t.episode_id)
+        assert all(isinstance(t, Trajectory) for t in trajs)
+        size = int(trajs[0].meta.get("group_size", 1))  # type: ignore[attr-defined]
+        failed = [t.episode_id for t in trajs if t.status != "ok"]  # type: ignore[attr-defined]
+        eff = Effects()
+        env_id = trajs[0].env_id  # type: ignore[attr-defined]
+        if failed or len(trajs) < size:
+            reason = f"failed members {failed}" if failed else f"{len(trajs)}/{size} members by the deadline"
+            summary = [{"episode_id": t.episode_id, "status": t.status, "error": t.error,  # type: ignore[attr-defined]
+                        "return": episode_return(t)} for t in trajs]  # type: ignore[arg-type]
+            out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=summary,
+                              status="dropped", meta={"reason": reason})
+            self.log.warning("reward.group_dropped", group_id=m.group_id, reason=reason)
+            eff.send(k.stream("learner"), out).send(k.results, out)
+            status = f"dropped:{reason}"
+            eff.incr(k.counters, "groups_dropped")
+        else:
+            items = score_group(trajs, self.config)  # type: ignore[arg-type]
+            out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=items,
+                              meta=dict(trajs[0].meta))  # type: ignore[attr-defined]
+            summary_items = [{key: it[key] for key in ("episode_id", "task_id", "score", "return", "n_turns", "meta")}
+                             for it in items]
+            eff.send(k.stream("learner"), out, {"group": m.group_id, "env": env_id})
+            eff.send(k.results, dataclasses.replace(out, items=summary_items), {"group": m.group_id, "env": env_id})
+            status = "scored"
+            eff.incr(k.counters, "groups_scored")
+        return eff.delete(k.group_members(m.group_id)).zrem(k.groups_open, m.group_id).hset(
+            k.groups_done, {m.group_id: status})
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.sweep_interval_s)
+            try:
+                overdue = await self.bus.redis.zrangebyscore(self.bus.keys.groups_open, "-inf",
+                                                             time.time() - self.group_timeout_s)
+                for gid in overdue:
+                    g = gid.decode()
+                    await self.bus.send(self.stream, ScoreGroup(episode_id=g, group_id=g, hop=1, force=True,
+                                                                reason="deadline"))
+            except Exception as exc:  # the sweep retries next round
+                self.log.warning("reward.sweep_failed", error=repr(exc))
