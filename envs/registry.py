@@ -14,14 +14,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from userrl.errors import UnknownEnvError
 
 if TYPE_CHECKING:
     from userrl.envs.base import Env
-
-log = structlog.get_logger(__name__)
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*/[A-Z][A-Za-z0-9]*-v\d+$")
 _REGISTRY: dict[str, type[Env]] = {}

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.train
 
 # Qwen3-style: past assistant turns lose their <think> block once the conversation moves on
 REWRITING_TEMPLATE = CHAT_TEMPLATE.replace(
-    "{{- '<|im_start|>' + role + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}",
+    "{%- generation -%}{{- (message['content'] or '') + '<|im_end|>' -}}{%- endgeneration -%}",
     "{%- set c = message['content'] or '' -%}"
-    "{%- if role == 'assistant' and not loop.last -%}{%- set c = c.split('</think>')[-1] -%}"
-    "{%- endif -%}{{- '<|im_start|>' + role + '\\n' + c + '<|im_end|>\\n' -}}",
+    "{%- if not loop.last -%}{%- set c = c.split('</think>')[-1] -%}{%- endif -%}"
+    "{{- c + '<|im_end|>' -}}",
 )
+assert REWRITING_TEMPLATE != CHAT_TEMPLATE
 
 
 @pytest.fixture(scope="module")

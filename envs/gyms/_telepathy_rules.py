@@ -3,11 +3,13 @@
 Matching rules (all on stemmed words, see :mod:`userrl.envs.gyms._text`):
 
 1. A question naming the entity (title or a synonym) is answered ``Yes``.
-2. Every recognized condition in the question is evaluated:
-   - *attribute phrases* (``LEXICON``): "alive", "made by humans", "fly", "bigger than", ...
-     map to a boolean attribute of the task (some phrases invert it: "small" is not "big");
-     an attribute the task does not have counts as unknown;
-   - *tags*: a task tag phrase in the question ("savanna", "long neck") is true;
+2. A comparison's object is dropped ("bigger than a person" -> "bigger"). Then conditions are
+   read off the question, each word used at most once, in this order:
+   - *tags*: a task tag phrase (or its category) in the question ("savanna", "long neck") is
+     true;
+   - *attribute phrases* (``LEXICON``): "alive", "made by humans", "fly", "bigger", ... map to
+     a boolean attribute of the task (some phrases invert it: "small" is not "big"); an
+     attribute the task does not have is unknown;
    - *closed vocabulary* (colours, continents, countries, animal classes, professions,
      materials, domains): a term from ``VOCAB`` that is not among the task's tags is false.
 3. Any false condition -> ``No``; else any true -> ``Yes``; else any unknown -> ``Maybe``;

@@ -37,18 +37,28 @@ def normalize(text: str) -> str:
 
 
 def stem(word: str) -> str:
-    """Crude, consistent suffix stripping (applied to text and keywords alike)."""
+    """Crude suffix stripping: plural, then -ing/-ed, then a final -e (``waving`` = ``wave``).
+
+    The steps run in a fixed order so that a word and its inflections land on one stem.
+    """
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 5 and word.endswith("ing"):
-        word = word[:-3]
-        return word[:-1] if len(word) > 3 and word[-1] == word[-2] else word
-    if len(word) > 4 and word.endswith("ed"):
+        word = word[:-3] + "y"
+    elif len(word) > 4 and word.endswith(("ches", "shes", "xes", "sses")):
         word = word[:-2]
-        return word[:-1] if len(word) > 3 and word[-1] == word[-2] else word
-    if len(word) > 4 and word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    if len(word) > 5 and word.endswith("ing"):
+        word = _undouble(word[:-3])
+    elif len(word) > 4 and word.endswith("ed"):
+        word = _undouble(word[:-2])
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
+    return word
+
+
+def _undouble(word: str) -> str:
+    """``stopp`` -> ``stop`` (the doubled consonant of ``stopped``/``running``)."""
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] in "bdgmnprt":
         return word[:-1]
     return word
 

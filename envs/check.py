@@ -1,0 +1,181 @@
+"""``check_env``: everything a userrl gym must satisfy, as one call for the test suite.
+
+1. Gymnasium's own ``check_env`` passes through the adapter, with no warnings.
+2. Every state is msgpack-serializable and round-trips unchanged, and re-executing a step from
+   its snapshot (as an env worker does after a crash) gives the same result.
+3. A seed reproduces a rollout: same seed + task + actions -> same observations and rewards,
+   through the async API and through the adapter.
+4. The scripted expert scores the maximum (``max_score``, 1.0 unless the gym documents
+   otherwise) on every task of the split, ending the episode by termination.
+
+All of it runs with the in-process scripted user, so it needs no network and no model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+
+from userrl.envs.actions import parse_prefixed
+from userrl.envs.base import Env, State, Task
+from userrl.envs.datasets import load_tasks
+from userrl.envs.registry import get_env_class
+from userrl.sim_users.base import InProcessUser, SimUser
+
+Policy = Callable[[Task, list[dict[str, str]]], str]
+#: actions that exercise the error paths before the expert takes over (determinism check)
+PROBES = ("hello there", "[search] anything", "[action] Is it bigger than a car?")
+
+
+@dataclass
+class Transcript:
+    """One played episode: the chat as the policy saw it, and what the env returned."""
+
+    messages: list[dict[str, str]]
+    rewards: list[float] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    states: list[State] = field(default_factory=list)
+    terminated: bool = False
+    truncated: bool = False
+
+    @property
+    def score(self) -> float:
+        return round(sum(self.rewards), 4)
+
+
+async def rollout(env: Env, task: Task, policy: Policy, *, seed: int = 0,
+                  user: SimUser | None = None, check_replay: bool = False) -> Transcript:
+    """Play one episode of ``task`` with ``policy(task, messages) -> action text``.
+
+    With ``check_replay``, every step is executed twice from the same snapshot and the state
+    must survive a msgpack round trip (the env worker's durability contract).
+    """
+    user = user if user is not None else InProcessUser()
+    state, obs, _ = await env.reset(task, seed)
+    tr = Transcript(messages=[{"role": "system", "content": env.system_prompt(task)},
+                              {"role": "user", "content": obs}], states=[state])
+    while True:
+        text = policy(task, tr.messages)
+        action = parse_prefixed(text)
+        res = await env.step(state, action, user)
+        if check_replay:
+            _assert_serializable(env.id, res.state)
+            again = await env.step(msgpack.unpackb(msgpack.packb(state), raw=False), action, user)
+            assert again == res, f"{env.id}: re-executing a step from its snapshot differs"
+        state = res.state
+        tr.messages += [{"role": "assistant", "content": text},
+                        {"role": "user", "content": res.observation}]
+        tr.rewards.append(res.reward)
+        tr.observations.append(res.observation)
+        tr.states.append(state)
+        if res.terminated or res.truncated:
+            tr.terminated, tr.truncated = res.terminated, res.truncated
+            return tr
+
+
+def _assert_serializable(env_id: str, state: State) -> None:
+    try:
+        back = msgpack.unpackb(msgpack.packb(state), raw=False)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(f"{env_id}: state is not msgpack-serializable: {exc}") from exc
+    assert back == state, f"{env_id}: state changes in a msgpack round trip (tuples? int keys?)"
+
+
+def expert_policy(cls: type[Env]) -> Policy:
+    return cls.expert_action
+
+
+def probing_policy(cls: type[Env]) -> Policy:
+    """A few error-path actions, then the expert (the expert only counts its own turns)."""
+    def policy(task: Task, messages: list[dict[str, str]]) -> str:
+        own = [m for m in messages if m.get("role") == "assistant"]
+        if len(own) < len(PROBES):
+            return PROBES[len(own)]
+        return cls.expert_action(task, [m for m in messages if m.get("role") != "assistant"]
+                                 + own[len(PROBES):])
+    return policy
+
+
+def check_gymnasium(env_id: str, split: str = "test", data_path: str | Path | None = None) -> None:
+    """Gymnasium's ``check_env`` on the adapter; any warning it raises is a failure too."""
+    import gymnasium
+
+    from userrl.envs import gymnasium_adapter  # noqa: F401  (registers the ids)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = gymnasium.make(env_id, split=split, data_path=data_path)
+        try:
+            gymnasium_check_env(env.unwrapped)
+        except AssertionError as exc:
+            raise AssertionError(f"{env_id}: gymnasium check_env failed: {exc}") from exc
+        finally:
+            env.close()
+    msgs = [str(w.message) for w in caught]
+    assert not msgs, f"{env_id}: gymnasium check_env warned: {msgs}"
+
+
+def check_adapter_determinism(env_id: str, split: str = "test",
+                              data_path: str | Path | None = None, seed: int = 7) -> None:
+    """A seeded reset (no task id) and the same actions reproduce the episode."""
+    from userrl.envs.gymnasium_adapter import UserRLGymnasiumEnv
+
+    runs = []
+    for _ in range(2):
+        env = UserRLGymnasiumEnv(env_id, split=split, data_path=data_path)
+        try:
+            obs, info = env.reset(seed=seed)
+            task = env.state["task"] if env.state else {}
+            trace: list[Any] = [obs, info["task_id"]]
+            messages = [{"role": "user", "content": obs}]
+            for _ in range(3):
+                text = env.env.expert_action(task, messages)
+                step = env.step(text)
+                trace.append(step[:4])
+                messages += [{"role": "assistant", "content": text},
+                             {"role": "user", "content": step[0]}]
+                if step[2] or step[3]:
+                    break
+        finally:
+            env.close()
+        runs.append(trace)
+    assert runs[0] == runs[1], f"{env_id}: same seed and actions gave different episodes"
+
+
+async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
+    env = cls()
+    max_score = getattr(cls, "max_score", None)
+    for i, task in enumerate(tasks):
+        if i < 3:  # replay + determinism on a few tasks keeps the check fast
+            runs = [await rollout(env, task, probing_policy(cls), seed=11, check_replay=True)
+                    for _ in range(2)]
+            a, b = runs
+            assert (a.observations, a.rewards) == (b.observations, b.rewards), (
+                f"{cls.id}: task {task['id']}: same seed and actions gave different episodes")
+        tr = await rollout(env, task, expert_policy(cls), seed=i)
+        best = float(max_score(task)) if max_score else 1.0
+        assert math.isclose(tr.score, best, abs_tol=1e-6), (
+            f"{cls.id}: expert scored {tr.score} (max {best}) on task {task['id']}; "
+            f"transcript: {tr.messages[2:]}")
+        assert tr.terminated and not tr.truncated, (
+            f"{cls.id}: expert episode on task {task['id']} did not terminate by itself")
+
+
+def check_tasks(env_id: str, tasks: list[Task]) -> None:
+    """Checks 2-4 of the module docstring (without Gymnasium) on the given tasks."""
+    asyncio.run(_check_tasks(get_env_class(env_id), tasks))
+
+
+def check_env(env_id: str, split: str = "test", data_path: str | Path | None = None) -> None:
+    """Run every check in the module docstring; AssertionError says what failed and where."""
+    check_gymnasium(env_id, split, data_path)
+    check_adapter_determinism(env_id, split, data_path)
+    check_tasks(env_id, load_tasks(env_id, split, data_path))

@@ -1,0 +1,148 @@
+"""Build the bundled datasets in ``envs/data/<gym>/{train,test}.jsonl``.
+
+FunctionGym rules are generated procedurally (random expression trees over ``a b c d`` with a
+fixed seed); the other gyms are built from the authored tables in ``envs/_authored_*.py``.
+The output is deterministic, and committed, so loading never depends on running this::
+
+    python -m userrl.envs.gen_data            # rewrite envs/data
+    python -m userrl.envs.gen_data --check    # fail if envs/data is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from userrl.envs._authored_intention import DOMAINS
+from userrl.envs._authored_telepathy import entities
+from userrl.envs._authored_turtle import STORIES
+from userrl.envs.datasets import DATA_DIR
+from userrl.envs.gyms._text import parse_groups
+from userrl.envs.gyms.function import evaluate_rule
+
+log = structlog.get_logger(__name__)
+
+SEED = 20250919
+N_FUNCTION = {"train": 60, "test": 20}
+
+
+def _split_every_fourth(items: list[dict[str, Any]], prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """Every fourth item to test (spreads the kinds of items across both splits)."""
+    out: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for i, item in enumerate(items):
+        split = "test" if i % 4 == 3 else "train"
+        out[split].append({"id": f"{prefix}-{split}-{len(out[split]) + 1:03d}", **item})
+    return out
+
+
+# -- FunctionGym -----------------------------------------------------------------------------
+def _random_rule(rng: random.Random) -> str:
+    """A random expression using each of a, b, c, d once, with + - * / and squares."""
+    terms = list("abcd")
+    rng.shuffle(terms)
+    while len(terms) > 1:
+        i = rng.randrange(len(terms) - 1)
+        op = rng.choices(["+", "-", "*", "/"], weights=[4, 4, 4, 1])[0]
+        left, right = terms[i], terms[i + 1]
+        if rng.random() < 0.15 and len(left) == 1:
+            left = f"{left} ** 2"
+        expr = f"{left} {op} {right}"
+        terms[i:i + 2] = [f"({expr})" if len(terms) > 2 and rng.random() < 0.6 else expr]
+    return terms[0]
+
+
+def function_tasks() -> dict[str, list[dict[str, Any]]]:
+    rng = random.Random(SEED)
+    out: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    for split, n in N_FUNCTION.items():
+        while len(out[split]) < n:
+            rule = _random_rule(rng)
+            case = [rng.randint(1, 10) for _ in range(4)]
+            try:
+                value = evaluate_rule(rule, case)
+            except (ZeroDivisionError, OverflowError):
+                continue
+            if rule in seen or abs(value) > 1e5:
+                continue
+            seen.add(rule)
+            out[split].append({"id": f"fn-{split}-{len(out[split]) + 1:03d}", "rule": rule,
+                               "test_case": case, "expected_result": round(value, 4)})
+    return out
+
+
+# -- TelepathyGym / TurtleGym ------------------------------------------------------------------
+def telepathy_tasks() -> dict[str, list[dict[str, Any]]]:
+    return _split_every_fourth(entities(), "tel")
+
+
+def turtle_tasks() -> dict[str, list[dict[str, Any]]]:
+    items = [{
+        "title": title, "surface": surface, "bottom": bottom,
+        "key_points": [{"statement": s, "weight": w, "keywords": parse_groups(k)}
+                       for s, w, k in points],
+        "facts": [{"question": q, "answer": a, "keywords": parse_groups(k)} for q, a, k in facts],
+    } for title, surface, bottom, points, facts in STORIES]
+    return _split_every_fourth(items, "turtle")
+
+
+# -- IntentionGym ------------------------------------------------------------------------------
+def intention_tasks() -> dict[str, list[dict[str, Any]]]:
+    rng = random.Random(SEED + 1)
+    items: list[dict[str, Any]] = []
+    for domain in DOMAINS:
+        templates, fills, pool = domain["templates"], domain["fills"], domain["details"]
+        for j, fill in enumerate(fills):  # type: ignore[arg-type]
+            template = templates[j % len(templates)]  # type: ignore[index]
+            chosen = sorted(rng.sample(range(len(pool)), rng.randint(3, min(5, len(pool)))))  # type: ignore[arg-type]
+            details = []
+            for k in chosen:
+                desc, imp, kws, inquiry, answers = pool[k]  # type: ignore[index]
+                details.append({"description": desc, "importance": imp, "keywords": kws,
+                                "inquiry": inquiry, "answer": rng.choice(answers)})
+            items.append({"category": domain["category"], "task": template.format(x=fill),
+                          "missing_details": details})
+    return _split_every_fourth(items, "int")
+
+
+BUILDERS = {"function": function_tasks, "telepathy": telepathy_tasks, "turtle": turtle_tasks,
+            "intention": intention_tasks}
+
+
+def render() -> dict[Path, str]:
+    """Every dataset file and its exact content."""
+    files: dict[Path, str] = {}
+    for gym, build in BUILDERS.items():
+        for split, tasks in build().items():
+            lines = [json.dumps(t, ensure_ascii=False, sort_keys=True) for t in tasks]
+            files[DATA_DIR / gym / f"{split}.jsonl"] = "\n".join(lines) + "\n"
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, content in render().items():
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != content:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        log.info("dataset_written", path=str(path), n=content.count("\n"))
+    if stale:
+        sys.stderr.write("out of date: " + ", ".join(stale) + "\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

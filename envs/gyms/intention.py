@@ -1,0 +1,202 @@
+"""IntentionGym: clarify a vague request by asking about its missing details."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.gyms._common import (
+    assistant_turns,
+    clip01,
+    dialogue_text,
+    history_for_query,
+    parse_json_object,
+)
+from userrl.envs.gyms._text import has_phrase, stems
+from userrl.envs.registry import register
+from userrl.sim_users.base import SimUser, UserQuery
+
+#: turn reward by the highest importance a question uncovers
+IMPORTANCE_REWARD: dict[int, float] = {3: 1.0, 2: 0.7, 1: 0.4}
+#: subtracted for every further detail the same question uncovers (focused questions win)
+EXTRA_DETAIL_PENALTY = 0.2
+
+
+def uncovered_by(task: Task, question: str, remaining: list[int]) -> list[int]:
+    """Scripted judge: the remaining details whose keywords (any one phrase) the question uses."""
+    q = stems(question)
+    details = task["missing_details"]
+    return [i for i in remaining if any(has_phrase(q, kw) for kw in details[i]["keywords"])]
+
+
+def turn_reward(task: Task, uncovered: list[int]) -> float:
+    """By the highest importance uncovered, minus the penalty per extra detail; 0 if none."""
+    if not uncovered:
+        return 0.0
+    top = max(IMPORTANCE_REWARD[int(task["missing_details"][i]["importance"])] for i in uncovered)
+    return round(clip01(top - EXTRA_DETAIL_PENALTY * (len(uncovered) - 1)), 4)
+
+
+def _reply_text(task: Task, uncovered: list[int], repeated: list[int]) -> str:
+    details = task["missing_details"]
+    def said(i: int) -> str:
+        return f"{details[i]['description']}: {details[i]['answer'].rstrip('.')}."
+
+    if uncovered:
+        return " ".join(said(i) for i in uncovered)
+    if repeated:
+        return "As I said, " + " ".join(said(i) for i in repeated)
+    return "I don't have a preference about that. Is there anything else you need to know?"
+
+
+class IntentionUserSpec:
+    """The user with a vague request, who reveals a hidden detail only when asked about it.
+
+    Query ``clarify`` (payload ``question`` and ``remaining``: indices of details not yet
+    uncovered) -> ``{"uncovered": [indices], "reply": str}``. Scripted rule: a detail is
+    uncovered when the question contains one of its keyword phrases (stemmed, whole words);
+    the reply states the answers of exactly those details and nothing else.
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name != "clarify":
+            raise ValueError(f"IntentionGym has no query {query.name!r}")
+        task, question = query.task, str(query.payload["question"])
+        remaining = [int(i) for i in query.payload["remaining"]]
+        uncovered = uncovered_by(task, question, remaining)
+        done = [i for i in range(len(task["missing_details"])) if i not in remaining]
+        repeated = uncovered_by(task, question, done)
+        return {"uncovered": uncovered, "reply": _reply_text(task, uncovered, repeated)}
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t = query.task
+        remaining = [int(i) for i in query.payload["remaining"]]
+        hidden = [{"index": i, "detail": d["description"], "your_answer": d["answer"]}
+                  for i, d in enumerate(t["missing_details"]) if i in remaining]
+        system = (
+            f"You are a user who asked an assistant: \"{t['task']}\". You left out details; "
+            f"the ones not yet discussed, with your answers: {json.dumps(hidden, ensure_ascii=False)}\n"
+            "Decide which of these details the assistant's latest question actually asks "
+            "about, and answer only those, briefly and naturally. Do not volunteer the others. "
+            'Reply with JSON only: {"uncovered": [indices], "reply": "your answer"}.'
+        )
+        user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        obj = parse_json_object(text, {"uncovered": list, "reply": str})
+        remaining = {int(i) for i in query.payload["remaining"]}
+        idx = obj["uncovered"]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i in remaining for i in idx):
+            raise ValueError(f"'uncovered' must list indices from {sorted(remaining)}")
+        return {"uncovered": sorted(set(idx)), "reply": obj["reply"]}
+
+
+@register
+class IntentionGym(Env):
+    """Find out what a user with a vague request really wants.
+
+    Description:
+        The user states a task with important details missing (each hidden detail has an
+        importance 1-3). The agent asks clarifying questions; a judge decides which hidden
+        details a question uncovers and the user answers only those.
+
+    Actions:
+        ``[action] question``: a clarifying question. ``[answer]`` and ``[search]`` are
+        accepted but earn nothing: this gym scores questions only.
+
+    Observation:
+        The user's reply.
+
+    Reward:
+        Per question, by the highest importance uncovered: 3 -> 1.0, 2 -> 0.7, 1 -> 0.4, minus
+        0.2 per extra detail uncovered by the same question, clipped to [0, 1]; 0 if none.
+        The episode maximum is the sum over the details of their importance reward (one
+        focused question each), see :meth:`max_score`.
+
+    Episode end:
+        Terminated when every missing detail is uncovered or on ``[finish]``; truncated
+        after ``max_turns`` (20).
+
+    Version history:
+        v0: initial version, following UserRL's IntentionGym.
+    """
+
+    id = "userrl/Intention-v0"
+    data_name: ClassVar[str] = "intention"
+    user_spec = IntentionUserSpec()
+    default_max_turns = 20
+
+    @classmethod
+    def validate_task(cls, task: Task) -> None:
+        if not isinstance(task.get("task"), str) or not task["task"].strip():
+            raise ValueError("'task' must be a non-empty string")
+        details = task.get("missing_details")
+        if not isinstance(details, list) or not details:
+            raise ValueError("'missing_details' must be a non-empty list")
+        for d in details:
+            if not isinstance(d, dict) or int(d.get("importance", 0)) not in IMPORTANCE_REWARD:
+                raise ValueError("each missing detail needs an importance of 1, 2 or 3")
+            kws = d.get("keywords")
+            if not isinstance(kws, list) or not kws or not all(isinstance(k, str) for k in kws):
+                raise ValueError("each missing detail needs a non-empty 'keywords' list")
+            if not isinstance(d.get("answer"), str) or not isinstance(d.get("description"), str):
+                raise ValueError("each missing detail needs 'description' and 'answer' strings")
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        return round(sum(IMPORTANCE_REWARD[int(d["importance"])]
+                         for d in task["missing_details"]), 4)
+
+    def system_prompt(self, task: Task) -> str:
+        return (
+            "IntentionGym: a user asks you for help, but the request is vague and important "
+            "details are missing. Find out what they really want before doing anything.\n"
+            "Actions:\n"
+            "- [action] question : ask the user one clarifying question.\n"
+            "- [finish] : stop when you know enough.\n"
+            "Ask focused questions, one detail at a time, most important first."
+        )
+
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        obs = str(task["task"])
+        remaining = list(range(len(task["missing_details"])))
+        state = {"remaining": remaining, "dialogue": [{"role": "user", "content": obs}]}
+        return state, obs, {"task_id": task["id"]}
+
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        task = state["task"]
+        state["dialogue"].append({"role": "assistant", "content": action.text})
+        if action.choice != "action":
+            obs = "Please ask me a clarifying question with [action] so I can tell you more."
+            state["dialogue"].append({"role": "user", "content": obs})
+            return StepResult(state, obs, 0.0, False, False, {"uncovered": []})
+        reply = await user.ask(UserQuery(
+            self.id, "respond", "clarify",
+            {"question": action.content, "remaining": list(state["remaining"])}, task,
+            history_for_query(state)))
+        uncovered = [i for i in reply["uncovered"] if i in state["remaining"]]
+        state["remaining"] = [i for i in state["remaining"] if i not in uncovered]
+        obs = str(reply["reply"])
+        state["dialogue"].append({"role": "user", "content": obs})
+        return StepResult(state, obs, turn_reward(task, uncovered), not state["remaining"],
+                          False, {"uncovered": uncovered})
+
+    @classmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """One focused question per detail, most important first."""
+        details = task["missing_details"]
+        order = sorted(range(len(details)), key=lambda i: (-int(details[i]["importance"]), i))
+        k = assistant_turns(messages)
+        if k >= len(order):
+            return "[finish]"
+        target, remaining = order[k], order[k:]
+        d = details[target]
+        candidates = [str(d.get("inquiry") or "")]
+        candidates += [f"Could you tell me about the {kw}?" for kw in d["keywords"]]
+        for q in candidates:
+            if q and uncovered_by(task, q, remaining) == [target]:
+                return f"[action] {q}"
+        return f"[action] {candidates[-1]}"

@@ -1,0 +1,239 @@
+"""TurtleGym: "turtle soup" lateral-thinking puzzles answered with yes/no questions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.gyms._common import (
+    assistant_turns,
+    dialogue_text,
+    gain_over_best,
+    history_for_query,
+    parse_json_object,
+)
+from userrl.envs.gyms._text import content_words, groups_hit
+from userrl.envs.registry import register
+from userrl.sim_users.base import SimUser, UserQuery
+
+#: a key point's keyword coverage for full and half credit (a task may override: ``grading``)
+FULL, HALF = 1.0, 0.5
+DEFAULT_THRESHOLD = 0.9
+
+
+def _coverage(text: str, groups: list[list[str]]) -> float:
+    return groups_hit(text, groups) / len(groups) if groups else 0.0
+
+
+def grade_story(task: Task, story: str) -> tuple[float, list[float]]:
+    """Weighted key-point score of an explanation, and each point's 0 / 0.5 / 1 judgment.
+
+    A key point is judged 1 when the story hits at least ``full`` of its keyword groups
+    (default all), 0.5 at ``half`` (default half), else 0.
+    """
+    grading = task.get("grading") or {}
+    full, half = float(grading.get("full", FULL)), float(grading.get("half", HALF))
+    judgments = []
+    for kp in task["key_points"]:
+        cov = _coverage(story, kp["keywords"])
+        judgments.append(1.0 if cov >= full - 1e-9 else 0.5 if cov >= half - 1e-9 else 0.0)
+    score = sum(float(kp["weight"]) * j for kp, j in zip(task["key_points"], judgments, strict=True))
+    return round(min(1.0, score), 4), judgments
+
+
+def answer_question(task: Task, question: str) -> str:
+    """The scripted yes/no answer.
+
+    1. The authored fact whose keyword groups the question covers best (at least half of them)
+       gives its answer. 2. Otherwise a question covering at least half of some key point's
+       keyword groups is on the right track: ``Yes``. 3. Tasks without facts (imported ones)
+       fall back on word overlap with the hidden story: ``Yes`` when at least 60% (and two) of
+       the question's content words occur in it. 4. Otherwise ``No``.
+    """
+    best: tuple[float, int, str] | None = None
+    for fact in task.get("facts", []):
+        hits = groups_hit(question, fact["keywords"])
+        ratio = hits / len(fact["keywords"]) if fact["keywords"] else 0.0
+        if hits and ratio >= 0.5 and (best is None or (ratio, hits) > best[:2]):
+            best = (ratio, hits, str(fact["answer"]))
+    if best is not None:
+        return "Yes" if best[2].lower().startswith("y") else "No"
+    if any(kp["keywords"] and _coverage(question, kp["keywords"]) >= 0.5
+           for kp in task["key_points"]):
+        return "Yes"
+    if not task.get("facts"):
+        words = content_words(question)
+        story = set(content_words(task["bottom"]))
+        overlap = sum(1 for w in words if w in story)
+        if overlap >= 2 and overlap >= 0.6 * len(words):
+            return "Yes"
+    return "No"
+
+
+class TurtleUserSpec:
+    """The host who knows the full story, and the judge of explanations.
+
+    Queries: ``yes_no`` (payload ``question``) -> ``{"answer": "Yes"|"No"}``; ``grade``
+    (payload ``story``) -> ``{"score": float, "judgments": [0|0.5|1, ...]}``.
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name == "yes_no":
+            return {"answer": answer_question(query.task, str(query.payload["question"]))}
+        if query.name == "grade":
+            score, judgments = grade_story(query.task, str(query.payload["story"]))
+            return {"score": score, "judgments": judgments}
+        raise ValueError(f"TurtleGym has no query {query.name!r}")
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t = query.task
+        if query.name == "yes_no":
+            system = (
+                "You host a lateral-thinking puzzle. The player saw only this surface: "
+                f"{t['surface']}\nThe hidden full story: {t['bottom']}\n"
+                "Answer the player's yes/no question truthfully from the full story with Yes or "
+                "No. Never reveal or paraphrase the story. "
+                'Reply with JSON only: {"answer": "Yes"} or {"answer": "No"}.'
+            )
+            user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
+        else:
+            points = [kp["statement"] for kp in t["key_points"]]
+            system = (
+                "You grade a player's explanation of a puzzle against a checklist. The full "
+                f"story: {t['bottom']}\nChecklist: {json.dumps(points, ensure_ascii=False)}\n"
+                "For each checklist item, judge 1 if the explanation clearly contains it, 0.5 "
+                "if partially, 0 if not. Reply with JSON only: "
+                '{"judgments": [one number per item, in order]}.'
+            )
+            user = f"Explanation: {query.payload['story']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        if query.name == "yes_no":
+            answer = parse_json_object(text, {"answer": str})["answer"].strip().strip(".!")
+            if answer.capitalize() not in ("Yes", "No"):
+                raise ValueError(f"answer must be Yes or No, got {answer!r}")
+            return {"answer": answer.capitalize()}
+        judgments = parse_json_object(text, {"judgments": list})["judgments"]
+        points = query.task["key_points"]
+        if len(judgments) != len(points) or any(j not in (0, 0.5, 1) for j in judgments):
+            raise ValueError(f"expected {len(points)} judgments, each 0, 0.5 or 1")
+        score = sum(float(kp["weight"]) * float(j) for kp, j in zip(points, judgments, strict=True))
+        return {"score": round(min(1.0, score), 4), "judgments": [float(j) for j in judgments]}
+
+
+@register
+class TurtleGym(Env):
+    """Uncover the hidden story behind a strange situation ("turtle soup").
+
+    Description:
+        The agent sees a puzzling story surface; the user knows the full story (the bottom)
+        and answers yes/no questions about it. The agent finally tells the story it inferred,
+        which a judge grades against a checklist of weighted key points.
+
+    Actions:
+        ``[action] question``: a yes/no question, answered Yes or No. ``[answer] story``: the
+        agent's explanation, graded. ``[search]`` is not used.
+
+    Observation:
+        The user's reply (``Yes.`` / ``No.``) or the grade of an explanation.
+
+    Reward:
+        Each key point is judged 0, 0.5 or 1; the score is the weighted sum in [0, 1]. The turn
+        reward is the gain over the best score so far, so the episode sums to the best score.
+
+    Episode end:
+        Terminated when the best score reaches ``success_threshold`` (option, default 0.9;
+        UserRL's training used 1.0) or on ``[finish]``; truncated after ``max_turns`` (20).
+
+    Version history:
+        v0: initial version, following UserRL's TurtleGym.
+    """
+
+    id = "userrl/Turtle-v0"
+    data_name: ClassVar[str] = "turtle"
+    user_spec = TurtleUserSpec()
+    default_max_turns = 20
+
+    def __init__(self, max_turns: int | None = None, **options: Any) -> None:
+        super().__init__(max_turns, **options)
+        self.success_threshold = float(options.get("success_threshold", DEFAULT_THRESHOLD))
+        if not 0.0 < self.success_threshold <= 1.0:
+            raise ValueError(f"success_threshold must be in (0, 1], got {self.success_threshold}")
+
+    @classmethod
+    def validate_task(cls, task: Task) -> None:
+        for key in ("title", "surface", "bottom"):
+            if not isinstance(task.get(key), str) or not task[key].strip():
+                raise ValueError(f"{key!r} must be a non-empty string")
+        points = task.get("key_points")
+        if not isinstance(points, list) or not points:
+            raise ValueError("'key_points' must be a non-empty list")
+        for kp in points:
+            if not isinstance(kp.get("statement"), str) or not isinstance(kp.get("keywords"), list):
+                raise ValueError("each key point needs a 'statement' and 'keywords' groups")
+        total = sum(float(kp.get("weight", 0)) for kp in points)
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"key point weights must sum to 1, got {total}")
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        return 1.0
+
+    def system_prompt(self, task: Task) -> str:
+        return (
+            "TurtleGym is a lateral-thinking puzzle. You see the surface of a strange story; "
+            "the user knows the hidden full story. Uncover it.\n"
+            "Actions:\n"
+            "- [action] question : ask one yes/no question about the hidden story.\n"
+            "- [answer] story : tell the full story you inferred, with every twist; it is "
+            "graded against the key points of the hidden story.\n"
+            "- [finish] : give up and end the episode.\n"
+            "Test bold guesses with questions, then answer. You may answer several times."
+        )
+
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        obs = (f"Title: {task['title']}\nSurface: {task['surface']}\n"
+               "Uncover the hidden story behind this surface!")
+        return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
+            "task_id": task["id"]}
+
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        task = state["task"]
+        state["dialogue"].append({"role": "assistant", "content": action.text})
+        info: dict[str, Any] = {}
+        reward = 0.0
+        if action.choice == "search":
+            obs = "There is nothing to search here: ask yes/no questions or answer."
+        elif action.choice == "action":
+            reply = await user.ask(UserQuery(self.id, "respond", "yes_no",
+                                             {"question": action.content}, task,
+                                             history_for_query(state)))
+            obs, info = f"{reply['answer']}.", {"user_answer": reply["answer"]}
+        else:
+            verdict = await user.ask(UserQuery(self.id, "judge", "grade",
+                                               {"story": action.content}, task,
+                                               history_for_query(state)))
+            score = float(verdict["score"])
+            reward, state["best"] = gain_over_best(state["best"], score)
+            obs = (f"Your story scores {score:.2f} against the hidden story."
+                   + (" You uncovered it!" if state["best"] >= self.success_threshold else
+                      " Some key parts are still missing or wrong."))
+            info = {"score": score, "judgments": list(verdict.get("judgments", []))}
+        state["dialogue"].append({"role": "user", "content": obs})
+        done = state["best"] >= self.success_threshold - 1e-9
+        return StepResult(state, obs, reward, done, False, info)
+
+    @classmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """Ask up to two questions the story answers with yes, then tell the key points."""
+        k = assistant_turns(messages)
+        yes = [f["question"] for f in task.get("facts", [])
+               if str(f.get("answer", "")).lower().startswith("y") and f.get("question")]
+        if not yes:
+            yes = [f"Is it true that {task['key_points'][0]['statement'].rstrip('.').lower()}?"]
+        if k < min(2, len(yes)):
+            return f"[action] {yes[k]}"
+        return "[answer] " + " ".join(kp["statement"] for kp in task["key_points"])

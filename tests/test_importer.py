@@ -1,0 +1,124 @@
+"""The UserRL data importer, on the paper's files when they are present."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from userrl.envs.check import check_tasks
+from userrl.envs.datasets import load_tasks
+from userrl.envs.gyms import _telepathy_rules, turtle
+from userrl.envs.importer import import_userrl
+from userrl.errors import DataError
+
+SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
+needs_data = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
+IDS = {"function": "userrl/Function-v0", "telepathy": "userrl/Telepathy-v0",
+       "turtle": "userrl/Turtle-v0", "intention": "userrl/Intention-v0"}
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, int]]]:
+    if not SRC.is_dir():
+        pytest.skip(f"UserRL data not found at {SRC}")
+    out = tmp_path_factory.mktemp("imported")
+    return out, import_userrl(SRC, out)
+
+
+def _task(out: Path, gym: str, task_id: str) -> dict:
+    for split in ("train", "test"):
+        for t in load_tasks(IDS[gym], split, out):
+            if t["id"] == task_id:
+                return t
+    raise AssertionError(f"{task_id} not imported")
+
+
+@needs_data
+def test_counts(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    _, counts = imported
+    totals = {g: c["train"] + c["test"] for g, c in counts.items()}
+    assert totals == {"function": 538, "telepathy": 401, "turtle": 471, "intention": 1107}
+    assert counts["intention"] == {"train": 1012, "test": 95}
+    assert all(c["test"] > 0 and c["train"] > c["test"] for c in counts.values())
+
+
+@needs_data
+def test_known_items(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    out, _ = imported
+    fn = _task(out, "function", "func-1")
+    assert (fn["rule"], fn["test_case"], fn["expected_result"]) == ("c * (a * b) * d", [3, 5, 5, 3], 225.0)
+    ein = _task(out, "telepathy", "entity_001")
+    assert ein["title"] == "Albert Einstein" and "Einstein" in ein["synonyms"]
+    assert _telepathy_rules.answer_question(ein, "Is it a physicist?") == "Yes"
+    assert _telepathy_rules.answer_question(ein, "Is it a person?") == "Yes"
+    assert _telepathy_rules.answer_question(ein, "Is it an animal?") == "No"
+    assert _telepathy_rules.judge_guess(ein, "Einstein")
+    sister = _task(out, "turtle", "turtle-5")
+    assert sister["title"] == "The Disappeared Sister"
+    assert [kp["weight"] for kp in sister["key_points"]] == [0.5, 0.2, 0.2, 0.1]
+    statements = " ".join(kp["statement"] for kp in sister["key_points"])
+    assert turtle.grade_story(sister, statements)[0] == 1.0
+    paris = _task(out, "intention", "49662622-692c-457b-b06f-64740e120bea")
+    first = paris["missing_details"][0]
+    assert (first["description"], first["importance"], first["answer"]) == (
+        "Duration of the trip", 3, "3-5 days")
+
+
+@needs_data
+def test_split_is_deterministic(imported: tuple[Path, dict[str, dict[str, int]]],
+                                tmp_path: Path) -> None:
+    out, _ = imported
+    import_userrl(SRC, tmp_path)
+    for gym in IDS:
+        for split in ("train", "test"):
+            rel = Path(gym) / f"{split}.jsonl"
+            assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes()
+
+
+@needs_data
+@pytest.mark.parametrize("gym", list(IDS))
+def test_expert_reaches_max_on_imported_test_tasks(
+        imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
+    out, _ = imported
+    check_tasks(IDS[gym], load_tasks(IDS[gym], "test", out))
+
+
+def _src(tmp_path: Path, folder: str, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / "src" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / folder / name).write_text(text, encoding="utf-8")
+    return tmp_path / "src"
+
+
+@pytest.mark.parametrize(("folder", "files", "message"), [
+    ("FunctionGym", {"functions.json": "[{"}, r"functions\.json:1: malformed JSON"),
+    ("FunctionGym", {"functions.json": "{}"}, r"functions\.json: expected a JSON list"),
+    ("FunctionGym", {"functions.json": '[{"id": "f", "rule": "a"}]'},
+     r"functions\.json: entry 0: expected an object with keys id, rule, test_case"),
+    ("FunctionGym", {"functions.json": json.dumps([{"id": "f", "rule": "a / 0", "test_case": [1, 2, 3, 4],
+                                                     "expected_result": 1}])},
+     r"task 'f' cannot be used"),
+    ("FunctionGym", {"functions.json": "[]", "extra.json": "[]"}, r"extra\.json: unknown file"),
+    ("IntentionGym", {"all_intentions_train.json": "[]"}, r"all_intentions_test\.json: missing"),
+    ("TurtleGym", {"all_stories_refined.json": '{"1": {"new_title": "t"}}'},
+     r"story '1': expected an object with keys new_title, new_surface"),
+    ("TelepathyGym", {"all_entities_refined.json": "[1]"}, r"entry 0: expected an object"),
+])
+def test_malformed_sources(tmp_path: Path, folder: str, files: dict[str, str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        import_userrl(_src(tmp_path, folder, files), tmp_path / "out")
+
+
+def test_empty_source_names_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="FunctionGym/functions.json"):
+        import_userrl(tmp_path, tmp_path / "out")
+
+
+@needs_data
+def test_partial_source_imports_present_gyms(tmp_path: Path) -> None:
+    shutil.copytree(SRC / "FunctionGym", tmp_path / "src" / "FunctionGym")
+    counts = import_userrl(tmp_path / "src", tmp_path / "out")
+    assert list(counts) == ["function"] and sum(counts["function"].values()) == 538
