@@ -20,6 +20,11 @@ from userrl.errors import EnvError
 from userrl.sim_users.base import UserMixin, UserQuery
 
 
+def feedback_text(observation: str, reward: float, show_reward: bool = True) -> str:
+    """What the policy sees after a step: the gym's feedback and, in training, ``Reward: r``."""
+    return observation + (f"\nReward: {reward:g}" if show_reward else "")
+
+
 class NeedReply(Exception):  # noqa: N818 - control flow, not an error
     """Raised by :class:`ReplayUser` when a step asks for a reply that is not stored yet."""
 

@@ -24,7 +24,7 @@ from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, StepResult
-from userrl.envs.episode import Episode, NeedReply, ReplayUser
+from userrl.envs.episode import Episode, NeedReply, ReplayUser, feedback_text
 from userrl.errors import EnvError, RolloutError, UnknownEnvError
 
 log = structlog.get_logger(__name__)
@@ -153,7 +153,7 @@ class EnvWorker(Worker):
                          "policy_version": p["version"], "observation": res.observation,
                          "format_error": action.choice == "invalid", "worker": p["worker"],
                          "terminated": res.terminated, "truncated": res.truncated})
-        feedback = res.observation + (f"\nReward: {reward:g}" if self.show_reward else "")
+        feedback = feedback_text(res.observation, reward, self.show_reward)
         ep.messages.append({"role": "assistant", "content": p["text"]})
         n_seen = len(ep.messages)
         ep.messages.append({"role": "tool" if action.via_tool else "user", "content": feedback})

@@ -156,6 +156,31 @@ def cmd_redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """The main job: tiny model -> SFT -> GRPO over the bus -> evaluation table."""
+    from userrl.learner.train import format_table, run_train
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    report = run_train(cfg, args.config, args.set)
+    print(format_table(report["eval"]))
+    c = report["check"]
+    print(f"SFT beats base: {c['sft_beats_base']}; GRPO train score first fifth {c['grpo_first_fifth']:.3f} "
+          f"-> last fifth {c['grpo_last_fifth']:.3f} over {c['steps']} steps; {report['seconds']['total']:.0f}s")
+    print(f"report: {cfg.run_dir}/report.json, plots: {cfg.run_dir}/metrics.png {cfg.run_dir}/eval.png")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from userrl.envs.importer import import_userrl
+
+    counts = import_userrl(args.src, args.out)
+    for gym, splits in counts.items():
+        print(f"{gym}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+    print(f"written under {args.out}; use them with load_tasks(env_id, split, path={args.out!r})")
+    return 0
+
+
 # ---- parser ----------------------------------------------------------------------------------
 
 
@@ -194,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=0)
     _add_config_args(r)
     r.set_defaults(func=cmd_redis)
+
+    t = sub.add_parser("train", help="the main job: SFT cold start, GRPO over the bus, evaluation")
+    _add_config_args(t)
+    t.set_defaults(func=cmd_train)
+
+    da = sub.add_parser("data", help="datasets")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    imp = dsub.add_parser("import-userrl", help="convert the UserRL gym data files into our format")
+    imp.add_argument("src", help="folder laid out like the UserRL data (FunctionGym/functions.json, ...)")
+    imp.add_argument("--out", default="data/userrl", help="output folder (one subfolder per gym)")
+    imp.set_defaults(func=cmd_data)
 
     for module in EXTRA_COMMANDS:
         importlib.import_module(module).register(sub, _add_config_args)

@@ -119,6 +119,57 @@ class RewardSection(RewardConfig):
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """The main job: SFT cold start, then GRPO, then evaluation (``userrl train``)."""
+
+    gyms: list[str] = field(default_factory=lambda: ["userrl/Intention-v0", "userrl/Turtle-v0"])
+    """Gyms trained on (their train split) and evaluated (their test split)."""
+    max_turns: int = 6
+    """Turn cap of training and evaluation episodes."""
+    sft_epochs: int = 6
+    """Epochs of SFT on the scripted experts' demonstrations (0 = skip the cold start)."""
+    sft_lr: float = 3e-3
+    """SFT learning rate (the tiny model wants a large one; the paper used 1e-5 for 8B)."""
+    sft_data: str = ""
+    """A JSONL file of {"messages": [...]} dialogues; empty = demonstrations from scripted experts."""
+    steps: int = 40
+    """GRPO steps (one optimizer step per batch of groups)."""
+    groups_per_step: int = 4
+    """B: groups (tasks) per GRPO step."""
+    group_size: int = 4
+    """G: episodes per task, the GRPO group."""
+    lr: float = 2e-4
+    """GRPO learning rate."""
+    clip_low: float = 0.2
+    """PPO clip epsilon below 1."""
+    clip_high: float = 0.2
+    """PPO clip epsilon above 1."""
+    kl_coef: float = 0.0
+    """KL penalty to the SFT model (0 = none, as in the paper)."""
+    max_staleness: int = 1
+    """Turns generated more than this many versions before the learner's are dropped."""
+    eval_tasks: int = 15
+    """Test tasks per gym in the final evaluation."""
+    time_budget_s: float = 480.0
+    """GRPO stops early after this many seconds (the CPU default must finish in 10 minutes)."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every N steps."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
+                                  "checkpoint_every"))
+        if self.sft_epochs < 0:
+            raise ConfigError(f"train.sft_epochs must be >= 0, got {self.sft_epochs}")
+        if self.max_staleness < 0:
+            raise ConfigError(f"train.max_staleness must be >= 0, got {self.max_staleness}")
+        if self.group_size < 2:
+            raise ConfigError("train.group_size must be >= 2: GRPO normalizes scores within a group")
+        for name in ("sft_lr", "lr", "time_budget_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     run: str = "default"
     """Run name; every Redis key lives under userrl:{run}:."""
@@ -137,6 +188,9 @@ class DeployConfig:
     user: UserConfig = field(default_factory=UserConfig)
     """Simulated user and judge backend."""
     reward: RewardSection = field(default_factory=RewardSection)
+    """How trajectories become scores and advantages."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The main job's schedule."""
     """How trajectories become scores and advantages."""
     gyms: list[str] = field(default_factory=lambda: ["userrl/Function-v0", "userrl/Telepathy-v0"])
     """Env ids this deploy runs."""

@@ -1,0 +1,84 @@
+"""Play episodes in this process with a policy backend: the final evaluation of ``userrl train``.
+
+The same gyms, scripted users and chat/token format as the bus; one batched ``generate`` per
+turn across all live episodes. (``userrl eval`` runs the same protocol through the workers.)
+Scores follow the paper: an episode's score is the sum of its turn rewards; a gym's score is
+the mean over its test episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from userrl.agents.base import GenRequest, PolicyBackend, Sampling
+from userrl.agents.parsing import parse_action
+from userrl.envs.datasets import load_tasks
+from userrl.envs.episode import feedback_text
+from userrl.envs.registry import make
+from userrl.sim_users.base import InProcessUser
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LocalEpisode:
+    env_id: str
+    task: dict[str, Any]
+    state: dict[str, Any]
+    messages: list[dict[str, Any]]
+    prompt_ids: list[int] | None = None
+    n_seen: int = 0
+    rewards: list[float] = field(default_factory=list)
+    format_errors: int = 0
+    done: bool = False
+
+
+async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]], *, max_turns: int,
+               sampling: Sampling, seed: int = 0, show_reward: bool = False) -> list[LocalEpisode]:
+    """Run every (env_id, task) episode to its end; return them with their turn rewards."""
+    user = InProcessUser()
+    eps: list[LocalEpisode] = []
+    envs = {}
+    for env_id, task in episodes:
+        env = envs.setdefault(env_id, make(env_id, max_turns=max_turns))
+        state, obs, _ = await env.reset(task, seed)
+        eps.append(LocalEpisode(env_id, task, state, [{"role": "system", "content": env.system_prompt(task)},
+                                                       {"role": "user", "content": obs}]))
+    while live := [e for e in eps if not e.done]:
+        reqs = [GenRequest(episode_id=str(i), env_id=e.env_id, messages=list(e.messages), prompt_ids=e.prompt_ids,
+                           n_seen=e.n_seen, sampling=sampling, task=e.task) for i, e in enumerate(live)]
+        results = await backend.generate(reqs)
+        for e, r in zip(live, results, strict=True):
+            action = parse_action(r.text)
+            res = await envs[e.env_id].step(e.state, action, user)
+            e.state = res.state
+            e.rewards.append(res.reward)
+            e.format_errors += action.choice == "invalid"
+            e.messages.append({"role": "assistant", "content": r.text})
+            e.prompt_ids = (list(r.prompt_ids) + list(r.token_ids)) if r.token_ids else None
+            e.n_seen = len(e.messages) if r.token_ids else 0
+            e.messages.append({"role": "tool" if action.via_tool else "user",
+                               "content": feedback_text(res.observation, res.reward, show_reward)})
+            e.done = res.terminated or res.truncated
+    return eps
+
+
+async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "test", n_tasks: int = 15,
+                   max_turns: int = 6, temperature: float = 0.0, max_new_tokens: int = 48,
+                   show_reward: bool = False) -> dict[str, Any]:
+    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split``."""
+    episodes = [(g, t) for g in gyms for t in load_tasks(g, split)[:n_tasks]]
+    played = await play(backend, episodes, max_turns=max_turns, show_reward=show_reward,
+                        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=0))
+    report: dict[str, Any] = {"gyms": {}}
+    for g in gyms:
+        mine = [e for e in played if e.env_id == g]
+        turns = sum(len(e.rewards) for e in mine)
+        report["gyms"][g] = {"score": sum(sum(e.rewards) for e in mine) / max(len(mine), 1), "episodes": len(mine),
+                             "format_error_rate": sum(e.format_errors for e in mine) / max(turns, 1)}
+    n = sum(v["episodes"] for v in report["gyms"].values())
+    report["overall"] = sum(v["score"] * v["episodes"] for v in report["gyms"].values()) / max(n, 1)
+    return report

@@ -1,0 +1,109 @@
+"""The learner process loop (``userrl learn``, or inside ``userrl train``).
+
+dispatch groups -> collect B scored groups from the ``learner`` stream -> GRPO step ->
+save weights -> announce the version on the ``weights`` stream -> ack the groups -> log.
+The groups are acked only after the new weights are announced: a learner that dies mid-step
+gets the same groups again when it restarts under its name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import anyio
+import structlog
+from tqdm import tqdm
+
+from userrl.bus.messages import ScoredGroup, WeightsAnnouncement
+from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.learner.dispatch import Dispatcher
+from userrl.learner.loop import GRPOLearner
+from userrl.learner.metrics import MetricsLog
+
+log = structlog.get_logger(__name__)
+
+
+async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str,
+                         timeout_s: float, version: int = 0) -> tuple[list[Delivery], int]:
+    """Read until ``n`` usable scored groups; dropped groups are acked and counted."""
+    stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
+    got: list[Delivery] = []
+    dropped = 0
+    deadline = time.monotonic() + timeout_s
+    pending_first = True  # groups read but not acked before a restart come first
+    while len(got) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(got)} of {n} scored groups after {timeout_s}s: are the workers up?")
+        ds = await bus.read(stream, group, consumer, count=n - len(got), pending=pending_first)
+        pending_first = False
+        for d in ds:
+            msg = d.msg
+            if not isinstance(msg, ScoredGroup):
+                await bus.dead_letter(d, f"learner expected scored_group, got {d.error or type(msg).__name__}")
+                continue
+            dispatcher.done(msg.group_id)
+            if msg.status != "ok":
+                dropped += 1
+                await bus.commit([(d, Effects())])
+                continue
+            got.append(d)
+        if len(got) < n:
+            await dispatcher.fill(version)
+    return got, dropped
+
+
+async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps: int, groups_per_step: int,
+                metrics: MetricsLog, time_budget_s: float, checkpoint_every: int = 10,
+                consumer: str = "learner-0", group_timeout_s: float = 600.0) -> list[dict[str, Any]]:
+    await bus.ensure_group(bus.keys.stream("learner"), bus.keys.group("learner"))
+    t_start = time.monotonic()
+    rows = []
+    bar = tqdm(total=steps, desc="GRPO", unit="step", dynamic_ncols=True, mininterval=1.0)
+    for step in range(1, steps + 1):
+        t0 = time.monotonic()
+        await dispatcher.fill(learner.version)
+        ds, dropped = await collect_groups(bus, dispatcher, groups_per_step, consumer, group_timeout_s,
+                                           learner.version)
+        groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
+        t_roll = time.monotonic() - t0
+        m = await anyio.to_thread.run_sync(learner.step, groups)
+        path = learner.save_weights()
+        ann = WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path))
+        eff = Effects().send(bus.keys.weights, ann, {"version": learner.version, "path": str(path)})
+        await bus.commit([(ds[0], eff)] + [(d, Effects()) for d in ds[1:]])
+        m.update(rollout_metrics(groups))
+        m.update({"rollout/groups_dropped": dropped, "perf/step_s": round(time.monotonic() - t0, 3),
+                  "perf/rollout_wait_s": round(t_roll, 3)})
+        n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
+        n_tokens = sum(len(t["token_ids"]) for g in groups for it in g["items"] for t in it["turns"])
+        dt = max(time.monotonic() - t0, 1e-9)
+        m.update({"perf/turns_per_s": round(n_turns / dt, 2), "perf/tokens_per_s": round(n_tokens / dt, 1)})
+        metrics.log(step, m)
+        rows.append({"step": step, **m})
+        bar.update(1)
+        bar.set_postfix(score=f"{m['rollout/score_mean']:.3f}", loss=f"{m.get('loss/policy', 0):.3f}")
+        log.info("learner.step", step=step, version=learner.version, score=round(m["rollout/score_mean"], 4),
+                 loss=round(m.get("loss/policy", 0.0), 4), clip=round(m.get("policy/clip_frac", 0.0), 3),
+                 stale=m.get("rollout/stale_tokens", 0), seconds=m["perf/step_s"])
+        if step % checkpoint_every == 0:
+            learner.checkpoint({"step": step})
+        if time.monotonic() - t_start > time_budget_s:
+            log.warning("learner.time_budget_reached", step=step, budget_s=time_budget_s)
+            break
+    bar.close()
+    return rows
+
+
+def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean episode return (sum of turn rewards) overall and per gym."""
+    per_gym: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        for it in g["items"]:
+            per_gym[g["env_id"]].append(float(it["return"]))
+    allr = [r for v in per_gym.values() for r in v]
+    out = {"rollout/score_mean": sum(allr) / max(len(allr), 1)}
+    for gym, v in per_gym.items():
+        out[f"rollout/score/{gym.split('/')[-1]}"] = sum(v) / len(v)
+    return out

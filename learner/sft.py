@@ -1,0 +1,107 @@
+"""SFT cold start (the paper's first finding) with TRL's ``SFTTrainer``.
+
+Demonstrations are multi-turn dialogues in the exact chat format the policy sees on the bus
+(system rules, the task, then assistant actions and env feedback with ``Reward: r`` lines).
+For the CPU default they come from the gyms' scripted experts playing the train split with
+scripted users; users with real SFT data pass a JSONL file of ``{"messages": [...]}``.
+Loss is on assistant turns only (``assistant_only_loss``: the chat template marks assistant
+spans with ``{% generation %}``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from userrl.envs.episode import feedback_text
+from userrl.envs.registry import get_env_class, make
+from userrl.errors import DataError
+from userrl.sim_users.base import InProcessUser
+
+log = structlog.get_logger(__name__)
+
+
+async def expert_dialogue(env_id: str, task: dict[str, Any], *, seed: int = 0, max_turns: int | None = None,
+                          show_reward: bool = True) -> dict[str, Any]:
+    """One scripted-expert episode as a chat, in the policy's format, with its turn rewards."""
+    from userrl.agents.parsing import parse_action
+
+    env = make(env_id, max_turns=max_turns)
+    cls = get_env_class(env_id)
+    user = InProcessUser()
+    state, obs, _ = await env.reset(task, seed)
+    messages = [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": obs}]
+    rewards: list[float] = []
+    while True:
+        text = cls.expert_action(task, messages)
+        res = await env.step(state, parse_action(text), user)
+        rewards.append(res.reward)
+        messages += [{"role": "assistant", "content": text},
+                     {"role": "user", "content": feedback_text(res.observation, res.reward, show_reward)}]
+        state = res.state
+        if res.terminated or res.truncated:
+            return {"messages": messages, "rewards": rewards, "env_id": env_id, "task_id": task["id"]}
+
+
+async def expert_demonstrations(env_ids: Sequence[str], split: str = "train", *, max_turns: int | None = None,
+                                per_gym: int | None = None) -> list[dict[str, Any]]:
+    from userrl.envs.datasets import load_tasks
+
+    out = []
+    for env_id in env_ids:
+        for task in load_tasks(env_id, split)[:per_gym]:
+            out.append(await expert_dialogue(env_id, task, max_turns=max_turns))
+    log.info("sft.demonstrations", n=len(out), gyms=list(env_ids))
+    return out
+
+
+def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of ``{"messages": [...]}`` dialogues, with errors naming file:line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: SFT data file not found")
+    out = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{i}: not JSON: {exc}") from exc
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in msgs):
+            raise DataError(f"{p}:{i}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise DataError(f"{p}:{i}: a dialogue needs at least one assistant turn to learn from")
+        out.append({"messages": msgs})
+    if not out:
+        raise DataError(f"{p}: no dialogues")
+    return out
+
+
+def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str, Any]], *, epochs: int = 3,
+            lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024) -> Path:
+    """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    out = Path(out_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    data = Dataset.from_list([{"messages": d["messages"]} for d in dialogues])
+    args = SFTConfig(output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=lr,
+                     lr_scheduler_type="cosine", per_device_train_batch_size=batch_size,
+                     assistant_only_loss=True, max_length=max_length, seed=seed, save_strategy="no",
+                     report_to=[], logging_strategy="no", use_cpu=True, dataloader_pin_memory=False,
+                     disable_tqdm=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    result = trainer.train()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    log.info("sft.done", out=str(out), loss=round(result.training_loss, 4), dialogues=len(dialogues), epochs=epochs)
+    return out

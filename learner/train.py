@@ -1,0 +1,152 @@
+"""The main job (``userrl train``): tiny model -> SFT cold start -> GRPO over the bus -> eval.
+
+Every role runs as its own process under the local launcher (the embedded Redis by default);
+the learner and the dispatcher run in this process. At the end, base / SFT / SFT+GRPO are
+evaluated on held-out test tasks; the table goes to stdout, the plots and a JSON report to the
+run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from userrl.config import DeployConfig
+from userrl.learner.metrics import MetricsLog, plot_metrics
+
+log = structlog.get_logger(__name__)
+
+
+def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
+    from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
+
+    t = cfg.train
+    if t.sft_epochs == 0:
+        return base
+    dialogues = (load_dialogues(t.sft_data) if t.sft_data
+                 else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
+    out = run_dir / "sft-model"
+    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed)
+    return str(out)
+
+
+def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str,
+               run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    from userrl.deploy.launcher import Launcher
+    from userrl.envs.datasets import load_tasks
+    from userrl.learner.dispatch import Dispatcher
+    from userrl.learner.grpo import LossConfig
+    from userrl.learner.loop import GRPOLearner
+    from userrl.learner.run import learn
+    from userrl.runtime import make_bus
+
+    t = cfg.train
+    worker_overrides = [*overrides, f"policy.model={start_model}"]
+    launcher = Launcher(cfg, config_path, worker_overrides).start().start_background()
+    try:
+        loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
+                          max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
+        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        tasks = {g: load_tasks(g, "train") for g in t.gyms}
+        sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
+
+        async def main() -> list[dict[str, Any]]:
+            bus = make_bus(cfg, url=launcher.url)
+            try:
+                dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
+                                        t.max_turns, sampling, seed=cfg.seed)
+                return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
+                                   metrics=MetricsLog(run_dir / "metrics.jsonl"), time_budget_s=t.time_budget_s,
+                                   checkpoint_every=t.checkpoint_every, group_timeout_s=cfg.reward.group_timeout_s)
+            finally:
+                await bus.redis.aclose()
+
+        rows = anyio.run(main)
+        final = learner.save_model(run_dir / "final-model")
+    finally:
+        launcher.stop()
+    return str(final), rows
+
+
+def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
+    from userrl.agents.hf_backend import HFBackend
+    from userrl.learner.evaluate import evaluate
+
+    t = cfg.train
+    out = {}
+    for name, path in models.items():
+        backend = HFBackend(path, device=cfg.policy.device, seed=cfg.seed, tools=None)
+        out[name] = anyio.run(lambda b=backend: evaluate(b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns,
+                                                         temperature=0.0, max_new_tokens=cfg.policy.max_new_tokens))
+    return out
+
+
+def learning_check(rows: list[dict[str, Any]], evals: dict[str, Any]) -> dict[str, Any]:
+    """The main job's claims: SFT beats base on held-out tasks; GRPO's last fifth beats its first."""
+    scores = [r["rollout/score_mean"] for r in rows if "rollout/score_mean" in r]
+    k = max(len(scores) // 5, 1)
+    first, last = sum(scores[:k]) / k, sum(scores[-k:]) / k
+    return {"sft_beats_base": evals["sft"]["overall"] > evals["base"]["overall"],
+            "grpo_first_fifth": round(first, 4), "grpo_last_fifth": round(last, 4),
+            "grpo_improves": last > first, "steps": len(scores)}
+
+
+def format_table(evals: dict[str, Any]) -> str:
+    gyms = list(next(iter(evals.values()))["gyms"])
+    head = ["model", *[g.split("/")[-1] for g in gyms], "overall"]
+    lines = [" | ".join(f"{h:>14}" for h in head)]
+    for name, ev in evals.items():
+        cells = [name] + [f"{ev['gyms'][g]['score']:.3f}" for g in gyms] + [f"{ev['overall']:.3f}"]
+        lines.append(" | ".join(f"{c:>14}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot_evals(evals: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gyms = list(next(iter(evals.values()))["gyms"])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / len(evals)
+    for i, (name, ev) in enumerate(evals.items()):
+        xs = [j + i * width for j in range(len(gyms))]
+        ax.bar(xs, [ev["gyms"][g]["score"] for g in gyms], width, label=name)
+    ax.set_xticks([j + width * (len(evals) - 1) / 2 for j in range(len(gyms))], [g.split("/")[-1] for g in gyms])
+    ax.set_ylabel("test score (sum of turn rewards)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    from userrl.agents.worker import resolve_model_path
+
+    t0 = time.monotonic()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    base = resolve_model_path(cfg)
+    log.info("train.base_model", path=base)
+    sft = sft_stage(cfg, base, run_dir)
+    t_sft = time.monotonic() - t0
+    final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
+    t_grpo = time.monotonic() - t0 - t_sft
+    evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
+    check = learning_check(rows, evals)
+    plot_metrics(rows, run_dir / "metrics.png")
+    plot_evals(evals, run_dir / "eval.png")
+    report = {"eval": evals, "check": check, "seconds": {"sft": round(t_sft, 1), "grpo": round(t_grpo, 1),
+                                                         "total": round(time.monotonic() - t0, 1)},
+              "models": {"base": base, "sft": sft, "final": final}}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
