@@ -1,0 +1,336 @@
+"""The local launcher: start every role's worker processes and keep them running.
+
+``userrl up CONFIG`` builds a :class:`Launcher` and calls :meth:`Launcher.run`. It
+
+- finds Redis: ``USERRL_REDIS_URL``, else the config's URL, else a live embedded server of this
+  ``run_dir``, else starts a private one (:class:`~userrl.bus.embedded.EmbeddedRedis`) and writes
+  its URL to ``{run_dir}/redis.url`` so workers started alone find it;
+- starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``), each logging to
+  ``{run_dir}/logs/ROLE-i.log``; a stable name lets a restarted worker drain its own pending;
+- restarts a worker that exits unasked after an exponential backoff (capped, so a role that
+  crash-loops retries every ``backoff_cap_s``), counting restarts per role;
+- follows the ``replicas`` hash (``userrl scale``): more processes, or SIGTERM to the
+  highest-index ones, which finish their in-flight batch and exit 0;
+- refreshes the ``supervisor`` heartbeat (JSON, with a TTL) that ``scale`` and ``status`` read;
+- on SIGTERM/SIGINT or :meth:`stop`: SIGTERM every worker, SIGKILL the ones still running after
+  ``stop_timeout_s``, stop the embedded server and remove ``redis.url``.
+
+Workers run in their own session, so a Ctrl-C at the terminal reaches only the launcher, which
+then stops them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+
+from userrl.bus.embedded import EmbeddedRedis, _ping
+from userrl.bus.keys import Keys
+from userrl.config import DeployConfig
+from userrl.errors import ConfigError
+from userrl.runtime import URL_FILE
+
+log = structlog.get_logger(__name__)
+
+#: roles the launcher runs (each has a worker class in ``userrl.cli.WORKER_CLASSES``)
+LAUNCHED_ROLES = ("env", "policy", "user", "reward")
+#: a worker that ran this long before exiting counts as healthy: its backoff starts over
+STABLE_AFTER_S = 10.0
+
+
+@dataclass
+class Child:
+    """One worker slot ``{role}-{index}``: its process (None while waiting to restart)."""
+
+    role: str
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    start_at: float = 0.0  #: monotonic time of the next (re)start while proc is None
+    failures: int = 0  #: consecutive unasked exits (drives the backoff)
+    term_at: float | None = None  #: when SIGTERM was sent (scale-down or stop)
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+
+@dataclass
+class Launcher:
+    """Supervise the worker processes of one deploy. See the module docstring."""
+
+    cfg: DeployConfig
+    config_path: str | None = None
+    overrides: Sequence[str] = ()
+    python: str = sys.executable
+    env: Mapping[str, str] | None = None
+    poll_s: float = 0.5
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    stop_timeout_s: float = 20.0
+    supervisor_ttl_s: float = 10.0
+    restarts: dict[str, int] = field(default_factory=dict, init=False)
+    """Unasked exits per role since start."""
+    url: str = field(default="", init=False)
+    """The Redis URL the workers were given (set by :meth:`start`)."""
+    _children: dict[tuple[str, int], Child] = field(default_factory=dict, init=False, repr=False)
+    _wanted: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _server: EmbeddedRedis | None = field(default=None, init=False, repr=False)
+    _redis: redis.Redis | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.cfg.run)
+        self.run_dir = Path(self.cfg.run_dir)
+        self.roles = [r for r in LAUNCHED_ROLES if r in self.cfg.workers]
+        self.restarts = {r: 0 for r in self.roles}
+        self.log = log.bind(run=self.cfg.run)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Launcher:
+        """Find or start Redis, publish the wanted replicas, start the workers."""
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.url = self._resolve_url()
+        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            other = self._redis.get(self.keys.supervisor)
+            if other:
+                raise ConfigError(f"run {self.cfg.run!r} already has a live supervisor ({other.decode()}); "
+                                  "stop it first or choose another run name")
+            self._warn_leftovers()
+            self._wanted = {r: self.cfg.workers[r].replicas for r in self.roles}
+            self._redis.delete(self.keys.replicas)
+            if self._wanted:
+                self._redis.hset(self.keys.replicas, mapping=self._wanted)
+        except BaseException:
+            self._close()
+            raise
+        self.log.info("launcher.started", url=self.url, replicas=self._wanted, pid=os.getpid())
+        self.supervise_once()
+        return self
+
+    def _warn_leftovers(self) -> None:
+        """Workers of an earlier launcher that was killed -9 keep running in their own sessions;
+        new ones under the same names would share their consumer identity."""
+        assert self._redis is not None
+        for role in self.roles:
+            for i in range(self.cfg.workers[role].replicas):
+                raw = self._redis.get(self.keys.heartbeat(role, f"{role}-{i}"))
+                if raw:
+                    hb = json.loads(raw)
+                    self.log.warning("launcher.worker_already_running", worker=f"{role}-{i}",
+                                     pid=hb.get("pid"), host=hb.get("host"),
+                                     hint="stop it (it finishes its batch on SIGTERM) or use another run name")
+
+    def start_background(self) -> Launcher:
+        """Supervise in a daemon thread (tests, embedding); :meth:`stop` ends it."""
+        self._thread = threading.Thread(target=self._loop, name="userrl-launcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> int:
+        """Start, supervise until SIGTERM/SIGINT, stop. Returns the exit code."""
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.log.info("launcher.signal", signal=signal.Signals(signum).name)
+            self._halt.set()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            self._loop()
+        finally:
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 0
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.poll_s):
+            try:
+                self.supervise_once()
+            except redis.RedisError as exc:  # Redis down: keep the workers, retry next poll
+                self.log.warning("launcher.redis_unavailable", error=repr(exc))
+            except Exception:  # a supervisor that dies quietly is worse than one that logs and retries
+                self.log.exception("launcher.supervise_failed")
+
+    def stop(self) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL after the timeout) and the embedded server."""
+        self._halt.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.poll_s + 10)
+        with self._lock:
+            procs = [c for c in self._children.values() if c.proc is not None]
+            for c in procs:
+                self._terminate(c)
+            deadline = time.monotonic() + self.stop_timeout_s
+            for c in procs:
+                assert c.proc is not None
+                try:
+                    c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
+                    c.proc.kill()
+                    c.proc.wait()
+                self.log.info("launcher.worker_stopped", worker=c.name, rc=c.proc.returncode)
+            self._children.clear()
+        with contextlib.suppress(redis.RedisError):
+            if self._redis is not None:
+                self._redis.delete(self.keys.supervisor, self.keys.replicas)
+        self._close()
+        self.log.info("launcher.stopped", restarts=self.restarts)
+
+    def _close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            (self.run_dir / URL_FILE).unlink(missing_ok=True)
+
+    def _resolve_url(self) -> str:
+        env = self.env if self.env is not None else os.environ
+        if env.get("USERRL_REDIS_URL"):
+            return env["USERRL_REDIS_URL"]
+        if self.cfg.redis != "embedded":
+            return self.cfg.redis
+        url_file = self.run_dir / URL_FILE
+        if url_file.is_file():  # `userrl redis` (or another launcher) already serves this run_dir
+            url = url_file.read_text().strip()
+            port = url.rsplit(":", 1)[-1].split("/")[0]
+            if port.isdigit() and _ping(int(port)):
+                return url
+        self._server = EmbeddedRedis().start()
+        url_file.write_text(self._server.url)
+        return self._server.url
+
+    # -- supervision ----------------------------------------------------------------------------
+    def supervise_once(self) -> None:
+        """One pass: read wanted counts, reap exits, start/stop processes, write the heartbeat."""
+        with self._lock:
+            if self._redis is None:  # stopped
+                return
+            self._read_wanted()
+            now = time.monotonic()
+            for c in list(self._children.values()):
+                self._reap(c, now)
+            self._scale(now)
+            for c in self._children.values():
+                if c.proc is None and now >= c.start_at:
+                    self._spawn(c)
+                elif c.term_at is not None and c.proc is not None and now - c.term_at > self.stop_timeout_s:
+                    self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
+                    c.proc.kill()
+            self._heartbeat()
+
+    def _read_wanted(self) -> None:
+        assert self._redis is not None
+        raw = self._redis.hgetall(self.keys.replicas)
+        for k, v in raw.items():
+            role = k.decode()
+            try:
+                n = int(v)
+                if n < 0:
+                    raise ValueError(n)
+            except ValueError:
+                self.log.warning("launcher.bad_replicas", role=role, value=v.decode(errors="replace"))
+                continue
+            if role not in self.roles:
+                self.log.warning("launcher.unknown_role", role=role)
+            elif self._wanted.get(role) != n:
+                self.log.info("launcher.scaled", role=role, replicas=n, was=self._wanted.get(role))
+                self._wanted[role] = n
+
+    def _reap(self, c: Child, now: float) -> None:
+        if c.proc is None or c.proc.poll() is None:
+            return
+        rc, ran = c.proc.returncode, now - c.started_at
+        c.proc = None
+        if c.term_at is not None:  # asked to stop (scale-down)
+            self.log.info("launcher.worker_stopped", worker=c.name, rc=rc)
+            del self._children[(c.role, c.index)]
+            return
+        c.failures = 1 if ran >= STABLE_AFTER_S else c.failures + 1
+        delay = min(self.backoff_base_s * 2 ** (c.failures - 1), self.backoff_cap_s)
+        c.start_at = now + delay
+        self.restarts[c.role] = self.restarts.get(c.role, 0) + 1
+        self.log.warning("launcher.worker_exited", worker=c.name, rc=rc, ran_s=round(ran, 2),
+                         restart_in_s=delay, restarts=self.restarts[c.role],
+                         log=str(self._log_path(c)))
+
+    def _scale(self, now: float) -> None:
+        for role in self.roles:
+            n = self._wanted.get(role, 0)
+            for i in range(n):
+                if (role, i) not in self._children:
+                    self._children[(role, i)] = Child(role, i, start_at=now)
+            for (r, i), c in list(self._children.items()):
+                if r != role or i < n or c.term_at is not None:
+                    continue
+                if c.proc is None:  # waiting to restart: just forget the slot
+                    del self._children[(r, i)]
+                else:
+                    self._terminate(c)
+
+    def _terminate(self, c: Child) -> None:
+        if c.proc is not None and c.proc.poll() is None:
+            if c.term_at is None:
+                self.log.info("launcher.worker_terminating", worker=c.name, pid=c.proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(signal.SIGTERM)
+        if c.term_at is None:
+            c.term_at = time.monotonic()
+
+    def _spawn(self, c: Child) -> None:
+        cmd = [self.python, "-m", "userrl", "worker", c.role, "--name", c.name]
+        if self.config_path:
+            cmd += ["--config", str(self.config_path)]
+        for ov in self.overrides:
+            cmd += ["--set", ov]
+        env = dict(self.env if self.env is not None else os.environ)
+        env["USERRL_REDIS_URL"] = self.url
+        env.pop("USERRL_WORKER_NAME", None)
+        with open(self._log_path(c), "ab") as out:
+            c.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                      start_new_session=True)
+        c.started_at = time.monotonic()
+        self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)
+
+    def _log_path(self, c: Child) -> Path:
+        return self.run_dir / "logs" / f"{c.name}.log"
+
+    def _heartbeat(self) -> None:
+        assert self._redis is not None
+        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": self.url,
+                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts)}
+        self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
+
+    # -- introspection --------------------------------------------------------------------------
+    def workers(self) -> dict[str, list[dict[str, Any]]]:
+        """Per role: each slot's name, pid (None while waiting to restart) and state."""
+        out: dict[str, list[dict[str, Any]]] = {r: [] for r in self.roles}
+        for (role, _), c in sorted(self._children.items()):
+            state = "stopping" if c.term_at is not None else ("running" if c.proc else "restarting")
+            out[role].append({"name": c.name, "pid": c.proc.pid if c.proc else None, "state": state})
+        return out
+
+    def pids(self) -> dict[str, int]:
+        """Worker name -> pid of every running process."""
+        with self._lock:
+            return {c.name: c.proc.pid for c in self._children.values() if c.proc is not None}
