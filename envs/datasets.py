@@ -1,8 +1,8 @@
 """Task datasets: one JSON object per line, each with a unique string ``id``.
 
 Bundled datasets live in ``envs/data/<gym>/{train,test}.jsonl`` (``<gym>`` is the lower-case
-gym name: ``function``, ``telepathy``, ``turtle``, ``intention``); they are authored for this
-project (see ``envs/gen_data.py``). ``path`` may name a JSONL file of your own, or a folder laid
+gym name: ``function``, ``telepathy``, ``turtle``, ``intention``, ``travel``, ``persuade``,
+``search``, ``tau``); they are authored for this project (see ``envs/gen_data.py``). ``path`` may name a JSONL file of your own, or a folder laid
 out like ``envs/data`` (``<folder>/<gym>/<split>.jsonl``) or holding ``<split>.jsonl``, such
 as the output of :func:`userrl.envs.importer.import_userrl`.
 

@@ -1,7 +1,9 @@
 """Build the bundled datasets in ``envs/data/<gym>/{train,test}.jsonl``.
 
 FunctionGym rules are generated procedurally (random expression trees over ``a b c d`` with a
-fixed seed); the other gyms are built from the authored tables in ``envs/_authored_*.py``.
+fixed seed); the other gyms are built from the authored tables and seeded builders in
+``envs/_authored_*.py``. Besides the task files, SearchGym's document collection
+(``search/corpus.jsonl``) and TauGym's base database (``tau/retail_db.json``) are written here.
 The output is deterministic, and committed, so loading never depends on running this::
 
     python -m userrl.envs.gen_data            # rewrite envs/data
@@ -19,7 +21,9 @@ from typing import Any
 
 import structlog
 
+from userrl.envs import _authored_search, _authored_tau, _authored_travel
 from userrl.envs._authored_intention import DOMAINS
+from userrl.envs._authored_persuade import CLAIMS
 from userrl.envs._authored_telepathy import entities
 from userrl.envs._authored_turtle import STORIES
 from userrl.envs.datasets import DATA_DIR
@@ -111,8 +115,34 @@ def intention_tasks() -> dict[str, list[dict[str, Any]]]:
     return _split_every_fourth(items, "int")
 
 
+# -- PersuadeGym / TravelGym / SearchGym / TauGym ------------------------------------------------
+def persuade_tasks() -> dict[str, list[dict[str, Any]]]:
+    items = [{"claim": claim, "argument": argument, "initial_stance": 0,
+              "counters": [{"argument": a, "keywords": parse_groups(k), "levels": n}
+                           for a, k, n in counters]}
+             for claim, argument, counters in CLAIMS]
+    return _split_every_fourth(items, "persuade")
+
+
+def travel_tasks() -> dict[str, list[dict[str, Any]]]:
+    return _authored_travel.build(SEED + 2)
+
+
+def search_tasks() -> dict[str, list[dict[str, Any]]]:
+    return _authored_search.build(SEED + 3)[1]
+
+
+def tau_tasks() -> dict[str, list[dict[str, Any]]]:
+    return _authored_tau.build(SEED + 4)[1]
+
+
 BUILDERS = {"function": function_tasks, "telepathy": telepathy_tasks, "turtle": turtle_tasks,
-            "intention": intention_tasks}
+            "intention": intention_tasks, "persuade": persuade_tasks, "travel": travel_tasks,
+            "search": search_tasks, "tau": tau_tasks}
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows) + "\n"
 
 
 def render() -> dict[Path, str]:
@@ -120,8 +150,12 @@ def render() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for gym, build in BUILDERS.items():
         for split, tasks in build().items():
-            lines = [json.dumps(t, ensure_ascii=False, sort_keys=True) for t in tasks]
-            files[DATA_DIR / gym / f"{split}.jsonl"] = "\n".join(lines) + "\n"
+            files[DATA_DIR / gym / f"{split}.jsonl"] = _jsonl(tasks)
+    files[DATA_DIR / "search" / "corpus.jsonl"] = _jsonl(_authored_search.build(SEED + 3)[0])
+    db = _authored_tau.build(SEED + 4)[0]
+    tables = [f'"{t}": [\n' + ",\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n]"
+              for t, rows in db.items()]  # one row per line: readable diffs
+    files[DATA_DIR / "tau" / "retail_db.json"] = "{\n" + ",\n".join(tables) + "\n}\n"
     return files
 
 

@@ -11,10 +11,13 @@ Reads the layout of the UserRL release (Apache-2.0)::
                                              list of {id, category, task, missing_details:
                                              [{description, importance, inquiry, options}]}
 
-and writes ``out_dir/<gym>/{train,test}.jsonl`` for :func:`userrl.envs.datasets.load_tasks`.
-Other folders (SearchGym, TauGym, parquet) are skipped. Function, Telepathy and Turtle have
-no split in the source: a task goes to test when ``sha256(id) % 100 < 15``, which is stable
-across runs and machines.
+plus SearchGym, TauGym and the Travel/Persuade parquet prompts (see
+:mod:`userrl.envs._importer_ii`, which also says how those gyms degrade on imported tasks),
+and writes ``out_dir/<gym>/{train,test}.jsonl`` for :func:`userrl.envs.datasets.load_tasks`
+(a split with no tasks is not written). Other parquet folders are skipped: their prompts
+duplicate the JSON files. Function, Telepathy and Turtle have no split in the source: a task
+goes to test when ``sha256(id) % 100 < 15``, which is stable across runs and machines;
+SearchGym's questions are all test (UserRL holds the gym out of training).
 
 What the source lacks, and how the scripted user degrades on imported tasks:
 
@@ -40,6 +43,7 @@ from typing import Any
 
 import structlog
 
+from userrl.envs import _importer_ii as _ii
 from userrl.envs.gyms._text import STOPWORDS, normalize, stem
 from userrl.errors import DataError
 
@@ -51,6 +55,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "TelepathyGym": ("all_entities_refined.json",),
     "TurtleGym": ("all_stories_refined.json",),
     "IntentionGym": ("all_intentions_train.json", "all_intentions_test.json"),
+    "SearchGym": ("questions.json",),
+    "TauGym": ("tau_train.json", "tau_test.json"),
 }
 #: words too generic to identify a key point or a detail
 _GENERIC = frozenset("""story include includes included reveal reveals revealed explain
@@ -207,18 +213,24 @@ _GYMS: dict[str, tuple[str, str]] = {  # source folder -> (our dataset folder, e
     "TelepathyGym": ("telepathy", "userrl/Telepathy-v0"),
     "TurtleGym": ("turtle", "userrl/Turtle-v0"),
     "IntentionGym": ("intention", "userrl/Intention-v0"),
+    "SearchGym": ("search", "userrl/Search-v0"),
+    "TauGym": ("tau", "userrl/Tau-v0"),
 }
 _CONVERTERS = {"FunctionGym": convert_function, "TelepathyGym": convert_telepathy,
-               "TurtleGym": convert_turtle, "IntentionGym": convert_intention}
+               "TurtleGym": convert_turtle, "IntentionGym": convert_intention,
+               "SearchGym": _ii.convert_search, "TauGym": _ii.convert_tau}
+_PARQUET_GYMS = {"travel": "userrl/Travel-v0", "persuade": "userrl/Persuade-v0"}
 
 
 def _splits(folder: str, src: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
     """Converted tasks per split, each with the file it came from."""
     convert = _CONVERTERS[folder]
-    if folder == "IntentionGym":
+    if folder in ("IntentionGym", "TauGym"):
         return {split: [(p, t) for t in convert(p)] for split in ("train", "test")
-                for p in [src / f"all_intentions_{split}.json"]}
+                for p in [src / name for name in SOURCES[folder] if split in name]}
     path = src / SOURCES[folder][0]
+    if folder == "SearchGym":
+        return {"train": [], "test": [(path, t) for t in convert(path)]}
     out: dict[str, list[tuple[Path, dict[str, Any]]]] = {"train": [], "test": []}
     for task in convert(path):
         out["test" if is_test(task["id"]) else "train"].append((path, task))
@@ -241,37 +253,53 @@ def import_userrl(src_dir: str | Path, out_dir: str | Path) -> dict[str, dict[st
 
     Returns the number of tasks written per gym and split, e.g.
     ``{"function": {"train": 455, "test": 83}, ...}``. Gym folders that are absent are
-    skipped; a present folder must hold exactly its expected files (``SOURCES``).
+    skipped; a present folder must hold exactly its expected files (``SOURCES``; for
+    ``parquet/travel_multiturn_onechoice`` and ``parquet/persuasion_multiturn``, the two
+    split files).
     """
-    from userrl.envs.registry import get_env_class
-
     src_root, out_root = Path(src_dir), Path(out_dir)
     present = [f for f in _GYMS if (src_root / f).is_dir()]
-    if not present:
+    parquet = _ii.parquet_present(src_root)
+    if not present and not parquet:
         raise DataError(f"{src_root}: no UserRL gym folders found; expected any of "
-                        + ", ".join(f"{f}/{'|'.join(SOURCES[f])}" for f in _GYMS))
+                        + ", ".join(f"{f}/{'|'.join(SOURCES[f])}" for f in _GYMS)
+                        + ", " + ", ".join(f"parquet/{d}/" for d in _ii.PARQUET.values()))
     counts: dict[str, dict[str, int]] = {}
     for folder in present:
         _check_folder(folder, src_root / folder)
         name, env_id = _GYMS[folder]
-        validate = get_env_class(env_id).validate_task  # type: ignore[attr-defined]
-        counts[name] = {}
-        for split, items in _splits(folder, src_root / folder).items():
-            seen: set[str] = set()
-            lines = []
-            for path, task in items:
-                try:
-                    validate(task)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DataError(f"{path}: task {task.get('id')!r} cannot be used by "
-                                    f"{env_id}: {exc}") from exc
-                if task["id"] in seen:
-                    raise DataError(f"{path}: duplicate id {task['id']!r}")
-                seen.add(task["id"])
-                lines.append(json.dumps(task, ensure_ascii=False, sort_keys=True))
+        counts[name] = _write(out_root, name, env_id, _splits(folder, src_root / folder))
+    for name in parquet:
+        _ii.check_parquet(src_root / "parquet" / _ii.PARQUET[name])
+        counts[name] = _write(out_root, name, _PARQUET_GYMS[name],
+                              _ii.parquet_splits(src_root / "parquet", name))
+    return counts
+
+
+def _write(out_root: Path, name: str, env_id: str,
+           splits: dict[str, list[tuple[Path, dict[str, Any]]]]) -> dict[str, int]:
+    """Validate and write one gym's splits; the number of tasks per split."""
+    from userrl.envs.registry import get_env_class
+
+    validate = get_env_class(env_id).validate_task  # type: ignore[attr-defined]
+    counts: dict[str, int] = {}
+    for split, items in splits.items():
+        seen: set[str] = set()
+        lines = []
+        for path, task in items:
+            try:
+                validate(task)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}: task {task.get('id')!r} cannot be used by "
+                                f"{env_id}: {exc}") from exc
+            if task["id"] in seen:
+                raise DataError(f"{path}: duplicate id {task['id']!r}")
+            seen.add(task["id"])
+            lines.append(json.dumps(task, ensure_ascii=False, sort_keys=True))
+        counts[split] = len(lines)
+        if lines:
             target = out_root / name / f"{split}.jsonl"
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text("\n".join(lines) + "\n" if lines else "", encoding="utf-8")
-            counts[name][split] = len(lines)
-        log.info("userrl_imported", gym=name, **counts[name])
+            target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log.info("userrl_imported", gym=name, **counts)
     return counts

@@ -61,4 +61,13 @@ def list_envs() -> list[str]:
 
 
 # Imported last so the gym modules find ``register`` defined (see module docstring).
-from userrl.envs.gyms import function, intention, telepathy, turtle  # noqa: E402,F401
+from userrl.envs.gyms import (  # noqa: E402,F401
+    function,
+    intention,
+    persuade,
+    search,
+    tau,
+    telepathy,
+    travel,
+    turtle,
+)

@@ -84,8 +84,11 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
 
 
 def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str, Any]], *, epochs: int = 3,
-            lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024) -> Path:
-    """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``."""
+            lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024,
+            tools: bool = False) -> Path:
+    """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``.
+    With ``tools``, the interact_with_env schema is rendered into each system turn, exactly as
+    the policy workers render it."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -93,7 +96,10 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
     out = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    data = Dataset.from_list([{"messages": d["messages"]} for d in dialogues])
+    from userrl.agents.parsing import TOOL_SCHEMA
+
+    rows = [{"messages": d["messages"], **({"tools": [TOOL_SCHEMA]} if tools else {})} for d in dialogues]
+    data = Dataset.from_list(rows)
     args = SFTConfig(output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=lr,
                      lr_scheduler_type="cosine", per_device_train_batch_size=batch_size,
                      assistant_only_loss=True, max_length=max_length, seed=seed, save_strategy="no",

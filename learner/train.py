@@ -32,7 +32,7 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
     dialogues = (load_dialogues(t.sft_data) if t.sft_data
                  else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
     out = run_dir / "sft-model"
-    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed)
+    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools)
     return str(out)
 
 
@@ -76,12 +76,14 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
 
 def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     from userrl.agents.hf_backend import HFBackend
+    from userrl.agents.parsing import TOOL_SCHEMA
     from userrl.learner.evaluate import evaluate
 
     t = cfg.train
     out = {}
     for name, path in models.items():
-        backend = HFBackend(path, device=cfg.policy.device, seed=cfg.seed, tools=None)
+        backend = HFBackend(path, device=cfg.policy.device, seed=cfg.seed,
+                            tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
         out[name] = anyio.run(lambda b=backend: evaluate(b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns,
                                                          temperature=0.0, max_new_tokens=cfg.policy.max_new_tokens))
     return out

@@ -22,7 +22,8 @@ from userrl.sim_users.base import InProcessUser
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
-GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0"]
+GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0",
+        "userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
 
 
 async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
@@ -58,7 +59,7 @@ def test_every_gym_runs_over_the_bus() -> None:
 async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_env, python, tmp_path) -> None:
     resets = []
     for env_id in GYMS:
-        resets += make_resets(env_id, load_tasks(env_id, "test")[:6], group_size=2, seed=3)
+        resets += make_resets(env_id, load_tasks(env_id, "test")[:4], group_size=2, seed=3)
     procs = [start("policy", "pol-0", run_name, subprocess_env, python, tmp_path),
              start("user", "usr-0", run_name, subprocess_env, python, tmp_path),
              start("reward", "rew-0", run_name, subprocess_env, python, tmp_path)]

@@ -18,6 +18,8 @@ SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
 needs_data = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
 IDS = {"function": "userrl/Function-v0", "telepathy": "userrl/Telepathy-v0",
        "turtle": "userrl/Turtle-v0", "intention": "userrl/Intention-v0"}
+IDS_II = {"search": "userrl/Search-v0", "tau": "userrl/Tau-v0", "travel": "userrl/Travel-v0",
+          "persuade": "userrl/Persuade-v0"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,9 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 def _task(out: Path, gym: str, task_id: str) -> dict:
     for split in ("train", "test"):
-        for t in load_tasks(IDS[gym], split, out):
+        if not (out / gym / f"{split}.jsonl").exists():
+            continue
+        for t in load_tasks({**IDS, **IDS_II}[gym], split, out):
             if t["id"] == task_id:
                 return t
     raise AssertionError(f"{task_id} not imported")
@@ -40,9 +44,13 @@ def _task(out: Path, gym: str, task_id: str) -> dict:
 def test_counts(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
     _, counts = imported
     totals = {g: c["train"] + c["test"] for g, c in counts.items()}
-    assert totals == {"function": 538, "telepathy": 401, "turtle": 471, "intention": 1107}
+    assert totals == {"function": 538, "telepathy": 401, "turtle": 471, "intention": 1107,
+                      "search": 125, "tau": 665, "travel": 2578, "persuade": 420}
     assert counts["intention"] == {"train": 1012, "test": 95}
-    assert all(c["test"] > 0 and c["train"] > c["test"] for c in counts.values())
+    assert counts["search"] == {"train": 0, "test": 125}
+    assert (counts["tau"], counts["travel"]) == ({"train": 500, "test": 165}, {"train": 2107, "test": 471})
+    assert counts["persuade"] == {"train": 378, "test": 42}
+    assert all(c["test"] > 0 and c["train"] > c["test"] for g, c in counts.items() if g != "search")
 
 
 @needs_data
@@ -68,6 +76,27 @@ def test_known_items(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
 
 
 @needs_data
+def test_known_items_of_search_tau_travel_persuade(
+        imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    out, _ = imported
+    q = _task(out, "search", "Bamboogle-1")
+    assert q["answer"] == "james madison" and "Citibank" in q["question"]
+    tau = _task(out, "tau", "retail-000")
+    assert tau["db"] == "tau-bench-retail" and tau["opening"].startswith("Hello! I recently received")
+    assert tau["actions"][0] == {"name": "find_user_id_by_name_zip", "arguments": {
+        "first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"}}
+    assert _task(out, "tau", "retail-train-000")["user_id"] == "omar_anderson_3203"
+    trip = _task(out, "travel", "flight:2-97|hotel:2-64")
+    assert trip["variant"] == "22" and trip["aspects"] == ["flight", "hotel"]
+    assert (trip["catalog"]["flight"]["best"], trip["catalog"]["hotel"]["best"]) == (["F16"], ["H7"])
+    assert trip["request"].startswith("I am planning a trip from New York City to San Francisco")
+    claim = _task(out, "persuade", "YV3MRNMKH6MV")
+    assert claim["claim"] == "Anti-aging therapies should be made available even if expensive"
+    assert claim["argument"].startswith("While anti-aging therapies")
+    assert sum(c["levels"] for c in claim["counters"]) == 6
+
+
+@needs_data
 def test_split_is_deterministic(imported: tuple[Path, dict[str, dict[str, int]]],
                                 tmp_path: Path) -> None:
     out, _ = imported
@@ -84,6 +113,14 @@ def test_expert_reaches_max_on_imported_test_tasks(
         imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
     out, _ = imported
     check_tasks(IDS[gym], load_tasks(IDS[gym], "test", out))
+
+
+@needs_data
+@pytest.mark.parametrize("gym", ["search", "travel", "persuade"])
+def test_expert_reaches_max_on_imported_tasks_ii(
+        imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
+    out, _ = imported
+    check_tasks(IDS_II[gym], load_tasks(IDS_II[gym], "test", out))
 
 
 def _src(tmp_path: Path, folder: str, files: dict[str, str]) -> Path:
@@ -106,6 +143,18 @@ def _src(tmp_path: Path, folder: str, files: dict[str, str]) -> Path:
     ("TurtleGym", {"all_stories_refined.json": '{"1": {"new_title": "t"}}'},
      r"story '1': expected an object with keys new_title, new_surface"),
     ("TelepathyGym", {"all_entities_refined.json": "[1]"}, r"entry 0: expected an object"),
+    ("SearchGym", {"questions.json": '[{"id": "q", "question": "?"}]'},
+     r"questions\.json: entry 0: expected an object with keys id, question, answer"),
+    ("SearchGym", {"questions.json": '[{"id": "q", "question": "", "answer": "a"}]'},
+     r"task 'q' cannot be used by userrl/Search-v0"),
+    ("TauGym", {"tau_train.json": "[]"}, r"tau_test\.json: missing"),
+    ("TauGym", {"tau_train.json": "[]", "tau_test.json": '[{"id": "r", "obs": "hi", "info": {}}]'},
+     r"entry 0 info\.task: expected an object with keys user_id, actions"),
+    ("parquet/persuasion_multiturn", {"train.parquet": "x", "test.parquet": "x"},
+     r"train\.parquet: not a readable parquet file"),
+    ("parquet/persuasion_multiturn", {"train.parquet": "x"}, r"test\.parquet: missing"),
+    ("parquet/travel_multiturn_onechoice", {"train.parquet": "", "notes.txt": ""},
+     r"notes\.txt: unknown file"),
 ])
 def test_malformed_sources(tmp_path: Path, folder: str, files: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
@@ -115,6 +164,38 @@ def test_malformed_sources(tmp_path: Path, folder: str, files: dict[str, str], m
 def test_empty_source_names_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="FunctionGym/functions.json"):
         import_userrl(tmp_path, tmp_path / "out")
+
+
+def _parquet(path: Path, rows: list[dict]) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_parquet_rows_are_checked(tmp_path: Path) -> None:
+    folder = tmp_path / "src" / "parquet" / "travel_multiturn_onechoice"
+    row = {"prompt": [{"role": "user", "content": "Trip!"}],
+           "reward_model": {"id": "flight:2-1|hotel:2-2", "ground_truth": "['F1', 'H2']"}}
+    _parquet(folder / "train.parquet", [row])
+    _parquet(folder / "test.parquet", [{**row, "reward_model": {**row["reward_model"],
+                                                                "ground_truth": "['Z9']"}}])
+    with pytest.raises(DataError, match=r"test\.parquet: row 0: option 'Z9' matches no aspect"):
+        import_userrl(tmp_path / "src", tmp_path / "out")
+    _parquet(folder / "test.parquet", [row])
+    counts = import_userrl(tmp_path / "src", tmp_path / "out")
+    assert counts == {"travel": {"train": 1, "test": 1}}
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    src = _src(tmp_path, "parquet/persuasion_multiturn", {"train.parquet": "", "test.parquet": ""})
+    with pytest.raises(DataError, match="needs pyarrow"):
+        import_userrl(src, tmp_path / "out")
 
 
 @needs_data

@@ -89,6 +89,13 @@ class PolicyConfig:
     """Sampling temperature for training rollouts."""
     max_new_tokens: int = 48
     """Tokens generated per turn."""
+    tools: bool = False
+    """Render the interact_with_env tool schema into the system turn (Hermes tool calls, for real
+    Qwen-style models). The tiny model learns the plain [action]/[answer] prefixes instead."""
+    tiny_size: dict[str, int] = field(default_factory=lambda: {
+        "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 32})
+    """Qwen3Config fields of the locally built tiny model (model: tiny)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class TrainConfig:
     """Gyms trained on (their train split) and evaluated (their test split)."""
     max_turns: int = 6
     """Turn cap of training and evaluation episodes."""
-    sft_epochs: int = 6
+    sft_epochs: int = 10
     """Epochs of SFT on the scripted experts' demonstrations (0 = skip the cold start)."""
     sft_lr: float = 3e-3
     """SFT learning rate (the tiny model wants a large one; the paper used 1e-5 for 8B)."""

@@ -1,0 +1,105 @@
+"""TauGym's simulated customer (scripted rules and LLM persona) and the outputs check."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from userrl.envs.gyms._common import dialogue_text, parse_json_object
+from userrl.envs.gyms._text import has_phrase, stems
+from userrl.sim_users.base import UserQuery
+
+Task = dict[str, Any]
+CLOSING = ("anything else", "anything more", "something else i can")
+CONFIRM = ("proceed", "confirm", "shall i", "should i", "go ahead", "would you like me to",
+           "do you want me to", "is that correct", "is that ok", "is that okay")
+IDENTITY = ("name", "zip", "zip code", "postcode", "email", "e mail", "verify", "identify",
+            "identity", "authenticate")
+_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _any(text_stems: list[str], phrases: tuple[str, ...]) -> bool:
+    return any(has_phrase(text_stems, p) for p in phrases)
+
+
+def identity_reply(task: Task, message: str) -> str:
+    c = task.get("customer", {})
+    if task.get("identify_by") == "email" or has_phrase(stems(message), "email"):
+        return f"Sure, my email is {c.get('email', 'not something I remember')}."
+    return (f"My name is {c.get('first_name', '')} {c.get('last_name', '')} and my zip code is "
+            f"{c.get('zip', '')}.")
+
+
+def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
+    """The scripted customer, rules in order:
+
+    1. Closing question ("anything else?") once every request was stated: thanks, done.
+    2. A request for confirmation ("shall I proceed?"): yes.
+    3. A question about identity (name, zip, email, verify): the identity details.
+    4. Otherwise: the next request not yet stated, or, when all were, a reminder.
+    """
+    s = stems(message)
+    requests = task.get("requests", [])
+    if _any(s, CLOSING) and stated >= len(requests):
+        return {"reply": "No, that's all. Thank you for your help!", "stated": stated, "done": True}
+    if _any(s, CONFIRM):
+        return {"reply": "Yes, please go ahead.", "stated": stated, "done": False}
+    if _any(s, IDENTITY):
+        return {"reply": identity_reply(task, message), "stated": stated, "done": False}
+    if stated < len(requests):
+        return {"reply": requests[stated], "stated": stated + 1, "done": False}
+    return {"reply": "That's everything I asked for. Could you please take care of it?",
+            "stated": stated, "done": False}
+
+
+def outputs_said(task: Task, message: str) -> list[int]:
+    """Indices of the task's required outputs that ``message`` states (numbers compared as
+    numbers, other outputs as case-insensitive substrings)."""
+    numbers = {round(float(n), 2) for n in _NUM.findall(message.replace(",", ""))}
+    out = []
+    for i, o in enumerate(task.get("outputs", [])):
+        text = str(o)
+        try:
+            hit = round(float(text.replace(",", "")), 2) in numbers
+        except ValueError:
+            hit = text.lower() in message.lower()
+        if hit:
+            out.append(i)
+    return out
+
+
+class TauUserSpec:
+    """The customer with a goal.
+
+    Query ``reply`` (payload ``message``: what the agent said, ``stated``: how many of the
+    task's requests the customer has stated) -> ``{"reply": str, "stated": int, "done":
+    bool}``; scripted rules in :func:`customer_reply`. ``done`` ends the conversation.
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name != "reply":
+            raise ValueError(f"TauGym has no query {query.name!r}")
+        return customer_reply(query.task, str(query.payload["message"]),
+                              int(query.payload["stated"]))
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t = query.task
+        identity = {k: v for k, v in t.get("customer", {}).items()}
+        system = (
+            "You are a customer contacting an online shop's support agent. Your situation: "
+            f"{t.get('instruction', '')}\nYour details (give them only when asked): "
+            f"{json.dumps(identity, ensure_ascii=False)}\nWhat you want, in order: "
+            f"{json.dumps(t.get('requests', []), ensure_ascii=False)}\n"
+            "Reveal your requests one at a time, as a real customer would; confirm an action "
+            "only if it matches what you want. Do not make up information you were not given. "
+            "When everything you wanted is done and the agent asks if you need anything else, "
+            'end the conversation. Reply with JSON only: {"reply": "...", "done": false} '
+            '(done true only when you end the conversation).'
+        )
+        user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAgent: {query.payload['message']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        obj = parse_json_object(text, {"reply": str, "done": bool})
+        return {"reply": obj["reply"], "done": obj["done"], "stated": int(query.payload["stated"])}

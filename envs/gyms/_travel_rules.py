@@ -1,0 +1,157 @@
+"""TravelGym's scripted user, catalog search and answer scoring (pure functions of the task)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from userrl.envs.gyms._common import dialogue_text, parse_json_object
+from userrl.envs.gyms._text import group_hit, stems
+from userrl.sim_users.base import UserQuery
+
+Task = dict[str, Any]
+#: consecutive turns without a revealed preference after which the user volunteers one
+OFF_TOPIC_LIMIT = 3
+ANSWER_SCORES = {"best": 1.0, "acceptable": 0.8, "wrong": 0.0}
+ASPECT_WORDS: dict[str, list[str]] = {
+    "flight": ["flight", "fly", "plane", "airline"], "hotel": ["hotel"],
+    "apartment": ["apartment", "flat", "rental home"],
+    "rental_car": ["rental car", "car", "rental", "vehicle"],
+    "restaurant": ["restaurant", "dinner", "dining", "eat"],
+}
+#: option-id letter of each aspect (UserRL's ids use the same letters)
+PREFIX_ASPECT = {"F": "flight", "H": "hotel", "A": "apartment", "C": "rental_car", "R": "restaurant"}
+_ID = re.compile(r"\b([A-Z]\d+)\b")
+
+
+def revealed_by(task: Task, message: str, among: list[int]) -> list[int]:
+    """Preferences (indices) whose keywords the message uses, among ``among``."""
+    s = stems(message)
+    prefs = task.get("preferences", [])
+    return [i for i in among if group_hit(s, prefs[i]["keywords"])]
+
+
+def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[str, Any]:
+    """The scripted user's reply to an ``[action]`` message.
+
+    1. Preferences whose keywords the message uses are revealed (their implicit statement).
+    2. Otherwise, if it asks about preferences already revealed, the user repeats them.
+    3. Otherwise the turn is off-topic; at the third off-topic turn in a row the user
+       volunteers the first unrevealed preference (``volunteered``, which earns nothing).
+    """
+    prefs = task.get("preferences", [])
+    hidden = [i for i in range(len(prefs)) if i not in revealed]
+    new = revealed_by(task, message, hidden)
+    if new:
+        return {"reveal": new, "volunteered": False,
+                "reply": " ".join(prefs[i]["statement"] for i in new)}
+    again = revealed_by(task, message, list(revealed))
+    if again:
+        return {"reveal": [], "volunteered": False,
+                "reply": "As I said, " + " ".join(prefs[i]["statement"] for i in again)}
+    return off_topic_reply(task, hidden, off_topic)
+
+
+def off_topic_reply(task: Task, hidden: list[int], off_topic: int) -> dict[str, Any]:
+    if hidden and off_topic + 1 >= OFF_TOPIC_LIMIT:
+        pref = task["preferences"][hidden[0]]
+        return {"reveal": [hidden[0]], "volunteered": True,
+                "reply": f"By the way, about the {pref['aspect'].replace('_', ' ')}: {pref['statement']}"}
+    return {"reveal": [], "volunteered": False,
+            "reply": "I'm not sure what you mean. I do have some wishes for this trip, "
+                     "so feel free to ask me about them."}
+
+
+class TravelUserSpec:
+    """The traveller with hidden preferences per aspect.
+
+    Query ``talk`` (payload ``message``, ``revealed``: preference indices already known,
+    ``off_topic``: consecutive turns without a revealed preference) -> ``{"reveal": [indices],
+    "volunteered": bool, "reply": str}``; scripted rules in :func:`talk`. The LLM user
+    decides which preferences a message asks about; volunteering stays rule-based.
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name != "talk":
+            raise ValueError(f"TravelGym has no query {query.name!r}")
+        p = query.payload
+        return talk(query.task, str(p["message"]), [int(i) for i in p["revealed"]],
+                    int(p["off_topic"]))
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t, p = query.task, query.payload
+        hidden = [{"index": i, "aspect": x["aspect"], "preference": x["statement"]}
+                  for i, x in enumerate(t.get("preferences", [])) if i not in p["revealed"]]
+        system = (
+            f"You are a traveller who asked a travel agent: \"{t['request']}\"\n"
+            f"You have hidden preferences not yet discussed: {json.dumps(hidden, ensure_ascii=False)}\n"
+            "Reveal a preference only when the agent's message actually asks about that topic, "
+            "and say it implicitly in your own words (e.g. 'I'm bringing a big suitcase' rather "
+            "than 'I need a checked bag'). Never list options or ids. If the message asks about "
+            "none of them, answer vaguely. Reply with JSON only: "
+            '{"reveal": [indices of the preferences you revealed], "reply": "your message"}.'
+        )
+        user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAgent: {p['message']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        obj = parse_json_object(text, {"reveal": list, "reply": str})
+        p = query.payload
+        n = len(query.task.get("preferences", []))
+        hidden = [i for i in range(n) if i not in p["revealed"]]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i in hidden
+                   for i in obj["reveal"]):
+            raise ValueError(f"'reveal' must list indices from {hidden}")
+        if obj["reveal"]:
+            return {"reveal": sorted(set(obj["reveal"])), "volunteered": False, "reply": obj["reply"]}
+        fallback = off_topic_reply(query.task, hidden, int(p["off_topic"]))
+        if fallback["volunteered"]:
+            return fallback
+        return {"reveal": [], "volunteered": False, "reply": obj["reply"]}
+
+
+def find_aspect(task: Task, query: str) -> str | None:
+    s = stems(query)
+    for aspect in task["aspects"]:
+        if group_hit(s, ASPECT_WORDS.get(aspect, [aspect.replace("_", " ")])):
+            return aspect
+    return None
+
+
+def format_option(option: dict[str, Any]) -> str:
+    feats = " | ".join(f"{k}: {v}" for k, v in option.get("features", {}).items())
+    return f"{option['id']} | {feats} | price: ${option['price']}"
+
+
+def search_catalog(task: Task, query: str) -> str:
+    aspect = find_aspect(task, query)
+    if aspect is None:
+        names = ", ".join(a.replace("_", " ") for a in task["aspects"])
+        return f"Please name the travel aspect to search for; this trip needs: {names}."
+    options = task["catalog"][aspect].get("options", [])
+    if not options:
+        return f"No {aspect.replace('_', ' ')} options are available in this task's catalog."
+    lines = [format_option(o) for o in sorted(options, key=lambda o: int(o["id"][1:]))]
+    return f"{aspect.replace('_', ' ').capitalize()} options:\n" + "\n".join(lines)
+
+
+def option_label(task: Task, option_id: str) -> tuple[str, str] | None:
+    """``(aspect, best|acceptable|wrong)`` of an option id, or None if it is not offered.
+
+    Tasks without a catalog (imported ones) offer every id with the aspect's letter.
+    """
+    for aspect in task["aspects"]:
+        cat = task["catalog"][aspect]
+        ids = {o["id"] for o in cat.get("options", [])} | set(cat["best"]) | set(cat.get("acceptable", []))
+        if not cat.get("options") and PREFIX_ASPECT.get(option_id[:1]) == aspect:
+            ids.add(option_id)
+        if option_id in ids:
+            label = ("best" if option_id in cat["best"] else
+                     "acceptable" if option_id in cat.get("acceptable", []) else "wrong")
+            return aspect, label
+    return None
+
+
+def answer_ids(content: str) -> list[str]:
+    return list(dict.fromkeys(m.upper() for m in _ID.findall(content.upper())))

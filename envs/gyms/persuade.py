@@ -1,0 +1,230 @@
+"""PersuadeGym: change the mind of a user who agrees with a claim."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.gyms._common import (
+    assistant_turns,
+    dialogue_text,
+    history_for_query,
+    parse_json_object,
+)
+from userrl.envs.gyms._text import stems
+from userrl.envs.registry import register
+from userrl.sim_users.base import SimUser, UserQuery
+
+STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Disagree",
+           "Disagree", "Strongly Disagree")
+LAST = len(STANCES) - 1
+#: hostile words that make the scripted user dig in (one level back toward agreement)
+BACKFIRE = ("stupid", "idiot", "dumb", "moron", "shut up", "ignorant", "brainwashed",
+            "pathetic", "ridiculous")
+
+
+def stance_index(label: str) -> int:
+    clean = label.strip().strip(".!").lower()
+    for i, s in enumerate(STANCES):
+        if s.lower() == clean:
+            return i
+    raise ValueError(f"stance must be one of {', '.join(STANCES)}, got {label!r}")
+
+
+def prefix_hit(text_stems: Sequence[str], phrase: str) -> bool:
+    """``phrase`` occurs as a run of words each starting with the phrase's (stemmed) words,
+    so ``cooperat`` matches ``cooperation`` and ``cooperative``."""
+    p = stems(phrase)
+    n = len(p)
+    return bool(p) and any(all(text_stems[i + j].startswith(p[j]) for j in range(n))
+                           for i in range(len(text_stems) - n + 1))
+
+
+def counter_hit(counter: dict[str, Any], text_stems: Sequence[str]) -> bool:
+    """A counter-argument is made when ``min_hits`` of its keyword groups are hit (default all)."""
+    groups = counter["keywords"]
+    hits = sum(1 for g in groups if any(prefix_hit(text_stems, k) for k in g))
+    return hits >= int(counter.get("min_hits", len(groups)))
+
+
+def react(task: Task, argument: str, stance: int, used: list[int]) -> dict[str, Any]:
+    """The scripted user's reaction to one argument (see :class:`PersuadeUserSpec`)."""
+    s = stems(argument)
+    if any(prefix_hit(s, w) for w in BACKFIRE):
+        new = max(0, stance - 1)
+        return {"stance": STANCES[new], "new_points": [],
+                "reply": f"There is no need to be rude. That only makes me more sure. "
+                         f"My stance: {STANCES[new]}."}
+    fresh = [i for i, c in enumerate(task["counters"]) if i not in used and counter_hit(c, s)]
+    repeated = [i for i, c in enumerate(task["counters"]) if i in used and counter_hit(c, s)]
+    new = min(LAST, stance + sum(int(task["counters"][i]["levels"]) for i in fresh))
+    if fresh:
+        reply = "Hmm, that is a fair point; I had not considered it."
+    elif repeated:
+        reply = "You already made that point, and I have taken it into account."
+    else:
+        reply = f"I am not convinced. {task['argument']}"
+    return {"stance": STANCES[new], "new_points": fresh, "reply": f"{reply} My stance: {STANCES[new]}."}
+
+
+class PersuadeUserSpec:
+    """The user who holds the claim and reacts to the agent's arguments.
+
+    Query ``react`` (payload ``argument``, ``stance``: the current label, ``used``: indices of
+    counter-arguments already made) -> ``{"stance": label, "new_points": [indices], "reply"}``.
+    Scripted rules, in order: (1) an argument with a hostile word (``BACKFIRE``) moves the
+    stance one level back toward agreement; (2) every counter-argument of the task it makes
+    for the first time (all its keyword groups hit, words matched as prefixes of stems) moves
+    the stance its ``levels`` toward disagreement, capped at Strongly Disagree; (3) repeated
+    or unrelated arguments leave it unchanged (the user restates their own argument).
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name != "react":
+            raise ValueError(f"PersuadeGym has no query {query.name!r}")
+        p = query.payload
+        return react(query.task, str(p["argument"]), stance_index(str(p["stance"])),
+                     [int(i) for i in p.get("used", [])])
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t, p = query.task, query.payload
+        system = (
+            f"You firmly believe this claim: \"{t['claim']}\". Your reasoning: {t['argument']}\n"
+            f"Your current stance on the claim: {p['stance']}. The possible stances, from "
+            f"agreement to disagreement: {json.dumps(list(STANCES))}.\n"
+            "Someone is trying to change your mind. Be a reasonable but stubborn person: move "
+            "toward disagreement only for new, specific and convincing arguments (usually one "
+            "level, at most two per argument), stay put for repeated, vague or weak ones, and "
+            "move back toward agreement if they are rude. Reply to their argument in one or two "
+            'sentences. Reply with JSON only: {"stance": "<one of the stances>", "reply": "..."}.'
+        )
+        user = f"Dialogue so far:\n{dialogue_text(query)}\n\nTheir argument: {p['argument']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        obj = parse_json_object(text, {"stance": str, "reply": str})
+        label = STANCES[stance_index(obj["stance"])]
+        return {"stance": label, "new_points": [], "reply": f"{obj['reply']} My stance: {label}."}
+
+
+@register
+class PersuadeGym(Env):
+    """Persuade a user to change their position on a claim.
+
+    Description:
+        The user holds a claim and starts agreeing with it (``initial_stance``, default
+        Strongly Agree). The agent argues against it; after each argument the user states a
+        stance on a 7-level scale: Strongly Agree, Agree, Slightly Agree, Neutral, Slightly
+        Disagree, Disagree, Strongly Disagree.
+
+    Actions:
+        ``[action] argument`` or ``[answer] argument`` (UserRL's prompt uses answer): one
+        argument against the claim. ``[search]`` is not used.
+
+    Observation:
+        The user's reply, ending with ``My stance: <label>.``
+
+    Reward:
+        Levels moved toward disagreement since the previous turn, divided by 6 (0 if none or
+        backwards); so an episode from Strongly Agree to Strongly Disagree sums to 1.0. Option
+        ``reward_mode="best"`` pays only for levels beyond the furthest stance reached (no
+        credit for regaining ground lost by a rude argument).
+
+    Episode end:
+        Terminated when the user reaches Strongly Disagree or on ``[finish]``; truncated after
+        ``max_turns`` (20; UserRL's training used 15).
+
+    Version history:
+        v0: initial version, following UserRL's PersuadeGym.
+    """
+
+    id = "userrl/Persuade-v0"
+    data_name: ClassVar[str] = "persuade"
+    user_spec = PersuadeUserSpec()
+    default_max_turns = 20
+
+    def __init__(self, max_turns: int | None = None, **options: Any) -> None:
+        super().__init__(max_turns, **options)
+        self.reward_mode = str(options.get("reward_mode", "delta"))
+        if self.reward_mode not in ("delta", "best"):
+            raise ValueError(f"reward_mode must be 'delta' or 'best', got {self.reward_mode!r}")
+
+    @classmethod
+    def validate_task(cls, task: Task) -> None:
+        for key in ("claim", "argument"):
+            if not isinstance(task.get(key), str) or not task[key].strip():
+                raise ValueError(f"{key!r} must be a non-empty string")
+        start = int(task.get("initial_stance", 0))
+        if not 0 <= start < LAST:
+            raise ValueError(f"'initial_stance' must be 0..{LAST - 1}")
+        counters = task.get("counters")
+        if not isinstance(counters, list) or not counters:
+            raise ValueError("'counters' must be a non-empty list")
+        for c in counters:
+            if not isinstance(c.get("argument"), str) or not isinstance(c.get("keywords"), list):
+                raise ValueError("each counter needs an 'argument' and 'keywords' groups")
+            if int(c.get("levels", 0)) < 1:
+                raise ValueError("each counter needs 'levels' >= 1")
+        if sum(int(c["levels"]) for c in counters) < LAST - start:
+            raise ValueError("the counters' levels cannot reach Strongly Disagree")
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        return round((LAST - int(task.get("initial_stance", 0))) / LAST, 4)
+
+    def system_prompt(self, task: Task) -> str:
+        return (
+            "PersuadeGym is a persuasion game. The user holds a claim that you oppose; change "
+            "their mind.\n"
+            "Actions:\n"
+            "- [action] argument (or [answer] argument) : one argument against the claim. The "
+            "user replies and states their stance: Strongly Agree, Agree, Slightly Agree, "
+            "Neutral, Slightly Disagree, Disagree or Strongly Disagree.\n"
+            "- [finish] : stop.\n"
+            "Find the weak points of their position and make one specific, new point per turn. "
+            "The game ends when they strongly disagree."
+        )
+
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        stance = int(task.get("initial_stance", 0))
+        obs = (f"Claim that you oppose but the user holds: {task['claim']}\n"
+               f"User: {task['argument']} My stance: {STANCES[stance]}.\n"
+               "Try to persuade the user to change their position regarding this claim!")
+        state = {"stance": stance, "furthest": stance, "used": [],
+                 "dialogue": [{"role": "user", "content": obs}]}
+        return state, obs, {"task_id": task["id"]}
+
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        task = state["task"]
+        state["dialogue"].append({"role": "assistant", "content": action.text})
+        if action.choice == "search":
+            obs = "There is nothing to search here: make your argument with [action]."
+            state["dialogue"].append({"role": "user", "content": obs})
+            return StepResult(state, obs, 0.0, False, False, {"stance": STANCES[state["stance"]]})
+        reply = await user.ask(UserQuery(
+            self.id, "respond", "react",
+            {"argument": action.content, "stance": STANCES[state["stance"]],
+             "used": list(state["used"])}, task, history_for_query(state)))
+        old, new = state["stance"], stance_index(str(reply["stance"]))
+        base = state["stance"] if self.reward_mode == "delta" else state["furthest"]
+        # differences of rounded positions, so an episode's rewards sum exactly to its progress
+        reward = round(max(0.0, round(new / LAST, 4) - round(base / LAST, 4)), 4)
+        state["used"] += [int(i) for i in reply.get("new_points", []) if i not in state["used"]]
+        state["stance"], state["furthest"] = new, max(state["furthest"], new)
+        obs = str(reply["reply"])
+        state["dialogue"].append({"role": "user", "content": obs})
+        return StepResult(state, obs, reward, new == LAST, False,
+                          {"stance": STANCES[new], "previous": STANCES[old]})
+
+    @classmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """Make the task's counter-arguments, strongest first, one per turn."""
+        order = sorted(range(len(task["counters"])),
+                       key=lambda i: (-int(task["counters"][i]["levels"]), i))
+        k = assistant_turns(messages)
+        if k >= len(order):
+            return "[finish]"
+        return f"[action] {task['counters'][order[k]]['argument']}"

@@ -1,0 +1,209 @@
+"""SearchGym: answer open-domain questions by searching a document collection."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import httpx
+import structlog
+
+from userrl.envs.actions import Action
+from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.gyms._common import (
+    assistant_turns,
+    dialogue_text,
+    gain_over_best,
+    history_for_query,
+    parse_json_object,
+)
+from userrl.envs.gyms._search_index import get_index, snippet
+from userrl.envs.gyms._text import normalize
+from userrl.envs.registry import register
+from userrl.errors import EnvError
+from userrl.sim_users.base import SimUser, UserQuery
+
+log = structlog.get_logger(__name__)
+
+MAX_SEARCHES, TOP_K = 5, 5
+#: an answer may add this many words around the gold answer ("It was 1873.")
+EXTRA_WORDS = 6
+SERPER_URL = "https://google.serper.dev/search"
+SERPER_KEY_ENV = "SERPER_API_KEY"
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def _norm_words(text: str) -> list[str]:
+    return [w for w in normalize(text).split() if w not in _ARTICLES]
+
+
+def match_answer(task: Task, answer: str) -> bool:
+    """Normalized-match judge: the gold answer (or an alias) occurs in the answer as whole
+    words, and the answer is not much longer than it (a hedge listing many options fails)."""
+    got = _norm_words(answer)
+    for gold in [task["answer"], *task.get("aliases", [])]:
+        want = _norm_words(str(gold))
+        n = len(want)
+        if n and len(got) <= n + EXTRA_WORDS and any(
+                got[i:i + n] == want for i in range(len(got) - n + 1)):
+            return True
+    return False
+
+
+class SearchUserSpec:
+    """The judge of answers (SearchGym has no user to talk to).
+
+    Query ``judge_answer`` (payload ``answer``) -> ``{"correct": bool}``. Scripted rule:
+    :func:`match_answer` (normalized words, articles dropped, gold or alias contained, at most
+    six extra words).
+    """
+
+    def scripted(self, query: UserQuery) -> dict[str, Any]:
+        if query.name != "judge_answer":
+            raise ValueError(f"SearchGym has no query {query.name!r}")
+        return {"correct": match_answer(query.task, str(query.payload["answer"]))}
+
+    def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
+        t = query.task
+        golds = [t["answer"], *t.get("aliases", [])]
+        system = (
+            "You judge answers to a question. Question: " f"{t['question']}\n"
+            f"Gold answer (or accepted aliases): {golds}\n"
+            "An answer is correct if it gives the same entity, number or fact as the gold answer "
+            "(ignore case, articles and harmless extra words); it is wrong if it is different, "
+            "hedges between several options, or is missing. "
+            'Reply with JSON only: {"correct": true} or {"correct": false}.'
+        )
+        user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAnswer: {query.payload['answer']}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
+        return {"correct": parse_json_object(text, {"correct": bool})["correct"]}
+
+
+async def serper_search(query: str, k: int = TOP_K, api_key: str | None = None) -> list[str]:
+    """Web results from a Serper-compatible API (key from ``$SERPER_API_KEY``)."""
+    key = api_key or os.environ.get(SERPER_KEY_ENV)
+    if not key:
+        raise EnvError(f"search_backend='serper' needs an API key in ${SERPER_KEY_ENV}")
+    url = os.environ.get("SERPER_URL", SERPER_URL)
+    async with httpx.AsyncClient(timeout=20) as client:
+        r = await client.post(url, json={"q": query, "num": k}, headers={"X-API-KEY": key})
+    if r.status_code != 200:
+        raise EnvError(f"web search failed: HTTP {r.status_code}", transient=r.status_code >= 500)
+    items = r.json().get("organic", [])[:k]
+    return [f"{it.get('title', '')}: {it.get('snippet', '')} ({it.get('link', '')})" for it in items]
+
+
+@register
+class SearchGym(Env):
+    """Answer a question by searching a document collection step by step.
+
+    Description:
+        The agent gets a question (often multi-hop) and a search engine. By default the
+        engine is a local full-text index (SQLite FTS5, or pure-Python BM25 where FTS5 is
+        missing) over the bundled collection of a fictional world, so it is deterministic,
+        offline and fast; option ``search_backend="serper"`` uses a Serper-compatible web
+        search API instead (key in ``$SERPER_API_KEY``; never used in tests).
+
+    Actions:
+        ``[search] query``: up to 5 results (id, title, snippet); at most 5 searches per
+        episode. ``[answer] text``: a short answer, judged. ``[action]`` is not used.
+
+    Observation:
+        Search results, or the verdict on an answer.
+
+    Reward:
+        1.0 for a correct answer (scripted normalized-match judge, or an LLM judge), else 0;
+        searches earn 0. Gain over the best answer so far, so at most 1.0 per episode.
+
+    Episode end:
+        Terminated by a correct answer or ``[finish]``; truncated after ``max_turns`` (20).
+        Wrong answers do not end the episode (UserRL allows several answers).
+
+    Version history:
+        v0: initial version, following UserRL's SearchGym with a local index.
+    """
+
+    id = "userrl/Search-v0"
+    data_name: ClassVar[str] = "search"
+    user_spec = SearchUserSpec()
+    default_max_turns = 20
+
+    def __init__(self, max_turns: int | None = None, **options: Any) -> None:
+        super().__init__(max_turns, **options)
+        self.backend = str(options.get("search_backend", "local"))
+        if self.backend not in ("local", "serper"):
+            raise ValueError(f"search_backend must be 'local' or 'serper', got {self.backend!r}")
+
+    @classmethod
+    def validate_task(cls, task: Task) -> None:
+        for key in ("question", "answer"):
+            if not isinstance(task.get(key), str) or not task[key].strip():
+                raise ValueError(f"{key!r} must be a non-empty string")
+        if not isinstance(task.get("aliases", []), list):
+            raise ValueError("'aliases' must be a list of strings")
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        return 1.0
+
+    def system_prompt(self, task: Task) -> str:
+        return (
+            "SearchGym is a question-answering game. Find the answer to the question by "
+            "searching, step by step.\n"
+            "Actions:\n"
+            f"- [search] query : a search query; returns up to {TOP_K} results. At most "
+            f"{MAX_SEARCHES} searches.\n"
+            "- [answer] text : a short answer (a name, a number, a place). You may answer "
+            "several times; a correct answer ends the game.\n"
+            "- [finish] : give up.\n"
+            "Plan the hops of the question, search for one fact at a time, then answer briefly."
+        )
+
+    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+        obs = (f"{task['question']}\nPlease make a plan to search for information step by step "
+               "and provide your answer to my question!")
+        return {"best": 0.0, "searches": 0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
+            "task_id": task["id"]}
+
+    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+        task = state["task"]
+        state["dialogue"].append({"role": "assistant", "content": action.text})
+        reward, info = 0.0, {}
+        if action.choice == "search":
+            obs = await self._search(state, action.content)
+        elif action.choice == "action":
+            obs = "There is no one to talk to here: use [search] query or [answer] text."
+        else:
+            verdict = await user.ask(UserQuery(self.id, "judge", "judge_answer",
+                                               {"answer": action.content}, task,
+                                               history_for_query(state)))
+            right = bool(verdict["correct"])
+            reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
+            obs = "Correct!" if right else "That answer is not correct."
+            info = {"score": 1.0 if right else 0.0}
+        state["dialogue"].append({"role": "user", "content": obs})
+        return StepResult(state, obs, reward, state["best"] >= 1.0, False, info)
+
+    async def _search(self, state: State, query: str) -> str:
+        if state["searches"] >= MAX_SEARCHES:
+            return f"You have used all {MAX_SEARCHES} searches. Answer with [answer]."
+        state["searches"] += 1
+        if self.backend == "serper":
+            results = await serper_search(query)
+        else:
+            results = [snippet(d) for d in get_index().search(query, TOP_K)]
+        left = MAX_SEARCHES - state["searches"]
+        if not results:
+            return f"No results for {query!r}. ({left} searches left)"
+        return "\n".join(f"{i}. {r}" for i, r in enumerate(results, 1)) + f"\n({left} searches left)"
+
+    @classmethod
+    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+        """Search the task's planned queries (at most 4), then answer."""
+        k = assistant_turns(messages)
+        queries = list(task.get("queries") or [task["question"]])[:MAX_SEARCHES - 1]
+        if k < len(queries):
+            return f"[search] {queries[k]}"
+        return f"[answer] {task['answer']}"

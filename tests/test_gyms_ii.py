@@ -1,0 +1,313 @@
+"""Travel, Persuade, Search and Tau gyms: env checks, reward rules on hand-written transcripts,
+the search index's determinism, and isolation of concurrent Tau episodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from userrl.envs.actions import parse_prefixed
+from userrl.envs.base import Env, StepResult
+from userrl.envs.check import check_env, check_tasks
+from userrl.envs.datasets import load_tasks
+from userrl.envs.gyms import _search_index
+from userrl.envs.gyms._tau_db import base_db, episode_db, fingerprint
+from userrl.envs.registry import get_env_class, list_envs, make
+from userrl.errors import EnvError
+from userrl.sim_users.base import InProcessUser, UserQuery
+from tests.test_gyms import play, rewards
+
+GYMS = ["userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
+
+
+# -- shared ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", GYMS)
+def test_check_env_passes(env_id: str) -> None:
+    assert env_id in list_envs()
+    check_env(env_id)
+
+
+@pytest.mark.parametrize("env_id", GYMS)
+def test_expert_scores_max_on_train_split(env_id: str) -> None:
+    tasks = load_tasks(env_id, "train")
+    assert len(tasks) >= 40 and len(load_tasks(env_id, "test")) >= 15
+    check_tasks(env_id, tasks)
+
+
+@pytest.mark.parametrize("env_id", GYMS)
+def test_format_error_finish_and_turn_cap(env_id: str) -> None:
+    task = load_tasks(env_id, "test")[0]
+    bad = play(env_id, task, ["no prefix here"])[0]
+    assert (bad.reward, bad.terminated, bad.truncated) == (0.0, False, False)
+    assert "format_error" in bad.info
+    fin = play(env_id, task, ["[finish]"])[0]
+    assert (fin.reward, fin.terminated) == (0.0, True)
+    capped = play(env_id, task, ["oops", "[search] zzz", "oops"], max_turns=2)
+    assert len(capped) == 2 and capped[-1].truncated and not capped[-1].terminated
+
+
+@pytest.mark.parametrize("env_id", GYMS)
+def test_documented(env_id: str) -> None:
+    doc = get_env_class(env_id).__doc__ or ""
+    for section in ("Description:", "Actions:", "Observation:", "Reward:", "Episode end:",
+                    "Version history:"):
+        assert section in doc
+    assert issubclass(get_env_class(env_id), Env)
+
+
+# -- TravelGym ---------------------------------------------------------------------------------
+def _opt(i: str, price: int) -> dict[str, Any]:
+    return {"id": i, "price": price, "features": {"stops": "nonstop"}}
+
+
+TRAVEL = {
+    "id": "t-tr", "request": "I need a flight and a hotel.", "aspects": ["flight", "hotel"],
+    "preferences": [
+        {"aspect": "flight", "statement": "Layovers wear me out.", "keywords": ["stop", "layover"]},
+        {"aspect": "flight", "statement": "I'm bringing a big suitcase.", "keywords": ["luggage", "bag"]},
+        {"aspect": "hotel", "statement": "My dog comes along.", "keywords": ["pet", "dog"]},
+    ],
+    "catalog": {"flight": {"options": [_opt("F1", 100), _opt("F2", 150), _opt("F3", 90)],
+                           "best": ["F1"], "acceptable": ["F2"]},
+                "hotel": {"options": [_opt("H1", 80), _opt("H2", 95)], "best": ["H2"],
+                          "acceptable": []}},
+}
+
+
+def test_travel_elicit_search_and_best_answers() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, [
+        "[action] Do you mind layovers?", "[action] Any layover wishes again?",
+        "[search] flight options", "[answer] F1", "[answer] F2", "[answer] H2"])
+    assert rewards(res) == [0.2, 0.0, 0.0, 1.0, 0.0, 1.0]
+    assert res[0].observation == "Layovers wear me out." and res[1].observation.startswith("As I said")
+    assert "F1 |" in res[2].observation and "H1" not in res[2].observation
+    assert "already recommended" in res[4].observation
+    assert res[-1].terminated and res[-1].info["score"] == 1.0
+
+
+def test_travel_acceptable_wrong_and_bad_answers() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1 or F2", "[answer] X9", "[answer] F2",
+                                            "[answer] H1"])
+    assert rewards(res) == [0.0, 0.0, 0.8, 0.0] and res[-1].terminated
+    assert res[-1].info["aspect_scores"] == {"flight": 0.8, "hotel": 0.0}
+    assert res[-1].info["score"] == 0.4
+
+
+def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fails() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, ["[action] Nice weather?", "[action] Hello?",
+                                            "[action] What is up?", "[action] And now?"])
+    assert rewards(res) == [0.0] * 4
+    assert res[2].info == {"revealed": [0], "volunteered": True}
+    assert "Layovers" in res[2].observation and res[3].info["revealed"] == []
+    searches = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 6 + ["[search] spaceship"])
+    assert [("System error" in r.observation) for r in searches] == [False] * 4 + [True] + [False] * 2
+    assert "Please name the travel aspect" in searches[-1].observation
+    never = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 5, search_fail_every=0)
+    assert not any("System error" in r.observation for r in never)
+    assert get_env_class("userrl/Travel-v0").max_score(TRAVEL) == 2.6  # type: ignore[attr-defined]
+
+
+# -- PersuadeGym -------------------------------------------------------------------------------
+PERSUADE = {"id": "t-pe", "claim": "Zoos should be abolished", "argument": "Cages are cruel.",
+            "counters": [{"argument": "Breeding saves species.", "keywords": [["breeding"]], "levels": 3},
+                         {"argument": "Zoos fund research.", "keywords": [["research"]], "levels": 2},
+                         {"argument": "Children learn.", "keywords": [["teach", "children"]], "levels": 1}]}
+
+
+def test_persuade_moves_by_counter_levels_and_ends_at_strongly_disagree() -> None:
+    res = play("userrl/Persuade-v0", PERSUADE, [
+        "[action] Zoo breeding programmes save species.", "[answer] Breeding again!",
+        "[action] The weather is nice.", "[search] zoo facts",
+        "[action] They fund research and teach children."])
+    assert rewards(res) == [0.5, 0.0, 0.0, 0.0, 0.5]
+    assert res[0].observation.endswith("My stance: Neutral.")
+    assert "already made that point" in res[1].observation and "Cages are cruel" in res[2].observation
+    assert res[-1].terminated and res[-1].info["stance"] == "Strongly Disagree"
+
+
+def test_persuade_backfire_and_reward_modes() -> None:
+    acts = ["[action] Research matters.", "[action] That is stupid.", "[action] Breeding works."]
+    delta = play("userrl/Persuade-v0", PERSUADE, acts)
+    assert [r.info["stance"] for r in delta] == ["Slightly Agree", "Agree", "Slightly Disagree"]
+    assert rewards(delta) == [0.3333, 0.0, 0.5]
+    best = play("userrl/Persuade-v0", PERSUADE, acts, reward_mode="best")
+    assert rewards(best) == [0.3333, 0.0, 0.3334]
+
+
+# -- SearchGym ---------------------------------------------------------------------------------
+SEARCH = {"id": "t-se", "question": "Who wrote it?", "answer": "Ada Lovelace", "aliases": ["Lovelace"]}
+
+
+def test_search_answers_judged_by_normalized_match() -> None:
+    res = play("userrl/Search-v0", SEARCH, ["[answer] Charles Babbage",
+                                            "[answer] Babbage, Lovelace, Turing, Hopper, Church, Knuth, Ritchie or Liskov",
+                                            "[action] hello", "[answer] It was the Ada LOVELACE."])
+    assert rewards(res) == [0.0, 0.0, 0.0, 1.0] and res[-1].terminated
+    assert not any(r.terminated for r in res[:3])
+
+
+def test_search_results_and_limit() -> None:
+    task = load_tasks("userrl/Search-v0", "test")[0]
+    res = play("userrl/Search-v0", task, [f"[search] {task['queries'][0]}"] * 6)
+    assert res[0].observation.startswith("1. [doc-") and "(4 searches left)" in res[0].observation
+    assert res[0].observation.count("\n") == 5 and rewards(res) == [0.0] * 6
+    assert "used all 5 searches" in res[5].observation
+
+
+def test_search_index_is_deterministic_on_both_engines() -> None:
+    docs = _search_index.load_corpus()
+    fts = _search_index.SearchIndex(docs, "fts5") if _search_index.fts5_available() else None
+    bm25 = _search_index.SearchIndex(docs, "bm25")
+    for task in load_tasks("userrl/Search-v0", "test"):
+        for index in filter(None, [fts, bm25]):
+            found = ""
+            for q in task["queries"]:
+                first = index.search(q)
+                assert [d.id for d in first] == [d.id for d in index.search(q)]
+                assert 0 < len(first) <= 5
+                found += " ".join(f"{d.title} {d.text}" for d in first)
+            assert task["answer"] in found, (index.engine, task["id"])  # the expert's queries suffice
+    assert bm25.search("!!! ???") == []
+    if fts is not None:  # FTS5 query syntax in the text is never interpreted
+        assert isinstance(fts.search('") OR * NEAR( AND "'), list)
+        assert fts.search("!!! ???") == []
+
+
+def test_search_web_backend_is_optional_and_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="search_backend"):
+        make("userrl/Search-v0", search_backend="bing")
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    with pytest.raises(EnvError, match="SERPER_API_KEY"):
+        play("userrl/Search-v0", SEARCH, ["[search] x"], search_backend="serper")
+
+
+# -- TauGym ------------------------------------------------------------------------------------
+def _tau_task(kind: str = "cancel") -> dict[str, Any]:
+    return next(t for t in load_tasks("userrl/Tau-v0", "train")
+                if t["kind"] == kind and t["identify_by"] == "zip")
+
+
+def _call(name: str, **args: Any) -> str:
+    return f"[answer] {name} {json.dumps(args)}"
+
+
+def test_tau_right_db_state_scores_one() -> None:
+    task = _tau_task()
+    cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]
+    res = play("userrl/Tau-v0", task, [
+        "[action] Hi, what is your name and zip code?", "[action] How can I help?",
+        "[search] tools",
+        "[answer] " + json.dumps({"name": "get_order_details",
+                                  "arguments": {"order_id": cancel["order_id"]}}), _call("cancel_pending_order", **cancel),
+        "[action] Done. Anything else?"])
+    assert "My name is" in res[0].observation and cancel["order_id"] in res[1].observation
+    assert "cancel_pending_order(order_id, reason)" in res[2].observation
+    assert json.loads(res[4].observation)["status"] == "cancelled"
+    assert rewards(res) == [0.0] * 5 + [1.0] and res[-1].terminated
+    assert res[-1].info == {"db_match": True, "outputs_match": True, "score": 1.0}
+
+
+def test_tau_wrong_state_tool_errors_and_missing_outputs() -> None:
+    task = _tau_task()
+    cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]
+    other = "no longer needed" if cancel["reason"] != "no longer needed" else "ordered by mistake"
+    res = play("userrl/Tau-v0", task, [
+        _call("cancel_pending_order", order_id=cancel["order_id"], reason="too slow"),
+        _call("cancel_pending_order", order_id="#W0"), _call("fly_away"), "[answer] {not json",
+        f"[action] cancel_pending_order {json.dumps({'order_id': cancel['order_id'], 'reason': other})}",
+        _call("cancel_pending_order", **cancel),
+        "[action] How can I help?", "[action] Anything else?"])
+    obs = [r.observation for r in res]
+    assert "reason must be one of" in obs[0] and "takes the arguments" in obs[1]
+    assert "unknown tool" in obs[2] and "write a tool call" in obs[3]
+    assert "is cancelled, not pending" in obs[5]  # the [action] form cancelled it already
+    assert rewards(res) == [0.0] * 8 and res[-1].terminated and not res[-1].info["db_match"]
+    total = _tau_task("total")
+    quiet = play("userrl/Tau-v0", total, ["[action] How can I help?", "[action] Anything else?"])
+    assert quiet[-1].terminated and quiet[-1].info["outputs_match"] is False
+    assert quiet[-1].reward == 0.0
+
+
+def test_tau_imported_tau_bench_task_is_refused() -> None:
+    task = {"id": "retail-x", "db": "tau-bench-retail", "opening": "Hi", "actions": []}
+    get_env_class("userrl/Tau-v0").validate_task(task)  # type: ignore[attr-defined]
+    with pytest.raises(EnvError, match="tau-bench-retail"):
+        play("userrl/Tau-v0", task, [])
+
+
+class YieldingUser(InProcessUser):
+    """Yields to the event loop on every query, so concurrent episodes interleave."""
+
+    async def ask(self, query: UserQuery) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return await super().ask(query)
+
+
+def test_tau_concurrent_episodes_never_see_each_others_writes() -> None:
+    task = _tau_task()
+    order = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]["order_id"]
+    base_fp = fingerprint(base_db())
+
+    async def episode(i: int) -> tuple[int, StepResult]:
+        env, user = make("userrl/Tau-v0"), YieldingUser()
+        state, _, _ = await env.reset(task, i)
+        address = f"{i} Conflict St, Springfield 62704"
+        for text in ["[action] Hello?", _call("modify_pending_order_address", order_id=order, address=address),
+                     "[action] Still there?",
+                     _call("cancel_pending_order", order_id=order,
+                           reason=["no longer needed", "ordered by mistake"][i % 2]) if i % 3 == 0
+                     else "[action] One moment."]:
+            res = await env.step(state, parse_prefixed(text), user)
+            state = res.state
+        return i, res
+
+    async def run() -> list[tuple[int, StepResult]]:
+        return await asyncio.gather(*(episode(i) for i in range(48)))
+
+    for i, res in asyncio.run(run()):
+        writes = res.state["writes"]
+        assert [w["name"] for w in writes] == (["modify_pending_order_address"]
+                                               + (["cancel_pending_order"] if i % 3 == 0 else []))
+        conn = episode_db(writes)
+        row = conn.execute("SELECT address, status, cancel_reason FROM orders WHERE order_id=?",
+                           (order,)).fetchone()
+        assert row["address"] == f"{i} Conflict St, Springfield 62704"
+        assert row["status"] == ("cancelled" if i % 3 == 0 else "pending")
+        if i % 3 == 0:
+            assert row["cancel_reason"] == ["no longer needed", "ordered by mistake"][i % 2]
+    assert fingerprint(base_db()) == base_fp  # the shared base is never written
+
+
+# -- LLM specs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("env_id", "task", "name", "payload", "good", "want"), [
+    ("userrl/Travel-v0", TRAVEL, "talk", {"message": "m", "revealed": [0], "off_topic": 0},
+     '{"reveal": [2], "reply": "I have a dog."}', {"reveal": [2], "volunteered": False, "reply": "I have a dog."}),
+    ("userrl/Persuade-v0", PERSUADE, "react", {"argument": "a", "stance": "Agree", "used": []},
+     '{"stance": "neutral", "reply": "Fair."}', {"stance": "Neutral", "new_points": [],
+                                                  "reply": "Fair. My stance: Neutral."}),
+    ("userrl/Search-v0", SEARCH, "judge_answer", {"answer": "Ada"}, '{"correct": true}', {"correct": True}),
+    ("userrl/Tau-v0", {"id": "x", "instruction": "Cancel #W1.", "requests": ["r"]}, "reply",
+     {"message": "Hi", "stated": 1}, '{"reply": "Hello", "done": false}',
+     {"reply": "Hello", "done": False, "stated": 1}),
+])
+def test_llm_specs_prompt_and_parse(env_id: str, task: dict[str, Any], name: str,
+                                    payload: dict[str, Any], good: str, want: dict[str, Any]) -> None:
+    spec = get_env_class(env_id).user_spec
+    query = UserQuery(env_id, "respond", name, payload, task, [])
+    msgs = spec.llm_messages(query)
+    assert [m["role"] for m in msgs] == ["system", "user"] and "JSON" in msgs[0]["content"]
+    assert spec.parse_llm(query, good) == want
+    for bad in ("not json", "[1, 2]", '{"other": 1}', '{"reveal": [0], "reply": "x", "stance": '
+                '"Maybe", "correct": "yes", "done": "no"}'):
+        with pytest.raises(ValueError):
+            spec.parse_llm(query, bad)
+
+
+def test_travel_llm_user_volunteers_by_rule_after_off_topic_turns() -> None:
+    spec = get_env_class("userrl/Travel-v0").user_spec
+    q = UserQuery("userrl/Travel-v0", "respond", "talk",
+                  {"message": "m", "revealed": [], "off_topic": 2}, TRAVEL, [])
+    assert spec.parse_llm(q, '{"reveal": [], "reply": "Hm."}')["reveal"] == [0]
