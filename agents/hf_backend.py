@@ -12,6 +12,10 @@ from its own forward pass (``logits / T``, no truncation); with ``top_p < 1`` th
 distribution is the truncated one, so keep ``top_p = 1`` for on-policy training. HF's
 default ``top_k = 50`` is disabled for the same reason.
 
+Errors: :meth:`HFBackend.generate` fails the whole call when one request cannot be prompted;
+:meth:`HFBackend.generate_each` (what the policy worker uses) fails only that request and
+generates the rest.
+
 Seeds: a request with ``Sampling.seed`` set is reproducible on its own; requests without a seed
 draw theirs from the backend's ``seed``, so a backend replays the same sequence of batches
 identically. Requests with different seeds cannot share a batch; leave ``seed`` unset to batch.
@@ -80,9 +84,17 @@ class HFBackend:
 
     # -- PolicyBackend ----------------------------------------------------------------------
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Generate for all requests; a bad request fails the whole call (before generating)."""
         if not requests:
             return []
-        return await anyio.to_thread.run_sync(self._generate_sync, requests)
+        return await anyio.to_thread.run_sync(self._generate_sync, requests, False)
+
+    async def generate_each(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Like :meth:`generate`, but a bad request (prefix mismatch, context overflow) gets a
+        failed result and the others are generated."""
+        if not requests:
+            return []
+        return await anyio.to_thread.run_sync(self._generate_sync, requests, True)
 
     async def load_weights(self, path: str, version: int) -> float:
         return await anyio.to_thread.run_sync(self._load_weights_sync, path, version)
@@ -107,23 +119,41 @@ class HFBackend:
         return ids
 
     # -- generation -------------------------------------------------------------------------
-    def _generate_sync(self, requests: list[GenRequest]) -> list[GenResult]:
-        groups: dict[Sampling, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(req.sampling, []).append(i)
+    def _generate_sync(self, requests: list[GenRequest], isolate: bool) -> list[GenResult]:
         results: list[GenResult | None] = [None] * len(requests)
         with self._lock:  # the tokenizer is not safe for concurrent use either
             t0 = time.perf_counter()
-            prompts = [self._checked_prompt(r) for r in requests]  # fail before generating
+            prompts: list[list[int] | None] = []
+            for i, req in enumerate(requests):  # fail before generating
+                try:
+                    prompts.append(self._checked_prompt(req))
+                except PolicyError as exc:
+                    if not isolate:
+                        raise
+                    prompts.append(None)
+                    results[i] = GenResult.failed(exc, self.version)
+            groups: dict[Sampling, list[int]] = {}
+            for i, req in enumerate(requests):
+                if prompts[i] is not None:
+                    groups.setdefault(req.sampling, []).append(i)
             for sampling, idx in groups.items():
                 for k in range(0, len(idx), self.max_batch):
                     chunk = idx[k:k + self.max_batch]
-                    for i, res in zip(chunk, self._run([prompts[i] for i in chunk], sampling),
-                                      strict=True):
+                    try:
+                        out = self._run([prompts[i] or [] for i in chunk], sampling)
+                    except Exception as exc:
+                        if not isolate:
+                            raise
+                        log.error("hf_generate_failed", requests=len(chunk), error=repr(exc))
+                        err = PolicyError(f"generation failed: {type(exc).__name__}: {exc}")
+                        out = [GenResult.failed(err, self.version) for _ in chunk]
+                    for i, res in zip(chunk, out, strict=True):
                         results[i] = res
             n_tokens = sum(len(r.token_ids) for r in results if r is not None)
             log.debug("hf_generate", requests=len(requests), groups=len(groups),
+                      failed=sum(1 for r in results if r is not None and r.error),
                       tokens=n_tokens, seconds=round(time.perf_counter() - t0, 4))
+        assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
     def _run(self, prompts: list[list[int]], sampling: Sampling) -> list[GenResult]:

@@ -105,7 +105,13 @@ class VLLMBackend:
             logprobs_mode="processed_logprobs",
             worker_extension_cls=f"{__name__}.WorkerExtension", **engine_kwargs,
         )
-        self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
+        try:
+            self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
+        except Exception as exc:
+            raise PolicyError(f"vllm could not start an engine for {self.model_path}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        model_config = getattr(self.engine, "model_config", None)
+        self.max_model_len: int | None = getattr(model_config, "max_model_len", None)
         self._lock: anyio.Lock | None = None
         log.info("vllm_backend_ready", model=self.model_path, vllm=vllm.__version__)
 
@@ -116,15 +122,39 @@ class VLLMBackend:
 
     # -- PolicyBackend ----------------------------------------------------------------------
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        prompts = await anyio.to_thread.run_sync(lambda: [self.prompt_ids(r) for r in requests])
+        """Generate for all requests; any failure fails the whole call."""
+        results = await self.generate_each(requests)
+        for r in results:
+            if r.error:
+                raise PolicyError(r.error, transient=r.error_transient)
+        return results
+
+    async def generate_each(self, requests: list[GenRequest]) -> list[GenResult]:
+        """One result per request; a bad or failed request gets a failed result."""
+        def build() -> list[list[int] | PolicyError]:
+            out: list[list[int] | PolicyError] = []
+            for r in requests:
+                try:
+                    out.append(self._checked_prompt(r))
+                except PolicyError as exc:
+                    out.append(exc)
+            return out
+
+        prompts = await anyio.to_thread.run_sync(build)
         results: list[GenResult | None] = [None] * len(requests)
 
-        async def one(i: int) -> None:
-            results[i] = await self._generate_one(prompts[i], requests[i].sampling)
+        async def one(i: int, prompt: list[int]) -> None:
+            try:
+                results[i] = await self._generate_one(prompt, requests[i].sampling)
+            except PolicyError as exc:
+                results[i] = GenResult.failed(exc, self.version)
 
         async with self._get_lock(), anyio.create_task_group() as tg:
-            for i in range(len(requests)):
-                tg.start_soon(one, i)
+            for i, p in enumerate(prompts):
+                if isinstance(p, PolicyError):
+                    results[i] = GenResult.failed(p, self.version)
+                else:
+                    tg.start_soon(one, i, p)
         return [r for r in results if r is not None]
 
     async def load_weights(self, path: str, version: int) -> float:
@@ -147,6 +177,15 @@ class VLLMBackend:
         except PolicyError as exc:
             raise PolicyError(f"episode {req.episode_id}: {exc}") from exc
 
+    def _checked_prompt(self, req: GenRequest) -> list[int]:
+        ids = self.prompt_ids(req)
+        limit = self.max_model_len
+        if limit and len(ids) + req.sampling.max_new_tokens > limit:
+            raise PolicyError(f"episode {req.episode_id}: {len(ids)} prompt tokens + "
+                              f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
+                              f"model's context of {limit}")
+        return ids
+
     def sampling_params(self, sampling: Sampling) -> Any:
         """vLLM ``SamplingParams`` for one request (token ids and sampled logprobs only)."""
         return self._vllm.SamplingParams(
@@ -164,6 +203,8 @@ class VLLMBackend:
                                                   self.sampling_params(sampling),
                                                   request_id=uuid.uuid4().hex):
                 final = out
+        except ValueError as exc:  # vLLM refuses the request itself (too long, bad params)
+            raise PolicyError(f"vllm refused the request: {exc}") from exc
         except Exception as exc:
             raise PolicyError(f"vllm generation failed: {type(exc).__name__}: {exc}",
                               transient=True) from exc

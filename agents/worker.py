@@ -1,13 +1,30 @@
 """The policy worker (``userrl worker policy``): batches of conversations in, actions out.
 
-Every batch read from the ``policy`` stream goes to the backend in one call (hf: one padded
-``generate``; vllm: all requests in flight at once). Each reply carries the exact prompt ids,
-generated ids, their logprobs and the policy version. New weights announced on the ``weights``
-stream are loaded between batches; later turns carry the new version.
+Every batch goes to the backend in one call (hf: one padded ``generate``; vllm: all requests in
+flight at once). Each reply carries the exact prompt ids, generated ids, their logprobs and the
+policy version. New weights announced on the ``weights`` stream are loaded between batches;
+later turns carry the new version, and the swap time is logged and put in the heartbeat.
 
-Backend failures: transient ones (a model server timeout) are retried here with backoff; a
-failure that persists is returned as an error reply, and the env worker fails the episode as an
+**Per-request errors.** One bad request (its token prefix does not match its messages, its
+context overflows) fails only its own episode: the backend's ``generate_each`` returns a failed
+result for it and generates the rest (backends without ``generate_each`` are split in halves
+until the bad request is alone, :func:`generate_isolated`). Transient failures (a model server
+timeout) are retried here with backoff, for the failed requests only; a failure that persists
+is returned as an error reply, and the env worker fails the episode as a policy
 infrastructure error (never as training text).
+
+**Sticky episodes.** Every policy worker (replica) reads two streams with the ``policy`` group:
+the shared ``policy`` stream and its own ``policy:{name}`` stream (:func:`replica_stream`). The
+env worker sends turn 2.. of an episode to the stream :func:`policy_stream_for` names for the
+replica that answered the previous turn (``PolicyReply.worker``): that replica's own stream
+while its heartbeat lives, else the shared stream. So all turns of an episode prefer one
+replica (its prefix cache holds the episode), and any replica serves them when it is gone.
+
+Entries already in a dead replica's own stream are not lost: every replica registers its name
+in a set (:func:`replicas_key`), and on each reclaim round a worker also scans the replicas
+whose heartbeat expired, reading their never-delivered entries and ``XAUTOCLAIM``-ing their
+pending ones idle past ``min_idle``. A dead replica's drained stream is deleted (and its name
+unregistered) after ``orphan_prune_s``; a replica that comes back registers again.
 """
 
 from __future__ import annotations
@@ -19,14 +36,47 @@ from typing import Any
 
 import anyio
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from userrl.agents.base import GenRequest, GenResult, PolicyBackend, Sampling
+from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.agents.base import GenRequest, GenResult, IsolatingBackend, PolicyBackend, Sampling
+from userrl.bus.keys import Keys
 from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode
-from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
-from userrl.errors import ConfigError, PolicyError
+from userrl.errors import ConfigError, MessageError, PolicyError
 
 log = structlog.get_logger(__name__)
+
+__all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "policy_stream_for",
+           "replica_stream", "replicas_key", "resolve_model_path"]
+
+
+# ---- routing -----------------------------------------------------------------------------------
+
+
+def replica_stream(keys: Keys, replica: str) -> str:
+    """The own input stream of policy replica ``replica`` (``...:stream:policy:{replica}``)."""
+    return f"{keys.stream('policy')}:{replica}"
+
+
+def replicas_key(keys: Keys) -> str:
+    """Set of policy replica names that have an own stream (scanned for dead replicas)."""
+    return f"{keys.prefix}policy:replicas"
+
+
+async def policy_stream_for(bus: Bus, replica: str) -> str:
+    """Where to send an episode's next policy request: the own stream of ``replica`` (the
+    worker that answered its previous turn) while that replica's heartbeat lives, else the
+    shared ``policy`` stream."""
+    if replica and await bus.redis.exists(bus.keys.heartbeat("policy", replica)):
+        return replica_stream(bus.keys, replica)
+    return bus.keys.stream("policy")
+
+
+# ---- backends ----------------------------------------------------------------------------------
 
 
 def make_policy_backend(cfg: Any) -> PolicyBackend:
@@ -47,10 +97,12 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
     if p.backend == "vllm":
         from userrl.agents.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model, seed=cfg.seed)  # type: ignore[return-value]
+        return VLLMBackend(model, seed=cfg.seed,  # type: ignore[return-value]
+                           tools=(TOOL_SCHEMA,) if p.tools else None)
     from userrl.agents.hf_backend import HFBackend
 
-    return HFBackend(model, device=p.device, seed=cfg.seed)  # type: ignore[return-value]
+    return HFBackend(model, device=p.device, seed=cfg.seed,  # type: ignore[return-value]
+                     tools=(TOOL_SCHEMA,) if p.tools else None)
 
 
 def resolve_model_path(cfg: Any) -> str:
@@ -61,87 +113,321 @@ def resolve_model_path(cfg: Any) -> str:
     if not (path / "config.json").is_file():
         from userrl.agents.tiny import build_tiny_model
 
-        build_tiny_model(path, seed=cfg.seed)
+        build_tiny_model(path, seed=cfg.seed, **cfg.policy.tiny_size)
     return str(path)
+
+
+async def generate_isolated(backend: PolicyBackend, requests: list[GenRequest]) -> list[GenResult]:
+    """One result per request; a request that fails gets a failed :class:`GenResult`.
+
+    Uses the backend's ``generate_each`` when it has one. Otherwise ``generate`` runs on the
+    whole batch; when that fails permanently, the batch is split in halves until the failing
+    requests are alone (a transient failure fails the whole batch as transient: retry it).
+    """
+    if not requests:
+        return []
+    version = int(getattr(backend, "version", 0))
+    if isinstance(backend, IsolatingBackend):
+        try:
+            results = await backend.generate_each(requests)
+        except Exception as exc:  # a backend bug fails these episodes, not the worker
+            return [GenResult.failed(exc, version) for _ in requests]
+        if len(results) != len(requests):
+            err = PolicyError(f"backend returned {len(results)} results for {len(requests)} requests")
+            return [GenResult.failed(err, version) for _ in requests]
+        return results
+    try:
+        results = await backend.generate(requests)
+        if len(results) != len(requests):
+            raise PolicyError(f"backend returned {len(results)} results for {len(requests)} requests")
+        return results
+    except Exception as exc:
+        if getattr(exc, "transient", False) or len(requests) == 1:
+            return [GenResult.failed(exc, version) for _ in requests]
+    half = len(requests) // 2
+    return (await generate_isolated(backend, requests[:half])
+            + await generate_isolated(backend, requests[half:]))
+
+
+# ---- the worker --------------------------------------------------------------------------------
 
 
 class PolicyWorker(Worker):
     role = "policy"
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: PolicyBackend,
-                 retries: int = 3, retry_backoff_s: float = 0.5) -> None:
+                 retries: int = 3, retry_backoff_s: float = 0.5, weights_retry_s: float = 5.0,
+                 orphan_prune_s: float = 300.0) -> None:
         super().__init__(bus, settings)
         self.backend = backend
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
-        self._weights_cursor = "0-0"
+        self.weights_retry_s = weights_retry_s
+        self.orphan_prune_s = orphan_prune_s
+        self.own_stream = replica_stream(bus.keys, self.name)
         self.swaps: list[dict[str, Any]] = []
+        self._weights_cursor = "0-0"
+        self._weights_retry_at = 0.0
+        self._entry_streams: dict[str, set[str]] = {}  #: in-flight entry id -> its stream(s)
+        self._dead_since: dict[str, float] = {}
+        self.stats["sticky"] = 0  #: requests read from the own stream
+        self.stats["failed_requests"] = 0
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> PolicyWorker:
         return cls(bus, settings, backend=make_policy_backend(cfg))
 
-    def heartbeat_extra(self) -> dict[str, Any]:
-        return {"policy_version": getattr(self.backend, "version", 0)}
+    @property
+    def version(self) -> int:
+        return int(getattr(self.backend, "version", 0))
 
+    def heartbeat_extra(self) -> dict[str, Any]:
+        last = self.swaps[-1] if self.swaps else {}
+        return {"policy_version": self.version, "stream": self.own_stream, "swaps": len(self.swaps),
+                "swap_s": last.get("seconds"), "swap_error": last.get("error")}
+
+    async def on_start(self) -> None:
+        await self.bus.ensure_group(self.own_stream, self.group)
+        await self.bus.redis.sadd(replicas_key(self.bus.keys), self.name)
+
+    # -- handling -------------------------------------------------------------------------------
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
         await self.maybe_reload()
-        reqs: list[GenRequest] = []
-        for d in ds:
-            m = d.msg
-            assert isinstance(m, PolicyRequest)
-            reqs.append(GenRequest(episode_id=m.episode_id, env_id=m.env_id, messages=list(m.messages),
-                                   prompt_ids=m.prompt_ids, n_seen=m.n_seen,
-                                   sampling=Sampling(**m.sampling) if m.sampling else Sampling(), task=m.task))
         t0 = time.perf_counter()
-        results: list[GenResult] | None = None
-        error: PolicyError | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                results = await self.backend.generate(reqs)
-                break
-            except PolicyError as exc:
-                error = exc
-                if not exc.transient or attempt == self.retries:
-                    break
-                await anyio.sleep(self.retry_backoff_s * 2**attempt)
-            except Exception as exc:  # a backend bug must not lose the batch: fail its episodes
-                error = PolicyError(f"{type(exc).__name__}: {exc}")
-                break
-        dt = time.perf_counter() - t0
-        out: list[Effects | None | BaseException] = []
+        results: list[GenResult | None] = [None] * len(ds)
+        reqs: dict[int, GenRequest] = {}
         for i, d in enumerate(ds):
             m = d.msg
             assert isinstance(m, PolicyRequest)
-            if results is not None:
-                r = results[i]
+            try:
+                sampling = Sampling(**m.sampling) if m.sampling else Sampling()
+            except (TypeError, ValueError) as exc:
+                results[i] = GenResult.failed(PolicyError(f"bad sampling {m.sampling!r}: {exc}"), self.version)
+                continue
+            reqs[i] = GenRequest(episode_id=m.episode_id, env_id=m.env_id, messages=list(m.messages),
+                                 prompt_ids=m.prompt_ids, n_seen=m.n_seen, sampling=sampling, task=m.task)
+        todo = list(reqs)
+        for attempt in range(self.retries + 1):
+            out = await generate_isolated(self.backend, [reqs[i] for i in todo])
+            retry = []
+            for i, r in zip(todo, out, strict=True):
+                results[i] = r
+                if r.error and r.error_transient and attempt < self.retries:
+                    retry.append(i)
+            if not retry:
+                break
+            first = results[retry[0]]
+            self.log.warning("policy.retry", n=len(retry), attempt=attempt + 1,
+                             error=first.error if first else None)
+            await anyio.sleep(self.retry_backoff_s * 2**attempt)
+            todo = retry
+        dt = time.perf_counter() - t0
+        effects: list[Effects | None | BaseException] = []
+        failed = 0
+        sticky = 0
+        for d, r in zip(ds, results, strict=True):
+            m = d.msg
+            assert isinstance(m, PolicyRequest) and r is not None
+            sticky += d.stream == self.own_stream
+            if r.error is None:
                 reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text=r.text, prompt_ids=list(r.prompt_ids),
                                     token_ids=list(r.token_ids), logprobs=[float(x) for x in r.logprobs],
                                     version=r.version, finish_reason=r.finish_reason, worker=self.name)
             else:
-                assert error is not None
-                reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text="", worker=self.name,
-                                    error={"kind": "policy", "message": str(error), "transient": error.transient})
-            out.append(Effects().send(self.bus.keys.stream("env"), reply))
-        n_tokens = sum(len(r.token_ids) for r in results or [])
-        self.log.info("policy.batch", n=len(ds), tokens=n_tokens, seconds=round(dt, 3),
-                      version=getattr(self.backend, "version", 0), failed=results is None)
-        return out
+                failed += 1
+                self.log.warning("policy.request_failed", episode_id=m.episode_id, seq=m.seq, error=r.error,
+                                 transient=r.error_transient)
+                reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text="", worker=self.name, version=r.version,
+                                    error={"kind": "policy", "message": r.error, "transient": r.error_transient})
+            effects.append(Effects().send(self.bus.keys.stream("env"), reply))
+        self.stats["sticky"] += sticky
+        self.stats["failed_requests"] += failed
+        n_tokens = sum(len(r.token_ids) for r in results if r is not None)
+        self.log.info("policy.batch", n=len(ds), sticky=sticky, tokens=n_tokens, seconds=round(dt, 3),
+                      version=self.version, failed=failed)
+        return effects
 
+    # -- weights --------------------------------------------------------------------------------
     async def maybe_reload(self) -> None:
-        """Load the newest announced weights, if newer than ours (between batches)."""
+        """Load the newest announced weights, if newer than ours (between batches).
+
+        A load that fails keeps the current weights and is retried after ``weights_retry_s``
+        (or when a newer version is announced)."""
         rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
         if not rows:
             return
         eid, fields = rows[0]
-        eid_s = eid.decode()
-        if eid_s == self._weights_cursor:
+        eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
+        if eid_s == self._weights_cursor or (time.monotonic() < self._weights_retry_at
+                                             and self._weights_retry_at > 0):
+            return
+        try:
+            msg = decode(fields[PAYLOAD])
+        except (MessageError, KeyError) as exc:
+            self._weights_cursor = eid_s
+            self.log.error("policy.bad_weights_announcement", entry=eid_s, error=repr(exc))
+            return
+        if not isinstance(msg, WeightsAnnouncement) or msg.version <= self.version:
+            self._weights_cursor = eid_s
+            return
+        if not getattr(self.backend, "trainable", True):
+            self._weights_cursor = eid_s
+            self.log.info("policy.weights_ignored", version=msg.version, reason="backend is not trainable")
+            return
+        self._weights_retry_at = 0.0
+        try:
+            seconds = await self.backend.load_weights(msg.path, msg.version)
+        except Exception as exc:
+            self._weights_retry_at = time.monotonic() + self.weights_retry_s
+            self.swaps.append({"version": msg.version, "seconds": None, "error": str(exc)})
+            self.log.error("policy.weights_failed", version=msg.version, path=msg.path, error=str(exc),
+                           retry_in_s=self.weights_retry_s, serving=self.version)
             return
         self._weights_cursor = eid_s
-        msg = decode(fields[b"p"])
-        assert isinstance(msg, WeightsAnnouncement)
-        if msg.version <= getattr(self.backend, "version", 0):
-            return
-        seconds = await self.backend.load_weights(msg.path, msg.version)
-        self.swaps.append({"version": msg.version, "seconds": seconds})
+        self.swaps.append({"version": msg.version, "seconds": seconds, "error": None})
         self.log.info("policy.weights_loaded", version=msg.version, path=msg.path, swap_s=round(seconds, 3))
+
+    # -- reading two streams, adopting dead replicas' streams -----------------------------------
+    async def _read(self, streams: Sequence[str], block_ms: int | None) -> list[Delivery]:
+        """XREADGROUP new entries of ``streams`` (one call; ``block_ms`` None = don't block)."""
+        try:
+            resp = await self.bus.redis.xreadgroup(self.group, self.name, {s: ">" for s in streams},
+                                                   count=self.bus.settings.read_count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.log.warning("policy.nogroup_recreated", streams=list(streams), error=str(exc))
+            for s in streams:
+                await self.bus.ensure_group(s, self.group)
+            return []
+        out: list[Delivery] = []
+        for stream, entries in resp or []:
+            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            for eid, fields in entries:
+                if fields:
+                    out.append(self._delivery(name, eid, fields))
+        return out
+
+    def _delivery(self, stream: str, eid: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
+        d = Delivery(stream, self.group, eid.decode() if isinstance(eid, bytes) else str(eid), fields)
+        raw = fields.get(PAYLOAD)
+        if raw is None:
+            d.error = "entry has no payload field 'p'"
+            return d
+        try:
+            d.msg = decode(raw, max_bytes=self.bus.settings.max_message_bytes)
+        except MessageError as exc:
+            d.error = str(exc)
+        return d
+
+    async def _reclaim_round(self) -> list[Delivery]:
+        batch = await self.bus.reclaim(self.stream, self.group, self.name)
+        batch += await self.bus.reclaim(self.own_stream, self.group, self.name)
+        return batch + await self.adopt_orphans()
+
+    async def adopt_orphans(self) -> list[Delivery]:
+        """Entries in the own streams of replicas whose heartbeat expired: the never-delivered
+        ones, and pending ones idle past ``min_idle``. Prunes long-dead, drained streams."""
+        r = self.bus.redis
+        key = replicas_key(self.bus.keys)
+        await r.sadd(key, self.name)  # again: a peer may have pruned us while we were stopped
+        others = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in await r.smembers(key))
+        others = [n for n in others if n != self.name]
+        if not others:
+            return []
+        async with r.pipeline(transaction=False) as pipe:
+            for n in others:
+                pipe.exists(self.bus.keys.heartbeat(self.role, n))
+            alive = await pipe.execute()
+        out: list[Delivery] = []
+        now = time.monotonic()
+        for name, is_alive in zip(others, alive, strict=True):
+            if is_alive:
+                self._dead_since.pop(name, None)
+                continue
+            dead_since = self._dead_since.setdefault(name, now)
+            stream = replica_stream(self.bus.keys, name)
+            if not await r.exists(stream):
+                await r.srem(key, name)
+                continue
+            got = await self.bus.reclaim(stream, self.group, self.name)
+            got += await self._read([stream], None)
+            if got:
+                self.log.info("policy.adopted", replica=name, n=len(got))
+                out += got
+            elif now - dead_since > self.orphan_prune_s:
+                await self._prune(name, stream)
+        return out
+
+    async def _prune(self, name: str, stream: str) -> None:
+        await self.bus.trim(stream, approximate=False)
+        pending = sum(int(g.get("pending") or 0) for g in await self.bus.group_info(stream))
+        if pending == 0 and await self.bus.redis.xlen(stream) == 0:
+            await self.bus.redis.srem(replicas_key(self.bus.keys), name)
+            await self.bus.redis.delete(stream)
+            self._dead_since.pop(name, None)
+            self.log.info("policy.pruned_replica", replica=name)
+
+    # -- the loop (the base loop, over the shared and the own stream) ---------------------------
+    async def _loop(self) -> None:
+        for stream in (self.own_stream, self.stream):  # entries delivered to us before a restart
+            while not self.stopping:
+                own = await self.bus.read(stream, self.group, self.name, pending=True)
+                if not own:
+                    break
+                await self._process(own)
+        next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
+        next_trim = time.monotonic() + self.settings.trim_interval_s
+        backoff = 0.1
+        while not self.stopping:
+            now = time.monotonic()
+            try:
+                if now >= next_reclaim:
+                    next_reclaim = now + self.settings.reclaim_interval_s
+                    batch = await self._reclaim_round()
+                else:  # the own stream first: sticky episodes
+                    batch = await self._read([self.own_stream, self.stream], self.bus.settings.block_ms)
+                if batch:
+                    await self._process(batch)
+                elif self.settings.burst and await self._drained():
+                    break
+                if now >= next_trim:
+                    next_trim = now + self.settings.trim_interval_s
+                    await self.bus.trim(self.stream)
+                    await self.bus.trim(self.own_stream)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _process(self, batch: Sequence[Delivery]) -> None:
+        for d in batch:  # ids are per stream: the same id may be in flight from two streams
+            self._entry_streams.setdefault(d.entry_id, set()).add(d.stream)
+        try:
+            await super()._process(batch)
+        finally:
+            for d in batch:
+                self._entry_streams.pop(d.entry_id, None)
+
+    async def _drained(self) -> bool:
+        for stream in (self.stream, self.own_stream):
+            for g in await self.bus.group_info(stream):
+                if g.get("name") == self.group and (int(g.get("pending") or 0) or int(g.get("lag") or 0)):
+                    return False
+        return True
+
+    async def _renew_loop(self) -> None:
+        every = self.bus.settings.min_idle_ms / 3000
+        while True:
+            await anyio.sleep(every)
+            by_stream: dict[str, list[str]] = {}
+            for eid, t in list(self._in_flight.items()):
+                if time.monotonic() - t > every:
+                    for stream in self._entry_streams.get(eid, {self.stream}):
+                        by_stream.setdefault(stream, []).append(eid)
+            for stream, ids in by_stream.items():
+                try:
+                    await self.bus.renew(stream, self.group, self.name, ids)
+                except Exception as exc:
+                    self.log.warning("worker.renew_failed", stream=stream, error=repr(exc))

@@ -10,7 +10,7 @@ the consumer's idempotent commit.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
@@ -23,8 +23,11 @@ def make_client(url: str, *, block_ms: int = 1000, max_connections: int = 32, re
     """An asyncio client for ``redis://`` or ``rediss://`` URLs (password/ACL user in the URL)."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {url!r}")
-    return Redis.from_url(
+    # A blocking pool: a worker handling more messages at once than it has connections waits for
+    # one instead of failing the handler (the plain pool raises MaxConnectionsError).
+    pool = BlockingConnectionPool.from_url(
         url,
+        timeout=30,
         decode_responses=False,
         socket_timeout=block_ms / 1000 + 10.0,
         socket_connect_timeout=connect_timeout_s,
@@ -35,3 +38,4 @@ def make_client(url: str, *, block_ms: int = 1000, max_connections: int = 32, re
         retry_on_error=[ConnectionError, TimeoutError],
         client_name=client_name,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

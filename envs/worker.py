@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 import structlog
 
+from userrl.agents.worker import policy_stream_for
 from userrl.bus.messages import PolicyReply, PolicyRequest, Reset, Trajectory, UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
@@ -142,9 +143,10 @@ class EnvWorker(Worker):
             return self.save(eff, ep)
         except Exception as exc:
             return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
-        return self.finish_turn(eff, ep, action, result)
+        return self.finish_turn(eff, ep, action, result, await policy_stream_for(self.bus, ep.pending["worker"]))
 
-    def finish_turn(self, eff: Effects, ep: Episode, action: Action, res: StepResult) -> Effects:
+    def finish_turn(self, eff: Effects, ep: Episode, action: Action, res: StepResult,
+                    policy_stream: str | None = None) -> Effects:
         p = ep.pending
         assert p is not None
         reward = float(res.reward)
@@ -165,14 +167,16 @@ class EnvWorker(Worker):
         if res.terminated or res.truncated:
             return self.complete(eff, ep, "terminated" if res.terminated else "truncated")
         ep.seq += 1
-        return self.ask_policy(eff, ep)
+        return self.ask_policy(eff, ep, policy_stream)
 
     # -- outputs --------------------------------------------------------------------------------
-    def ask_policy(self, eff: Effects, ep: Episode) -> Effects:
+    def ask_policy(self, eff: Effects, ep: Episode, stream: str | None = None) -> Effects:
+        """Ask for the next action; ``stream`` routes it to the replica that holds the episode's
+        prefix cache (sticky episodes), else the shared policy stream."""
         req = PolicyRequest(episode_id=ep.episode_id, seq=ep.seq, env_id=ep.env_id, messages=ep.messages,
                             prompt_ids=ep.prompt_ids, n_seen=ep.n_seen, sampling=ep.sampling,
                             task=ep.env_state.get("task") if self.send_task_to_policy else None)
-        eff.send(self.bus.keys.stream("policy"), req)
+        eff.send(stream or self.bus.keys.stream("policy"), req)
         return self.save(eff, ep)
 
     def save(self, eff: Effects, ep: Episode) -> Effects:

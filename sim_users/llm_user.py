@@ -5,6 +5,10 @@ A backend supplies only ``generate(messages) -> text``; :func:`ask_llm_user` ask
 ``spec.parse_llm`` and, when that raises ``ValueError``, appends the bad reply and a correction
 and asks again, at most ``max_reasks`` times. Whatever still fails becomes a
 :class:`~userrl.errors.UserError`; malformed text is never passed on as the user's words.
+
+The leak guard (:mod:`userrl.sim_users.guards`) checks each parsed reply: a reply that states a
+hidden task fact verbatim, where the gym does not allow it, is re-asked the same way (the
+correction names what must not be said), and the last attempt's leaked words are redacted.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import structlog
 
 from userrl.errors import UserError, boundary
 from userrl.sim_users.base import UserQuery, UserSpec
+from userrl.sim_users.guards import redact_reply, reply_leaks
 
-__all__ = ["CORRECTION", "Generate", "SpecLookup", "ask_llm_user", "default_spec_lookup"]
+__all__ = ["CORRECTION", "LEAK_CORRECTION", "Generate", "SpecLookup", "ask_llm_user", "default_spec_lookup"]
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +31,8 @@ SpecLookup = Callable[[str], UserSpec]
 
 CORRECTION = ("Your previous reply could not be used ({error}). Reply again, following the "
               "required format exactly and writing nothing else.")
+LEAK_CORRECTION = ("Your previous reply revealed hidden information you must not state: {facts}. "
+                   "Reply again, in the same format, without revealing it.")
 
 
 def default_spec_lookup(env_id: str) -> UserSpec:
@@ -36,7 +43,7 @@ def default_spec_lookup(env_id: str) -> UserSpec:
 
 
 async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Generate, *,
-                       max_reasks: int = 2) -> dict[str, Any]:
+                       max_reasks: int = 2, leak_guard: bool = True) -> dict[str, Any]:
     """Answer ``query`` with an LLM; see the module docstring. Raises ``UserError``."""
     with boundary(UserError):
         spec = spec_lookup(query.env_id)
@@ -46,15 +53,30 @@ async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Gene
         with boundary(UserError):
             text = await generate(messages)
         try:
-            return spec.parse_llm(query, text)
+            reply = spec.parse_llm(query, text)
         except ValueError as exc:
             error = str(exc) or type(exc).__name__
             log.warning("user.malformed_reply", env_id=query.env_id, name=query.name,
                         attempt=attempt + 1, error=error, reply=text[:200])
             messages = [*messages, {"role": "assistant", "content": text},
                         {"role": "user", "content": CORRECTION.format(error=error)}]
+            continue
         except Exception as exc:  # a parser bug still fails only this rollout
             raise UserError(f"{query.env_id}: parse_llm raised "
                             f"{type(exc).__name__}: {exc}") from exc
+        if not leak_guard:
+            return reply
+        with boundary(UserError):
+            leaked = reply_leaks(query, reply, spec)
+        if not leaked:
+            return reply
+        if attempt == max_reasks:
+            log.warning("user.leak_redacted", env_id=query.env_id, name=query.name, n_facts=len(leaked))
+            return redact_reply(reply, leaked)
+        log.warning("user.leak", env_id=query.env_id, name=query.name, attempt=attempt + 1,
+                    n_facts=len(leaked))
+        facts = "; ".join(f"\"{f}\"" for f in leaked)
+        messages = [*messages, {"role": "assistant", "content": text},
+                    {"role": "user", "content": LEAK_CORRECTION.format(facts=facts)}]
     raise UserError(f"{query.env_id} {query.kind}/{query.name}: malformed reply after "
                     f"{max_reasks + 1} attempts: {error}", transient=False)

@@ -1,20 +1,44 @@
 """The simulated-user worker (``userrl worker user``).
 
-Reads the ``user`` stream in batches, answers every request concurrently (up to the worker's
-concurrency), and commits each reply atomically: stored under ``(episode, seq, hop)`` in the
-episode's replies hash (a re-executed env step replays it) and announced on the ``env`` stream.
-Transient backend failures (429, 5xx, timeouts) are retried with backoff; a failure that
-persists is sent as an error reply and the episode fails as an infrastructure error. Users are
-never trained: nothing here produces tokens for the learner.
+Reads the ``user`` stream in batches and keeps up to ``concurrency`` requests in flight at once:
+a request starts as soon as a slot is free and commits as soon as it is answered (commits of
+requests that finish together share one pipeline), so one slow LLM call never holds up the
+others. Each commit is atomic: the reply is stored under ``(episode, seq, hop)`` in the
+episode's replies hash (a re-executed env step replays it) and announced on the ``env`` stream,
+and the request is acked, in one step. A worker killed mid-request leaves its requests pending;
+a peer (or its own restart) reclaims and answers them, and the idempotent commit keeps a reply
+from being announced twice.
+
+Failures are classified, never passed on as user text:
+
+- a transient backend failure (HTTP 429/5xx, timeout, connection error) is retried with
+  exponential backoff, ``retries`` times (the ``openai`` client first retries on its own);
+- a failure that persists, or a permanent one (HTTP 4xx, a reply still malformed after the
+  re-asks, a backend bug), becomes an error reply (``kind: "user"``): the env worker fails the
+  episode as an infrastructure error, its trajectory has ``status: "failed"``;
+- a malformed request is dead-lettered.
+
+Users are never trained: nothing here produces tokens for the learner.
+
+Backend knobs (``user.timeout_s``, ``max_retries``, ``backoff_s``, ``retries``, ``max_tokens``,
+``temperature``) come from the deploy config's ``user`` section.
 """
 
 from __future__ import annotations
 
+import math
+import random
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import msgpack
 import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from userrl.bus.messages import UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
@@ -22,10 +46,19 @@ from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import ConfigError, MessageError, UserError
 from userrl.sim_users.base import ScriptedBackend, UserBackend, UserQuery
 
+__all__ = ["UserWorker", "backend_option", "make_user_backend"]
+
 log = structlog.get_logger(__name__)
+
+BACKENDS = ("scripted", "openai", "hf")
+
+def backend_option(cfg: Any, name: str) -> float:
+    """A user-backend knob from the deploy config's ``user`` section (validated at load)."""
+    return float(getattr(cfg.user, name))
 
 
 def make_user_backend(kind: str, cfg: Any) -> UserBackend:
+    """Build the user/judge backend ``kind`` (``scripted``, ``openai``, ``hf``) from a deploy config."""
     u = cfg.user
     if kind == "scripted":
         return ScriptedBackend()
@@ -35,59 +68,250 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
 
         if not u.base_url or not u.model:
             raise ConfigError("user.base_url and user.model are required for user.backend: openai")
-        return OpenAIUserBackend(OpenAIConfig(base_url=u.base_url, model=u.model, api_key_env=u.api_key_env))
+        backoff = backend_option(cfg, "backoff_s")
+        conc = cfg.workers["user"].concurrency if "user" in getattr(cfg, "workers", {}) else 64
+        oc = OpenAIConfig(base_url=u.base_url, model=u.model, api_key_env=u.api_key_env,
+                          temperature=backend_option(cfg, "temperature"),
+                          max_tokens=max(1, int(backend_option(cfg, "max_tokens"))),
+                          timeout_s=backend_option(cfg, "timeout_s"),
+                          concurrency=max(1, int(conc)),
+                          max_retries=int(backend_option(cfg, "max_retries")),
+                          backoff_base_s=backoff, backoff_max_s=max(30.0, backoff))
+        return OpenAIUserBackend(oc)
     if kind == "hf":
         from userrl.sim_users.hf_backend import HFUserBackend
 
         if not u.model:
             raise ConfigError("user.model (a local model path) is required for user.backend: hf")
         return HFUserBackend(u.model)
-    raise ConfigError(f"user.backend: {kind!r} is not one of ['scripted', 'openai', 'hf']")
+    raise ConfigError(f"user.backend: {kind!r} is not one of {list(BACKENDS)}")
 
 
 class UserWorker(Worker):
+    """Answers ``user_request`` messages with the configured backend (see the module docstring).
+
+    Args:
+        backend: the default backend (scripted when omitted).
+        per_gym: ``env_id -> backend`` overrides.
+        retries: worker-level retries of a transient :class:`~userrl.errors.UserError`.
+        retry_backoff_s: first delay between those retries (doubles, with jitter).
+    """
+
     role = "user"
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: UserBackend | None = None,
-                 per_gym: dict[str, UserBackend] | None = None, retries: int = 3,
+                 per_gym: dict[str, UserBackend] | None = None, retries: int = 2,
                  retry_backoff_s: float = 0.5) -> None:
         super().__init__(bus, settings)
-        self.backend = backend or ScriptedBackend()
+        if retries < 0 or retry_backoff_s < 0:
+            raise ConfigError(f"retries and retry_backoff_s must be >= 0, got {retries}, {retry_backoff_s}")
+        self.backend: UserBackend = backend or ScriptedBackend()
         self.per_gym = per_gym or {}
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
+        self.stats.update({"replies": 0, "failed": 0, "retried": 0})
+        self._slots = anyio.Semaphore(self.settings.concurrency)
+        self._tg: TaskGroup | None = None
+        self._done_tx: MemoryObjectSendStream[tuple[Delivery, Effects | BaseException]] | None = None
+        self._progress = anyio.Event()  # set (and replaced) whenever in-flight requests commit
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> UserWorker:
-        per_gym = {gym: make_user_backend(kind, cfg) for gym, kind in cfg.user.per_gym.items()}
-        return cls(bus, settings, backend=make_user_backend(cfg.user.backend, cfg), per_gym=per_gym)
+        backends: dict[str, UserBackend] = {cfg.user.backend: make_user_backend(cfg.user.backend, cfg)}
+        per_gym: dict[str, UserBackend] = {}
+        for gym, kind in cfg.user.per_gym.items():
+            if kind not in backends:
+                backends[kind] = make_user_backend(kind, cfg)
+            per_gym[gym] = backends[kind]
+        return cls(bus, settings, backend=backends[cfg.user.backend], per_gym=per_gym,
+                   retries=int(backend_option(cfg, "retries")),
+                   retry_backoff_s=backend_option(cfg, "backoff_s"))
+
+    def heartbeat_extra(self) -> dict[str, Any]:
+        return {"backend": type(self.backend).__name__}
+
+    async def on_stop(self) -> None:
+        seen: set[int] = set()
+        for b in [self.backend, *self.per_gym.values()]:
+            close = getattr(b, "aclose", None)
+            if close is not None and id(b) not in seen:
+                seen.add(id(b))
+                try:
+                    await close()
+                except Exception as exc:  # closing must not mask the shutdown
+                    self.log.warning("user.close_failed", backend=type(b).__name__, error=repr(exc))
+
+    # -- one request ----------------------------------------------------------------------------
+    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest."""
+        backend = self.per_gym.get(query.env_id, self.backend)
+        for attempt in range(self.retries + 1):
+            try:
+                reply = await backend.ask(query)
+            except UserError as exc:
+                if not exc.transient or attempt == self.retries:
+                    return None, {"kind": "user", "message": str(exc), "transient": exc.transient,
+                                  "attempts": attempt + 1}
+                self.stats["retried"] += 1
+                delay = self.retry_backoff_s * 2 ** attempt
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                self.log.warning("user.retry", env_id=query.env_id, name=query.name, attempt=attempt + 1,
+                                 error=str(exc), delay_s=round(delay, 3))
+                await anyio.sleep(delay)
+            except Exception as exc:  # a backend bug fails this episode, not the worker
+                return None, {"kind": "user", "message": f"{type(exc).__name__}: {exc}", "transient": False,
+                              "attempts": attempt + 1}
+            else:
+                if not isinstance(reply, dict):
+                    return None, {"kind": "user", "transient": False, "attempts": attempt + 1,
+                                  "message": f"backend returned {type(reply).__name__}, not a dict"}
+                return reply, None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def handle(self, d: Delivery) -> Effects:
         m = d.msg
-        assert isinstance(m, UserRequest)
+        if not isinstance(m, UserRequest):
+            raise MessageError(f"the user worker cannot handle {type(m).__name__}")
         try:
             query = UserQuery.from_dict(m.query)
         except (KeyError, ValueError, TypeError) as exc:
             raise MessageError(f"user_request {m.episode_id}:{m.seq}:{m.hop}: bad query: {exc}") from exc
-        backend = self.per_gym.get(query.env_id, self.backend)
-        reply: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                reply = await backend.ask(query)
-                break
-            except UserError as exc:
-                if not exc.transient or attempt == self.retries:
-                    error = {"kind": "user", "message": str(exc), "transient": exc.transient}
-                    break
-                await anyio.sleep(self.retry_backoff_s * 2**attempt)
-            except Exception as exc:  # a backend bug fails this episode, not the worker
-                error = {"kind": "user", "message": f"{type(exc).__name__}: {exc}", "transient": False}
-                break
+        reply, error = await self.answer(query)
         eff = Effects()
         if reply is not None:
-            eff.hset(self.bus.keys.replies(m.episode_id), {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
+            self.stats["replies"] += 1
+            eff.hset(self.bus.keys.replies(m.episode_id),
+                     {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
         else:
-            self.log.warning("user.failed", episode_id=m.episode_id, error=error)
-        out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error, worker=self.name)
+            self.stats["failed"] += 1
+            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop, error=error)
+        out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error,
+                        worker=self.name)
         return eff.send(self.bus.keys.stream("env"), out)
+
+    # -- pipelined processing: start on a free slot, commit on completion ------------------------
+    async def _loop(self) -> None:
+        tx: MemoryObjectSendStream[tuple[Delivery, Effects | BaseException]]
+        rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | BaseException]]
+        tx, rx = anyio.create_memory_object_stream(max_buffer_size=math.inf)
+        self._done_tx = tx
+        async with rx, anyio.create_task_group() as outer:
+            outer.start_soon(self._committer, rx)
+            async with tx, anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._read_loop()
+                # stopping (SIGTERM) or drained: let in-flight requests finish and commit
+                await self._wait_idle()
+            self._tg = None
+        self._done_tx = None
+
+    async def _read_loop(self) -> None:
+        """The base loop, but reading only as many entries as there are free slots: a worker
+        never hoards requests it cannot start (peers take them, and nothing waits unrenewed)."""
+        # 1) entries delivered to this consumer name before a restart, one read at a time
+        while not self.stopping:
+            own = await self.bus.read(self.stream, self.group, self.name, pending=True,
+                                      count=self.settings.concurrency)
+            if not own:
+                break
+            await self._process(own)
+            await self._wait_idle()
+        next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
+        next_trim = time.monotonic() + self.settings.trim_interval_s
+        backoff = 0.1
+        while not self.stopping:
+            while self._slots.value < 1:
+                await self._progress.wait()
+            count = min(self.bus.settings.read_count, int(self._slots.value))
+            now = time.monotonic()
+            try:
+                if now >= next_reclaim:
+                    next_reclaim = now + self.settings.reclaim_interval_s
+                    batch = await self.bus.reclaim(self.stream, self.group, self.name, count=count)
+                else:
+                    batch = await self.bus.read(self.stream, self.group, self.name, count=count)
+                if batch:
+                    await self._process(batch)
+                elif self.settings.burst and not self._in_flight and await self._drained():
+                    break
+                if now >= next_trim:
+                    next_trim = now + self.settings.trim_interval_s
+                    await self.bus.trim(self.stream)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # nothing is acked before its commit: waiting and reading again loses nothing
+                self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _wait_idle(self) -> None:
+        """Wait until every in-flight request is committed."""
+        while self._in_flight:
+            await self._progress.wait()
+
+    async def _process(self, batch: Sequence[Delivery]) -> None:
+        """Start every request of ``batch`` (dead-letter the bad ones); returns without waiting."""
+        assert self._tg is not None
+        for d in batch:
+            if d.entry_id in self._in_flight:
+                continue  # reclaimed from ourselves while still being answered
+            if d.msg is None:
+                await self._dead(d, f"undecodable: {d.error}")
+            elif d.deliveries > self.bus.settings.max_deliveries:
+                await self._dead(d, f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})")
+            else:
+                await self._slots.acquire()
+                self._in_flight[d.entry_id] = time.monotonic()
+                self._tg.start_soon(self._run_one, d)
+
+    async def _run_one(self, d: Delivery) -> None:
+        assert d.msg is not None and self._done_tx is not None
+        result: Effects | BaseException
+        with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
+            try:
+                result = await self.handle(d)
+            except Exception as exc:  # classified by the committer
+                result = exc
+        await self._done_tx.send((d, result))
+
+    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | BaseException]]) -> None:
+        async for first in rx:
+            done = [first]
+            while len(done) < 256:
+                try:
+                    done.append(rx.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            try:
+                await self._commit_done(done)
+            finally:
+                for d, _ in done:
+                    self._in_flight.pop(d.entry_id, None)
+                    self._slots.release()
+                progress, self._progress = self._progress, anyio.Event()
+                progress.set()
+
+    async def _commit_done(self, done: list[tuple[Delivery, Effects | BaseException]]) -> None:
+        to_commit: list[tuple[Delivery, Effects]] = []
+        for d, r in done:
+            if isinstance(r, MessageError):
+                await self._dead(d, f"invalid message: {r}")
+            elif isinstance(r, BaseException):
+                self.stats["errors"] += 1
+                self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
+                               entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
+            else:
+                to_commit.append((d, r))
+        backoff = 0.1
+        while True:
+            try:
+                applied = await self.bus.commit(to_commit)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # the commit is idempotent: retrying until Redis is back loses and doubles nothing
+                self.log.warning("user.commit_retry", error=repr(exc), retry_in_s=backoff, n=len(to_commit))
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.stats["handled"] += len(done)
+        self.stats["committed"] += sum(applied)
+        self.stats["duplicates"] += len(applied) - sum(applied)

@@ -110,6 +110,28 @@ class UserConfig:
     """Environment variable holding the API key (keys never go in configs)."""
     per_gym: dict[str, str] = field(default_factory=dict)
     """Backend override per env id, e.g. {userrl/Turtle-v0: openai}."""
+    temperature: float = 0.0
+    """Sampling temperature of LLM users and judges (the paper: 0)."""
+    max_tokens: int = 512
+    """Reply length cap of LLM users (Qwen3 thinking needs more, or disable it)."""
+    timeout_s: float = 60.0
+    """Deadline of one HTTP attempt."""
+    max_retries: int = 4
+    """HTTP client retries of a transient failure (429, 5xx, timeout, dropped connection)."""
+    backoff_s: float = 0.5
+    """First backoff delay of the client and the worker (doubles, capped)."""
+    retries: int = 2
+    """Worker retries after the client gave up; then the episode fails as an infrastructure error."""
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "timeout_s", "backoff_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"user.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_tokens", "timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"user.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_retries < 0 or self.retries < 0:
+            raise ConfigError("user.max_retries and user.retries must be >= 0")
 
 
 @dataclass
