@@ -5,7 +5,8 @@ One "turn" is what a dialogue step costs on the bus: env -> policy -> env -> use
 * raw: four asyncio consumers move a tiny payload around that loop with plain XREADGROUP /
   XADD / XACK (pipelined per batch), no idempotency, no snapshots, no episode logs.
 * userrl: the real env, policy and user workers on TelepathyGym (every turn asks the scripted
-  user a yes/no question), with an instant policy that always asks a question; every hop is an
+  user a yes/no question), with an instant policy that always asks a question (16-turn episodes, replaced as they
+  finish); every hop is an
   atomic Lua commit with its idempotency key, the state snapshot and the readable episode log.
 
 Both run in this one process and event loop against the same private Redis, one after the
@@ -35,6 +36,7 @@ from userrl.rollouts import make_resets, send_resets
 from userrl.sim_users.worker import UserWorker
 
 ENV_ID = "userrl/Telepathy-v0"
+MAX_TURNS = 16  # the paper's rollout cap; finished episodes are replaced to keep the load constant
 
 
 class AskingPolicy:
@@ -64,26 +66,38 @@ async def run_userrl(url: str, inflight: int, seconds: float) -> float:
     env = EnvWorker(bus, ws("env"), episode_ttl_s=60)
     workers = [env, PolicyWorker(bus, ws("policy"), backend=AskingPolicy()), UserWorker(bus, ws("user"))]
     tasks = load_tasks(ENV_ID, "train")
-    cap = 1000  # long episodes: measure steady state, not resets
+    started = 0
 
-    def feed(start: int, n: int) -> list:
-        return make_resets(ENV_ID, [dict(tasks[i % len(tasks)], id=f"{tasks[i % len(tasks)]['id']}-{i}")
-                                    for i in range(start, start + n)], max_turns=cap)
+    def feed(n: int) -> list:
+        nonlocal started
+        out = make_resets(ENV_ID, [dict(tasks[i % len(tasks)], id=f"{tasks[i % len(tasks)]['id']}-{i}")
+                                   for i in range(started, started + n)], max_turns=MAX_TURNS)
+        started += n
+        return out
 
-    await send_resets(bus, feed(0, inflight))
+    async def refill() -> None:  # keep `inflight` episodes live: a finished one is replaced
+        while True:
+            await anyio.sleep(0.02)
+            done = int(await bus.redis.hget(bus.keys.counters, "episodes_ok") or 0)
+            if started - done < inflight:
+                await send_resets(bus, feed(inflight - (started - done)))
+
+    await send_resets(bus, feed(inflight))
     async with anyio.create_task_group() as tg:
         for w in workers:
             tg.start_soon(w.async_run)
+        tg.start_soon(refill)
         await anyio.sleep(1.0)  # warm up
         t0, n0 = time.perf_counter(), env.stats["committed"]
         await anyio.sleep(seconds)
         t1, n1 = time.perf_counter(), env.stats["committed"]
         for w in workers:
             w.stop()
+        tg.cancel_scope.cancel()
     await bus.redis.flushdb()
     await bus.redis.aclose()
-    # the env worker commits 2 messages per turn (policy reply, user reply)
-    return (n1 - n0) / 2 / (t1 - t0)
+    # the env worker commits 2 messages per turn (policy reply, user reply), plus resets
+    return (n1 - n0) * MAX_TURNS / (2 * MAX_TURNS + 1) / (t1 - t0)
 
 
 async def run_raw(url: str, inflight: int, seconds: float) -> float:

@@ -15,7 +15,7 @@ the gym's :class:`UserSpec`. Users are never trained: nothing here produces poli
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 QueryKind = Literal["respond", "judge"]
@@ -42,7 +42,8 @@ class UserQuery:
     history: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # shallow: the nested values are plain data already (asdict would deep-copy the task)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UserQuery:

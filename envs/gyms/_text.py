@@ -11,6 +11,7 @@ phrases occurs in the text as a contiguous run of stemmed words.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -65,7 +66,13 @@ def _undouble(word: str) -> str:
 
 def stems(text: str) -> list[str]:
     """Stemmed words of ``text`` in order."""
-    return [stem(w) for w in normalize(text).split()]
+    return list(_stems(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _stems(text: str) -> tuple[str, ...]:
+    # scripted users stem the same lexicon phrases for every question: cache them
+    return tuple(stem(w) for w in normalize(text).split())
 
 
 def content_words(text: str, min_len: int = 3) -> list[str]:
