@@ -37,6 +37,14 @@ def parse_action(text: str) -> Action:
     return parse(text)
 
 
+def episode_score(turns: list[dict[str, Any]]) -> float:
+    """The paper's evaluation score: the sum of the turn rewards, unless the gym reports its own
+    final ``score`` (TravelGym: the mean over aspects of the best recommendation)."""
+    if turns and "info_score" in turns[-1]:
+        return float(turns[-1]["info_score"])
+    return float(sum(t["reward"] for t in turns))
+
+
 class EnvWorker(Worker):
     role = "env"
 
@@ -154,8 +162,9 @@ class EnvWorker(Worker):
                          "prompt_ids": p["prompt_ids"], "token_ids": p["token_ids"], "logprobs": p["logprobs"],
                          "policy_version": p["version"], "observation": res.observation,
                          "format_error": action.choice == "invalid", "worker": p["worker"],
-                         "terminated": res.terminated, "truncated": res.truncated})
-        feedback = feedback_text(res.observation, reward, self.show_reward)
+                         "terminated": res.terminated, "truncated": res.truncated,
+                         **({"info_score": float(res.info["score"])} if "score" in res.info else {})})
+        feedback = feedback_text(res.observation, reward, bool(ep.meta.get("show_reward", self.show_reward)))
         ep.messages.append({"role": "assistant", "content": p["text"]})
         n_seen = len(ep.messages)
         ep.messages.append({"role": "tool" if action.via_tool else "user", "content": feedback})
@@ -189,7 +198,7 @@ class EnvWorker(Worker):
                if error else None)
         traj = Trajectory(episode_id=ep.episode_id, group_id=ep.group_id, env_id=ep.env_id, task_id=ep.task_id,
                           turns=ep.turns, status=status, error=err,
-                          meta={**ep.meta, "end": end, "score": sum(t["reward"] for t in ep.turns)})
+                          meta={**ep.meta, "end": end, "score": episode_score(ep.turns)})
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
         self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err['message']}",
                       reward=sum(t["reward"] for t in ep.turns))

@@ -21,6 +21,7 @@ from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.loop import GRPOLearner
 from userrl.learner.metrics import MetricsLog
+from userrl.learner.rescore import append_groups
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,9 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
         groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
         t_roll = time.monotonic() - t0
         m = await anyio.to_thread.run_sync(learner.step, groups)
+        append_groups(learner.out / "groups.msgpack",
+                      [{"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
+                       for d in ds])
         path = learner.save_weights()
         ann = WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path))
         eff = Effects().send(bus.keys.weights, ann, {"version": learner.version, "path": str(path)})

@@ -171,6 +171,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model on the gyms' test splits through the workers."""
+    from userrl.learner.eval_run import format_report, run_eval
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    report = run_eval(cfg, args.config, args.set, model=args.model, gyms=args.gyms or cfg.gyms, n_tasks=args.tasks,
+                      k=args.k, temperature=args.temperature, max_turns=args.max_turns, api_model=args.api_model,
+                      out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
+    print(format_report(report, args.k))
+    print(f"report: {args.out or cfg.run_dir + '/eval'}/report.json and report.png")
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    """Recompute scores/advantages of archived groups with the config's reward settings."""
+    from userrl.learner.rescore import rescore_archive
+
+    cfg = _config(args)
+    src = args.archive or f"{cfg.run_dir}/learner/groups.msgpack"
+    dst = args.out or src.replace(".msgpack", f".{cfg.reward.credit}-{cfg.reward.score}.msgpack")
+    stats = rescore_archive(src, dst, cfg.reward)
+    print(json.dumps({"archive": src, "out": dst, "credit": cfg.reward.credit, "score": cfg.reward.score,
+                      "use_std": cfg.reward.use_std, **stats}))
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from userrl.envs.importer import import_userrl
 
@@ -223,6 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="the main job: SFT cold start, GRPO over the bus, evaluation")
     _add_config_args(t)
     t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a model on the test splits through the workers")
+    ev.add_argument("--model", required=True,
+                    help="a local model folder (hf), an OpenAI-compatible base URL (http...), or 'scripted'")
+    ev.add_argument("--api-model", default="", help="model name at the endpoint, for an http(s) --model")
+    ev.add_argument("--gyms", nargs="+", help="env ids (default: the config's gyms)")
+    ev.add_argument("--tasks", type=int, default=10_000, help="test tasks per gym (default: all)")
+    ev.add_argument("--k", type=int, default=1, help="samples per task: reports pass@1 and pass@k")
+    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--max-turns", type=int, default=0,
+                    help="turn cap (default 0: each gym's own; the paper's evaluation used 16)")
+    ev.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
+    ev.add_argument("--attach", action="store_true", help="use the deploy's running workers instead of starting them")
+    ev.add_argument("--timeout", type=float, default=3600.0)
+    _add_config_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    rs = sub.add_parser("rescore", help="re-score archived episodes with other reward settings (--set reward.*)")
+    rs.add_argument("archive", nargs="?", help="groups archive (default: RUN_DIR/learner/groups.msgpack)")
+    rs.add_argument("--out", help="where to write the rescored archive")
+    _add_config_args(rs)
+    rs.set_defaults(func=cmd_rescore)
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True)

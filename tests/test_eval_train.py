@@ -1,0 +1,61 @@
+"""The real entry points in subprocesses: ``userrl eval`` through the workers on all eight gyms
+with the scripted experts, and a tiny ``userrl train`` run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
+ALL = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0",
+       "userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "USERRL_REDIS_URL"}  # the launcher's own Redis
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_eval_scripted_experts_reach_the_maximum_on_every_gym(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "userrl", "eval", "--model", "scripted", "--config", str(CI),
+                          "--set", f"run_dir={tmp_path}", "--set", "run=evaltest", "--gyms", *ALL, "--tasks", "4",
+                          "--k", "2"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert set(report["gyms"]) == set(ALL)
+    for gym, g in report["gyms"].items():
+        assert g["episodes"] == 8 and g["failed"] == 0, gym
+        assert g["pass@1"] == pytest.approx(g["max"]) and g["pass@2"] == pytest.approx(g["max"]), gym
+    assert (tmp_path / "eval" / "report.png").stat().st_size > 1000
+    assert "pass@2" in out.stdout and "overall" in out.stdout
+
+
+@pytest.mark.train
+def test_train_main_job_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    sets = [f"run_dir={tmp_path}", "run=trainsmoke", "train.steps=2", "train.sft_epochs=1", "train.eval_tasks=2",
+            "train.groups_per_step=2", "train.group_size=2", "train.max_turns=2", "policy.max_new_tokens=8",
+            "policy.tiny_size={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+            "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}"]
+    args = [sys.executable, "-m", "userrl", "train", "--config", str(CI)]
+    for s in sets:
+        args += ["--set", s]
+    args += ["--set", "policy.backend=hf", "--set", "policy.model=tiny"]
+    out = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["eval"]) == {"base", "sft", "sft+grpo"}
+    assert report["check"]["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("loss/policy" in r for r in rows)
+    assert (tmp_path / "metrics.png").is_file() and (tmp_path / "eval.png").is_file()
+    assert (tmp_path / "learner" / "groups.msgpack").stat().st_size > 0
+    assert "sft+grpo" in out.stdout
