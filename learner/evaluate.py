@@ -68,11 +68,12 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
 
 async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "test", n_tasks: int = 15,
                    max_turns: int = 6, temperature: float = 0.0, max_new_tokens: int = 48,
-                   show_reward: bool = False) -> dict[str, Any]:
-    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split``."""
-    episodes = [(g, t) for g in gyms for t in load_tasks(g, split)[:n_tasks]]
+                   show_reward: bool = False, samples: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split``;
+    with ``samples`` > 1 each task is played that many times (sampling) and all are averaged."""
+    episodes = [(g, t) for g in gyms for t in load_tasks(g, split)[:n_tasks] for _ in range(samples)]
     played = await play(backend, episodes, max_turns=max_turns, show_reward=show_reward,
-                        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=0))
+                        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     report: dict[str, Any] = {"gyms": {}}
     for g in gyms:
         mine = [e for e in played if e.env_id == g]

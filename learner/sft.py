@@ -10,7 +10,9 @@ spans with ``{% generation %}``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,8 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
                      report_to=[], logging_strategy="no", use_cpu=True, dataloader_pin_memory=False,
                      disable_tqdm=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
-    result = trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its summary; stdout is for results
+        result = trainer.train()
     model.save_pretrained(out)
     tok.save_pretrained(out)
     log.info("sft.done", out=str(out), loss=round(result.training_loss, 4), dialogues=len(dialogues), epochs=epochs)

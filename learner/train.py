@@ -84,8 +84,9 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     for name, path in models.items():
         backend = HFBackend(path, device=cfg.policy.device, seed=cfg.seed,
                             tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
-        out[name] = anyio.run(lambda b=backend: evaluate(b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns,
-                                                         temperature=0.0, max_new_tokens=cfg.policy.max_new_tokens))
+        out[name] = anyio.run(lambda b=backend: evaluate(
+            b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,
+            samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed))
     return out
 
 

@@ -179,6 +179,11 @@ class TrainConfig:
     """Turns generated more than this many versions before the learner's are dropped."""
     eval_tasks: int = 15
     """Test tasks per gym in the final evaluation."""
+    eval_temperature: float = 1.0
+    """Sampling temperature of the final evaluation. The paper evaluates at 0 (greedy); a model
+    of a million parameters loops under greedy decoding, so the CPU default samples like training."""
+    eval_samples: int = 4
+    """Episodes per test task in the final evaluation (averaged; fixed seed)."""
     time_budget_s: float = 480.0
     """GRPO stops early after this many seconds (the CPU default must finish in 10 minutes)."""
     checkpoint_every: int = 10
@@ -186,7 +191,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
-                                  "checkpoint_every"))
+                                  "eval_samples", "checkpoint_every"))
+        if self.eval_temperature < 0:
+            raise ConfigError(f"train.eval_temperature must be >= 0, got {self.eval_temperature}")
         if self.sft_epochs < 0:
             raise ConfigError(f"train.sft_epochs must be >= 0, got {self.sft_epochs}")
         if self.max_staleness < 0:
