@@ -57,12 +57,17 @@ async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str
 
 async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps: int, groups_per_step: int,
                 metrics: MetricsLog, time_budget_s: float, checkpoint_every: int = 10,
-                consumer: str = "learner-0", group_timeout_s: float = 600.0) -> list[dict[str, Any]]:
+                consumer: str = "learner-0", group_timeout_s: float = 600.0,
+                first_step: int = 1) -> list[dict[str, Any]]:
     await bus.ensure_group(bus.keys.stream("learner"), bus.keys.group("learner"))
+    if learner.version > 0:  # resumed: the policy workers start from the checkpoint's weights
+        path = learner.save_weights()
+        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
+                                                             version=learner.version, path=str(path)))
     t_start = time.monotonic()
     rows = []
-    bar = tqdm(total=steps, desc="GRPO", unit="step", dynamic_ncols=True, mininterval=1.0)
-    for step in range(1, steps + 1):
+    bar = tqdm(total=steps, initial=first_step - 1, desc="GRPO", unit="step", dynamic_ncols=True, mininterval=1.0)
+    for step in range(first_step, steps + 1):
         t0 = time.monotonic()
         await dispatcher.fill(learner.version)
         ds, dropped = await collect_groups(bus, dispatcher, groups_per_step, consumer, group_timeout_s,

@@ -27,11 +27,13 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
     from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
 
     t = cfg.train
+    out = run_dir / "sft-model"
     if t.sft_epochs == 0:
         return base
+    if t.resume and (out / "config.json").is_file():
+        return str(out)
     dialogues = (load_dialogues(t.sft_data) if t.sft_data
                  else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
-    out = run_dir / "sft-model"
     run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools)
     return str(out)
 
@@ -52,7 +54,13 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
     try:
         loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
                           max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
-        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        first_step = 1
+        if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
+            learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+            first_step = int(state.get("step", 0)) + 1
+            log.info("train.resumed", version=learner.version, step=first_step)
+        else:
+            learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
         tasks = {g: load_tasks(g, "train") for g in t.gyms}
         sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
 
@@ -62,6 +70,7 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
                 dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
                                         t.max_turns, sampling, seed=cfg.seed)
                 return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
+                                   first_step=first_step,
                                    metrics=MetricsLog(run_dir / "metrics.jsonl"), time_budget_s=t.time_budget_s,
                                    checkpoint_every=t.checkpoint_every, group_timeout_s=cfg.reward.group_timeout_s)
             finally:
@@ -137,7 +146,8 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
     t0 = time.monotonic()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if not cfg.train.resume:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     base = resolve_model_path(cfg)
     log.info("train.base_model", path=base)
     sft = sft_stage(cfg, base, run_dir)

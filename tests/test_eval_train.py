@@ -43,6 +43,7 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     pytest.importorskip("trl")
     sets = [f"run_dir={tmp_path}", "run=trainsmoke", "train.steps=2", "train.sft_epochs=1", "train.eval_tasks=2",
             "train.groups_per_step=2", "train.group_size=2", "train.max_turns=2", "policy.max_new_tokens=8",
+            "train.checkpoint_every=1", "train.eval_samples=1",
             "policy.tiny_size={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
             "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}"]
     args = [sys.executable, "-m", "userrl", "train", "--config", str(CI)]
@@ -59,3 +60,12 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     assert (tmp_path / "metrics.png").is_file() and (tmp_path / "eval.png").is_file()
     assert (tmp_path / "learner" / "groups.msgpack").stat().st_size > 0
     assert "sft+grpo" in out.stdout
+    # resume: the checkpoint of step 2 continues to step 3 (no second SFT)
+    sft_written = (tmp_path / "sft-model" / "config.json").stat().st_mtime_ns
+    again = subprocess.run([*args, "--set", "train.steps=3", "--set", "train.resume=true"], env=_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "sft-model" / "config.json").stat().st_mtime_ns == sft_written
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["policy/version"] == 3

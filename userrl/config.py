@@ -187,7 +187,9 @@ class TrainConfig:
     time_budget_s: float = 400.0
     """GRPO stops early after this many seconds (the CPU default must finish in 10 minutes)."""
     checkpoint_every: int = 10
-    """Save a resumable checkpoint every N steps."""
+    """Save a resumable checkpoint every N steps (run_dir/learner/checkpoint)."""
+    resume: bool = False
+    """Continue GRPO from run_dir/learner/checkpoint (model, optimizer, version, step) if it exists."""
 
     def __post_init__(self) -> None:
         _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
