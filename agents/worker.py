@@ -36,12 +36,9 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from userrl.agents.parsing import TOOL_SCHEMA
 from userrl.agents.base import GenRequest, GenResult, IsolatingBackend, PolicyBackend, Sampling
+from userrl.agents.parsing import TOOL_SCHEMA
 from userrl.bus.keys import Keys
 from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
@@ -168,7 +165,6 @@ class PolicyWorker(Worker):
         self.swaps: list[dict[str, Any]] = []
         self._weights_cursor = "0-0"
         self._weights_retry_at = 0.0
-        self._entry_streams: dict[str, set[str]] = {}  #: in-flight entry id -> its stream(s)
         self._dead_since: dict[str, float] = {}
         self.stats["sticky"] = 0  #: requests read from the own stream
         self.stats["failed_requests"] = 0
@@ -288,42 +284,11 @@ class PolicyWorker(Worker):
         self.log.info("policy.weights_loaded", version=msg.version, path=msg.path, swap_s=round(seconds, 3))
 
     # -- reading two streams, adopting dead replicas' streams -----------------------------------
-    async def _read(self, streams: Sequence[str], block_ms: int | None) -> list[Delivery]:
-        """XREADGROUP new entries of ``streams`` (one call; ``block_ms`` None = don't block)."""
-        try:
-            resp = await self.bus.redis.xreadgroup(self.group, self.name, {s: ">" for s in streams},
-                                                   count=self.bus.settings.read_count, block=block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.log.warning("policy.nogroup_recreated", streams=list(streams), error=str(exc))
-            for s in streams:
-                await self.bus.ensure_group(s, self.group)
-            return []
-        out: list[Delivery] = []
-        for stream, entries in resp or []:
-            name = stream.decode() if isinstance(stream, bytes) else str(stream)
-            for eid, fields in entries:
-                if fields:
-                    out.append(self._delivery(name, eid, fields))
-        return out
+    def input_streams(self) -> list[str]:
+        return [self.own_stream, self.stream]  # the own stream first: sticky episodes
 
-    def _delivery(self, stream: str, eid: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
-        d = Delivery(stream, self.group, eid.decode() if isinstance(eid, bytes) else str(eid), fields)
-        raw = fields.get(PAYLOAD)
-        if raw is None:
-            d.error = "entry has no payload field 'p'"
-            return d
-        try:
-            d.msg = decode(raw, max_bytes=self.bus.settings.max_message_bytes)
-        except MessageError as exc:
-            d.error = str(exc)
-        return d
-
-    async def _reclaim_round(self) -> list[Delivery]:
-        batch = await self.bus.reclaim(self.stream, self.group, self.name)
-        batch += await self.bus.reclaim(self.own_stream, self.group, self.name)
-        return batch + await self.adopt_orphans()
+    async def extra_reclaim(self) -> list[Delivery]:
+        return await self.adopt_orphans()
 
     async def adopt_orphans(self) -> list[Delivery]:
         """Entries in the own streams of replicas whose heartbeat expired: the never-delivered
@@ -351,7 +316,7 @@ class PolicyWorker(Worker):
                 await r.srem(key, name)
                 continue
             got = await self.bus.reclaim(stream, self.group, self.name)
-            got += await self._read([stream], None)
+            got += await self.bus.read_many([stream], self.group, self.name, block=False)
             if got:
                 self.log.info("policy.adopted", replica=name, n=len(got))
                 out += got
@@ -368,66 +333,3 @@ class PolicyWorker(Worker):
             self._dead_since.pop(name, None)
             self.log.info("policy.pruned_replica", replica=name)
 
-    # -- the loop (the base loop, over the shared and the own stream) ---------------------------
-    async def _loop(self) -> None:
-        for stream in (self.own_stream, self.stream):  # entries delivered to us before a restart
-            while not self.stopping:
-                own = await self.bus.read(stream, self.group, self.name, pending=True)
-                if not own:
-                    break
-                await self._process(own)
-        next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
-        next_trim = time.monotonic() + self.settings.trim_interval_s
-        backoff = 0.1
-        while not self.stopping:
-            now = time.monotonic()
-            try:
-                if now >= next_reclaim:
-                    next_reclaim = now + self.settings.reclaim_interval_s
-                    batch = await self._reclaim_round()
-                else:  # the own stream first: sticky episodes
-                    batch = await self._read([self.own_stream, self.stream], self.bus.settings.block_ms)
-                if batch:
-                    await self._process(batch)
-                elif self.settings.burst and await self._drained():
-                    break
-                if now >= next_trim:
-                    next_trim = now + self.settings.trim_interval_s
-                    await self.bus.trim(self.stream)
-                    await self.bus.trim(self.own_stream)
-                backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def _process(self, batch: Sequence[Delivery]) -> None:
-        for d in batch:  # ids are per stream: the same id may be in flight from two streams
-            self._entry_streams.setdefault(d.entry_id, set()).add(d.stream)
-        try:
-            await super()._process(batch)
-        finally:
-            for d in batch:
-                self._entry_streams.pop(d.entry_id, None)
-
-    async def _drained(self) -> bool:
-        for stream in (self.stream, self.own_stream):
-            for g in await self.bus.group_info(stream):
-                if g.get("name") == self.group and (int(g.get("pending") or 0) or int(g.get("lag") or 0)):
-                    return False
-        return True
-
-    async def _renew_loop(self) -> None:
-        every = self.bus.settings.min_idle_ms / 3000
-        while True:
-            await anyio.sleep(every)
-            by_stream: dict[str, list[str]] = {}
-            for eid, t in list(self._in_flight.items()):
-                if time.monotonic() - t > every:
-                    for stream in self._entry_streams.get(eid, {self.stream}):
-                        by_stream.setdefault(stream, []).append(eid)
-            for stream, ids in by_stream.items():
-                try:
-                    await self.bus.renew(stream, self.group, self.name, ids)
-                except Exception as exc:
-                    self.log.warning("worker.renew_failed", stream=stream, error=repr(exc))

@@ -213,6 +213,30 @@ class Bus:
             await self.redis.xack(stream, group, *gone)
         return out
 
+    async def read_many(self, streams: Sequence[str], group: str, consumer: str, *, count: int | None = None,
+                        block: bool = True) -> list[Delivery]:
+        """New entries of several streams in one XREADGROUP (the same group on each)."""
+        if len(streams) == 1 and block:
+            return await self.read(streams[0], group, consumer, count=count)
+        for s in streams:
+            if (s, group) not in self._groups_ready:
+                await self.ensure_group(s, group)
+        try:
+            resp = await self.redis.xreadgroup(group, consumer, {s: ">" for s in streams},
+                                               count=count or self.settings.read_count,
+                                               block=self.settings.block_ms if block else None)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            for s in streams:
+                await self._recreate_group(s, group, exc)
+            return []
+        out: list[Delivery] = []
+        for stream, entries in resp or []:
+            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            out += [self._delivery(name, group, eid, f) for eid, f in entries if f]
+        return out
+
     def _delivery(self, stream: str, group: str, eid: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
         entry_id = eid.decode() if isinstance(eid, bytes) else eid
         d = Delivery(stream, group, entry_id, fields)

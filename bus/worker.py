@@ -78,7 +78,7 @@ class Worker:
         self.group = bus.keys.group(self.role)
         self.stats = {"handled": 0, "committed": 0, "duplicates": 0, "dead_lettered": 0, "errors": 0}
         self._stopping = anyio.Event()
-        self._in_flight: dict[str, float] = {}
+        self._in_flight: dict[tuple[str, str], float] = {}  #: (stream, entry id) -> start time
         self.log = log.bind(role=self.role, worker=self.name)
 
     # -- to implement ---------------------------------------------------------------------------
@@ -156,31 +156,56 @@ class Worker:
             await self.on_stop()
             self.log.info("worker.stopped", **self.stats)
 
+    # -- hooks for roles that read differently ----------------------------------------------------
+    def input_streams(self) -> list[str]:
+        """Streams this worker consumes (its group on each); read together, the first first."""
+        return [self.stream]
+
+    async def read_budget(self) -> int:
+        """How many entries the next read may take (a role may wait here for free capacity)."""
+        return self.bus.settings.read_count
+
+    async def extra_reclaim(self) -> list[Delivery]:
+        """More entries to take over on a reclaim round (e.g. a dead replica's own stream)."""
+        return []
+
+    async def settle(self) -> None:
+        """Wait until work started by :meth:`_process` is committed (for roles that do not
+        commit inside ``_process``)."""
+
+    # -- the loop ---------------------------------------------------------------------------------
     async def _loop(self) -> None:
+        streams = self.input_streams()
         # 1) entries delivered to this consumer name before a restart
-        while not self.stopping:
-            own = await self.bus.read(self.stream, self.group, self.name, pending=True)
-            if not own:
-                break
-            await self._process(own)
+        for stream in streams:
+            while not self.stopping:
+                own = await self.bus.read(stream, self.group, self.name, pending=True,
+                                          count=await self.read_budget())
+                if not own:
+                    break
+                await self._process(own)
+                await self.settle()
         next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
         next_trim = time.monotonic() + self.settings.trim_interval_s
         backoff = 0.1
         while not self.stopping:
+            count = await self.read_budget()
             now = time.monotonic()
             try:
                 if now >= next_reclaim:
                     next_reclaim = now + self.settings.reclaim_interval_s
-                    batch = await self.bus.reclaim(self.stream, self.group, self.name)
+                    batch = [d for s in streams for d in await self.bus.reclaim(s, self.group, self.name, count=count)]
+                    batch += await self.extra_reclaim()
                 else:
-                    batch = await self.bus.read(self.stream, self.group, self.name)
+                    batch = await self.bus.read_many(streams, self.group, self.name, count=count)
                 if batch:
                     await self._process(batch)
-                elif self.settings.burst and await self._drained():
+                elif self.settings.burst and not self._in_flight and await self._drained():
                     break
                 if now >= next_trim:
                     next_trim = now + self.settings.trim_interval_s
-                    await self.bus.trim(self.stream)
+                    for s in streams:
+                        await self.bus.trim(s)
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is down past the client's retry policy: nothing was acked that was not
@@ -188,11 +213,13 @@ class Worker:
                 self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        await self.settle()  # stopping (SIGTERM) or drained: finish and commit what is in flight
 
     async def _drained(self) -> bool:
-        for g in await self.bus.group_info(self.stream):
-            if g.get("name") == self.group:
-                return int(g.get("pending") or 0) == 0 and int(g.get("lag") or 0) == 0
+        for stream in self.input_streams():
+            for g in await self.bus.group_info(stream):
+                if g.get("name") == self.group and (int(g.get("pending") or 0) or int(g.get("lag") or 0)):
+                    return False
         return True
 
     async def _process(self, batch: Sequence[Delivery]) -> None:
@@ -208,7 +235,7 @@ class Worker:
             return
         now = time.monotonic()
         for d in good:
-            self._in_flight[d.entry_id] = now
+            self._in_flight[(d.stream, d.entry_id)] = now
         try:
             results = await self.handle_batch(good)
             to_commit: list[tuple[Delivery, Effects]] = []
@@ -224,7 +251,7 @@ class Worker:
             applied = await self.bus.commit(to_commit)
         finally:
             for d in good:
-                self._in_flight.pop(d.entry_id, None)
+                self._in_flight.pop((d.stream, d.entry_id), None)
         self.stats["handled"] += len(good)
         self.stats["committed"] += sum(applied)
         self.stats["duplicates"] += len(applied) - sum(applied)
@@ -261,9 +288,12 @@ class Worker:
         every = self.bus.settings.min_idle_ms / 3000
         while True:
             await anyio.sleep(every)
-            old = [eid for eid, t in list(self._in_flight.items()) if time.monotonic() - t > every]
-            if old:
+            by_stream: dict[str, list[str]] = {}
+            for (stream, eid), t in list(self._in_flight.items()):
+                if time.monotonic() - t > every:
+                    by_stream.setdefault(stream, []).append(eid)
+            for stream, ids in by_stream.items():
                 try:
-                    await self.bus.renew(self.stream, self.group, self.name, old)
+                    await self.bus.renew(stream, self.group, self.name, ids)
                 except Exception as exc:
                     self.log.warning("worker.renew_failed", error=repr(exc))

@@ -199,50 +199,19 @@ class UserWorker(Worker):
             outer.start_soon(self._committer, rx)
             async with tx, anyio.create_task_group() as tg:
                 self._tg = tg
-                await self._read_loop()
-                # stopping (SIGTERM) or drained: let in-flight requests finish and commit
-                await self._wait_idle()
+                await super()._loop()  # the base loop; it settles (waits idle) before returning
             self._tg = None
         self._done_tx = None
 
-    async def _read_loop(self) -> None:
-        """The base loop, but reading only as many entries as there are free slots: a worker
-        never hoards requests it cannot start (peers take them, and nothing waits unrenewed)."""
-        # 1) entries delivered to this consumer name before a restart, one read at a time
-        while not self.stopping:
-            own = await self.bus.read(self.stream, self.group, self.name, pending=True,
-                                      count=self.settings.concurrency)
-            if not own:
-                break
-            await self._process(own)
-            await self._wait_idle()
-        next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
-        next_trim = time.monotonic() + self.settings.trim_interval_s
-        backoff = 0.1
-        while not self.stopping:
-            while self._slots.value < 1:
-                await self._progress.wait()
-            count = min(self.bus.settings.read_count, int(self._slots.value))
-            now = time.monotonic()
-            try:
-                if now >= next_reclaim:
-                    next_reclaim = now + self.settings.reclaim_interval_s
-                    batch = await self.bus.reclaim(self.stream, self.group, self.name, count=count)
-                else:
-                    batch = await self.bus.read(self.stream, self.group, self.name, count=count)
-                if batch:
-                    await self._process(batch)
-                elif self.settings.burst and not self._in_flight and await self._drained():
-                    break
-                if now >= next_trim:
-                    next_trim = now + self.settings.trim_interval_s
-                    await self.bus.trim(self.stream)
-                backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # nothing is acked before its commit: waiting and reading again loses nothing
-                self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+    async def read_budget(self) -> int:
+        """Read only as many entries as there are free slots: a worker never hoards requests it
+        cannot start (peers take them, and nothing waits unrenewed)."""
+        while self._slots.value < 1:
+            await self._progress.wait()
+        return min(self.bus.settings.read_count, int(self._slots.value))
+
+    async def settle(self) -> None:
+        await self._wait_idle()
 
     async def _wait_idle(self) -> None:
         """Wait until every in-flight request is committed."""
@@ -253,7 +222,7 @@ class UserWorker(Worker):
         """Start every request of ``batch`` (dead-letter the bad ones); returns without waiting."""
         assert self._tg is not None
         for d in batch:
-            if d.entry_id in self._in_flight:
+            if (d.stream, d.entry_id) in self._in_flight:
                 continue  # reclaimed from ourselves while still being answered
             if d.msg is None:
                 await self._dead(d, f"undecodable: {d.error}")
@@ -261,7 +230,7 @@ class UserWorker(Worker):
                 await self._dead(d, f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})")
             else:
                 await self._slots.acquire()
-                self._in_flight[d.entry_id] = time.monotonic()
+                self._in_flight[(d.stream, d.entry_id)] = time.monotonic()
                 self._tg.start_soon(self._run_one, d)
 
     async def _run_one(self, d: Delivery) -> None:
@@ -286,7 +255,7 @@ class UserWorker(Worker):
                 await self._commit_done(done)
             finally:
                 for d, _ in done:
-                    self._in_flight.pop(d.entry_id, None)
+                    self._in_flight.pop((d.stream, d.entry_id), None)
                     self._slots.release()
                 progress, self._progress = self._progress, anyio.Event()
                 progress.set()
