@@ -103,3 +103,19 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
     rows = await bus.redis.xrange(bus.keys.episode(resets[0].episode_id))
     roles = [f[b"role"].decode() for _, f in rows]
     assert roles[:2] == ["system", "user"] and roles[-1] == "end" and "assistant" in roles
+
+
+def test_dispatch_command_runs_episodes_on_a_running_deploy(run_name, subprocess_env, python, tmp_path) -> None:
+    procs = [start(role, f"{role}-0", run_name, subprocess_env, python, tmp_path) for role in ("env", "policy", "user")]
+    try:
+        out = subprocess.run([python, "-m", "userrl", "dispatch", "--config", str(CI), "--set", f"run={run_name}",
+                              "--gyms", "userrl/Function-v0", "userrl/Intention-v0", "--split", "test",
+                              "--tasks", "3", "--group-size", "2", "--wait", "--timeout", "60"],
+                             env=subprocess_env, capture_output=True, text=True, timeout=120)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=20)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "dispatched 12 episodes" in out.stdout and "finished 12 (12 ok)" in out.stdout

@@ -198,6 +198,88 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """Start episodes on a running deploy (``userrl up``) and optionally wait for them."""
+    from userrl.envs.datasets import load_tasks
+    from userrl.rollouts import make_resets, send_resets, wait_trajectories
+    from userrl.runtime import make_bus
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    resets = []
+    for gym in args.gyms or cfg.gyms:
+        resets += make_resets(gym, load_tasks(gym, args.split)[:args.tasks], group_size=args.group_size,
+                              seed=cfg.seed, max_turns=args.max_turns, prefix=args.prefix,
+                              sampling={"temperature": cfg.policy.temperature,
+                                        "max_new_tokens": cfg.policy.max_new_tokens},
+                              meta={"split": args.split, "group_size": args.group_size})
+
+    async def run() -> int:
+        bus = make_bus(cfg)
+        try:
+            await send_resets(bus, resets)
+            print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
+            if args.wait:
+                got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout)
+                done = [t[0] for t in got.values()]
+                ok = [t for t in done if t.status == "ok"]
+                mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
+                print(f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}")
+        finally:
+            await bus.redis.aclose()
+        return 0
+
+    return anyio.run(run)
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    """The GRPO learner process against a running deploy (its workers serve the rollouts)."""
+    from pathlib import Path
+
+    from userrl.agents.worker import resolve_model_path
+    from userrl.envs.datasets import load_tasks
+    from userrl.learner.dispatch import Dispatcher
+    from userrl.learner.grpo import LossConfig
+    from userrl.learner.loop import GRPOLearner
+    from userrl.learner.metrics import MetricsLog, plot_metrics
+    from userrl.learner.run import learn
+    from userrl.runtime import make_bus
+
+    cfg = _config(args)
+    configure_logging(cfg.log_level)
+    t = cfg.train
+    run_dir = Path(cfg.run_dir)
+    loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef, max_staleness=t.max_staleness,
+                      temperature=cfg.policy.temperature)
+    if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
+        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        first = int(state.get("step", 0)) + 1
+    else:
+        learner, first = GRPOLearner(resolve_model_path(cfg), run_dir / "learner", lr=t.lr, loss=loss,
+                                     seed=cfg.seed), 1
+    tasks = {g: load_tasks(g, "train") for g in t.gyms}
+    sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+
+    async def run() -> list:
+        bus = make_bus(cfg)
+        try:
+            dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1), t.max_turns,
+                                    sampling, seed=cfg.seed, run_tag=f"learn{first}-")
+            return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
+                               metrics=metrics, time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
+                               group_timeout_s=cfg.reward.group_timeout_s, first_step=first)
+        finally:
+            await bus.redis.aclose()
+
+    anyio.run(run)
+    learner.checkpoint({"step": t.steps})
+    final = learner.save_model(run_dir / "final-model")
+    plot_metrics(metrics.read(), run_dir / "metrics.png")
+    print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from userrl.envs.importer import import_userrl
 
@@ -266,6 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--timeout", type=float, default=3600.0)
     _add_config_args(ev)
     ev.set_defaults(func=cmd_eval)
+
+    dp = sub.add_parser("dispatch", help="start episodes on a running deploy")
+    dp.add_argument("--gyms", nargs="+", help="env ids (default: the config's gyms)")
+    dp.add_argument("--split", default="train", choices=["train", "test"])
+    dp.add_argument("--tasks", type=int, default=4, help="tasks per gym")
+    dp.add_argument("--group-size", type=int, default=1)
+    dp.add_argument("--max-turns", type=int, default=0, help="0 = each gym's own cap")
+    dp.add_argument("--prefix", default="run:", help="episode id prefix")
+    dp.add_argument("--wait", action="store_true", help="wait for every episode to finish")
+    dp.add_argument("--timeout", type=float, default=600.0)
+    _add_config_args(dp)
+    dp.set_defaults(func=cmd_dispatch)
+
+    le = sub.add_parser("learn", help="the GRPO learner process against a running deploy")
+    _add_config_args(le)
+    le.set_defaults(func=cmd_learn)
 
     rs = sub.add_parser("rescore", help="re-score archived episodes with other reward settings (--set reward.*)")
     rs.add_argument("archive", nargs="?", help="groups archive (default: RUN_DIR/learner/groups.msgpack)")
