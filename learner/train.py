@@ -38,9 +38,10 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
     return str(out)
 
 
-def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str,
-               run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
-    from userrl.deploy.launcher import Launcher
+def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None = None,
+             tag: str = "train") -> tuple[Any, list[dict[str, Any]]]:
+    """The learner process: GRPO against the deploy on ``url`` (its workers serve the rollouts).
+    Resumes from ``run_dir/learner/checkpoint`` when ``train.resume`` is set and one exists."""
     from userrl.envs.datasets import load_tasks
     from userrl.learner.dispatch import Dispatcher
     from userrl.learner.grpo import LossConfig
@@ -49,34 +50,42 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
     from userrl.runtime import make_bus
 
     t = cfg.train
-    worker_overrides = [*overrides, f"policy.model={start_model}"]
-    launcher = Launcher(cfg, config_path, worker_overrides).start().start_background()
+    loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
+                      max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
+    first_step = 1
+    if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
+        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        first_step = int(state.get("step", 0)) + 1
+        log.info("train.resumed", version=learner.version, step=first_step)
+    else:
+        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+    tasks = {g: load_tasks(g, "train") for g in t.gyms}
+    sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
+
+    async def main() -> list[dict[str, Any]]:
+        bus = make_bus(cfg, url=url)
+        try:
+            dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
+                                    t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-")
+            return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
+                               first_step=first_step, metrics=MetricsLog(run_dir / "metrics.jsonl"),
+                               time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
+                               group_timeout_s=cfg.reward.group_timeout_s)
+        finally:
+            await bus.redis.aclose()
+
+    rows = anyio.run(main)
+    return learner, rows
+
+
+def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str,
+               run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """Start every worker role under the launcher (policy workers on ``start_model``), then GRPO."""
+    from userrl.deploy.launcher import Launcher
+
+    launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"]).start().start_background()
     try:
-        loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
-                          max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
-        first_step = 1
-        if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
-            learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
-            first_step = int(state.get("step", 0)) + 1
-            log.info("train.resumed", version=learner.version, step=first_step)
-        else:
-            learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
-        tasks = {g: load_tasks(g, "train") for g in t.gyms}
-        sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
-
-        async def main() -> list[dict[str, Any]]:
-            bus = make_bus(cfg, url=launcher.url)
-            try:
-                dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
-                                        t.max_turns, sampling, seed=cfg.seed)
-                return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
-                                   first_step=first_step,
-                                   metrics=MetricsLog(run_dir / "metrics.jsonl"), time_budget_s=t.time_budget_s,
-                                   checkpoint_every=t.checkpoint_every, group_timeout_s=cfg.reward.group_timeout_s)
-            finally:
-                await bus.redis.aclose()
-
-        rows = anyio.run(main)
+        learner, rows = run_grpo(cfg, start_model, run_dir, url=launcher.url)
         final = learner.save_model(run_dir / "final-model")
     finally:
         launcher.stop()

@@ -237,45 +237,16 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from userrl.agents.worker import resolve_model_path
-    from userrl.envs.datasets import load_tasks
-    from userrl.learner.dispatch import Dispatcher
-    from userrl.learner.grpo import LossConfig
-    from userrl.learner.loop import GRPOLearner
     from userrl.learner.metrics import MetricsLog, plot_metrics
-    from userrl.learner.run import learn
-    from userrl.runtime import make_bus
+    from userrl.learner.train import run_grpo
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
-    t = cfg.train
     run_dir = Path(cfg.run_dir)
-    loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef, max_staleness=t.max_staleness,
-                      temperature=cfg.policy.temperature)
-    if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
-        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
-        first = int(state.get("step", 0)) + 1
-    else:
-        learner, first = GRPOLearner(resolve_model_path(cfg), run_dir / "learner", lr=t.lr, loss=loss,
-                                     seed=cfg.seed), 1
-    tasks = {g: load_tasks(g, "train") for g in t.gyms}
-    sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-
-    async def run() -> list:
-        bus = make_bus(cfg)
-        try:
-            dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1), t.max_turns,
-                                    sampling, seed=cfg.seed, run_tag=f"learn{first}-")
-            return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
-                               metrics=metrics, time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
-                               group_timeout_s=cfg.reward.group_timeout_s, first_step=first)
-        finally:
-            await bus.redis.aclose()
-
-    anyio.run(run)
-    learner.checkpoint({"step": t.steps})
+    learner, rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")
+    learner.checkpoint({"step": rows[-1]["step"] if rows else 0})
     final = learner.save_model(run_dir / "final-model")
-    plot_metrics(metrics.read(), run_dir / "metrics.png")
+    plot_metrics(MetricsLog(run_dir / "metrics.jsonl").read(), run_dir / "metrics.png")
     print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
     return 0
 
