@@ -93,6 +93,7 @@ class Launcher:
     _redis: redis.Redis | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _signalled: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,8 +148,9 @@ class Launcher:
     def run(self) -> int:
         """Start, supervise until SIGTERM/SIGINT, stop. Returns the exit code."""
         def on_signal(signum: int, _frame: Any) -> None:
-            self.log.info("launcher.signal", signal=signal.Signals(signum).name)
-            self._halt.set()
+            # Only a plain assignment here: Event.set() or a log write inside a signal handler can
+            # deadlock on a lock the interrupted main thread already holds (Event.wait holds one).
+            self._signalled = signum
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -162,6 +164,9 @@ class Launcher:
 
     def _loop(self) -> None:
         while not self._halt.wait(self.poll_s):
+            if self._signalled:
+                self.log.info("launcher.signal", signal=signal.Signals(self._signalled).name)
+                break
             try:
                 self.supervise_once()
             except redis.RedisError as exc:  # Redis down: keep the workers, retry next poll

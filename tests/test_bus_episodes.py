@@ -13,11 +13,10 @@ import pytest
 
 from userrl.bus.messages import decode
 from userrl.bus.transport import Bus
-from userrl.envs.actions import parse_prefixed
 from userrl.envs.datasets import load_tasks
-from userrl.envs.registry import list_envs, make
+from userrl.envs.registry import list_envs
+from userrl.learner.sft import expert_dialogue
 from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_trajectories
-from userrl.sim_users.base import InProcessUser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
@@ -28,20 +27,7 @@ GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl
 
 async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
     """The same episode in process: gym + scripted expert + scripted user."""
-    env = make(env_id)
-    user = InProcessUser()
-    state, obs, _ = await env.reset(task, seed)
-    messages = [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": obs}]
-    rewards = []
-    while True:
-        text = type(env).expert_action(task, messages)
-        res = await env.step(state, parse_prefixed(text), user)
-        rewards.append(res.reward)
-        messages += [{"role": "assistant", "content": text},
-                     {"role": "user", "content": f"{res.observation}\nReward: {res.reward:g}"}]
-        state = res.state
-        if res.terminated or res.truncated:
-            return rewards
+    return (await expert_dialogue(env_id, task, seed=seed))["rewards"]
 
 
 def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path) -> subprocess.Popen[bytes]:

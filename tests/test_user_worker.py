@@ -23,13 +23,20 @@ import pytest
 from tests.openai_server import FakeOpenAIServer
 from userrl.bus.messages import Reset, Trajectory
 from userrl.bus.transport import Bus
-from userrl.envs.actions import parse_prefixed
 from userrl.envs.datasets import load_tasks
 from userrl.envs.episode import Episode
-from userrl.envs.registry import get_env_class, make
+from userrl.envs.registry import get_env_class
+from userrl.learner.sft import expert_dialogue
 from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_trajectories
-from userrl.sim_users.base import InProcessUser, UserQuery
-from userrl.sim_users.guards import REDACTED, find_leaks, hidden_facts, redact, redact_reply, reply_leaks
+from userrl.sim_users.base import UserQuery
+from userrl.sim_users.guards import (
+    REDACTED,
+    find_leaks,
+    hidden_facts,
+    redact,
+    redact_reply,
+    reply_leaks,
+)
 from userrl.sim_users.llm_user import LEAK_CORRECTION, ask_llm_user, default_spec_lookup
 
 pytestmark = [pytest.mark.anyio]
@@ -95,22 +102,9 @@ def scripted_llm() -> ScriptedLLM:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-async def reference_rewards(env_id: str, task: dict[str, Any], seed: int) -> list[float]:
+async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
     """The same episode in process: gym + scripted expert + scripted user."""
-    env = make(env_id)
-    user = InProcessUser()
-    state, obs, _ = await env.reset(task, seed)
-    messages = [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": obs}]
-    rewards = []
-    while True:
-        text = type(env).expert_action(task, messages)
-        res = await env.step(state, parse_prefixed(text), user)
-        rewards.append(res.reward)
-        messages += [{"role": "assistant", "content": text},
-                     {"role": "user", "content": f"{res.observation}\nReward: {res.reward:g}"}]
-        state = res.state
-        if res.terminated or res.truncated:
-            return rewards
+    return (await expert_dialogue(env_id, task, seed=seed))["rewards"]
 
 
 def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path,
