@@ -214,7 +214,9 @@ def test_up_command_runs_until_sigterm(tmp_path, redis_url, run_name, subprocess
             sup = json.loads(r.get(f"userrl:{run_name}:deploy:supervisor"))
             assert sup["pid"] == proc.pid and sup["roles"]["env"][0]["name"] == "env-0"
             worker_pid = sup["roles"]["env"][0]["pid"]
-            proc.send_signal(signal.SIGTERM)
+            for _ in range(5):  # a burst of signals (Ctrl-C mashed) must not deadlock the handler
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.05)
             assert proc.wait(timeout=30) == 0
             assert not r.exists(f"userrl:{run_name}:deploy:supervisor")
             assert not r.exists(f"userrl:{run_name}:hb:env:env-0")
