@@ -14,13 +14,21 @@ error, never training text).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 import structlog
 
 from userrl.agents.worker import policy_stream_for
-from userrl.bus.messages import PolicyReply, PolicyRequest, Reset, Trajectory, UserReply, UserRequest
+from userrl.bus.messages import (
+    PolicyReply,
+    PolicyRequest,
+    Reset,
+    Trajectory,
+    UserReply,
+    UserRequest,
+)
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.actions import Action
@@ -55,6 +63,8 @@ class EnvWorker(Worker):
         self.show_reward = show_reward
         self.episode_ttl_ms = episode_ttl_s * 1000
         self._envs: dict[tuple[str, int], Env] = {}
+        self._prefetched: dict[str, tuple[bytes | None, dict[bytes, bytes]]] = {}
+        self._routes: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> EnvWorker:
@@ -69,6 +79,21 @@ class EnvWorker(Worker):
         return self._envs[key]
 
     # -- dispatch -------------------------------------------------------------------------------
+    async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
+        # One pipelined read of every episode's snapshot and stored replies for the whole batch,
+        # instead of two round trips (and two pooled connections) per message.
+        eps = sorted({d.msg.episode_id for d in ds if d.msg is not None})
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            for e in eps:
+                pipe.hget(self.bus.keys.state(e), "episode")
+                pipe.hgetall(self.bus.keys.replies(e))
+            res = await pipe.execute()
+        self._prefetched = {e: (res[2 * i], res[2 * i + 1]) for i, e in enumerate(eps)}
+        try:
+            return await super().handle_batch(ds)
+        finally:
+            self._prefetched = {}
+
     async def handle(self, d: Delivery) -> Effects | None:
         msg = d.msg
         if isinstance(msg, Reset):
@@ -84,12 +109,29 @@ class EnvWorker(Worker):
         raise EnvError(f"env worker cannot handle {type(msg).__name__}")
 
     async def load(self, episode_id: str) -> Episode | None:
-        raw = await self.bus.redis.hget(self.bus.keys.state(episode_id), "episode")
+        if episode_id in self._prefetched:
+            raw = self._prefetched[episode_id][0]
+        else:
+            raw = await self.bus.redis.hget(self.bus.keys.state(episode_id), "episode")
         return Episode.unpack(raw) if raw else None
+
+    async def stored_replies(self, episode_id: str) -> dict[bytes, bytes]:
+        if episode_id in self._prefetched:
+            return self._prefetched[episode_id][1]
+        return await self.bus.redis.hgetall(self.bus.keys.replies(episode_id))
+
+    async def policy_stream(self, replica: str) -> str:
+        """:func:`policy_stream_for`, with the replica's liveness cached for a second."""
+        now = time.monotonic()
+        hit = self._routes.get(replica)
+        if hit is None or now - hit[1] > 1.0:
+            hit = (await policy_stream_for(self.bus, replica), now)
+            self._routes[replica] = hit
+        return hit[0]
 
     # -- reset ----------------------------------------------------------------------------------
     async def on_reset(self, msg: Reset) -> Effects | None:
-        if await self.bus.redis.exists(self.bus.keys.state(msg.episode_id)):
+        if await self.load(msg.episode_id) is not None:
             return None  # a duplicate reset: the episode already runs
         task_id = str(msg.task.get("id", ""))
         ep = Episode(episode_id=msg.episode_id, group_id=msg.group_id, env_id=msg.env_id, task_id=task_id,
@@ -127,7 +169,7 @@ class EnvWorker(Worker):
         eff = Effects()
         if msg.error:
             return self.fail(eff, ep, RolloutError(f"user failed: {msg.error.get('message', '')}"), kind="user")
-        stored = await self.bus.redis.hgetall(self.bus.keys.replies(ep.episode_id))
+        stored = await self.stored_replies(ep.episode_id)
         replies: dict[int, dict[str, Any]] = {}
         prefix = f"{ep.seq}:"
         for k, v in stored.items():
@@ -151,7 +193,7 @@ class EnvWorker(Worker):
             return self.save(eff, ep)
         except Exception as exc:
             return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
-        return self.finish_turn(eff, ep, action, result, await policy_stream_for(self.bus, ep.pending["worker"]))
+        return self.finish_turn(eff, ep, action, result, await self.policy_stream(ep.pending["worker"]))
 
     def finish_turn(self, eff: Effects, ep: Episode, action: Action, res: StepResult,
                     policy_stream: str | None = None) -> Effects:
