@@ -34,7 +34,7 @@ from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, StepResult
 from userrl.envs.episode import Episode, NeedReply, ReplayUser, feedback_text
-from userrl.errors import EnvError, RolloutError, UnknownEnvError
+from userrl.errors import EnvError, RolloutError
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,7 @@ class EnvWorker(Worker):
             ep.env_state = state
             ep.messages = [{"role": "system", "content": env.system_prompt(msg.task)},
                            {"role": "user", "content": obs}]
-        except (UnknownEnvError, RolloutError, Exception) as exc:  # a bad task fails its episode only
+        except Exception as exc:  # a bad task or unknown env id fails its episode only, never the worker
             return self.fail(Effects(), ep, EnvError(f"reset failed: {type(exc).__name__}: {exc}"))
         eff = Effects().zadd(self.bus.keys.live, ep.started_at, ep.episode_id)
         self.log_turn(eff, ep, role="system", text=ep.messages[0]["content"])

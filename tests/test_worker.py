@@ -74,3 +74,34 @@ async def test_heartbeat_and_check_command(bus: Bus, redis_url: str, run_name: s
     bad = subprocess.run([python, "-m", "userrl", "check", "relay", "--timeout", "2"], env=env,
                          capture_output=True, timeout=30)
     assert bad.returncode == 2
+
+
+async def test_bad_payloads_are_dead_lettered_with_a_reason(bus: Bus) -> None:
+    import dataclasses
+
+    import msgpack
+
+    from userrl.bus.messages import encode
+
+    stream = bus.keys.stream("relay")
+    good = encode(Probe(episode_id="ok"))
+    bad = {
+        "truncated": good[: len(good) // 2],
+        "not msgpack": b"\xc1\xc1 plain garbage",
+        "wrong version": msgpack.packb({"k": "probe", "v": 99, "d": {"episode_id": "v"}}),
+        "over the cap": encode(Probe(episode_id="big", body={"x": "y" * 2_000_000})),
+        "no payload": None,
+    }
+    for payload in bad.values():
+        await bus.redis.xadd(stream, {b"p": payload} if payload is not None else {b"other": b"1"})
+    await bus.send(stream, Probe(episode_id="ok"))
+    bus.settings = dataclasses.replace(bus.settings, max_message_bytes=1_000_000)
+    w = RelayWorker(bus, WorkerSettings(name="w1", **FAST))
+    with anyio.fail_after(20):
+        await w.async_run()  # never crashes
+    assert await _sink_episodes(bus) == ["ok"]
+    reasons = [r["error"] for r in await bus.dead_letters()]
+    assert len(reasons) == 5
+    joined = "\n".join(reasons)
+    for needle in ("undecodable msgpack payload", "schema version 99", "over the cap of 1000000", "no payload field"):
+        assert needle in joined, (needle, joined)
