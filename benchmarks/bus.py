@@ -1,18 +1,17 @@
-"""Bus throughput: turns/s of the framework next to a raw 4-hop Redis Streams pipeline.
+"""Bus throughput and turn latency: the framework's worker base next to raw redis-py.
 
-One "turn" is what a dialogue step costs on the bus: env -> policy -> env -> user -> env.
+Default: a 4-hop turn pipeline (policy -> env -> user -> reward, then the episode's next turn)
+built on :class:`userrl.bus.worker.Worker` with instant handlers; every hop is the framework's
+atomic Lua commit (idempotency key, XADD, XACK) with message decoding and validation. Next to
+it, the same pipeline in raw redis-py: batched XREADGROUP, one pipelined XADD+XACK per batch,
+no framework. Both run in this one process and event loop against the same private Redis, one
+after the other, at 1, 64 and 1024 episodes in flight. Prints turns/s, p50/p99 turn latency,
+and the ratio userrl / raw.
 
-* raw: four asyncio consumers move a tiny payload around that loop with plain XREADGROUP /
-  XADD / XACK (pipelined per batch), no idempotency, no snapshots, no episode logs.
-* userrl: the real env, policy and user workers on TelepathyGym (every turn asks the scripted
-  user a yes/no question), with an instant policy that always asks a question (16-turn episodes, replaced as they
-  finish); every hop is an
-  atomic Lua commit with its idempotency key, the state snapshot and the readable episode log.
+``--gym`` instead runs the real env, policy and user workers on TelepathyGym (a scripted
+user answers every turn) next to a raw 4-hop relay.
 
-Both run in this one process and event loop against the same private Redis, one after the
-other, at 1, 64 and 1024 episodes in flight. Prints turns/s and the ratio userrl / raw.
-
-    python benchmarks/bus.py [--inflight 1 64 1024] [--seconds 8]
+    python benchmarks/bus.py [--inflight 1 64 1024] [--seconds 8] [--gym]
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ from userrl.agents.base import GenRequest, GenResult
 from userrl.bus.client import make_client
 from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
-from userrl.bus.transport import Bus, BusSettings
-from userrl.bus.worker import WorkerSettings
+from userrl.bus.messages import Probe
+from userrl.bus.transport import Bus, BusSettings, Delivery, Effects
+from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.datasets import load_tasks
 from userrl.envs.worker import EnvWorker
 from userrl.logs import configure_logging
@@ -56,7 +56,7 @@ async def count_turns(bus: Bus) -> int:
     return int(await bus.redis.hget(bus.keys.counters, "bench_turns") or 0)
 
 
-async def run_userrl(url: str, inflight: int, seconds: float) -> float:
+async def run_gym(url: str, inflight: int, seconds: float) -> float:
     from userrl.agents.worker import PolicyWorker
 
     keys = Keys(f"bench{inflight}")
@@ -100,7 +100,7 @@ async def run_userrl(url: str, inflight: int, seconds: float) -> float:
     return (n1 - n0) * MAX_TURNS / (2 * MAX_TURNS + 1) / (t1 - t0)
 
 
-async def run_raw(url: str, inflight: int, seconds: float) -> float:
+async def run_gym_raw(url: str, inflight: int, seconds: float) -> float:
     r = make_client(url, block_ms=50, max_connections=64)
     s = {h: f"raw{inflight}:{h}" for h in ("env", "policy", "user")}
     for name in s.values():
@@ -146,19 +146,131 @@ async def run_raw(url: str, inflight: int, seconds: float) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
-async def main(inflight: list[int], seconds: float) -> None:
+# ---- the 4-hop turn pipeline on the worker base, instant handlers -----------------------------
+
+HOPS = ("policy", "env", "user", "reward")
+
+
+class Hop(Worker):
+    """One stage of the turn pipeline: forward the probe to the next stage, nothing else."""
+
+    role = "hop"
+    latencies: list[float] = []
+
+    def __init__(self, bus: Bus, settings: WorkerSettings, stage: int, counter: list[int]) -> None:
+        self.role = f"bench_{HOPS[stage]}"  # type: ignore[misc]
+        super().__init__(bus, settings)
+        self.stage, self.counter = stage, counter
+        self.next_stream = bus.keys.stream(f"bench_{HOPS[(stage + 1) % 4]}")
+
+    async def handle(self, d: Delivery) -> Effects:
+        m = d.msg
+        assert isinstance(m, Probe)
+        t0 = m.body["t0"]
+        if self.stage == 3:  # the turn is done: count it and start the episode's next turn
+            self.counter[0] += 1
+            Hop.latencies.append(time.perf_counter() - t0)
+            nxt = Probe(episode_id=m.episode_id, seq=m.seq + 1, hop=0, body={"t0": time.perf_counter()})
+        else:
+            nxt = Probe(episode_id=m.episode_id, seq=m.seq, hop=m.hop + 1, body={"t0": t0})
+        return Effects().send(self.next_stream, nxt)
+
+
+async def run_pipeline(url: str, inflight: int, seconds: float) -> tuple[float, float, float]:
+    keys = Keys(f"pipe{inflight}")
+    bus = Bus(make_client(url, block_ms=50, max_connections=64), keys,
+              BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000))
+    counter = [0]
+    Hop.latencies = []
+    workers = [Hop(bus, WorkerSettings(name=f"w{i}", concurrency=1024, heartbeat_interval_s=1.0), i, counter)
+               for i in range(4)]
+    for i in range(inflight):
+        await bus.send(keys.stream("bench_policy"), Probe(episode_id=f"e{i}", body={"t0": time.perf_counter()}))
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            tg.start_soon(w.async_run)
+        await anyio.sleep(1.0)
+        n0, t0, lat0 = counter[0], time.perf_counter(), len(Hop.latencies)
+        await anyio.sleep(seconds)
+        n1, t1 = counter[0], time.perf_counter()
+        lats = sorted(Hop.latencies[lat0:])
+        for w in workers:
+            w.stop()
+    await bus.redis.flushdb()
+    await bus.redis.aclose()
+    return (n1 - n0) / (t1 - t0), _pct(lats, 0.5), _pct(lats, 0.99)
+
+
+async def run_pipeline_raw(url: str, inflight: int, seconds: float) -> tuple[float, float, float]:
+    r = make_client(url, block_ms=50, max_connections=64)
+    streams = [f"rawpipe{inflight}:{h}" for h in HOPS]
+    for name in streams:
+        await r.xgroup_create(name, "g", id="0", mkstream=True)
+    turns, lats = [0], []
+    stop = anyio.Event()
+
+    async def hop(stage: int) -> None:
+        src, dst = streams[stage], streams[(stage + 1) % 4]
+        while not stop.is_set():
+            resp = await r.xreadgroup("g", "c", {src: ">"}, count=256, block=50)
+            if not resp:
+                continue
+            async with r.pipeline(transaction=False) as p:
+                for eid, f in resp[0][1]:
+                    m = msgpack.unpackb(f[b"p"])
+                    if stage == 3:
+                        turns[0] += 1
+                        lats.append(time.perf_counter() - m["t0"])
+                        m = {"ep": m["ep"], "t0": time.perf_counter()}
+                    p.xadd(dst, {b"p": msgpack.packb(m)})
+                    p.xack(src, "g", eid)
+                await p.execute()
+
+    async with anyio.create_task_group() as tg:
+        for stage in range(4):
+            tg.start_soon(hop, stage)
+        for i in range(inflight):
+            await r.xadd(streams[0], {b"p": msgpack.packb({"ep": i, "t0": time.perf_counter()})})
+        await anyio.sleep(1.0)
+        n0, t0, lat0 = turns[0], time.perf_counter(), len(lats)
+        await anyio.sleep(seconds)
+        n1, t1 = turns[0], time.perf_counter()
+        window = sorted(lats[lat0:])
+        stop.set()
+    await r.flushdb()
+    await r.aclose()
+    return (n1 - n0) / (t1 - t0), _pct(window, 0.5), _pct(window, 0.99)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return xs[min(int(q * len(xs)), len(xs) - 1)] * 1000 if xs else float("nan")
+
+
+async def main(inflight: list[int], seconds: float, gym: bool) -> None:
     configure_logging("warning")
     with EmbeddedRedis() as server:
-        print(f"{'in flight':>10} {'raw turns/s':>12} {'userrl turns/s':>15} {'ratio':>7}")
+        if gym:
+            print("end to end on TelepathyGym (env + policy + user workers, scripted):")
+            print(f"{'in flight':>10} {'raw turns/s':>12} {'userrl turns/s':>15} {'ratio':>7}")
+            for n in inflight:
+                raw = await run_gym_raw(server.url, n, seconds)
+                ours = await run_gym(server.url, n, seconds)
+                print(f"{n:>10} {raw:>12.0f} {ours:>15.0f} {ours / raw:>7.2f}", flush=True)
+            return
+        print("4-hop turn pipeline (policy -> env -> user -> reward), instant handlers:")
+        print(f"{'in flight':>10} {'raw turns/s':>12} {'p50/p99 ms':>13} {'userrl turns/s':>15} "
+              f"{'p50/p99 ms':>13} {'ratio':>7}")
         for n in inflight:
-            raw = await run_raw(server.url, n, seconds)
-            ours = await run_userrl(server.url, n, seconds)
-            print(f"{n:>10} {raw:>12.0f} {ours:>15.0f} {ours / raw:>7.2f}", flush=True)
+            raw, rp50, rp99 = await run_pipeline_raw(server.url, n, seconds)
+            ours, p50, p99 = await run_pipeline(server.url, n, seconds)
+            print(f"{n:>10} {raw:>12.0f} {rp50:>6.1f}/{rp99:<6.1f} {ours:>15.0f} {p50:>6.1f}/{p99:<6.1f} "
+                  f"{ours / raw:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inflight", type=int, nargs="+", default=[1, 64, 1024])
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--gym", action="store_true", help="end to end on a real gym instead of instant handlers")
     a = ap.parse_args()
-    anyio.run(main, a.inflight, a.seconds)
+    anyio.run(main, a.inflight, a.seconds, a.gym)

@@ -244,7 +244,13 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return True
     if origin is list:
         (item,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and (item is Any or all(_type_ok(v, item) for v in value))
+        if not isinstance(value, list):
+            return False
+        if item is int:  # token ids: a tight loop, not one recursive call per token
+            return all(type(v) is int for v in value)
+        if item is float:
+            return all(type(v) is float or type(v) is int for v in value)
+        return item is Any or all(_type_ok(v, item) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     if hint is float:

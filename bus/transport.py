@@ -157,6 +157,7 @@ class Bus:
         self.keys = keys
         self.settings = settings or BusSettings()
         self._commit = redis.register_script(scripts.COMMIT)
+        self._commit_many = redis.register_script(scripts.COMMIT_MANY)
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
         self._groups_ready: set[tuple[str, str]] = set()
@@ -314,16 +315,31 @@ class Bus:
         return keys, argv
 
     async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:
-        """Apply each delivery's effects and ack it, atomically per delivery, pipelined per batch.
-        Returns, per item, whether its effects were applied (False: already committed before)."""
+        """Apply each delivery's effects and ack it, atomically per delivery, in one script call
+        per batch. Returns, per item, whether its effects were applied (False: already committed
+        before, e.g. by a peer that reclaimed the message)."""
         if not items:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for d, effects in items:
-                assert d.msg is not None, "only decoded deliveries can be committed"
-                keys, argv = self._commit_args(d, idempotency_identity(d.msg), d.group, effects)
-                await self._commit(keys=keys, args=argv, client=pipe)
-            res = await pipe.execute()
+        if len({d.group for d, _ in items}) > 1:
+            raise ValueError("one commit call covers deliveries of one consumer group")
+        keys: list[str] = []
+        index: dict[str, int] = {}
+
+        def ref(k: str) -> int:
+            if k not in index:
+                keys.append(k)
+                index[k] = len(keys)
+            return index[k]
+
+        argv: list[Any] = [items[0][0].group, self.settings.idempotency_ttl_ms, self.settings.stream_cap]
+        for d, effects in items:
+            assert d.msg is not None, "only decoded deliveries can be committed"
+            kind, ep, seq, hop = idempotency_identity(d.msg)
+            argv += [ref(self.keys.done(d.group, kind, ep, seq, hop)), ref(d.stream), d.entry_id, len(effects.ops)]
+            for op, key, args in effects.ops:
+                resolved = [ref(a.key) if isinstance(a, _KeyRef) else a for a in args]
+                argv += [op, ref(key), len(resolved), *resolved]
+        res = await self._commit_many(keys=keys, args=argv)
         return [bool(r) for r in res]
 
     async def commit_once(self, identity: tuple[str, str, int, int], group: str, effects: Effects) -> bool:

@@ -89,23 +89,32 @@ class Worker:
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
         """Handle a batch; default: ``handle`` concurrently, at most ``concurrency`` at a time."""
         results: list[Effects | None | BaseException] = [None] * len(ds)
+
+        async def run(i: int, d: Delivery) -> None:
+            assert d.msg is not None
+            with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
+                t0 = time.perf_counter()
+                try:
+                    results[i] = await self.handle(d)
+                except Exception as exc:  # classified by the caller
+                    results[i] = exc
+                self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
+                               ms=round((time.perf_counter() - t0) * 1000, 2))
+
+        if len(ds) <= self.settings.concurrency:  # the common case: no limiter to pay for
+            async with anyio.create_task_group() as tg:
+                for i, d in enumerate(ds):
+                    tg.start_soon(run, i, d)
+            return results
         limiter = anyio.CapacityLimiter(self.settings.concurrency)
 
-        async def one(i: int, d: Delivery) -> None:
+        async def limited(i: int, d: Delivery) -> None:
             async with limiter:
-                assert d.msg is not None
-                with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
-                    t0 = time.perf_counter()
-                    try:
-                        results[i] = await self.handle(d)
-                    except Exception as exc:  # classified by the caller
-                        results[i] = exc
-                    self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
-                                   ms=round((time.perf_counter() - t0) * 1000, 2))
+                await run(i, d)
 
         async with anyio.create_task_group() as tg:
             for i, d in enumerate(ds):
-                tg.start_soon(one, i, d)
+                tg.start_soon(limited, i, d)
         return results
 
     async def on_start(self) -> None:
