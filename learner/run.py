@@ -26,19 +26,21 @@ from userrl.learner.rescore import append_groups
 log = structlog.get_logger(__name__)
 
 
-async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str,
-                         timeout_s: float, version: int = 0) -> tuple[list[Delivery], int]:
-    """Read until ``n`` usable scored groups; dropped groups are acked and counted."""
+async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str, timeout_s: float,
+                         version: int = 0, backlog: list[Delivery] | None = None) -> tuple[list[Delivery], int]:
+    """Take ``n`` usable scored groups: first from ``backlog`` (groups read before a restart and
+    not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted."""
     stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
     got: list[Delivery] = []
     dropped = 0
     deadline = time.monotonic() + timeout_s
-    pending_first = True  # groups read but not acked before a restart come first
     while len(got) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(got)} of {n} scored groups after {timeout_s}s: are the workers up?")
-        ds = await bus.read(stream, group, consumer, count=n - len(got), pending=pending_first)
-        pending_first = False
+        if backlog:
+            ds = [backlog.pop(0)]
+        else:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(got)} of {n} scored groups after {timeout_s}s: are the workers up?")
+            ds = await bus.read(stream, group, consumer, count=n - len(got))
         for d in ds:
             msg = d.msg
             if not isinstance(msg, ScoredGroup):
@@ -50,7 +52,7 @@ async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str
                 await bus.commit([(d, Effects())])
                 continue
             got.append(d)
-        if len(got) < n:
+        if len(got) < n and not backlog:
             await dispatcher.fill(version)
     return got, dropped
 
@@ -59,19 +61,36 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
                 metrics: MetricsLog, time_budget_s: float, checkpoint_every: int = 10,
                 consumer: str = "learner-0", group_timeout_s: float = 600.0,
                 first_step: int = 1) -> list[dict[str, Any]]:
-    await bus.ensure_group(bus.keys.stream("learner"), bus.keys.group("learner"))
+    """Scored groups are acked only once a checkpoint covers them: a learner killed mid-run and
+    resumed from its checkpoint finds the groups it trained on since then still pending under
+    its consumer name, and trains on them again first; no scored group is lost."""
+    stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
+    await bus.ensure_group(stream, group)
     if learner.version > 0:  # resumed: the policy workers start from the checkpoint's weights
         path = learner.save_weights()
         await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
                                                              version=learner.version, path=str(path)))
+    backlog = await bus.read(stream, group, consumer, pending=True, count=1_000_000)
+    if backlog:
+        log.info("learner.replaying_groups", n=len(backlog), version=learner.version)
+    unacked: list[Delivery] = []
+
+    async def checkpoint(step: int) -> None:
+        learner.checkpoint({"step": step})
+        await bus.commit([(d, Effects()) for d in unacked])  # now covered by a checkpoint
+        unacked.clear()
+        await bus.trim(stream)
+
     t_start = time.monotonic()
     rows = []
+    step = first_step - 1
     bar = tqdm(total=steps, initial=first_step - 1, desc="GRPO", unit="step", dynamic_ncols=True, mininterval=1.0)
     for step in range(first_step, steps + 1):
         t0 = time.monotonic()
         await dispatcher.fill(learner.version)
+        replayed = min(len(backlog), groups_per_step)
         ds, dropped = await collect_groups(bus, dispatcher, groups_per_step, consumer, group_timeout_s,
-                                           learner.version)
+                                           learner.version, backlog)
         groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
         t_roll = time.monotonic() - t0
         m = await anyio.to_thread.run_sync(learner.step, groups)
@@ -79,12 +98,13 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
                       [{"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
                        for d in ds])
         path = learner.save_weights()
-        ann = WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path))
-        eff = Effects().send(bus.keys.weights, ann, {"version": learner.version, "path": str(path)})
-        await bus.commit([(ds[0], eff)] + [(d, Effects()) for d in ds[1:]])
+        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
+                                                             version=learner.version, path=str(path)),
+                       {"version": learner.version, "path": str(path)})
+        unacked += ds
         m.update(rollout_metrics(groups))
-        m.update({"rollout/groups_dropped": dropped, "perf/step_s": round(time.monotonic() - t0, 3),
-                  "perf/rollout_wait_s": round(t_roll, 3)})
+        m.update({"rollout/groups_dropped": dropped, "rollout/replayed_groups": replayed,
+                  "perf/step_s": round(time.monotonic() - t0, 3), "perf/rollout_wait_s": round(t_roll, 3)})
         n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
         n_tokens = sum(len(t["token_ids"]) for g in groups for it in g["items"] for t in it["turns"])
         dt = max(time.monotonic() - t0, 1e-9)
@@ -97,10 +117,12 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
                  loss=round(m.get("loss/policy", 0.0), 4), clip=round(m.get("policy/clip_frac", 0.0), 3),
                  stale=m.get("rollout/stale_tokens", 0), seconds=m["perf/step_s"])
         if step % checkpoint_every == 0:
-            learner.checkpoint({"step": step})
+            await checkpoint(step)
         if time.monotonic() - t_start > time_budget_s:
             log.warning("learner.time_budget_reached", step=step, budget_s=time_budget_s)
             break
+    if unacked:
+        await checkpoint(step)
     bar.close()
     return rows
 

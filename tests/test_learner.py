@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from userrl.agents.tiny import build_tiny_model  # noqa: E402
 from userrl.learner.grpo import LossConfig  # noqa: E402
 from userrl.learner.loop import GRPOLearner  # noqa: E402
+from userrl.learner.metrics import MetricsLog  # noqa: E402
 from userrl.learner.rescore import append_groups, read_groups, rescore_archive  # noqa: E402
 from userrl.learner.rewards import RewardConfig  # noqa: E402
 
@@ -105,3 +106,58 @@ def test_rescore_archive_with_another_formulation(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "userrl", "rescore", str(tmp_path / "none.msgpack")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no archive of scored groups" in bad.stderr
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(MetricsLog):
+    """Metrics that 'kill' the learner right after step ``at`` trained (weights announced)."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        super().__init__(path)
+        self.at = at
+
+    def log(self, step: int, metrics: dict) -> None:
+        super().log(step, metrics)
+        if step == self.at:
+            raise Killed
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(model_dir: Path, tmp_path: Path,
+                                                                                  bus) -> None:
+    from userrl.bus.messages import ScoredGroup
+    from userrl.envs.datasets import load_tasks
+    from userrl.learner.dispatch import Dispatcher
+    from userrl.learner.run import learn
+
+    probe = GRPOLearner(model_dir, tmp_path / "probe", lr=1e-2, loss=LossConfig())
+    for i in range(6):
+        g = group(probe)
+        await bus.send(bus.keys.stream("learner"), ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}",
+                                                               env_id=g["env_id"], items=g["items"]))
+    tasks = {"userrl/Function-v0": load_tasks("userrl/Function-v0", "train")}
+
+    def dispatcher() -> Dispatcher:
+        return Dispatcher(bus, tasks, group_size=2, max_in_flight=0, max_turns=2, sampling={})
+
+    loss = LossConfig(max_staleness=100)
+    learner = GRPOLearner(model_dir, tmp_path / "run", lr=1e-2, loss=loss)
+    with pytest.raises(Killed):  # checkpoint at step 2; step 3 trains on g2, then the process dies
+        await learn(bus, learner, dispatcher(), steps=5, groups_per_step=1, metrics=KillAt(tmp_path / "m.jsonl", 3),
+                    time_budget_s=600, checkpoint_every=2, group_timeout_s=10)
+    stream = bus.keys.stream("learner")
+    assert (await bus.redis.xpending(stream, "learner"))["pending"] == 1  # g2: trained, not checkpointed
+
+    again, state = GRPOLearner.resume(tmp_path / "run", lr=1e-2, loss=loss)
+    assert again.version == 2 and state["step"] == 2
+    rows = await learn(bus, again, dispatcher(), steps=5, groups_per_step=1, metrics=MetricsLog(tmp_path / "m.jsonl"),
+                       time_budget_s=600, checkpoint_every=2, group_timeout_s=10, first_step=3)
+    assert [r["step"] for r in rows] == [3, 4, 5] and rows[0]["rollout/replayed_groups"] == 1
+    assert again.version == 5
+    trained = [g["group_id"] for g in read_groups(tmp_path / "run" / "groups.msgpack")]
+    assert trained == ["g0", "g1", "g2", "g2", "g3", "g4"]  # g2 again after the resume; none lost
+    assert (await bus.redis.xpending(stream, "learner"))["pending"] == 0

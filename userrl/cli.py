@@ -243,8 +243,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     cfg = _config(args)
     configure_logging(cfg.log_level)
     run_dir = Path(cfg.run_dir)
-    learner, rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")
-    learner.checkpoint({"step": rows[-1]["step"] if rows else 0})
+    learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")  # checkpoints at the end
     final = learner.save_model(run_dir / "final-model")
     plot_metrics(MetricsLog(run_dir / "metrics.jsonl").read(), run_dir / "metrics.png")
     print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
