@@ -178,7 +178,7 @@ def kinds() -> dict[str, type[Message]]:
 def encode(msg: Message, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     if not msg.KIND:
         raise MessageError(f"{type(msg).__name__} has no KIND and cannot be sent")
-    d = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    d = {name: getattr(msg, name) for name, _ in _fields(type(msg))}
     try:
         raw: bytes = msgpack.packb({"k": msg.KIND, "v": msg.VERSION, "d": d}, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -209,20 +209,30 @@ def decode(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
 
 
 def _build(cls: type[Message], data: dict[str, Any]) -> Message:
+    fields = _fields(cls)
     hints = _hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
+    unknown = data.keys() - {name for name, _ in fields}
     if unknown:
         raise MessageError(f"{cls.KIND}: unknown fields {sorted(unknown)}")
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in data:
+    for name, required in fields:
+        if name not in data:
             if required:
-                raise MessageError(f"{cls.KIND}: missing field {f.name!r}")
+                raise MessageError(f"{cls.KIND}: missing field {name!r}")
             continue
-        if not _type_ok(data[f.name], hints[f.name]):
-            raise MessageError(f"{cls.KIND}.{f.name}: expected {hints[f.name]}, got {type(data[f.name]).__name__}")
+        if not _type_ok(data[name], hints[name]):
+            raise MessageError(f"{cls.KIND}.{name}: expected {hints[name]}, got {type(data[name]).__name__}")
     return cls(**data)
+
+
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, required) of a message class's fields, computed once per class."""
+    if cls not in _FIELDS:
+        _FIELDS[cls] = tuple((f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                             for f in dataclasses.fields(cls))
+    return _FIELDS[cls]
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
