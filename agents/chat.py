@@ -103,3 +103,14 @@ def extend_ids(tokenizer: Any, prev_ids: Sequence[int], messages: Sequence[dict[
         raise _mismatch("the chat template rewrites earlier turns when new messages are added",
                         seen_text, full_text)
     return ids + _encode(tokenizer, full_text[len(prev_text):])
+
+
+def request_prompt_ids(tokenizer: Any, req: Any, tools: Sequence[dict[str, Any]] | None) -> list[int]:
+    """The full prompt of a :class:`~userrl.agents.base.GenRequest`: rendered on the first turn,
+    else extended token-exactly from its ``prompt_ids``; errors name the episode."""
+    try:
+        if req.prompt_ids is None:
+            return render_prefix_ids(tokenizer, req.messages, True, tools)
+        return extend_ids(tokenizer, req.prompt_ids, req.messages, req.n_seen, tools)
+    except PolicyError as exc:
+        raise PolicyError(f"episode {req.episode_id}: {exc}") from exc

@@ -34,7 +34,7 @@ import anyio
 import structlog
 
 from userrl.agents.base import GenRequest, GenResult, Sampling
-from userrl.agents.chat import end_of_turn_id, extend_ids, render_prefix_ids
+from userrl.agents.chat import end_of_turn_id, request_prompt_ids
 from userrl.agents.parsing import TOOL_SCHEMA
 from userrl.errors import PolicyError
 
@@ -102,12 +102,7 @@ class HFBackend:
     # -- prompts ----------------------------------------------------------------------------
     def prompt_ids(self, req: GenRequest) -> list[int]:
         """The full prompt of ``req``: rendered on the first turn, else extended token-exactly."""
-        try:
-            if req.prompt_ids is None:
-                return render_prefix_ids(self.tokenizer, req.messages, True, self.tools)
-            return extend_ids(self.tokenizer, req.prompt_ids, req.messages, req.n_seen, self.tools)
-        except PolicyError as exc:
-            raise PolicyError(f"episode {req.episode_id}: {exc}") from exc
+        return request_prompt_ids(self.tokenizer, req, self.tools)
 
     def _checked_prompt(self, req: GenRequest) -> list[int]:
         ids = self.prompt_ids(req)

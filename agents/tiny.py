@@ -152,7 +152,12 @@ def build_tiny_model(out_dir: str | Path, corpus: Iterable[str] | None = None, s
     actual length). The same corpus and seed give byte-identical files.
     """
     import torch
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

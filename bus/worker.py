@@ -247,16 +247,7 @@ class Worker:
             self._in_flight[(d.stream, d.entry_id)] = now
         try:
             results = await self.handle_batch(good)
-            to_commit: list[tuple[Delivery, Effects]] = []
-            for d, r in zip(good, results, strict=True):
-                if isinstance(r, MessageError):
-                    await self._dead(d, f"invalid message: {r}")
-                elif isinstance(r, BaseException):
-                    self.stats["errors"] += 1
-                    self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
-                                   entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
-                else:
-                    to_commit.append((d, r if r is not None else Effects()))
+            to_commit = await self._classify(list(zip(good, results, strict=True)))
             applied = await self.bus.commit(to_commit)
         finally:
             for d in good:
@@ -264,6 +255,22 @@ class Worker:
         self.stats["handled"] += len(good)
         self.stats["committed"] += sum(applied)
         self.stats["duplicates"] += len(applied) - sum(applied)
+
+    async def _classify(self, done: Sequence[tuple[Delivery, Effects | None | BaseException]]
+                        ) -> list[tuple[Delivery, Effects]]:
+        """What to commit: invalid messages go to the dead-letter stream; a handler that raised
+        leaves its entry pending (retried after ``min_idle``, dead-lettered after N deliveries)."""
+        to_commit: list[tuple[Delivery, Effects]] = []
+        for d, r in done:
+            if isinstance(r, MessageError):
+                await self._dead(d, f"invalid message: {r}")
+            elif isinstance(r, BaseException):
+                self.stats["errors"] += 1
+                self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
+                               entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
+            else:
+                to_commit.append((d, r if r is not None else Effects()))
+        return to_commit
 
     async def _dead(self, d: Delivery, why: str) -> None:
         self.stats["dead_lettered"] += 1

@@ -261,16 +261,7 @@ class UserWorker(Worker):
                 progress.set()
 
     async def _commit_done(self, done: list[tuple[Delivery, Effects | BaseException]]) -> None:
-        to_commit: list[tuple[Delivery, Effects]] = []
-        for d, r in done:
-            if isinstance(r, MessageError):
-                await self._dead(d, f"invalid message: {r}")
-            elif isinstance(r, BaseException):
-                self.stats["errors"] += 1
-                self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
-                               entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
-            else:
-                to_commit.append((d, r))
+        to_commit = await self._classify(done)
         backoff = 0.1
         while True:
             try:
