@@ -90,14 +90,19 @@ class Worker:
         """Handle a batch; default: ``handle`` concurrently, at most ``concurrency`` at a time."""
         results: list[Effects | None | BaseException] = [None] * len(ds)
 
+        debug = self._debug_enabled()
+
         async def run(i: int, d: Delivery) -> None:
             assert d.msg is not None
-            with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
-                t0 = time.perf_counter()
-                try:
-                    results[i] = await self.handle(d)
-                except Exception as exc:  # classified by the caller
-                    results[i] = exc
+            token = structlog.contextvars.bind_contextvars(episode_id=d.msg.episode_id)
+            t0 = time.perf_counter()
+            try:
+                results[i] = await self.handle(d)
+            except Exception as exc:  # classified by the caller
+                results[i] = exc
+            finally:
+                structlog.contextvars.reset_contextvars(**token)
+            if debug:
                 self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
                                ms=round((time.perf_counter() - t0) * 1000, 2))
 
@@ -116,6 +121,10 @@ class Worker:
             for i, d in enumerate(ds):
                 tg.start_soon(limited, i, d)
         return results
+
+    def _debug_enabled(self) -> bool:
+        """Whether debug lines would be written (skips building per-message log fields)."""
+        return bool(getattr(self.log, "is_enabled_for", lambda _lvl: True)(10))
 
     async def on_start(self) -> None:
         """Hook: load models, connect backends."""
