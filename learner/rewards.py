@@ -145,8 +145,11 @@ def token_advantages(
     else:
         n_nonzero = sum(n for c, n in scored if c != 0)
         credit_total = sum(c * n for c, n in scored)
-    scale = 0.0 if credit_total == 0 else z * n_nonzero / credit_total
-    advantages = [[c * scale] * n for c, n in scored]
+    if credit_total == 0:
+        advantages = [[0.0] * n for _, n in scored]
+    else:
+        # c / Σc first: with subnormal credits, z·N/Σc alone overflows to inf
+        advantages = [[(c / credit_total) * z * n_nonzero] * n for c, n in scored]
     advantages += [[0.0] * n for n in turn_lengths[n_scored:]]
     return advantages
 
