@@ -1,52 +1,14 @@
 """Lua scripts that make each bus step atomic.
 
-COMMIT applies one message's effects and acknowledges it in one step:
-
-    KEYS[1]  idempotency key   KEYS[2]  input stream   KEYS[3..] keys the effects touch
-    ARGV[1]  group   ARGV[2] entry id ('' = nothing to ack)   ARGV[3] idempotency TTL (ms)
-    ARGV[4]  XADD MAXLEN cap   ARGV[5..] effects, each: op, key index, n args, args...
-
-If the idempotency key is new (SET NX) the effects run and the script returns 1; if it exists
-(the message was already committed, e.g. by a peer that reclaimed it) only the XACK runs and
-it returns 0. Either way a step never half-happens. ``XADDIFLEN`` sends only once a hash has
+COMMIT_MANY applies the effects of a batch of messages and acknowledges them, one message at a
+time on its own idempotency key: if the key is new (SET NX) the message's effects run and its
+result is 1; if it exists (the message was already committed, e.g. by a peer that reclaimed it)
+only its XACK runs and its result is 0. Either way a step never half-happens. ``XADDIFLEN`` sends only once a hash has
 enough fields (the reward worker: "the last member of a group asks for scoring"), decided
 inside the same atomic step so two workers committing the last two members cannot both miss.
 """
 
-COMMIT = """
-local fresh = redis.call('SET', KEYS[1], ARGV[2] ~= '' and ARGV[2] or '1', 'NX', 'PX', ARGV[3])
-if fresh then
-  local i = 5
-  local n = #ARGV
-  while i <= n do
-    local op = ARGV[i]
-    local key = KEYS[tonumber(ARGV[i + 1])]
-    local nargs = tonumber(ARGV[i + 2])
-    local args = {}
-    for j = 1, nargs do args[j] = ARGV[i + 2 + j] end
-    if op == 'XADD' then
-      redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', unpack(args))
-    elseif op == 'XADDIFLEN' then
-      -- args: hash key index, threshold, fields...; XADD only once the hash holds >= threshold fields
-      if redis.call('HLEN', KEYS[tonumber(args[1])]) >= tonumber(args[2]) then
-        redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', unpack(args, 3))
-      end
-    elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' then
-      redis.call(op, key, unpack(args))
-    elseif op == 'SET' then
-      redis.call('SET', key, unpack(args))
-    else
-      return redis.error_reply('userrl commit: unknown effect ' .. tostring(op))
-    end
-    i = i + 3 + nargs
-  end
-end
-if ARGV[2] ~= '' then redis.call('XACK', KEYS[2], ARGV[1], ARGV[2]) end
-if fresh then return 1 else return 0 end
-"""
-
-#: COMMIT for a whole batch in one call: each item still commits (or is skipped) on its own
-#: idempotency key; one script call instead of one per message saves the per-command cost.
+#: One script call for a whole batch (instead of one per message) saves the per-command cost.
 #: KEYS: every key the items name. ARGV[1] group, ARGV[2] idempotency TTL (ms), ARGV[3] MAXLEN
 #: cap, then per item: idempotency key index, input stream key index, entry id, number of
 #: effects, and the effects (op, key index, n args, args...). Returns one 1/0 per item.

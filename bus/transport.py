@@ -156,7 +156,6 @@ class Bus:
         self.redis = redis
         self.keys = keys
         self.settings = settings or BusSettings()
-        self._commit = redis.register_script(scripts.COMMIT)
         self._commit_many = redis.register_script(scripts.COMMIT_MANY)
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
@@ -295,33 +294,9 @@ class Bus:
         return [g.decode() if isinstance(g, bytes) else g for g in got]
 
     # -- committing -----------------------------------------------------------------------------
-    def _commit_args(self, d: Delivery | None, identity: tuple[str, str, int, int], group: str,
-                     effects: Effects) -> tuple[list[str], list[Any]]:
-        kind, ep, seq, hop = identity
-        keys = [self.keys.done(group, kind, ep, seq, hop), d.stream if d else self.keys.dead]
-        argv: list[Any] = [group, d.entry_id if d else "", self.settings.idempotency_ttl_ms,
-                           self.settings.stream_cap]
-        index: dict[str, int] = {}
-
-        def ref(k: str) -> int:
-            if k not in index:
-                keys.append(k)
-                index[k] = len(keys)
-            return index[k]
-
-        for op, key, args in effects.ops:
-            resolved = [ref(a.key) if isinstance(a, _KeyRef) else a for a in args]
-            argv += [op, ref(key), len(resolved), *resolved]
-        return keys, argv
-
-    async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:
-        """Apply each delivery's effects and ack it, atomically per delivery, in one script call
-        per batch. Returns, per item, whether its effects were applied (False: already committed
-        before, e.g. by a peer that reclaimed the message)."""
-        if not items:
-            return []
-        if len({d.group for d, _ in items}) > 1:
-            raise ValueError("one commit call covers deliveries of one consumer group")
+    async def _commit_call(self, group: str,
+                           items: Sequence[tuple[tuple[str, str, int, int], str, str, Effects]]) -> list[bool]:
+        """One COMMIT_MANY call for items of (identity, input stream, entry id or '', effects)."""
         keys: list[str] = []
         index: dict[str, int] = {}
 
@@ -331,21 +306,33 @@ class Bus:
                 index[k] = len(keys)
             return index[k]
 
-        argv: list[Any] = [items[0][0].group, self.settings.idempotency_ttl_ms, self.settings.stream_cap]
-        for d, effects in items:
-            assert d.msg is not None, "only decoded deliveries can be committed"
-            kind, ep, seq, hop = idempotency_identity(d.msg)
-            argv += [ref(self.keys.done(d.group, kind, ep, seq, hop)), ref(d.stream), d.entry_id, len(effects.ops)]
+        argv: list[Any] = [group, self.settings.idempotency_ttl_ms, self.settings.stream_cap]
+        for (kind, ep, seq, hop), stream, entry_id, effects in items:
+            argv += [ref(self.keys.done(group, kind, ep, seq, hop)), ref(stream), entry_id, len(effects.ops)]
             for op, key, args in effects.ops:
                 resolved = [ref(a.key) if isinstance(a, _KeyRef) else a for a in args]
                 argv += [op, ref(key), len(resolved), *resolved]
         res = await self._commit_many(keys=keys, args=argv)
         return [bool(r) for r in res]
 
+    async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:
+        """Apply each delivery's effects and ack it, atomically per delivery, in one script call
+        per batch. Returns, per item, whether its effects were applied (False: already committed
+        before, e.g. by a peer that reclaimed the message)."""
+        if not items:
+            return []
+        if len({d.group for d, _ in items}) > 1:
+            raise ValueError("one commit call covers deliveries of one consumer group")
+        calls = []
+        for d, effects in items:
+            assert d.msg is not None, "only decoded deliveries can be committed"
+            calls.append((idempotency_identity(d.msg), d.stream, d.entry_id, effects))
+        return await self._commit_call(items[0][0].group, calls)
+
     async def commit_once(self, identity: tuple[str, str, int, int], group: str, effects: Effects) -> bool:
         """Apply effects exactly once without acking anything (e.g. the dispatcher's resets)."""
-        keys, argv = self._commit_args(None, identity, group, effects)
-        return bool(await self._commit(keys=keys, args=argv))
+        (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
+        return applied
 
     async def ack(self, d: Delivery) -> None:
         await self.redis.xack(d.stream, d.group, d.entry_id)

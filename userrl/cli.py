@@ -212,7 +212,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                               seed=cfg.seed, max_turns=args.max_turns, prefix=args.prefix,
                               sampling={"temperature": cfg.policy.temperature,
                                         "max_new_tokens": cfg.policy.max_new_tokens},
-                              meta={"split": args.split, "group_size": args.group_size})
+                              meta={"split": args.split})  # make_resets adds group_size
 
     async def run() -> int:
         bus = make_bus(cfg)
