@@ -97,8 +97,9 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
         return VLLMBackend(model, seed=cfg.seed,  # type: ignore[return-value]
                            tools=(TOOL_SCHEMA,) if p.tools else None)
     from userrl.agents.hf_backend import HFBackend
+    from userrl.hardware import resolve_device
 
-    return HFBackend(model, device=p.device, seed=cfg.seed,  # type: ignore[return-value]
+    return HFBackend(model, device=resolve_device(p.device), seed=cfg.seed,  # type: ignore[return-value]
                      tools=(TOOL_SCHEMA,) if p.tools else None)
 
 

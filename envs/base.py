@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from userrl.envs.actions import Action
+from userrl.errors import ConfigError
 from userrl.sim_users.base import SimUser, UserSpec
 
 State = dict[str, Any]
@@ -61,11 +62,25 @@ class Env(ABC):
         "or write [action] ..., [answer] ..., [search] ... or [finish]."
     )
 
+    #: the gym's settings (``gym_options`` in a deploy config) and their defaults; a gym
+    #: declares every option it reads here, and nothing else is accepted
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         self.max_turns = int(max_turns if max_turns is not None else self.default_max_turns)
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
-        self.options = options
+        self.options = {**self.option_defaults, **self.check_options(options)}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` unchanged if every key is one of :attr:`option_defaults`; else
+        :class:`~userrl.errors.ConfigError` naming the gym and the allowed keys."""
+        unknown = sorted(set(options) - set(cls.option_defaults))
+        if unknown:
+            allowed = ", ".join(sorted(cls.option_defaults)) or "(none)"
+            raise ConfigError(f"{cls.id}: unknown gym option(s) {unknown}; allowed: {allowed}")
+        return options
 
     # -- to implement ---------------------------------------------------------------------
     @abstractmethod

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from userrl.errors import RewardError
+from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.grpo import LossConfig, drop_stale, grpo_loss, token_logprobs
 from userrl.learner.sequences import assemble, collate, per_token_advantages
 
@@ -29,7 +30,8 @@ class GRPOLearner:
     """Holds the model and optimizer; one :meth:`step` per batch of scored groups."""
 
     def __init__(self, model_path: str | Path, out_dir: str | Path, *, lr: float, loss: LossConfig,
-                 seed: int = 0, device: str = "cpu", ref_model_path: str | Path | None = None) -> None:
+                 seed: int = 0, device: str = "auto", dtype: str = "auto", gradient_checkpointing: bool = False,
+                 ref_model_path: str | Path | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,9 +39,16 @@ class GRPOLearner:
         self.torch = torch
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(device)
+        # Master weights and optimizer state stay fp32; bf16 is autocast for forward/backward.
+        self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path).to(device)
-        self.device = device
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+            self.model.config.use_cache = False
+        log.info("learner.ready", device=self.device, dtype=self.dtype, gradient_checkpointing=gradient_checkpointing)
+        device = self.device
         self.loss_cfg = loss
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
         self.ref = None
@@ -73,13 +82,14 @@ class GRPOLearner:
         mask = batch["loss_mask"] * keep.to(batch["loss_mask"].dtype)
         # loss: clipped importance ratio against the behaviour logprobs, token-mean
         self.model.train()
-        logp = token_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
-                              self.loss_cfg.temperature, mask=mask)
-        ref_logp = None
-        if self.ref is not None:
-            with torch.no_grad():
-                ref_logp = token_logprobs(self.ref, batch["input_ids"], batch["attention_mask"],
-                                          self.loss_cfg.temperature, mask=mask)
+        with self._autocast():
+            logp = token_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
+                                  self.loss_cfg.temperature, mask=mask).float()
+            ref_logp = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    ref_logp = token_logprobs(self.ref, batch["input_ids"], batch["attention_mask"],
+                                              self.loss_cfg.temperature, mask=mask).float()
         loss, metrics = grpo_loss(logp, batch["behaviour_logprobs"], batch["advantages"], mask, ref_logp=ref_logp,
                                   kl_coef=self.loss_cfg.kl_coef, agg=self.loss_cfg.agg,
                                   clip_low=self.loss_cfg.clip_low, clip_high=self.loss_cfg.clip_high)
@@ -99,6 +109,13 @@ class GRPOLearner:
                         "rollout/staleness_mean": float(lag.mean()) if lag.numel() else 0.0,
                         "policy/version": self.version})
         return metrics
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        if self.dtype != "bf16":
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.torch.device(self.device).type, dtype=self.torch.bfloat16)
 
     # -- publish ------------------------------------------------------------------------------
     def save_weights(self) -> Path:

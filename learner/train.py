@@ -34,7 +34,8 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
         return str(out)
     dialogues = (load_dialogues(t.sft_data) if t.sft_data
                  else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
-    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools)
+    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
+            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing)
     return str(out)
 
 
@@ -52,13 +53,14 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     t = cfg.train
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
                       max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
+    hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing}
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
-        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
         first_step = int(state.get("step", 0)) + 1
         log.info("train.resumed", version=learner.version, step=first_step)
     else:
-        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed)
+        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
     tasks = {g: load_tasks(g, "train") for g in t.gyms}
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
 
@@ -95,12 +97,13 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
 def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     from userrl.agents.hf_backend import HFBackend
     from userrl.agents.parsing import TOOL_SCHEMA
+    from userrl.hardware import resolve_device
     from userrl.learner.evaluate import evaluate
 
     t = cfg.train
     out = {}
     for name, path in models.items():
-        backend = HFBackend(path, device=cfg.policy.device, seed=cfg.seed,
+        backend = HFBackend(path, device=resolve_device(t.device), seed=cfg.seed,
                             tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
         out[name] = anyio.run(lambda b=backend: evaluate(
             b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,

@@ -83,8 +83,8 @@ class PolicyConfig:
     """'tiny' (built locally in the run dir), a local path, or a hub name you have."""
     base_url: str = ""
     """For backend openai: the endpoint, e.g. http://localhost:8000/v1."""
-    device: str = "cpu"
-    """torch device for hf."""
+    device: str = "auto"
+    """torch device of the hf backend: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
     temperature: float = 1.0
     """Sampling temperature for training rollouts."""
     max_new_tokens: int = 48
@@ -190,6 +190,14 @@ class TrainConfig:
     """Save a resumable checkpoint every N steps (run_dir/learner/checkpoint)."""
     resume: bool = False
     """Continue GRPO from run_dir/learner/checkpoint (model, optimizer, version, step) if it exists."""
+    device: str = "auto"
+    """torch device of the learner, SFT and the final evaluation: auto (CUDA when present), cpu,
+    cuda, cuda:1, ..."""
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training precision. auto: bf16 on CUDA, fp32 on CPUs (emulated bf16 is ~4x slower on CPUs
+    without AVX512-BF16/AMX; ask for bf16 explicitly on one that has them)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (saves memory on big models; slower, useless for tiny)."""
 
     def __post_init__(self) -> None:
         _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",

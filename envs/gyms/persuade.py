@@ -146,6 +146,8 @@ class PersuadeGym(Env):
     user_spec = PersuadeUserSpec()
     default_max_turns = 20
 
+    option_defaults: ClassVar[dict[str, Any]] = {"reward_mode": "delta"}
+
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.reward_mode = str(options.get("reward_mode", "delta"))

@@ -130,6 +130,8 @@ class SearchGym(Env):
     user_spec = SearchUserSpec()
     default_max_turns = 20
 
+    option_defaults: ClassVar[dict[str, Any]] = {"search_backend": "local"}
+
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.backend = str(options.get("search_backend", "local"))

@@ -65,6 +65,9 @@ class TravelGym(Env):
     user_spec = TravelUserSpec()
     default_max_turns = 20
 
+    option_defaults: ClassVar[dict[str, Any]] = {"elicit_reward": DEFAULT_ELICIT_REWARD,
+                                                  "search_fail_every": DEFAULT_FAIL_EVERY}
+
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.elicit_reward = float(options.get("elicit_reward", DEFAULT_ELICIT_REWARD))

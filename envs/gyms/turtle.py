@@ -157,6 +157,8 @@ class TurtleGym(Env):
     user_spec = TurtleUserSpec()
     default_max_turns = 20
 
+    option_defaults: ClassVar[dict[str, Any]] = {"success_threshold": DEFAULT_THRESHOLD}
+
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.success_threshold = float(options.get("success_threshold", DEFAULT_THRESHOLD))
