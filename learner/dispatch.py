@@ -1,9 +1,13 @@
 """The dispatcher: turns the train split into GRPO groups, with admission control.
 
-No more than ``groups_per_step * (max_staleness + 1)`` groups are in flight, so rollouts can
-never run further ahead of the learner than the staleness bound allows: anything dispatched
-is at most ``max_staleness`` versions old when it is trained on (stale turns that still slip
-through, e.g. after a redelivery, are dropped by the learner and counted).
+No more than ``groups_per_step * (max_staleness + 1)`` groups are in flight, and (with
+``groups_per_step`` set) no group is dispatched that the learner could only reach more than
+``max_staleness`` versions later: by version ``v`` the learner has consumed ``v * B`` groups,
+so at most ``(v + max_staleness + 1) * B`` (plus one for every dropped group, which trains
+nothing) may have been dispatched since the dispatcher started. The in-flight cap alone lets a
+group freed mid-step be refilled with the old version, which the learner then drops as stale;
+with ``max_staleness`` 0 this is what makes the loop truly synchronous (AReaL's admission rule).
+Stale turns that still slip through (a redelivery, a slow worker) are dropped and counted.
 """
 
 from __future__ import annotations
@@ -40,16 +44,31 @@ class Dispatcher:
     sampling: dict[str, Any]
     seed: int = 0
     run_tag: str = "train"
+    groups_per_step: int = 0
+    """B; with 0 only the in-flight cap applies (no per-version admission)."""
+    max_staleness: int = 0
     in_flight: set[str] = field(default_factory=set)
     dispatched: int = 0
+    dropped: int = 0
+    first_version: int | None = None
 
     def __post_init__(self) -> None:
         self._cycle = task_cycle(self.tasks, self.seed)
 
+    def admitted(self, version: int) -> int:
+        """How many groups may have been dispatched by ``version`` (see the module docstring)."""
+        if self.groups_per_step <= 0:
+            return 1 << 62
+        if self.first_version is None:
+            self.first_version = version
+        steps_done = version - self.first_version
+        return (steps_done + self.max_staleness + 1) * self.groups_per_step + self.dropped
+
     async def fill(self, version: int) -> list[Reset]:
-        """Dispatch groups until ``max_in_flight`` are out; return the resets sent."""
+        """Dispatch groups until ``max_in_flight`` are out (and the version admits them); return
+        the resets sent."""
         sent: list[Reset] = []
-        while len(self.in_flight) < self.max_in_flight:
+        while len(self.in_flight) < self.max_in_flight and self.dispatched < self.admitted(version):
             env_id, task = next(self._cycle)
             resets = make_resets(env_id, [task], group_size=self.group_size, seed=self.seed + self.dispatched,
                                  max_turns=self.max_turns, sampling=self.sampling,
@@ -61,5 +80,8 @@ class Dispatcher:
         await send_resets(self.bus, sent)
         return sent
 
-    def done(self, group_id: str) -> None:
+    def done(self, group_id: str, *, dropped: bool = False) -> None:
+        """``group_id`` came back; a dropped group gives its admission slot back."""
+        if group_id in self.in_flight and dropped:
+            self.dropped += 1
         self.in_flight.discard(group_id)

@@ -46,7 +46,7 @@ async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str
             if not isinstance(msg, ScoredGroup):
                 await bus.dead_letter(d, f"learner expected scored_group, got {d.error or type(msg).__name__}")
                 continue
-            dispatcher.done(msg.group_id)
+            dispatcher.done(msg.group_id, dropped=msg.status != "ok")
             if msg.status != "ok":
                 dropped += 1
                 await bus.commit([(d, Effects())])

@@ -68,7 +68,8 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         bus = make_bus(cfg, url=url)
         try:
             dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
-                                    t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-")
+                                    t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-",
+                                    groups_per_step=t.groups_per_step, max_staleness=t.max_staleness)
             return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
                                first_step=first_step, metrics=MetricsLog(run_dir / "metrics.jsonl"),
                                time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
