@@ -112,14 +112,36 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+#: the main job's learning claims (issue 13): GRPO's train score rises by this much from the first
+#: fifth of the steps to the last, and SFT+GRPO beats SFT on held-out tasks by this much
+TRAIN_MARGIN = 0.15
+HELDOUT_MARGIN = 0.10
+
+
 def learning_check(rows: list[dict[str, Any]], evals: dict[str, Any]) -> dict[str, Any]:
-    """The main job's claims: SFT beats base on held-out tasks; GRPO's last fifth beats its first."""
+    """The main job's claims, each with its numbers and whether it held in this run."""
     scores = [r["rollout/score_mean"] for r in rows if "rollout/score_mean" in r]
     k = max(len(scores) // 5, 1)
     first, last = sum(scores[:k]) / k, sum(scores[-k:]) / k
+    heldout = evals["sft+grpo"]["overall"] - evals["sft"]["overall"]
     return {"sft_beats_base": evals["sft"]["overall"] > evals["base"]["overall"],
             "grpo_first_fifth": round(first, 4), "grpo_last_fifth": round(last, 4),
-            "grpo_improves": last > first, "steps": len(scores)}
+            "grpo_improves": last > first, "steps": len(scores),
+            "train_margin": round(last - first, 4), "train_margin_holds": last - first >= TRAIN_MARGIN,
+            "heldout_margin": round(heldout, 4), "heldout_margin_holds": heldout >= HELDOUT_MARGIN}
+
+
+def format_claims(report: dict[str, Any]) -> str:
+    """The claims of the run, each saying whether it held, and the stage times."""
+    c, s = report["check"], report["seconds"]
+    yes = {True: "held", False: "did NOT hold"}
+    return "\n".join([
+        f"GRPO train score: first fifth {c['grpo_first_fifth']:.3f} -> last fifth {c['grpo_last_fifth']:.3f} over "
+        f"{c['steps']} steps (+{c['train_margin']:.3f}; claim >= +{TRAIN_MARGIN}: {yes[c['train_margin_holds']]})",
+        f"held-out SFT+GRPO - SFT: {c['heldout_margin']:+.3f} (claim >= +{HELDOUT_MARGIN}: "
+        f"{yes[c['heldout_margin_holds']]}); SFT beats base: {c['sft_beats_base']}",
+        f"stages: model {s['model']:.0f}s, SFT {s['sft']:.0f}s, GRPO {s['grpo']:.0f}s, eval {s['eval']:.0f}s; "
+        f"total {s['total']:.0f}s"])
 
 
 def format_table(evals: dict[str, Any]) -> str:
@@ -163,16 +185,19 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     base = resolve_model_path(cfg)
     log.info("train.base_model", path=base)
+    t_model = time.monotonic()
     sft = sft_stage(cfg, base, run_dir)
-    t_sft = time.monotonic() - t0
+    t_sft = time.monotonic()
     final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
-    t_grpo = time.monotonic() - t0 - t_sft
+    t_grpo = time.monotonic()
     evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
+    t_eval = time.monotonic()
     check = learning_check(rows, evals)
     plot_metrics(rows, run_dir / "metrics.png")
     plot_evals(evals, run_dir / "eval.png")
-    report = {"eval": evals, "check": check, "seconds": {"sft": round(t_sft, 1), "grpo": round(t_grpo, 1),
-                                                         "total": round(time.monotonic() - t0, 1)},
+    seconds = {"model": t_model - t0, "sft": t_sft - t_model, "grpo": t_grpo - t_sft, "eval": t_eval - t_grpo,
+               "total": time.monotonic() - t0}
+    report = {"eval": evals, "check": check, "seconds": {k: round(v, 1) for k, v in seconds.items()},
               "models": {"base": base, "sft": sft, "final": final}}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -55,6 +55,11 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["eval"]) == {"base", "sft", "sft+grpo"}
     assert report["check"]["steps"] == 2
+    assert set(report["seconds"]) == {"model", "sft", "grpo", "eval", "total"}
+    assert report["seconds"]["total"] >= report["seconds"]["sft"] + report["seconds"]["grpo"]
+    for claim in ("train_margin_holds", "heldout_margin_holds"):
+        assert isinstance(report["check"][claim], bool)
+    assert "claim >= +0.15" in out.stdout and "stages: model" in out.stdout
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("loss/policy" in r for r in rows)
     assert (tmp_path / "metrics.png").is_file() and (tmp_path / "eval.png").is_file()

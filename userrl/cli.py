@@ -158,15 +158,13 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """The main job: tiny model -> SFT -> GRPO over the bus -> evaluation table."""
-    from userrl.learner.train import format_table, run_train
+    from userrl.learner.train import format_claims, format_table, run_train
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
     report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
-    c = report["check"]
-    print(f"SFT beats base: {c['sft_beats_base']}; GRPO train score first fifth {c['grpo_first_fifth']:.3f} "
-          f"-> last fifth {c['grpo_last_fifth']:.3f} over {c['steps']} steps; {report['seconds']['total']:.0f}s")
+    print(format_claims(report))
     print(f"report: {cfg.run_dir}/report.json, plots: {cfg.run_dir}/metrics.png {cfg.run_dir}/eval.png")
     return 0
 
