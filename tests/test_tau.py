@@ -14,6 +14,7 @@ from tests.test_gyms import play, rewards
 from userrl.envs._importer_ii import convert_tau
 from userrl.envs.check import check_tasks
 from userrl.envs.gyms import _taubench_db
+from userrl.envs.gyms._tau_user import customer_reply, outputs_said
 from userrl.envs.gyms._taubench_airline import TOOLS as AIRLINE
 from userrl.envs.gyms._taubench_db import EpisodeDB, load
 from userrl.envs.gyms._taubench_retail import TOOLS as RETAIL
@@ -226,6 +227,17 @@ def test_airline_changes_and_cancellation() -> None:
     msg = AIRLINE["send_certificate"](db, {"user_id": res["user_id"], "amount": 150})
     assert "certificate_3221322" in msg
     assert db.get("users", res["user_id"])["payment_methods"]["certificate_3221322"]["amount"] == 150
+
+
+def test_scripted_customer_of_a_tau_bench_task() -> None:
+    task = {"id": "retail-x", "db": "tau-bench-retail", "opening": "Hi", "actions": [],
+            "instruction": "Your name is Ann Lee and your zip is 10001. You want to cancel #W1."}
+    said = "My name is Ann Lee and my zip is 10001. I want to cancel #W1."
+    assert customer_reply(task, "Anything else?", 0) == {"reply": said, "stated": 1, "done": False}
+    assert customer_reply(task, "What is your name and zip code?", 1)["reply"] == said
+    assert customer_reply(task, "Shall I proceed?", 1)["reply"].startswith("Yes")
+    assert customer_reply(task, "Is there anything else?", 1)["done"] is True
+    assert outputs_said({**task, "outputs": ["1,000.5", "Camera"]}, "It is 1,000.5 for the CAMERA") == [1]
 
 
 # -- the gym on imported tasks -----------------------------------------------------------------

@@ -60,8 +60,10 @@ def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
 
     1. Closing question ("anything else?") once every request was stated: thanks, done.
     2. A request for confirmation ("shall I proceed?"): yes.
-    3. A question about identity (name, zip, email, verify): the identity details.
-    4. Otherwise: the next request not yet stated, or, when all were, a reminder.
+    3. A question about identity (name, zip, email, verify): the identity details (for a
+       τ-bench task, which has no ``customer``: its instruction, which holds them).
+    4. Otherwise: the next request not yet stated, or, when all were, a reminder (a τ-bench
+       task has one request: its instruction in the first person).
     """
     s = stems(message)
     requests = requests_of(task)
