@@ -122,7 +122,7 @@ class TauGym(Env):
         if action.choice == "action":
             return await self._talk(state, action.content, user)
         domain = domain_of(state["task"])
-        done, info = False, {}
+        done = False
         if action.choice == "search":
             obs = self._search(domain, action.content)
         elif (call := parse_call(action.content)) is None:
