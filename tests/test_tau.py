@@ -4,6 +4,7 @@ and every imported UserRL Tau task replayed by the expert (when ../shared is pre
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,18 @@ import pytest
 
 from tests.test_gyms import play, rewards
 from userrl.envs._importer_ii import convert_tau
+from userrl.envs.actions import parse_prefixed
 from userrl.envs.check import check_tasks
 from userrl.envs.gyms import _taubench_db
+from userrl.envs.gyms._tau_domains import DOMAINS
 from userrl.envs.gyms._tau_user import customer_reply, outputs_said
 from userrl.envs.gyms._taubench_airline import TOOLS as AIRLINE
 from userrl.envs.gyms._taubench_db import EpisodeDB, load
 from userrl.envs.gyms._taubench_retail import TOOLS as RETAIL
 from userrl.envs.gyms._taubench_tools import ToolError
-from userrl.envs.registry import get_env_class
+from userrl.envs.registry import get_env_class, make
 from userrl.errors import DataError
+from userrl.sim_users.base import InProcessUser, UserQuery
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 TAU_DATA = SHARED / "userrl-data" / "TauGym"
@@ -238,6 +242,11 @@ def test_scripted_customer_of_a_tau_bench_task() -> None:
     assert customer_reply(task, "Shall I proceed?", 1)["reply"].startswith("Yes")
     assert customer_reply(task, "Is there anything else?", 1)["done"] is True
     assert outputs_said({**task, "outputs": ["1,000.5", "Camera"]}, "It is 1,000.5 for the CAMERA") == [1]
+    spec = get_env_class("userrl/Tau-v0").user_spec
+    query = UserQuery("userrl/Tau-v0", "respond", "reply", {"message": "Hi", "stated": 0},
+                      {**task, "db": "tau-bench-airline"}, [])
+    system = spec.llm_messages(query)[0]["content"]  # type: ignore[attr-defined]
+    assert "an airline" in system and task["instruction"] in system
 
 
 # -- the gym on imported tasks -----------------------------------------------------------------
@@ -292,6 +301,35 @@ def test_outputs_must_be_said_and_transfer_ends_the_episode() -> None:
     moved = play("userrl/Tau-v0", task, ["[action] Hi!", *calls,
                                          '[answer] transfer_to_human_agents {"summary": "x"}'])
     assert moved[-1].terminated and moved[-1].info["db_match"] is True
+
+
+@needs_shared
+def test_concurrent_episodes_of_one_task_keep_their_own_database() -> None:
+    task = _first(lambda t: t["db"] == "tau-bench-airline" and any(
+        a["name"] == "cancel_reservation" for a in t["actions"]))
+    rid = next(a for a in task["actions"] if a["name"] == "cancel_reservation")["arguments"]
+    before = json.dumps(load("tau-bench-airline")["tables"]["reservations"][rid["reservation_id"]])
+
+    async def episode(i: int) -> Any:
+        env, user = make("userrl/Tau-v0"), InProcessUser()
+        state, _, _ = await env.reset(task, i)
+        for text in ["[action] Hi!", f"[answer] cancel_reservation {json.dumps(rid)}" if i % 2
+                     else "[action] One moment.", "[action] Anything else?"]:
+            await asyncio.sleep(0)  # interleave the episodes
+            res = await env.step(state, parse_prefixed(text), user)
+            state = res.state
+        return res
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(episode(i) for i in range(16)))
+
+    domain = DOMAINS[task["db"]]
+    prints: dict[int, set[str]] = {0: set(), 1: set()}
+    for i, res in enumerate(asyncio.run(run())):
+        assert [w["name"] for w in res.state["writes"]] == (["cancel_reservation"] if i % 2 else [])
+        prints[i % 2].add(domain.fingerprint(res.state["writes"]))
+    assert prints[0] == {domain.fingerprint([])} and len(prints[1]) == 1 and prints[0] != prints[1]
+    assert json.dumps(load("tau-bench-airline")["tables"]["reservations"][rid["reservation_id"]]) == before
 
 
 @needs_shared
