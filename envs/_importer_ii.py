@@ -14,10 +14,10 @@ What the sources lack, and how the gyms degrade on imported tasks:
 
 - Search: no documents. The bundled local index cannot answer Bamboogle questions; play them
   with ``search_backend="serper"`` (web search). The expert searches the question, then answers.
-- Tau: the τ-bench databases (retail, airline) are not in the release. Tasks keep the
-  customer's opening, the instruction (for an LLM customer), the gold tool calls and outputs,
-  with ``db`` naming τ-bench's database; TauGym refuses to reset them (it only bundles its
-  own shop), so they serve as data for other tools until such a database is provided.
+- Tau: the τ-bench databases (retail, airline) are not in the release; TauGym ships them.
+  Tasks keep the customer's opening, the instruction (the customer's goal), the gold tool
+  calls and outputs, with ``db`` naming τ-bench's database (``tau-bench-retail`` or
+  ``tau-bench-airline``).
 - Travel: only the request and the gold option id per aspect (no catalog, no preferences).
   Searches find no options and the user has nothing to reveal; a recommendation is scored
   against the gold id (any other id of that aspect's letter is wrong).
@@ -62,6 +62,10 @@ def convert_search(path: Path) -> list[dict[str, Any]]:
 
 
 def convert_tau(path: Path) -> list[dict[str, Any]]:
+    """τ-bench tasks; ``db`` names the domain's database (from the id's prefix), which TauGym
+    ships. Every gold action must call a tool of that domain with exactly its arguments."""
+    from userrl.envs.gyms._tau_domains import DOMAINS, check_actions
+
     out = []
     for i, rec in enumerate(_load(path, list)):
         rec = _need(path, f"entry {i}", rec, ("id", "obs", "info"))
@@ -71,8 +75,15 @@ def convert_tau(path: Path) -> list[dict[str, Any]]:
         for j, a in enumerate(task["actions"]):
             a = _need(path, f"entry {i} action {j}", a, ("name", "kwargs"))
             actions.append({"name": str(a["name"]), "arguments": dict(a["kwargs"])})
-        domain = str(rec["id"]).split("-")[0]
-        out.append({"id": str(rec["id"]), "db": f"tau-bench-{domain}", "opening": str(rec["obs"]),
+        db = f"tau-bench-{str(rec['id']).split('-')[0]}"
+        if db not in DOMAINS:
+            raise DataError(f"{path}: entry {i}: id {rec['id']!r} names no τ-bench domain "
+                            "(expected retail-... or airline-...)")
+        try:
+            check_actions(DOMAINS[db], actions)
+        except ValueError as exc:
+            raise DataError(f"{path}: entry {i} ({rec['id']}): {exc}") from exc
+        out.append({"id": str(rec["id"]), "db": db, "opening": str(rec["obs"]),
                     "instruction": str(task["instruction"]), "user_id": str(task["user_id"]),
                     "actions": actions, "outputs": [str(o) for o in task.get("outputs") or []]})
     return out

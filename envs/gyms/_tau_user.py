@@ -23,7 +23,31 @@ def _any(text_stems: list[str], phrases: tuple[str, ...]) -> bool:
     return any(has_phrase(text_stems, p) for p in phrases)
 
 
+def requests_of(task: Task) -> list[str]:
+    """What the customer asks for, in order: our shop's ``requests``, or for a τ-bench task
+    its instruction as one request, told in the first person."""
+    if task.get("requests"):
+        return [str(r) for r in task["requests"]]
+    return [first_person(str(task.get("instruction", "")))]
+
+
+_SWAPS = ((r"\byou are\b", "I am"), (r"\byou were\b", "I was"), (r"\byourself\b", "myself"),
+          (r"\byours\b", "mine"), (r"\byour\b", "my"), (r"\byou\b", "I"))
+
+
+def first_person(instruction: str) -> str:
+    """τ-bench's instructions address the customer ("Your name is ..., you want to ..."); the
+    scripted customer says them as their own ("My name is ..., I want to ...")."""
+    text = instruction.strip()
+    for pattern, repl in _SWAPS:
+        text = re.sub(pattern, lambda m, r=repl: r if m.group(0)[0].islower() else r[0].upper() + r[1:],
+                      text, flags=re.IGNORECASE)
+    return text
+
+
 def identity_reply(task: Task, message: str) -> str:
+    if "customer" not in task:  # τ-bench: the identity is in the instruction
+        return requests_of(task)[0]
     c = task.get("customer", {})
     if task.get("identify_by") == "email" or has_phrase(stems(message), "email"):
         return f"Sure, my email is {c.get('email', 'not something I remember')}."
@@ -36,11 +60,13 @@ def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
 
     1. Closing question ("anything else?") once every request was stated: thanks, done.
     2. A request for confirmation ("shall I proceed?"): yes.
-    3. A question about identity (name, zip, email, verify): the identity details.
-    4. Otherwise: the next request not yet stated, or, when all were, a reminder.
+    3. A question about identity (name, zip, email, verify): the identity details (for a
+       τ-bench task, which has no ``customer``: its instruction, which holds them).
+    4. Otherwise: the next request not yet stated, or, when all were, a reminder (a τ-bench
+       task has one request: its instruction in the first person).
     """
     s = stems(message)
-    requests = task.get("requests", [])
+    requests = requests_of(task)
     if _any(s, CLOSING) and stated >= len(requests):
         return {"reply": "No, that's all. Thank you for your help!", "stated": stated, "done": True}
     if _any(s, CONFIRM):
@@ -54,8 +80,12 @@ def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
 
 
 def outputs_said(task: Task, message: str) -> list[int]:
-    """Indices of the task's required outputs that ``message`` states (numbers compared as
-    numbers, other outputs as case-insensitive substrings)."""
+    """Indices of the task's required outputs that ``message`` states. τ-bench's tasks use
+    τ-bench's rule (the output, lowercased, is a substring of the message lowercased with its
+    commas removed); our shop's compare numbers as numbers, other outputs as substrings."""
+    if task.get("db", "userrl-retail") != "userrl-retail":
+        said = message.lower().replace(",", "")
+        return [i for i, o in enumerate(task.get("outputs", [])) if str(o).lower() in said]
     numbers = {round(float(n), 2) for n in _NUM.findall(message.replace(",", ""))}
     out = []
     for i, o in enumerate(task.get("outputs", [])):
@@ -86,11 +116,13 @@ class TauUserSpec:
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
         identity = {k: v for k, v in t.get("customer", {}).items()}
+        business = "an airline" if t.get("db") == "tau-bench-airline" else "an online shop"
         system = (
-            "You are a customer contacting an online shop's support agent. Your situation: "
+            f"You are a customer contacting {business}'s support agent. Your situation: "
             f"{t.get('instruction', '')}\nYour details (give them only when asked): "
-            f"{json.dumps(identity, ensure_ascii=False)}\nWhat you want, in order: "
-            f"{json.dumps(t.get('requests', []), ensure_ascii=False)}\n"
+            f"{json.dumps(identity, ensure_ascii=False) if identity else 'as in your situation'}"
+            "\nWhat you want, in order: "
+            f"{json.dumps(requests_of(t), ensure_ascii=False)}\n"
             "Reveal your requests one at a time, as a real customer would; confirm an action "
             "only if it matches what you want. Do not make up information you were not given. "
             "When everything you wanted is done and the agent asks if you need anything else, "

@@ -1,4 +1,5 @@
-"""TauGym: customer service in a retail shop, with tools over a real SQLite database."""
+"""TauGym: customer service with tools over a real database (τ-bench's retail and airline
+domains, and a small shop of our own)."""
 
 from __future__ import annotations
 
@@ -8,62 +9,59 @@ from typing import Any, ClassVar
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.gyms._common import history_for_query
-from userrl.envs.gyms._tau_db import episode_db, fingerprint
-from userrl.envs.gyms._tau_tools import (
-    ARGS,
-    WRITE_TOOLS,
-    ToolError,
-    call_tool,
-    parse_call,
-    tool_list,
-)
+from userrl.envs.gyms._tau_domains import BUNDLED, DOMAINS, Domain, check_actions, domain_of
+from userrl.envs.gyms._tau_tools import parse_call
 from userrl.envs.gyms._tau_user import TauUserSpec, outputs_said
 from userrl.envs.registry import register
-from userrl.errors import EnvError
+from userrl.errors import DataError, EnvError
 from userrl.sim_users.base import SimUser, UserQuery
-
-BUNDLED_DB = "userrl-retail"
-HELP = ("Verify the customer's identity first (name and zip code, or email), find their "
-        "user id, look up what you need with read tools, explain what you will change and get "
-        "an explicit yes before any write tool (cancel, modify, return, exchange), tell the "
-        "customer any figures they asked for, and ask whether there is anything else.")
 
 
 @register
 class TauGym(Env):
-    """Help a shop's customer: talk to them and call the shop's tools.
+    """Serve a customer: talk to them, and call the business's tools on its database.
 
     Description:
-        A τ-bench-style retail domain of our own: a SQLite database of customers, payment
-        methods, products with variants, and orders. The simulated customer has a goal
-        (cancel or change an order, return or exchange items, learn a figure); they reveal
-        their identity when asked and state their requests one at a time. Every episode works
-        on its own copy of the database (the state records the successful write calls; the
-        copy is rebuilt from the bundled base each step).
+        τ-bench's domains: a retail store (users, orders, products) and an airline (users,
+        reservations, flights), on τ-bench's own databases (MIT, shipped compressed in
+        ``envs/data/tau``), with tools that follow τ-bench's semantics (``_taubench_*``);
+        UserRL's Tau tasks (500 retail train, 115 retail + 50 airline test) play on them. The
+        bundled tasks use a small shop of our own on SQLite (``db`` absent or
+        ``userrl-retail``). The simulated customer has a goal (the task's instruction); they
+        reveal it when asked and confirm the changes the agent proposes. Every episode works
+        on its own copy of its domain's database: the state records the write calls that
+        succeeded, and each step rebuilds the copy from the shared, read-only base (τ-bench's
+        are parsed once per process and copied record by record on write).
 
     Actions:
-        ``[action] message``: say something to the customer (UserRL's convention).
+        ``[action] message``: say something to the customer. Always speech, never a tool call
+        (UserRL's rule), whatever the message looks like.
         ``[answer] tool call``: call a tool, written ``name {"arg": "value"}`` (e.g.
-        ``get_order_details {"order_id": "#W1001"}``) or ``{"name": ..., "arguments": {...}}``.
-        An ``[action]`` whose content is such a call is also taken as a tool call.
-        ``[search] tools`` lists the tools and their arguments; ``[search] help`` gives the
-        shop's procedure.
+        ``get_order_details {"order_id": "#W2611340"}``) or ``{"name": ..., "arguments": {...}}``.
+        ``[search] tools`` lists the domain's tools and their arguments; ``[search] help``
+        gives the domain's policy (τ-bench's wiki for its domains).
 
     Observation:
-        The customer's reply, a tool's JSON result or error, or the tool list.
+        The customer's reply, a tool's result (τ-bench's: JSON of a record, an id or a
+        message) or ``Error: ...``, or the tool list / policy.
 
     Reward:
-        0 per turn, and at the end 1.0 iff the final database equals the goal's (the gold
-        write calls applied to the base) and every required output was told to the customer;
-        else 0.
+        0 per turn, and at the end 1.0 iff the final database equals the one the task's gold
+        tool calls produce from the base (τ-bench compares the whole database) and every
+        required output string was said to the customer in an ``[action]`` (τ-bench's rule:
+        a case-insensitive substring of the message with its commas removed; our shop's
+        tasks compare numbers as numbers); else 0.
 
     Episode end:
-        Terminated when the customer ends the conversation (their requests are handled and
-        the agent asks if there is anything else) or on ``[finish]`` (reward 0); truncated
-        after ``max_turns`` (30).
+        Terminated when the customer ends the conversation (their request is handled and
+        the agent asks if there is anything else), when ``transfer_to_human_agents``
+        succeeds (τ-bench's terminal tool; scored like the end of a conversation), or on
+        ``[finish]`` (reward 0); truncated after ``max_turns`` (30).
 
     Version history:
-        v0: initial version, in the spirit of UserRL's TauGym (τ-bench retail).
+        v0: initial version, in the spirit of UserRL's TauGym (τ-bench retail), our own shop.
+        v0, revised: τ-bench's retail and airline databases and tools, so UserRL's 665 Tau
+        tasks play; ``[action]`` is never a tool call (it was when it looked like one).
     """
 
     id = "userrl/Tau-v0"
@@ -75,48 +73,44 @@ class TauGym(Env):
     def validate_task(cls, task: Task) -> None:
         if not isinstance(task.get("opening"), str) or not task["opening"].strip():
             raise ValueError("'opening' must be a non-empty string")
-        actions = task.get("actions")
-        if not isinstance(actions, list):
+        if not isinstance(task.get("actions"), list):
             raise ValueError("'actions' must be a list of {name, arguments} tool calls")
-        for a in actions:
-            if not isinstance(a, dict) or not isinstance(a.get("arguments"), dict):
-                raise ValueError("each action needs a 'name' and an 'arguments' object")
-        if task.get("db", BUNDLED_DB) != BUNDLED_DB:
-            return  # another database (imported τ-bench task): its tools are not ours
-        for a in actions:
-            if set(a["arguments"]) != set(ARGS.get(a.get("name", ""), ("?",))):
-                raise ValueError(f"action {a.get('name')!r} is not a call of a known tool")
-        if not isinstance(task.get("customer"), dict) or not task.get("requests"):
+        db = task.get("db", BUNDLED)
+        if db not in DOMAINS:
+            raise ValueError(f"'db' must be one of {sorted(DOMAINS)}, got {db!r}")
+        check_actions(DOMAINS[db], task["actions"])
+        if not isinstance(task.get("outputs", []), list):
+            raise ValueError("'outputs' must be a list of strings")
+        if db == BUNDLED and (not isinstance(task.get("customer"), dict) or not task.get("requests")):
             raise ValueError("'customer' and 'requests' are required")
+        if db != BUNDLED and not isinstance(task.get("instruction"), str):
+            raise ValueError("'instruction' (the customer's goal) must be a string")
 
     @classmethod
     def max_score(cls, task: Task) -> float:
         return 1.0
 
     def system_prompt(self, task: Task) -> str:
+        domain = domain_of(task)
+        example = ('get_order_details {"order_id": "#W2611340"}' if domain.name != "tau-bench-airline"
+                   else 'get_reservation_details {"reservation_id": "4WQ150"}')
         return (
-            "TauGym: you are a customer-service agent of an online shop. Fulfil the customer's "
-            "request by talking to them and calling the shop's internal tools.\n"
-            "Actions:\n"
-            "- [action] message : say something to the customer.\n"
-            '- [answer] tool_name {"arg": "value"} : call a tool with JSON arguments, e.g. '
-            '[answer] get_order_details {"order_id": "#W1001"}. Tools with no arguments: '
-            "[answer] list_all_product_types {}.\n"
-            "- [search] tools : list the tools and their arguments. [search] help : the shop's "
-            "procedure.\n"
+            f"TauGym: you are a customer-service agent of {domain.business}. Fulfil the "
+            "customer's request by talking to them and calling the internal tools, following "
+            "the policy.\nActions:\n"
+            "- [action] message : say something to the customer (never a tool call).\n"
+            f"- [answer] tool_name {{\"arg\": \"value\"}} : call a tool with JSON arguments, "
+            f"e.g. [answer] {example}.\n"
+            "- [search] tools : list the tools and their arguments. [search] help : the policy.\n"
             "- [finish] : give up (the conversation ends without success).\n"
-            f"Procedure: {HELP}"
+            "Verify the customer's identity first, and get an explicit yes before any change."
         )
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
-        db = task.get("db", BUNDLED_DB)
-        if db != BUNDLED_DB:
-            raise EnvError(f"task {task['id']} needs the {db!r} database, which is not bundled; "
-                           f"TauGym only runs tasks on {BUNDLED_DB!r}")
-        gold = [a for a in task["actions"] if a["name"] in WRITE_TOOLS]
+        domain = domain_of(task)
         try:
-            goal = fingerprint(episode_db(gold))
-        except Exception as exc:
+            goal = domain.goal(task["actions"])
+        except (DataError, ValueError, KeyError) as exc:
             raise EnvError(f"task {task['id']}: the goal's actions do not apply: {exc}") from exc
         obs = f"Customer: {task['opening']}"
         state = {"writes": [], "goal": goal, "stated": 0, "said": [],
@@ -125,32 +119,41 @@ class TauGym(Env):
 
     async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
         state["dialogue"].append({"role": "assistant", "content": action.text})
-        call = parse_call(action.content) if action.choice != "search" else None
-        if action.choice == "action" and (call is None or call[0] not in ARGS):
+        if action.choice == "action":
             return await self._talk(state, action.content, user)
+        domain = domain_of(state["task"])
+        done = False
         if action.choice == "search":
-            what = action.content.strip().strip("'\"").lower()
-            obs = (f"Tools:\n{tool_list()}" if what == "tools" else HELP if what == "help"
-                   else "Search accepts 'tools' or 'help'.")
-        elif call is None:
+            obs = self._search(domain, action.content)
+        elif (call := parse_call(action.content)) is None:
             obs = 'Error: write a tool call as tool_name {"arg": "value"}.'
         else:
-            obs = self._call(state, *call)
+            name, arguments = call
+            obs, ok = domain.call(state["writes"], name, arguments)
+            if ok and domain.is_write(name):
+                state["writes"].append({"name": name, "arguments": arguments})
+            done = ok and domain.is_terminal(name)
         state["dialogue"].append({"role": "user", "content": obs})
-        return StepResult(state, obs, 0.0, False, False, {})
+        reward, info = self._score(state) if done else (0.0, {})
+        return StepResult(state, obs, reward, done, False, info)
 
     @staticmethod
-    def _call(state: State, name: str, arguments: dict[str, Any]) -> str:
-        conn = episode_db(state["writes"])
-        try:
-            result = call_tool(conn, name, arguments)
-        except ToolError as exc:
-            return f"Error: {exc}"
-        finally:
-            conn.close()
-        if name in WRITE_TOOLS:
-            state["writes"].append({"name": name, "arguments": arguments})
-        return json.dumps(result, sort_keys=True, ensure_ascii=False)
+    def _search(domain: Domain, query: str) -> str:
+        what = query.strip().strip("'\"").lower()
+        if "tool" in what or "function" in what:
+            return f"Tools:\n{domain.listing()}"
+        if "help" in what or "policy" in what:
+            return domain.policy()
+        return "Search accepts 'tools' or 'help'."
+
+    @staticmethod
+    def _score(state: State) -> tuple[float, dict[str, Any]]:
+        """τ-bench's reward: the database and the outputs, checked at the episode's end."""
+        task = state["task"]
+        db_ok = domain_of(task).fingerprint(state["writes"]) == state["goal"]
+        out_ok = len(state["said"]) == len(task.get("outputs", []))
+        reward = 1.0 if db_ok and out_ok else 0.0
+        return reward, {"db_match": db_ok, "outputs_match": out_ok, "score": reward}
 
     async def _talk(self, state: State, message: str, user: SimUser) -> StepResult:
         task = state["task"]
@@ -163,32 +166,37 @@ class TauGym(Env):
         state["dialogue"].append({"role": "user", "content": obs})
         if not reply.get("done"):
             return StepResult(state, obs, 0.0, False, False, {})
-        conn = episode_db(state["writes"])
-        try:
-            db_ok = fingerprint(conn) == state["goal"]
-        finally:
-            conn.close()
-        out_ok = len(state["said"]) == len(task.get("outputs", []))
-        reward = 1.0 if db_ok and out_ok else 0.0
-        return StepResult(state, obs, reward, True, False,
-                          {"db_match": db_ok, "outputs_match": out_ok, "score": reward})
+        reward, info = self._score(state)
+        return StepResult(state, obs, reward, True, False, info)
 
     @classmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
-        """Verify identity, hear every request, call the gold tools (asking before writes),
-        tell the outputs and ask whether there is anything else."""
-        plan = ["[action] Hello! Could you please tell me your name and zip code so I can "
-                "verify your identity?" if task.get("identify_by", "zip") == "zip" else
-                "[action] Hello! Could you please tell me your email so I can verify your identity?"]
-        plan += ["[action] How can I help you today?"]
-        plan += ["[action] Got it. What else do you need help with?"] * (len(task["requests"]) - 1)
-        for a in task["actions"]:
+        """Hear the request (verifying identity in our shop), call the gold tools in order
+        (asking before each write), tell the outputs, then ask whether there is anything else
+        (or, when the gold ends with a transfer, make it)."""
+        domain = domain_of(task)
+        if domain.name == BUNDLED:
+            plan = ["[action] Hello! Could you please tell me your name and zip code so I can "
+                    "verify your identity?" if task.get("identify_by", "zip") == "zip" else
+                    "[action] Hello! Could you please tell me your email so I can verify your "
+                    "identity?", "[action] How can I help you today?"]
+            plan += ["[action] Got it. What else do you need help with?"] * (len(task["requests"]) - 1)
+        else:
+            plan = ["[action] Hello! How can I help you today?"]
+        actions = [a for a in task["actions"] if not domain.is_terminal(a["name"])]
+        for a in actions:
             call = f"{a['name']} {json.dumps(a['arguments'], sort_keys=True)}"
-            if a["name"] in WRITE_TOOLS:
+            if domain.is_write(a["name"]):
                 plan.append(f"[action] I am going to run {call}. Shall I proceed?")
             plan.append(f"[answer] {call}")
         outputs = "; ".join(str(o) for o in task.get("outputs", []))
-        plan.append(f"[action] Everything is taken care of{': ' + outputs if outputs else ''}. "
-                    "Is there anything else I can help you with?")
+        said = f"Here is what you asked for: {outputs}. " if outputs else ""
+        transfer = next((a for a in task["actions"] if domain.is_terminal(a["name"])), None)
+        if transfer is None:
+            plan.append(f"[action] Everything is taken care of. {said}"
+                        "Is there anything else I can help you with?")
+        else:
+            plan += [f"[action] {said}I will now transfer you to a human agent.",
+                     f"[answer] {transfer['name']} {json.dumps(transfer['arguments'], sort_keys=True)}"]
         k = sum(1 for m in messages if m.get("role") == "assistant")
         return plan[k] if k < len(plan) else "[finish]"
