@@ -4,6 +4,9 @@ No more than ``groups_per_step * (max_staleness + 1)`` groups are in flight, so 
 never run further ahead of the learner than the staleness bound allows: anything dispatched
 is at most ``max_staleness`` versions old when it is trained on (stale turns that still slip
 through, e.g. after a redelivery, are dropped by the learner and counted).
+
+It dispatches only the tasks it is given: ``userrl train`` gives it the train split of the
+config's ``data`` (:func:`userrl.learner.train.grpo_tasks`), so no test task is trained on.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Dispatcher:
     sampling: dict[str, Any]
     seed: int = 0
     run_tag: str = "train"
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  #: gym options by env id
     in_flight: set[str] = field(default_factory=set)
     dispatched: int = 0
 
@@ -54,7 +58,8 @@ class Dispatcher:
             resets = make_resets(env_id, [task], group_size=self.group_size, seed=self.seed + self.dispatched,
                                  max_turns=self.max_turns, sampling=self.sampling,
                                  meta={"split": "train", "dispatched_at_version": version},
-                                 prefix=f"{self.run_tag}{self.dispatched:06d}:")
+                                 prefix=f"{self.run_tag}{self.dispatched:06d}:",
+                                 options=self.options.get(env_id))
             self.dispatched += 1
             self.in_flight.add(resets[0].group_id)
             sent += resets

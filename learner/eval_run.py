@@ -6,7 +6,9 @@ default, and no ``Reward: r`` line shown to the policy. The turn cap defaults to
 (``--max-turns 16`` is the paper's; TravelGym's expert needs up to 18 turns). An episode's score is the sum of its
 turn rewards, except where the gym reports its own final score (TravelGym). A gym's score is
 the mean over its episodes; pass@k the mean over tasks of the best of k samples; the overall
-score is the mean over gyms weighted by their number of test tasks.
+score is the mean over gyms weighted by their number of test tasks. The tasks are the test
+split of the config's ``data`` (bundled when empty); the gyms run with ``eval_gym_options``
+(falling back on ``gym_options``), e.g. TravelGym's elicitation reward 0.6 as the paper evaluates.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 import anyio
 import structlog
 
-from userrl.config import DeployConfig
-from userrl.envs.datasets import load_tasks
+from userrl.config import DeployConfig, gym_options_for
+from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 
@@ -43,7 +45,7 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
     for gym, gym_tasks in tasks.items():
         by_task: dict[str, list[float]] = defaultdict(list)
         failed = 0
-        for ep_id, (t, *_) in trajs.items():
+        for t, *_ in trajs.values():
             if t.env_id != gym:
                 continue
             failed += t.status != "ok"
@@ -96,13 +98,16 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
 
 
 async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
-                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str) -> tuple[dict, dict]:
-    tasks = {g: load_tasks(g, "test")[:n_tasks] for g in gyms}
+                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str, data: str = "",
+                          options: dict[str, dict[str, Any]] | None = None) -> tuple[dict, dict]:
+    """Play the test split of ``data`` ("" = bundled), each gym with its ``options``."""
+    tasks = {g: data_tasks(g, "test", data)[:n_tasks] for g in gyms}
     resets = []
     for g, ts in tasks.items():
         resets += make_resets(g, ts, group_size=k, max_turns=max_turns, prefix=f"{tag}:",
                               sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
-                              meta={"split": "test", "show_reward": False, "eval": tag})
+                              meta={"split": "test", "show_reward": False, "eval": tag},
+                              options=(options or {}).get(g))
     await send_resets(bus, resets)
     got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
@@ -130,7 +135,9 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
             try:
                 return await play_test_split(bus, gyms, n_tasks=n_tasks, k=k, temperature=temperature,
                                              max_turns=max_turns, max_new_tokens=cfg.policy.max_new_tokens,
-                                             timeout_s=timeout_s, tag=tag)
+                                             timeout_s=timeout_s, tag=tag, data=cfg.data,
+                                             options={g: gym_options_for(cfg, g, evaluation=True)
+                                                      for g in gyms})
             finally:
                 await bus.redis.aclose()
 
