@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import structlog
 
+from userrl.bus.messages import Reset
 from userrl.config import DeployConfig, gym_options_for
 from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
@@ -97,10 +98,11 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
     return out
 
 
-async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
-                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str, data: str = "",
-                          options: dict[str, dict[str, Any]] | None = None) -> tuple[dict, dict]:
-    """Play the test split of ``data`` ("" = bundled), each gym with its ``options``."""
+def eval_resets(gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float, max_turns: int,
+                max_new_tokens: int, tag: str, data: str = "",
+                options: dict[str, dict[str, Any]] | None = None) -> tuple[list[Reset], dict]:
+    """The resets of an evaluation: ``k`` episodes of each of the first ``n_tasks`` tasks of
+    each gym's test split of ``data`` ("" = bundled), each gym with its ``options``."""
     tasks = {g: data_tasks(g, "test", data)[:n_tasks] for g in gyms}
     resets = []
     for g, ts in tasks.items():
@@ -108,6 +110,15 @@ async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int
                               sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                               meta={"split": "test", "show_reward": False, "eval": tag},
                               options=(options or {}).get(g))
+    return resets, tasks
+
+
+async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
+                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str, data: str = "",
+                          options: dict[str, dict[str, Any]] | None = None) -> tuple[dict, dict]:
+    """Play the evaluation of :func:`eval_resets` and collect its trajectories."""
+    resets, tasks = eval_resets(gyms, n_tasks=n_tasks, k=k, temperature=temperature, max_turns=max_turns,
+                                max_new_tokens=max_new_tokens, tag=tag, data=data, options=options)
     await send_resets(bus, resets)
     got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
