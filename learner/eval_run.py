@@ -134,6 +134,8 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"eval{int(time.time())}"
+    for g in gyms:  # missing data fails here, before any worker process starts
+        data_tasks(g, "test", cfg.data)
     launcher = None
     if not attach:
         ovs = [*overrides, *model_overrides(model, api_model), "workers.reward.replicas=0"]

@@ -164,8 +164,13 @@ def plot_evals(evals: dict[str, Any], out: Path) -> Path:
 
 def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     from userrl.agents.worker import resolve_model_path
+    from userrl.envs.datasets import data_tasks
 
     t0 = time.monotonic()
+    # missing data fails here, not after minutes of SFT: GRPO's train split, the final eval's test split
+    grpo_tasks(cfg)
+    for g in cfg.train.gyms:
+        data_tasks(g, "test", cfg.data)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.train.resume:
