@@ -225,3 +225,13 @@ async def test_dispatch_command_reads_the_data_setting(bus: Bus, run_name: str, 
         mine = [r for r in sent if r.episode_id.startswith(f"{split}:")]
         assert [r.task["id"] for r in mine] == [t["id"] for t in data_tasks(TRAVEL, split, str(data))[:2]]
         assert {r.options["elicit_reward"] for r in mine} == {elicit}
+
+
+@pytest.mark.parametrize("command", [["eval", "--model", "scripted"], ["train"], ["dispatch"]])
+def test_commands_refuse_missing_data_before_starting_anything(command: list[str], tmp_path: Path, python: str,
+                                                                subprocess_env: dict[str, str]) -> None:
+    out = subprocess.run([python, "-m", "userrl", *command, "--config", str(CI), "--set", f"run_dir={tmp_path}",
+                          "--set", f"data={tmp_path}/nowhere"],
+                         env=subprocess_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"data: {tmp_path}/nowhere is not a folder" in out.stderr
+    assert not (tmp_path / "redis.url").exists() and not (tmp_path / "sft-model").exists()
