@@ -206,7 +206,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    """Start episodes on a running deploy (``userrl up``) and optionally wait for them."""
+    """Start episodes on a running deploy (``userrl up``) and optionally wait for them: tasks from
+    the config's ``data``; the test split plays with ``eval_gym_options``, train with ``gym_options``."""
     from userrl.config import gym_options_for
     from userrl.envs.datasets import data_tasks
     from userrl.rollouts import make_resets, send_resets, wait_trajectories
