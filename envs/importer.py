@@ -14,9 +14,10 @@ Reads the layout of the UserRL release (Apache-2.0)::
 plus SearchGym, TauGym and the Travel/Persuade parquet prompts (see
 :mod:`userrl.envs._importer_ii`, which also says how those gyms degrade on imported tasks),
 and writes ``out_dir/<gym>/{train,test}.jsonl`` for :func:`userrl.envs.datasets.load_tasks`
-(a split with no tasks is not written). Train/test membership is the reference's: the
-parquet prompts of each gym (``parquet/function_multiturn/`` ...) name the tasks of each split
-(:mod:`userrl.envs._importer_splits`), so no test task of the paper lands in our train split.
+(a split with no tasks is not written, and an older file of it is removed). Train/test
+membership is the reference's: the parquet prompts of each gym (``parquet/function_multiturn/``
+...) name the tasks of each split (:mod:`userrl.envs._importer_splits`), so no test task of the
+paper lands in our train split.
 SearchGym's questions are all test (Bamboogle; UserRL holds the gym out of training). The
 reference counts (train/test): Function 460/78, Telepathy 360/41, Turtle 423/48, Intention
 380/40, Search 0/125, Tau 500/165, Travel 2,651/471, Persuade 378/42.
