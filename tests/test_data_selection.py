@@ -57,6 +57,9 @@ def test_gym_options_for_training_and_evaluation() -> None:
     ("eval_gym_options={userrl/Function-v0: {tolerance: 1}}",
      r"eval_gym_options\.userrl/Function-v0: unknown gym option\(s\) \['tolerance'\]; allowed: "),
     ("gym_options={userrl/Travel-v0: 0.8}", r"gym_options\.userrl/Travel-v0: expected a mapping"),
+    ("eval_gym_options={userrl/Turtle-v0: {success_threshold: 2}}",
+     r"eval_gym_options\.userrl/Turtle-v0: .*success_threshold"),
+    ("gym_options={userrl/Travel-v0: {elicit_reward: high}}", r"gym_options\.userrl/Travel-v0: .*high"),
 ])
 def test_bad_gym_options_name_the_gym_and_the_allowed_keys(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

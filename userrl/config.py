@@ -279,6 +279,10 @@ def _check_gym_options(options: dict[str, dict[str, Any]], name: str) -> None:
             cls.check_options(opts)
         except ConfigError as exc:
             raise ConfigError(f"{name}.{exc}") from exc
+        try:  # the gym's own value checks (constructors are cheap): at load, not in every episode
+            cls(**opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}.{env_id}: {exc}") from exc
 
 
 def gym_options_for(cfg: DeployConfig, env_id: str, *, evaluation: bool = False) -> dict[str, Any]:
