@@ -238,3 +238,21 @@ def test_commands_refuse_missing_data_before_starting_anything(command: list[str
                          env=subprocess_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"data: {tmp_path}/nowhere is not a folder" in out.stderr
     assert not (tmp_path / "redis.url").exists() and not (tmp_path / "sft-model").exists()
+
+
+@pytest.mark.anyio
+async def test_sft_demonstrations_and_in_process_eval_read_data_and_options(tmp_path: Path) -> None:
+    from userrl.learner.evaluate import evaluate
+    from userrl.learner.sft import expert_demonstrations
+
+    data = _data_dir(tmp_path)
+    first = (DATA_DIR / "function" / "train.jsonl").read_text().splitlines()[3]
+    (data / "function" / "train.jsonl").write_text(first + "\n")
+    demos = await expert_demonstrations([FUNCTION], "train", data=str(data))
+    assert len(demos) == 1 and len(load_tasks(FUNCTION, "train")) > 1
+    scores = {}
+    for elicit in (0.5, 0.1):
+        report = await evaluate(ScriptedExpertBackend(), [TRAVEL], n_tasks=2, max_turns=30, data=str(data),
+                                options={TRAVEL: {"elicit_reward": elicit}})
+        scores[elicit] = report["gyms"][TRAVEL]["score"]
+    assert scores[0.5] > scores[0.1] > 0
