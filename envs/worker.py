@@ -6,6 +6,10 @@ is handled from the episode snapshot alone, so any env worker can continue any e
 every outcome is one atomic commit: the new snapshot, the next request (to ``policy`` or
 ``user``) or the finished trajectory (to ``reward``), the readable episode log, the live set.
 
+A reset's ``options`` (the deploy's ``gym_options``, or ``eval_gym_options`` in evaluation)
+configure the gym: one instance per (env id, turn cap, options), and the options stay in the
+episode snapshot, so every step of the episode, re-executed ones included, uses the same gym.
+
 A malformed action gets the gym's format-error observation and zero reward; a gym exception,
 a policy or user backend failure ends the episode as a failed trajectory (an infrastructure
 error, never training text).
