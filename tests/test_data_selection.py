@@ -103,10 +103,16 @@ def test_missing_data_is_an_error_naming_the_path(tmp_path: Path) -> None:
 
 def test_check_env_command_reads_the_data(tmp_path: Path, python: str, subprocess_env: dict[str, str]) -> None:
     data = _data_dir(tmp_path, ("function",))
-    out = subprocess.run([python, "-m", "userrl", "check", "env", "--config", str(CI), "--set", f"data={data}",
-                          "--set", "run=nobody", "--timeout", "2"],
+    args = [python, "-m", "userrl", "check", "env", "--config", str(CI), "--set", "run=nobody", "--timeout", "2"]
+    out = subprocess.run([*args, "--data", "--set", f"data={data}"],
                          env=subprocess_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"data: {data} has no telepathy/ folder" in out.stderr
+    ok = subprocess.run([*args, "--data", "--set", "gyms=[userrl/Function-v0]", "--set", f"data={data}"],
+                        env=subprocess_env, capture_output=True, text=True, timeout=60)
+    assert f"data {data}: userrl/Function-v0 test " in ok.stdout and ok.returncode == 1  # no env worker runs
+    probe = subprocess.run([*args, "--set", f"data={data}"], env=subprocess_env, capture_output=True, text=True,
+                           timeout=60)
+    assert probe.returncode == 1 and "data" not in probe.stdout  # a liveness probe does not read the data
 
 
 # ---- the reset carries the options -------------------------------------------------------------

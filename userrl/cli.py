@@ -75,12 +75,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists; for
-    ``env``, the config's task data (``data``) must also load for every gym (else exit 2)."""
+    """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists; with
+    ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
     from userrl.runtime import make_bus
 
     cfg = _config(args)
-    if args.role == "env":
+    if args.data:  # opt-in: liveness probes of env pods run this command without the data
         from userrl.envs.datasets import check_data
 
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("role")
     c.add_argument("--worker", help="check this worker's heartbeat only")
     c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--data", action="store_true",
+                   help="also load the config's task data (data:) of every gym in gyms: (exit 2 if it fails)")
     _add_config_args(c)
     c.set_defaults(func=cmd_check)
 

@@ -244,7 +244,7 @@ class DeployConfig:
     """Seed of task order and episode seeds."""
     data: str = ""
     """Task data: a folder written by `userrl data import-userrl` (<data>/<gym>/{train,test}.jsonl),
-    read by train (train split only), eval, dispatch, SFT demonstrations and `check env`;
+    read by train (train split only), eval, dispatch, SFT demonstrations and `check env --data`;
     empty = the bundled tasks (envs/data)."""
     gym_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-gym options of training episodes, e.g. {userrl/Travel-v0: {elicit_reward: 0.8}};
