@@ -59,6 +59,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     from userrl.runtime import make_bus
 
     t = cfg.train
+    tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
                       max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
     hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing}
@@ -69,7 +70,6 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         log.info("train.resumed", version=learner.version, step=first_step)
     else:
         learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
-    tasks = grpo_tasks(cfg)
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
 
     async def main() -> list[dict[str, Any]]:
