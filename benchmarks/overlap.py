@@ -35,7 +35,7 @@ def start_model(cfg, work: Path) -> str:  # type: ignore[no-untyped-def]
 
     base = resolve_model_path(cfg)
     t = cfg.train
-    dialogues = anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns))
+    dialogues = anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns, data=cfg.data))
     return str(run_sft(base, work / "sft-model", dialogues, epochs=2, lr=t.sft_lr, seed=cfg.seed,
                        device=t.device, dtype=t.dtype))
 

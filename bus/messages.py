@@ -43,6 +43,7 @@ class Reset(Message):
     """Start an episode (dispatcher -> env)."""
 
     KIND: ClassVar[str] = "reset"
+    VERSION: ClassVar[int] = 2  #: 2 added ``options``
     group_id: str
     env_id: str
     task: dict[str, Any]
@@ -50,6 +51,7 @@ class Reset(Message):
     max_turns: int = 0  #: 0 = the gym's default
     sampling: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  #: run/split/eval tags, copied to the trajectory
+    options: dict[str, Any] = field(default_factory=dict)  #: the gym's options ({} = its defaults)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

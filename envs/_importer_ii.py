@@ -5,10 +5,15 @@ Used by :func:`userrl.envs.importer.import_userrl`. Sources::
     SearchGym/questions.json          list of {id, question, answer} (Bamboogle; all test)
     TauGym/tau_{train,test}.json      list of {id, obs, info: {task: {user_id, actions:
                                       [{name, kwargs}], instruction, outputs}}}
-    parquet/travel_multiturn_onechoice/{train,test}.parquet
+    parquet/travel{22,33,44,233,333,334,444,2222}_multiturn_onechoice/{train,test}.parquet
     parquet/persuasion_multiturn/{train,test}.parquet
                                       verl prompts: prompt (chat), reward_model {id,
                                       ground_truth, claim, argument}
+
+Travel comes from the eight sub-datasets the paper trained and evaluated on (2,651 train / 471
+test prompts; the legacy ``travel_multiturn_onechoice`` folder, whose train file holds only
+2,107 of them, is not read). A Travel id carries its sub-dataset: ``travel233:`` followed by
+the reference id (``flight:3-114|hotel:2-36|rental_car:3-65``).
 
 What the sources lack, and how the gyms degrade on imported tasks:
 
@@ -36,7 +41,11 @@ from typing import Any
 from userrl.envs.gyms._travel_rules import PREFIX_ASPECT
 from userrl.errors import DataError
 
-PARQUET = {"travel": "travel_multiturn_onechoice", "persuade": "persuasion_multiturn"}
+TRAVEL_VARIANTS = ("22", "33", "44", "233", "333", "334", "444", "2222")
+#: gym -> its parquet folders (Travel: one per sub-dataset)
+PARQUET: dict[str, tuple[str, ...]] = {
+    "travel": tuple(f"travel{v}_multiturn_onechoice" for v in TRAVEL_VARIANTS),
+    "persuade": ("persuasion_multiturn",)}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -110,7 +119,8 @@ def _user_prompt(path: Path, i: int, row: dict[str, Any]) -> str:
     return str(users[0])
 
 
-def convert_travel(path: Path) -> list[dict[str, Any]]:
+def convert_travel(path: Path, dataset: str = "") -> list[dict[str, Any]]:
+    """Travel tasks of one parquet file; ids get the ``dataset:`` prefix when given."""
     out = []
     for i, row in enumerate(read_parquet(path)):
         rm = _need(path, f"row {i} reward_model", row.get("reward_model"), ("id", "ground_truth"))
@@ -128,7 +138,7 @@ def convert_travel(path: Path) -> list[dict[str, Any]]:
             if aspect not in catalog:
                 raise DataError(f"{path}: row {i}: option {g!r} matches no aspect of {rm['id']!r}")
             catalog[aspect]["best"].append(str(g))
-        out.append({"id": str(rm["id"]), "variant": variant,
+        out.append({"id": f"{dataset}:{rm['id']}" if dataset else str(rm["id"]), "variant": variant,
                     "request": _user_prompt(path, i, row).strip(), "aspects": aspects,
                     "preferences": [], "catalog": catalog})
     return out
@@ -167,19 +177,29 @@ def convert_persuade(path: Path) -> list[dict[str, Any]]:
 
 
 def parquet_splits(src: Path, gym: str) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """Converted tasks per split of a parquet-based gym (``travel`` or ``persuade``)."""
-    folder = src / PARQUET[gym]
-    convert = convert_travel if gym == "travel" else convert_persuade
-    paths = {split: folder / f"{split}.parquet" for split in ("train", "test")}
-    for path in paths.values():
-        if not path.is_file():
-            raise DataError(f"{path}: missing; {folder.name}/ must hold train.parquet and test.parquet")
-    return {split: [(path, t) for t in convert(path)] for split, path in paths.items()}
+    """Converted tasks per split of a parquet-based gym (``travel`` or ``persuade``); Travel
+    reads every sub-dataset folder present."""
+    out: dict[str, list[tuple[Path, dict[str, Any]]]] = {"train": [], "test": []}
+    for name in PARQUET[gym]:
+        folder = src / name
+        if not folder.is_dir():
+            continue
+        check_parquet(folder)
+        for split in out:
+            if not (folder / f"{split}.parquet").is_file():
+                raise DataError(f"{folder / split}.parquet: missing; {name}/ must hold train.parquet "
+                                "and test.parquet")
+        for split in out:
+            path = folder / f"{split}.parquet"
+            tasks = (convert_travel(path, name.split("_")[0]) if gym == "travel"
+                     else convert_persuade(path))
+            out[split] += [(path, t) for t in tasks]
+    return out
 
 
 def parquet_present(src_root: Path) -> list[str]:
     root = src_root / "parquet"
-    return [g for g, sub in PARQUET.items() if (root / sub).is_dir()] if root.is_dir() else []
+    return [g for g, subs in PARQUET.items() if any((root / s).is_dir() for s in subs)]
 
 
 def check_parquet(folder: Path) -> None:

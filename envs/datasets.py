@@ -4,7 +4,8 @@ Bundled datasets live in ``envs/data/<gym>/{train,test}.jsonl`` (``<gym>`` is th
 gym name: ``function``, ``telepathy``, ``turtle``, ``intention``, ``travel``, ``persuade``,
 ``search``, ``tau``); they are authored for this project (see ``envs/gen_data.py``). ``path`` may name a JSONL file of your own, or a folder laid
 out like ``envs/data`` (``<folder>/<gym>/<split>.jsonl``) or holding ``<split>.jsonl``, such
-as the output of :func:`userrl.envs.importer.import_userrl`.
+as the output of :func:`userrl.envs.importer.import_userrl`. A deploy config's ``data`` setting
+names such a folder for every command (:func:`data_tasks`).
 
 Every line is checked when it is read: malformed JSON, a non-object, a missing or duplicate
 ``id``, or a task the gym rejects (its ``validate_task``) raises :class:`DataError` naming
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,44 @@ def dataset_path(env_id: str, split: str, path: str | Path | None = None) -> Pat
         nested = p / gym / f"{split}.jsonl"
         return nested if nested.exists() else p / f"{split}.jsonl"
     return p
+
+
+def data_tasks(env_id: str, split: str, data: str | Path = "") -> list[dict[str, Any]]:
+    """The tasks of ``env_id``'s ``split`` from a deploy config's ``data`` folder (``""``: the
+    bundled tasks). Unlike :func:`load_tasks`, the folder must be laid out like ``envs/data``
+    (``<data>/<gym>/<split>.jsonl``); a missing or empty folder, or a gym or split missing
+    from it, is a :class:`DataError` naming the path."""
+    if not data:
+        return load_tasks(env_id, split)
+    root = Path(data)
+    hint = "write one with `userrl data import-userrl SRC --out DIR`, or set data: '' for the bundled tasks"
+    if not root.is_dir():
+        raise DataError(f"data: {root} is not a folder; {hint}")
+    gyms = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not gyms:
+        raise DataError(f"data: {root} holds no gym folders; {hint}")
+    gym = gym_dir_name(env_id)
+    if gym not in gyms:
+        raise DataError(f"data: {root} has no {gym}/ folder for {env_id} (it holds {', '.join(gyms)})")
+    file = root / gym / f"{split}.jsonl"
+    if not file.is_file():
+        raise DataError(f"data: {file} not found: {env_id} has no {split} split in {root}")
+    return load_tasks(env_id, split, file)
+
+
+def check_data(data: str | Path, env_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Load and validate every split of ``env_ids`` in ``data`` ("" = bundled): the number of
+    tasks per gym and split. Each gym needs a test split; train may be absent (SearchGym's
+    imported questions are all test). Raises :class:`DataError` naming the path."""
+    out: dict[str, dict[str, int]] = {}
+    for env_id in env_ids:
+        out[env_id] = {"test": len(data_tasks(env_id, "test", data))}
+        try:
+            out[env_id]["train"] = len(data_tasks(env_id, "train", data))
+        except DataError:
+            if not data or (Path(data) / gym_dir_name(env_id) / "train.jsonl").exists():
+                raise  # a train file that exists but does not load is broken data
+    return out
 
 
 def load_tasks(env_id: str, split: str, path: str | Path | None = None) -> list[dict[str, Any]]:

@@ -71,6 +71,8 @@ class Episode:
     sampling: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
+    #: the gym's options from the reset, so every step (and a re-executed one) uses the same gym
+    gym_options: dict[str, Any] = field(default_factory=dict)
 
     def pack(self) -> bytes:
         # a shallow dict: msgpack walks the nested lists itself (asdict's deep copy is the

@@ -14,10 +14,13 @@ Reads the layout of the UserRL release (Apache-2.0)::
 plus SearchGym, TauGym and the Travel/Persuade parquet prompts (see
 :mod:`userrl.envs._importer_ii`, which also says how those gyms degrade on imported tasks),
 and writes ``out_dir/<gym>/{train,test}.jsonl`` for :func:`userrl.envs.datasets.load_tasks`
-(a split with no tasks is not written). Other parquet folders are skipped: their prompts
-duplicate the JSON files. Function, Telepathy and Turtle have no split in the source: a task
-goes to test when ``sha256(id) % 100 < 15``, which is stable across runs and machines;
-SearchGym's questions are all test (UserRL holds the gym out of training).
+(a split with no tasks is not written, and an older file of it is removed). Train/test
+membership is the reference's: the parquet prompts of each gym (``parquet/function_multiturn/``
+...) name the tasks of each split (:mod:`userrl.envs._importer_splits`), so no test task of the
+paper lands in our train split.
+SearchGym's questions are all test (Bamboogle; UserRL holds the gym out of training). The
+reference counts (train/test): Function 460/78, Telepathy 360/41, Turtle 423/48, Intention
+380/40, Search 0/125, Tau 500/165, Travel 2,651/471, Persuade 378/42.
 
 What the source lacks, and how the scripted user degrades on imported tasks:
 
@@ -36,7 +39,6 @@ The expert still reaches the maximum on imported tasks: its answers come from th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,12 @@ from typing import Any
 import structlog
 
 from userrl.envs import _importer_ii as _ii
+from userrl.envs import _importer_splits as _splits_ref
 from userrl.envs.gyms._text import STOPWORDS, normalize, stem
 from userrl.errors import DataError
 
 log = structlog.get_logger(__name__)
 
-TEST_PERCENT = 15
 SOURCES: dict[str, tuple[str, ...]] = {
     "FunctionGym": ("functions.json",),
     "TelepathyGym": ("all_entities_refined.json",),
@@ -74,11 +76,6 @@ _PLACE = ("place", "city", "cities", "landmark", "mountain", "park", "country", 
           "site", "waterfall", "forest", "island", "museum", "body_of_water", "monument")
 _FICTIONAL = ("fictional", "mythical", "legendary", "cartoon", "superhero", "vampire",
               "mythology", "animated")
-
-
-def is_test(task_id: str) -> bool:
-    """The stable split of sources without one."""
-    return int(hashlib.sha256(task_id.encode()).hexdigest(), 16) % 100 < TEST_PERCENT
 
 
 def keywords_from(text: str, exclude: set[str] = frozenset(), limit: int = 8) -> list[str]:  # type: ignore[assignment]
@@ -222,19 +219,25 @@ _CONVERTERS = {"FunctionGym": convert_function, "TelepathyGym": convert_telepath
 _PARQUET_GYMS = {"travel": "userrl/Travel-v0", "persuade": "userrl/Persuade-v0"}
 
 
-def _splits(folder: str, src: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """Converted tasks per split, each with the file it came from."""
+def _splits(folder: str, src: Path, parquet_root: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """Converted tasks per reference split, each with the file it came from."""
     convert = _CONVERTERS[folder]
-    if folder in ("IntentionGym", "TauGym"):
-        return {split: [(p, t) for t in convert(p)] for split in ("train", "test")
-                for p in [src / name for name in SOURCES[folder] if split in name]}
-    path = src / SOURCES[folder][0]
-    if folder == "SearchGym":
-        return {"train": [], "test": [(path, t) for t in convert(path)]}
-    out: dict[str, list[tuple[Path, dict[str, Any]]]] = {"train": [], "test": []}
-    for task in convert(path):
-        out["test" if is_test(task["id"]) else "train"].append((path, task))
-    return out
+    name, env_id = _GYMS[folder]
+    items = [(p, t) for p in (src / f for f in SOURCES[folder]) for t in convert(p)]
+    _validate(env_id, items)  # a bad task is reported as such, before any split question
+    return _splits_ref.assign(parquet_root, name, items)
+
+
+def _validate(env_id: str, items: list[tuple[Path, dict[str, Any]]]) -> None:
+    from userrl.envs.registry import get_env_class
+
+    validate = get_env_class(env_id).validate_task  # type: ignore[attr-defined]
+    for path, task in items:
+        try:
+            validate(task)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: task {task.get('id')!r} cannot be used by "
+                            f"{env_id}: {exc}") from exc
 
 
 def _check_folder(folder: str, src: Path) -> None:
@@ -252,10 +255,11 @@ def import_userrl(src_dir: str | Path, out_dir: str | Path) -> dict[str, dict[st
     """Convert the UserRL files under ``src_dir`` into ``out_dir/<gym>/{train,test}.jsonl``.
 
     Returns the number of tasks written per gym and split, e.g.
-    ``{"function": {"train": 455, "test": 83}, ...}``. Gym folders that are absent are
-    skipped; a present folder must hold exactly its expected files (``SOURCES``; for
-    ``parquet/travel_multiturn_onechoice`` and ``parquet/persuasion_multiturn``, the two
-    split files).
+    ``{"function": {"train": 460, "test": 78}, ...}``. Gym folders that are absent are
+    skipped; a present folder must hold exactly its expected files (``SOURCES``), and the
+    parquet folder of its reference split must exist (``_importer_splits.SPLIT_FOLDERS``).
+    Travel imports each of the sub-datasets ``parquet/travel{22,...,2222}_multiturn_onechoice``
+    present, Persuade ``parquet/persuasion_multiturn``. No id is ever in both splits.
     """
     src_root, out_root = Path(src_dir), Path(out_dir)
     present = [f for f in _GYMS if (src_root / f).is_dir()]
@@ -263,43 +267,40 @@ def import_userrl(src_dir: str | Path, out_dir: str | Path) -> dict[str, dict[st
     if not present and not parquet:
         raise DataError(f"{src_root}: no UserRL gym folders found; expected any of "
                         + ", ".join(f"{f}/{'|'.join(SOURCES[f])}" for f in _GYMS)
-                        + ", " + ", ".join(f"parquet/{d}/" for d in _ii.PARQUET.values()))
+                        + ", " + ", ".join(f"parquet/{d}/" for ds in _ii.PARQUET.values() for d in ds))
     counts: dict[str, dict[str, int]] = {}
     for folder in present:
         _check_folder(folder, src_root / folder)
         name, env_id = _GYMS[folder]
-        counts[name] = _write(out_root, name, env_id, _splits(folder, src_root / folder))
+        splits = _splits(folder, src_root / folder, src_root / "parquet")
+        counts[name] = _write(out_root, name, splits)
     for name in parquet:
-        _ii.check_parquet(src_root / "parquet" / _ii.PARQUET[name])
-        counts[name] = _write(out_root, name, _PARQUET_GYMS[name],
-                              _ii.parquet_splits(src_root / "parquet", name))
+        splits = _ii.parquet_splits(src_root / "parquet", name)
+        for items in splits.values():
+            _validate(_PARQUET_GYMS[name], items)
+        counts[name] = _write(out_root, name, splits)
     return counts
 
 
-def _write(out_root: Path, name: str, env_id: str,
-           splits: dict[str, list[tuple[Path, dict[str, Any]]]]) -> dict[str, int]:
-    """Validate and write one gym's splits; the number of tasks per split."""
-    from userrl.envs.registry import get_env_class
-
-    validate = get_env_class(env_id).validate_task  # type: ignore[attr-defined]
+def _write(out_root: Path, name: str, splits: dict[str, list[tuple[Path, dict[str, Any]]]]) -> dict[str, int]:
+    """Write one gym's (validated) splits; the number of tasks per split. A split without
+    tasks removes an older file of that split, so a re-import never leaves stale tasks."""
     counts: dict[str, int] = {}
+    owner: dict[str, str] = {}
     for split, items in splits.items():
-        seen: set[str] = set()
         lines = []
         for path, task in items:
-            try:
-                validate(task)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}: task {task.get('id')!r} cannot be used by "
-                                f"{env_id}: {exc}") from exc
-            if task["id"] in seen:
-                raise DataError(f"{path}: duplicate id {task['id']!r}")
-            seen.add(task["id"])
+            if task["id"] in owner:
+                where = "" if owner[task["id"]] == split else f" (also in {owner[task['id']]})"
+                raise DataError(f"{path}: duplicate id {task['id']!r}{where}")
+            owner[task["id"]] = split
             lines.append(json.dumps(task, ensure_ascii=False, sort_keys=True))
         counts[split] = len(lines)
+        target = out_root / name / f"{split}.jsonl"
         if lines:
-            target = out_root / name / f"{split}.jsonl"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            target.unlink(missing_ok=True)
     log.info("userrl_imported", gym=name, **counts)
     return counts

@@ -6,6 +6,10 @@ is handled from the episode snapshot alone, so any env worker can continue any e
 every outcome is one atomic commit: the new snapshot, the next request (to ``policy`` or
 ``user``) or the finished trajectory (to ``reward``), the readable episode log, the live set.
 
+A reset's ``options`` (the deploy's ``gym_options``, or ``eval_gym_options`` in evaluation)
+configure the gym: one instance per (env id, turn cap, options), and the options stay in the
+episode snapshot, so every step of the episode, re-executed ones included, uses the same gym.
+
 A malformed action gets the gym's format-error observation and zero reward; a gym exception,
 a policy or user backend failure ends the episode as a failed trajectory (an infrastructure
 error, never training text).
@@ -13,6 +17,7 @@ error, never training text).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -62,7 +67,7 @@ class EnvWorker(Worker):
         self.send_task_to_policy = send_task_to_policy
         self.show_reward = show_reward
         self.episode_ttl_ms = episode_ttl_s * 1000
-        self._envs: dict[tuple[str, int], Env] = {}
+        self._envs: dict[tuple[str, int, str], Env] = {}
         self._prefetched: dict[str, tuple[bytes | None, dict[bytes, bytes]]] = {}
         self._routes: dict[str, tuple[str, float]] = {}
 
@@ -70,12 +75,13 @@ class EnvWorker(Worker):
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> EnvWorker:
         return cls(bus, settings, send_task_to_policy=cfg.policy.backend == "scripted")
 
-    def env(self, env_id: str, max_turns: int) -> Env:
+    def env(self, env_id: str, max_turns: int, options: dict[str, Any] | None = None) -> Env:
+        """The gym instance for these settings, built once per (env id, turn cap, options)."""
         from userrl.envs.registry import make
 
-        key = (env_id, max_turns)
+        key = (env_id, max_turns, json.dumps(options or {}, sort_keys=True))
         if key not in self._envs:
-            self._envs[key] = make(env_id, max_turns=max_turns or None)
+            self._envs[key] = make(env_id, max_turns=max_turns or None, **(options or {}))
         return self._envs[key]
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -136,9 +142,9 @@ class EnvWorker(Worker):
         task_id = str(msg.task.get("id", ""))
         ep = Episode(episode_id=msg.episode_id, group_id=msg.group_id, env_id=msg.env_id, task_id=task_id,
                      env_state={}, messages=[], sampling=dict(msg.sampling), meta=dict(msg.meta),
-                     started_at=time.time())
+                     started_at=time.time(), gym_options=dict(msg.options))
         try:
-            env = self.env(msg.env_id, msg.max_turns)
+            env = self.env(msg.env_id, msg.max_turns, ep.gym_options)
             state, obs, _info = await env.reset(msg.task, msg.seed)
             ep.env_state = state
             ep.messages = [{"role": "system", "content": env.system_prompt(msg.task)},
@@ -183,7 +189,7 @@ class EnvWorker(Worker):
         assert ep.pending is not None
         action = parse_action(ep.pending["text"])
         state = ep.env_state
-        env = self.env(ep.env_id, int(state.get("max_turns", 0)))
+        env = self.env(ep.env_id, int(state.get("max_turns", 0)), ep.gym_options)
         user = ReplayUser(replies, history=[m for m in ep.messages if m["role"] != "system"])
         try:
             result = await env.step(state, action, user)

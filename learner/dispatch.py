@@ -8,6 +8,9 @@ nothing) may have been dispatched since the dispatcher started. The in-flight ca
 group freed mid-step be refilled with the old version, which the learner then drops as stale;
 with ``max_staleness`` 0 this is what makes the loop truly synchronous (AReaL's admission rule).
 Stale turns that still slip through (a redelivery, a slow worker) are dropped and counted.
+
+It dispatches only the tasks it is given: ``userrl train`` gives it the train split of the
+config's ``data`` (:func:`userrl.learner.train.grpo_tasks`), so no test task is trained on.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Dispatcher:
     groups_per_step: int = 0
     """B; with 0 only the in-flight cap applies (no per-version admission)."""
     max_staleness: int = 0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  #: gym options by env id
     in_flight: set[str] = field(default_factory=set)
     dispatched: int = 0
     dropped: int = 0
@@ -73,7 +77,8 @@ class Dispatcher:
             resets = make_resets(env_id, [task], group_size=self.group_size, seed=self.seed + self.dispatched,
                                  max_turns=self.max_turns, sampling=self.sampling,
                                  meta={"split": "train", "dispatched_at_version": version},
-                                 prefix=f"{self.run_tag}{self.dispatched:06d}:")
+                                 prefix=f"{self.run_tag}{self.dispatched:06d}:",
+                                 options=self.options.get(env_id))
             self.dispatched += 1
             self.in_flight.add(resets[0].group_id)
             sent += resets

@@ -6,7 +6,9 @@ default, and no ``Reward: r`` line shown to the policy. The turn cap defaults to
 (``--max-turns 16`` is the paper's; TravelGym's expert needs up to 18 turns). An episode's score is the sum of its
 turn rewards, except where the gym reports its own final score (TravelGym). A gym's score is
 the mean over its episodes; pass@k the mean over tasks of the best of k samples; the overall
-score is the mean over gyms weighted by their number of test tasks.
+score is the mean over gyms weighted by their number of test tasks. The tasks are the test
+split of the config's ``data`` (bundled when empty); the gyms run with ``eval_gym_options``
+(falling back on ``gym_options``), e.g. TravelGym's elicitation reward 0.6 as the paper evaluates.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 import anyio
 import structlog
 
-from userrl.config import DeployConfig
-from userrl.envs.datasets import load_tasks
+from userrl.bus.messages import Reset
+from userrl.config import DeployConfig, gym_options_for
+from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 
@@ -43,7 +46,7 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
     for gym, gym_tasks in tasks.items():
         by_task: dict[str, list[float]] = defaultdict(list)
         failed = 0
-        for ep_id, (t, *_) in trajs.items():
+        for t, *_ in trajs.values():
             if t.env_id != gym:
                 continue
             failed += t.status != "ok"
@@ -95,14 +98,27 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
     return out
 
 
-async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
-                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str) -> tuple[dict, dict]:
-    tasks = {g: load_tasks(g, "test")[:n_tasks] for g in gyms}
+def eval_resets(gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float, max_turns: int,
+                max_new_tokens: int, tag: str, data: str = "",
+                options: dict[str, dict[str, Any]] | None = None) -> tuple[list[Reset], dict]:
+    """The resets of an evaluation: ``k`` episodes of each of the first ``n_tasks`` tasks of
+    each gym's test split of ``data`` ("" = bundled), each gym with its ``options``."""
+    tasks = {g: data_tasks(g, "test", data)[:n_tasks] for g in gyms}
     resets = []
     for g, ts in tasks.items():
         resets += make_resets(g, ts, group_size=k, max_turns=max_turns, prefix=f"{tag}:",
                               sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
-                              meta={"split": "test", "show_reward": False, "eval": tag})
+                              meta={"split": "test", "show_reward": False, "eval": tag},
+                              options=(options or {}).get(g))
+    return resets, tasks
+
+
+async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
+                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str, data: str = "",
+                          options: dict[str, dict[str, Any]] | None = None) -> tuple[dict, dict]:
+    """Play the evaluation of :func:`eval_resets` and collect its trajectories."""
+    resets, tasks = eval_resets(gyms, n_tasks=n_tasks, k=k, temperature=temperature, max_turns=max_turns,
+                                max_new_tokens=max_new_tokens, tag=tag, data=data, options=options)
     await send_resets(bus, resets)
     got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
@@ -118,6 +134,8 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"eval{int(time.time())}"
+    for g in gyms:  # missing data fails here, before any worker process starts
+        data_tasks(g, "test", cfg.data)
     launcher = None
     if not attach:
         ovs = [*overrides, *model_overrides(model, api_model), "workers.reward.replicas=0"]
@@ -130,7 +148,9 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
             try:
                 return await play_test_split(bus, gyms, n_tasks=n_tasks, k=k, temperature=temperature,
                                              max_turns=max_turns, max_new_tokens=cfg.policy.max_new_tokens,
-                                             timeout_s=timeout_s, tag=tag)
+                                             timeout_s=timeout_s, tag=tag, data=cfg.data,
+                                             options={g: gym_options_for(cfg, g, evaluation=True)
+                                                      for g in gyms})
             finally:
                 await bus.redis.aclose()
 

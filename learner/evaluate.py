@@ -15,7 +15,7 @@ import structlog
 
 from userrl.agents.base import GenRequest, PolicyBackend, Sampling
 from userrl.agents.parsing import parse_action
-from userrl.envs.datasets import load_tasks
+from userrl.envs.datasets import data_tasks
 from userrl.envs.episode import feedback_text
 from userrl.envs.registry import make
 from userrl.sim_users.base import InProcessUser
@@ -37,13 +37,17 @@ class LocalEpisode:
 
 
 async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]], *, max_turns: int,
-               sampling: Sampling, seed: int = 0, show_reward: bool = False) -> list[LocalEpisode]:
-    """Run every (env_id, task) episode to its end; return them with their turn rewards."""
+               sampling: Sampling, seed: int = 0, show_reward: bool = False,
+               options: dict[str, dict[str, Any]] | None = None) -> list[LocalEpisode]:
+    """Run every (env_id, task) episode to its end; return them with their turn rewards.
+    ``options``: gym options by env id (a gym not listed plays with its defaults)."""
     user = InProcessUser()
     eps: list[LocalEpisode] = []
     envs = {}
     for env_id, task in episodes:
-        env = envs.setdefault(env_id, make(env_id, max_turns=max_turns))
+        if env_id not in envs:
+            envs[env_id] = make(env_id, max_turns=max_turns, **(options or {}).get(env_id, {}))
+        env = envs[env_id]
         state, obs, _ = await env.reset(task, seed)
         eps.append(LocalEpisode(env_id, task, state, [{"role": "system", "content": env.system_prompt(task)},
                                                        {"role": "user", "content": obs}]))
@@ -68,11 +72,13 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
 
 async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "test", n_tasks: int = 15,
                    max_turns: int = 6, temperature: float = 0.0, max_new_tokens: int = 48,
-                   show_reward: bool = False, samples: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split``;
+                   show_reward: bool = False, samples: int = 1, seed: int = 0, data: str = "",
+                   options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split`` of
+    ``data`` (a deploy config's data folder; "" = bundled), gyms built with ``options``;
     with ``samples`` > 1 each task is played that many times (sampling) and all are averaged."""
-    episodes = [(g, t) for g in gyms for t in load_tasks(g, split)[:n_tasks] for _ in range(samples)]
-    played = await play(backend, episodes, max_turns=max_turns, show_reward=show_reward,
+    episodes = [(g, t) for g in gyms for t in data_tasks(g, split, data)[:n_tasks] for _ in range(samples)]
+    played = await play(backend, episodes, max_turns=max_turns, show_reward=show_reward, options=options,
                         sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
     report: dict[str, Any] = {"gyms": {}}
     for g in gyms:

@@ -3,7 +3,7 @@
 Each trajectory is stored in its group's hash in the same atomic commit that acks it; the
 commit of the group's last member also asks for scoring (``score_group``), decided inside the
 commit so concurrent reward workers can never both miss the last member. Scoring applies the
-turn credits, trajectory score and group normalization of ``GYMS.md`` (:mod:`.rewards`) and
+turn credits, trajectory score and group normalization of ``docs/gyms.md`` (:mod:`.rewards`) and
 emits one ``scored_group`` to the learner (and a summary to the results stream).
 
 A group with a failed member (an infrastructure error) is dropped as a whole and counted; a
@@ -35,7 +35,7 @@ def episode_return(traj: Trajectory) -> float:
 
 
 def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, Any]]:
-    """Per trajectory: score S, return, and per-turn token advantages (GYMS.md §Rewards)."""
+    """Per trajectory: score S, return, and per-turn token advantages (docs/gyms.md §Rewards)."""
     rewards = [[float(t["reward"]) for t in tr.turns] for tr in trajs]
     lengths = [[len(t.get("token_ids") or []) for t in tr.turns] for tr in trajs]
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig)}

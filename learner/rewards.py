@@ -2,7 +2,7 @@
 
 Pure Python (no torch), so the reward worker can score groups without the ``train`` extra.
 The maths follows the UserRL reference (``compute_turn_credits`` and
-``compute_grpo_multiturn_advantage``); ``GYMS.md`` §Rewards is the spec and its worked example
+``compute_grpo_multiturn_advantage``); ``docs/gyms.md`` §Rewards is the spec and its worked example
 is reproduced cell by cell in ``tests/test_rewards.py``.
 
 For one trajectory with turn rewards r_0 … r_{T-1} and discount γ (0.8 by default):
@@ -198,7 +198,7 @@ def group_advantages(
 
 @dataclass
 class RewardConfig:
-    """How finished trajectories become advantages (``GYMS.md`` §Rewards).
+    """How finished trajectories become advantages (``docs/gyms.md`` §Rewards).
 
     Defaults reproduce the paper's shipped training script (Equalized + Sum, std-normalized).
     """

@@ -51,12 +51,14 @@ async def expert_dialogue(env_id: str, task: dict[str, Any], *, seed: int = 0, m
 
 
 async def expert_demonstrations(env_ids: Sequence[str], split: str = "train", *, max_turns: int | None = None,
-                                per_gym: int | None = None) -> list[dict[str, Any]]:
-    from userrl.envs.datasets import load_tasks
+                                per_gym: int | None = None, data: str = "") -> list[dict[str, Any]]:
+    """The scripted experts' dialogues on ``split`` of ``data`` (a deploy config's data folder;
+    "" = the bundled tasks)."""
+    from userrl.envs.datasets import data_tasks
 
     out = []
     for env_id in env_ids:
-        for task in load_tasks(env_id, split)[:per_gym]:
+        for task in data_tasks(env_id, split, data)[:per_gym]:
             out.append(await expert_dialogue(env_id, task, max_turns=max_turns))
     log.info("sft.demonstrations", n=len(out), gyms=list(env_ids))
     return out

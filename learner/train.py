@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import structlog
 
-from userrl.config import DeployConfig
+from userrl.config import DeployConfig, gym_options_for
 from userrl.learner.metrics import MetricsLog, plot_metrics
 
 log = structlog.get_logger(__name__)
@@ -33,17 +33,25 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
     if t.resume and (out / "config.json").is_file():
         return str(out)
     dialogues = (load_dialogues(t.sft_data) if t.sft_data
-                 else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
+                 else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns,
+                                                              data=cfg.data)))
     run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
             device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing)
     return str(out)
+
+
+def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
+    """What GRPO trains on: the train split of each of ``train.gyms`` in the config's ``data``
+    (never a test task)."""
+    from userrl.envs.datasets import data_tasks
+
+    return {g: data_tasks(g, "train", cfg.data) for g in cfg.train.gyms}
 
 
 def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None = None,
              tag: str = "train") -> tuple[Any, list[dict[str, Any]]]:
     """The learner process: GRPO against the deploy on ``url`` (its workers serve the rollouts).
     Resumes from ``run_dir/learner/checkpoint`` when ``train.resume`` is set and one exists."""
-    from userrl.envs.datasets import load_tasks
     from userrl.learner.dispatch import Dispatcher
     from userrl.learner.grpo import LossConfig
     from userrl.learner.loop import GRPOLearner
@@ -51,6 +59,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     from userrl.runtime import make_bus
 
     t = cfg.train
+    tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
                       max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
     hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing}
@@ -61,7 +70,6 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         log.info("train.resumed", version=learner.version, step=first_step)
     else:
         learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
-    tasks = {g: load_tasks(g, "train") for g in t.gyms}
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
 
     async def main() -> list[dict[str, Any]]:
@@ -69,7 +77,8 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         try:
             dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
                                     t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-",
-                                    groups_per_step=t.groups_per_step, max_staleness=t.max_staleness)
+                                    groups_per_step=t.groups_per_step, max_staleness=t.max_staleness,
+                                    options={g: gym_options_for(cfg, g) for g in t.gyms})
             return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
                                first_step=first_step, metrics=MetricsLog(run_dir / "metrics.jsonl"),
                                time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
@@ -108,7 +117,8 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
                             tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
         out[name] = anyio.run(lambda b=backend: evaluate(
             b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,
-            samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed))
+            samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed, data=cfg.data,
+            options={g: gym_options_for(cfg, g, evaluation=True) for g in t.gyms}))
     return out
 
 
@@ -177,8 +187,13 @@ def plot_evals(evals: dict[str, Any], out: Path) -> Path:
 
 def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     from userrl.agents.worker import resolve_model_path
+    from userrl.envs.datasets import data_tasks
 
     t0 = time.monotonic()
+    # missing data fails here, not after minutes of SFT: GRPO's train split, the final eval's test split
+    grpo_tasks(cfg)
+    for g in cfg.train.gyms:
+        data_tasks(g, "test", cfg.data)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.train.resume:

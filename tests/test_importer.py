@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from userrl.envs import _importer_ii as _ii
+from userrl.envs import _importer_splits as _splits
 from userrl.envs.check import check_tasks
 from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms import _telepathy_rules, turtle
@@ -40,17 +42,50 @@ def _task(out: Path, gym: str, task_id: str) -> dict:
     raise AssertionError(f"{task_id} not imported")
 
 
+#: the reference's splits (train, test): the parquet prompts the paper trained and tested on
+REFERENCE = {"function": (460, 78), "telepathy": (360, 41), "turtle": (423, 48),
+             "intention": (380, 40), "search": (0, 125), "tau": (500, 165),
+             "travel": (2651, 471), "persuade": (378, 42)}
+
+
 @needs_data
-def test_counts(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+def test_counts_are_the_reference_splits(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
     _, counts = imported
-    totals = {g: c["train"] + c["test"] for g, c in counts.items()}
-    assert totals == {"function": 538, "telepathy": 401, "turtle": 471, "intention": 1107,
-                      "search": 125, "tau": 665, "travel": 2578, "persuade": 420}
-    assert counts["intention"] == {"train": 1012, "test": 95}
-    assert counts["search"] == {"train": 0, "test": 125}
-    assert (counts["tau"], counts["travel"]) == ({"train": 500, "test": 165}, {"train": 2107, "test": 471})
-    assert counts["persuade"] == {"train": 378, "test": 42}
-    assert all(c["test"] > 0 and c["train"] > c["test"] for g, c in counts.items() if g != "search")
+    assert {g: (c["train"], c["test"]) for g, c in counts.items()} == REFERENCE
+
+
+def _ids(out: Path, gym: str, split: str) -> list[str]:
+    if not (out / gym / f"{split}.jsonl").exists():
+        return []
+    return [t["id"] for t in load_tasks({**IDS, **IDS_II}[gym], split, out)]
+
+
+@needs_data
+@pytest.mark.parametrize("gym", list(REFERENCE))
+def test_no_test_task_in_train(imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
+    out, _ = imported
+    train, test = _ids(out, gym, "train"), _ids(out, gym, "test")
+    assert (len(train), len(test)) == REFERENCE[gym]
+    assert not set(train) & set(test)
+
+
+@needs_data
+@pytest.mark.parametrize("gym", list(_splits.SPLIT_FOLDERS))
+def test_membership_follows_the_parquet_files(imported: tuple[Path, dict[str, dict[str, int]]],
+                                              gym: str) -> None:
+    """Each imported split holds exactly the tasks the reference's parquet split names."""
+    out, _ = imported
+    ref = _splits.reference_keys(SRC / "parquet", gym)
+    for split in ("train", "test"):
+        tasks = load_tasks({**IDS, **IDS_II}[gym], split, out) if ref[split] else []
+        assert sorted(_splits.task_key(gym, t) for t in tasks) == sorted(ref[split])
+
+
+@needs_data
+def test_travel_reads_the_eight_sub_datasets(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    out, _ = imported
+    prefixes = {i.split(":")[0] for split in ("train", "test") for i in _ids(out, "travel", split)}
+    assert prefixes == {f"travel{v}" for v in _ii.TRAVEL_VARIANTS}
 
 
 @needs_data
@@ -86,7 +121,7 @@ def test_known_items_of_search_tau_travel_persuade(
     assert tau["actions"][0] == {"name": "find_user_id_by_name_zip", "arguments": {
         "first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"}}
     assert _task(out, "tau", "retail-train-000")["user_id"] == "omar_anderson_3203"
-    trip = _task(out, "travel", "flight:2-97|hotel:2-64")
+    trip = _task(out, "travel", "travel22:flight:2-97|hotel:2-64")
     assert trip["variant"] == "22" and trip["aspects"] == ["flight", "hotel"]
     assert (trip["catalog"]["flight"]["best"], trip["catalog"]["hotel"]["best"]) == (["F16"], ["H7"])
     assert trip["request"].startswith("I am planning a trip from New York City to San Francisco")
@@ -153,8 +188,11 @@ def _src(tmp_path: Path, folder: str, files: dict[str, str]) -> Path:
     ("parquet/persuasion_multiturn", {"train.parquet": "x", "test.parquet": "x"},
      r"train\.parquet: not a readable parquet file"),
     ("parquet/persuasion_multiturn", {"train.parquet": "x"}, r"test\.parquet: missing"),
-    ("parquet/travel_multiturn_onechoice", {"train.parquet": "", "notes.txt": ""},
+    ("parquet/travel22_multiturn_onechoice", {"train.parquet": "", "notes.txt": ""},
      r"notes\.txt: unknown file"),
+    ("FunctionGym", {"functions.json": '[{"id": "f", "rule": "a", "test_case": [1, 2, 3, 4], '
+                                       '"expected_result": 1}]'},
+     r"parquet/function_multiturn: missing; the train/test split of function"),
 ])
 def test_malformed_sources(tmp_path: Path, folder: str, files: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
@@ -175,7 +213,7 @@ def _parquet(path: Path, rows: list[dict]) -> None:
 
 
 def test_parquet_rows_are_checked(tmp_path: Path) -> None:
-    folder = tmp_path / "src" / "parquet" / "travel_multiturn_onechoice"
+    folder = tmp_path / "src" / "parquet" / "travel22_multiturn_onechoice"
     row = {"prompt": [{"role": "user", "content": "Trip!"}],
            "reward_model": {"id": "flight:2-1|hotel:2-2", "ground_truth": "['F1', 'H2']"}}
     _parquet(folder / "train.parquet", [row])
@@ -184,8 +222,34 @@ def test_parquet_rows_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"test\.parquet: row 0: option 'Z9' matches no aspect"):
         import_userrl(tmp_path / "src", tmp_path / "out")
     _parquet(folder / "test.parquet", [row])
+    with pytest.raises(DataError, match=r"duplicate id 'travel22:flight:2-1\|hotel:2-2' \(also in train\)"):
+        import_userrl(tmp_path / "src", tmp_path / "out")
+    _parquet(folder / "test.parquet", [{**row, "reward_model": {**row["reward_model"], "id": "flight:2-3|hotel:2-4"}}])
     counts = import_userrl(tmp_path / "src", tmp_path / "out")
     assert counts == {"travel": {"train": 1, "test": 1}}
+    assert _ids(tmp_path / "out", "travel", "test") == ["travel22:flight:2-3|hotel:2-4"]
+
+
+def _function_rows(ids: list[str]) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": "go"}], "reward_model": {"id": i}} for i in ids]
+
+
+def test_split_comes_from_the_parquet_ids(tmp_path: Path) -> None:
+    rules = [{"id": f"f{i}", "rule": "a + b", "test_case": [1, 2, 3, 4], "expected_result": 3}
+             for i in range(4)]
+    src = _src(tmp_path, "FunctionGym", {"functions.json": json.dumps(rules)})
+    folder = src / "parquet" / "function_multiturn"
+    _parquet(folder / "train.parquet", _function_rows(["f2", "f0"]))
+    _parquet(folder / "test.parquet", _function_rows(["f3"]))
+    assert import_userrl(src, tmp_path / "out") == {"function": {"train": 2, "test": 1}}
+    assert _ids(tmp_path / "out", "function", "train") == ["f0", "f2"]  # f1: in no split, left out
+    assert _ids(tmp_path / "out", "function", "test") == ["f3"]
+    _parquet(folder / "test.parquet", _function_rows(["f3", "f9"]))
+    with pytest.raises(DataError, match=r"test\.parquet: 1 task\(s\) not found in the function JSON files, e\.g\. 'f9'"):
+        import_userrl(src, tmp_path / "out")
+    _parquet(folder / "test.parquet", _function_rows(["f3", "f0"]))
+    with pytest.raises(DataError, match=r"function_multiturn: 1 task\(s\) in both train and test, e\.g\. 'f0'"):
+        import_userrl(src, tmp_path / "out")
 
 
 def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path,
@@ -201,5 +265,6 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path,
 @needs_data
 def test_partial_source_imports_present_gyms(tmp_path: Path) -> None:
     shutil.copytree(SRC / "FunctionGym", tmp_path / "src" / "FunctionGym")
+    shutil.copytree(SRC / "parquet" / "function_multiturn", tmp_path / "src" / "parquet" / "function_multiturn")
     counts = import_userrl(tmp_path / "src", tmp_path / "out")
-    assert list(counts) == ["function"] and sum(counts["function"].values()) == 538
+    assert counts == {"function": {"train": 460, "test": 78}}

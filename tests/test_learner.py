@@ -90,7 +90,7 @@ def test_weights_load_into_the_policy_backend_and_checkpoint_resumes(model_dir: 
 
 
 def test_rescore_archive_with_another_formulation(tmp_path: Path) -> None:
-    rewards = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # GYMS.md's worked example
+    rewards = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # docs/gyms.md's worked example
     items = [{"episode_id": f"e{i}", "turns": [{"reward": r, "token_ids": [1, 2], "advantages": [0, 0]} for r in rs]}
              for i, rs in enumerate(rewards)]
     src, dst = tmp_path / "groups.msgpack", tmp_path / "r2g.msgpack"

@@ -1,4 +1,4 @@
-"""The reward worker groups trajectories, scores them as GYMS.md defines, and drops bad groups whole."""
+"""The reward worker groups trajectories, scores them as docs/gyms.md defines, and drops bad groups whole."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from userrl.learner.rewards import RewardConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-EXAMPLE = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # GYMS.md's worked example, 2 tokens per turn
+EXAMPLE = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # docs/gyms.md's worked example, 2 tokens per turn
 
 
 def traj(group: str, i: int, rewards: list[float], size: int, status: str = "ok") -> Trajectory:

@@ -1,4 +1,4 @@
-"""Rewards -> advantages: GYMS.md's worked example cell by cell, hand-computed cases, properties."""
+"""Rewards -> advantages: docs/gyms.md's worked example cell by cell, hand-computed cases, properties."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from userrl.learner.rewards import (
     turn_credits,
 )
 
-# --- GYMS.md worked example -------------------------------------------------------------------
+# --- docs/gyms.md worked example --------------------------------------------------------------
 
 GROUP = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]
 TWO_TOKENS = [[2] * len(r) for r in GROUP]

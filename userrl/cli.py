@@ -75,10 +75,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists."""
+    """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists; with
+    ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
     from userrl.runtime import make_bus
 
     cfg = _config(args)
+    if args.data:  # opt-in: liveness probes of env pods run this command without the data
+        from userrl.envs.datasets import check_data
+
+        counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
+        print(f"data {cfg.data or '(bundled)'}: " + "; ".join(
+            f"{g} " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in counts.items()))
 
     async def check() -> int:
         bus = make_bus(cfg)
@@ -197,8 +204,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    """Start episodes on a running deploy (``userrl up``) and optionally wait for them."""
-    from userrl.envs.datasets import load_tasks
+    """Start episodes on a running deploy (``userrl up``) and optionally wait for them: tasks from
+    the config's ``data``; the test split plays with ``eval_gym_options``, train with ``gym_options``."""
+    from userrl.config import gym_options_for
+    from userrl.envs.datasets import data_tasks
     from userrl.rollouts import make_resets, send_resets, wait_trajectories
     from userrl.runtime import make_bus
 
@@ -206,11 +215,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level)
     resets = []
     for gym in args.gyms or cfg.gyms:
-        resets += make_resets(gym, load_tasks(gym, args.split)[:args.tasks], group_size=args.group_size,
+        resets += make_resets(gym, data_tasks(gym, args.split, cfg.data)[:args.tasks], group_size=args.group_size,
                               seed=cfg.seed, max_turns=args.max_turns, prefix=args.prefix,
                               sampling={"temperature": cfg.policy.temperature,
                                         "max_new_tokens": cfg.policy.max_new_tokens},
-                              meta={"split": args.split})  # make_resets adds group_size
+                              meta={"split": args.split},  # make_resets adds group_size
+                              options=gym_options_for(cfg, gym, evaluation=args.split == "test"))
 
     async def run() -> int:
         bus = make_bus(cfg)
@@ -254,7 +264,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     counts = import_userrl(args.src, args.out)
     for gym, splits in counts.items():
         print(f"{gym}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
-    print(f"written under {args.out}; use them with load_tasks(env_id, split, path={args.out!r})")
+    print(f"written under {args.out}; use them with --set data={args.out} (or data: {args.out} in a deploy config)")
     return 0
 
 
@@ -278,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("role")
     c.add_argument("--worker", help="check this worker's heartbeat only")
     c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--data", action="store_true",
+                   help="also load the config's task data (data:) of every gym in gyms: (exit 2 if it fails)")
     _add_config_args(c)
     c.set_defaults(func=cmd_check)
 

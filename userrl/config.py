@@ -136,7 +136,7 @@ class UserConfig:
 
 @dataclass
 class RewardSection(RewardConfig):
-    """Turn credits, trajectory score and normalization (GYMS.md), plus group collection."""
+    """Turn credits, trajectory score and normalization (docs/gyms.md), plus group collection."""
 
     group_timeout_s: float = 600.0
     """A group still incomplete this long after its first member arrived is dropped as a whole."""
@@ -242,8 +242,20 @@ class DeployConfig:
     """Env ids this deploy runs."""
     seed: int = 0
     """Seed of task order and episode seeds."""
+    data: str = ""
+    """Task data: a folder written by `userrl data import-userrl` (<data>/<gym>/{train,test}.jsonl),
+    read by train (train split only), eval, dispatch, SFT demonstrations and `check env --data`;
+    empty = the bundled tasks (envs/data)."""
+    gym_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-gym options of training episodes, e.g. {userrl/Travel-v0: {elicit_reward: 0.8}};
+    each gym declares the options it reads and their defaults (Env.option_defaults)."""
+    eval_gym_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-gym options of evaluation episodes (userrl eval, the main job's final evaluation),
+    e.g. {userrl/Travel-v0: {elicit_reward: 0.6}}; a gym not listed here uses gym_options."""
 
     def __post_init__(self) -> None:
+        _check_gym_options(self.gym_options, "gym_options")
+        _check_gym_options(self.eval_gym_options, "eval_gym_options")
         bad = set(self.workers) - set(ROLE_NAMES)
         if bad:
             raise ConfigError(f"workers: unknown role(s) {sorted(bad)}; allowed: {list(ROLE_NAMES)}")
@@ -251,6 +263,34 @@ class DeployConfig:
             raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {self.redis!r}")
         if not self.run or any(c in self.run for c in " :*?"):
             raise ConfigError(f"run: {self.run!r} must be non-empty without spaces, ':', '*' or '?'")
+
+
+def _check_gym_options(options: dict[str, dict[str, Any]], name: str) -> None:
+    """Each gym id must be registered and each option one it declares (Env.check_options)."""
+    from userrl.envs.registry import get_env_class, list_envs
+    from userrl.errors import UnknownEnvError
+
+    for env_id, opts in options.items():
+        try:
+            cls = get_env_class(env_id)
+        except UnknownEnvError as exc:
+            raise ConfigError(f"{name}.{env_id}: unknown gym; known: {', '.join(list_envs())}") from exc
+        try:
+            cls.check_options(opts)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}.{exc}") from exc
+        try:  # the gym's own value checks (constructors are cheap): at load, not in every episode
+            cls(**opts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}.{env_id}: {exc}") from exc
+
+
+def gym_options_for(cfg: DeployConfig, env_id: str, *, evaluation: bool = False) -> dict[str, Any]:
+    """The options episodes of ``env_id`` get: ``eval_gym_options`` first in evaluation, then
+    ``gym_options``; {} (the gym's defaults) when neither lists the gym."""
+    if evaluation and env_id in cfg.eval_gym_options:
+        return dict(cfg.eval_gym_options[env_id])
+    return dict(cfg.gym_options.get(env_id, {}))
 
 
 def _positive(obj: Any, section: str, names: tuple[str, ...]) -> None:

@@ -19,14 +19,14 @@ from userrl.bus.transport import Bus
 
 def make_resets(env_id: str, tasks: Iterable[dict[str, Any]], *, group_size: int = 1, seed: int = 0,
                 max_turns: int = 0, sampling: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
-                prefix: str = "") -> list[Reset]:
+                prefix: str = "", options: dict[str, Any] | None = None) -> list[Reset]:
     out = []
     for task in tasks:
         group = f"{prefix}{env_id.split('/')[-1]}:{task['id']}"
         for i in range(group_size):
             out.append(Reset(episode_id=f"{group}/{i}", group_id=group, env_id=env_id, task=task,
                              seed=seed * 1_000_003 + i, max_turns=max_turns, sampling=dict(sampling or {}),
-                             meta={**(meta or {}), "group_size": group_size}))
+                             meta={**(meta or {}), "group_size": group_size}, options=dict(options or {})))
     return out
 
 
