@@ -1,0 +1,393 @@
+"""`userrl ui`: every endpoint over HTTP against a real deploy, the token, and a real browser.
+
+One deploy serves the module: the launcher's env, user and reward workers plus a slow scripted
+policy worker (``tests/ui_policy.py``) whose first turn of each episode carries ``<script>``.
+The web view connects as a Redis ACL user that may only read, and each test checks the ACL log
+afterwards: a single write command from the view would be refused and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import redis
+import uvicorn
+from starlette.testclient import TestClient
+
+from tests.conftest import REPO
+from tests.ui_policy import INJECTED
+from userrl.bus.client import make_client
+from userrl.bus.keys import Keys
+from userrl.bus.transport import Bus
+from userrl.cli import main
+from userrl.config import load_config
+from userrl.deploy.launcher import Launcher
+from userrl.envs.datasets import load_tasks
+from userrl.errors import ConfigError
+from userrl.learner.metrics import MetricsLog
+from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.ui import UISettings, create_app
+from userrl.ui.data import MetricsTail, gym_task_from_id
+
+pytestmark = [pytest.mark.integration]
+
+CI = str(REPO / "deploy" / "ci.yaml")
+TOKEN = "s3cret-token-for-tests"
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn serving ``app`` on a free port in a thread (the real server, SSE included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    ws="none", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+def sse_events(client: httpx.Client, path: str, until: Callable[[list[tuple[str, Any]]], bool],
+               timeout: float = 30.0, headers: dict[str, str] | None = None) -> list[tuple[str, Any]]:
+    """Read ``(event, data)`` pairs (``id`` joined into data as ``_id``) until ``until`` holds."""
+    events: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    with client.stream("GET", path, headers=headers, timeout=timeout) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        name, eid = "", None
+        for line in resp.iter_lines():
+            assert time.monotonic() < deadline, f"stream {path} timed out with {events[-3:]}"
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("id: "):
+                eid = line[4:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if eid and isinstance(data, dict):
+                    data["_id"] = eid
+                events.append((name, data))
+                name, eid = "", None
+                if until(events):
+                    return events
+    raise AssertionError(f"stream {path} ended early: {events[-3:]}")
+
+
+def run_async(fn: Callable[[Bus], Any], url: str, run: str) -> Any:
+    async def go() -> Any:
+        bus = Bus(make_client(url), Keys(run))
+        try:
+            return await fn(bus)
+        finally:
+            await bus.redis.aclose()
+    return anyio.run(go)
+
+
+# ---- the deploy and the read-only user ---------------------------------------------------------
+
+
+class Deploy:
+    def __init__(self, redis_url: str, run: str, run_dir: Path, overrides: list[str]) -> None:
+        self.redis_url, self.run, self.run_dir, self.overrides = redis_url, run, run_dir, overrides
+        self.cfg = load_config(CI, overrides)
+
+    def dispatch(self, gyms: list[str], tasks: int, prefix: str, wait: bool = True,
+                 max_turns: int = 0) -> list[str]:
+        resets = []
+        for gym in gyms:
+            resets += make_resets(gym, load_tasks(gym, "test")[:tasks], seed=3, prefix=prefix, max_turns=max_turns)
+
+        async def go(bus: Bus) -> None:
+            await send_resets(bus, resets)
+            if wait:
+                await wait_trajectories(bus, [r.episode_id for r in resets], timeout=120)
+        run_async(go, self.redis_url, self.run)
+        return [r.episode_id for r in resets]
+
+
+@pytest.fixture(scope="module")
+def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
+    run = "ui" + uuid.uuid4().hex[:8]
+    run_dir = tmp_path_factory.mktemp("ui-run")
+    overrides = [f"run={run}", f"redis={redis_url}", f"run_dir={run_dir}", "workers.env.replicas=1",
+                 "workers.user.replicas=1", "workers.reward.replicas=1", "workers.policy.replicas=0"]
+    env = {**os.environ, "USERRL_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "UI_TEST_POLICY_DELAY": "0.7",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    d = Deploy(redis_url, run, run_dir, overrides)
+    la = Launcher(d.cfg, CI, overrides, env=env, stop_timeout_s=15).start().start_background()
+    argv = [sys.executable, "-m", "userrl", "worker", "--class", "tests.ui_policy:SlowPolicyWorker",
+            "--name", "policy-0", "--config", CI, *sum((["--set", o] for o in overrides), [])]
+    with open(run_dir / "slow-policy.log", "wb") as log:
+        policy = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+    try:
+        r = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 90
+        for role, name in (("env", "env-0"), ("user", "user-0"), ("reward", "reward-0"), ("policy", "policy-0")):
+            while not r.exists(Keys(run).heartbeat(role, name)):
+                assert time.monotonic() < deadline and policy.poll() is None, \
+                    (run_dir / "slow-policy.log").read_text()[-2000:]
+                time.sleep(0.1)
+        r.close()
+        yield d
+    finally:
+        policy.terminate()
+        try:
+            policy.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            policy.kill()
+            policy.wait()
+        la.stop()
+        with redis.Redis.from_url(redis_url) as r:
+            for key in r.scan_iter(match=f"userrl:{run}:*", count=500):
+                r.delete(key)
+
+
+@pytest.fixture
+def readonly_url(redis_url: str) -> Iterator[str]:
+    """A URL for an ACL user that may read anything and write nothing; afterwards, no command
+    of that user may have been refused (the ACL log names the user of each refusal)."""
+    name, password = "ui-ro-" + uuid.uuid4().hex[:6], uuid.uuid4().hex
+    with redis.Redis.from_url(redis_url) as r:
+        r.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*",
+                          "+@read", "+@connection", "-@write")
+        try:
+            yield redis_url.replace("redis://", f"redis://{name}:{password}@", 1)
+            refused = [e for e in r.acl_log() if e.get("username") == name]
+            assert not refused, f"the web view sent commands a read-only user may not: {refused}"
+        finally:
+            r.execute_command("ACL", "DELUSER", name)
+
+
+def make_ui(deploy: Deploy, url: str, **kw: Any) -> Any:
+    cfg = deploy.cfg
+    settings = UISettings(run_dir=str(deploy.run_dir), refresh_s=0.3, block_ms=300, **kw)
+    return create_app(settings, lambda: Bus(make_client(url, block_ms=300), Keys(cfg.run)))
+
+
+def add_dead_letter(deploy: Deploy) -> None:
+    async def go(bus: Bus) -> None:
+        stream = bus.keys.stream("audit")
+        await bus.ensure_group(stream, "audit")
+        await bus.redis.xadd(stream, {"p": b"\xc1 not msgpack"})
+        (d,) = await bus.read(stream, "audit", "audit-0")
+        await bus.dead_letter(d, "undecodable: <b>not msgpack</b>")
+    run_async(go, deploy.redis_url, deploy.run)
+
+
+# ---- HTTP ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
+    ids = deploy.dispatch(["userrl/Telepathy-v0", "userrl/Function-v0"], 2, "http:")
+    add_dead_letter(deploy)
+    metrics = MetricsLog(deploy.run_dir / "metrics.jsonl")
+    for step in range(3):
+        metrics.log(step, {"rollout/score_mean": 0.1 * step, "rollout/score/Telepathy-v0": 0.2 * step,
+                           "loss/policy": 1.0 - step / 10, "policy/clip_frac": 0.01})
+    with Server(make_ui(deploy, readonly_url)) as srv, httpx.Client(base_url=srv.url) as c:
+        # pages and static files
+        r = c.get("/", follow_redirects=False)
+        assert r.status_code in (302, 307) and r.headers["location"] == "/episodes"
+        for path in ("/episodes", "/episode?id=x", "/system", "/learning"):
+            r = c.get(path)
+            assert r.status_code == 200 and "text/html" in r.headers["content-type"], path
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+            assert '<script src="/static/ui.js"></script>' in r.text
+        for name in ("ui.js", "plot.js", "episodes.js", "episode.js", "system.js", "learning.js", "style.css"):
+            assert c.get(f"/static/{name}").status_code == 200, name
+        assert c.post("/api/episodes").status_code == 405
+        assert c.get("/static/../app.py").status_code == 404
+
+        # episodes list, filters
+        rows = {r["episode"]: r for r in c.get("/api/episodes").json()["rows"]}
+        assert set(ids) <= set(rows)
+        tele = rows[ids[0]]
+        assert (tele["gym"], tele["status"], tele["version"]) == ("Telepathy-v0", "finished", 0)
+        assert tele["task"] == load_tasks("userrl/Telepathy-v0", "test")[0]["id"]
+        assert tele["turn"] >= 1 and tele["worker"] == "policy-0" and tele["score"] is not None
+        assert tele["age_s"] >= 0 and not tele["expired"]
+        only = c.get("/api/episodes", params={"gym": "Function-v0"}).json()["rows"]
+        assert only and {r["gym"] for r in only} == {"Function-v0"}
+        assert c.get("/api/episodes", params={"status": "live"}).json()["rows"] == []
+        assert c.get("/api/episodes", params={"status": "bogus"}).status_code == 400
+
+        # one episode: JSON, then the SSE stream replays it to its end; Last-Event-ID resumes
+        ep = c.get("/api/episode", params={"id": ids[0]}).json()
+        assert ep["gym"] == "Telepathy-v0" and ep["state"] == "finished" and ep["entries"][-1]["role"] == "end"
+        assert INJECTED in next(e["text"] for e in ep["entries"] if e["role"] == "assistant")
+        events = sse_events(c, f"/api/stream/episode?id={ids[0]}", lambda ev: ev[-1][0] == "end")
+        entries = [d for n, d in events if n == "entry"]
+        assert [e["role"] for e in entries] == [e["role"] for e in ep["entries"]]
+        resumed = sse_events(c, f"/api/stream/episode?id={ids[0]}", lambda ev: ev[-1][0] == "end",
+                             headers={"Last-Event-ID": entries[2]["_id"]})
+        assert [d["_id"] for n, d in resumed if n == "entry"] == [e["_id"] for e in entries[3:]]
+
+        # system: workers, lag/pending, the dead letter and its reason, the supervisor
+        s = c.get("/api/system", params={"sample": "0.3"}).json()
+        assert s["roles"]["env"]["live"] == 1 and s["roles"]["policy"]["workers"][0]["worker"] == "policy-0"
+        assert s["roles"]["env"]["pending"] == 0 and s["roles"]["env"]["lag"] == 0
+        assert s["dead_letters"] == 1 and s["dead"][0]["error"] == "undecodable: <b>not msgpack</b>"
+        assert s["supervisor"]["restarts"] == {"env": 0, "policy": 0, "user": 0, "reward": 0}
+        assert s["episodes"]["finished"] >= len(ids)
+        (name, snap), = sse_events(c, "/api/stream/system", lambda ev: len(ev) == 1)
+        assert name == "system" and "env" in snap["roles"]
+
+        # learning: the rows so far, then the stream sends rows appended later
+        assert [r["step"] for r in c.get("/api/metrics").json()["rows"]] == [0, 1, 2]
+
+        def grown(ev: list[tuple[str, Any]]) -> bool:
+            steps = [r["step"] for n, d in ev if n == "rows" for r in d]
+            if steps == [0, 1, 2]:
+                metrics.log(3, {"rollout/score_mean": 0.5})
+            return steps == [0, 1, 2, 3]
+        sse_events(c, "/api/stream/metrics", grown)
+
+        # the episodes stream: a snapshot of the list; a filter applies to it
+        (name, data), = sse_events(c, "/api/stream/episodes?gym=Telepathy-v0", lambda ev: len(ev) == 1)
+        assert name == "episodes" and {r["gym"] for r in data["rows"]} == {"Telepathy-v0"}
+
+        # an episode that finished and expired says so instead of waiting forever
+        run_async(lambda bus: bus.redis.zadd(bus.keys.finished, {"gone:Telepathy-v0:x/0": time.time()}),
+                  deploy.redis_url, deploy.run)
+        assert sse_events(c, "/api/stream/episode?id=gone:Telepathy-v0:x/0", lambda ev: True) == \
+            [("expired", {"episode": "gone:Telepathy-v0:x/0"})]
+        gone = c.get("/api/episodes", params={"gym": "Telepathy-v0"}).json()["rows"]
+        assert next(r for r in gone if r["episode"] == "gone:Telepathy-v0:x/0")["expired"]
+
+
+def test_live_episode_stream_sends_turns_as_they_happen(deploy: Deploy, readonly_url: str) -> None:
+    (eid,) = deploy.dispatch(["userrl/Telepathy-v0"], 1, "sse:", wait=False)
+    with Server(make_ui(deploy, readonly_url)) as srv, httpx.Client(base_url=srv.url) as c:
+        stamps: list[float] = []
+
+        def arrived(ev: list[tuple[str, Any]]) -> bool:
+            stamps.append(time.monotonic())
+            return ev[-1][0] == "end"
+        events = sse_events(c, f"/api/stream/episode?id={eid}", arrived, timeout=60)
+    roles = [d["role"] for n, d in events if n == "entry"]
+    assert roles[:3] == ["system", "user", "assistant"] and roles[-1] == "end"
+    # the policy takes 0.7 s a turn: entries reached us over seconds, not in one burst
+    assert stamps[-1] - stamps[0] > 1.0
+
+
+# ---- token and binding ---------------------------------------------------------------------------
+
+
+def test_non_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="--token"):
+        UISettings(host="0.0.0.0")
+    with pytest.raises(ConfigError, match="ui.token"):
+        UISettings(token="short")
+    UISettings(host="0.0.0.0", token=TOKEN)
+    UISettings(host="::1")
+    assert main(["ui", "--host", "0.0.0.0", "--config", CI]) == 2
+    assert "USERRL_UI_TOKEN" in capsys.readouterr().err
+
+
+def test_every_request_needs_the_token() -> None:
+    app = create_app(UISettings(host="0.0.0.0", token=TOKEN), lambda: pytest.fail("no Redis needed"))
+    c = TestClient(app)
+    for path in ("/", "/episodes", "/static/ui.js", "/api/episodes", "/api/system", "/api/stream/episode?id=x",
+                 "/api/metrics"):
+        r = c.get(path, follow_redirects=False)
+        assert r.status_code == 401, path
+        assert "content-security-policy" in r.headers
+    assert c.get("/episodes", params={"token": TOKEN + "x"}).status_code == 401
+    assert c.get("/episodes", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/episodes", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert c.get("/episodes", headers={"X-UserRL-Token": TOKEN}).status_code == 200
+    # a browser's first visit passes ?token=; the cookie it gets carries the token from then on
+    r = c.get("/episodes", params={"token": TOKEN})
+    assert r.status_code == 200 and "HttpOnly" in r.headers["set-cookie"]
+    assert c.get("/static/ui.js").status_code == 200
+    c.cookies.clear()
+    assert c.get("/static/ui.js").status_code == 401
+
+
+def test_loopback_without_token_refuses_foreign_host_names() -> None:
+    c = TestClient(create_app(UISettings(), lambda: pytest.fail("no Redis needed")), base_url="http://127.0.0.1")
+    assert c.get("/static/ui.js").status_code == 200
+    assert c.get("/static/ui.js", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_ui_command_serves(deploy: Deploy, tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "userrl", "ui", "--port", str(port), "--config", CI,
+            *sum((["--set", o] for o in deploy.overrides), [])]
+    with open(tmp_path / "ui.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "USERRL_UI_TOKEN": TOKEN})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/system", headers={"X-UserRL-Token": TOKEN})
+                break
+            except httpx.ConnectError:
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["run"] == deploy.run
+        assert httpx.get(f"http://127.0.0.1:{port}/api/system").status_code == 401
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+    assert f"http://127.0.0.1:{port}/" in (tmp_path / "ui.log").read_text()
+
+
+# ---- pure parts --------------------------------------------------------------------------------
+
+
+def test_gym_and_task_from_episode_ids() -> None:
+    assert gym_task_from_id("run:Function-v0:f12/3") == ("Function-v0", "f12")
+    assert gym_task_from_id("Telepathy-v0:t1/0") == ("Telepathy-v0", "t1")
+    assert gym_task_from_id("odd") == ("", "")
+
+
+def test_metrics_tail_reads_complete_lines_and_notices_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.read_new() == ([], False)
+    path.write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "par')
+    assert tail.read_new() == ([{"step": 0}, {"step": 1}], False)
+    with path.open("a") as f:
+        f.write('tial": 1}\nnot json\n')
+    assert tail.read_new() == ([{"step": 2, "partial": 1}], False)
+    path.write_text('{"step": 0}\n')
+    assert tail.read_new() == ([{"step": 0}], True)
