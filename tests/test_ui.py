@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -178,6 +180,10 @@ def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 r.delete(key)
 
 
+def refusals(r: redis.Redis, user: str) -> list[dict[str, Any]]:
+    return [{"count": int(e["count"]), "object": e["object"]} for e in r.acl_log(count=128) if e.get("username") == user]
+
+
 @pytest.fixture
 def readonly_url(redis_url: str) -> Iterator[str]:
     """A URL for an ACL user that may read anything and write nothing; afterwards, no command
@@ -186,10 +192,15 @@ def readonly_url(redis_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_url) as r:
         r.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*",
                           "+@read", "+@connection", "-@write")
+        url = redis_url.replace("redis://", f"redis://{name}:{password}@", 1)
         try:
-            yield redis_url.replace("redis://", f"redis://{name}:{password}@", 1)
-            refused = [e for e in r.acl_log() if e.get("username") == name]
-            assert not refused, f"the web view sent commands a read-only user may not: {refused}"
+            with redis.Redis.from_url(url) as ro, pytest.raises(redis.exceptions.NoPermissionError):
+                ro.set("userrl:ui-test:probe", 1)  # the user really cannot write
+            probe = refusals(r, name)
+            assert sum(e["count"] for e in probe) == 1
+            yield url
+            refused = refusals(r, name)
+            assert refused == probe, f"the web view sent commands a read-only user may not: {refused}"
         finally:
             r.execute_command("ACL", "DELUSER", name)
 
@@ -366,9 +377,10 @@ def test_ui_command_serves(deploy: Deploy, tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["run"] == deploy.run
         assert httpx.get(f"http://127.0.0.1:{port}/api/system").status_code == 401
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
         assert proc.wait(timeout=20) == 0
-    assert f"http://127.0.0.1:{port}/" in (tmp_path / "ui.log").read_text()
+    out = (tmp_path / "ui.log").read_text()
+    assert f"http://127.0.0.1:{port}/" in out and "Traceback" not in out
 
 
 # ---- pure parts --------------------------------------------------------------------------------
@@ -391,3 +403,85 @@ def test_metrics_tail_reads_complete_lines_and_notices_a_new_file(tmp_path: Path
     assert tail.read_new() == ([{"step": 2, "partial": 1}], False)
     path.write_text('{"step": 0}\n')
     assert tail.read_new() == ([{"step": 0}], True)
+
+
+# ---- a real browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless Debian chromium through chromium-driver (Selenium; nothing is downloaded)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for downloads
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_bin))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = fn()
+        except Exception:  # the element is not there yet / went stale while the page redrew it
+            got = None
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_browser_shows_live_dialogues_as_text(deploy: Deploy, readonly_url: str, browser: Any,
+                                              tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    MetricsLog(deploy.run_dir / "metrics.jsonl").log(0, {"rollout/score_mean": 0.2, "loss/policy": 0.9})
+    with Server(make_ui(deploy, readonly_url)) as srv:
+        browser.get(srv.url + "/episodes")
+        deploy.dispatch(["userrl/Telepathy-v0"], 2, "browser:", wait=False)
+        # an episode appears in the list while it runs
+        link = wait_until(lambda: browser.find_element(By.CSS_SELECTOR, 'tr.st-live[data-episode^="browser:"] a'),
+                          60, "a live episode in the list")
+        browser.save_screenshot(str(tmp_path / "episodes.png"))
+        link.click()
+        wait_until(lambda: "/episode?id=" in browser.current_url, 10, "the episode page")
+
+        def count() -> int:
+            return len(browser.find_elements(By.CSS_SELECTOR, "#dialogue .entry"))
+        first = wait_until(count, 30, "the first turns")
+        assert wait_until(lambda: count() > first, 30, "a turn arriving live"), "no turn arrived"
+        # a policy turn that contains markup is shown as that text, never run or parsed
+        policy = wait_until(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, "#dialogue .role-assistant pre")
+                                     if "<script>" in e.text], 30, "the injected policy turn")
+        assert INJECTED in policy[0].text
+        assert browser.find_elements(By.CSS_SELECTOR, "#dialogue script, #dialogue img") == []
+        assert browser.execute_script("return window.__pwned === undefined")
+        wait_until(lambda: browser.find_element(By.ID, "state").text in ("finished", "failed"), 60, "the end")
+        assert browser.find_element(By.CSS_SELECTOR, "#dialogue .role-end").is_displayed()
+        assert "policy v0" in browser.find_element(By.CSS_SELECTOR, "#dialogue .role-assistant").text
+        browser.save_screenshot(str(tmp_path / "episode.png"))
+
+        browser.get(srv.url + "/system")
+        wait_until(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-role="env"]'), 20, "the roles table")
+        assert "policy-0" in browser.find_element(By.ID, "workers").text
+        browser.save_screenshot(str(tmp_path / "system.png"))
+        browser.get(srv.url + "/learning")
+        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart polyline, #charts svg circle"),
+                   20, "a metrics chart")
+        browser.save_screenshot(str(tmp_path / "learning.png"))
+        browser.get("about:blank")  # closes the page's event stream before the server stops
+    for name in ("episodes", "episode", "system", "learning"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name

@@ -25,8 +25,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     app = create_app(settings, lambda: make_bus(cfg, url, client_name="userrl:ui"))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"userrl ui: http://{host}:{settings.port}/" + ("?token=..." if settings.token else ""), flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                ws="none", timeout_graceful_shutdown=2)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                    ws="none", timeout_graceful_shutdown=2)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on
+        pass
     return 0
 
 

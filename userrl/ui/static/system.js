@@ -69,7 +69,8 @@
       if (history[r].length > 300) history[r].shift();
     }
     const series = Object.entries(history).map(([name, points]) => ({ name, points }));
-    return el("div", { class: "card" }, Plot.lineChart("throughput (messages/s) since this page opened", series, "seconds"));
+    return el("div", {}, el("div", { class: "card" },
+      Plot.lineChart("throughput (messages/s) since this page opened", series, "seconds")));
   }
 
   UI.stream("/api/stream/system", {
