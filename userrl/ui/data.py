@@ -75,29 +75,32 @@ class EpisodeReader:
             sets = sets[:1]
         elif status in ("finished", "failed"):
             sets = sets[1:]
+        # a gym filter looks further back so a gym with few recent episodes still shows some
+        scan = max(limit, 5000) if gym else limit
         members: list[tuple[str, str, float]] = []
         for state, key in sets:
-            for m, score in await r.zrevrange(key, 0, limit - 1, withscores=True):
-                members.append((m.decode(errors="replace"), state, float(score)))
+            got = [(m.decode(errors="replace"), state, float(score))
+                   for m, score in await r.zrevrange(key, 0, scan - 1, withscores=True)]
+            await self._learn_gym_tasks([eid for eid, _, _ in got])
+            members += [m for m in got if not gym or self._gym_task[m[0]][0] == gym][:limit]
         if not members:
             return []
         async with r.pipeline(transaction=False) as pipe:
             for eid, _, _ in members:
                 pipe.xrange(k.episode(eid))
             streams = await pipe.execute()
-        await self._learn_gym_tasks([eid for eid, _, _ in members])
         now = time.time()
         rows = [episode_row(eid, state, since, [_entry(f) for _, f in stream], self._gym_task[eid], now)
                 for (eid, state, since), stream in zip(members, streams, strict=True)]
-        return [row for row in rows
-                if (not gym or row["gym"] == gym) and (not status or row["status"] == status)]
+        return [row for row in rows if not status or row["status"] == status]
 
     async def _learn_gym_tasks(self, ids: list[str]) -> None:
-        unknown = [eid for eid in ids if eid not in self._gym_task]
+        unknown = list(dict.fromkeys(eid for eid in ids if eid not in self._gym_task))
         if not unknown:
             return
         if len(self._gym_task) + len(unknown) > self._cache_size:
-            self._gym_task.clear()
+            self._gym_task.clear()  # crude, and rare: ids of one call are learned again below
+            unknown = list(dict.fromkeys(ids))
         async with self.bus.redis.pipeline(transaction=False) as pipe:
             for eid in unknown:
                 pipe.hget(self.bus.keys.state(eid), "episode")
