@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -37,6 +39,8 @@ from userrl.deploy.episodes import _entry, read_episode, summarize
 from userrl.errors import ConfigError
 from userrl.ui.data import STATUSES, EpisodeReader, MetricsTail, system_snapshot
 from userrl.ui.security import Guard, check_bind, is_loopback
+
+log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/episodes": "episodes.html", "/episode": "episode.html", "/system": "system.html",
@@ -83,9 +87,25 @@ def sse(event: str, data: Any, event_id: str | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+async def _guarded(gen: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Ends a stream whose Redis went away with a ``problem`` event; the browser's EventSource
+    reconnects by itself after ``retry`` ms (the episode stream resumes from Last-Event-ID)."""
+    try:
+        async for chunk in gen:
+            yield chunk
+    except RedisError as exc:
+        log.warning("ui.stream_redis_error", error=str(exc))
+        yield "retry: 3000\n" + sse("problem", {"error": f"Redis: {type(exc).__name__}: {exc}"})
+
+
 def _stream(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(gen, media_type="text/event-stream",
+    return StreamingResponse(_guarded(gen), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("ui.redis_error", path=request.url.path, error=str(exc))
+    return JSONResponse({"error": f"Redis: {type(exc).__name__}: {exc}"}, status_code=503)
 
 
 def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
@@ -197,7 +217,8 @@ def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
     if is_loopback(settings.host) and not settings.token:
         # no token: only loopback names, so a page elsewhere cannot reach us by DNS rebinding
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={RedisError: _redis_unavailable})
 
 
 async def follow_episode(bus: Bus, eid: str, start: str, block_ms: int) -> AsyncIterator[str]:

@@ -52,6 +52,9 @@
     try {
       const meta = await (await fetch("/api/episode?id=" + encodeURIComponent(id))).json();
       info.textContent = `gym ${meta.gym || "?"} · task ${meta.task || "?"}`;
+      if (meta.state === "unknown" && !meta.entries.length) {
+        info.textContent += " · not started yet (or an unknown id): waiting for its first turn";
+      }
     } catch (err) {
       info.textContent = "could not read the episode: " + err;
     }

@@ -42,6 +42,8 @@ const UI = (() => {
     const es = new EventSource(url);
     es.onopen = () => setConn("live", true);
     es.onerror = () => setConn(es.readyState === EventSource.CLOSED ? "closed" : "reconnecting…", false);
+    // the server ends a stream with `problem` when Redis is unreachable; the browser reconnects
+    es.addEventListener("problem", (ev) => setConn(JSON.parse(ev.data).error, false));
     for (const [name, fn] of Object.entries(handlers)) {
       es.addEventListener(name, (ev) => fn(JSON.parse(ev.data), ev));
     }
