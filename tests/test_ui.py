@@ -255,6 +255,7 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
         assert tele["task"] == load_tasks("userrl/Telepathy-v0", "test")[0]["id"]
         assert tele["turn"] >= 1 and tele["worker"] == "policy-0" and tele["score"] is not None
         assert tele["age_s"] >= 0 and not tele["expired"]
+        assert {"Telepathy-v0", "Function-v0"} <= set(c.get("/api/episodes").json()["gyms"])
         only = c.get("/api/episodes", params={"gym": "Function-v0"}).json()["rows"]
         assert only and {r["gym"] for r in only} == {"Function-v0"}
         assert c.get("/api/episodes", params={"status": "live"}).json()["rows"] == []
@@ -495,6 +496,8 @@ def test_browser_shows_live_dialogues_as_text(deploy: Deploy, readonly_url: str,
         wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart polyline, #charts svg circle"),
                    20, "a metrics chart")
         browser.save_screenshot(str(tmp_path / "learning.png"))
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, f"the pages logged errors: {errors}"
         browser.get("about:blank")  # closes the page's event stream before the server stops
     for name in ("episodes", "episode", "system", "learning"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name

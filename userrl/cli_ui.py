@@ -19,7 +19,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     settings = UISettings(host=args.host, port=args.port, token=args.token or os.environ.get("USERRL_UI_TOKEN", ""),
-                          run_dir=cfg.run_dir)
+                          run_dir=cfg.run_dir, gyms=tuple(cfg.gyms))
     configure_logging(cfg.log_level)
     url = redis_url(cfg)  # fails here, with the fix, when the deploy's Redis is not up
     app = create_app(settings, lambda: make_bus(cfg, url, client_name="userrl:ui"))

@@ -66,6 +66,8 @@ class UISettings:
     """Newest live and newest finished episodes listed (each)."""
     block_ms: int = 1000
     """XREAD BLOCK time of an episode stream (a keep-alive comment is sent after each)."""
+    gyms: tuple[str, ...] = ()
+    """Gyms offered by the list's filter besides those seen in Redis (the deploy's ``gyms``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -129,6 +131,9 @@ def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
             return FileResponse(STATIC / name, headers={"cache-control": "no-store"})
         return serve
 
+    def known_gyms() -> list[str]:
+        return sorted({g.split("/")[-1] for g in settings.gyms} | state["episodes"].gyms())
+
     def filters(request: Request) -> tuple[str, str, int]:
         q = request.query_params
         status = q.get("status", "")
@@ -142,7 +147,8 @@ def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
             gym, status, limit = filters(request)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"at": time.time(), "rows": await state["episodes"].rows(limit, gym, status)})
+        rows = await state["episodes"].rows(limit, gym, status)
+        return JSONResponse({"at": time.time(), "rows": rows, "gyms": known_gyms()})
 
     async def api_episode(request: Request) -> Response:
         eid = request.query_params.get("id", "")
@@ -174,7 +180,7 @@ def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
         async def gen() -> AsyncIterator[str]:
             while True:
                 rows = await state["episodes"].rows(limit, gym, status)
-                yield sse("episodes", {"at": time.time(), "rows": rows})
+                yield sse("episodes", {"at": time.time(), "rows": rows, "gyms": known_gyms()})
                 await anyio.sleep(settings.refresh_s)
         return _stream(gen())
 

@@ -108,6 +108,10 @@ class EpisodeReader:
         for eid, raw in zip(unknown, snaps, strict=True):
             self._gym_task[eid] = _gym_task_from_snapshot(raw) or gym_task_from_id(eid)
 
+    def gyms(self) -> set[str]:
+        """Every gym seen so far."""
+        return {g for g, _ in self._gym_task.values() if g}
+
     async def gym_task(self, eid: str) -> tuple[str, str]:
         await self._learn_gym_tasks([eid])
         return self._gym_task[eid]
