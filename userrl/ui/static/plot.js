@@ -13,11 +13,11 @@ const Plot = (() => {
     return n;
   }
 
+  // "nice" tick values (1, 2, 2.5, 5 x 10^k apart), at most n + 1 intervals across [lo, hi]
   function ticks(lo, hi, n) {
     if (lo === hi) { lo -= 1; hi += 1; }
-    const raw = (hi - lo) / n;
-    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+    const mag = Math.pow(10, Math.floor(Math.log10((hi - lo) / n)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => (hi - lo) / s <= n + 1);
     const out = [];
     for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toFixed(12));
     return out;
@@ -64,12 +64,16 @@ const Plot = (() => {
       if (pts.length < 40) {
         for (const p of pts) root.append(svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.2, fill: color }));
       }
-      if (series.length > 1) {
-        const y = T + 4 + i * 13;
-        root.append(svg("rect", { x: W - R - 120, y: y - 8, width: 9, height: 9, fill: color }));
-        root.append(svg("text", { x: W - R - 107, y, class: "legend" }, s.name));
-      }
     });
+    if (series.length > 1) {  // the legend last, over the lines, on a light box
+      root.append(svg("rect", { x: W - R - 124, y: T - 6, width: 122, height: series.length * 13 + 4,
+        fill: "#fff", "fill-opacity": 0.85 }));
+      series.forEach((s, i) => {
+        const y = T + 4 + i * 13;
+        root.append(svg("rect", { x: W - R - 120, y: y - 8, width: 9, height: 9, fill: COLORS[i % COLORS.length] }));
+        root.append(svg("text", { x: W - R - 107, y, class: "legend" }, s.name));
+      });
+    }
     return root;
   }
 
