@@ -43,6 +43,7 @@ from userrl.learner.metrics import MetricsLog
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 from userrl.ui import UISettings, create_app
 from userrl.ui.data import MetricsTail, gym_task_from_id
+from userrl.ui.streams import resume_id
 
 pytestmark = [pytest.mark.integration]
 
@@ -404,6 +405,12 @@ def test_gym_and_task_from_episode_ids() -> None:
     assert gym_task_from_id("run:Function-v0:f12/3") == ("Function-v0", "f12")
     assert gym_task_from_id("Telepathy-v0:t1/0") == ("Telepathy-v0", "t1")
     assert gym_task_from_id("odd") == ("", "")
+
+
+def test_resume_id_takes_only_stream_ids() -> None:
+    assert resume_id("1700000000000-3") == "1700000000000-3"
+    for bad in (None, "", "$", "+", "1-2-3", "abc", "1" * 30 + "-0"):
+        assert resume_id(bad) == "0-0", bad
 
 
 def test_metrics_tail_reads_complete_lines_and_notices_a_new_file(tmp_path: Path) -> None:

@@ -8,37 +8,30 @@ never interpreted.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import (
-    FileResponse,
-    JSONResponse,
-    RedirectResponse,
-    Response,
-    StreamingResponse,
-)
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from userrl.bus.transport import Bus
-from userrl.deploy.episodes import _entry, read_episode, summarize
+from userrl.deploy.episodes import read_episode, summarize
 from userrl.errors import ConfigError
 from userrl.ui.data import STATUSES, EpisodeReader, MetricsTail, system_snapshot
 from userrl.ui.security import Guard, check_bind, is_loopback
+from userrl.ui.streams import event_stream, follow_episode, resume_id, snapshots, tail_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -83,26 +76,114 @@ class UISettings:
         check_bind(self.host, self.token)
 
 
-def sse(event: str, data: Any, event_id: str | None = None) -> str:
-    """One Server-Sent Event (JSON data on one line)."""
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+class Views:
+    """The route handlers; ``connect`` makes the (read-only) Bus when the server starts."""
 
+    def __init__(self, settings: UISettings, connect: Callable[[], Bus]) -> None:
+        self.settings = settings
+        self.connect = connect
+        self._bus: Bus | None = None
+        self._episodes: EpisodeReader | None = None
 
-async def _guarded(gen: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Ends a stream whose Redis went away with a ``problem`` event; the browser's EventSource
-    reconnects by itself after ``retry`` ms (the episode stream resumes from Last-Event-ID)."""
-    try:
-        async for chunk in gen:
-            yield chunk
-    except RedisError as exc:
-        log.warning("ui.stream_redis_error", error=str(exc))
-        yield "retry: 3000\n" + sse("problem", {"error": f"Redis: {type(exc).__name__}: {exc}"})
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._bus = self.connect()
+        self._episodes = EpisodeReader(self._bus)
+        try:
+            yield
+        finally:
+            await self._bus.redis.aclose()
 
+    @property
+    def bus(self) -> Bus:
+        assert self._bus is not None, "the app's lifespan has not started"
+        return self._bus
 
-def _stream(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(_guarded(gen), media_type="text/event-stream",
-                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    @property
+    def episodes(self) -> EpisodeReader:
+        assert self._episodes is not None, "the app's lifespan has not started"
+        return self._episodes
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.settings.run_dir) / "metrics.jsonl"
+
+    # -- pages -----------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/episodes")
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / PAGES[request.url.path], headers={"cache-control": "no-store"})
+
+    # -- JSON snapshots ----------------------------------------------------------------------
+    def known_gyms(self) -> list[str]:
+        return sorted({g.split("/")[-1] for g in self.settings.gyms} | self.episodes.gyms())
+
+    def filters(self, request: Request) -> tuple[str, str, int]:
+        q = request.query_params
+        status = q.get("status", "")
+        if status and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        try:
+            limit = min(max(int(q.get("limit", self.settings.episode_limit)), 1), 1000)
+        except ValueError:
+            raise ValueError("limit must be an integer") from None
+        return q.get("gym", ""), status, limit
+
+    async def episode_list(self, gym: str, status: str, limit: int) -> dict[str, Any]:
+        rows = await self.episodes.rows(limit, gym, status)
+        return {"at": time.time(), "rows": rows, "gyms": self.known_gyms()}
+
+    async def api_episodes(self, request: Request) -> Response:
+        try:
+            gym, status, limit = self.filters(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(await self.episode_list(gym, status, limit))
+
+    async def api_episode(self, request: Request) -> Response:
+        eid = request.query_params.get("id", "")
+        r, k = self.bus.redis, self.bus.keys
+        entries = await read_episode(self.bus, eid)
+        gym, task = await self.episodes.gym_task(eid)
+        live = await r.zscore(k.live, eid) is not None
+        finished = await r.zscore(k.finished, eid) is not None
+        return JSONResponse({"episode": eid, "gym": gym, "task": task, "entries": entries,
+                             "state": "live" if live else "finished" if finished else "unknown",
+                             **summarize(entries)})
+
+    async def api_system(self, request: Request) -> Response:
+        try:
+            sample = min(max(float(request.query_params.get("sample", "0")), 0.0), 5.0)
+        except ValueError:
+            return JSONResponse({"error": "sample must be a number of seconds"}, status_code=400)
+        return JSONResponse(await system_snapshot(self.bus, sample_s=sample))
+
+    async def api_metrics(self, request: Request) -> Response:
+        rows, _ = MetricsTail(self.metrics_path).read_new()
+        return JSONResponse({"path": str(self.metrics_path), "rows": rows})
+
+    # -- Server-Sent Events ------------------------------------------------------------------
+    async def stream_episodes(self, request: Request) -> Response:
+        try:
+            gym, status, limit = self.filters(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return event_stream(snapshots("episodes", lambda: self.episode_list(gym, status, limit),
+                                      self.settings.refresh_s))
+
+    async def stream_episode(self, request: Request) -> Response:
+        start = resume_id(request.headers.get("last-event-id"))  # a reconnecting EventSource resumes
+        return event_stream(follow_episode(self.bus, request.query_params.get("id", ""), start,
+                                           self.settings.block_ms))
+
+    async def stream_system(self, request: Request) -> Response:
+        sample = min(1.0, self.settings.refresh_s)
+        return event_stream(snapshots("system", lambda: system_snapshot(self.bus, sample_s=sample),
+                                      self.settings.refresh_s))
+
+    async def stream_metrics(self, request: Request) -> Response:
+        return event_stream(tail_metrics(MetricsTail(self.metrics_path), self.settings.refresh_s))
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
@@ -112,138 +193,16 @@ async def _redis_unavailable(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
     """The ASGI app; ``connect`` makes the (read-only) Bus when the server starts."""
-    state: dict[str, Any] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        bus = connect()
-        state["bus"], state["episodes"] = bus, EpisodeReader(bus)
-        try:
-            yield
-        finally:
-            await bus.redis.aclose()
-
-    def bus() -> Bus:
-        return state["bus"]
-
-    def page(name: str) -> Callable[[Request], Awaitable[Response]]:
-        async def serve(request: Request) -> Response:
-            return FileResponse(STATIC / name, headers={"cache-control": "no-store"})
-        return serve
-
-    def known_gyms() -> list[str]:
-        return sorted({g.split("/")[-1] for g in settings.gyms} | state["episodes"].gyms())
-
-    def filters(request: Request) -> tuple[str, str, int]:
-        q = request.query_params
-        status = q.get("status", "")
-        if status and status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        limit = min(max(int(q.get("limit", settings.episode_limit)), 1), 1000)
-        return q.get("gym", ""), status, limit
-
-    async def api_episodes(request: Request) -> Response:
-        try:
-            gym, status, limit = filters(request)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        rows = await state["episodes"].rows(limit, gym, status)
-        return JSONResponse({"at": time.time(), "rows": rows, "gyms": known_gyms()})
-
-    async def api_episode(request: Request) -> Response:
-        eid = request.query_params.get("id", "")
-        entries = await read_episode(bus(), eid)
-        gym, task = await state["episodes"].gym_task(eid)
-        finished = await bus().redis.zscore(bus().keys.finished, eid) is not None
-        live = await bus().redis.zscore(bus().keys.live, eid) is not None
-        return JSONResponse({"episode": eid, "gym": gym, "task": task, "entries": entries,
-                             "state": "live" if live else "finished" if finished else "unknown",
-                             **summarize(entries)})
-
-    async def api_system(request: Request) -> Response:
-        try:
-            sample = min(max(float(request.query_params.get("sample", "0")), 0.0), 5.0)
-        except ValueError:
-            return JSONResponse({"error": "sample must be a number of seconds"}, status_code=400)
-        return JSONResponse(await system_snapshot(bus(), sample_s=sample))
-
-    async def api_metrics(request: Request) -> Response:
-        rows, _ = MetricsTail(Path(settings.run_dir) / "metrics.jsonl").read_new()
-        return JSONResponse({"path": str(Path(settings.run_dir) / "metrics.jsonl"), "rows": rows})
-
-    async def stream_episodes(request: Request) -> Response:
-        try:
-            gym, status, limit = filters(request)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-
-        async def gen() -> AsyncIterator[str]:
-            while True:
-                rows = await state["episodes"].rows(limit, gym, status)
-                yield sse("episodes", {"at": time.time(), "rows": rows, "gyms": known_gyms()})
-                await anyio.sleep(settings.refresh_s)
-        return _stream(gen())
-
-    async def stream_episode(request: Request) -> Response:
-        eid = request.query_params.get("id", "")
-        start = request.headers.get("last-event-id") or "0-0"  # a reconnecting EventSource resumes
-        return _stream(follow_episode(bus(), eid, start, settings.block_ms))
-
-    async def stream_system(request: Request) -> Response:
-        async def gen() -> AsyncIterator[str]:
-            while True:
-                yield sse("system", await system_snapshot(bus(), sample_s=min(1.0, settings.refresh_s)))
-                await anyio.sleep(settings.refresh_s)
-        return _stream(gen())
-
-    async def stream_metrics(request: Request) -> Response:
-        tail = MetricsTail(Path(settings.run_dir) / "metrics.jsonl")
-
-        async def gen() -> AsyncIterator[str]:
-            yield sse("info", {"path": str(tail.path)})
-            while True:
-                rows, reset = tail.read_new()
-                if reset:
-                    yield sse("reset", {})
-                yield sse("rows", rows) if rows else ": idle\n\n"
-                await anyio.sleep(settings.refresh_s)
-        return _stream(gen())
-
-    async def home(request: Request) -> Response:
-        return RedirectResponse("/episodes")
-
-    routes = [Route("/", home),
-              *(Route(path, page(name)) for path, name in PAGES.items()),
-              Route("/api/episodes", api_episodes), Route("/api/episode", api_episode),
-              Route("/api/system", api_system), Route("/api/metrics", api_metrics),
-              Route("/api/stream/episodes", stream_episodes), Route("/api/stream/episode", stream_episode),
-              Route("/api/stream/system", stream_system), Route("/api/stream/metrics", stream_metrics),
+    v = Views(settings, connect)
+    routes = [Route("/", v.home), *(Route(path, v.page) for path in PAGES),
+              Route("/api/episodes", v.api_episodes), Route("/api/episode", v.api_episode),
+              Route("/api/system", v.api_system), Route("/api/metrics", v.api_metrics),
+              Route("/api/stream/episodes", v.stream_episodes), Route("/api/stream/episode", v.stream_episode),
+              Route("/api/stream/system", v.stream_system), Route("/api/stream/metrics", v.stream_metrics),
               Mount("/static", StaticFiles(directory=STATIC))]
     middleware = [Middleware(Guard, token=settings.token)]
     if is_loopback(settings.host) and not settings.token:
         # no token: only loopback names, so a page elsewhere cannot reach us by DNS rebinding
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1"]))
+    return Starlette(routes=routes, middleware=middleware, lifespan=v.lifespan,
                      exception_handlers={RedisError: _redis_unavailable})
-
-
-async def follow_episode(bus: Bus, eid: str, start: str, block_ms: int) -> AsyncIterator[str]:
-    """Every entry of the episode's stream after ``start``, then new ones as they come (XREAD
-    BLOCK); stops after the ``end`` entry, or at once when the episode finished and expired."""
-    key = bus.keys.episode(eid)
-    if not await bus.redis.exists(key) and await bus.redis.zscore(bus.keys.finished, eid) is not None:
-        yield sse("expired", {"episode": eid})
-        return
-    last = start
-    while True:
-        resp = await bus.redis.xread({key: last}, count=256, block=block_ms)
-        if not resp:
-            yield ": waiting\n\n"  # keeps proxies open and notices a closed browser tab
-            continue
-        for raw_id, fields in resp[0][1]:
-            last = raw_id.decode()
-            entry = _entry(fields)
-            yield sse("entry", entry, event_id=last)
-            if entry.get("role") == "end":
-                yield sse("end", {"episode": eid})
-                return
