@@ -347,10 +347,13 @@ def test_every_request_needs_the_token() -> None:
     assert c.get("/episodes", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert c.get("/episodes", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert c.get("/episodes", headers={"X-UserRL-Token": TOKEN}).status_code == 200
-    # a browser's first visit passes ?token=; the cookie it gets carries the token from then on
-    r = c.get("/episodes", params={"token": TOKEN})
-    assert r.status_code == 200 and "HttpOnly" in r.headers["set-cookie"]
+    # a browser's first visit passes ?token=; it gets the cookie and the URL without the token
+    r = c.get("/episode", params={"id": "a:b/0", "token": TOKEN}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/episode?id=a%3Ab%2F0"
+    assert "HttpOnly" in r.headers["set-cookie"] and TOKEN in r.headers["set-cookie"]
+    assert c.get(r.headers["location"]).status_code == 200
     assert c.get("/static/ui.js").status_code == 200
+    assert c.get("/api/metrics", params={"token": TOKEN}, follow_redirects=False).status_code != 303
     c.cookies.clear()
     assert c.get("/static/ui.js").status_code == 401
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -80,17 +80,33 @@ class Guard:
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 await self._unauthorized(send)
                 return
+            if from_query and not scope["path"].startswith(("/api/", "/static/")):
+                await self._drop_token_from_url(scope, send)
+                return
             set_cookie = from_query
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = list(message.get("headers", [])) + HEADERS
                 if set_cookie:
-                    message["headers"].append((b"set-cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; "
-                                                              "SameSite=Strict".encode()))
+                    message["headers"].append(self._cookie())
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _cookie(self) -> tuple[bytes, bytes]:
+        return b"set-cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+    async def _drop_token_from_url(self, scope: Scope, send: Send) -> None:
+        """A page opened with ?token=: set the cookie and redirect to the URL without the token,
+        so it stays out of the address bar, the history and bookmarks."""
+        query = [(k, v) for k, vs in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
+                 for v in vs if k != "token"]
+        location = scope["path"] + ("?" + urlencode(query) if query else "")
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
+                                self._cookie(), *HEADERS]})
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _unauthorized(send: Send) -> None:
