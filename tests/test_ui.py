@@ -501,10 +501,19 @@ def test_browser_shows_live_dialogues_as_text(deploy: Deploy, readonly_url: str,
         browser.get(srv.url + "/system")
         wait_until(lambda: browser.find_element(By.CSS_SELECTOR, 'tr[data-role="env"]'), 20, "the roles table")
         assert "policy-0" in browser.find_element(By.ID, "workers").text
+
+        def points() -> int:  # one per role and snapshot on the throughput chart
+            return len(browser.find_elements(By.CSS_SELECTOR, "#rate circle"))
+        seen = wait_until(points, 20, "a throughput point")
+        wait_until(lambda: points() > seen, 20, "the next system snapshot")
         browser.save_screenshot(str(tmp_path / "system.png"))
         browser.get(srv.url + "/learning")
-        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart polyline, #charts svg circle"),
-                   20, "a metrics chart")
+        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart circle"), 20, "a metrics chart")
+        metrics = MetricsLog(deploy.run_dir / "metrics.jsonl")
+        n = len(metrics.read())
+        wait_until(lambda: browser.find_element(By.ID, "info").text.startswith(f"{n} steps"), 20, "the steps so far")
+        metrics.log(n, {"rollout/score_mean": 0.4, "loss/policy": 0.7})
+        wait_until(lambda: browser.find_element(By.ID, "info").text.startswith(f"{n + 1} steps"), 20, "the new step")
         browser.save_screenshot(str(tmp_path / "learning.png"))
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, f"the pages logged errors: {errors}"
