@@ -349,7 +349,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_browser_shows_live_dialogues_as_text(deploy: Deploy, readonly_url: str, browser: Any,
+def test_browser_shows_live_dialogues_as_text(browser: Any, deploy: Deploy, readonly_url: str,
                                               tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
