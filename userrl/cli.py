@@ -26,6 +26,7 @@ WORKER_CLASSES = {
 
 #: modules that add subcommands: each has ``register(subparsers, add_config_args)``
 EXTRA_COMMANDS = ["userrl.cli_deploy"]
+EXTRA_COMMANDS.append("userrl.cli_ui")  # userrl ui: the live web view
 
 
 def _config(args: argparse.Namespace) -> DeployConfig:

@@ -1,0 +1,52 @@
+// Learning page: the learner's metrics.jsonl as line charts, extended as the file grows.
+"use strict";
+
+(() => {
+  const { el } = UI;
+  const rows = [];
+  const CHARTS = [
+    { title: "score per gym", match: (k) => k.startsWith("rollout/score/") || k === "rollout/score_mean" },
+    { title: "policy loss", match: (k) => k.startsWith("loss/") },
+    { title: "clip fraction", match: (k) => k === "policy/clip_frac" },
+    { title: "staleness (versions behind)", match: (k) => k === "rollout/staleness_mean" },
+    { title: "stale tokens", match: (k) => k === "rollout/stale_tokens" },
+    { title: "turns / s", match: (k) => k === "perf/turns_per_s" },
+    { title: "tokens / s", match: (k) => k === "perf/tokens_per_s" },
+    { title: "KL / ratio", match: (k) => k === "policy/kl" || k === "policy/ratio_mean" },
+  ];
+  const SKIP = new Set(["step", "time"]);
+
+  const info = el("p", { id: "info", class: "muted" }, "waiting for metrics…");
+  document.getElementById("main").append(el("h1", {}, "Learning"), info, el("div", { id: "charts" }));
+
+  function seriesFor(keys) {
+    return keys.sort().map((k) => ({
+      name: k.replace("rollout/score/", "").replace("rollout/", ""),
+      points: rows.filter((r) => typeof r[k] === "number").map((r) => [r.step, r[k]]),
+    }));
+  }
+
+  function render() {
+    const keys = new Set();
+    rows.forEach((r) => Object.keys(r).forEach((k) => { if (!SKIP.has(k) && typeof r[k] === "number") keys.add(k); }));
+    const used = new Set();
+    const charts = [];
+    for (const c of CHARTS) {
+      const ks = [...keys].filter(c.match);
+      ks.forEach((k) => used.add(k));
+      if (ks.length) charts.push(Plot.lineChart(c.title, seriesFor(ks)));
+    }
+    for (const k of [...keys].filter((k) => !used.has(k)).sort().slice(0, 12)) {
+      charts.push(Plot.lineChart(k, seriesFor([k])));
+    }
+    const last = rows[rows.length - 1];
+    info.textContent = rows.length ? `${rows.length} steps, last step ${last.step}` : "no metrics yet";
+    UI.replace("charts", el("div", { class: "charts" }, charts.map((c) => el("div", { class: "card" }, c))));
+  }
+
+  UI.stream("/api/stream/metrics", {
+    info: (d) => { info.textContent = "waiting for " + d.path + " …"; },
+    reset: () => { rows.length = 0; render(); },
+    rows: (batch) => { rows.push(...batch); render(); },
+  });
+})();
