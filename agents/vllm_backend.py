@@ -75,12 +75,13 @@ class WorkerExtension:
 
 
 class VLLMBackend:
-    """vLLM async-engine backend; ``engine_kwargs`` go to ``AsyncEngineArgs``."""
+    """vLLM async-engine backend; ``engine_kwargs`` (``policy.vllm``: tensor_parallel_size,
+    max_model_len, engine_kwargs, ...) go to ``AsyncEngineArgs``."""
 
     trainable = True
 
     def __init__(self, model_path: str | Path, seed: int = 0, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.85,
+                 gpu_memory_utilization: float = 0.85, enable_prefix_caching: bool = True,
                  tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
                  stop_token_ids: Sequence[int] | None = None, **engine_kwargs: Any) -> None:
         try:
@@ -101,7 +102,7 @@ class VLLMBackend:
         self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
         args = vllm.AsyncEngineArgs(
             model=self.model_path, seed=seed, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
+            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",
             worker_extension_cls=f"{__name__}.WorkerExtension", **engine_kwargs,
         )
