@@ -96,10 +96,13 @@ class TokenLogprobs(torch.nn.Module):
 class Distributed:
     """The process group accelerate set up, and the few collectives the learner needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpu: bool = False) -> None:
         from accelerate import Accelerator
 
-        self.acc = Accelerator()  # reads the launcher's environment: backend, device, FSDP plugin
+        # Reads the launcher's environment: backend, device, FSDP plugin. Several CPU processes
+        # need cpu=True (gloo): `accelerate launch --cpu` alone starts one process without MPI,
+        # so CPU runs use the torchrun launcher (--multi_gpu) with train.device: cpu.
+        self.acc = Accelerator(cpu=cpu)
         self.rank = self.acc.process_index
         self.world = self.acc.num_processes
         self.is_main = self.acc.is_main_process

@@ -51,7 +51,7 @@ class GRPOLearner:
         self.torch = torch
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.dist = Distributed() if launched() else None
+        self.dist = Distributed(cpu=resolve_device(device) == "cpu") if launched() else None
         self.is_main = self.dist is None or self.dist.is_main
         # under accelerate launch the launcher assigns each rank its device
         self.device = self.dist.device if self.dist else resolve_device(device)
