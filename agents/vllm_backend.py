@@ -14,7 +14,9 @@ Weights: :meth:`VLLMBackend.load_weights` calls ``userrl_load_weights`` on every
 through ``collective_rpc`` (:class:`WorkerExtension`, installed with the engine's
 ``worker_extension_cls``), which streams the safetensors file(s) into the model's own
 ``load_weights``; the prefix cache is reset afterwards. Generation and swaps share one lock,
-so a batch never mixes versions. NCCL broadcast from the learner is a later path.
+so a batch never mixes versions. The in-memory path (the learner broadcasting tensors over NCCL,
+:mod:`userrl.learner.weight_sync`) has its worker side here (``userrl_join_weight_sync``,
+``userrl_receive_weights``); it is not wired into the announcements yet (docs/scaling.md).
 
 This module imports vLLM lazily and cannot be tested on CPU; ``benchmarks/policy.py --backend
 vllm`` exercises it on a GPU machine.
@@ -60,6 +62,8 @@ class WorkerExtension:
     """Mixed into each vLLM worker (``worker_extension_cls``); called via ``collective_rpc``."""
 
     model_runner: Any
+    device: Any
+    _userrl_sync: Any
 
     def userrl_load_weights(self, path: str) -> int:
         n = 0
@@ -72,6 +76,24 @@ class WorkerExtension:
 
         self.model_runner.model.load_weights(weights=counted())
         return n
+
+    # In-memory sync (userrl.learner.weight_sync): this worker joins the learner's group as rank
+    # ``rank_offset`` + its tensor-parallel rank, then receives whole tensors into load_weights.
+    def userrl_join_weight_sync(self, host: str, port: int, world: int, rank_offset: int) -> int:
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+        from userrl.learner.weight_sync import WeightGroup
+
+        rank = rank_offset + get_tensor_model_parallel_rank()
+        self._userrl_sync = WeightGroup(host, port, rank, world, backend="nccl", device=str(self.device))
+        return rank
+
+    def userrl_receive_weights(self) -> int:
+        from userrl.learner.weight_sync import receive_weights
+
+        version, tensors = receive_weights(self._userrl_sync)
+        self.model_runner.model.load_weights(weights=tensors)
+        return version
 
 
 class VLLMBackend:
