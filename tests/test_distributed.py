@@ -114,3 +114,30 @@ def test_a_killed_rank_fails_the_step_and_acks_nothing(models: tuple[Path, Path]
     assert anyio.run(pending) == (2, 4), out.stderr[-3000:]
     assert (tmp_path / "run" / "weights" / "v00001.safetensors").is_file()
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_learn_with_an_accelerate_config_relaunches_under_accelerate(tmp_path: Path, monkeypatch) -> None:
+    import userrl.cli as cli
+    from userrl.errors import ConfigError
+    from userrl.learner.distributed import accelerate_command
+
+    acc = tmp_path / "acc.yaml"
+    acc.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\n")
+    seen: dict = {}
+
+    def fake_run(cmd: list[str], env: dict, check: bool) -> object:
+        seen.update(cmd=cmd, env=env)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.delenv("USERRL_UNDER_ACCELERATE", raising=False)
+    monkeypatch.setattr("subprocess.run", fake_run)
+    monkeypatch.setattr(cli, "configure_logging", lambda *a, **k: None)
+    assert cli.main(["learn", "--config", "deploy/ci.yaml", "--accelerate-config", str(acc),
+                     "--set", "train.steps=2"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(acc)]
+    assert cmd[5:9] == ["-m", "userrl", "learn", "--config"]
+    assert "train.steps=2" in cmd and f"train.accelerate_config={acc}" in cmd
+    assert seen["env"]["USERRL_UNDER_ACCELERATE"] == "1"  # the launched ranks do not relaunch
+    with pytest.raises(ConfigError, match="not a file"):
+        accelerate_command(str(tmp_path / "missing.yaml"), ["learn"])
