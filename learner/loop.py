@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from userrl.errors import RewardError
+from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.grpo import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
 from userrl.learner.microbatch import step_plan
@@ -60,6 +60,9 @@ class GRPOLearner:
         self.max_tokens = max_tokens_per_microbatch
         self.keep_weights = keep_weights
         self.lora = lora if lora is not None and getattr(lora, "r", 0) > 0 else None
+        if self.lora and self.dist is not None and self.dist.fsdp:
+            raise ConfigError("train.lora with FSDP is not supported (merged weights are built from unsharded "
+                              "adapters): use a DDP accelerate config or one device")
         self.base_model_path = str(base_model_path or model_path)  # what LoRA adapters sit on
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(self.base_model_path if self.lora else model_path,
