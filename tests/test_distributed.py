@@ -25,10 +25,18 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK"))}
     env.update({"PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
-                "MASTER_PORT": str(29500 + os.getpid() % 1000), **extra})
+                "MASTER_PORT": str(free_port()), **extra})
     return env
 
 
@@ -51,10 +59,10 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
     batches = [make_groups(3, seed=s, versions=(0, 1, 2)) for s in range(3)]  # some turns go stale
     groups_file = tmp_path / "groups.json"
     groups_file.write_text(json.dumps(batches))
-    out = subprocess.run([*LAUNCH, "--main_process_port", launch_env()["MASTER_PORT"],
+    env = launch_env(REF_MODEL=str(models[1]), MICRO_TOKENS="400")
+    out = subprocess.run([*LAUNCH, "--main_process_port", env["MASTER_PORT"],
                           str(REPO / "tests" / "dist_learner.py"), "fixed", str(models[0]), str(tmp_path / "two"),
-                          "3", str(groups_file)],
-                         env=launch_env(REF_MODEL=str(models[1]), MICRO_TOKENS="400"),
+                          "3", str(groups_file)], env=env,
                          capture_output=True, text=True, timeout=170)
     assert out.returncode == 0, out.stderr[-4000:]
     ranks = sorted(json.loads(p.read_text())["rank"] for p in (tmp_path / "two").glob("rank-*.json"))
