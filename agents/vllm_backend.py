@@ -14,7 +14,9 @@ Weights: :meth:`VLLMBackend.load_weights` calls ``userrl_load_weights`` on every
 through ``collective_rpc`` (:class:`WorkerExtension`, installed with the engine's
 ``worker_extension_cls``), which streams the safetensors file(s) into the model's own
 ``load_weights``; the prefix cache is reset afterwards. Generation and swaps share one lock,
-so a batch never mixes versions. NCCL broadcast from the learner is a later path.
+so a batch never mixes versions. The in-memory path (the learner broadcasting tensors over NCCL,
+:mod:`userrl.learner.weight_sync`) has its worker side here (``userrl_join_weight_sync``,
+``userrl_receive_weights``); it is not wired into the announcements yet (docs/scaling.md).
 
 This module imports vLLM lazily and cannot be tested on CPU; ``benchmarks/policy.py --backend
 vllm`` exercises it on a GPU machine.
@@ -60,6 +62,8 @@ class WorkerExtension:
     """Mixed into each vLLM worker (``worker_extension_cls``); called via ``collective_rpc``."""
 
     model_runner: Any
+    device: Any
+    _userrl_sync: Any
 
     def userrl_load_weights(self, path: str) -> int:
         n = 0
@@ -73,14 +77,33 @@ class WorkerExtension:
         self.model_runner.model.load_weights(weights=counted())
         return n
 
+    # In-memory sync (userrl.learner.weight_sync): this worker joins the learner's group as rank
+    # ``rank_offset`` + its tensor-parallel rank, then receives whole tensors into load_weights.
+    def userrl_join_weight_sync(self, host: str, port: int, world: int, rank_offset: int) -> int:
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+        from userrl.learner.weight_sync import WeightGroup
+
+        rank = rank_offset + get_tensor_model_parallel_rank()
+        self._userrl_sync = WeightGroup(host, port, rank, world, backend="nccl", device=str(self.device))
+        return rank
+
+    def userrl_receive_weights(self) -> int:
+        from userrl.learner.weight_sync import receive_weights
+
+        version, tensors = receive_weights(self._userrl_sync)
+        self.model_runner.model.load_weights(weights=tensors)
+        return version
+
 
 class VLLMBackend:
-    """vLLM async-engine backend; ``engine_kwargs`` go to ``AsyncEngineArgs``."""
+    """vLLM async-engine backend; ``engine_kwargs`` (``policy.vllm``: tensor_parallel_size,
+    max_model_len, engine_kwargs, ...) go to ``AsyncEngineArgs``."""
 
     trainable = True
 
     def __init__(self, model_path: str | Path, seed: int = 0, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.85,
+                 gpu_memory_utilization: float = 0.85, enable_prefix_caching: bool = True,
                  tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
                  stop_token_ids: Sequence[int] | None = None, **engine_kwargs: Any) -> None:
         try:
@@ -101,7 +124,7 @@ class VLLMBackend:
         self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
         args = vllm.AsyncEngineArgs(
             model=self.model_path, seed=seed, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
+            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",
             worker_extension_cls=f"{__name__}.WorkerExtension", **engine_kwargs,
         )

@@ -95,7 +95,7 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
         from userrl.agents.vllm_backend import VLLMBackend
 
         return VLLMBackend(model, seed=cfg.seed,  # type: ignore[return-value]
-                           tools=(TOOL_SCHEMA,) if p.tools else None)
+                           tools=(TOOL_SCHEMA,) if p.tools else None, **p.vllm.engine_args())
     from userrl.agents.hf_backend import HFBackend
     from userrl.hardware import resolve_device
 

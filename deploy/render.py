@@ -9,6 +9,15 @@ Every worker container runs the same image (``deploy/Dockerfile``, entrypoint ``
 is ``userrl check ROLE``. In Kubernetes the pod name becomes the worker's consumer name
 (``USERRL_WORKER_NAME`` from the downward API), so a restarted container drains its own
 pending entries, and the probe checks that very worker's heartbeat.
+
+Both also run the GRPO learner (``userrl learn``, one replica) and share one weights volume
+mounted at ``run_dir`` in every container (a named volume in compose, a ReadWriteMany PVC in
+Kubernetes): the learner publishes ``weights/vNNNNN.safetensors`` there and policy workers load
+them. Policy workers ask for GPUs when they run vLLM (``policy.vllm.tensor_parallel_size``) or
+the hf backend on CUDA; the learner when ``train.device`` is CUDA (one per accelerate process).
+An external Redis (``redis: redis://...``) replaces the bundled one: its URL reaches the
+containers only through ``USERRL_REDIS_URL`` (compose: from your shell or ``.env``; Kubernetes:
+the ``userrl-redis`` Secret), never as an argument.
 """
 
 from __future__ import annotations
@@ -66,35 +75,93 @@ def _roles(cfg: DeployConfig) -> list[str]:
     return [r for r in ROLES if r in cfg.workers]
 
 
+def run_dir_in_container(cfg: DeployConfig) -> str:
+    """Where the shared weights volume is mounted: ``run_dir`` itself (relative to /app)."""
+    p = Path(cfg.run_dir)
+    return p.as_posix() if p.is_absolute() else f"/app/{p.as_posix()}"
+
+
+def _accelerate_processes(cfg: DeployConfig) -> int:
+    """Processes of the learner's accelerate config (its GPUs); 1 without one or if unreadable."""
+    f = Path(cfg.train.accelerate_config) if cfg.train.accelerate_config else None
+    try:
+        doc = yaml.safe_load(f.read_text()) if f is not None and f.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return 1
+    n = doc.get("num_processes") if isinstance(doc, dict) else None
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+def gpus(cfg: DeployConfig, role: str) -> int:
+    """GPUs one replica of ``role`` asks for (0 = a CPU container)."""
+    if role == "policy":
+        if cfg.policy.backend == "vllm":
+            return cfg.policy.vllm.tensor_parallel_size
+        return 1 if cfg.policy.backend == "hf" and cfg.policy.device.startswith("cuda") else 0
+    if role == "learner":
+        return _accelerate_processes(cfg) if cfg.train.device.startswith("cuda") else 0
+    return 0
+
+
+def _external_redis(cfg: DeployConfig) -> bool:
+    return cfg.redis != "embedded"
+
+
+def _redis_url_env(cfg: DeployConfig) -> str:
+    if _external_redis(cfg):  # compose interpolates it from the shell or .env; a missing one is an error
+        return "${USERRL_REDIS_URL:?set USERRL_REDIS_URL to the Redis URL (with its password)}"
+    return "redis://redis:6379/0"
+
+
+def _compose_gpu(n: int) -> dict[str, Any]:
+    return {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": n, "capabilities": ["gpu"]}]}}}
+
+
+def _learner_command(config: str, overrides: Sequence[str]) -> list[str]:
+    return ["learn", "--config", config, *_sets(overrides)]
+
+
 # -- docker compose ---------------------------------------------------------------------------
 def compose(cfg: DeployConfig, config_path: str, image: str = IMAGE, overrides: Sequence[str] = ()) -> str:
     """``compose.yaml``: Redis with noeviction, one service per role with ``deploy.replicas``."""
     config_path = repo_relative(config_path)
     in_image = f"/app/{config_path}"
-    services: dict[str, Any] = {"redis": {
+    services: dict[str, Any] = {} if _external_redis(cfg) else {"redis": {
         "image": REDIS_IMAGE, "command": REDIS_ARGS, "volumes": ["redis-data:/data"],
         "healthcheck": {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "timeout": "3s", "retries": 10},
         "restart": "unless-stopped"}}
+    depends = {} if _external_redis(cfg) else {"depends_on": {"redis": {"condition": "service_healthy"}}}
+    runs = f"runs:{run_dir_in_container(cfg)}"
     for role in _roles(cfg):
+        n = gpus(cfg, role)
         services[role] = {
             "image": image,
             "build": {"context": "..", "dockerfile": "deploy/Dockerfile"},
             "command": ["worker", role, "--config", in_image, *_sets(overrides)],
-            "environment": {"USERRL_REDIS_URL": "redis://redis:6379/0"},
-            "volumes": ["runs:/app/runs"],
-            "depends_on": {"redis": {"condition": "service_healthy"}},
-            "deploy": {"replicas": cfg.workers[role].replicas},
+            "environment": {"USERRL_REDIS_URL": _redis_url_env(cfg)},
+            "volumes": [runs],
+            **depends,
+            "deploy": {"replicas": cfg.workers[role].replicas, **(_compose_gpu(n) if n else {})},
             "healthcheck": {"test": ["CMD", "userrl", "check", role, "--config", in_image, *_sets(overrides)],
                             "interval": "15s", "timeout": "10s", "retries": 3, "start_period": "60s"},
             "stop_grace_period": "30s",
             "restart": "unless-stopped",
         }
-    doc = {"name": f"userrl-{cfg.run}", "services": services, "volumes": {"redis-data": {}, "runs": {}}}
+    n = gpus(cfg, "learner")
+    services["learner"] = {  # one learner: it alone reads scored groups and publishes weights
+        "image": image, "build": {"context": "..", "dockerfile": "deploy/Dockerfile"},
+        "command": _learner_command(in_image, overrides),
+        "environment": {"USERRL_REDIS_URL": _redis_url_env(cfg)}, "volumes": [runs], **depends,
+        "deploy": {"replicas": 1, **(_compose_gpu(n) if n else {})},
+        "stop_grace_period": "60s", "restart": "on-failure"}
+    volumes = {"runs": {}} if _external_redis(cfg) else {"redis-data": {}, "runs": {}}
+    doc = {"name": f"userrl-{cfg.run}", "services": services, "volumes": volumes}
     return _header("compose", config_path) + _dump(doc)
 
 
 def _sets(overrides: Sequence[str]) -> list[str]:
-    return [x for ov in overrides for x in ("--set", ov)]
+    # a redis= override may carry a password: containers get the URL from USERRL_REDIS_URL only
+    return [x for ov in overrides if not ov.strip().startswith("redis=") for x in ("--set", ov)]
 
 
 # -- kubernetes -------------------------------------------------------------------------------
@@ -104,16 +171,48 @@ def _labels(cfg: DeployConfig, component: str) -> dict[str, str]:
 
 
 def _configmap(cfg: DeployConfig, source: str | None) -> dict[str, Any]:
+    text = source if source is not None else _dump(to_dict(cfg))
+    if _external_redis(cfg):  # the password lives in the Secret only
+        text = text.replace(cfg.redis, secret_url(cfg.redis))
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "userrl-config", "labels": _labels(cfg, "config")},
-            "data": {"deploy.yaml": source if source is not None else _dump(to_dict(cfg))}}
+            "data": {"deploy.yaml": text}}
+
+
+PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
+
+
+def secret_url(url: str) -> str:
+    """The config's Redis URL with any password replaced by a placeholder: rendered files are
+    checked in and shared, the password goes into the Secret by hand (or your secret manager)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:{PASSWORD_PLACEHOLDER}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _redis_secret(cfg: DeployConfig) -> dict[str, Any]:
+    url = secret_url(cfg.redis) if _external_redis(cfg) else "redis://userrl-redis:6379/0"
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "userrl-redis", "labels": _labels(cfg, "redis")}, "stringData": {"url": url}}
+
+
+def _runs_volume(cfg: DeployConfig) -> dict[str, Any]:
+    # ReadWriteMany: the learner writes weights that policy pods on other nodes read
+    size = "5Gi" if cfg.policy.model == "tiny" else "500Gi"  # 8B: 16 GB per kept version + checkpoints
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "userrl-runs", "labels": _labels(cfg, "runs")},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
 
 
 def _redis(cfg: DeployConfig) -> list[dict[str, Any]]:
     labels = _labels(cfg, "redis")
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-              "metadata": {"name": "userrl-redis", "labels": labels},
-              "stringData": {"url": "redis://userrl-redis:6379/0"}}
+    secret = _redis_secret(cfg)
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "userrl-redis", "labels": labels},
                "spec": {"selector": labels, "ports": [{"name": "redis", "port": 6379, "targetPort": 6379}]}}
     container = {"name": "redis", "image": REDIS_IMAGE, "args": REDIS_ARGS + ["--dir", "/data"],
@@ -138,34 +237,50 @@ def _probe(role: str, period: int) -> dict[str, Any]:
 
 def _deployment(cfg: DeployConfig, role: str, image: str) -> dict[str, Any]:
     labels = _labels(cfg, role)
-    container = {
-        "name": role, "image": image, "args": ["worker", role, "--config", K8S_CONFIG],
+    learner = role == "learner"
+    container: dict[str, Any] = {
+        "name": role, "image": image,
+        "args": _learner_command(K8S_CONFIG, ()) if learner else ["worker", role, "--config", K8S_CONFIG],
         "env": [{"name": "USERRL_WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "USERRL_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "userrl-redis", "key": "url"}}}],
         "volumeMounts": [{"name": "config", "mountPath": "/etc/userrl", "readOnly": True},
-                         {"name": "runs", "mountPath": "/app/runs"}],
-        "startupProbe": {**_probe(role, 5), "failureThreshold": 60},
-        "readinessProbe": _probe(role, 10),
-        "livenessProbe": _probe(role, 20),
+                         {"name": "runs", "mountPath": run_dir_in_container(cfg)}],
     }
-    pod = {"terminationGracePeriodSeconds": 30, "containers": [container],
+    if not learner:  # workers heartbeat; the learner's liveness is its step metrics
+        container.update({"startupProbe": {**_probe(role, 5), "failureThreshold": 60},
+                          "readinessProbe": _probe(role, 10), "livenessProbe": _probe(role, 20)})
+    n = gpus(cfg, role)
+    if n:
+        container["resources"] = {"limits": {"nvidia.com/gpu": n}}
+    pod = {"terminationGracePeriodSeconds": 60 if learner else 30, "containers": [container],
            "volumes": [{"name": "config", "configMap": {"name": "userrl-config"}},
-                       {"name": "runs", "emptyDir": {}}]}
+                       {"name": "runs", "persistentVolumeClaim": {"claimName": "userrl-runs"}}]}
+    spec: dict[str, Any] = {"replicas": 1 if learner else cfg.workers[role].replicas,
+                            "selector": {"matchLabels": labels},
+                            "template": {"metadata": {"labels": labels}, "spec": pod}}
+    if learner:  # never two learners at once, not even during a rollout
+        spec["strategy"] = {"type": "Recreate"}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"userrl-{role}", "labels": labels},
-            "spec": {"replicas": cfg.workers[role].replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": pod}}}
+            "spec": spec}
 
 
 def k8s(cfg: DeployConfig, config_path: str, image: str = IMAGE, source: str | None = None) -> dict[str, str]:
     """``k8s/*.yaml`` by file name: config map, Redis (or an external URL), one Deployment per role.
     The config map holds ``source`` (the config file's text) if given, else the resolved config."""
     head = _header("k8s", repo_relative(config_path))
-    redis_note = ("# Redis for the workers. To use an external server instead, delete the StatefulSet and\n"
-                  "# Service and put its URL (redis:// or rediss://, credentials included) in the Secret\n"
-                  "# userrl-redis under key url. Keep `maxmemory-policy noeviction` on it.\n")
-    files = {"k8s/config.yaml": head + _dump(_configmap(cfg, source)),
-             "k8s/redis.yaml": head + redis_note + "---\n".join(_dump(d) for d in _redis(cfg))}
-    for role in _roles(cfg):
+    files = {"k8s/config.yaml": head + _dump(_configmap(cfg, source))}
+    if _external_redis(cfg):
+        note = (f"# The external Redis of the config. Put its password in place of {PASSWORD_PLACEHOLDER}\n"
+                "# (kubectl edit secret userrl-redis, or your secret manager); the containers read it\n"
+                "# from USERRL_REDIS_URL only. Keep `maxmemory-policy noeviction` on that server.\n")
+        files["k8s/redis.yaml"] = head + note + _dump(_redis_secret(cfg))
+    else:
+        note = ("# Redis for the workers. To use an external server instead, set `redis:` in the config to\n"
+                "# its URL and render again (a Secret with the URL replaces the StatefulSet and Service).\n"
+                "# Keep `maxmemory-policy noeviction` on it.\n")
+        files["k8s/redis.yaml"] = head + note + "---\n".join(_dump(d) for d in _redis(cfg))
+    files["k8s/runs.yaml"] = head + _dump(_runs_volume(cfg))
+    for role in [*_roles(cfg), "learner"]:
         files[f"k8s/{role}.yaml"] = head + _dump(_deployment(cfg, role, image))
     files["k8s/kustomization.yaml"] = head + _dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",

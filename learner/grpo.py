@@ -24,6 +24,7 @@ import torch
 __all__ = [
     "AGGREGATIONS",
     "LossConfig",
+    "agg_normalizer",
     "clipped_surrogate",
     "drop_stale",
     "grpo_loss",
@@ -123,16 +124,38 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str) -> torch.Tensor:
-    """Reduce (B, L) losses to a scalar; sequences with no trained token do not count."""
-    if agg == "token-mean":
-        return masked_mean(per_token, mask)
-    has_tokens = (mask.sum(-1) > 0).to(per_token.dtype)
-    if agg == "seq-mean-token-mean":
-        return masked_mean(masked_mean(per_token, mask, dim=-1), has_tokens)
-    if agg == "seq-mean-token-sum":
+def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str,
+               normalizer: float | None = None) -> torch.Tensor:
+    """Reduce (B, L) losses to a scalar; sequences with no trained token do not count.
+
+    With ``normalizer`` (:func:`agg_normalizer` of the whole step) the result is this part's
+    share of the step's loss, so micro-batches and ranks sum to exactly the one-batch loss."""
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if normalizer is None:
+        if agg == "token-mean":
+            return masked_mean(per_token, mask)
+        has_tokens = (mask.sum(-1) > 0).to(per_token.dtype)
+        if agg == "seq-mean-token-mean":
+            return masked_mean(masked_mean(per_token, mask, dim=-1), has_tokens)
         return masked_mean((per_token * mask).sum(-1), has_tokens)
-    raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if agg == "token-mean":
+        total = (per_token * mask).sum()
+    elif agg == "seq-mean-token-mean":
+        total = masked_mean(per_token, mask, dim=-1).sum()  # an empty row's mean is 0
+    else:
+        total = (per_token * mask).sum()
+    return total / max(normalizer, 1.0)
+
+
+def agg_normalizer(trained_tokens: Sequence[int], agg: str) -> float:
+    """What ``agg`` divides by over a whole step, from each sequence's number of trained tokens:
+    their total (token-mean) or the number of sequences with at least one (the seq-mean ones)."""
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if agg == "token-mean":
+        return float(sum(trained_tokens))
+    return float(sum(1 for n in trained_tokens if n > 0))
 
 
 def grpo_loss(
@@ -145,8 +168,13 @@ def grpo_loss(
     agg: Aggregation = "token-mean",
     clip_low: float = 0.2,
     clip_high: float = 0.2,
+    normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The scalar GRPO loss over a (B, L) batch and its metrics.
+
+    With ``normalizer`` (see :func:`agg_normalizer`) the loss and ``loss/policy`` are this
+    micro-batch's share of the whole step's (they sum over micro-batches); the other metrics
+    stay means over this micro-batch's tokens.
 
     ``adv`` is per token (B, L) or per sequence (B,). ``token-mean`` (the paper's choice) gives
     every trained token the same weight, so long dialogues are not down-weighted.
@@ -163,10 +191,10 @@ def grpo_loss(
         kl = kl_k3(logp, ref_logp)
         if kl_coef != 0.0:
             per_token = per_token + kl_coef * kl
-    loss = _aggregate(per_token, mask, agg)
+    loss = _aggregate(per_token, mask, agg, normalizer)
     with torch.no_grad():
         metrics = {
-            "loss/policy": float(_aggregate(surrogate, mask, agg)),
+            "loss/policy": float(_aggregate(surrogate, mask, agg, normalizer)),
             "policy/clip_frac": float(masked_mean(clip_mask.to(logp.dtype), mask)),
             "policy/kl": float(masked_mean(kl, mask)),
             "policy/ratio_mean": float(masked_mean(torch.exp(logp - old_logp), mask)),

@@ -91,12 +91,13 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
 def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str, Any]], *, epochs: int = 3,
             lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024,
             tools: bool = False, device: str = "auto", dtype: str = "auto",
-            gradient_checkpointing: bool = False) -> Path:
+            gradient_checkpointing: bool = False, lora: Any = None) -> Path:
     """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``.
     With ``tools``, the interact_with_env schema is rendered into each system turn, exactly as
     the policy workers render it. ``device``/``dtype`` as in :mod:`userrl.hardware`:
     TRL's own defaults (bf16, gradient checkpointing) are never left to chance, since on a CPU
-    without native bf16 they cost 4x."""
+    without native bf16 they cost 4x. ``lora`` (``train.lora`` with r > 0): TRL trains peft
+    adapters only and the merged model is saved, as the GRPO learner publishes it."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -118,9 +119,16 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
                      dataloader_pin_memory=dev != "cpu", disable_tqdm=False)
     log.info("sft.start", device=dev, dtype=precision, gradient_checkpointing=gradient_checkpointing,
              dialogues=len(dialogues), epochs=epochs)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    peft_config = None
+    if lora is not None and lora.r > 0:
+        from userrl.learner.lora import lora_config
+
+        peft_config = lora_config(lora)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its summary; stdout is for results
         result = trainer.train()
+    if peft_config is not None:
+        model = trainer.model.merge_and_unload()  # policy workers and GRPO start from full weights
     model.save_pretrained(out)
     tok.save_pretrained(out)
     log.info("sft.done", out=str(out), loss=round(result.training_loss, 4), dialogues=len(dialogues), epochs=epochs)

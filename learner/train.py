@@ -36,7 +36,8 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
                  else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns,
                                                               data=cfg.data)))
     run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
-            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing)
+            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing,
+            lora=t.lora if t.lora.r else None)
     return str(out)
 
 
@@ -49,9 +50,12 @@ def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None = None,
-             tag: str = "train") -> tuple[Any, list[dict[str, Any]]]:
+             tag: str = "train", final_dir: Path | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """The learner process: GRPO against the deploy on ``url`` (its workers serve the rollouts).
-    Resumes from ``run_dir/learner/checkpoint`` when ``train.resume`` is set and one exists."""
+    Resumes from ``run_dir/learner/checkpoint`` when ``train.resume`` is set and one exists.
+    Under ``accelerate launch`` only rank 0 talks to Redis; the other ranks follow it
+    (:mod:`userrl.learner.distributed`) and return no rows. ``final_dir``: save the final model
+    there (every rank takes part)."""
     from userrl.learner.dispatch import Dispatcher
     from userrl.learner.grpo import LossConfig
     from userrl.learner.loop import GRPOLearner
@@ -62,7 +66,8 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
                       max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
-    hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing}
+    hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing,
+          "max_tokens_per_microbatch": t.max_tokens_per_microbatch, "lora": t.lora, "keep_weights": t.keep_weights}
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
         learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
@@ -86,7 +91,17 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         finally:
             await bus.redis.aclose()
 
-    rows = anyio.run(main)
+    if not learner.is_main:
+        from userrl.learner.distributed import follow
+
+        follow(learner)
+        return learner, []
+    try:
+        rows = anyio.run(main)
+        if final_dir is not None:
+            learner.save_model(final_dir)
+    finally:
+        learner.stop()  # releases the other ranks (a crash here fails them through accelerate)
     return learner, rows
 
 
@@ -97,11 +112,14 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
 
     launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"]).start().start_background()
     try:
-        learner, rows = run_grpo(cfg, start_model, run_dir, url=launcher.url)
-        final = learner.save_model(run_dir / "final-model")
+        if cfg.train.accelerate_config:  # the learner as its own `accelerate launch` process group
+            from userrl.learner.distributed import run_learn_under_accelerate
+
+            return run_learn_under_accelerate(cfg, config_path, overrides, start_model, run_dir, launcher.url)
+        _learner, rows = run_grpo(cfg, start_model, run_dir, url=launcher.url, final_dir=run_dir / "final-model")
     finally:
         launcher.stop()
-    return str(final), rows
+    return str(run_dir / "final-model"), rows
 
 
 def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def test_compose_has_every_role_with_config_replicas(cfg) -> None:
 def test_k8s_has_a_deployment_per_role_with_config_replicas(cfg) -> None:
     docs = _k8s_docs()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {f"userrl-{r}" for r in ROLES}
+    assert set(deployments) == {f"userrl-{r}" for r in [*ROLES, "learner"]}
     kinds = {d["kind"] for d in docs}
     assert {"ConfigMap", "Secret", "Service", "StatefulSet"} <= kinds
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]

@@ -168,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """The main job: tiny model -> SFT -> GRPO over the bus -> evaluation table."""
     from userrl.learner.train import format_claims, format_table, run_train
 
+    _accelerate_overrides(args)
     cfg = _config(args)
     configure_logging(cfg.log_level)
     report = run_train(cfg, args.config, args.set)
@@ -241,19 +242,43 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
+def _add_accelerate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerate-config", default="", metavar="FILE",
+                   help="run the learner under `accelerate launch --config_file FILE` (DDP, FSDP2); "
+                        "same as --set train.accelerate_config=FILE")
+
+
+def _accelerate_overrides(args: argparse.Namespace) -> None:
+    if getattr(args, "accelerate_config", ""):
+        args.set.append(f"train.accelerate_config={args.accelerate_config}")
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     """The GRPO learner process against a running deploy (its workers serve the rollouts)."""
+    import os
+    import subprocess
     from pathlib import Path
 
     from userrl.agents.worker import resolve_model_path
     from userrl.learner.metrics import MetricsLog, plot_metrics
     from userrl.learner.train import run_grpo
 
+    _accelerate_overrides(args)
     cfg = _config(args)
     configure_logging(cfg.log_level)
+    if cfg.train.accelerate_config and not os.environ.get("USERRL_UNDER_ACCELERATE"):
+        from userrl.learner.distributed import accelerate_command, relaunch_env
+
+        argv = ["learn", *(["--config", args.config] if args.config else []),
+                *[x for ov in args.set for x in ("--set", ov)]]
+        return subprocess.run(accelerate_command(cfg.train.accelerate_config, argv), env=relaunch_env(),
+                              check=False).returncode
     run_dir = Path(cfg.run_dir)
-    learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")  # checkpoints at the end
-    final = learner.save_model(run_dir / "final-model")
+    learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn",  # checkpoints at the end
+                              final_dir=run_dir / "final-model")
+    if not learner.is_main:
+        return 0
+    final = run_dir / "final-model"
     plot_metrics(MetricsLog(run_dir / "metrics.jsonl").read(), run_dir / "metrics.png")
     print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
     return 0
@@ -312,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="the main job: SFT cold start, GRPO over the bus, evaluation")
     _add_config_args(t)
+    _add_accelerate_arg(t)
     t.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a model on the test splits through the workers")
@@ -344,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     le = sub.add_parser("learn", help="the GRPO learner process against a running deploy")
     _add_config_args(le)
+    _add_accelerate_arg(le)
     le.set_defaults(func=cmd_learn)
 
     rs = sub.add_parser("rescore", help="re-score archived episodes with other reward settings (--set reward.*)")

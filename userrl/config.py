@@ -76,6 +76,47 @@ def _default_workers() -> dict[str, RoleConfig]:
 
 
 @dataclass(frozen=True)
+class VLLMOptions:
+    """vLLM engine settings of the policy workers (policy.backend: vllm), passed to AsyncEngineArgs."""
+
+    tensor_parallel_size: int = 1
+    """GPUs one engine shards the model over (8B fits one 80 GB GPU; 32B wants 2-4)."""
+    gpu_memory_utilization: float = 0.85
+    """Fraction of each GPU's memory vLLM may take (weights + KV cache); lower it to share a GPU."""
+    max_model_len: int = 0
+    """Context cap of the engine in tokens (0 = the model's own); smaller leaves more KV cache."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights and activation dtype of the engine (auto = the checkpoint's)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prefixes: a dialogue's next turn extends its last prompt."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Any other AsyncEngineArgs field, e.g. {enforce_eager: true, max_num_seqs: 256}."""
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"policy.vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError("policy.vllm.gpu_memory_utilization must be in (0, 1], "
+                              f"got {self.gpu_memory_utilization}")
+        if self.max_model_len < 0:
+            raise ConfigError(f"policy.vllm.max_model_len must be >= 0 (0 = the model's), got {self.max_model_len}")
+        clash = sorted(set(self.engine_kwargs) & {"model", "seed", "worker_extension_cls", "logprobs_mode",
+                                                   *(f.name for f in dataclasses.fields(self))})
+        if clash:
+            raise ConfigError(f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, "
+                              "or their own policy.vllm field); remove them from engine_kwargs")
+
+    def engine_args(self) -> dict[str, Any]:
+        """Keyword arguments for the engine: the named options, then engine_kwargs."""
+        out: dict[str, Any] = {"tensor_parallel_size": self.tensor_parallel_size,
+                               "gpu_memory_utilization": self.gpu_memory_utilization, "dtype": self.dtype,
+                               "enable_prefix_caching": self.enable_prefix_caching}
+        if self.max_model_len:
+            out["max_model_len"] = self.max_model_len
+        return {**out, **self.engine_kwargs}
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     backend: Literal["hf", "vllm", "openai", "scripted"] = "hf"
     """Generation backend: hf (transformers), vllm (GPU), openai (API models), scripted (gym experts)."""
@@ -96,6 +137,8 @@ class PolicyConfig:
         "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 32})
     """Qwen3Config fields of the locally built tiny model (model: tiny)."""
+    vllm: VLLMOptions = field(default_factory=VLLMOptions)
+    """Engine settings of the vllm backend (tensor parallelism, memory, context, dtype, ...)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +188,28 @@ class RewardSection(RewardConfig):
         super().__post_init__()
         if self.group_timeout_s <= 0:
             raise ConfigError(f"reward.group_timeout_s must be > 0, got {self.group_timeout_s}")
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    """LoRA adapters (the [lora] extra, peft) for GRPO and SFT; r = 0 trains the full model."""
+
+    r: int = 0
+    """Adapter rank; 0 = no LoRA (full fine-tuning)."""
+    alpha: int = 16
+    """lora_alpha: the update is scaled by alpha / r."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the linear layers that get adapters (Qwen/Llama attention projections by default)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input (0 keeps the learner's logprobs deterministic)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 0 or self.alpha < 1:
+            raise ConfigError(f"train.lora: r must be >= 0 and alpha >= 1, got r={self.r}, alpha={self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"train.lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.r and not self.target_modules:
+            raise ConfigError("train.lora.target_modules must name at least one layer when r > 0")
 
 
 @dataclass(frozen=True)
@@ -198,10 +263,24 @@ class TrainConfig:
     without AVX512-BF16/AMX; ask for bf16 explicitly on one that has them)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (saves memory on big models; slower, useless for tiny)."""
+    max_tokens_per_microbatch: int = 16384
+    """Padded tokens (rows x longest) per forward/backward; a step's sequences are split into
+    micro-batches under this budget and gradients accumulate (the loss is the same token-mean)."""
+    accelerate_config: str = ""
+    """An `accelerate config` YAML: the learner runs under `accelerate launch` with it (DDP, FSDP2);
+    empty = one process. `userrl learn/train --accelerate-config FILE` sets it too."""
+    lora: LoraSection = field(default_factory=LoraSection)
+    """LoRA adapters for GRPO and SFT (r: 0 = off); the learner publishes merged weights."""
+    keep_weights: int = 3
+    """Published weight versions kept on disk (older ones are deleted); >= 2 so the version a
+    policy worker may still be loading is never removed."""
 
     def __post_init__(self) -> None:
         _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
-                                  "eval_samples", "checkpoint_every"))
+                                  "eval_samples", "checkpoint_every", "max_tokens_per_microbatch"))
+        if self.keep_weights < 2:
+            raise ConfigError(f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
+                              f"version), got {self.keep_weights}")
         if self.eval_temperature < 0:
             raise ConfigError(f"train.eval_temperature must be >= 0, got {self.eval_temperature}")
         if self.sft_epochs < 0:

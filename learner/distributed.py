@@ -1,0 +1,156 @@
+"""The learner on several processes (``accelerate launch``): DDP or FSDP2 from accelerate.
+
+Only rank 0 talks to Redis: it reads the scored groups, acks them, checkpoints and publishes
+weights. It drives the other ranks by broadcasting each learner call (``step``, ``save_weights``,
+``save_model``, ``checkpoint``, ``stop``) with its arguments (``torch.distributed``'s object
+broadcast); every rank then runs the same call on the same batch and trains on its own share of
+the sequences (:mod:`userrl.learner.microbatch`). Calls that gather a sharded model (FSDP2 state
+dicts) are collective, which is why saving is a broadcast command and not rank 0 alone.
+
+A rank that dies mid-step leaves the others blocked in a collective; ``accelerate launch``
+(torchrun's agent, no restarts) then stops every rank. Rank 0 acks scored groups only once a
+checkpoint covers them, so the groups of the failed step stay pending and a restarted learner
+(``train.resume``) trains on them again.
+
+The forward pass goes through :class:`TokenLogprobs`, the module accelerate wraps, so DDP's and
+FSDP's hooks see it, while the learner keeps computing logits only at trained positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from userrl.errors import ConfigError
+from userrl.learner.grpo import token_logprobs
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["COMMANDS", "Distributed", "TokenLogprobs", "accelerate_command", "follow", "launched",
+           "run_learn_under_accelerate"]
+
+UNDER_ACCELERATE = "USERRL_UNDER_ACCELERATE"
+"""Set in the processes ``accelerate launch`` starts for us: never relaunch from inside one."""
+
+COMMANDS = ("step", "save_weights", "save_model", "checkpoint", "stop")
+
+
+def accelerate_command(config_file: str, userrl_args: Sequence[str]) -> list[str]:
+    """``accelerate launch --config_file FILE -m userrl ARGS`` with this interpreter."""
+    if not Path(config_file).is_file():
+        raise ConfigError(f"train.accelerate_config: {config_file} is not a file "
+                          "(write one with `accelerate config --config_file FILE`)")
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+            "-m", "userrl", *userrl_args]
+
+
+def relaunch_env() -> dict[str, str]:
+    return {**os.environ, UNDER_ACCELERATE: "1"}
+
+
+def run_learn_under_accelerate(cfg: Any, config_path: str | None, overrides: Sequence[str], start_model: str,
+                               run_dir: Path, url: str) -> tuple[str, list[dict[str, Any]]]:
+    """``userrl train``'s GRPO stage as ``accelerate launch ... userrl learn`` against the running
+    deploy at ``url``; its final model and metrics come back through ``run_dir``."""
+    from userrl.learner.metrics import MetricsLog
+
+    args = ["learn", *(["--config", config_path] if config_path else []),
+            *[x for ov in [*overrides, f"policy.model={start_model}"] for x in ("--set", ov)]]
+    cmd = accelerate_command(cfg.train.accelerate_config, args)
+    log.info("learner.accelerate_launch", cmd=cmd)
+    rc = subprocess.run(cmd, env={**relaunch_env(), "USERRL_REDIS_URL": url}, check=False).returncode
+    if rc != 0:
+        raise RuntimeError(f"the accelerate-launched learner failed with exit code {rc}: {' '.join(cmd)}")
+    return str(run_dir / "final-model"), MetricsLog(run_dir / "metrics.jsonl").read()
+
+
+def launched() -> bool:
+    """Whether this process was started by ``accelerate launch`` with more than one process or
+    with FSDP (the launcher sets these variables)."""
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1
+            or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
+
+
+class TokenLogprobs(torch.nn.Module):
+    """``token_logprobs`` as a module, so DDP/FSDP wrap the call the learner makes."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # FSDP2's auto-wrap policy looks for the transformer block classes on the root
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                temperature: float) -> torch.Tensor:
+        return token_logprobs(self.model, input_ids, attention_mask, temperature, mask=mask)
+
+
+class Distributed:
+    """The process group accelerate set up, and the few collectives the learner needs."""
+
+    def __init__(self, cpu: bool = False) -> None:
+        from accelerate import Accelerator
+
+        # Reads the launcher's environment: backend, device, FSDP plugin. Several CPU processes
+        # need cpu=True (gloo): `accelerate launch --cpu` alone starts one process without MPI,
+        # so CPU runs use the torchrun launcher (--multi_gpu) with train.device: cpu.
+        self.acc = Accelerator(cpu=cpu)
+        self.rank = self.acc.process_index
+        self.world = self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+        self.device = str(self.acc.device)
+        self.fsdp = bool(getattr(self.acc, "is_fsdp2", False))
+        log.info("learner.distributed", rank=self.rank, world=self.world, device=self.device,
+                 type=str(self.acc.distributed_type), fsdp2=self.fsdp)
+
+    def prepare(self, net: torch.nn.Module, optimizer: Any) -> tuple[torch.nn.Module, Any]:
+        return self.acc.prepare(net, optimizer)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        torch.distributed.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
+    @contextlib.contextmanager
+    def sync(self, net: torch.nn.Module, enabled: bool) -> Iterator[None]:
+        """Gradient all-reduce on this backward only when ``enabled`` (the last micro-batch)."""
+        if enabled:
+            yield
+        else:
+            with self.acc.no_sync(net):
+                yield
+
+    def clip_grad_norm(self, net: torch.nn.Module, max_norm: float) -> float:
+        params = [p for p in net.parameters() if p.requires_grad]
+        return float(self.acc.clip_grad_norm_(params, max_norm))
+
+    def full_state_dict(self, net: torch.nn.Module) -> dict[str, Any]:
+        """The whole model's state dict (gathered under FSDP: collective), ``TokenLogprobs``'
+        ``model.`` prefix removed."""
+        state = self.acc.get_state_dict(net)
+        return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def follow(learner: Any) -> None:
+    """Ranks > 0: run what rank 0 broadcasts until it says ``stop``."""
+    while True:
+        cmd, args = learner.dist.broadcast(None)
+        if cmd not in COMMANDS:
+            raise RuntimeError(f"rank {learner.dist.rank}: unknown learner command {cmd!r} from rank 0")
+        if cmd == "stop":
+            return
+        getattr(learner, f"_{cmd}")(*args)
