@@ -3,8 +3,12 @@
 ``userrl up CONFIG`` builds a :class:`Launcher` and calls :meth:`Launcher.run`. It
 
 - finds Redis: ``USERRL_REDIS_URL``, else the config's URL, else a live embedded server of this
-  ``run_dir``, else starts a private one (:class:`~userrl.bus.embedded.EmbeddedRedis`) and writes
-  its URL to ``{run_dir}/redis.url`` so workers started alone find it;
+  ``run_dir``, else starts a private one (:class:`~userrl.bus.embedded.EmbeddedRedis`, with a
+  random password and an append-only file in ``{run_dir}/redis``) and writes its URL to
+  ``{run_dir}/redis.url`` (mode 0600) so workers started alone find it; restarts that server on
+  the same port, password and data when it dies (workers reconnect);
+- gives workers the URL in their environment, never on their command line, and logs and
+  publishes it with the password masked;
 - starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``), each logging to
   ``{run_dir}/logs/ROLE-i.log``; a stable name lets a restarted worker drain its own pending;
 - restarts a worker that exits unasked after an exponential backoff (capped, so a role that
@@ -12,11 +16,17 @@
 - follows the ``replicas`` hash (``userrl scale``): more processes, or SIGTERM to the
   highest-index ones, which finish their in-flight batch and exit 0;
 - refreshes the ``supervisor`` heartbeat (JSON, with a TTL) that ``scale`` and ``status`` read;
+- gives up on a worker that exits with an error before it ever ran (no heartbeat) or
+  crash-loops (``give_up_after`` quick exits in a row; exits by a signal, such as kill -9 or the
+  OOM killer, do not count): records one line (:attr:`failure`, and ``deploy:failure`` for
+  ``dispatch --wait``), calls ``on_failure`` and stops; ``run`` then returns 1;
 - on SIGTERM/SIGINT or :meth:`stop`: SIGTERM every worker, SIGKILL the ones still running after
   ``stop_timeout_s``, stop the embedded server and remove ``redis.url``.
 
 Workers run in their own session, so a Ctrl-C at the terminal reaches only the launcher, which
-then stops them in order.
+then stops them in order. Workers and the embedded server get a parent-death signal: they never
+outlive the launcher, kill -9 included. Linux sends it when the *thread* that started them
+ends, so in background mode the supervisor thread stops what it started before it ends.
 """
 
 from __future__ import annotations
@@ -24,13 +34,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +49,13 @@ from typing import Any
 import redis
 import structlog
 
-from userrl.bus.embedded import EmbeddedRedis, _ping
+from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
 from userrl.config import DeployConfig
+from userrl.deploy.watch import WorkerFailure, failure_reasons, last_error_line
 from userrl.errors import ConfigError
-from userrl.runtime import URL_FILE
+from userrl.lifecycle import PARENT_ENV, die_with_parent, redact_url
+from userrl.runtime import URL_FILE, live_url_file, tls_kwargs, write_url_file
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +63,8 @@ log = structlog.get_logger(__name__)
 LAUNCHED_ROLES = ("env", "policy", "user", "reward")
 #: a worker that ran this long before exiting counts as healthy: its backoff starts over
 STABLE_AFTER_S = 10.0
+#: how long ``deploy:failure`` stays readable after the launcher gave up
+FAILURE_TTL_S = 3600
 
 
 @dataclass
@@ -63,6 +78,7 @@ class Child:
     start_at: float = 0.0  #: monotonic time of the next (re)start while proc is None
     failures: int = 0  #: consecutive unasked exits (drives the backoff)
     term_at: float | None = None  #: when SIGTERM was sent (scale-down or stop)
+    ready: bool = False  #: its heartbeat was seen since its last start
 
     @property
     def name(self) -> str:
@@ -83,6 +99,16 @@ class Launcher:
     backoff_cap_s: float = 30.0
     stop_timeout_s: float = 20.0
     supervisor_ttl_s: float = 10.0
+    give_up_after: int = 3
+    """Quick error exits in a row after which a worker counts as crash-looping (0: never give up)."""
+    fail_on_all_failed: int = 0
+    """Give up once this many episodes failed and none succeeded (0: off; jobs turn it on)."""
+    keep_data: bool = False
+    """Start the embedded server on the run dir's existing AOF instead of moving it aside."""
+    on_failure: Callable[[str], None] | None = None
+    """Called (from the supervisor thread) with the failure line when the launcher gives up."""
+    failure: str | None = field(default=None, init=False)
+    """Why the launcher gave up (one line), or None."""
     restarts: dict[str, int] = field(default_factory=dict, init=False)
     """Unasked exits per role since start."""
     url: str = field(default="", init=False)
@@ -94,7 +120,8 @@ class Launcher:
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _signalled: int = field(default=0, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.cfg.run)
@@ -108,7 +135,8 @@ class Launcher:
         """Find or start Redis, publish the wanted replicas, start the workers."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.url = self._resolve_url()
-        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        tls = tls_kwargs(self.cfg) if self.url.startswith("rediss://") else {}
+        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5, **tls)
         try:
             other = self._redis.get(self.keys.supervisor)
             if other:
@@ -116,13 +144,13 @@ class Launcher:
                                   "stop it first or choose another run name")
             self._warn_leftovers()
             self._wanted = {r: self.cfg.workers[r].replicas for r in self.roles}
-            self._redis.delete(self.keys.replicas)
+            self._redis.delete(self.keys.replicas, self.keys.failure)
             if self._wanted:
                 self._redis.hset(self.keys.replicas, mapping=self._wanted)
         except BaseException:
             self._close()
             raise
-        self.log.info("launcher.started", url=self.url, replicas=self._wanted, pid=os.getpid())
+        self.log.info("launcher.started", url=redact_url(self.url), replicas=self._wanted, pid=os.getpid())
         self.supervise_once()
         return self
 
@@ -141,7 +169,7 @@ class Launcher:
 
     def start_background(self) -> Launcher:
         """Supervise in a daemon thread (tests, embedding); :meth:`stop` ends it."""
-        self._thread = threading.Thread(target=self._loop, name="userrl-launcher", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="userrl-launcher", daemon=True)
         self._thread.start()
         return self
 
@@ -160,7 +188,13 @@ class Launcher:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
-        return 0
+        return 1 if self.failure else 0
+
+    def _thread_main(self) -> None:
+        try:
+            self._loop()
+        finally:  # this thread started children: they get their parent-death signal as it ends
+            self._shutdown()
 
     def _loop(self) -> None:
         while not self._halt.wait(self.poll_s):
@@ -178,8 +212,14 @@ class Launcher:
         """Stop every worker (SIGTERM, then SIGKILL after the timeout) and the embedded server."""
         self._halt.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.poll_s + 10)
+            self._thread.join(timeout=self.poll_s + self.stop_timeout_s + 15)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
             procs = [c for c in self._children.values() if c.proc is not None]
             for c in procs:
                 self._terminate(c)
@@ -194,11 +234,11 @@ class Launcher:
                     c.proc.wait()
                 self.log.info("launcher.worker_stopped", worker=c.name, rc=c.proc.returncode)
             self._children.clear()
-        with contextlib.suppress(redis.RedisError):
-            if self._redis is not None:
-                self._redis.delete(self.keys.supervisor, self.keys.replicas)
-        self._close()
-        self.log.info("launcher.stopped", restarts=self.restarts)
+            with contextlib.suppress(redis.RedisError):
+                if self._redis is not None:
+                    self._redis.delete(self.keys.supervisor, self.keys.replicas)
+            self._close()
+        self.log.info("launcher.stopped", restarts=self.restarts, failure=self.failure)
 
     def _close(self) -> None:
         if self._redis is not None:
@@ -215,22 +255,25 @@ class Launcher:
             return env["USERRL_REDIS_URL"]
         if self.cfg.redis != "embedded":
             return self.cfg.redis
-        url_file = self.run_dir / URL_FILE
-        if url_file.is_file():  # `userrl redis` (or another launcher) already serves this run_dir
-            url = url_file.read_text().strip()
-            port = url.rsplit(":", 1)[-1].split("/")[0]
-            if port.isdigit() and _ping(int(port)):
-                return url
-        self._server = EmbeddedRedis().start()
-        url_file.write_text(self._server.url)
+        url = live_url_file(self.run_dir)
+        if url:  # `userrl redis` (or another launcher) already serves this run_dir
+            return url
+        data = self.run_dir / "redis"
+        if data.exists() and not self.keep_data:  # a new deploy starts empty; the old data stays aside
+            old = self.run_dir / "redis.prev"
+            shutil.rmtree(old, ignore_errors=True)
+            data.rename(old)
+        self._server = EmbeddedRedis(data_dir=data, persist=True).start()
+        write_url_file(self.run_dir, self._server.url)
         return self._server.url
 
     # -- supervision ----------------------------------------------------------------------------
     def supervise_once(self) -> None:
         """One pass: read wanted counts, reap exits, start/stop processes, write the heartbeat."""
         with self._lock:
-            if self._redis is None:  # stopped
+            if self._redis is None or self._stopped:
                 return
+            self._check_server()
             self._read_wanted()
             now = time.monotonic()
             for c in list(self._children.values()):
@@ -242,7 +285,51 @@ class Launcher:
                 elif c.term_at is not None and c.proc is not None and now - c.term_at > self.stop_timeout_s:
                     self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
                     c.proc.kill()
+            self._see_ready()
+            self._check_episodes()
             self._heartbeat()
+
+    def _check_server(self) -> None:
+        """Restart the embedded server on its port, password and AOF when it died."""
+        if self._server is None or (rc := self._server.exited()) is None:
+            return
+        self.log.warning("launcher.redis_exited", rc=rc, restarts=self._server.restarts + 1,
+                         log=str(self._server.data_dir / "server.log"))
+        self._server.restart()
+        self.log.info("launcher.redis_restarted", url=self._server.safe_url, pid=self._server.proc.pid)  # type: ignore[union-attr]
+
+    def _see_ready(self) -> None:
+        """A worker whose heartbeat appeared got past its start (model loaded, Redis reached)."""
+        waiting = [c for c in self._children.values() if c.proc is not None and not c.ready]
+        if not waiting:
+            return
+        assert self._redis is not None
+        raws = self._redis.mget([self.keys.heartbeat(c.role, c.name) for c in waiting])
+        for c, raw in zip(waiting, raws, strict=True):
+            with contextlib.suppress(ValueError, TypeError):  # the pid tells an old incarnation's key apart
+                c.ready = raw is not None and json.loads(raw).get("pid") == c.proc.pid  # type: ignore[union-attr]
+
+    def _check_episodes(self) -> None:
+        """With ``fail_on_all_failed``: give up once that many episodes failed and none succeeded."""
+        if not self.fail_on_all_failed or self.failure:
+            return
+        assert self._redis is not None
+        ok, failed = self._redis.hmget(self.keys.counters, ["episodes_ok", "episodes_failed"])
+        if int(ok or 0) == 0 and int(failed or 0) >= self.fail_on_all_failed:
+            reasons = failure_reasons(self._redis, self.keys.stream("reward"))
+            top = f"; most common reason ({reasons.most_common(1)[0][1]}x): {reasons.most_common(1)[0][0]}" \
+                if reasons else ""
+            self._give_up(f"all {int(failed or 0)} episodes so far failed{top}")
+
+    def _give_up(self, line: str, body: str | None = None) -> None:
+        self.failure = line
+        self.log.error("launcher.giving_up", reason=line)
+        with contextlib.suppress(redis.RedisError):
+            assert self._redis is not None
+            self._redis.set(self.keys.failure, body or json.dumps({"line": line}), ex=FAILURE_TTL_S)
+        self._halt.set()
+        if self.on_failure is not None:
+            self.on_failure(line)
 
     def _read_wanted(self) -> None:
         assert self._redis is not None
@@ -278,6 +365,23 @@ class Launcher:
         self.log.warning("launcher.worker_exited", worker=c.name, rc=rc, ran_s=round(ran, 2),
                          restart_in_s=delay, restarts=self.restarts[c.role],
                          log=str(self._log_path(c)))
+        self._judge_exit(c, rc, ran)
+        c.ready = False
+
+    def _judge_exit(self, c: Child, rc: int, ran: float) -> None:
+        """Give up on a worker that failed before it ever ran, or crash-loops. Exits by a signal
+        (rc < 0: kill -9, the OOM killer, chaos tests) are someone else's doing: restart those."""
+        if not self.give_up_after or rc <= 0 or self.failure:
+            return
+        if not c.ready:
+            why = "failed at start"
+        elif ran < STABLE_AFTER_S and c.failures >= self.give_up_after:
+            why = f"crash-looped ({c.failures} exits in a row)"
+        else:
+            return
+        log_path = self._log_path(c)
+        failure = WorkerFailure(worker=c.name, rc=rc, why=why, error=last_error_line(log_path), log=str(log_path))
+        self._give_up(failure.line(), failure.to_json())
 
     def _scale(self, now: float) -> None:
         for role in self.roles:
@@ -307,13 +411,15 @@ class Launcher:
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         for ov in self.overrides:
-            cmd += ["--set", ov]
+            if ov.partition("=")[0].strip() != "redis":  # the URL may hold a password: env only
+                cmd += ["--set", ov]
         env = dict(self.env if self.env is not None else os.environ)
         env["USERRL_REDIS_URL"] = self.url
+        env[PARENT_ENV] = str(os.getpid())
         env.pop("USERRL_WORKER_NAME", None)
         with open(self._log_path(c), "ab") as out:
             c.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         c.started_at = time.monotonic()
         self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)
 
@@ -322,8 +428,9 @@ class Launcher:
 
     def _heartbeat(self) -> None:
         assert self._redis is not None
-        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": self.url,
-                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts)}
+        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": redact_url(self.url),
+                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts),
+                "redis_restarts": self._server.restarts if self._server else None}
         self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
 
     # -- introspection --------------------------------------------------------------------------

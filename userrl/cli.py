@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,10 +55,12 @@ def load_class(spec: str) -> Any:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from userrl.bus.worker import WorkerSettings
+    from userrl.lifecycle import watch_parent
     from userrl.runtime import make_bus
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
+    watch_parent()  # started by a launcher: do not outlive it
     spec = args.cls or WORKER_CLASSES.get(args.role or "")
     if spec is None:
         raise UserRLError(f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class")
@@ -139,16 +143,16 @@ def cmd_redis(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from userrl.bus.embedded import EmbeddedRedis
-    from userrl.runtime import URL_FILE
+    from userrl.runtime import write_url_file
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    url_file = Path(cfg.run_dir) / URL_FILE
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     with EmbeddedRedis(port=args.port or None) as server:
-        url_file.write_text(server.url)
-        print(server.url, flush=True)
+        url_file = write_url_file(cfg.run_dir, server.url)
+        # the password stays in the 0600 file: terminals and CI logs are read by others
+        print(f"{server.safe_url} (with its password in {url_file})", flush=True)
         try:
             signal.sigwait({signal.SIGTERM, signal.SIGINT})
         finally:
@@ -182,6 +186,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
     print(format_report(report, args.k))
     print(f"report: {args.out or cfg.run_dir + '/eval'}/report.json and report.png")
+    if report.get("all_failed"):
+        print(f"userrl: error: {report['all_failed']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -200,6 +207,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
     """Start episodes on a running deploy (``userrl up``) and optionally wait for them."""
+    from userrl.deploy.watch import all_failed_message, watch_deploy
     from userrl.envs.datasets import load_tasks
     from userrl.rollouts import make_resets, send_resets, wait_trajectories
     from userrl.runtime import make_bus
@@ -220,14 +228,27 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await send_resets(bus, resets)
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
-                got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout)
-                done = [t[0] for t in got.values()]
+                got: dict[str, Any] = {}
+
+                async def wait(scope: anyio.CancelScope) -> None:
+                    got.update(await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout))
+                    scope.cancel()
+
+                async with anyio.create_task_group() as tg:  # a deploy that gives up ends the wait
+                    tg.start_soon(wait, tg.cancel_scope)
+                    tg.start_soon(watch_deploy, bus)
+                done = [t[0] for t in got.values() if t[0].episode_id in wanted]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
                 print(f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}")
+                if (verdict := all_failed_message(done)) is not None:
+                    print(f"userrl: error: {verdict}", file=sys.stderr)
+                    return 1
         finally:
             await bus.redis.aclose()
         return 0
+
+    wanted = {r.episode_id for r in resets}
 
     return anyio.run(run)
 
@@ -354,12 +375,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from userrl.lifecycle import exit_code, job_failure, job_signals
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserRLError as exc:
-        print(f"userrl: error: {exc}", file=sys.stderr)
-        return 2
+    with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
+        try:
+            return int(args.func(args) or 0)
+        except UserRLError as exc:
+            print(f"userrl: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # `userrl status --json | head`: the reader left; so do we, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except BaseException as exc:
+            if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
+                print(f"userrl: error: {why}", file=sys.stderr)
+                return 1
+            if isinstance(exc, KeyboardInterrupt):
+                print(f"userrl: stopped by {signal.Signals(exit_code(got) - 128).name}", file=sys.stderr)
+                return exit_code(got)
+            raise
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     args.config = args.config_file or args.config
     cfg = _config(args)
-    return Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout).run()
+    launcher = Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout)
+    rc = launcher.run()
+    if launcher.failure:
+        print(f"userrl: error: {launcher.failure}", file=sys.stderr)
+    return rc
 
 
 def parse_scale(pairs: list[str], roles: list[str]) -> dict[str, int]:

@@ -1,0 +1,133 @@
+"""Turn what went wrong in worker processes into one line for the person who started the job.
+
+- :func:`last_error_line`: the most telling line of a worker's log (its last error event, the
+  CLI's ``userrl: error:`` line, or a traceback's last line).
+- :func:`failure_reasons`: the most common reasons of failed episodes, from the trajectories on
+  the reward stream.
+- :func:`watch_deploy`: for ``dispatch --wait``, raise :class:`JobFailed` when the deploy's
+  launcher gave up on a worker (its ``deploy:failure`` key).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from userrl.bus.messages import Trajectory, decode
+from userrl.errors import UserRLError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERRORISH = re.compile(r"error|exception|traceback|failed|fatal|killed", re.I)
+
+
+class JobFailed(UserRLError):
+    """A job stopped because its workers cannot run or every episode failed."""
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A worker the launcher gave up on."""
+
+    worker: str
+    rc: int | None
+    why: str  #: "failed at start" or "crash-looped (N exits in a row)"
+    error: str  #: the last error line of its log
+    log: str  #: path of its log
+
+    def line(self) -> str:
+        rc = f" (exit {self.rc})" if self.rc is not None else ""
+        return f"worker {self.worker} {self.why}{rc}: {self.error or 'no error in its log'} [log: {self.log}]"
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "line": self.line()})
+
+
+def _render(line: str) -> str | None:
+    """A structlog JSON line as ``event: error``; None when it is not an error event."""
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(ev, dict):
+        return None
+    if ev.get("level") not in ("error", "critical", "exception") and "failed" not in str(ev.get("event", "")):
+        return None
+    detail = ev.get("error") or ev.get("exception") or ev.get("message") or ""
+    detail = str(detail).strip().splitlines()[-1] if str(detail).strip() else ""
+    return f"{ev.get('event', '?')}: {detail}".rstrip(": ")
+
+
+def last_error_line(log: str | Path, tail_bytes: int = 64_000) -> str:
+    """The last error-looking line of a log file ('' when there is none or no file)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - tail_bytes))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    for ln in reversed(lines):
+        if ln.startswith("{"):
+            rendered = _render(ln)
+            if rendered:
+                return rendered[:500]
+        elif _ERRORISH.search(ln) and not ln.startswith(("File ", "^", "~")):
+            return ln[:500]
+    return lines[-1][:500] if lines else ""
+
+
+def reason_of(t: Trajectory) -> str:
+    """One line for a failed episode: ``kind: message``."""
+    err = t.error or {}
+    kind, msg = err.get("kind", "?"), str(err.get("message", "")).strip()
+    return f"{kind}: {msg.splitlines()[-1] if msg else 'no message'}"[:300]
+
+
+def count_reasons(trajs: Iterable[Trajectory]) -> Counter[str]:
+    return Counter(reason_of(t) for t in trajs if t.status != "ok")
+
+
+def all_failed_message(trajs: list[Trajectory]) -> str | None:
+    """The job's one-line verdict when every episode failed (None when any succeeded or none ran)."""
+    if not trajs or any(t.status == "ok" for t in trajs):
+        return None
+    (reason, n), = count_reasons(trajs).most_common(1)
+    return f"all {len(trajs)} episodes failed; most common reason ({n}x): {reason}"
+
+
+def failure_reasons(redis: Any, reward_stream: str, count: int = 500) -> Counter[str]:
+    """Reasons of the failed trajectories among the newest ``count`` on the reward stream (sync
+    client)."""
+    out: Counter[str] = Counter()
+    for _, fields in redis.xrevrange(reward_stream, count=count):
+        if fields.get(b"status") != b"failed":
+            continue
+        try:
+            msg = decode(fields[b"p"])
+        except Exception:  # a malformed entry is the reward worker's to dead-letter, not ours
+            continue
+        if isinstance(msg, Trajectory):
+            out[reason_of(msg)] += 1
+    return out
+
+
+async def watch_deploy(bus: Any, poll_s: float = 1.0) -> None:
+    """Return never; raise :class:`JobFailed` once the deploy's launcher records a failure."""
+    while True:
+        raw = await bus.redis.get(bus.keys.failure)
+        if raw:
+            try:
+                line = str(json.loads(raw)["line"])
+            except (KeyError, TypeError, ValueError):
+                line = raw.decode(errors="replace")
+            raise JobFailed(f"the deploy stopped: {line}")
+        await anyio.sleep(poll_s)
