@@ -111,7 +111,7 @@ class Launcher:
     """Why the launcher gave up (one line), or None."""
     restarts: dict[str, int] = field(default_factory=dict, init=False)
     """Unasked exits per role since start."""
-    url: str = field(default="", init=False)
+    url: str = field(default="", init=False, repr=False)
     """The Redis URL the workers were given (set by :meth:`start`)."""
     _children: dict[tuple[str, int], Child] = field(default_factory=dict, init=False, repr=False)
     _wanted: dict[str, int] = field(default_factory=dict, init=False, repr=False)

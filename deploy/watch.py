@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from userrl.bus.messages import Trajectory, decode
 from userrl.errors import UserRLError
 
+T = TypeVar("T")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERRORISH = re.compile(r"error|exception|traceback|failed|fatal|killed", re.I)
 
@@ -81,7 +83,7 @@ def last_error_line(log: str | Path, tail_bytes: int = 64_000) -> str:
             if rendered:
                 return rendered[:500]
         elif _ERRORISH.search(ln) and not ln.startswith(("File ", "^", "~")):
-            return ln[:500]
+            return ln.removeprefix("userrl: error: ")[:500]
     return lines[-1][:500] if lines else ""
 
 
@@ -131,3 +133,29 @@ async def watch_deploy(bus: Any, poll_s: float = 1.0) -> None:
                 line = raw.decode(errors="replace")
             raise JobFailed(f"the deploy stopped: {line}")
         await anyio.sleep(poll_s)
+
+
+async def wait_watching(bus: Any, wait: Callable[[], Awaitable[T]]) -> T:
+    """``await wait()`` unless the deploy gives up first (:class:`JobFailed`, not wrapped in an
+    exception group); losing Redis on the way is a :class:`JobFailed` too."""
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    async def run(job: Callable[[], Awaitable[Any]], keep: bool, scope: anyio.CancelScope) -> None:
+        try:
+            got = await job()
+            if keep:
+                out.append(got)
+        except Exception as exc:  # re-raised below, outside the task group
+            errors.append(exc)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, wait, True, tg.cancel_scope)
+        tg.start_soon(run, lambda: watch_deploy(bus), False, tg.cancel_scope)
+    if errors:
+        if isinstance(errors[0], RedisConnectionError):
+            raise JobFailed(f"lost the connection to Redis ({errors[0]}); is the deploy still running? "
+                            "(`userrl status`)") from errors[0]
+        raise errors[0]
+    return out[0]

@@ -130,11 +130,15 @@ def test_kill9_of_a_program_holding_an_embedded_redis_takes_it_down(tmp_path: Pa
     code = ("import sys, time\n"
             "from userrl.bus.embedded import EmbeddedRedis\n"
             "s = EmbeddedRedis().start()\n"
-            "print(s.proc.pid, flush=True)\n"
+            "print('PID', s.proc.pid, flush=True)\n"
             "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=cli_env())
     try:
-        pid = int(proc.stdout.readline())  # type: ignore[union-attr]
+        line = b""
+        while not line.startswith(b"PID "):  # the library may log to stdout before it
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "the program exited"
+        pid = int(line.split()[1])
         assert alive(pid)
         proc.kill()
         assert not wait_gone({pid}, timeout=10)

@@ -207,7 +207,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
     """Start episodes on a running deploy (``userrl up``) and optionally wait for them."""
-    from userrl.deploy.watch import all_failed_message, watch_deploy
+    from userrl.deploy.watch import all_failed_message, wait_watching
     from userrl.envs.datasets import load_tasks
     from userrl.rollouts import make_resets, send_resets, wait_trajectories
     from userrl.runtime import make_bus
@@ -228,15 +228,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await send_resets(bus, resets)
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
-                got: dict[str, Any] = {}
-
-                async def wait(scope: anyio.CancelScope) -> None:
-                    got.update(await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout))
-                    scope.cancel()
-
-                async with anyio.create_task_group() as tg:  # a deploy that gives up ends the wait
-                    tg.start_soon(wait, tg.cancel_scope)
-                    tg.start_soon(watch_deploy, bus)
+                got = await wait_watching(bus, lambda: wait_trajectories(  # a deploy that gives up ends the wait
+                    bus, [r.episode_id for r in resets], timeout=args.timeout))
                 done = [t[0] for t in got.values() if t[0].episode_id in wanted]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
