@@ -18,6 +18,7 @@ import redis as sync_redis
 
 from tests.proc_utils import (
     CI,
+    REPO,
     alive,
     cli_env,
     cmdline,
@@ -146,3 +147,14 @@ def test_kill9_of_a_program_holding_an_embedded_redis_takes_it_down(tmp_path: Pa
         proc.kill()
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_json_output_into_a_closed_pipe_is_not_a_traceback(redis_url: str, run_name: str) -> None:
+    env = dict(cli_env(), USERRL_REDIS_URL=redis_url)
+    cmd = (f"{sys.executable} -m userrl status --json --watch --interval 0.05 --sample 0 --set run={run_name}"
+           " | head -n 1")
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.stdout.startswith("{") and out.stdout.count("\n") == 1
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
+    assert out.returncode == 1  # the writer notices the reader left (pipefail shows its status)
