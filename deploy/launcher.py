@@ -2,31 +2,23 @@
 
 ``userrl up CONFIG`` builds a :class:`Launcher` and calls :meth:`Launcher.run`. It
 
-- finds Redis: ``USERRL_REDIS_URL``, else the config's URL, else a live embedded server of this
-  ``run_dir``, else starts a private one (:class:`~userrl.bus.embedded.EmbeddedRedis`, with a
-  random password and an append-only file in ``{run_dir}/redis``) and writes its URL to
-  ``{run_dir}/redis.url`` (mode 0600) so workers started alone find it; restarts that server on
-  the same port, password and data when it dies (workers reconnect);
-- gives workers the URL in their environment, never on their command line, and logs and
-  publishes it with the password masked;
-- starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``), each logging to
-  ``{run_dir}/logs/ROLE-i.log``; a stable name lets a restarted worker drain its own pending;
-- restarts a worker that exits unasked after an exponential backoff (capped, so a role that
-  crash-loops retries every ``backoff_cap_s``), counting restarts per role;
-- follows the ``replicas`` hash (``userrl scale``): more processes, or SIGTERM to the
-  highest-index ones, which finish their in-flight batch and exit 0;
-- refreshes the ``supervisor`` heartbeat (JSON, with a TTL) that ``scale`` and ``status`` read;
-- gives up on a worker that exits with an error before it ever ran (no heartbeat) or
+- finds Redis, or starts and supervises an embedded one (:mod:`userrl.deploy.local_redis`);
+- starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``, see
+  :mod:`userrl.deploy.children`), each logging to ``{run_dir}/logs/ROLE-i.log``; a stable name
+  lets a restarted worker drain its own pending;
+- restarts a worker that exits unasked after a capped exponential backoff, counting restarts
+  per role, but gives up on one that exits with an error before it ever ran (no heartbeat) or
   crash-loops (``give_up_after`` quick exits in a row; exits by a signal, such as kill -9 or the
   OOM killer, do not count): records one line (:attr:`failure`, and ``deploy:failure`` for
   ``dispatch --wait``), calls ``on_failure`` and stops; ``run`` then returns 1;
+- follows the ``replicas`` hash (``userrl scale``): more processes, or SIGTERM to the
+  highest-index ones, which finish their in-flight batch and exit 0;
+- refreshes the ``supervisor`` heartbeat (JSON, with a TTL, the URL's password masked);
 - on SIGTERM/SIGINT or :meth:`stop`: SIGTERM every worker, SIGKILL the ones still running after
   ``stop_timeout_s``, stop the embedded server and remove ``redis.url``.
 
-Workers run in their own session, so a Ctrl-C at the terminal reaches only the launcher, which
-then stops them in order. Workers and the embedded server get a parent-death signal: they never
-outlive the launcher, kill -9 included. Linux sends it when the *thread* that started them
-ends, so in background mode the supervisor thread stops what it started before it ends.
+Children get a parent-death signal, which Linux sends when the *thread* that started them
+ends: in background mode the supervisor thread stops what it started before it ends.
 """
 
 from __future__ import annotations
@@ -34,10 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -49,13 +39,20 @@ from typing import Any
 import redis
 import structlog
 
-from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
 from userrl.config import DeployConfig
-from userrl.deploy.watch import WorkerFailure, failure_reasons, last_error_line
+from userrl.deploy.children import Child, spawn, stop_all, terminate, worker_command
+from userrl.deploy.local_redis import LocalRedis
+from userrl.deploy.watch import (
+    WorkerFailure,
+    all_failed_so_far,
+    exit_verdict,
+    heartbeat_pids,
+    last_error_line,
+)
 from userrl.errors import ConfigError
-from userrl.lifecycle import PARENT_ENV, die_with_parent, redact_url
-from userrl.runtime import URL_FILE, live_url_file, tls_kwargs, write_url_file
+from userrl.lifecycle import redact_url
+from userrl.runtime import tls_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -65,24 +62,6 @@ LAUNCHED_ROLES = ("env", "policy", "user", "reward")
 STABLE_AFTER_S = 10.0
 #: how long ``deploy:failure`` stays readable after the launcher gave up
 FAILURE_TTL_S = 3600
-
-
-@dataclass
-class Child:
-    """One worker slot ``{role}-{index}``: its process (None while waiting to restart)."""
-
-    role: str
-    index: int
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    start_at: float = 0.0  #: monotonic time of the next (re)start while proc is None
-    failures: int = 0  #: consecutive unasked exits (drives the backoff)
-    term_at: float | None = None  #: when SIGTERM was sent (scale-down or stop)
-    ready: bool = False  #: its heartbeat was seen since its last start
-
-    @property
-    def name(self) -> str:
-        return f"{self.role}-{self.index}"
 
 
 @dataclass
@@ -105,6 +84,7 @@ class Launcher:
     """Give up once this many episodes failed and none succeeded (0: off; jobs turn it on)."""
     keep_data: bool = False
     """Start the embedded server on the run dir's existing AOF instead of moving it aside."""
+    _local: LocalRedis = field(init=False, repr=False)
     on_failure: Callable[[str], None] | None = None
     """Called (from the supervisor thread) with the failure line when the launcher gives up."""
     failure: str | None = field(default=None, init=False)
@@ -115,7 +95,6 @@ class Launcher:
     """The Redis URL the workers were given (set by :meth:`start`)."""
     _children: dict[tuple[str, int], Child] = field(default_factory=dict, init=False, repr=False)
     _wanted: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _server: EmbeddedRedis | None = field(default=None, init=False, repr=False)
     _redis: redis.Redis | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -129,12 +108,13 @@ class Launcher:
         self.roles = [r for r in LAUNCHED_ROLES if r in self.cfg.workers]
         self.restarts = {r: 0 for r in self.roles}
         self.log = log.bind(run=self.cfg.run)
+        self._local = LocalRedis(self.cfg, self.env, self.keep_data)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Launcher:
         """Find or start Redis, publish the wanted replicas, start the workers."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.url = self._resolve_url()
+        self.url = self._local.resolve()
         tls = tls_kwargs(self.cfg) if self.url.startswith("rediss://") else {}
         self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5, **tls)
         try:
@@ -220,19 +200,7 @@ class Launcher:
             if self._stopped:
                 return
             self._stopped = True
-            procs = [c for c in self._children.values() if c.proc is not None]
-            for c in procs:
-                self._terminate(c)
-            deadline = time.monotonic() + self.stop_timeout_s
-            for c in procs:
-                assert c.proc is not None
-                try:
-                    c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
-                    c.proc.kill()
-                    c.proc.wait()
-                self.log.info("launcher.worker_stopped", worker=c.name, rc=c.proc.returncode)
+            stop_all(self._children.values(), self.stop_timeout_s, self.log)
             self._children.clear()
             with contextlib.suppress(redis.RedisError):
                 if self._redis is not None:
@@ -244,28 +212,7 @@ class Launcher:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-            (self.run_dir / URL_FILE).unlink(missing_ok=True)
-
-    def _resolve_url(self) -> str:
-        env = self.env if self.env is not None else os.environ
-        if env.get("USERRL_REDIS_URL"):
-            return env["USERRL_REDIS_URL"]
-        if self.cfg.redis != "embedded":
-            return self.cfg.redis
-        url = live_url_file(self.run_dir)
-        if url:  # `userrl redis` (or another launcher) already serves this run_dir
-            return url
-        data = self.run_dir / "redis"
-        if data.exists() and not self.keep_data:  # a new deploy starts empty; the old data stays aside
-            old = self.run_dir / "redis.prev"
-            shutil.rmtree(old, ignore_errors=True)
-            data.rename(old)
-        self._server = EmbeddedRedis(data_dir=data, persist=True).start()
-        write_url_file(self.run_dir, self._server.url)
-        return self._server.url
+        self._local.close()
 
     # -- supervision ----------------------------------------------------------------------------
     def supervise_once(self) -> None:
@@ -273,7 +220,7 @@ class Launcher:
         with self._lock:
             if self._redis is None or self._stopped:
                 return
-            self._check_server()
+            self._local.check()
             self._read_wanted()
             now = time.monotonic()
             for c in list(self._children.values()):
@@ -289,37 +236,21 @@ class Launcher:
             self._check_episodes()
             self._heartbeat()
 
-    def _check_server(self) -> None:
-        """Restart the embedded server on its port, password and AOF when it died."""
-        if self._server is None or (rc := self._server.exited()) is None:
-            return
-        self.log.warning("launcher.redis_exited", rc=rc, restarts=self._server.restarts + 1,
-                         log=str(self._server.data_dir / "server.log"))
-        self._server.restart()
-        self.log.info("launcher.redis_restarted", url=self._server.safe_url, pid=self._server.proc.pid)  # type: ignore[union-attr]
-
     def _see_ready(self) -> None:
         """A worker whose heartbeat appeared got past its start (model loaded, Redis reached)."""
         waiting = [c for c in self._children.values() if c.proc is not None and not c.ready]
-        if not waiting:
-            return
-        assert self._redis is not None
-        raws = self._redis.mget([self.keys.heartbeat(c.role, c.name) for c in waiting])
-        for c, raw in zip(waiting, raws, strict=True):
-            with contextlib.suppress(ValueError, TypeError):  # the pid tells an old incarnation's key apart
-                c.ready = raw is not None and json.loads(raw).get("pid") == c.proc.pid  # type: ignore[union-attr]
+        if waiting:
+            assert self._redis is not None
+            for c, pid in zip(waiting, heartbeat_pids(self._redis, self.keys, waiting), strict=True):
+                c.ready = pid == c.proc.pid  # type: ignore[union-attr]  # not an old incarnation's key
 
     def _check_episodes(self) -> None:
         """With ``fail_on_all_failed``: give up once that many episodes failed and none succeeded."""
-        if not self.fail_on_all_failed or self.failure:
-            return
-        assert self._redis is not None
-        ok, failed = self._redis.hmget(self.keys.counters, ["episodes_ok", "episodes_failed"])
-        if int(ok or 0) == 0 and int(failed or 0) >= self.fail_on_all_failed:
-            reasons = failure_reasons(self._redis, self.keys.stream("reward"))
-            top = f"; most common reason ({reasons.most_common(1)[0][1]}x): {reasons.most_common(1)[0][0]}" \
-                if reasons else ""
-            self._give_up(f"all {int(failed or 0)} episodes so far failed{top}")
+        if self.fail_on_all_failed and not self.failure:
+            assert self._redis is not None
+            line = all_failed_so_far(self._redis, self.keys, self.fail_on_all_failed)
+            if line:
+                self._give_up(line)
 
     def _give_up(self, line: str, body: str | None = None) -> None:
         self.failure = line
@@ -369,15 +300,8 @@ class Launcher:
         c.ready = False
 
     def _judge_exit(self, c: Child, rc: int, ran: float) -> None:
-        """Give up on a worker that failed before it ever ran, or crash-loops. Exits by a signal
-        (rc < 0: kill -9, the OOM killer, chaos tests) are someone else's doing: restart those."""
-        if not self.give_up_after or rc <= 0 or self.failure:
-            return
-        if not c.ready:
-            why = "failed at start"
-        elif ran < STABLE_AFTER_S and c.failures >= self.give_up_after:
-            why = f"crash-looped ({c.failures} exits in a row)"
-        else:
+        if self.failure or not (why := exit_verdict(rc, c.ready, ran < STABLE_AFTER_S, c.failures,
+                                                    self.give_up_after)):
             return
         log_path = self._log_path(c)
         failure = WorkerFailure(worker=c.name, rc=rc, why=why, error=last_error_line(log_path), log=str(log_path))
@@ -398,30 +322,12 @@ class Launcher:
                     self._terminate(c)
 
     def _terminate(self, c: Child) -> None:
-        if c.proc is not None and c.proc.poll() is None:
-            if c.term_at is None:
-                self.log.info("launcher.worker_terminating", worker=c.name, pid=c.proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                c.proc.send_signal(signal.SIGTERM)
-        if c.term_at is None:
-            c.term_at = time.monotonic()
+        terminate(c, self.log)
 
     def _spawn(self, c: Child) -> None:
-        cmd = [self.python, "-m", "userrl", "worker", c.role, "--name", c.name]
-        if self.config_path:
-            cmd += ["--config", str(self.config_path)]
-        for ov in self.overrides:
-            if ov.partition("=")[0].strip() != "redis":  # the URL may hold a password: env only
-                cmd += ["--set", ov]
-        env = dict(self.env if self.env is not None else os.environ)
-        env["USERRL_REDIS_URL"] = self.url
-        env[PARENT_ENV] = str(os.getpid())
-        env.pop("USERRL_WORKER_NAME", None)
-        with open(self._log_path(c), "ab") as out:
-            c.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                      start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
-        c.started_at = time.monotonic()
-        self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)
+        cmd = worker_command(self.python, c, self.config_path, self.overrides)
+        spawn(c, cmd, self.env if self.env is not None else os.environ, self.url, self._log_path(c))
+        self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)  # type: ignore[union-attr]
 
     def _log_path(self, c: Child) -> Path:
         return self.run_dir / "logs" / f"{c.name}.log"
@@ -430,7 +336,7 @@ class Launcher:
         assert self._redis is not None
         body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": redact_url(self.url),
                 "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts),
-                "redis_restarts": self._server.restarts if self._server else None}
+                "redis_restarts": self._local.restarts}
         self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
 
     # -- introspection --------------------------------------------------------------------------

@@ -122,6 +122,39 @@ def failure_reasons(redis: Any, reward_stream: str, count: int = 500) -> Counter
     return out
 
 
+def exit_verdict(rc: int, ready: bool, quick: bool, in_a_row: int, give_up_after: int) -> str | None:
+    """Why to give up on a worker that exited unasked, or None to restart it. Exits by a signal
+    (rc < 0: kill -9, the OOM killer, chaos tests) are someone else's doing: those restart."""
+    if not give_up_after or rc <= 0:
+        return None
+    if not ready:
+        return "failed at start"
+    if quick and in_a_row >= give_up_after:
+        return f"crash-looped ({in_a_row} exits in a row)"
+    return None
+
+
+def heartbeat_pids(redis: Any, keys: Any, children: list[Any]) -> list[int | None]:
+    """The pid in each child's heartbeat (None: no heartbeat yet), sync client."""
+    out: list[int | None] = []
+    for raw in redis.mget([keys.heartbeat(c.role, c.name) for c in children]):
+        try:
+            out.append(json.loads(raw).get("pid") if raw else None)
+        except (ValueError, AttributeError):
+            out.append(None)
+    return out
+
+
+def all_failed_so_far(redis: Any, keys: Any, threshold: int) -> str | None:
+    """A verdict once ``threshold`` episodes failed and none succeeded (from the run's counters)."""
+    ok, failed = redis.hmget(keys.counters, ["episodes_ok", "episodes_failed"])
+    if int(ok or 0) or int(failed or 0) < threshold:
+        return None
+    top = failure_reasons(redis, keys.stream("reward")).most_common(1)
+    return f"all {int(failed)} episodes so far failed" + (f"; most common reason ({top[0][1]}x): {top[0][0]}"
+                                                           if top else "")
+
+
 async def watch_deploy(bus: Any, poll_s: float = 1.0) -> None:
     """Return never; raise :class:`JobFailed` once the deploy's launcher records a failure."""
     while True:
