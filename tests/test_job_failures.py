@@ -181,3 +181,38 @@ def test_last_error_line(tmp_path: Path, text: str, want: str) -> None:
     log = tmp_path / "w.log"
     log.write_text(textwrap.dedent(text))
     assert last_error_line(log) == want
+
+
+def seconds_after_launch(stderr: str, ended: float) -> float:
+    """Seconds from the job's `launcher.started` log line to ``ended`` (unix time)."""
+    from datetime import datetime
+
+    for ln in stderr.splitlines():
+        if ln.startswith("{") and '"launcher.started"' in ln:
+            at = datetime.fromisoformat(json.loads(ln)["timestamp"].replace("Z", "+00:00")).timestamp()
+            return ended - at
+    raise AssertionError("no launcher.started line:\n" + stderr[-2000:])
+
+
+def test_train_with_a_missing_policy_model_fails_in_one_line(tmp_path: Path) -> None:
+    out, took = run_cli(["train", "-c", CI, "--set", f"run_dir={tmp_path}", "--set", "train.sft_epochs=0",
+                         "--set", f"policy.model={tmp_path / 'no-such-model'}"])
+    assert out.returncode != 0 and took < 30
+    (line,) = error_lines(out.stderr)
+    assert "policy.model" in line and "no-such-model" in line
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.train
+@pytest.mark.timeout(180)
+def test_train_where_every_episode_fails_stops_with_the_reason(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out, _ = run_cli(["train", "-c", CI, "--set", f"run_dir={tmp_path}", "--set", "train.sft_epochs=0",
+                      "--set", "train.gyms=[userrl/Telepathy-v0]", "--set", "log_level=info", *DEAD_USER], timeout=170)
+    ended = time.time()
+    assert out.returncode == 1
+    assert seconds_after_launch(out.stderr, ended) < 30
+    (line,) = error_lines(out.stderr)
+    assert "episodes so far failed; most common reason" in line and "ConnectError" in line
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "redis.url").exists()

@@ -166,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
+    _check_model_dir(cfg.policy.model, "policy.model")
     report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
     c = report["check"]
@@ -173,6 +174,16 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"-> last fifth {c['grpo_last_fifth']:.3f} over {c['steps']} steps; {report['seconds']['total']:.0f}s")
     print(f"report: {cfg.run_dir}/report.json, plots: {cfg.run_dir}/metrics.png {cfg.run_dir}/eval.png")
     return 0
+
+
+def _check_model_dir(model: str, field: str) -> None:
+    """A local model path that is no model folder fails here in one line, not as a traceback
+    from transformers in the middle of a job (hub names look like ``org/name``)."""
+    from pathlib import Path
+
+    if (model.startswith(("/", ".", "~")) or model.count("/") >= 2) and \
+            not (Path(model).expanduser() / "config.json").is_file():
+        raise UserRLError(f"{field}: {model!r} is not a model folder (no config.json in it)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
