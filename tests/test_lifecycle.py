@@ -158,3 +158,58 @@ def test_json_output_into_a_closed_pipe_is_not_a_traceback(redis_url: str, run_n
     assert out.stdout.startswith("{") and out.stdout.count("\n") == 1
     assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
     assert out.returncode == 1  # the writer notices the reader left (pipefail shows its status)
+
+
+def test_a_new_deploy_starts_empty_unless_it_keeps_the_data(tmp_path: Path) -> None:
+    from userrl.config import load_config
+    from userrl.deploy.launcher import Launcher
+
+    cfg = load_config(CI, [f"run_dir={tmp_path}", "run=keep"] +
+                      [f"workers.{r}.replicas=0" for r in ("env", "policy", "user", "reward")])
+
+    def launch(keep: bool) -> bytes | None:
+        la = Launcher(cfg, CI, env={}, keep_data=keep).start()
+        try:
+            assert la._redis is not None
+            got = la._redis.get("userrl:keep:probe")
+            la._redis.set("userrl:keep:probe", b"%d" % (int(got or 0) + 1))
+            return got
+        finally:
+            la.stop()  # SIGTERM: the server writes its AOF out before it exits
+
+    assert launch(keep=False) is None
+    assert launch(keep=True) == b"1"
+    assert launch(keep=False) is None
+    assert (tmp_path / "redis.prev" / "appendonlydir").is_dir()
+    assert not (tmp_path / "redis.url").exists()
+
+
+WATCHED = """\
+import os, signal, subprocess, sys, time
+if sys.argv[1] == "parent":
+    env = dict(os.environ, USERRL_PARENT_PID=str(os.getpid()))
+    child = subprocess.Popen([sys.executable, __file__, "child"], env=env)  # no parent-death signal
+    print(child.pid, flush=True)
+    time.sleep(120)
+else:
+    from userrl.lifecycle import watch_parent
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker stuck at stop: the hard exit must come
+    watch_parent(grace_s=0.5, poll_s=0.1)
+    time.sleep(120)
+"""
+
+
+def test_a_worker_whose_parent_died_exits_on_its_own(tmp_path: Path) -> None:
+    script = tmp_path / "watched.py"
+    script.write_text(WATCHED)
+    proc = subprocess.Popen([sys.executable, str(script), "parent"], stdout=subprocess.PIPE, env=cli_env())
+    try:
+        child = int(proc.stdout.readline())  # type: ignore[union-attr]
+        time.sleep(1.0)
+        assert alive(child)
+        proc.kill()
+        assert not wait_gone({child}, timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
