@@ -379,26 +379,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from userrl.lifecycle import exit_code, job_failure, job_signals
+    from userrl.lifecycle import job_signals
 
     args = build_parser().parse_args(argv)
     with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
         try:
             return int(args.func(args) or 0)
-        except UserRLError as exc:
-            print(f"userrl: error: {exc}", file=sys.stderr)
-            return 2
-        except BrokenPipeError:  # `userrl status --json | head`: the reader left; so do we, quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
         except BaseException as exc:
-            if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
-                print(f"userrl: error: {why}", file=sys.stderr)
-                return 1
-            if isinstance(exc, KeyboardInterrupt):
-                print(f"userrl: stopped by {signal.Signals(exit_code(got) - 128).name}", file=sys.stderr)
-                return exit_code(got)
-            raise
+            rc = _exit_code_for(exc, got)
+            if rc is None:
+                raise
+            return rc
+
+
+def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
+    """One line on stderr and the exit code for what ended a command (None: a bug, re-raise)."""
+    from userrl.lifecycle import exit_code, job_failure
+
+    if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
+        print(f"userrl: error: {why}", file=sys.stderr)
+        return 1
+    if isinstance(exc, UserRLError):
+        print(f"userrl: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, BrokenPipeError):  # `userrl status --json | head`: the reader left; quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if isinstance(exc, TimeoutError):  # e.g. dispatch --wait past --timeout: a line, not a traceback
+        print(f"userrl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"userrl: stopped by {signal.Signals(exit_code(signals) - 128).name}", file=sys.stderr)
+        return exit_code(signals)
+    return None
 
 
 if __name__ == "__main__":
