@@ -232,6 +232,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                               sampling={"temperature": cfg.policy.temperature,
                                         "max_new_tokens": cfg.policy.max_new_tokens},
                               meta={"split": args.split})  # make_resets adds group_size
+    wanted = {r.episode_id for r in resets}  # the reward stream also holds other runs' episodes
 
     async def run() -> int:
         bus = make_bus(cfg)
@@ -251,8 +252,6 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         finally:
             await bus.redis.aclose()
         return 0
-
-    wanted = {r.episode_id for r in resets}
 
     return anyio.run(run)
 

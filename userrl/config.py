@@ -274,7 +274,7 @@ class DeployConfig:
     seed: int = 0
     """Seed of task order and episode seeds."""
     redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
-    """CA, client certificate and key for a ``rediss://`` URL (see docs/operations.md)."""
+    """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
 
     def __post_init__(self) -> None:
         tls_set = self.redis_tls != RedisTLSConfig()
