@@ -31,6 +31,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_failures: list[str] = []  #: why job launchers of this process gave up
+_in_job = threading.Event()  #: set while the CLI's job_signals() is active in the main thread
 #: environment variable naming the pid a worker must not outlive
 PARENT_ENV = "USERRL_PARENT_PID"
 
@@ -86,14 +88,6 @@ def watch_parent(grace_s: float = 30.0, poll_s: float = 1.0) -> threading.Thread
     return t
 
 
-class Interrupted(KeyboardInterrupt):
-    """Raised where a job was stopped by SIGTERM/SIGINT; ``signum`` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def job_signals() -> Iterator[list[int]]:
     """SIGTERM and SIGINT stop the job like Ctrl-C does (``KeyboardInterrupt``, or a cancelled
@@ -103,12 +97,15 @@ def job_signals() -> Iterator[list[int]]:
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         got.append(signum)
+        if len(got) > 1:  # already stopping: a repeated SIGTERM must not cut the cleanup short
+            return
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler) and handler is not on_term:
             handler(signal.SIGINT, frame)  # asyncio's runner cancels its main task; else raises
         else:
             raise KeyboardInterrupt
 
+    _failures.clear()
     if threading.current_thread() is not threading.main_thread():
         yield got
         return
@@ -116,9 +113,11 @@ def job_signals() -> Iterator[list[int]]:
     # runner installs its own cancelling handler only over that one.
     old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
            signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+    _in_job.set()
     try:
         yield got
     finally:
+        _in_job.clear()
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -148,16 +147,17 @@ def redact_url(url: str) -> str:
 
 #: episodes that must have failed, with none succeeded, before a job gives up on its run
 JOB_FAIL_ON_ALL_FAILED = 16
-_failures: list[str] = []
 
 
 def fail_job(line: str) -> None:
-    """``Launcher.on_failure`` of a job: remember why, and interrupt the main thread (as Ctrl-C
-    would) so the job unwinds through its ``finally`` blocks and the CLI prints ``line``."""
+    """``Launcher.on_failure`` of a job: remember why and, under the CLI, interrupt the main
+    thread (as Ctrl-C would) so the job unwinds through its ``finally`` blocks and the CLI prints
+    ``line``. A library caller is not interrupted: its job ends at its own timeout."""
     import _thread
 
     _failures.append(line)
-    _thread.interrupt_main()
+    if _in_job.is_set():
+        _thread.interrupt_main()
 
 
 def job_failure() -> str | None:
