@@ -127,6 +127,9 @@ class Launcher:
             self._redis.delete(self.keys.replicas, self.keys.failure)
             if self._wanted:
                 self._redis.hset(self.keys.replicas, mapping=self._wanted)
+        except redis.ConnectionError as exc:  # unreachable, refused TLS, wrong password: one line
+            self._close()
+            raise ConfigError(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from None
         except BaseException:
             self._close()
             raise

@@ -216,3 +216,14 @@ def test_train_where_every_episode_fails_stops_with_the_reason(tmp_path: Path) -
     assert "episodes so far failed; most common reason" in line and "ConnectError" in line
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "redis.url").exists()
+
+
+@pytest.mark.parametrize("command", [["up", CI], ["dispatch", "-c", CI]])
+def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: Path, command: list[str]) -> None:
+    out, took = run_cli([*command, "--set", "redis=redis://:hunter2-secret@127.0.0.1:9/0",
+                         "--set", f"run_dir={tmp_path}"])
+    assert out.returncode == 2 and took < 30
+    (line,) = error_lines(out.stderr)
+    assert "cannot reach Redis" in line and "127.0.0.1:9" in line
+    assert "hunter2-secret" not in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

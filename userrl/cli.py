@@ -393,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
     """One line on stderr and the exit code for what ended a command (None: a bug, re-raise)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     from userrl.lifecycle import exit_code, job_failure
 
     if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
@@ -407,6 +409,9 @@ def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
     if isinstance(exc, TimeoutError):  # e.g. dispatch --wait past --timeout: a line, not a traceback
         print(f"userrl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    if isinstance(exc, RedisConnectionError):  # down, refused TLS, wrong password; the URL stays out
+        print(f"userrl: error: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if isinstance(exc, KeyboardInterrupt):
         print(f"userrl: stopped by {signal.Signals(exit_code(signals) - 128).name}", file=sys.stderr)
         return exit_code(signals)
