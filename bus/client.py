@@ -10,6 +10,9 @@ the consumer's idempotent commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -19,8 +22,10 @@ from userrl.errors import ConfigError
 
 
 def make_client(url: str, *, block_ms: int = 1000, max_connections: int = 32, retries: int = 8,
-                connect_timeout_s: float = 5.0, client_name: str | None = None) -> Redis:
-    """An asyncio client for ``redis://`` or ``rediss://`` URLs (password/ACL user in the URL)."""
+                connect_timeout_s: float = 5.0, client_name: str | None = None,
+                tls: Mapping[str, Any] | None = None) -> Redis:
+    """An asyncio client for ``redis://`` or ``rediss://`` URLs (password/ACL user in the URL);
+    ``tls``: redis-py ``ssl_*`` arguments, used with ``rediss://`` only."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {url!r}")
     # A blocking pool: a worker handling more messages at once than it has connections waits for
@@ -37,5 +42,6 @@ def make_client(url: str, *, block_ms: int = 1000, max_connections: int = 32, re
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
         retry_on_error=[ConnectionError, TimeoutError],
         client_name=client_name,
+        **(dict(tls or {}) if url.startswith("rediss://") else {}),
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

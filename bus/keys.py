@@ -108,6 +108,11 @@ class Keys:
         return f"{self.prefix}deploy:supervisor"
 
     @property
+    def failure(self) -> str:
+        """Why the launcher gave up on this run (JSON, with a TTL): ``dispatch --wait`` reads it."""
+        return f"{self.prefix}deploy:failure"
+
+    @property
     def counters(self) -> str:
         """Hash of run-wide counters (processed, dead_lettered, nogroup_recreated, ...)."""
         return f"{self.prefix}counters"

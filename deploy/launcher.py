@@ -2,21 +2,23 @@
 
 ``userrl up CONFIG`` builds a :class:`Launcher` and calls :meth:`Launcher.run`. It
 
-- finds Redis: ``USERRL_REDIS_URL``, else the config's URL, else a live embedded server of this
-  ``run_dir``, else starts a private one (:class:`~userrl.bus.embedded.EmbeddedRedis`) and writes
-  its URL to ``{run_dir}/redis.url`` so workers started alone find it;
-- starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``), each logging to
-  ``{run_dir}/logs/ROLE-i.log``; a stable name lets a restarted worker drain its own pending;
-- restarts a worker that exits unasked after an exponential backoff (capped, so a role that
-  crash-loops retries every ``backoff_cap_s``), counting restarts per role;
+- finds Redis, or starts and supervises an embedded one (:mod:`userrl.deploy.local_redis`);
+- starts ``replicas`` processes per role (``userrl worker ROLE --name ROLE-i``, see
+  :mod:`userrl.deploy.children`), each logging to ``{run_dir}/logs/ROLE-i.log``; a stable name
+  lets a restarted worker drain its own pending;
+- restarts a worker that exits unasked after a capped exponential backoff, counting restarts
+  per role, but gives up on one that exits with an error before it ever ran (no heartbeat) or
+  crash-loops (``give_up_after`` quick exits in a row; exits by a signal, such as kill -9 or the
+  OOM killer, do not count): records one line (:attr:`failure`, and ``deploy:failure`` for
+  ``dispatch --wait``), calls ``on_failure`` and stops; ``run`` then returns 1;
 - follows the ``replicas`` hash (``userrl scale``): more processes, or SIGTERM to the
   highest-index ones, which finish their in-flight batch and exit 0;
-- refreshes the ``supervisor`` heartbeat (JSON, with a TTL) that ``scale`` and ``status`` read;
+- refreshes the ``supervisor`` heartbeat (JSON, with a TTL, the URL's password masked);
 - on SIGTERM/SIGINT or :meth:`stop`: SIGTERM every worker, SIGKILL the ones still running after
   ``stop_timeout_s``, stop the embedded server and remove ``redis.url``.
 
-Workers run in their own session, so a Ctrl-C at the terminal reaches only the launcher, which
-then stops them in order.
+Children get a parent-death signal, which Linux sends when the *thread* that started them
+ends: in background mode the supervisor thread stops what it started before it ends.
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,20 @@ from typing import Any
 import redis
 import structlog
 
-from userrl.bus.embedded import EmbeddedRedis, _ping
 from userrl.bus.keys import Keys
 from userrl.config import DeployConfig
+from userrl.deploy.children import Child, spawn, stop_all, terminate, worker_command
+from userrl.deploy.local_redis import LocalRedis
+from userrl.deploy.watch import (
+    WorkerFailure,
+    all_failed_so_far,
+    exit_verdict,
+    heartbeat_pids,
+    last_error_line,
+)
 from userrl.errors import ConfigError
-from userrl.runtime import URL_FILE
+from userrl.lifecycle import redact_url
+from userrl.runtime import tls_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -50,23 +60,8 @@ log = structlog.get_logger(__name__)
 LAUNCHED_ROLES = ("env", "policy", "user", "reward")
 #: a worker that ran this long before exiting counts as healthy: its backoff starts over
 STABLE_AFTER_S = 10.0
-
-
-@dataclass
-class Child:
-    """One worker slot ``{role}-{index}``: its process (None while waiting to restart)."""
-
-    role: str
-    index: int
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    start_at: float = 0.0  #: monotonic time of the next (re)start while proc is None
-    failures: int = 0  #: consecutive unasked exits (drives the backoff)
-    term_at: float | None = None  #: when SIGTERM was sent (scale-down or stop)
-
-    @property
-    def name(self) -> str:
-        return f"{self.role}-{self.index}"
+#: how long ``deploy:failure`` stays readable after the launcher gave up
+FAILURE_TTL_S = 3600
 
 
 @dataclass
@@ -83,18 +78,29 @@ class Launcher:
     backoff_cap_s: float = 30.0
     stop_timeout_s: float = 20.0
     supervisor_ttl_s: float = 10.0
+    give_up_after: int = 3
+    """Quick error exits in a row after which a worker counts as crash-looping (0: never give up)."""
+    fail_on_all_failed: int = 0
+    """Give up once this many episodes failed and none succeeded (0: off; jobs turn it on)."""
+    keep_data: bool = False
+    """Start the embedded server on the run dir's existing AOF instead of moving it aside."""
+    _local: LocalRedis = field(init=False, repr=False)
+    on_failure: Callable[[str], None] | None = None
+    """Called (from the supervisor thread) with the failure line when the launcher gives up."""
+    failure: str | None = field(default=None, init=False)
+    """Why the launcher gave up (one line), or None."""
     restarts: dict[str, int] = field(default_factory=dict, init=False)
     """Unasked exits per role since start."""
-    url: str = field(default="", init=False)
+    url: str = field(default="", init=False, repr=False)
     """The Redis URL the workers were given (set by :meth:`start`)."""
     _children: dict[tuple[str, int], Child] = field(default_factory=dict, init=False, repr=False)
     _wanted: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _server: EmbeddedRedis | None = field(default=None, init=False, repr=False)
     _redis: redis.Redis | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _signalled: int = field(default=0, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.cfg.run)
@@ -102,13 +108,15 @@ class Launcher:
         self.roles = [r for r in LAUNCHED_ROLES if r in self.cfg.workers]
         self.restarts = {r: 0 for r in self.roles}
         self.log = log.bind(run=self.cfg.run)
+        self._local = LocalRedis(self.cfg, self.env, self.keep_data)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Launcher:
         """Find or start Redis, publish the wanted replicas, start the workers."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.url = self._resolve_url()
-        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        self.url = self._local.resolve()
+        tls = tls_kwargs(self.cfg) if self.url.startswith("rediss://") else {}
+        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5, **tls)
         try:
             other = self._redis.get(self.keys.supervisor)
             if other:
@@ -116,13 +124,16 @@ class Launcher:
                                   "stop it first or choose another run name")
             self._warn_leftovers()
             self._wanted = {r: self.cfg.workers[r].replicas for r in self.roles}
-            self._redis.delete(self.keys.replicas)
+            self._redis.delete(self.keys.replicas, self.keys.failure)
             if self._wanted:
                 self._redis.hset(self.keys.replicas, mapping=self._wanted)
+        except redis.ConnectionError as exc:  # unreachable, refused TLS, wrong password: one line
+            self._close()
+            raise ConfigError(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from None
         except BaseException:
             self._close()
             raise
-        self.log.info("launcher.started", url=self.url, replicas=self._wanted, pid=os.getpid())
+        self.log.info("launcher.started", url=redact_url(self.url), replicas=self._wanted, pid=os.getpid())
         self.supervise_once()
         return self
 
@@ -141,7 +152,7 @@ class Launcher:
 
     def start_background(self) -> Launcher:
         """Supervise in a daemon thread (tests, embedding); :meth:`stop` ends it."""
-        self._thread = threading.Thread(target=self._loop, name="userrl-launcher", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="userrl-launcher", daemon=True)
         self._thread.start()
         return self
 
@@ -160,7 +171,13 @@ class Launcher:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
-        return 0
+        return 1 if self.failure else 0
+
+    def _thread_main(self) -> None:
+        try:
+            self._loop()
+        finally:  # this thread started children: they get their parent-death signal as it ends
+            self._shutdown()
 
     def _loop(self) -> None:
         while not self._halt.wait(self.poll_s):
@@ -178,59 +195,35 @@ class Launcher:
         """Stop every worker (SIGTERM, then SIGKILL after the timeout) and the embedded server."""
         self._halt.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.poll_s + 10)
+            self._thread.join(timeout=self.poll_s + self.stop_timeout_s + 15)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         with self._lock:
-            procs = [c for c in self._children.values() if c.proc is not None]
-            for c in procs:
-                self._terminate(c)
-            deadline = time.monotonic() + self.stop_timeout_s
-            for c in procs:
-                assert c.proc is not None
-                try:
-                    c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
-                    c.proc.kill()
-                    c.proc.wait()
-                self.log.info("launcher.worker_stopped", worker=c.name, rc=c.proc.returncode)
+            if self._stopped:
+                return
+            self._stopped = True
+            stop_all(self._children.values(), self.stop_timeout_s, self.log)
             self._children.clear()
-        with contextlib.suppress(redis.RedisError):
-            if self._redis is not None:
-                self._redis.delete(self.keys.supervisor, self.keys.replicas)
-        self._close()
-        self.log.info("launcher.stopped", restarts=self.restarts)
+            with contextlib.suppress(redis.RedisError):
+                if self._redis is not None:
+                    self._redis.delete(self.keys.supervisor, self.keys.replicas)
+            self._close()
+        self.log.info("launcher.stopped", restarts=self.restarts, failure=self.failure)
 
     def _close(self) -> None:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-            (self.run_dir / URL_FILE).unlink(missing_ok=True)
-
-    def _resolve_url(self) -> str:
-        env = self.env if self.env is not None else os.environ
-        if env.get("USERRL_REDIS_URL"):
-            return env["USERRL_REDIS_URL"]
-        if self.cfg.redis != "embedded":
-            return self.cfg.redis
-        url_file = self.run_dir / URL_FILE
-        if url_file.is_file():  # `userrl redis` (or another launcher) already serves this run_dir
-            url = url_file.read_text().strip()
-            port = url.rsplit(":", 1)[-1].split("/")[0]
-            if port.isdigit() and _ping(int(port)):
-                return url
-        self._server = EmbeddedRedis().start()
-        url_file.write_text(self._server.url)
-        return self._server.url
+        self._local.close()
 
     # -- supervision ----------------------------------------------------------------------------
     def supervise_once(self) -> None:
         """One pass: read wanted counts, reap exits, start/stop processes, write the heartbeat."""
         with self._lock:
-            if self._redis is None:  # stopped
+            if self._redis is None or self._stopped:
                 return
+            self._local.check()
             self._read_wanted()
             now = time.monotonic()
             for c in list(self._children.values()):
@@ -242,7 +235,35 @@ class Launcher:
                 elif c.term_at is not None and c.proc is not None and now - c.term_at > self.stop_timeout_s:
                     self.log.warning("launcher.kill_straggler", worker=c.name, pid=c.proc.pid)
                     c.proc.kill()
+            self._see_ready()
+            self._check_episodes()
             self._heartbeat()
+
+    def _see_ready(self) -> None:
+        """A worker whose heartbeat appeared got past its start (model loaded, Redis reached)."""
+        waiting = [c for c in self._children.values() if c.proc is not None and not c.ready]
+        if waiting:
+            assert self._redis is not None
+            for c, pid in zip(waiting, heartbeat_pids(self._redis, self.keys, waiting), strict=True):
+                c.ready = pid == c.proc.pid  # type: ignore[union-attr]  # not an old incarnation's key
+
+    def _check_episodes(self) -> None:
+        """With ``fail_on_all_failed``: give up once that many episodes failed and none succeeded."""
+        if self.fail_on_all_failed and not self.failure:
+            assert self._redis is not None
+            line = all_failed_so_far(self._redis, self.keys, self.fail_on_all_failed)
+            if line:
+                self._give_up(line)
+
+    def _give_up(self, line: str, body: str | None = None) -> None:
+        self.failure = line
+        self.log.error("launcher.giving_up", reason=line)
+        with contextlib.suppress(redis.RedisError):
+            assert self._redis is not None
+            self._redis.set(self.keys.failure, body or json.dumps({"line": line}), ex=FAILURE_TTL_S)
+        self._halt.set()
+        if self.on_failure is not None:
+            self.on_failure(line)
 
     def _read_wanted(self) -> None:
         assert self._redis is not None
@@ -278,6 +299,16 @@ class Launcher:
         self.log.warning("launcher.worker_exited", worker=c.name, rc=rc, ran_s=round(ran, 2),
                          restart_in_s=delay, restarts=self.restarts[c.role],
                          log=str(self._log_path(c)))
+        self._judge_exit(c, rc, ran)
+        c.ready = False
+
+    def _judge_exit(self, c: Child, rc: int, ran: float) -> None:
+        if self.failure or not (why := exit_verdict(rc, c.ready, ran < STABLE_AFTER_S, c.failures,
+                                                    self.give_up_after)):
+            return
+        log_path = self._log_path(c)
+        failure = WorkerFailure(worker=c.name, rc=rc, why=why, error=last_error_line(log_path), log=str(log_path))
+        self._give_up(failure.line(), failure.to_json())
 
     def _scale(self, now: float) -> None:
         for role in self.roles:
@@ -294,36 +325,21 @@ class Launcher:
                     self._terminate(c)
 
     def _terminate(self, c: Child) -> None:
-        if c.proc is not None and c.proc.poll() is None:
-            if c.term_at is None:
-                self.log.info("launcher.worker_terminating", worker=c.name, pid=c.proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                c.proc.send_signal(signal.SIGTERM)
-        if c.term_at is None:
-            c.term_at = time.monotonic()
+        terminate(c, self.log)
 
     def _spawn(self, c: Child) -> None:
-        cmd = [self.python, "-m", "userrl", "worker", c.role, "--name", c.name]
-        if self.config_path:
-            cmd += ["--config", str(self.config_path)]
-        for ov in self.overrides:
-            cmd += ["--set", ov]
-        env = dict(self.env if self.env is not None else os.environ)
-        env["USERRL_REDIS_URL"] = self.url
-        env.pop("USERRL_WORKER_NAME", None)
-        with open(self._log_path(c), "ab") as out:
-            c.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                      start_new_session=True)
-        c.started_at = time.monotonic()
-        self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)
+        cmd = worker_command(self.python, c, self.config_path, self.overrides)
+        spawn(c, cmd, self.env if self.env is not None else os.environ, self.url, self._log_path(c))
+        self.log.info("launcher.worker_started", worker=c.name, pid=c.proc.pid, attempt=c.failures)  # type: ignore[union-attr]
 
     def _log_path(self, c: Child) -> Path:
         return self.run_dir / "logs" / f"{c.name}.log"
 
     def _heartbeat(self) -> None:
         assert self._redis is not None
-        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": self.url,
-                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts)}
+        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": redact_url(self.url),
+                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts),
+                "redis_restarts": self._local.restarts}
         self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
 
     # -- introspection --------------------------------------------------------------------------

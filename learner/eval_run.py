@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import structlog
 
 from userrl.bus.messages import Reset
 from userrl.config import DeployConfig, gym_options_for
+from userrl.deploy.watch import all_failed_message, count_reasons
 from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
@@ -46,10 +47,12 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
     for gym, gym_tasks in tasks.items():
         by_task: dict[str, list[float]] = defaultdict(list)
         failed = 0
+        reasons: Counter[str] = Counter()
         for t, *_ in trajs.values():
             if t.env_id != gym:
                 continue
             failed += t.status != "ok"
+            reasons += count_reasons([t])
             by_task[t.task_id].append(float(t.meta.get("score", 0.0)) if t.status == "ok" else 0.0)
         scores = [s for v in by_task.values() for s in v]
         cls = get_env_class(gym)
@@ -60,6 +63,7 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
             "pass@1": sum(scores) / max(len(scores), 1),
             f"pass@{k}": sum(max(v) for v in by_task.values()) / max(len(by_task), 1),
             "max": sum(maxes) / max(len(maxes), 1),
+            "failures": dict(reasons.most_common(5)),  # why episodes failed, most common first
         }
     n = sum(g["tasks"] for g in report["gyms"].values())
     report["overall"] = sum(g["pass@1"] * g["tasks"] for g in report["gyms"].values()) / max(n, 1)
@@ -75,6 +79,9 @@ def format_report(report: dict[str, Any], k: int) -> str:
         cells += [f"{g['max']:.3f}", str(g["failed"])]
         lines.append(" | ".join(f"{c:>13}" for c in cells))
     lines.append(f"overall (weighted by tasks): {report['overall']:.3f}")
+    for gym, g in report["gyms"].items():
+        for reason, n in g.get("failures", {}).items():
+            lines.append(f"failed {gym.split('/')[-1]} x{n}: {reason}")
     return "\n".join(lines)
 
 
@@ -129,6 +136,7 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
              api_model: str = "", out_dir: str | Path | None = None, timeout_s: float = 3600.0,
              attach: bool = False) -> dict[str, Any]:
     from userrl.deploy.launcher import Launcher
+    from userrl.lifecycle import job_launcher_options
     from userrl.runtime import make_bus, redis_url
 
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
@@ -139,7 +147,7 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
     launcher = None
     if not attach:
         ovs = [*overrides, *model_overrides(model, api_model), "workers.reward.replicas=0"]
-        launcher = Launcher(cfg, config_path, ovs).start().start_background()
+        launcher = Launcher(cfg, config_path, ovs, **job_launcher_options()).start().start_background()
     try:
         url = launcher.url if launcher else redis_url(cfg)
 
@@ -159,7 +167,8 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
         if launcher:
             launcher.stop()
     report = summarize(trajs, tasks, k)
-    report.update({"model": model, "k": k, "temperature": temperature, "max_turns": max_turns})
+    report.update({"model": model, "k": k, "temperature": temperature, "max_turns": max_turns,
+                   "all_failed": all_failed_message([t for t, *_ in trajs.values()])})
     (out / "report.json").write_text(json.dumps(report, indent=2))
     plot_report(report, out / "report.png")
     log.info("eval.done", out=str(out), overall=round(report["overall"], 4))

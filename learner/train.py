@@ -109,8 +109,10 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
                run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     """Start every worker role under the launcher (policy workers on ``start_model``), then GRPO."""
     from userrl.deploy.launcher import Launcher
+    from userrl.lifecycle import job_launcher_options
 
-    launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"]).start().start_background()
+    launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"],
+                        **job_launcher_options()).start().start_background()
     try:
         if cfg.train.accelerate_config:  # the learner as its own `accelerate launch` process group
             from userrl.learner.distributed import run_learn_under_accelerate

@@ -174,7 +174,7 @@ def test_redis_restart_without_persistence(run_name, subprocess_env, python, tmp
             port = server.port
             server.stop()
             time.sleep(1.0)  # the worker sees connection errors and keeps retrying
-            server = EmbeddedRedis(port=port).start()
+            server = EmbeddedRedis(port=port, password=server.password).start()
             h.r = sync_redis.Redis.from_url(server.url)
             second = h.feed(20, start=100)
             h.wait(lambda: len(h.sink()) == 20, timeout=60, what="messages after the restart")

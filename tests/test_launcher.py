@@ -62,7 +62,7 @@ def test_crash_looping_role_backs_off_exponentially(tmp_path, redis_url, run_nam
     cfg = load_config(CI, [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}",
                            "workers.env.replicas=1", "workers.policy.replicas=0",
                            "workers.user.replicas=0", "workers.reward.replicas=0"])
-    la = Launcher(cfg, CI, python="/bin/false", backoff_base_s=0.02, backoff_cap_s=0.16)
+    la = Launcher(cfg, CI, python="/bin/false", backoff_base_s=0.02, backoff_cap_s=0.16, give_up_after=0)
     la.start()
     try:
         delays = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -54,10 +56,12 @@ def load_class(spec: str) -> Any:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from userrl.bus.worker import WorkerSettings
+    from userrl.lifecycle import watch_parent
     from userrl.runtime import make_bus
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
+    watch_parent()  # started by a launcher: do not outlive it
     spec = args.cls or WORKER_CLASSES.get(args.role or "")
     if spec is None:
         raise UserRLError(f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class")
@@ -147,16 +151,16 @@ def cmd_redis(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from userrl.bus.embedded import EmbeddedRedis
-    from userrl.runtime import URL_FILE
+    from userrl.runtime import write_url_file
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    url_file = Path(cfg.run_dir) / URL_FILE
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     with EmbeddedRedis(port=args.port or None) as server:
-        url_file.write_text(server.url)
-        print(server.url, flush=True)
+        url_file = write_url_file(cfg.run_dir, server.url)
+        # the password stays in the 0600 file: terminals and CI logs are read by others
+        print(f"{server.safe_url} (with its password in {url_file})", flush=True)
         try:
             signal.sigwait({signal.SIGTERM, signal.SIGINT})
         finally:
@@ -171,11 +175,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     _accelerate_overrides(args)
     cfg = _config(args)
     configure_logging(cfg.log_level)
+    _check_model_dir(cfg.policy.model, "policy.model")
     report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
     print(format_claims(report))
     print(f"report: {cfg.run_dir}/report.json, plots: {cfg.run_dir}/metrics.png {cfg.run_dir}/eval.png")
     return 0
+
+
+def _check_model_dir(model: str, field: str) -> None:
+    """A local model path that is no model folder fails here in one line, not as a traceback
+    from transformers in the middle of a job (hub names look like ``org/name``)."""
+    from pathlib import Path
+
+    if (model.startswith(("/", ".", "~")) or model.count("/") >= 2) and \
+            not (Path(model).expanduser() / "config.json").is_file():
+        raise UserRLError(f"{field}: {model!r} is not a model folder (no config.json in it)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -189,6 +204,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
     print(format_report(report, args.k))
     print(f"report: {args.out or cfg.run_dir + '/eval'}/report.json and report.png")
+    if report.get("all_failed"):
+        print(f"userrl: error: {report['all_failed']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,6 +227,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     """Start episodes on a running deploy (``userrl up``) and optionally wait for them: tasks from
     the config's ``data``; the test split plays with ``eval_gym_options``, train with ``gym_options``."""
     from userrl.config import gym_options_for
+    from userrl.deploy.watch import all_failed_message, wait_watching
     from userrl.envs.datasets import data_tasks
     from userrl.rollouts import make_resets, send_resets, wait_trajectories
     from userrl.runtime import make_bus
@@ -223,6 +242,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                                         "max_new_tokens": cfg.policy.max_new_tokens},
                               meta={"split": args.split},  # make_resets adds group_size
                               options=gym_options_for(cfg, gym, evaluation=args.split == "test"))
+    wanted = {r.episode_id for r in resets}  # the reward stream also holds other runs' episodes
 
     async def run() -> int:
         bus = make_bus(cfg)
@@ -230,11 +250,15 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await send_resets(bus, resets)
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
-                got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout)
-                done = [t[0] for t in got.values()]
+                got = await wait_watching(bus, lambda: wait_trajectories(  # a deploy that gives up ends the wait
+                    bus, [r.episode_id for r in resets], timeout=args.timeout))
+                done = [t[0] for t in got.values() if t[0].episode_id in wanted]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
                 print(f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}")
+                if (verdict := all_failed_message(done)) is not None:
+                    print(f"userrl: error: {verdict}", file=sys.stderr)
+                    return 1
         finally:
             await bus.redis.aclose()
         return 0
@@ -392,12 +416,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from userrl.lifecycle import job_signals
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserRLError as exc:
+    with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
+        try:
+            return int(args.func(args) or 0)
+        except BaseException as exc:
+            rc = _exit_code_for(exc, got)
+            if rc is None:
+                raise
+            return rc
+
+
+def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
+    """One line on stderr and the exit code for what ended a command (None: a bug, re-raise)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from userrl.lifecycle import exit_code, job_failure
+
+    if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
+        print(f"userrl: error: {why}", file=sys.stderr)
+        return 1
+    if isinstance(exc, UserRLError):
         print(f"userrl: error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(exc, BrokenPipeError):  # `userrl status --json | head`: the reader left; quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if isinstance(exc, TimeoutError):  # e.g. dispatch --wait past --timeout: a line, not a traceback
+        print(f"userrl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, RedisConnectionError):  # down, refused TLS, wrong password; the URL stays out
+        print(f"userrl: error: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"userrl: stopped by {signal.Signals(exit_code(signals) - 128).name}", file=sys.stderr)
+        return exit_code(signals)
+    return None
 
 
 if __name__ == "__main__":

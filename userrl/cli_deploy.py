@@ -48,7 +48,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     args.config = args.config_file or args.config
     cfg = _config(args)
-    return Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout).run()
+    launcher = Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout,
+                        keep_data=args.keep_data)
+    rc = launcher.run()
+    if launcher.failure:
+        print(f"userrl: error: {launcher.failure}", file=sys.stderr)
+    return rc
 
 
 def parse_scale(pairs: list[str], roles: list[str]) -> dict[str, int]:
@@ -183,6 +188,8 @@ def register(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None
     up.add_argument("config_file", nargs="?", metavar="CONFIG", help="deploy YAML (same as --config)")
     up.add_argument("--stop-timeout", type=float, default=20.0,
                     help="seconds workers get to finish in-flight work at stop before SIGKILL")
+    up.add_argument("--keep-data", action="store_true",
+                    help="start the embedded Redis on the run dir's data (its AOF) instead of moving it aside")
     add_config_args(up)
     up.set_defaults(func=cmd_up)
 

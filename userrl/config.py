@@ -295,6 +295,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RedisTLSConfig:
+    """TLS settings of a ``rediss://`` URL, passed to redis-py (``ssl_*`` connection arguments)."""
+
+    ca_file: str = ""
+    """PEM file of the CA that signed the server's certificate (empty: the system CAs)."""
+    cert_file: str = ""
+    """PEM client certificate, for servers that require one (``tls-auth-clients yes``)."""
+    key_file: str = ""
+    """PEM private key of ``cert_file``."""
+    check_hostname: bool = True
+    """Verify that the certificate names the host of the URL (turn off only for IP-only test CAs)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"redis_tls.{name}: {path!r} is not a file")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("redis_tls.cert_file and redis_tls.key_file go together: set both or neither")
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for redis-py (only meaningful with a ``rediss://`` URL)."""
+        out: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": self.check_hostname}
+        for ours, theirs in (("ca_file", "ssl_ca_certs"), ("cert_file", "ssl_certfile"),
+                             ("key_file", "ssl_keyfile")):
+            if getattr(self, ours):
+                out[theirs] = getattr(self, ours)
+        return out
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     run: str = "default"
     """Run name; every Redis key lives under userrl:{run}:."""
@@ -332,9 +363,15 @@ class DeployConfig:
     """Per-gym options of evaluation episodes (userrl eval, the main job's final evaluation),
     e.g. {userrl/Travel-v0: {elicit_reward: 0.6}}; a gym not listed here uses gym_options."""
 
+    redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
+    """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
+
     def __post_init__(self) -> None:
         _check_gym_options(self.gym_options, "gym_options")
         _check_gym_options(self.eval_gym_options, "eval_gym_options")
+        tls_set = self.redis_tls != RedisTLSConfig()
+        if tls_set and self.redis.startswith(("redis://", "unix://")):
+            raise ConfigError("redis_tls: set, but redis is a plain redis:// URL; TLS needs rediss://")
         bad = set(self.workers) - set(ROLE_NAMES)
         if bad:
             raise ConfigError(f"workers: unknown role(s) {sorted(bad)}; allowed: {list(ROLE_NAMES)}")

@@ -1,17 +1,20 @@
 """Resolve a deploy config into a live connection: where Redis is, and the Bus on it.
 
 With ``redis: embedded`` the launcher (``userrl up``/``train``) starts a private server and
-writes its URL to ``{run_dir}/redis.url``; workers started alone find it there. The
-environment variable ``USERRL_REDIS_URL`` overrides everything (containers, tests).
+writes its URL, password included, to ``{run_dir}/redis.url`` (mode 0600); workers started
+alone find it there. The environment variable ``USERRL_REDIS_URL`` overrides everything
+(containers, tests, and the launcher's own workers: never their command line, which any local
+user can read in ``/proc``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from userrl.bus.client import make_client
-from userrl.bus.embedded import _ping
+from userrl.bus.embedded import ping_url
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus, BusSettings
 from userrl.config import DeployConfig
@@ -20,23 +23,45 @@ from userrl.errors import ConfigError
 URL_FILE = "redis.url"
 
 
+def write_url_file(run_dir: str | Path, url: str) -> Path:
+    """Write ``redis.url`` readable by its owner only: it holds the password."""
+    path = Path(run_dir) / URL_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
+        f.write(url)
+    return path
+
+
+def live_url_file(run_dir: str | Path) -> str | None:
+    """The URL in ``run_dir/redis.url`` when its server answers, else None."""
+    f = Path(run_dir) / URL_FILE
+    if f.is_file():
+        url = f.read_text().strip()
+        if ping_url(url):
+            return url
+    return None
+
+
 def redis_url(cfg: DeployConfig) -> str:
     env = os.environ.get("USERRL_REDIS_URL")
     if env:
         return env
     if cfg.redis != "embedded":
         return cfg.redis
-    f = Path(cfg.run_dir) / URL_FILE
-    if f.is_file():
-        url = f.read_text().strip()
-        port = url.rsplit(":", 1)[-1].split("/")[0]
-        if port.isdigit() and _ping(int(port)):
-            return url
+    url = live_url_file(cfg.run_dir)
+    if url:
+        return url
     raise ConfigError(
         f"redis: embedded, but no embedded server is running for run_dir {cfg.run_dir!r}. "
         "Start the deploy with `userrl up CONFIG` (it starts the server), "
         "or set USERRL_REDIS_URL / redis: redis://host:port to use your own server."
     )
+
+
+def tls_kwargs(cfg: DeployConfig) -> dict[str, Any]:
+    """redis-py ``ssl_*`` arguments from ``redis_tls`` (applied to ``rediss://`` URLs only)."""
+    return cfg.redis_tls.redis_kwargs()
 
 
 def bus_settings(cfg: DeployConfig) -> BusSettings:
@@ -49,5 +74,5 @@ def bus_settings(cfg: DeployConfig) -> BusSettings:
 def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None = None) -> Bus:
     url = url or redis_url(cfg)
     client = make_client(url, block_ms=cfg.bus.block_ms, max_connections=cfg.bus.max_connections,
-                         client_name=client_name)
+                         client_name=client_name, tls=tls_kwargs(cfg))
     return Bus(client, Keys(cfg.run), bus_settings(cfg))
