@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
-    assistant_turns,
     dialogue_text,
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.gyms._text import stems
+from userrl.envs.gyms._text import content_words, normalize, stems
 from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -22,8 +23,27 @@ STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Dis
            "Disagree", "Strongly Disagree")
 LAST = len(STANCES) - 1
 #: hostile words that make the scripted user dig in (one level back toward agreement)
+UNFOCUSED_REPLY = ("Make one clear point of your own at a time, in a sentence; bare words, lists "
+                   "of talking points or my own reasoning repeated back do not move me.")
+#: an argument that makes more new points than this at once is a list of talking points
+MAX_POINTS = 2
+#: copying this many consecutive words of the user's own reasoning is an echo
+ECHO_WINDOW = 8
 BACKFIRE = ("stupid", "idiot", "dumb", "moron", "shut up", "ignorant", "brainwashed",
             "pathetic", "ridiculous")
+
+
+SYSTEM_PROMPT = (
+    "PersuadeGym is a persuasion game. The user holds a claim that you oppose; change "
+    "their mind.\n"
+    "Actions:\n"
+    "- [action] argument (or [answer] argument) : one argument against the claim. The "
+    "user replies and states their stance: Strongly Agree, Agree, Slightly Agree, "
+    "Neutral, Slightly Disagree, Disagree or Strongly Disagree.\n"
+    "- [finish] : stop.\n"
+    "Find the weak points of their position and make one specific, new point per turn. "
+    "The game ends when they strongly disagree."
+)
 
 
 def stance_index(label: str) -> int:
@@ -37,37 +57,89 @@ def stance_index(label: str) -> int:
 def prefix_hit(text_stems: Sequence[str], phrase: str) -> bool:
     """``phrase`` occurs as a run of words each starting with the phrase's (stemmed) words,
     so ``cooperat`` matches ``cooperation`` and ``cooperative``."""
+    pattern = _prefix_pattern(phrase)
+    return pattern is not None and pattern.search(" ".join(text_stems)) is not None
+
+
+@functools.lru_cache(maxsize=16384)
+def _prefix_pattern(phrase: str) -> re.Pattern[str] | None:
+    # a regex over the joined stems: the scripted user checks every keyword against the whole
+    # dialogue the agent saw, so a Python loop per word was the exploit suite's hot spot
     p = stems(phrase)
-    n = len(p)
-    return bool(p) and any(all(text_stems[i + j].startswith(p[j]) for j in range(n))
-                           for i in range(len(text_stems) - n + 1))
+    return re.compile(r"(?<!\S)" + r"\S*\s".join(re.escape(w) for w in p)) if p else None
 
 
-def counter_hit(counter: dict[str, Any], text_stems: Sequence[str]) -> bool:
-    """A counter-argument is made when ``min_hits`` of its keyword groups are hit (default all)."""
-    groups = counter["keywords"]
-    hits = sum(1 for g in groups if any(prefix_hit(text_stems, k) for k in g))
-    return hits >= int(counter.get("min_hits", len(groups)))
+#: an argument has this many content words at least (a word is not an argument) and at most
+#: (more is a list of talking points, not a point)
+MIN_ARGUMENT_WORDS, MAX_ARGUMENT_WORDS = 4, 40
 
 
-def react(task: Task, argument: str, stance: int, used: list[int]) -> dict[str, Any]:
-    """The scripted user's reaction to one argument (see :class:`PersuadeUserSpec`)."""
-    s = stems(argument)
+def counter_hit(counter: dict[str, Any], text_stems: Sequence[str],
+                shown: Sequence[str] = ()) -> bool:
+    """A counter-argument is made when ``min_hits`` of its keyword groups are hit (default all).
+
+    Keywords the agent was shown (``shown``: the rules, the claim, the user's messages) do not count: they are
+    not a counter-argument, and echoing them must not make one. A group made only of such
+    words is dropped.
+    """
+    groups = live_groups(counter, shown)
+    return _hits(counter, text_stems, shown) >= min(int(counter.get("min_hits", len(groups))),
+                                                     len(groups))
+
+
+def _hits(counter: dict[str, Any], text_stems: Sequence[str], shown: Sequence[str]) -> int:
+    return sum(1 for g in live_groups(counter, shown) if any(prefix_hit(text_stems, k) for k in g))
+
+
+def live_groups(counter: dict[str, Any], shown: Sequence[str]) -> list[list[str]]:
+    """The counter's keyword groups without the words the agent was shown. When every group
+    is shown, the words of the point it rebuts (or of its argument) that were not shown
+    stand in, one group each; the keywords only if none is left."""
+    groups = [[k for k in g if not prefix_hit(shown, k)] for g in counter["keywords"]]
+    groups = [g for g in groups if g]
+    if groups:
+        return groups
+    text = str(counter.get("point") or counter["argument"])
+    words = [w for w in content_words(text) if not prefix_hit(shown, w)]
+    return [[w] for w in words[:6]] or counter["keywords"]
+
+
+def react(task: Task, argument: str, stance: int, used: list[int],
+          history: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """The scripted user's reaction to one argument (see :class:`PersuadeUserSpec`);
+    ``history``: the dialogue so far, whose user messages the agent has seen."""
+    said = [str(m.get("content", "")) for m in history if m.get("role") == "user"]
+    s, shown = stems(argument), stems("\n".join([SYSTEM_PROMPT, task["claim"], *said]))
     if any(prefix_hit(s, w) for w in BACKFIRE):
         new = max(0, stance - 1)
         return {"stance": STANCES[new], "new_points": [],
                 "reply": f"There is no need to be rude. That only makes me more sure. "
                          f"My stance: {STANCES[new]}."}
-    fresh = [i for i, c in enumerate(task["counters"]) if i not in used and counter_hit(c, s)]
-    repeated = [i for i, c in enumerate(task["counters"]) if i in used and counter_hit(c, s)]
+    hit = [i for i, c in enumerate(task["counters"]) if counter_hit(c, s, shown)]
+    fresh = [i for i in hit if i not in used]
+    n_words = len(content_words(argument))
+    if (not MIN_ARGUMENT_WORDS <= n_words <= MAX_ARGUMENT_WORDS or len(fresh) > MAX_POINTS
+            or echoes(task, argument)):
+        return {"stance": STANCES[stance], "new_points": [],
+                "reply": f"{UNFOCUSED_REPLY} My stance: {STANCES[stance]}."}
+    # one point per argument: the counter it makes best (most keyword groups hit) counts
+    fresh = sorted(fresh, key=lambda i: -_hits(task["counters"][i], s, shown))[:1]
     new = min(LAST, stance + sum(int(task["counters"][i]["levels"]) for i in fresh))
     if fresh:
         reply = "Hmm, that is a fair point; I had not considered it."
-    elif repeated:
+    elif hit:
         reply = "You already made that point, and I have taken it into account."
     else:
-        reply = f"I am not convinced. {task['argument']}"
+        reply = "I am not convinced; my reasons for believing it still stand."
     return {"stance": STANCES[new], "new_points": fresh, "reply": f"{reply} My stance: {STANCES[new]}."}
+
+
+def echoes(task: Task, argument: str) -> bool:
+    """Whether the argument copies the user's own reasoning: :data:`ECHO_WINDOW` consecutive
+    words of it, verbatim (case and punctuation aside)."""
+    own, said = normalize(task["argument"]).split(), f" {normalize(argument)} "
+    return any(f" {' '.join(own[i:i + ECHO_WINDOW])} " in said
+               for i in range(len(own) - ECHO_WINDOW + 1))
 
 
 class PersuadeUserSpec:
@@ -77,9 +149,14 @@ class PersuadeUserSpec:
     counter-arguments already made) -> ``{"stance": label, "new_points": [indices], "reply"}``.
     Scripted rules, in order: (1) an argument with a hostile word (``BACKFIRE``) moves the
     stance one level back toward agreement; (2) every counter-argument of the task it makes
-    for the first time (all its keyword groups hit, words matched as prefixes of stems) moves
-    the stance its ``levels`` toward disagreement, capped at Strongly Disagree; (3) repeated
-    or unrelated arguments leave it unchanged (the user restates their own argument).
+    for the first time (at most one per argument: the best-matching; all its keyword groups hit, words matched as prefixes of stems; words
+    of the claim do not count) moves the stance its ``levels`` toward disagreement, capped at
+    Strongly Disagree; (3) repeated or unrelated arguments leave it unchanged; (4) a list of
+    talking points (more than 40 content words, or more than two new counter-arguments at
+    once), a bare
+    phrase (fewer than 4 content words) or an
+    echo of the user's own reasoning leaves it unchanged too. The user never recites their
+    hidden reasoning.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
@@ -87,7 +164,7 @@ class PersuadeUserSpec:
             raise ValueError(f"PersuadeGym has no query {query.name!r}")
         p = query.payload
         return react(query.task, str(p["argument"]), stance_index(str(p["stance"])),
-                     [int(i) for i in p.get("used", [])])
+                     [int(i) for i in p.get("used", [])], query.history)
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t, p = query.task, query.payload
@@ -98,7 +175,9 @@ class PersuadeUserSpec:
             "Someone is trying to change your mind. Be a reasonable but stubborn person: move "
             "toward disagreement only for new, specific and convincing arguments (usually one "
             "level, at most two per argument), stay put for repeated, vague or weak ones, and "
-            "move back toward agreement if they are rude. Reply to their argument in one or two "
+            "move back toward agreement if they are rude. Do not move for a list of talking "
+            "points or keywords, for several arguments crammed into one, or for your own "
+            "reasoning repeated back to you. Reply to their argument in one or two "
             'sentences. Reply with JSON only: {"stance": "<one of the stances>", "reply": "..."}.'
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nTheir argument: {p['argument']}"
@@ -125,7 +204,8 @@ class PersuadeGym(Env):
         argument against the claim. ``[search]`` is not used.
 
     Observation:
-        The user's reply, ending with ``My stance: <label>.``
+        The opening shows the claim and the user's stance only (as in UserRL: the user's own
+        reasoning is hidden); then the user's reply, ending with ``My stance: <label>.``
 
     Reward:
         Levels moved toward disagreement since the previous turn, divided by 6 (0 if none or
@@ -178,22 +258,13 @@ class PersuadeGym(Env):
         return round((LAST - int(task.get("initial_stance", 0))) / LAST, 4)
 
     def system_prompt(self, task: Task) -> str:
-        return (
-            "PersuadeGym is a persuasion game. The user holds a claim that you oppose; change "
-            "their mind.\n"
-            "Actions:\n"
-            "- [action] argument (or [answer] argument) : one argument against the claim. The "
-            "user replies and states their stance: Strongly Agree, Agree, Slightly Agree, "
-            "Neutral, Slightly Disagree, Disagree or Strongly Disagree.\n"
-            "- [finish] : stop.\n"
-            "Find the weak points of their position and make one specific, new point per turn. "
-            "The game ends when they strongly disagree."
-        )
+        return SYSTEM_PROMPT
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         stance = int(task.get("initial_stance", 0))
+        # UserRL's opening shows the claim only: the user's own reasoning stays hidden
         obs = (f"Claim that you oppose but the user holds: {task['claim']}\n"
-               f"User: {task['argument']} My stance: {STANCES[stance]}.\n"
+               f"User: My stance: {STANCES[stance]}.\n"
                "Try to persuade the user to change their position regarding this claim!")
         state = {"stance": stance, "furthest": stance, "used": [],
                  "dialogue": [{"role": "user", "content": obs}]}
@@ -223,10 +294,35 @@ class PersuadeGym(Env):
 
     @classmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
-        """Make the task's counter-arguments, strongest first, one per turn."""
+        """Make the task's counter-arguments, strongest first, one per turn.
+
+        The expert knows the scripted user's rules: it replays the dialogue to know which
+        points are made, then says the first remaining counter-argument (or a plainer
+        version naming two of its keywords) that the user would accept.
+        """
+        stance, used = int(task.get("initial_stance", 0)), []
+        history = [m for m in messages if m.get("role") == "user"][:1]
+        for i, m in enumerate(messages):
+            if m.get("role") == "assistant":
+                out = react(task, _argument_of(m["content"]), stance, used, history)
+                stance, used = stance_index(out["stance"]), used + out["new_points"]
+                history = [x for x in messages[:i + 2] if x.get("role") == "user"]
         order = sorted(range(len(task["counters"])),
                        key=lambda i: (-int(task["counters"][i]["levels"]), i))
-        k = assistant_turns(messages)
-        if k >= len(order):
-            return "[finish]"
-        return f"[action] {task['counters'][order[k]]['argument']}"
+        history = [m for m in messages if m.get("role") == "user"]
+        shown = stems("\n".join([SYSTEM_PROMPT, task["claim"], *(m["content"] for m in history)]))
+        for i in (i for i in order if i not in used):
+            c = task["counters"][i]
+            words = [g[0] for g in live_groups(c, shown)]
+            for text in (c["argument"], f"Consider {' and '.join(words[:2])} from the other side: "
+                                        "the evidence points the other way."):
+                if react(task, text, stance, used, history)["stance"] != STANCES[stance]:
+                    return f"[action] {text}"
+        return "[finish]"
+
+
+def _argument_of(text: str) -> str:
+    for prefix in ("[action]", "[answer]"):
+        if text.strip().lower().startswith(prefix):
+            return text.strip()[len(prefix):].strip()
+    return text
