@@ -125,8 +125,9 @@ class IntentionUserSpec:
         shown = shown_text(query.history)
         uncovered = uncovered_by(task, question, remaining, shown)
         done = [i for i in range(len(task["missing_details"])) if i not in remaining]
-        repeated = uncovered_by(task, question, done, shown)
         focused = is_focused(task, question, shown)
+        # a follow-up on a known detail may use the words of its answer: it earns nothing anyway
+        repeated = touched_by(task, question, done) if focused else []
         return {"uncovered": uncovered, "reply": _reply_text(task, uncovered, repeated, focused)}
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
