@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_gyms import play, rewards
 from userrl.envs.actions import parse_prefixed
 from userrl.envs.base import Env, StepResult
 from userrl.envs.check import check_env, check_tasks
@@ -18,7 +19,6 @@ from userrl.envs.gyms._tau_db import base_db, episode_db, fingerprint
 from userrl.envs.registry import get_env_class, list_envs, make
 from userrl.errors import EnvError
 from userrl.sim_users.base import InProcessUser, UserQuery
-from tests.test_gyms import play, rewards
 
 GYMS = ["userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
 
