@@ -127,6 +127,15 @@ def test_function_answers_within_1e6_and_only_numbers() -> None:
     assert rewards(play("userrl/Function-v0", third, ["[answer] 0.33333333"])) == [1.0]
 
 
+def test_function_third_wrong_answer_ends_the_episode_unless_unlimited() -> None:
+    wrong = ["[answer] 1", "[answer] 2", "[answer] 3", "[answer] 5"]
+    res = play("userrl/Function-v0", FN, wrong)
+    assert len(res) == 3 and res[-1].terminated and "last answer" in res[-1].observation
+    assert rewards(play("userrl/Function-v0", FN, wrong, max_answers=None)) == [0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="max_answers"):
+        make("userrl/Function-v0", max_answers=0)
+
+
 def test_function_refusals_bad_inputs_and_decimal_probes() -> None:
     res = play("userrl/Function-v0", FN, ["[action] 2 3 4 5", "[action] 1 2 3", "[search] rule",
                                           "[answer] five", "[action] 2.0 3 4 5.0",

@@ -11,8 +11,7 @@ Grading an explanation (``grade_story``), on stemmed words (see :mod:`._text`):
    story (its full text, checklist statements and keywords); otherwise every point is judged 0.
    (A keyword dump, several stories in one answer, or a one-word answer scores nothing.)
 3. A key point is judged 1 when the explanation hits at least ``full`` of its groups (default
-   all), 0.5 at ``half`` (default half), else 0; both need at least two hit groups when the
-   point has two or more (one shared word is not a statement).
+   all), 0.5 at ``half`` (default half), else 0.
 """
 
 from __future__ import annotations
@@ -67,10 +66,8 @@ def is_story(task: Task, story: str) -> bool:
 def judge_point(groups: list[list[str]], story_stems: list[str], full: float, half: float) -> float:
     if not groups:
         return 0.0
-    hits = sum(1 for g in groups if group_hit(story_stems, g))
-    enough = hits >= min(2, len(groups))
-    cov = hits / len(groups)
-    return 1.0 if enough and cov >= full - 1e-9 else 0.5 if enough and cov >= half - 1e-9 else 0.0
+    cov = sum(1 for g in groups if group_hit(story_stems, g)) / len(groups)
+    return 1.0 if cov >= full - 1e-9 else 0.5 if cov >= half - 1e-9 else 0.0
 
 
 def grade_story(task: Task, story: str) -> tuple[float, list[float]]:

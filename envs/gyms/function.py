@@ -21,6 +21,11 @@ VARS = ("a", "b", "c", "d")
 #: rounded to 4 decimals as probes show it)
 ANSWER_TOL = 1e-6
 MAX_INPUT = 1_000_000
+#: wrong answers allowed before the episode ends. UserRL allows any number, but the values of
+#: its functions on their test cases are mostly small integers that recur across tasks (44 of
+#: the 64 test values we import are also training values): a policy that tries the common
+#: values one by one scores without probing at all. ``max_answers: null`` restores UserRL's rule.
+DEFAULT_MAX_ANSWERS = 3
 _BINOPS: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.Pow: operator.pow,
@@ -145,7 +150,10 @@ class FunctionGym(Env):
         Gain over the best answer so far, so at most 1.0 per episode.
 
     Episode end:
-        Terminated by a right answer or ``[finish]``; truncated after ``max_turns`` (20).
+        Terminated by a right answer, by the ``max_answers``-th wrong one (option, default 3;
+        UserRL allows any number, which lets a policy try the common values one by one: set
+        ``max_answers: null`` for UserRL's rule) or ``[finish]``; truncated after
+        ``max_turns`` (20).
 
     Version history:
         v0: initial version, following UserRL's FunctionGym (answer tolerance 1e-6, the
@@ -156,6 +164,15 @@ class FunctionGym(Env):
     data_name: ClassVar[str] = "function"
     user_spec = FunctionUserSpec()
     default_max_turns = 20
+
+    option_defaults: ClassVar[dict[str, Any]] = {"max_answers": DEFAULT_MAX_ANSWERS}
+
+    def __init__(self, max_turns: int | None = None, **options: Any) -> None:
+        super().__init__(max_turns, **options)
+        limit = options.get("max_answers", DEFAULT_MAX_ANSWERS)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ValueError(f"max_answers must be a positive integer or null, got {limit!r}")
+        self.max_answers: int | None = limit
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -187,8 +204,8 @@ class FunctionGym(Env):
             "- [search] test : reveals the test case (the only valid search).\n"
             "- [answer] x : a single number, the function's value on the test case.\n"
             "- [finish] : give up and end the episode.\n"
-            "Start with small numbers and change one input at a time. You may answer several "
-            "times; a right answer ends the game."
+            "Start with small numbers and change one input at a time. A right answer ends the "
+            "game; so does a third wrong one."
         )
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
@@ -208,9 +225,13 @@ class FunctionGym(Env):
                               {"score": 0.0})
         right = is_right(task, x)
         reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
+        state["answers"] = int(state.get("answers", 0)) + 1
+        last = self.max_answers is not None and state["answers"] >= self.max_answers
         obs = ("Correct! Your answer matches the function's value on the test case." if right
-               else f"Wrong: {fmt_number(x)} is not the function's value on the test case.")
-        return StepResult(state, obs, reward, right, False, {"score": 1.0 if right else 0.0})
+               else f"Wrong: {fmt_number(x)} is not the function's value on the test case."
+               + (" That was your last answer." if last else ""))
+        return StepResult(state, obs, reward, right or last, False,
+                          {"score": 1.0 if right else 0.0})
 
     @staticmethod
     def _search(state: State, content: str) -> StepResult:

@@ -105,7 +105,10 @@ class TurtleUserSpec:
                 "You grade a player's explanation of a puzzle against a checklist. The full "
                 f"story: {t['bottom']}\nChecklist: {json.dumps(points, ensure_ascii=False)}\n"
                 "For each checklist item, judge 1 if the explanation clearly contains it, 0.5 "
-                "if partially, 0 if not. Reply with JSON only: "
+                "if partially, 0 if not. The player saw this surface: "
+                f"{t['surface']}\nRepeating the surface earns nothing. An explanation must "
+                "tell one story: a list of keywords, several alternative stories, or a dump of "
+                "guesses earns 0 on every item. Reply with JSON only: "
                 '{"judgments": [one number per item, in order]}.'
             )
             user = f"Explanation: {query.payload['story']}"
