@@ -31,7 +31,7 @@ from userrl.envs.actions import parse_prefixed
 from userrl.envs.base import Env, State, Task
 from userrl.envs.datasets import load_tasks
 from userrl.envs.registry import get_env_class
-from userrl.errors import DataError
+from userrl.errors import DataError, UserRLError
 from userrl.sim_users.base import InProcessUser, SimUser
 
 Policy = Callable[[Task, list[dict[str, str]]], str]
@@ -245,7 +245,7 @@ def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None,
     for env_id in list_envs() if gym == "all" else [get_env_class(gym).id]:
         try:
             means = check_env(env_id, split, data_path, sample=sample)
-        except (AssertionError, DataError) as exc:
+        except (AssertionError, UserRLError) as exc:  # a task that cannot reset fails too
             failed += 1
             print(f"FAIL {env_id}: {exc}")
             continue

@@ -99,6 +99,22 @@ def test_travel_one_preference_per_message_and_no_keyword_lists() -> None:
     assert rewards(dump) == [0.0] and "one thing at a time" in dump[0].observation
 
 
+def test_travel_llm_user_may_say_one_preference_per_message() -> None:
+    from userrl.sim_users.guards import reply_leaks
+
+    spec = get_env_class("userrl/Travel-v0").user_spec
+    q = UserQuery("userrl/Travel-v0", "respond", "talk",
+                  {"message": "Flight wishes?", "revealed": [], "off_topic": 0}, TRAVEL)
+    both = {"reveal": [0], "reply": "Layovers wear me out. I'm bringing a big suitcase."}
+    assert reply_leaks(q, both) == ["I'm bringing a big suitcase."]
+    with pytest.raises(ValueError, match="at most one"):
+        spec.parse_llm(q, '{"reveal": [0, 1], "reply": "..."}')
+    for message in ("Do you mind layovers?", "Any luggage?", "Nice weather?"):
+        q = UserQuery("userrl/Travel-v0", "respond", "talk",
+                      {"message": message, "revealed": [], "off_topic": 2}, TRAVEL)
+        assert reply_leaks(q, spec.scripted(q)) == []
+
+
 def test_travel_acceptable_wrong_and_bad_answers() -> None:
     res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1 or F2", "[answer] X9", "[answer] F2",
                                             "[answer] H1"], require_search=False)
