@@ -27,7 +27,7 @@ def _coverage(text: str, groups: list[list[str]]) -> float:
     return groups_hit(text, groups) / len(groups) if groups else 0.0
 
 
-def feedback(task: Task, score: float, judgments: list[float], solved: bool) -> str:
+def feedback(task: Task, judgments: list[float], solved: bool) -> str:
     """The grade as UserRL shows it: the checklist points the explanation covers, no number.
 
     Only fully covered points are quoted (the player said them already); partly covered ones
@@ -230,7 +230,7 @@ class TurtleGym(Env):
             judgments = [float(j) for j in verdict.get("judgments", [])]
             if len(judgments) != len(task["key_points"]):
                 judgments = [0.0] * len(task["key_points"])
-            obs = feedback(task, score, judgments, state["best"] >= self.success_threshold - 1e-9)
+            obs = feedback(task, judgments, state["best"] >= self.success_threshold - 1e-9)
             info = {"score": score, "judgments": judgments}
         state["dialogue"].append({"role": "user", "content": obs})
         done = state["best"] >= self.success_threshold - 1e-9
