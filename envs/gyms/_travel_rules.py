@@ -107,7 +107,8 @@ class TravelUserSpec:
             f"You have hidden preferences not yet discussed: {json.dumps(hidden, ensure_ascii=False)}\n"
             "Reveal a preference only when the agent's message actually asks about that topic, "
             "and at most one preference per message; a list of keywords or topics is not a "
-            "question and reveals nothing. Say it implicitly in your own words (e.g. 'I'm bringing a big suitcase' rather "
+            "question and reveals nothing, and neither does your own request repeated back. "
+            "Say it implicitly in your own words (e.g. 'I'm bringing a big suitcase' rather "
             "than 'I need a checked bag'). Never list options or ids. If the message asks about "
             "none of them, answer vaguely. Reply with JSON only: "
             '{"reveal": [indices of the preferences you revealed], "reply": "your message"}.'

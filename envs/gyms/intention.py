@@ -141,7 +141,8 @@ class IntentionUserSpec:
             "Decide which of these details the assistant's latest question actually asks "
             "about, and answer only those, briefly and naturally. Do not volunteer the others. "
             "A list of keywords or topics, or a question about many things at once, is not a "
-            "real question: uncover nothing and ask for one thing at a time. "
+            "real question: uncover nothing and ask for one thing at a time. Your own request "
+            "or earlier answers repeated back to you ask about nothing new. "
             'Reply with JSON only: {"uncovered": [indices], "reply": "your answer"}.'
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
