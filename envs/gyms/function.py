@@ -205,7 +205,8 @@ class FunctionGym(Env):
             "- [answer] x : a single number, the function's value on the test case.\n"
             "- [finish] : give up and end the episode.\n"
             "Start with small numbers and change one input at a time. A right answer ends the "
-            "game; so does a third wrong one."
+            "game" + (f"; so does wrong answer number {self.max_answers}." if self.max_answers
+                      else "; you may answer several times.")
         )
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
