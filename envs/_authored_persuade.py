@@ -99,7 +99,7 @@ CLAIMS: list[tuple[str, str, list[Counter]]] = [
     ("Art subjects are less important than science in schools",
      "Science leads to jobs and progress, art is just a hobby.",
      [("Creative industries employ millions and earn large export revenue.", "creative industr|export|employ", 2),
-      ("Art trains creativity, which scientists and engineers need too.", "creativ", 2),
+      ("Art trains creativity, which scientists and engineers need too.", "creativit|train", 2),
       ("Students who struggle in science may find confidence through art.", "confidence|struggle", 2)]),
     ("Fast food should be taxed heavily",
      "Fast food causes obesity, and a tax would make people eat healthier.",

@@ -131,12 +131,17 @@ def _questions(w: dict[str, list[dict[str, Any]]], rng: random.Random) -> list[d
 
 
 def build(seed: int) -> tuple[list[dict[str, str]], dict[str, list[dict[str, Any]]]]:
-    """The corpus and the questions per split (every fourth question to test)."""
+    """The corpus and the questions per split: every fourth *answer* goes to test with all its
+    questions, so no test answer is a training answer (a policy that memorized the training
+    answers and tried them one by one would score on test without searching)."""
     rng = random.Random(seed)
     world = _world(rng)
     out: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-    for i, q in enumerate(_questions(world, rng)):
-        split = "test" if i % 4 == 3 else "train"
+    groups: dict[str, int] = {}
+    for q in _questions(world, rng):
+        key = (q.get("aliases") or [q["answer"]])[0]
+        g = groups.setdefault(key, len(groups))
+        split = "test" if g % 4 == 3 else "train"
         out[split].append({"id": f"search-{split}-{len(out[split]) + 1:03d}",
                            "aliases": [], **q})
     return _docs(world), out

@@ -594,7 +594,7 @@ STORIES: list[Story] = [
      "The stranger was a young man who fell in love with the woman's daughter when he returned it "
      "the first time; the invitation was to their wedding.",
      [("He fell in love with her daughter.", 0.7, "daughter;love"),
-      ("The invitation was to their wedding.", 0.3, "wedding|marry|married")],
+      ("They married, and the invitation was to their wedding.", 0.3, "wedding|marry|married")],
      [("Did the stranger marry someone from her family?", "Yes", "marry|married|family|daughter"),
       ("Did he steal the umbrella?", "No", "steal|stole|stolen"),
       ("Did they meet again?", "Yes", "meet|again|return")]),

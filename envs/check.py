@@ -7,6 +7,8 @@
    through the async API and through the adapter.
 4. The scripted expert scores the maximum (``max_score``, 1.0 unless the gym documents
    otherwise) on every task of the split, ending the episode by termination.
+5. The exploit suite (:mod:`userrl.envs.exploits`): no adversarial scripted policy scores more
+   than doing nothing (:func:`check_exploits`).
 
 All of it runs with the in-process scripted user, so it needs no network and no model.
 """
@@ -24,10 +26,12 @@ from typing import Any
 import msgpack
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
+from userrl.envs import exploits
 from userrl.envs.actions import parse_prefixed
 from userrl.envs.base import Env, State, Task
 from userrl.envs.datasets import load_tasks
 from userrl.envs.registry import get_env_class
+from userrl.errors import DataError, UserRLError
 from userrl.sim_users.base import InProcessUser, SimUser
 
 Policy = Callable[[Task, list[dict[str, str]]], str]
@@ -174,8 +178,77 @@ def check_tasks(env_id: str, tasks: list[Task]) -> None:
     asyncio.run(_check_tasks(get_env_class(env_id), tasks))
 
 
-def check_env(env_id: str, split: str = "test", data_path: str | Path | None = None) -> None:
-    """Run every check in the module docstring; AssertionError says what failed and where."""
+def check_env(env_id: str, split: str = "test", data_path: str | Path | None = None,
+              sample: int | None = None) -> dict[str, float]:
+    """Run every check in the module docstring; AssertionError says what failed and where.
+
+    ``sample`` limits checks 4 and 5 to that many tasks (a stable hash of their ids picks
+    them). Returns the exploit suite's mean score per policy.
+    """
     check_gymnasium(env_id, split, data_path)
     check_adapter_determinism(env_id, split, data_path)
-    check_tasks(env_id, load_tasks(env_id, split, data_path))
+    check_tasks(env_id, exploits.sample_tasks(load_tasks(env_id, split, data_path), sample))
+    return check_exploits(env_id, split, data_path, sample=sample)
+
+
+async def _expert_golds(cls: type[Env], tasks: list[Task]) -> dict[str, list[str]]:
+    env = cls()
+    return {str(t["id"]): exploits.answers_of((await rollout(env, t, expert_policy(cls))).messages)
+            for t in tasks}
+
+
+async def exploit_scores(env_id: str, tasks: list[Task], train: list[Task]) -> dict[str, list[float]]:
+    """Each exploit policy's episode scores on ``tasks`` (vocabulary from ``train``)."""
+    cls = get_env_class(env_id)
+    env = cls()
+    golds = await _expert_golds(cls, tasks)
+    train_golds = [g for gs in (await _expert_golds(cls, train)).values() for g in gs]
+    out: dict[str, list[float]] = {}
+    for name, policy in exploits.policies(train, train_golds, golds).items():
+        out[name] = [(await rollout(env, t, policy, seed=i)).score for i, t in enumerate(tasks)]
+    return out
+
+
+def check_exploits(env_id: str, split: str = "test", data_path: str | Path | None = None,
+                   sample: int | None = None, tolerance: float = exploits.TOLERANCE) -> dict[str, float]:
+    """Fail if an exploit's mean score exceeds the best do-nothing baseline's by more than
+    ``tolerance`` times the expert's mean score (see :data:`userrl.envs.exploits.TOLERANCE`).
+
+    The vocabulary the dumps use comes from the same data's train split, or
+    the bundled one where the data has none (imported SearchGym is test-only); 30 of them
+    (a stable sample) are plenty for a vocabulary and a pool of distractor answers.
+    """
+    tasks = exploits.sample_tasks(load_tasks(env_id, split, data_path), sample)
+    try:
+        train = load_tasks(env_id, "train", data_path)
+    except DataError:
+        train = load_tasks(env_id, "train")
+    scores = asyncio.run(exploit_scores(env_id, tasks, exploits.sample_tasks(train, 30)))
+    means = {k: round(sum(v) / len(v), 4) if v else 0.0 for k, v in scores.items()}
+    cls = get_env_class(env_id)
+    best = [float(cls.max_score(t)) if hasattr(cls, "max_score") else 1.0 for t in tasks]
+    floor = max(means[b] for b in exploits.BASELINES)
+    margin = tolerance * sum(best) / max(1, len(best))
+    bad = {k: m for k, m in means.items() if m > floor + margin}
+    assert not bad, (f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}): "
+                     f"{bad}; per task: { {k: scores[k] for k in bad} }")
+    return means
+
+
+def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None,
+            sample: int | None = None) -> int:
+    """``userrl check env ID|all``: every check of one gym (or all), a line per exploit
+    policy on stdout; exit code 1 when a check fails."""
+    from userrl.envs.registry import list_envs
+
+    failed = 0
+    for env_id in list_envs() if gym == "all" else [get_env_class(gym).id]:
+        try:
+            means = check_env(env_id, split, data_path, sample=sample)
+        except (AssertionError, UserRLError) as exc:  # a task that cannot reset fails too
+            failed += 1
+            print(f"FAIL {env_id}: {exc}")
+            continue
+        cells = " ".join(f"{k}={v:g}" for k, v in means.items())
+        print(f"ok   {env_id}: experts at the maximum; exploits {cells}")
+    return 1 if failed else 0

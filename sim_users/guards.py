@@ -8,6 +8,8 @@ checks every string of a parsed reply against the facts the gym keeps hidden *fo
 - ``userrl/Turtle-v0``: the full story (``bottom``) and the checklist statements, always;
 - ``userrl/Intention-v0``: the answers of the missing details that are still hidden and that
   this reply does not uncover (uncovering a detail *is* telling its answer; that is allowed);
+- ``userrl/Travel-v0``: the statements of the preferences neither revealed before nor by this
+  reply (it may reveal one: UserRL's user elicits at most one preference per utterance);
 - any gym whose ``user_spec`` defines ``hidden_facts(query, reply) -> list[str]``: those (this
   hook wins over the table above); other gyms: nothing.
 
@@ -62,11 +64,20 @@ def _intention(query: UserQuery, reply: dict[str, Any]) -> list[str]:
     return [f for f in facts if len(_words(f)) > 1 or len(f.strip()) > 3]
 
 
+def _travel(query: UserQuery, reply: dict[str, Any]) -> list[str]:
+    # one preference per utterance: the ones this reply does not reveal must not be said
+    prefs = query.task.get("preferences") or []
+    allowed = {int(i) for i in reply.get("reveal") or [] if isinstance(i, int)}
+    allowed |= {int(i) for i in query.payload.get("revealed") or []}
+    return [str(p.get("statement") or "") for i, p in enumerate(prefs) if i not in allowed]
+
+
 #: per-gym hidden facts (see the module docstring); a spec's ``hidden_facts`` wins
 RULES: dict[str, FactRule] = {
     "userrl/Telepathy-v0": _telepathy,
     "userrl/Turtle-v0": _turtle,
     "userrl/Intention-v0": _intention,
+    "userrl/Travel-v0": _travel,
 }
 
 

@@ -117,16 +117,32 @@ def test_function_right_answer_after_search_and_probe() -> None:
     assert "2 3 4 5" in res[0].observation and res[1].observation == "f(1, 1, 1, 1) = 1.0"
 
 
-def test_function_wrong_then_tolerant_right() -> None:
-    res = play("userrl/Function-v0", FN, ["[answer] 5.1", "[answer] The result is 5.004"])
-    assert rewards(res) == [0.0, 1.0] and not res[0].terminated and res[1].terminated
+def test_function_answers_within_1e6_and_only_numbers() -> None:
+    res = play("userrl/Function-v0", FN, ["[answer] 5.001", "[answer] The result is 5",
+                                          "[answer] 5 or 6", "[answer] 5.0000004"])
+    assert rewards(res) == [0.0, 0.0, 0.0, 1.0] and res[-1].terminated
+    assert all("single number" in r.observation for r in res[1:3])
+    third = {"id": "t3", "rule": "a / b", "test_case": [1, 3, 1, 1]}  # 0.333333...
+    assert rewards(play("userrl/Function-v0", third, ["[answer] 0.333", "[answer] 0.3333"])) == [0.0, 1.0]
+    assert rewards(play("userrl/Function-v0", third, ["[answer] 0.33333333"])) == [1.0]
 
 
-def test_function_refusals_and_bad_inputs() -> None:
+def test_function_third_wrong_answer_ends_the_episode_unless_unlimited() -> None:
+    wrong = ["[answer] 1", "[answer] 2", "[answer] 3", "[answer] 5"]
+    res = play("userrl/Function-v0", FN, wrong)
+    assert len(res) == 3 and res[-1].terminated and "last answer" in res[-1].observation
+    assert rewards(play("userrl/Function-v0", FN, wrong, max_answers=None)) == [0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="max_answers"):
+        make("userrl/Function-v0", max_answers=0)
+
+
+def test_function_refusals_bad_inputs_and_decimal_probes() -> None:
     res = play("userrl/Function-v0", FN, ["[action] 2 3 4 5", "[action] 1 2 3", "[search] rule",
-                                           "[answer] five"])
-    assert rewards(res) == [0.0] * 4 and not any(r.terminated for r in res)
-    assert "test case" in res[0].observation and "four integers" in res[1].observation
+                                          "[answer] five", "[action] 2.0 3 4 5.0",
+                                          "[action] 1.5 2 3 4"])
+    assert rewards(res) == [0.0] * 6 and not any(r.terminated for r in res)
+    assert "test case" in res[0].observation and "four numbers" in res[1].observation
+    assert "test case" in res[4].observation and res[5].observation == "f(1.5, 2, 3, 4) = 2.0"
     zero = {"id": "z", "rule": "a / (c - d)", "test_case": [1, 1, 2, 1]}
     assert "undefined" in play("userrl/Function-v0", zero, ["[action] 1 2 3 3"])[0].observation
 
@@ -153,9 +169,12 @@ def test_telepathy_yes_no_maybe_answers() -> None:
 
 def test_telepathy_guesses() -> None:
     res = play("userrl/Telepathy-v0", TEL, ["[answer] a castle", "[answer] lighthouse or castle",
+                                            "[answer] castle lighthouse windmill",
+                                            "[answer] Eiffel Tower, Lighthouse",
                                             "[answer] I think it is a light house"])
-    assert rewards(res) == [0.0, 0.0, 1.0] and res[-1].terminated
-    assert "Lighthouse" not in "".join(r.observation for r in res[:2])
+    assert rewards(res) == [0.0, 0.0, 0.0, 0.0, 1.0] and res[-1].terminated
+    assert "Lighthouse" not in "".join(r.observation for r in res[:4])
+    assert rewards(play("userrl/Telepathy-v0", TEL, ["[answer] The lighthouse building"])) == [1.0]
 
 
 # -- TurtleGym ----------------------------------------------------------------------------------
@@ -171,26 +190,43 @@ TURTLE = {
 }
 
 
-def test_turtle_partial_then_full_answer_gains() -> None:
+def test_turtle_partial_then_full_answer_gains_and_shows_covered_points() -> None:
     res = play("userrl/Turtle-v0", TURTLE, [
-        "[answer] The pool had been drained.",                       # 0.6
-        "[answer] A worker jumped in.",                              # 0.2 < best: no gain
+        "[answer] The pool had been drained and was completely empty.",  # 0.6
+        "[answer] A worker was repairing the tiles there.",              # 0.4 < best: no gain
         "[answer] The pool was empty and a worker was fixing tiles."])  # 1.0
     assert rewards(res) == [0.6, 0.0, 0.4]
-    assert [r.info["score"] for r in res] == [0.6, 0.2, 1.0] and res[-1].terminated
-    assert res[1].info["judgments"] == [0.0, 0.5]
+    assert [r.info["score"] for r in res] == [0.6, 0.4, 1.0] and res[-1].terminated
+    assert res[1].info["judgments"] == [0.0, 1.0]
+    # UserRL shows the covered checklist points, not a number
+    assert "Covered: The pool was empty." in res[0].observation
+    assert "workman" not in res[0].observation and "0.6" not in res[0].observation
+    assert "2 of the 2 key points" in res[2].observation
 
 
-def test_turtle_threshold_and_yes_no() -> None:
+def test_turtle_threshold_is_1_and_yes_no() -> None:
     res = play("userrl/Turtle-v0", TURTLE, ["[action] Was there water in it?",
                                             "[action] Was the pool empty?",
-                                            "[action] Was he a ghost?", "[answer] It was empty."])
+                                            "[action] Was he a ghost?",
+                                            "[answer] The pool was empty, drained of all water."])
     assert [r.observation for r in res[:3]] == ["No.", "Yes.", "No."]
     assert res[3].reward == 0.6 and not res[3].terminated
-    strict = play("userrl/Turtle-v0", {**TURTLE, "key_points": [
-        {**TURTLE["key_points"][0], "weight": 0.95}, {**TURTLE["key_points"][1], "weight": 0.05}]},
-        ["[answer] It was empty."], success_threshold=1.0)
-    assert strict[0].reward == 0.95 and not strict[0].terminated
+    nearly = {**TURTLE, "key_points": [{**TURTLE["key_points"][0], "weight": 0.95},
+                                       {**TURTLE["key_points"][1], "weight": 0.05}]}
+    story = ["[answer] The pool was empty, drained of all water."]
+    assert [(r.reward, r.terminated) for r in play("userrl/Turtle-v0", nearly, story)] == [(0.95, False)]
+    lenient = play("userrl/Turtle-v0", nearly, story, success_threshold=0.9)
+    assert lenient[0].terminated
+
+
+def test_turtle_judge_rejects_surface_echo_keyword_lists_and_single_words() -> None:
+    res = play("userrl/Turtle-v0", TURTLE, [
+        "[answer] A man dived into a pool and came out dry.",
+        "[answer] empty",
+        "[answer] empty workman tiles drained worker tile money wife ghost car dog rain snow",
+        "[answer] The pool was empty. The pool was full. He was a ghost, a fish, a bird, a "
+        "dancer, a singer, a pilot, a doctor."])
+    assert rewards(res) == [0.0] * 4
 
 
 # -- IntentionGym -------------------------------------------------------------------------------
@@ -216,8 +252,23 @@ def test_intention_broad_repeated_and_irrelevant_questions() -> None:
                                             "[answer] Here is your plan."])
     assert rewards(res) == [0.8, 0.0, 0.0, 0.0]
     assert res[1].observation.startswith("As I said") and not res[-1].terminated
+    # a question about every detail at once is a keyword list: it uncovers nothing
     three = play("userrl/Intention-v0", INT, ["[action] Budget, dates and food?"])
-    assert three[0].reward == 0.6 and three[0].terminated
+    assert three[0].reward == 0.0 and not three[0].terminated
+    assert "one thing at a time" in three[0].observation
+
+
+def test_intention_judge_ignores_shown_words_and_long_lists() -> None:
+    task = {**INT, "task": "Plan my trip; what will it cost?"}  # the request says "cost"
+    res = play("userrl/Intention-v0", task, ["[action] What will it cost?",
+                                             "[action] What is your budget?"])
+    assert rewards(res) == [0.0, 1.0]
+    dump = " ".join(f"word{i}" for i in range(20)) + " budget?"
+    assert rewards(play("userrl/Intention-v0", INT, [f"[action] {dump}"])) == [0.0]
+    # a user reply's words are shown too: echoing "Budget: cheap." asks about nothing new
+    echo = play("userrl/Intention-v0", INT, ["[action] What's your budget?",
+                                             "[action] Budget: cheap. Food?"])
+    assert rewards(echo) == [1.0, 0.4]
 
 
 # -- user specs ---------------------------------------------------------------------------------

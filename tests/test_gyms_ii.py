@@ -80,20 +80,55 @@ TRAVEL = {
 def test_travel_elicit_search_and_best_answers() -> None:
     res = play("userrl/Travel-v0", TRAVEL, [
         "[action] Do you mind layovers?", "[action] Any layover wishes again?",
-        "[search] flight options", "[answer] F1", "[answer] F2", "[answer] H2"])
-    assert rewards(res) == [0.2, 0.0, 0.0, 1.0, 0.0, 1.0]
+        "[search] flight options", "[answer] F1", "[answer] F2", "[search] hotel",
+        "[answer] I recommend H2"])
+    assert rewards(res) == [0.8, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # UserRL's training reward: 0.8
     assert res[0].observation == "Layovers wear me out." and res[1].observation.startswith("As I said")
     assert "F1 |" in res[2].observation and "H1" not in res[2].observation
     assert "already recommended" in res[4].observation
     assert res[-1].terminated and res[-1].info["score"] == 1.0
+    evaluation = play("userrl/Travel-v0", TRAVEL, ["[action] Do you mind layovers?"], elicit_reward=0.6)
+    assert rewards(evaluation) == [0.6]
+
+
+def test_travel_one_preference_per_message_and_no_keyword_lists() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, ["[action] Any wishes about layovers or luggage?",
+                                            "[action] And about luggage?"])
+    assert [r.info["revealed"] for r in res] == [[0], [1]] and rewards(res) == [0.8, 0.8]
+    dump = play("userrl/Travel-v0", TRAVEL, ["[action] stop layover luggage bag pet dog?"])
+    assert rewards(dump) == [0.0] and "one thing at a time" in dump[0].observation
+
+
+def test_travel_llm_user_may_say_one_preference_per_message() -> None:
+    from userrl.sim_users.guards import reply_leaks
+
+    spec = get_env_class("userrl/Travel-v0").user_spec
+    q = UserQuery("userrl/Travel-v0", "respond", "talk",
+                  {"message": "Flight wishes?", "revealed": [], "off_topic": 0}, TRAVEL)
+    both = {"reveal": [0], "reply": "Layovers wear me out. I'm bringing a big suitcase."}
+    assert reply_leaks(q, both) == ["I'm bringing a big suitcase."]
+    with pytest.raises(ValueError, match="at most one"):
+        spec.parse_llm(q, '{"reveal": [0, 1], "reply": "..."}')
+    for message in ("Do you mind layovers?", "Any luggage?", "Nice weather?"):
+        q = UserQuery("userrl/Travel-v0", "respond", "talk",
+                      {"message": message, "revealed": [], "off_topic": 2}, TRAVEL)
+        assert reply_leaks(q, spec.scripted(q)) == []
 
 
 def test_travel_acceptable_wrong_and_bad_answers() -> None:
     res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1 or F2", "[answer] X9", "[answer] F2",
-                                            "[answer] H1"])
+                                            "[answer] H1"], require_search=False)
     assert rewards(res) == [0.0, 0.0, 0.8, 0.0] and res[-1].terminated
     assert res[-1].info["aspect_scores"] == {"flight": 0.8, "hotel": 0.0}
     assert res[-1].info["score"] == 0.4
+
+
+def test_travel_blind_and_padded_answers_are_refused() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1", "[search] flight",
+                                            "[answer] F1 nonstop cheap great value", "[answer] F1"])
+    assert rewards(res) == [0.0, 0.0, 0.0, 1.0]
+    assert "search the catalog first" in res[0].observation
+    assert "exactly one option id" in res[2].observation
 
 
 def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fails() -> None:
@@ -107,7 +142,7 @@ def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fa
     assert "Please name the travel aspect" in searches[-1].observation
     never = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 5, search_fail_every=0)
     assert not any("System error" in r.observation for r in never)
-    assert get_env_class("userrl/Travel-v0").max_score(TRAVEL) == 2.6  # type: ignore[attr-defined]
+    assert get_env_class("userrl/Travel-v0").max_score(TRAVEL) == 4.4  # type: ignore[attr-defined]
 
 
 # -- PersuadeGym -------------------------------------------------------------------------------
@@ -119,17 +154,36 @@ PERSUADE = {"id": "t-pe", "claim": "Zoos should be abolished", "argument": "Cage
 
 def test_persuade_moves_by_counter_levels_and_ends_at_strongly_disagree() -> None:
     res = play("userrl/Persuade-v0", PERSUADE, [
-        "[action] Zoo breeding programmes save species.", "[answer] Breeding again!",
-        "[action] The weather is nice.", "[search] zoo facts",
-        "[action] They fund research and teach children."])
-    assert rewards(res) == [0.5, 0.0, 0.0, 0.0, 0.5]
+        "[action] Zoo breeding programmes save many endangered species.",
+        "[answer] Breeding programmes again save endangered species.",
+        "[action] The weather is really nice and sunny today.", "[search] zoo facts",
+        "[action] Zoos fund important research and teach children.",
+        "[action] Visits teach children to love animals deeply."])
+    # one point per argument: the research-and-children argument counts as research only
+    assert rewards(res) == [0.5, 0.0, 0.0, 0.0, 0.3333, 0.1667]
     assert res[0].observation.endswith("My stance: Neutral.")
-    assert "already made that point" in res[1].observation and "Cages are cruel" in res[2].observation
+    assert "already made that point" in res[1].observation
+    assert "Cages are cruel" not in "".join(r.observation for r in res)
     assert res[-1].terminated and res[-1].info["stance"] == "Strongly Disagree"
 
 
+def test_persuade_opening_hides_the_users_reasoning_and_echoes_do_not_move() -> None:
+    async def opening() -> str:
+        return (await make("userrl/Persuade-v0").reset(PERSUADE, 0))[1]
+    obs = asyncio.run(opening())
+    assert "Zoos should be abolished" in obs and "Cages are cruel" not in obs
+    task = {**PERSUADE, "argument": "Keeping wild animals in small cages for our entertainment "
+                                    "is cruel and breeding programmes never release them."}
+    res = play("userrl/Persuade-v0", task, [
+        f"[action] {task['argument']}",                      # the user's reasoning, copied
+        "[action] Zoos should be abolished, should they?",   # the claim, echoed
+        "[action] breeding research teach children species save fund zoo animals"])
+    assert rewards(res) == [0.0, 0.0, 0.0]
+
+
 def test_persuade_backfire_and_reward_modes() -> None:
-    acts = ["[action] Research matters.", "[action] That is stupid.", "[action] Breeding works."]
+    acts = ["[action] Zoos fund serious scientific research worldwide.", "[action] That is stupid.",
+            "[action] Breeding programmes rescue endangered species."]
     delta = play("userrl/Persuade-v0", PERSUADE, acts)
     assert [r.info["stance"] for r in delta] == ["Slightly Agree", "Agree", "Slightly Disagree"]
     assert rewards(delta) == [0.3333, 0.0, 0.5]
@@ -147,6 +201,9 @@ def test_search_answers_judged_by_normalized_match() -> None:
                                             "[action] hello", "[answer] It was the Ada LOVELACE."])
     assert rewards(res) == [0.0, 0.0, 0.0, 1.0] and res[-1].terminated
     assert not any(r.terminated for r in res[:3])
+    hedges = ["Ada Lovelace Turing", "Turing, Ada Lovelace", "Ada Lovelace or Babbage"]
+    assert rewards(play("userrl/Search-v0", SEARCH, [f"[answer] {h}" for h in hedges])) == [0.0] * 3
+    assert rewards(play("userrl/Search-v0", SEARCH, ["[answer] I think the answer is Ada Lovelace"])) == [1.0]
 
 
 def test_search_results_and_limit() -> None:

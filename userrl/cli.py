@@ -84,6 +84,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
     from userrl.runtime import make_bus
 
+    if args.role == "env" and args.gym:  # `check env ID`: the gym checks and exploit suite
+        from userrl.envs.check import run_cli
+
+        data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
+        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample)
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
         from userrl.envs.datasets import check_data
@@ -337,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="health check of a role (exit 0 healthy, 1 no heartbeat, 2 no Redis)")
     c.add_argument("role")
     c.add_argument("--worker", help="check this worker's heartbeat only")
+    c.add_argument("gym", nargs="?", help="with role env: check this gym id (or 'all') offline on "
+                   "the config's task data: env checks, experts at the maximum, and the exploit "
+                   "suite (exit 1 on failure)")
+    c.add_argument("--split", default="test", help="gym check: the split to play (default test)")
+    c.add_argument("--sample", type=int, default=None,
+                   help="gym check: play at most this many tasks (a stable sample)")
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument("--data", action="store_true",
                    help="also load the config's task data (data:) of every gym in gyms: (exit 2 if it fails)")

@@ -17,8 +17,9 @@ Matching rules (all on stemmed words, see :mod:`userrl.envs.gyms._text`):
    Negations ("isn't it ...") are not interpreted.
 
 Guesses are correct when the guess, with filler like "I think it is" ignored, contains the
-title or a synonym as whole words, and the guess does not hedge between several candidates
-(split on ``,`` ``;`` ``/`` and `` or ``).
+title or a synonym as whole words, does not hedge between several candidates (split on ``,``
+``;`` ``/`` and `` or ``), and says nothing else: every content word of the guess must belong
+to the entity's names or its category (so ``cat dog giraffe`` is wrong even for the giraffe).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ VOCAB: tuple[str, ...] = tuple(
 VOCAB = tuple(sorted(set(VOCAB) | {"north america", "south america", "united states"}, key=len,
                      reverse=True))
 
+#: words a plain guess may use besides the entity's names ("my final answer is ...")
+_GUESS_WORDS = frozenset(stems("think guess believe answer final say sure certain"))
 BOOL_ATTRS: tuple[str, ...] = tuple(dict.fromkeys(a for a, _, _ in LEXICON))
 _SPLIT = re.compile(r",|;|/|\bor\b", re.IGNORECASE)
 _FILLER = re.compile(
@@ -149,7 +152,11 @@ def judge_guess(task: dict[str, Any], guess: str) -> bool:
     if len(parts) != 1:
         return False
     g = stems(parts[0])
-    return any(has_phrase(g, n) for n in names(task))
+    if not any(has_phrase(g, n) for n in names(task)):
+        return False
+    allowed = {w for n in names(task) for w in stems(n)}
+    allowed |= set(stems(str(task.get("category", "")).replace("_", " "))) | _GUESS_WORDS
+    return all(w in allowed for w in content_words(parts[0]))
 
 
 def kind_phrase(task: dict[str, Any]) -> str:

@@ -87,10 +87,9 @@ def content_words(text: str, min_len: int = 3) -> list[str]:
 def has_phrase(text_stems: Sequence[str], phrase: str) -> bool:
     """Whether ``phrase`` occurs in the stemmed text as a contiguous run of words."""
     p = stems(phrase)
-    if not p:
-        return False
-    n = len(p)
-    return any(list(text_stems[i:i + n]) == p for i in range(len(text_stems) - n + 1))
+    # a substring test on the space-joined stems: judges check every keyword against the
+    # whole dialogue the agent saw, and a Python loop over word windows was their hot spot
+    return bool(p) and f" {' '.join(p)} " in f" {' '.join(text_stems)} "
 
 
 def group_hit(text_stems: Sequence[str], group: Iterable[str]) -> bool:

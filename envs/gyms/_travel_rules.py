@@ -7,13 +7,18 @@ import re
 from typing import Any
 
 from userrl.envs.gyms._common import dialogue_text, parse_json_object
-from userrl.envs.gyms._text import group_hit, stems
+from userrl.envs.gyms._text import content_words, group_hit, stems
 from userrl.sim_users.base import UserQuery
 
 Task = dict[str, Any]
 #: consecutive turns without a revealed preference after which the user volunteers one
 OFF_TOPIC_LIMIT = 3
 ANSWER_SCORES = {"best": 1.0, "acceptable": 0.8, "wrong": 0.0}
+#: a message with more content words than this is a keyword list, not a question
+MAX_MESSAGE_WORDS = 15
+#: a message touching more preferences than this at once is a keyword list
+MAX_TOPICS = 2
+UNFOCUSED_REPLY = "That is a lot at once. Please ask me about one thing at a time."
 ASPECT_WORDS: dict[str, list[str]] = {
     "flight": ["flight", "fly", "plane", "airline"], "hotel": ["hotel"],
     "apartment": ["apartment", "flat", "rental home"],
@@ -32,17 +37,30 @@ def revealed_by(task: Task, message: str, among: list[int]) -> list[int]:
     return [i for i in among if group_hit(s, prefs[i]["keywords"])]
 
 
+def is_focused(task: Task, message: str) -> bool:
+    """Not a keyword list: at most :data:`MAX_MESSAGE_WORDS` content words and about at most
+    :data:`MAX_TOPICS` of the task's preferences (revealed or not)."""
+    every = list(range(len(task.get("preferences", []))))
+    return (len(content_words(message)) <= MAX_MESSAGE_WORDS
+            and len(revealed_by(task, message, every)) <= MAX_TOPICS)
+
+
 def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[str, Any]:
     """The scripted user's reply to an ``[action]`` message.
 
-    1. Preferences whose keywords the message uses are revealed (their implicit statement).
+    0. A keyword list (see :func:`is_focused`) reveals nothing; it counts as off-topic.
+    1. Otherwise one preference whose keywords the message uses is revealed (its implicit
+       statement): the first such, as UserRL's user reveals at most one per utterance.
     2. Otherwise, if it asks about preferences already revealed, the user repeats them.
     3. Otherwise the turn is off-topic; at the third off-topic turn in a row the user
        volunteers the first unrevealed preference (``volunteered``, which earns nothing).
     """
     prefs = task.get("preferences", [])
     hidden = [i for i in range(len(prefs)) if i not in revealed]
-    new = revealed_by(task, message, hidden)
+    if not is_focused(task, message):
+        out = off_topic_reply(task, hidden, off_topic)
+        return out if out["volunteered"] else {**out, "reply": UNFOCUSED_REPLY}
+    new = revealed_by(task, message, hidden)[:1]
     if new:
         return {"reveal": new, "volunteered": False,
                 "reply": " ".join(prefs[i]["statement"] for i in new)}
@@ -69,7 +87,8 @@ class TravelUserSpec:
     Query ``talk`` (payload ``message``, ``revealed``: preference indices already known,
     ``off_topic``: consecutive turns without a revealed preference) -> ``{"reveal": [indices],
     "volunteered": bool, "reply": str}``; scripted rules in :func:`talk`. The LLM user
-    decides which preferences a message asks about; volunteering stays rule-based.
+    decides which preference a message asks about (at most one: a reply revealing more is
+    malformed and re-asked); volunteering stays rule-based.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
@@ -87,7 +106,9 @@ class TravelUserSpec:
             f"You are a traveller who asked a travel agent: \"{t['request']}\"\n"
             f"You have hidden preferences not yet discussed: {json.dumps(hidden, ensure_ascii=False)}\n"
             "Reveal a preference only when the agent's message actually asks about that topic, "
-            "and say it implicitly in your own words (e.g. 'I'm bringing a big suitcase' rather "
+            "and at most one preference per message; a list of keywords or topics is not a "
+            "question and reveals nothing, and neither does your own request repeated back. "
+            "Say it implicitly in your own words (e.g. 'I'm bringing a big suitcase' rather "
             "than 'I need a checked bag'). Never list options or ids. If the message asks about "
             "none of them, answer vaguely. Reply with JSON only: "
             '{"reveal": [indices of the preferences you revealed], "reply": "your message"}.'
@@ -103,6 +124,8 @@ class TravelUserSpec:
         if not all(isinstance(i, int) and not isinstance(i, bool) and i in hidden
                    for i in obj["reveal"]):
             raise ValueError(f"'reveal' must list indices from {hidden}")
+        if len(set(obj["reveal"])) > 1:
+            raise ValueError("'reveal' may name at most one preference per message")
         if obj["reveal"]:
             return {"reveal": sorted(set(obj["reveal"])), "volunteered": False, "reply": obj["reply"]}
         fallback = off_topic_reply(query.task, hidden, int(p["off_topic"]))
@@ -151,6 +174,18 @@ def option_label(task: Task, option_id: str) -> tuple[str, str] | None:
                      "acceptable" if option_id in cat.get("acceptable", []) else "wrong")
             return aspect, label
     return None
+
+
+#: words an answer may use besides the option id ("I recommend H12 for the hotel")
+_ANSWER_WORDS = frozenset(stems(
+    "recommend recommendation choose choice pick option book go take select suggest answer "
+    "final best think believe flight hotel apartment rental car restaurant"))
+
+
+def is_plain_answer(content: str) -> bool:
+    """The id and filler only: an answer padded with other words is not one recommendation."""
+    return all(w in _ANSWER_WORDS or _ID.fullmatch(w.upper())
+               for w in content_words(content, min_len=1))
 
 
 def answer_ids(content: str) -> list[str]:

@@ -14,7 +14,7 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.gyms._text import has_phrase, stems
+from userrl.envs.gyms._text import STOPWORDS, content_words, has_phrase, normalize, stem, stems
 from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -24,11 +24,63 @@ IMPORTANCE_REWARD: dict[int, float] = {3: 1.0, 2: 0.7, 1: 0.4}
 EXTRA_DETAIL_PENALTY = 0.2
 
 
-def uncovered_by(task: Task, question: str, remaining: list[int]) -> list[int]:
-    """Scripted judge: the remaining details whose keywords (any one phrase) the question uses."""
-    q = stems(question)
+#: a question with more content words than this is a list, not a question: it uncovers nothing
+MAX_QUESTION_WORDS = 15
+#: a question touching more details than this at once is a keyword list: it uncovers nothing
+MAX_DETAILS_PER_QUESTION = 2
+UNFOCUSED_REPLY = "That is a lot at once. Please ask me one thing at a time."
+
+
+SYSTEM_PROMPT = (
+    "IntentionGym: a user asks you for help, but the request is vague and important "
+    "details are missing. Find out what they really want before doing anything.\n"
+    "Actions:\n"
+    "- [action] question : ask the user one clarifying question.\n"
+    "- [finish] : stop once you know enough.\n"
+    "Ask focused questions, one detail per question, most important first."
+)
+
+
+def shown_text(messages: list[dict[str, str]]) -> str:
+    """What the agent was shown: the rules and every user message (request and replies)."""
+    said = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return "\n".join([SYSTEM_PROMPT, *said])
+
+
+def live_keywords(detail: dict[str, Any], shown: list[str]) -> list[str]:
+    """A detail's keyword phrases minus those the agent was shown (repeating the request,
+    the rules or the user's replies asks about nothing). When none is left, the words of the
+    detail's description that were not shown stand in; the keywords only if none of those."""
+    kept = [kw for kw in detail["keywords"] if not has_phrase(shown, kw)]
+    if kept:
+        return kept
+    seen = set(shown)
+    words = [w for w in normalize(str(detail.get("description", ""))).split()
+             if w not in STOPWORDS and len(w) >= 3 and stem(w) not in seen]
+    return list(dict.fromkeys(words)) or list(detail["keywords"])
+
+
+def touched_by(task: Task, question: str, among: list[int], shown: str = "") -> list[int]:
+    """The details among ``among`` whose live keywords (any one phrase) the question uses."""
+    q, seen = stems(question), stems(shown)
     details = task["missing_details"]
-    return [i for i in remaining if any(has_phrase(q, kw) for kw in details[i]["keywords"])]
+    return [i for i in among if any(has_phrase(q, kw) for kw in live_keywords(details[i], seen))]
+
+
+def is_focused(task: Task, question: str, shown: str = "") -> bool:
+    """Not a keyword list: short, and about at most two of the task's details (all of them,
+    uncovered or not, so a list cannot sneak through once a few are known)."""
+    every = list(range(len(task["missing_details"])))
+    return (len(content_words(question)) <= MAX_QUESTION_WORDS
+            and len(touched_by(task, question, every, shown)) <= MAX_DETAILS_PER_QUESTION)
+
+
+def uncovered_by(task: Task, question: str, remaining: list[int], shown: str = "") -> list[int]:
+    """Scripted judge: the remaining details a focused question asks about (see
+    :func:`is_focused`; an unfocused one uncovers nothing)."""
+    if not is_focused(task, question, shown):
+        return []
+    return touched_by(task, question, remaining, shown)
 
 
 def turn_reward(task: Task, uncovered: list[int]) -> float:
@@ -39,11 +91,13 @@ def turn_reward(task: Task, uncovered: list[int]) -> float:
     return round(clip01(top - EXTRA_DETAIL_PENALTY * (len(uncovered) - 1)), 4)
 
 
-def _reply_text(task: Task, uncovered: list[int], repeated: list[int]) -> str:
+def _reply_text(task: Task, uncovered: list[int], repeated: list[int], focused: bool = True) -> str:
     details = task["missing_details"]
     def said(i: int) -> str:
         return f"{details[i]['description']}: {details[i]['answer'].rstrip('.')}."
 
+    if not focused:
+        return UNFOCUSED_REPLY
     if uncovered:
         return " ".join(said(i) for i in uncovered)
     if repeated:
@@ -56,8 +110,11 @@ class IntentionUserSpec:
 
     Query ``clarify`` (payload ``question`` and ``remaining``: indices of details not yet
     uncovered) -> ``{"uncovered": [indices], "reply": str}``. Scripted rule: a detail is
-    uncovered when the question contains one of its keyword phrases (stemmed, whole words);
-    the reply states the answers of exactly those details and nothing else.
+    uncovered when the question contains one of its keyword phrases (stemmed, whole words)
+    that the agent was not shown (the rules, the request and the replies do not count),
+    unless the question is a keyword list (more than 15 content words, or touching more than
+    two of the task's details): that uncovers nothing. The reply states the answers of exactly
+    the uncovered details and nothing else.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
@@ -65,10 +122,13 @@ class IntentionUserSpec:
             raise ValueError(f"IntentionGym has no query {query.name!r}")
         task, question = query.task, str(query.payload["question"])
         remaining = [int(i) for i in query.payload["remaining"]]
-        uncovered = uncovered_by(task, question, remaining)
+        shown = shown_text(query.history)
+        uncovered = uncovered_by(task, question, remaining, shown)
         done = [i for i in range(len(task["missing_details"])) if i not in remaining]
-        repeated = uncovered_by(task, question, done)
-        return {"uncovered": uncovered, "reply": _reply_text(task, uncovered, repeated)}
+        focused = is_focused(task, question, shown)
+        # a follow-up on a known detail may use the words of its answer: it earns nothing anyway
+        repeated = touched_by(task, question, done) if focused else []
+        return {"uncovered": uncovered, "reply": _reply_text(task, uncovered, repeated, focused)}
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
@@ -80,6 +140,9 @@ class IntentionUserSpec:
             f"the ones not yet discussed, with your answers: {json.dumps(hidden, ensure_ascii=False)}\n"
             "Decide which of these details the assistant's latest question actually asks "
             "about, and answer only those, briefly and naturally. Do not volunteer the others. "
+            "A list of keywords or topics, or a question about many things at once, is not a "
+            "real question: uncover nothing and ask for one thing at a time. Your own request "
+            "or earlier answers repeated back to you ask about nothing new. "
             'Reply with JSON only: {"uncovered": [indices], "reply": "your answer"}.'
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
@@ -113,6 +176,8 @@ class IntentionGym(Env):
     Reward:
         Per question, by the highest importance uncovered: 3 -> 1.0, 2 -> 0.7, 1 -> 0.4, minus
         0.2 per extra detail uncovered by the same question, clipped to [0, 1]; 0 if none.
+        A keyword list (a "question" of more than 15 content words, or touching more than two
+        details) uncovers nothing: the judge's guard against dumps, not a UserRL rule.
         The episode maximum is the sum over the details of their importance reward (one
         focused question each), see :meth:`max_score`.
 
@@ -151,14 +216,7 @@ class IntentionGym(Env):
                          for d in task["missing_details"]), 4)
 
     def system_prompt(self, task: Task) -> str:
-        return (
-            "IntentionGym: a user asks you for help, but the request is vague and important "
-            "details are missing. Find out what they really want before doing anything.\n"
-            "Actions:\n"
-            "- [action] question : ask the user one clarifying question.\n"
-            "- [finish] : stop when you know enough.\n"
-            "Ask focused questions, one detail at a time, most important first."
-        )
+        return SYSTEM_PROMPT
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = str(task["task"])
@@ -195,8 +253,10 @@ class IntentionGym(Env):
         target, remaining = order[k], order[k:]
         d = details[target]
         candidates = [str(d.get("inquiry") or "")]
-        candidates += [f"Could you tell me about the {kw}?" for kw in d["keywords"]]
+        shown = shown_text(messages)
+        candidates += [f"Could you tell me about the {kw}?"
+                       for kw in live_keywords(d, stems(shown)) + list(d["keywords"])]
         for q in candidates:
-            if q and uncovered_by(task, q, remaining) == [target]:
+            if q and uncovered_by(task, q, remaining, shown) == [target]:
                 return f"[action] {q}"
         return f"[action] {candidates[-1]}"

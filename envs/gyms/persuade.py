@@ -3,71 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
-    assistant_turns,
     dialogue_text,
     history_for_query,
     parse_json_object,
 )
+from userrl.envs.gyms._persuade_rules import (  # noqa: F401  (BACKFIRE: used by the importer)
+    BACKFIRE,
+    LAST,
+    STANCES,
+    SYSTEM_PROMPT,
+    counter_hit,
+    live_groups,
+    react,
+    stance_index,
+)
 from userrl.envs.gyms._text import stems
 from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
-
-STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Disagree",
-           "Disagree", "Strongly Disagree")
-LAST = len(STANCES) - 1
-#: hostile words that make the scripted user dig in (one level back toward agreement)
-BACKFIRE = ("stupid", "idiot", "dumb", "moron", "shut up", "ignorant", "brainwashed",
-            "pathetic", "ridiculous")
-
-
-def stance_index(label: str) -> int:
-    clean = label.strip().strip(".!").lower()
-    for i, s in enumerate(STANCES):
-        if s.lower() == clean:
-            return i
-    raise ValueError(f"stance must be one of {', '.join(STANCES)}, got {label!r}")
-
-
-def prefix_hit(text_stems: Sequence[str], phrase: str) -> bool:
-    """``phrase`` occurs as a run of words each starting with the phrase's (stemmed) words,
-    so ``cooperat`` matches ``cooperation`` and ``cooperative``."""
-    p = stems(phrase)
-    n = len(p)
-    return bool(p) and any(all(text_stems[i + j].startswith(p[j]) for j in range(n))
-                           for i in range(len(text_stems) - n + 1))
-
-
-def counter_hit(counter: dict[str, Any], text_stems: Sequence[str]) -> bool:
-    """A counter-argument is made when ``min_hits`` of its keyword groups are hit (default all)."""
-    groups = counter["keywords"]
-    hits = sum(1 for g in groups if any(prefix_hit(text_stems, k) for k in g))
-    return hits >= int(counter.get("min_hits", len(groups)))
-
-
-def react(task: Task, argument: str, stance: int, used: list[int]) -> dict[str, Any]:
-    """The scripted user's reaction to one argument (see :class:`PersuadeUserSpec`)."""
-    s = stems(argument)
-    if any(prefix_hit(s, w) for w in BACKFIRE):
-        new = max(0, stance - 1)
-        return {"stance": STANCES[new], "new_points": [],
-                "reply": f"There is no need to be rude. That only makes me more sure. "
-                         f"My stance: {STANCES[new]}."}
-    fresh = [i for i, c in enumerate(task["counters"]) if i not in used and counter_hit(c, s)]
-    repeated = [i for i, c in enumerate(task["counters"]) if i in used and counter_hit(c, s)]
-    new = min(LAST, stance + sum(int(task["counters"][i]["levels"]) for i in fresh))
-    if fresh:
-        reply = "Hmm, that is a fair point; I had not considered it."
-    elif repeated:
-        reply = "You already made that point, and I have taken it into account."
-    else:
-        reply = f"I am not convinced. {task['argument']}"
-    return {"stance": STANCES[new], "new_points": fresh, "reply": f"{reply} My stance: {STANCES[new]}."}
 
 
 class PersuadeUserSpec:
@@ -77,9 +34,14 @@ class PersuadeUserSpec:
     counter-arguments already made) -> ``{"stance": label, "new_points": [indices], "reply"}``.
     Scripted rules, in order: (1) an argument with a hostile word (``BACKFIRE``) moves the
     stance one level back toward agreement; (2) every counter-argument of the task it makes
-    for the first time (all its keyword groups hit, words matched as prefixes of stems) moves
-    the stance its ``levels`` toward disagreement, capped at Strongly Disagree; (3) repeated
-    or unrelated arguments leave it unchanged (the user restates their own argument).
+    for the first time (at most one per argument: the best-matching; all its keyword groups hit, words matched as prefixes of stems; words
+    of the claim do not count) moves the stance its ``levels`` toward disagreement, capped at
+    Strongly Disagree; (3) repeated or unrelated arguments leave it unchanged; (4) a list of
+    talking points (more than 40 content words, or more than two new counter-arguments at
+    once), a bare
+    phrase (fewer than 4 content words) or an
+    echo of the user's own reasoning leaves it unchanged too. The user never recites their
+    hidden reasoning.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
@@ -87,7 +49,7 @@ class PersuadeUserSpec:
             raise ValueError(f"PersuadeGym has no query {query.name!r}")
         p = query.payload
         return react(query.task, str(p["argument"]), stance_index(str(p["stance"])),
-                     [int(i) for i in p.get("used", [])])
+                     [int(i) for i in p.get("used", [])], query.history)
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t, p = query.task, query.payload
@@ -98,7 +60,9 @@ class PersuadeUserSpec:
             "Someone is trying to change your mind. Be a reasonable but stubborn person: move "
             "toward disagreement only for new, specific and convincing arguments (usually one "
             "level, at most two per argument), stay put for repeated, vague or weak ones, and "
-            "move back toward agreement if they are rude. Reply to their argument in one or two "
+            "move back toward agreement if they are rude. Do not move for a list of talking "
+            "points or keywords, for several arguments crammed into one, or for your own "
+            "reasoning repeated back to you. Reply to their argument in one or two "
             'sentences. Reply with JSON only: {"stance": "<one of the stances>", "reply": "..."}.'
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nTheir argument: {p['argument']}"
@@ -125,7 +89,8 @@ class PersuadeGym(Env):
         argument against the claim. ``[search]`` is not used.
 
     Observation:
-        The user's reply, ending with ``My stance: <label>.``
+        The opening shows the claim and the user's stance only (as in UserRL: the user's own
+        reasoning is hidden); then the user's reply, ending with ``My stance: <label>.``
 
     Reward:
         Levels moved toward disagreement since the previous turn, divided by 6 (0 if none or
@@ -178,22 +143,13 @@ class PersuadeGym(Env):
         return round((LAST - int(task.get("initial_stance", 0))) / LAST, 4)
 
     def system_prompt(self, task: Task) -> str:
-        return (
-            "PersuadeGym is a persuasion game. The user holds a claim that you oppose; change "
-            "their mind.\n"
-            "Actions:\n"
-            "- [action] argument (or [answer] argument) : one argument against the claim. The "
-            "user replies and states their stance: Strongly Agree, Agree, Slightly Agree, "
-            "Neutral, Slightly Disagree, Disagree or Strongly Disagree.\n"
-            "- [finish] : stop.\n"
-            "Find the weak points of their position and make one specific, new point per turn. "
-            "The game ends when they strongly disagree."
-        )
+        return SYSTEM_PROMPT
 
     async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         stance = int(task.get("initial_stance", 0))
+        # UserRL's opening shows the claim only: the user's own reasoning stays hidden
         obs = (f"Claim that you oppose but the user holds: {task['claim']}\n"
-               f"User: {task['argument']} My stance: {STANCES[stance]}.\n"
+               f"User: My stance: {STANCES[stance]}.\n"
                "Try to persuade the user to change their position regarding this claim!")
         state = {"stance": stance, "furthest": stance, "used": [],
                  "dialogue": [{"role": "user", "content": obs}]}
@@ -223,10 +179,35 @@ class PersuadeGym(Env):
 
     @classmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
-        """Make the task's counter-arguments, strongest first, one per turn."""
+        """Make the task's counter-arguments, strongest first, one per turn.
+
+        The expert knows the scripted user's rules: it replays the dialogue to know which
+        points are made, then says the first remaining counter-argument (or a plainer
+        version naming two of its keywords) that the user would accept.
+        """
+        stance, used = int(task.get("initial_stance", 0)), []
+        history = [m for m in messages if m.get("role") == "user"][:1]
+        for i, m in enumerate(messages):
+            if m.get("role") == "assistant":
+                out = react(task, _argument_of(m["content"]), stance, used, history)
+                stance, used = stance_index(out["stance"]), used + out["new_points"]
+                history = [x for x in messages[:i + 2] if x.get("role") == "user"]
         order = sorted(range(len(task["counters"])),
                        key=lambda i: (-int(task["counters"][i]["levels"]), i))
-        k = assistant_turns(messages)
-        if k >= len(order):
-            return "[finish]"
-        return f"[action] {task['counters'][order[k]]['argument']}"
+        history = [m for m in messages if m.get("role") == "user"]
+        shown = stems("\n".join([SYSTEM_PROMPT, task["claim"], *(m["content"] for m in history)]))
+        for i in (i for i in order if i not in used):
+            c = task["counters"][i]
+            words = [g[0] for g in live_groups(c, shown)]
+            for text in (c["argument"], f"Consider {' and '.join(words[:2])} from the other side: "
+                                        "the evidence points the other way."):
+                if react(task, text, stance, used, history)["stance"] != STANCES[stance]:
+                    return f"[action] {text}"
+        return "[finish]"
+
+
+def _argument_of(text: str) -> str:
+    for prefix in ("[action]", "[answer]"):
+        if text.strip().lower().startswith(prefix):
+            return text.strip()[len(prefix):].strip()
+    return text

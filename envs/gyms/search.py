@@ -18,7 +18,7 @@ from userrl.envs.gyms._common import (
     parse_json_object,
 )
 from userrl.envs.gyms._search_index import get_index, snippet
-from userrl.envs.gyms._text import normalize
+from userrl.envs.gyms._text import STOPWORDS, normalize
 from userrl.envs.registry import register
 from userrl.errors import EnvError
 from userrl.sim_users.base import SimUser, UserQuery
@@ -31,6 +31,7 @@ EXTRA_WORDS = 6
 SERPER_URL = "https://google.serper.dev/search"
 SERPER_KEY_ENV = "SERPER_API_KEY"
 _ARTICLES = frozenset({"a", "an", "the"})
+_FILLER = frozenset("answer think believe guess final correct sure".split())
 
 
 def _norm_words(text: str) -> list[str]:
@@ -39,14 +40,19 @@ def _norm_words(text: str) -> list[str]:
 
 def match_answer(task: Task, answer: str) -> bool:
     """Normalized-match judge: the gold answer (or an alias) occurs in the answer as whole
-    words, and the answer is not much longer than it (a hedge listing many options fails)."""
+    words, with at most :data:`EXTRA_WORDS` other words, each of them a function word, filler
+    (``answer``, ``think``) or a word of the question: an answer that adds any other candidate
+    (``Paris London``, ``Paris or Rome``) hedges and fails."""
     got = _norm_words(answer)
+    allowed = STOPWORDS | _FILLER | set(normalize(task["question"]).split())
     for gold in [task["answer"], *task.get("aliases", [])]:
         want = _norm_words(str(gold))
         n = len(want)
-        if n and len(got) <= n + EXTRA_WORDS and any(
-                got[i:i + n] == want for i in range(len(got) - n + 1)):
-            return True
+        for i in range(len(got) - n + 1):
+            extra = got[:i] + got[i + n:]
+            if n and got[i:i + n] == want and len(extra) <= EXTRA_WORDS and all(
+                    w in allowed for w in extra):
+                return True
     return False
 
 
@@ -71,7 +77,8 @@ class SearchUserSpec:
             f"Gold answer (or accepted aliases): {golds}\n"
             "An answer is correct if it gives the same entity, number or fact as the gold answer "
             "(ignore case, articles and harmless extra words); it is wrong if it is different, "
-            "hedges between several options, or is missing. "
+            "hedges between several options or lists other candidates next to the right one "
+            "(however formatted), or is missing. "
             'Reply with JSON only: {"correct": true} or {"correct": false}.'
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAnswer: {query.payload['answer']}"
@@ -115,6 +122,7 @@ class SearchGym(Env):
 
     Reward:
         1.0 for a correct answer (scripted normalized-match judge, or an LLM judge), else 0;
+        an answer that names other candidates besides the right one is wrong;
         searches earn 0. Gain over the best answer so far, so at most 1.0 per episode.
 
     Episode end:

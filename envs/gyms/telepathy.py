@@ -59,8 +59,9 @@ class TelepathyUserSpec:
             system = (
                 "You judge a guessing game. The hidden entity: "
                 f"{_hidden_facts(query.task)}\nThe guess is correct only if it names this "
-                "entity or a clear synonym of it (not a broader category, not a list of "
-                'several guesses). Reply with JSON only: {"correct": true} or {"correct": false}.'
+                "entity or a clear synonym of it, and nothing else: a broader category, a list of "
+                "several guesses (however formatted), or a guess that adds other candidates is "
+                'wrong. Reply with JSON only: {"correct": true} or {"correct": false}.'
             )
             user = f"Guess: {query.payload['guess']}"
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

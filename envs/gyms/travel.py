@@ -11,13 +11,15 @@ from userrl.envs.gyms._travel_rules import (
     ANSWER_SCORES,
     TravelUserSpec,
     answer_ids,
+    is_plain_answer,
     option_label,
     search_catalog,
 )
 from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
-DEFAULT_ELICIT_REWARD = 0.2
+#: UserRL trains with 0.8 per elicited preference (its evaluation uses 0.6: a gym option)
+DEFAULT_ELICIT_REWARD = 0.8
 DEFAULT_FAIL_EVERY = 5
 SYSTEM_ERROR = "System error: the search service is temporarily unavailable. Please try again."
 _REPLIES = {"best": "Great choice, that is exactly what I was hoping for!",
@@ -40,14 +42,20 @@ class TravelGym(Env):
         ``[action] message``: talk to the traveller. ``[search] aspect query``: list the
         catalog's options for the aspect named in the query; every 5th search fails with a
         system error on purpose (option ``search_fail_every``, 0 disables). ``[answer] id``:
-        recommend exactly one option id; one final choice per aspect.
+        recommend exactly one option id (the id alone, or with a few words such as "I
+        recommend"); one final choice per aspect. With option ``require_search`` (default
+        true; not in UserRL, whose step accepts any catalog id) only an option that came up in
+        one of the agent's searches can be recommended, so blind guesses of ids earn nothing.
 
     Observation:
         The traveller's reply, the search results, or the traveller's reaction to a choice.
 
     Reward:
-        A preference elicited by the agent's question earns ``elicit_reward`` (option, default
-        0.2; UserRL's training used 0.8, its evaluation 0.6; volunteered ones earn nothing).
+        A preference elicited by the agent's question earns ``elicit_reward`` (option,
+        default 0.8 as in UserRL's training; its evaluation uses 0.6: set
+        ``elicit_reward: 0.6`` in the eval gym options; volunteered ones earn nothing). One
+        message elicits at most one preference (as in UserRL); a keyword list (more than 15
+        content words, or touching more than two preferences) elicits none.
         A recommendation earns 1.0 for the best option, 0.8 for an acceptable one, 0 for a
         wrong one. ``info["score"]`` at the end is the paper's evaluation score: the mean
         answer score over the aspects. Searches earn 0.
@@ -66,12 +74,14 @@ class TravelGym(Env):
     default_max_turns = 20
 
     option_defaults: ClassVar[dict[str, Any]] = {"elicit_reward": DEFAULT_ELICIT_REWARD,
-                                                  "search_fail_every": DEFAULT_FAIL_EVERY}
+                                                  "search_fail_every": DEFAULT_FAIL_EVERY,
+                                                  "require_search": True}
 
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.elicit_reward = float(options.get("elicit_reward", DEFAULT_ELICIT_REWARD))
         self.fail_every = int(options.get("search_fail_every", DEFAULT_FAIL_EVERY))
+        self.require_search = bool(options.get("require_search", True))
         if not 0.0 <= self.elicit_reward <= 1.0 or self.fail_every < 0:
             raise ValueError("elicit_reward must be in [0, 1] and search_fail_every >= 0")
 
@@ -124,6 +134,7 @@ class TravelGym(Env):
             state["searches"] += 1
             failed = self.fail_every and state["searches"] % self.fail_every == 0
             obs = SYSTEM_ERROR if failed else search_catalog(task, action.content)
+            state["seen"] = sorted(set(state.get("seen", [])) | set(answer_ids(obs)))
         elif action.choice == "action":
             reply = await user.ask(UserQuery(
                 self.id, "respond", "talk",
@@ -137,7 +148,7 @@ class TravelGym(Env):
             obs, info = str(reply["reply"]), {"revealed": new,
                                               "volunteered": bool(reply.get("volunteered"))}
         else:
-            obs, reward, info = self._answer(state, action.content)
+            obs, reward, info = self._answer(state, action.content, self.require_search)
         state["dialogue"].append({"role": "user", "content": obs})
         done = all(a in state["choices"] for a in task["aspects"])
         if done:
@@ -146,16 +157,19 @@ class TravelGym(Env):
         return StepResult(state, obs, reward, done, False, info)
 
     @staticmethod
-    def _answer(state: State, content: str) -> tuple[str, float, dict[str, Any]]:
+    def _answer(state: State, content: str, require_search: bool) -> tuple[str, float, dict[str, Any]]:
         task = state["task"]
         ids = answer_ids(content)
-        if len(ids) != 1:
+        if len(ids) != 1 or not is_plain_answer(content):
             return ("Please recommend exactly one option id, e.g. [answer] H12.", 0.0,
                     {"answer_error": "one id"})
         found = option_label(task, ids[0])
         if found is None:
             return f"{ids[0]} is not an option in the catalog.", 0.0, {"answer_error": "unknown id"}
         aspect, label = found
+        if require_search and task["catalog"][aspect].get("options") and ids[0] not in state.get("seen", []):
+            return (f"{ids[0]} has not come up in your searches; search the catalog first.", 0.0,
+                    {"answer_error": "not searched"})
         if aspect in state["choices"]:
             return (f"You already recommended an option for the {aspect.replace('_', ' ')}; "
                     "only the first choice counts.", 0.0, {"answer_error": "already chosen"})

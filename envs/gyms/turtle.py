@@ -15,32 +15,33 @@ from userrl.envs.gyms._common import (
     parse_json_object,
 )
 from userrl.envs.gyms._text import content_words, groups_hit
+from userrl.envs.gyms._turtle_rules import grade_story
 from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
-#: a key point's keyword coverage for full and half credit (a task may override: ``grading``)
-FULL, HALF = 1.0, 0.5
-DEFAULT_THRESHOLD = 0.9
+#: UserRL's success threshold: the episode ends when every key point is covered
+DEFAULT_THRESHOLD = 1.0
 
 
 def _coverage(text: str, groups: list[list[str]]) -> float:
     return groups_hit(text, groups) / len(groups) if groups else 0.0
 
 
-def grade_story(task: Task, story: str) -> tuple[float, list[float]]:
-    """Weighted key-point score of an explanation, and each point's 0 / 0.5 / 1 judgment.
+def feedback(task: Task, judgments: list[float], solved: bool) -> str:
+    """The grade as UserRL shows it: the checklist points the explanation covers, no number.
 
-    A key point is judged 1 when the story hits at least ``full`` of its keyword groups
-    (default all), 0.5 at ``half`` (default half), else 0.
+    Only fully covered points are quoted (the player said them already); partly covered ones
+    are counted, since quoting them would hand over the rest of the point.
     """
-    grading = task.get("grading") or {}
-    full, half = float(grading.get("full", FULL)), float(grading.get("half", HALF))
-    judgments = []
-    for kp in task["key_points"]:
-        cov = _coverage(story, kp["keywords"])
-        judgments.append(1.0 if cov >= full - 1e-9 else 0.5 if cov >= half - 1e-9 else 0.0)
-    score = sum(float(kp["weight"]) * j for kp, j in zip(task["key_points"], judgments, strict=True))
-    return round(min(1.0, score), 4), judgments
+    points = task["key_points"]
+    full = [kp["statement"] for kp, j in zip(points, judgments, strict=True) if j >= 1.0]
+    half = sum(1 for j in judgments if 0.0 < j < 1.0)
+    lines = [f"Your story covers {len(full)} of the {len(points)} key points."]
+    lines += [f"- Covered: {st}" for st in full]
+    if half:
+        lines.append(f"{half} more key point(s) are only partly right.")
+    lines.append("You uncovered it!" if solved else "Some key parts are still missing or wrong.")
+    return "\n".join(lines)
 
 
 def answer_question(task: Task, question: str) -> str:
@@ -104,7 +105,10 @@ class TurtleUserSpec:
                 "You grade a player's explanation of a puzzle against a checklist. The full "
                 f"story: {t['bottom']}\nChecklist: {json.dumps(points, ensure_ascii=False)}\n"
                 "For each checklist item, judge 1 if the explanation clearly contains it, 0.5 "
-                "if partially, 0 if not. Reply with JSON only: "
+                "if partially, 0 if not. The player saw this surface: "
+                f"{t['surface']}\nRepeating the surface earns nothing. An explanation must "
+                "tell one story: a list of keywords, several alternative stories, or a dump of "
+                "guesses earns 0 on every item. Reply with JSON only: "
                 '{"judgments": [one number per item, in order]}.'
             )
             user = f"Explanation: {query.payload['story']}"
@@ -138,18 +142,21 @@ class TurtleGym(Env):
         agent's explanation, graded. ``[search]`` is not used.
 
     Observation:
-        The user's reply (``Yes.`` / ``No.``) or the grade of an explanation.
+        The user's reply (``Yes.`` / ``No.``) or, for an explanation, the checklist points it
+        covers (as in UserRL; no numeric score is shown).
 
     Reward:
         Each key point is judged 0, 0.5 or 1; the score is the weighted sum in [0, 1]. The turn
         reward is the gain over the best score so far, so the episode sums to the best score.
 
     Episode end:
-        Terminated when the best score reaches ``success_threshold`` (option, default 0.9;
-        UserRL's training used 1.0) or on ``[finish]``; truncated after ``max_turns`` (20).
+        Terminated when the best score reaches ``success_threshold`` (option, default 1.0 as
+        in UserRL: every key point covered) or on ``[finish]``; truncated after ``max_turns``
+        (20).
 
     Version history:
-        v0: initial version, following UserRL's TurtleGym.
+        v0: initial version, following UserRL's TurtleGym. The scripted judge ignores words
+        the surface shows and rejects keyword lists (see ``_turtle_rules``).
     """
 
     id = "userrl/Turtle-v0"
@@ -220,10 +227,11 @@ class TurtleGym(Env):
                                                history_for_query(state)))
             score = float(verdict["score"])
             reward, state["best"] = gain_over_best(state["best"], score)
-            obs = (f"Your story scores {score:.2f} against the hidden story."
-                   + (" You uncovered it!" if state["best"] >= self.success_threshold else
-                      " Some key parts are still missing or wrong."))
-            info = {"score": score, "judgments": list(verdict.get("judgments", []))}
+            judgments = [float(j) for j in verdict.get("judgments", [])]
+            if len(judgments) != len(task["key_points"]):
+                judgments = [0.0] * len(task["key_points"])
+            obs = feedback(task, judgments, state["best"] >= self.success_threshold - 1e-9)
+            info = {"score": score, "judgments": judgments}
         state["dialogue"].append({"role": "user", "content": obs})
         done = state["best"] >= self.success_threshold - 1e-9
         return StepResult(state, obs, reward, done, False, info)
