@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 import structlog
 
-from userrl.config import DeployConfig
+from userrl.config import DeployConfig, to_dict
+from userrl.console import progress, stage
 from userrl.learner.metrics import MetricsLog, plot_metrics
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,8 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
     dialogues = (load_dialogues(t.sft_data) if t.sft_data
                  else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns)))
     run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
-            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing)
+            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing,
+            report_to=t.report_to)
     return str(out)
 
 
@@ -63,6 +65,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
         learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
     tasks = {g: load_tasks(g, "train") for g in t.gyms}
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
+    metrics = MetricsLog(run_dir / "metrics.jsonl", t.report_to, run_name=cfg.run, config=to_dict(cfg))
 
     async def main() -> list[dict[str, Any]]:
         bus = make_bus(cfg, url=url)
@@ -70,13 +73,16 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
             dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
                                     t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-")
             return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
-                               first_step=first_step, metrics=MetricsLog(run_dir / "metrics.jsonl"),
+                               first_step=first_step, metrics=metrics,
                                time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
                                group_timeout_s=cfg.reward.group_timeout_s)
         finally:
             await bus.redis.aclose()
 
-    rows = anyio.run(main)
+    try:
+        rows = anyio.run(main)
+    finally:
+        metrics.close()
     return learner, rows
 
 
@@ -102,12 +108,15 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
 
     t = cfg.train
     out = {}
+    bar = progress(len(models), "evaluation", unit="model")
     for name, path in models.items():
         backend = HFBackend(path, device=resolve_device(t.device), seed=cfg.seed,
                             tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
         out[name] = anyio.run(lambda b=backend: evaluate(
             b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,
             samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed))
+        bar.update(1)
+    bar.close()
     return out
 
 
@@ -162,11 +171,14 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     base = resolve_model_path(cfg)
     log.info("train.base_model", path=base)
-    sft = sft_stage(cfg, base, run_dir)
+    with stage("SFT"):
+        sft = sft_stage(cfg, base, run_dir)
     t_sft = time.monotonic() - t0
-    final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
+    with stage("GRPO"):
+        final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
     t_grpo = time.monotonic() - t0 - t_sft
-    evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
+    with stage("evaluation"):
+        evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
     check = learning_check(rows, evals)
     plot_metrics(rows, run_dir / "metrics.png")
     plot_evals(evals, run_dir / "eval.png")

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from userrl import logs
 from userrl.config import DeployConfig, load_config
+from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
 from userrl.errors import UserRLError
 from userrl.logs import configure_logging
 
@@ -32,10 +35,19 @@ def _config(args: argparse.Namespace) -> DeployConfig:
     return load_config(getattr(args, "config", None), getattr(args, "set", None))
 
 
+def _preflight(cfg: DeployConfig) -> None:
+    """A redis:// URL that does not answer fails the command at start, in one line (an
+    embedded server is started by the command itself)."""
+    if cfg.redis != "embedded":
+        check_redis(cfg.redis)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="deploy YAML (default: built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set workers.env.concurrency=512")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                   help="stderr log format (auto: console on a terminal, JSON lines otherwise)")
 
 
 def load_class(spec: str) -> Any:
@@ -129,7 +141,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from userrl.config import to_dict
 
     cfg = _config(args)
-    print(json.dumps(to_dict(cfg), indent=2))
+    print_json(to_dict(cfg), indent=2)
     return 0
 
 
@@ -161,7 +173,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from userrl.learner.train import format_table, run_train
 
     cfg = _config(args)
-    configure_logging(cfg.log_level)
+    _preflight(cfg)
+    # info logs go to the run's log file: stderr keeps the progress bars and warnings only
+    configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/train.log")
+    enable_progress()
     report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
     c = report["check"]
@@ -176,7 +191,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from userrl.learner.eval_run import format_report, run_eval
 
     cfg = _config(args)
+    if not args.attach:
+        _preflight(cfg)
     configure_logging(cfg.log_level)
+    enable_progress(headers=False)
     report = run_eval(cfg, args.config, args.set, model=args.model, gyms=args.gyms or cfg.gyms, n_tasks=args.tasks,
                       k=args.k, temperature=args.temperature, max_turns=args.max_turns, api_model=args.api_model,
                       out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
@@ -205,7 +223,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from userrl.runtime import make_bus
 
     cfg = _config(args)
+    _preflight(cfg)
     configure_logging(cfg.log_level)
+    enable_progress(headers=False)
     resets = []
     for gym in args.gyms or cfg.gyms:
         resets += make_resets(gym, load_tasks(gym, args.split)[:args.tasks], group_size=args.group_size,
@@ -241,6 +261,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from userrl.learner.train import run_grpo
 
     cfg = _config(args)
+    _preflight(cfg)
     configure_logging(cfg.log_level)
     run_dir = Path(cfg.run_dir)
     learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")  # checkpoints at the end
@@ -355,10 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.log_format = getattr(args, "log_format", "auto")
     try:
         return int(args.func(args) or 0)
     except UserRLError as exc:
         print(f"userrl: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `userrl ... --json | head`: the reader left, nothing is wrong
+        return quiet_broken_pipe()
+    except RedisConnectionError as exc:  # one line instead of a traceback through redis-py
+        print(f"userrl: error: redis: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
         return 2
 
 
