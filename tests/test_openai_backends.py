@@ -351,3 +351,29 @@ async def test_server_down_gives_up_with_connect_error() -> None:
         with pytest.raises(PolicyError, match="gave up after 3 attempts: connection error") as info:
             await pb.generate([policy_request("q")])
     assert info.value.transient is True
+
+
+async def test_500_for_a_model_the_server_does_not_list_fails_at_once(
+        openai_server: FakeOpenAIServer) -> None:
+    """transformers serve answers a bare 500 for a model it cannot load and lists only loaded
+    models: before any success, a 500 for an unlisted model is a wrong name, not a hiccup."""
+    openai_server.model = "served-model"
+    openai_server.fail_next(5, status=500, message="Internal Server Error")
+    async with OpenAIPolicyBackend(config(openai_server, model="wrong-model", backoff_base_s=1.0,
+                                          backoff_max_s=2.0)) as pb:
+        t0 = time.monotonic()
+        with pytest.raises(PolicyError) as info:
+            await pb.generate([policy_request("q")])
+    assert time.monotonic() - t0 < 1.0 and len(openai_server.chat_requests) == 1
+    msg = str(info.value)
+    assert info.value.transient is False and "'wrong-model', which the server does not list" in msg
+    assert "served: ['served-model']" in msg and "Internal Server Error" in msg
+
+
+async def test_500_after_a_success_is_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.model = "served-model"
+    async with OpenAIPolicyBackend(config(openai_server, model="other-name")) as pb:
+        await pb.generate([policy_request("q")])
+        openai_server.fail_next(2, status=500, message="Internal Server Error")
+        [res] = await pb.generate([policy_request("q")])
+    assert res.text == "echo: observation" and len(openai_server.chat_requests) == 4

@@ -10,10 +10,11 @@ Failure policy. Retried with exponential backoff and jitter (``Retry-After`` hon
 ``backoff_max_s``): HTTP 408, 429, 5xx, timeouts, connection errors and a 200 whose body is not
 JSON (a truncated proxy reply). Any other 4xx, and a JSON body without ``choices[0].message``
 content, fail at once with ``transient=False`` and the server's own message; a 404 on a
-``base_url`` without ``/v1`` says to add it. A 5xx whose message names the configured model (a
-server that cannot load or does not know that model, e.g. ``transformers serve`` answering 500
-for a wrong name) is not retried either: waiting does not fix a model name. Retries exhausted
-raise ``transient=True``.
+``base_url`` without ``/v1`` says to add it. A wrong model name is not retried either (waiting
+does not fix it): a 5xx whose message names the model, or a 5xx before this client's first
+success while ``GET {base_url}/models`` answers without listing the model (``transformers
+serve`` answers a bare "Internal Server Error" for a model it cannot load, and lists only loaded
+models). Retries exhausted raise ``transient=True``.
 Errors are raised as the ``error_cls`` the caller names (``UserError``, ``PolicyError``), so they
 land on the right boundary of the :mod:`userrl.errors` tree.
 
@@ -124,6 +125,7 @@ class ChatClient:
         self._http: httpx.AsyncClient | None = None
         self._limiter = anyio.CapacityLimiter(config.concurrency)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._succeeded = False  #: a 5xx before any success may mean a model the server lacks
 
     async def __aenter__(self) -> ChatClient:
         self._open()
@@ -204,19 +206,27 @@ class ChatClient:
             except httpx.TransportError as exc:
                 raise _Transient(f"connection error: {type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 400:
-            self._raise_for_status(resp)
+            await self._raise_for_status(resp)
         try:
             data = resp.json()
         except ValueError as exc:
             raise _Transient(f"response body is not JSON: {resp.text[:200]!r}") from exc
         if not isinstance(data, dict):
             raise self.error_cls(f"{self._url}: response JSON is not an object: {data!r:.200}")
+        self._succeeded = True
         return data
 
-    def _raise_for_status(self, resp: httpx.Response) -> None:
+    async def _raise_for_status(self, resp: httpx.Response) -> None:
         """Transient statuses raise :class:`_Transient`; the rest fail at once with a hint."""
         status, detail = resp.status_code, _error_detail(resp)
         model_named = _names(detail, self.config.model)
+        if status >= 500 and not model_named and not self._succeeded:
+            served = await self._served_models()
+            if served is not None and self.config.model not in served:
+                raise self.error_cls(
+                    f"{self._url}: HTTP {status} for model {self.config.model!r}, which the server "
+                    f"does not list (served: {served[:5]}): is the model name right? "
+                    f"Server said: {detail}", transient=False)
         if status in (408, 429) or (status >= 500 and not model_named):
             raise _Transient(f"HTTP {status}: {detail}", _retry_after(resp.headers))
         hint = ""
@@ -228,6 +238,20 @@ class ChatClient:
         elif model_named:
             hint = f" (is the model name {self.config.model!r} right for this server?)"
         raise self.error_cls(f"{self._url}: HTTP {status}{hint}: {detail}", transient=False)
+
+
+    async def _served_models(self) -> list[str] | None:
+        """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""
+        url = self.config.base_url.rstrip("/") + "/models"
+        try:
+            with anyio.fail_after(min(self.config.timeout_s, 5.0)):
+                resp = await self._open().get(url)
+            data = resp.json().get("data") if resp.status_code == 200 else None
+        except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        return [str(m.get("id")) for m in data if isinstance(m, dict)]
 
 
 def _names(text: str, model: str) -> bool:

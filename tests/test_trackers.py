@@ -1,0 +1,83 @@
+"""Experiment tracking (``train.report_to``): GRPO metrics in TensorBoard event files, read back
+with TensorBoard's own reader; a missing tracker package is a clear error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from userrl.errors import ConfigError
+from userrl.learner.metrics import MetricsLog
+
+pytest.importorskip("tensorboard")
+torch = pytest.importorskip("torch")
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from tests.test_learner import group, model_dir  # noqa: E402, F401
+
+pytestmark = pytest.mark.train
+
+
+def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_metrics_log_writes_tensorboard_scalars(tmp_path: Path) -> None:
+    with MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"], run_name="t") as m:
+        m.log(1, {"rollout/score_mean": 0.25, "policy/version": 1, "note": "text is skipped"})
+        m.log(2, {"rollout/score_mean": 0.5, "policy/version": 2, "flag": True})
+    got = scalars(tmp_path / "tensorboard")
+    assert set(got) == {"rollout/score_mean", "policy/version"}
+    assert got["rollout/score_mean"] == [(1, 0.25), (2, 0.5)]
+    assert got["policy/version"] == [(1, 1.0), (2, 2.0)]
+    assert len(m.read()) == 2 and m.read()[0]["note"] == "text is skipped"  # jsonl unchanged
+
+
+@pytest.mark.parametrize("kind", ["wandb", "trackio", "tensorboard"])
+def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  kind: str) -> None:
+    monkeypatch.setitem(sys.modules, kind, None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=rf"train.report_to: {kind} needs the {kind} package "
+                                          rf"\(pip install 'userrl\[{kind}\]'\)"):
+        MetricsLog(tmp_path / "metrics.jsonl", [kind])
+
+
+def test_unknown_tracker(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'mlflow' is not one of"):
+        MetricsLog(tmp_path / "metrics.jsonl", ["mlflow"])
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_grpo_run_reports_to_tensorboard(model_dir: Path, tmp_path: Path, bus) -> None:  # noqa: F811
+    """The learner loop over the bus, three GRPO steps: every metrics.jsonl number is in the
+    event files under the same name, at the same step, with the policy version."""
+    from userrl.bus.messages import ScoredGroup
+    from userrl.envs.datasets import load_tasks
+    from userrl.learner.dispatch import Dispatcher
+    from userrl.learner.grpo import LossConfig
+    from userrl.learner.loop import GRPOLearner
+    from userrl.learner.run import learn
+
+    learner = GRPOLearner(model_dir, tmp_path / "learner", lr=1e-2, loss=LossConfig(max_staleness=100))
+    for i in range(3):
+        g = group(learner)
+        await bus.send(bus.keys.stream("learner"), ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}",
+                                                               env_id=g["env_id"], items=g["items"]))
+    tasks = {"userrl/Function-v0": load_tasks("userrl/Function-v0", "train")}
+    dispatcher = Dispatcher(bus, tasks, group_size=2, max_in_flight=0, max_turns=2, sampling={})
+    with MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"]) as metrics:
+        rows = await learn(bus, learner, dispatcher, steps=3, groups_per_step=1, metrics=metrics,
+                           time_budget_s=600, checkpoint_every=10, group_timeout_s=10)
+    got = scalars(tmp_path / "tensorboard")
+    assert [v for _, v in got["policy/version"]] == [1.0, 2.0, 3.0]
+    for row in rows:
+        for name, value in row.items():
+            if name != "step" and isinstance(value, (int, float)):
+                assert (row["step"], pytest.approx(float(value), rel=1e-6)) in got[name], name
+    assert {"rollout/score_mean", "loss/policy", "policy/clip_frac", "perf/step_s"} <= set(got)
