@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_py(code: str, *args: str, stdout: int | None = subprocess.PIPE,
            timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USERRL_")}
+    # buffered stdout, as for a user (PYTHONUNBUFFERED would hide a late BrokenPipeError)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERRL_") and k != "PYTHONUNBUFFERED"}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, env=env,
                           stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout)
 
@@ -107,12 +108,23 @@ def test_yaml_error_is_file_line_message(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr and "yaml." not in out.stderr
 
 
-def test_json_output_survives_a_closed_pipe() -> None:
-    """The reader is gone before the command writes (like `| head` after its lines)."""
+SHORT_PRINT = """
+import sys
+from userrl import cli
+cli.cmd_config = lambda args: print("short, still in the buffer at exit")
+sys.exit(cli.main(["config"]))
+"""
+
+
+@pytest.mark.parametrize("code", ["config", SHORT_PRINT])
+def test_output_survives_a_closed_pipe(code: str) -> None:
+    """The reader is gone before the command writes (like `| head` after its lines): `config`
+    flushes its JSON at once; a command whose short output stays buffered meets the closed pipe
+    only at the end."""
     r, w = os.pipe()
     os.close(r)
     try:
-        out = userrl("config", stdout=w)
+        out = userrl(code, stdout=w) if code == "config" else run_py(code, stdout=w)
     finally:
         os.close(w)
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr

@@ -378,7 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.log_format = getattr(args, "log_format", "auto")
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return rc
     except UserRLError as exc:
         print(f"userrl: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ calls :func:`stage` while progress is off only logs them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ def enable_progress(on: bool = True, *, headers: bool = True) -> None:
     """Called by the CLI: draw bars (when stderr is a terminal) and print stage headers."""
     global _enabled, _headers
     _enabled, _headers = on, on and headers
+    if on and not sys.stderr.isatty():
+        # other libraries' bars (TRL's trainer, datasets) would write frames into a pipe or log
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def progress_on() -> bool:
@@ -107,8 +111,6 @@ def print_json(obj: Any, *, indent: int | None = None) -> None:
 def quiet_broken_pipe() -> int:
     """After a BrokenPipeError on stdout: point stdout at /dev/null so the interpreter's final
     flush does not raise again, and return the shell's code for SIGPIPE (128 + 13)."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
