@@ -193,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if not args.attach:
         _preflight(cfg)
-    configure_logging(cfg.log_level)
+    configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/eval.log")  # stderr: bar + warnings
     enable_progress(headers=False)
     report = run_eval(cfg, args.config, args.set, model=args.model, gyms=args.gyms or cfg.gyms, n_tasks=args.tasks,
                       k=args.k, temperature=args.temperature, max_turns=args.max_turns, api_model=args.api_model,
