@@ -81,3 +81,18 @@ async def test_grpo_run_reports_to_tensorboard(model_dir: Path, tmp_path: Path, 
             if name != "step" and isinstance(value, (int, float)):
                 assert (row["step"], pytest.approx(float(value), rel=1e-6)) in got[name], name
     assert {"rollout/score_mean", "loss/policy", "policy/clip_frac", "perf/step_s"} <= set(got)
+
+
+@pytest.mark.slow
+def test_wandb_runs_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No WANDB_API_KEY and no network: an offline run in run_dir/wandb, to `wandb sync` later."""
+    pytest.importorskip("wandb")
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials either
+    monkeypatch.chdir(tmp_path)
+    with MetricsLog(tmp_path / "run" / "metrics.jsonl", ["wandb"], run_name="offline") as m:
+        assert m.trackers[0].run.offline
+        m.log(1, {"rollout/score_mean": 0.25, "policy/version": 1})
+    [run] = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    assert next(run.glob("run-*.wandb")).stat().st_size > 0
