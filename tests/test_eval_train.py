@@ -40,6 +40,7 @@ def test_eval_scripted_experts_reach_the_maximum_on_every_gym(tmp_path: Path) ->
 
 
 @pytest.mark.train
+@pytest.mark.timeout(900)  # two `userrl train` runs; minutes on a loaded 2-core machine
 def test_train_main_job_smoke(tmp_path: Path) -> None:
     pytest.importorskip("trl")
     sets = [f"run_dir={tmp_path}", "run=trainsmoke", "train.steps=2", "train.sft_epochs=1", "train.eval_tasks=2",
@@ -53,7 +54,8 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     args += ["--set", "policy.backend=hf", "--set", "policy.model=tiny"]
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     report_to = ["--set", "train.report_to=[tensorboard]"] if tensorboard else []
-    out = subprocess.run([*args, *report_to], env=_env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run([*args, *report_to, "--set", "log_level=info"], env=_env(), capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["eval"]) == {"base", "sft", "sft+grpo"}
