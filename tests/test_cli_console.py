@@ -194,3 +194,23 @@ def test_log_file_gets_info_stderr_only_warnings(tmp_path: Path) -> None:
 def test_redact_url() -> None:
     assert console.redact_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
     assert console.redact_url("redis://h:6379") == "redis://h:6379"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_log_format_chooses_the_stderr_renderer(fmt: str) -> None:
+    """stderr is a pipe here: `auto` would give JSON; --log-format overrides it."""
+    out = run_py(f"""
+        import sys
+        import structlog
+        from userrl import cli, logs
+        args = cli.build_parser().parse_args(["config", "--log-format", "{fmt}"])
+        logs.log_format = args.log_format
+        logs.configure_logging("info")
+        structlog.get_logger("userrl.test").info("hello", k=1)
+    """)
+    assert out.returncode == 0, out.stderr
+    line = out.stderr.strip()
+    if fmt == "json":
+        assert json.loads(line)["event"] == "hello"
+    else:
+        assert "[info     ] hello" in line and "k=1" in line and not line.startswith("{")
