@@ -263,6 +263,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _preflight(cfg)
     configure_logging(cfg.log_level)
+    enable_progress(headers=False)  # the GRPO bar, on a terminal
     run_dir = Path(cfg.run_dir)
     learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn")  # checkpoints at the end
     final = learner.save_model(run_dir / "final-model")
