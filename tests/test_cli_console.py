@@ -144,7 +144,9 @@ def test_unreachable_redis_is_one_line(command: list[str], tmp_path: Path) -> No
 
 # ---- console helpers -----------------------------------------------------------------------------
 
-def test_stage_prints_header_and_wall_time(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_prints_header_and_wall_time(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "")  # restored after the test (enable_progress sets it)
     console.enable_progress(True)
     try:
         times: dict[str, float] = {}
