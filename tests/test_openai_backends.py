@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.openai_server import FakeOpenAIServer, openai_server  # noqa: F401
+from tests.openai_server import FakeOpenAIServer
 from userrl.agents.base import GenRequest, Sampling
 from userrl.agents.openai_backend import OpenAIPolicyBackend, tool_calls_to_hermes
 from userrl.agents.parsing import parse_action
@@ -20,6 +21,13 @@ from userrl.sim_users.llm_user import CORRECTION
 from userrl.sim_users.openai_backend import OpenAIUserBackend
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A started test server with the echo reply; set ``.reply`` to change it."""
+    with FakeOpenAIServer() as srv:
+        yield srv
 
 
 class FakeSpec:
