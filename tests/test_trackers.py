@@ -96,3 +96,27 @@ def test_wandb_runs_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.Mo
         m.log(1, {"rollout/score_mean": 0.25, "policy/version": 1})
     [run] = (tmp_path / "run" / "wandb").glob("offline-run-*")
     assert next(run.glob("run-*.wandb")).stat().st_size > 0
+
+
+def test_trackio_calls_follow_its_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trackio (gradio-based, not installed here) through a stand-in module with its documented
+    signatures: init(project, name, config), log(metrics, step), finish()."""
+    import types
+
+    calls: list[tuple] = []
+
+    def init(project: str, name: str | None = None, config: dict | None = None) -> object:
+        calls.append(("init", project, name, config))
+        return object()
+
+    def log(metrics: dict, step: int | None = None) -> None:
+        calls.append(("log", metrics, step))
+
+    stub = types.ModuleType("trackio")
+    stub.init, stub.log, stub.finish = init, log, lambda: calls.append(("finish",))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "trackio", stub)
+    monkeypatch.delenv("TRACKIO_PROJECT", raising=False)
+    with MetricsLog(tmp_path / "metrics.jsonl", ["trackio"], run_name="r1", config={"seed": 0}) as m:
+        m.log(3, {"rollout/score_mean": 0.5, "policy/version": 3})
+    assert calls == [("init", "userrl", "r1", {"seed": 0}),
+                     ("log", {"rollout/score_mean": 0.5, "policy/version": 3.0}, 3), ("finish",)]
