@@ -1,7 +1,7 @@
 """Policy backend for evaluating API models behind an OpenAI-compatible endpoint.
 
 Not trainable: results carry text only (no token ids or logprobs) and ``load_weights`` raises.
-With ``tools=True`` the ``interact_with_env`` tool schema is sent; a native ``tool_calls``
+With ``tools=True`` (``policy.tools``) the ``interact_with_env`` tool schema is sent; a native ``tool_calls``
 answer is rewritten to the Hermes text form the common parser reads::
 
     <tool_call>
@@ -22,10 +22,10 @@ import anyio
 
 from userrl.agents.base import GenRequest, GenResult
 from userrl.agents.parsing import TOOL_SCHEMA
-from userrl.errors import PolicyError, boundary
+from userrl.errors import ConfigError, PolicyError, boundary
 from userrl.openai_compat import ChatClient, OpenAIConfig
 
-__all__ = ["OpenAIPolicyBackend", "tool_calls_to_hermes"]
+__all__ = ["OpenAIPolicyBackend", "from_deploy_config", "tool_calls_to_hermes"]
 
 _ROLES = {"system", "user", "assistant"}
 
@@ -51,7 +51,7 @@ class OpenAIPolicyBackend:
 
     trainable = False
 
-    def __init__(self, config: OpenAIConfig, tools: bool = True) -> None:
+    def __init__(self, config: OpenAIConfig, tools: bool = False) -> None:
         self.config = config
         self.tools = tools
         self.version = 0
@@ -107,6 +107,21 @@ class OpenAIPolicyBackend:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def from_deploy_config(cfg: Any) -> OpenAIPolicyBackend:
+    """The backend a deploy config's ``policy`` section names. ``tools`` is sent only with
+    ``policy.tools`` on: servers such as ``transformers serve`` answer an empty ``content`` to a
+    request with tools that the model's chat template cannot render."""
+    p = cfg.policy
+    if not p.base_url:
+        raise ConfigError("policy.base_url is required for policy.backend: openai")
+    conc = cfg.workers["policy"].concurrency if "policy" in getattr(cfg, "workers", {}) else 8
+    oc = OpenAIConfig(base_url=p.base_url, model=p.model, api_key_env=p.api_key_env,
+                      temperature=p.temperature, max_tokens=p.max_new_tokens,
+                      timeout_s=p.timeout_s, max_retries=p.max_retries,
+                      concurrency=max(1, int(conc)), extra_body=dict(p.extra_body))
+    return OpenAIPolicyBackend(oc, tools=p.tools)
 
 
 def _api_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -43,7 +43,7 @@ from userrl.bus.keys import Keys
 from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
-from userrl.errors import ConfigError, MessageError, PolicyError
+from userrl.errors import MessageError, PolicyError
 
 log = structlog.get_logger(__name__)
 
@@ -84,12 +84,9 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
 
         return ScriptedExpertBackend()
     if p.backend == "openai":
-        from userrl.agents.openai_backend import OpenAIPolicyBackend
-        from userrl.openai_compat import OpenAIConfig
+        from userrl.agents.openai_backend import from_deploy_config
 
-        if not p.base_url:
-            raise ConfigError("policy.base_url is required for policy.backend: openai")
-        return OpenAIPolicyBackend(OpenAIConfig(base_url=p.base_url, model=p.model))
+        return from_deploy_config(cfg)
     model = resolve_model_path(cfg)
     if p.backend == "vllm":
         from userrl.agents.vllm_backend import VLLMBackend

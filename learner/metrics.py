@@ -1,27 +1,54 @@
-"""Learner metrics: one JSON line per step, and a PNG plot at the end of a run.
+"""Learner metrics: one JSON line per step, experiment trackers, and a PNG plot at the end.
 
 Metric names are fixed (cleanrl style): ``rollout/score_mean``, ``rollout/score/<gym>``,
-``loss/policy``, ``policy/clip_frac``, ``policy/kl``, ``policy/ratio_mean``,
+``loss/policy``, ``policy/clip_frac``, ``policy/kl``, ``policy/ratio_mean``, ``policy/version``,
 ``rollout/stale_tokens``, ``rollout/staleness_mean``, ``perf/tokens_per_s``, ``perf/turns_per_s``.
+
+``train.report_to`` sends the same numbers, under the same names and with the GRPO step as the
+step, to the trackers TRL users know (:mod:`userrl.learner.trackers`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from userrl.learner.trackers import open_tracker
+
 
 class MetricsLog:
-    def __init__(self, path: str | Path) -> None:
+    """``metrics.jsonl`` in ``path``'s folder, plus the trackers named in ``report_to``
+    (``tensorboard`` writes to ``<folder>/tensorboard``). Close it to flush the trackers."""
+
+    def __init__(self, path: str | Path, report_to: Sequence[str] = (), *, run_name: str = "userrl",
+                 config: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.trackers = [open_tracker(kind, self.path.parent, run_name, config or {})
+                         for kind in report_to]
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, "time": round(time.time(), 3), **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        scalars = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for tracker in self.trackers:
+            tracker.log(step, scalars)
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():

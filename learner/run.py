@@ -14,10 +14,10 @@ from typing import Any
 
 import anyio
 import structlog
-from tqdm import tqdm
 
 from userrl.bus.messages import ScoredGroup, WeightsAnnouncement
 from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.console import progress
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.loop import GRPOLearner
 from userrl.learner.metrics import MetricsLog
@@ -84,7 +84,7 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
     t_start = time.monotonic()
     rows = []
     step = first_step - 1
-    bar = tqdm(total=steps, initial=first_step - 1, desc="GRPO", unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = progress(steps, "GRPO", unit="step", initial=first_step - 1)  # drawn on a terminal only
     for step in range(first_step, steps + 1):
         t0 = time.monotonic()
         await dispatcher.fill(learner.version)

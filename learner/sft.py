@@ -91,7 +91,8 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
 def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str, Any]], *, epochs: int = 3,
             lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024,
             tools: bool = False, device: str = "auto", dtype: str = "auto",
-            gradient_checkpointing: bool = False, lora: Any = None) -> Path:
+            gradient_checkpointing: bool = False, lora: Any = None,
+            report_to: Sequence[str] = ()) -> Path:
     """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``.
     With ``tools``, the interact_with_env schema is rendered into each system turn, exactly as
     the policy workers render it. ``device``/``dtype`` as in :mod:`userrl.hardware`:
@@ -114,7 +115,8 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
     args = SFTConfig(output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=lr,
                      lr_scheduler_type="cosine", per_device_train_batch_size=batch_size,
                      assistant_only_loss=True, max_length=max_length, seed=seed, save_strategy="no",
-                     report_to=[], logging_strategy="no", use_cpu=dev == "cpu",
+                     report_to=list(report_to), logging_strategy="steps" if report_to else "no",
+                     use_cpu=dev == "cpu",
                      bf16=precision == "bf16", fp16=False, gradient_checkpointing=gradient_checkpointing,
                      dataloader_pin_memory=dev != "cpu", disable_tqdm=False)
     log.info("sft.start", device=dev, dtype=precision, gradient_checkpointing=gradient_checkpointing,

@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 import structlog
 
-from userrl.config import DeployConfig, gym_options_for
+from userrl.config import DeployConfig, gym_options_for, to_dict
+from userrl.console import progress, stage
 from userrl.learner.metrics import MetricsLog, plot_metrics
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
                                                               data=cfg.data)))
     run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
             device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing,
-            lora=t.lora if t.lora.r else None)
+            lora=t.lora if t.lora.r else None, report_to=t.report_to)
     return str(out)
 
 
@@ -76,6 +77,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     else:
         learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
+    metrics = MetricsLog(run_dir / "metrics.jsonl", t.report_to, run_name=cfg.run, config=to_dict(cfg))
 
     async def main() -> list[dict[str, Any]]:
         bus = make_bus(cfg, url=url)
@@ -85,7 +87,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
                                     groups_per_step=t.groups_per_step, max_staleness=t.max_staleness,
                                     options={g: gym_options_for(cfg, g) for g in t.gyms})
             return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
-                               first_step=first_step, metrics=MetricsLog(run_dir / "metrics.jsonl"),
+                               first_step=first_step, metrics=metrics,
                                time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
                                group_timeout_s=cfg.reward.group_timeout_s)
         finally:
@@ -102,6 +104,7 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
             learner.save_model(final_dir)
     finally:
         learner.stop()  # releases the other ranks (a crash here fails them through accelerate)
+        metrics.close()
     return learner, rows
 
 
@@ -132,6 +135,7 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
 
     t = cfg.train
     out = {}
+    bar = progress(len(models), "evaluation", unit="model")
     for name, path in models.items():
         backend = HFBackend(path, device=resolve_device(t.device), seed=cfg.seed,
                             tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
@@ -139,6 +143,8 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
             b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,
             samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed, data=cfg.data,
             options={g: gym_options_for(cfg, g, evaluation=True) for g in t.gyms}))
+        bar.update(1)
+    bar.close()
     return out
 
 
@@ -221,11 +227,14 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
     base = resolve_model_path(cfg)
     log.info("train.base_model", path=base)
     t_model = time.monotonic()
-    sft = sft_stage(cfg, base, run_dir)
+    with stage("SFT"):
+        sft = sft_stage(cfg, base, run_dir)
     t_sft = time.monotonic()
-    final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
+    with stage("GRPO"):
+        final, rows = grpo_stage(cfg, config_path, overrides, sft, run_dir)
     t_grpo = time.monotonic()
-    evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
+    with stage("evaluation"):
+        evals = eval_stage(cfg, {"base": base, "sft": sft, "sft+grpo": final})
     t_eval = time.monotonic()
     check = learning_check(rows, evals)
     plot_metrics(rows, run_dir / "metrics.png")

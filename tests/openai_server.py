@@ -105,8 +105,9 @@ class FakeOpenAIServer:
                                 for _ in range(n))
 
     def fail_next(self, n: int = 1, *, status: int = 500,
-                  retry_after: float | None = None) -> None:
-        self._queue(n, Fault("status", status=status, retry_after=retry_after))
+                  retry_after: float | None = None, message: str = "") -> None:
+        """``message`` is the error message in the body (default ``injected <status>``)."""
+        self._queue(n, Fault("status", status=status, retry_after=retry_after, text=message))
 
     def hang_next(self, n: int = 1) -> None:
         self._queue(n, Fault("hang"))
@@ -201,7 +202,8 @@ def _make_handler(srv: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(srv.delay_s)
             kind = fault.kind if fault else None
             if fault is not None and kind == "status":
-                err = json.dumps({"error": {"message": f"injected {fault.status}"}}).encode()
+                msg = fault.text or f"injected {fault.status}"
+                err = json.dumps({"error": {"message": msg}}).encode()
                 hdrs = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
                 return self._send(fault.status, err, hdrs)
             if kind in ("hang", "drop"):

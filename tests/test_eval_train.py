@@ -3,6 +3,7 @@ with the scripted experts, and a tiny ``userrl train`` run end to end."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -39,6 +40,7 @@ def test_eval_scripted_experts_reach_the_maximum_on_every_gym(tmp_path: Path) ->
 
 
 @pytest.mark.train
+@pytest.mark.timeout(900)  # two `userrl train` runs; minutes on a loaded 2-core machine
 def test_train_main_job_smoke(tmp_path: Path) -> None:
     pytest.importorskip("trl")
     sets = [f"run_dir={tmp_path}", "run=trainsmoke", "train.steps=2", "train.sft_epochs=1", "train.eval_tasks=2",
@@ -50,7 +52,10 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     for s in sets:
         args += ["--set", s]
     args += ["--set", "policy.backend=hf", "--set", "policy.model=tiny"]
-    out = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=600)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    report_to = ["--set", "train.report_to=[tensorboard]"] if tensorboard else []
+    out = subprocess.run([*args, *report_to, "--set", "log_level=info"], env=_env(), capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["eval"]) == {"base", "sft", "sft+grpo"}
@@ -65,6 +70,15 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     assert (tmp_path / "metrics.png").is_file() and (tmp_path / "eval.png").is_file()
     assert (tmp_path / "learner" / "groups.msgpack").stat().st_size > 0
     assert "sft+grpo" in out.stdout
+    # console: a header and a wall time per stage on stdout; info logs in the run's log file only
+    for stage in ("SFT", "GRPO", "evaluation"):
+        assert f"== {stage} ==" in out.stdout and f"-- {stage}: " in out.stdout, out.stdout
+    assert '"level": "info"' not in out.stderr and "[info" not in out.stderr, out.stderr[-3000:]
+    logged = [json.loads(line)["event"] for line in (tmp_path / "logs" / "train.log").read_text().splitlines()]
+    assert "train.base_model" in logged and "learner.step" in logged
+    if tensorboard:  # train.report_to: GRPO scalars and TRL's SFT events
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((tmp_path / "sft-model" / "trainer").rglob("events.out.tfevents.*"))
     # resume: the checkpoint of step 2 continues to step 3 (no second SFT)
     sft_written = (tmp_path / "sft-model" / "config.json").stat().st_mtime_ns
     again = subprocess.run([*args, "--set", "train.steps=3", "--set", "train.resume=true"], env=_env(),

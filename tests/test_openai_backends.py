@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.openai_server import FakeOpenAIServer, openai_server  # noqa: F401
+from tests.openai_server import FakeOpenAIServer
 from userrl.agents.base import GenRequest, Sampling
 from userrl.agents.openai_backend import OpenAIPolicyBackend, tool_calls_to_hermes
 from userrl.agents.parsing import parse_action
@@ -20,6 +21,13 @@ from userrl.sim_users.llm_user import CORRECTION
 from userrl.sim_users.openai_backend import OpenAIUserBackend
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A started test server with the echo reply; set ``.reply`` to change it."""
+    with FakeOpenAIServer() as srv:
+        yield srv
 
 
 class FakeSpec:
@@ -75,7 +83,7 @@ async def test_user_success(openai_server: FakeOpenAIServer) -> None:
     assert ub.client.state is ClientState.CLOSED
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
 async def test_transient_status_then_success(openai_server: FakeOpenAIServer,
                                              status: int) -> None:
     openai_server.fail_next(2, status=status)
@@ -264,3 +272,116 @@ def test_server_lists_models(openai_server: FakeOpenAIServer) -> None:
 
     data = httpx.get(f"{openai_server.base_url}/models").json()
     assert data["data"][0]["id"] == "fake-model"
+
+
+# ---- real servers: settings from the deploy config, error classification -----------------------
+
+def deploy_config(srv: FakeOpenAIServer, *overrides: str) -> Any:
+    from userrl.config import load_config
+
+    return load_config(None, ["policy.backend=openai", f"policy.base_url={srv.base_url}",
+                              "policy.model=fake-model", *overrides])
+
+
+@pytest.mark.parametrize("tools", [False, True])
+async def test_policy_sends_tools_only_when_configured(openai_server: FakeOpenAIServer,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       tools: bool) -> None:
+    from userrl.agents.worker import make_policy_backend
+
+    monkeypatch.setenv("MY_POLICY_KEY", "sk-test")
+    cfg = deploy_config(openai_server, f"policy.tools={str(tools).lower()}",
+                        "policy.api_key_env=MY_POLICY_KEY", "policy.timeout_s=7", "policy.max_retries=1",
+                        "policy.extra_body={chat_template_kwargs: {enable_thinking: false}, top_k: 5}")
+    backend = make_policy_backend(cfg)
+    assert isinstance(backend, OpenAIPolicyBackend)
+    assert (backend.config.timeout_s, backend.config.max_retries) == (7.0, 1)
+    async with backend as pb:
+        [res] = await pb.generate([policy_request("q", temperature=0.5)])
+    assert res.text == "echo: observation"
+    req = openai_server.chat_requests[0]
+    assert req.body is not None and ("tools" in req.body) is tools
+    assert req.body["chat_template_kwargs"] == {"enable_thinking": False} and req.body["top_k"] == 5
+    assert req.body["temperature"] == 0.5  # the request's sampling wins over extra fields
+    assert req.headers.get("Authorization") == "Bearer sk-test"
+
+
+async def test_404_without_v1_says_to_add_it(openai_server: FakeOpenAIServer) -> None:
+    root = openai_server.base_url.removesuffix("/v1")
+    async with OpenAIPolicyBackend(config(openai_server, base_url=root)) as pb:
+        with pytest.raises(PolicyError) as info:
+            await pb.generate([policy_request("q")])
+    msg = str(info.value)
+    assert "HTTP 404" in msg and f"try {root}/v1" in msg and "not found" in msg
+    assert info.value.transient is False and len(openai_server.requests) == 1
+
+
+async def test_404_with_v1_has_no_v1_hint(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(1, status=404, message="The model `fake-model` does not exist.")
+    async with OpenAIPolicyBackend(config(openai_server)) as pb:
+        with pytest.raises(PolicyError) as info:
+            await pb.generate([policy_request("q")])
+    assert "/v1)" not in str(info.value) and "does not exist" in str(info.value)
+    assert "is the model name 'fake-model' right" in str(info.value)
+
+
+async def test_500_naming_the_model_is_not_retried(openai_server: FakeOpenAIServer) -> None:
+    """A server that cannot load the model answers 500 naming it: fail at once with its message
+    (it used to be retried as temporary for half a minute)."""
+    openai_server.fail_next(5, status=500, message="fake-model is not a local folder and is not a "
+                                                   "valid model identifier")
+    async with OpenAIPolicyBackend(config(openai_server, max_retries=4, backoff_base_s=1.0,
+                                          backoff_max_s=2.0)) as pb:
+        t0 = time.monotonic()
+        with pytest.raises(PolicyError) as info:
+            await pb.generate([policy_request("q")])
+    assert time.monotonic() - t0 < 1.0 and len(openai_server.chat_requests) == 1
+    assert info.value.transient is False and "HTTP 500" in str(info.value)
+    assert "not a valid model identifier" in str(info.value)
+
+
+async def test_500_naming_a_longer_word_is_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.fail_next(1, status=500, message="fake-model-loader crashed")
+    async with OpenAIPolicyBackend(config(openai_server)) as pb:
+        [res] = await pb.generate([policy_request("q")])
+    assert res.text == "echo: observation" and len(openai_server.chat_requests) == 2
+
+
+async def test_server_down_gives_up_with_connect_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env="",
+                       max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    async with OpenAIPolicyBackend(cfg) as pb:
+        with pytest.raises(PolicyError, match="gave up after 3 attempts: connection error") as info:
+            await pb.generate([policy_request("q")])
+    assert info.value.transient is True
+
+
+async def test_500_for_a_model_the_server_does_not_list_fails_at_once(
+        openai_server: FakeOpenAIServer) -> None:
+    """transformers serve answers a bare 500 for a model it cannot load and lists only loaded
+    models: before any success, a 500 for an unlisted model is a wrong name, not a hiccup."""
+    openai_server.model = "served-model"
+    openai_server.fail_next(5, status=500, message="Internal Server Error")
+    async with OpenAIPolicyBackend(config(openai_server, model="wrong-model", backoff_base_s=1.0,
+                                          backoff_max_s=2.0)) as pb:
+        t0 = time.monotonic()
+        with pytest.raises(PolicyError) as info:
+            await pb.generate([policy_request("q")])
+    assert time.monotonic() - t0 < 1.0 and len(openai_server.chat_requests) == 1
+    msg = str(info.value)
+    assert info.value.transient is False and "'wrong-model', which the server does not list" in msg
+    assert "served: ['served-model']" in msg and "Internal Server Error" in msg
+
+
+async def test_500_after_a_success_is_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.model = "served-model"
+    async with OpenAIPolicyBackend(config(openai_server, model="other-name")) as pb:
+        await pb.generate([policy_request("q")])
+        openai_server.fail_next(2, status=500, message="Internal Server Error")
+        [res] = await pb.generate([policy_request("q")])
+    assert res.text == "echo: observation" and len(openai_server.chat_requests) == 4

@@ -122,7 +122,7 @@ def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp:
 
 
 def openai_sets(srv: FakeOpenAIServer) -> list[str]:
-    return ["user.backend=openai", f"user.base_url={srv.base_url}", "user.model=fake", "user.api_key_env="]
+    return ["user.backend=openai", f"user.base_url={srv.base_url}", "user.model=fake-model", "user.api_key_env="]
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:

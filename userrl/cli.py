@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from userrl import logs
 from userrl.config import DeployConfig, load_config
+from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
 from userrl.errors import UserRLError
 from userrl.logs import configure_logging
 
@@ -35,10 +38,19 @@ def _config(args: argparse.Namespace) -> DeployConfig:
     return load_config(getattr(args, "config", None), getattr(args, "set", None))
 
 
+def _preflight(cfg: DeployConfig) -> None:
+    """A redis:// URL that does not answer fails the command at start, in one line (an
+    embedded server is started by the command itself)."""
+    if cfg.redis != "embedded":
+        check_redis(cfg.redis)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="deploy YAML (default: built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set workers.env.concurrency=512")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                   help="stderr log format (auto: console on a terminal, JSON lines otherwise)")
 
 
 def load_class(spec: str) -> Any:
@@ -146,7 +158,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from userrl.config import to_dict
 
     cfg = _config(args)
-    print(json.dumps(to_dict(cfg), indent=2))
+    print_json(to_dict(cfg), indent=2)
     return 0
 
 
@@ -179,7 +191,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _accelerate_overrides(args)
     cfg = _config(args)
-    configure_logging(cfg.log_level)
+    _preflight(cfg)
+    # info logs go to the run's log file: stderr keeps the progress bars and warnings only
+    configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/train.log")
+    enable_progress()
     _check_model_dir(cfg.policy.model, "policy.model")
     report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
@@ -203,7 +218,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from userrl.learner.eval_run import format_report, run_eval
 
     cfg = _config(args)
-    configure_logging(cfg.log_level)
+    if not args.attach:
+        _preflight(cfg)
+    configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/eval.log")  # stderr: bar + warnings
+    enable_progress(headers=False)
     report = run_eval(cfg, args.config, args.set, model=args.model, gyms=args.gyms or cfg.gyms, n_tasks=args.tasks,
                       k=args.k, temperature=args.temperature, max_turns=args.max_turns, api_model=args.api_model,
                       out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
@@ -238,7 +256,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from userrl.runtime import make_bus
 
     cfg = _config(args)
+    _preflight(cfg)
     configure_logging(cfg.log_level)
+    enable_progress(headers=False)
     resets = []
     for gym in args.gyms or cfg.gyms:
         resets += make_resets(gym, data_tasks(gym, args.split, cfg.data)[:args.tasks], group_size=args.group_size,
@@ -284,7 +304,6 @@ def _accelerate_overrides(args: argparse.Namespace) -> None:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     """The GRPO learner process against a running deploy (its workers serve the rollouts)."""
-    import os
     import subprocess
     from pathlib import Path
 
@@ -294,7 +313,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     _accelerate_overrides(args)
     cfg = _config(args)
+    _preflight(cfg)
     configure_logging(cfg.log_level)
+    enable_progress(headers=False)  # the GRPO bar, on a terminal
     if cfg.train.accelerate_config and not os.environ.get("USERRL_UNDER_ACCELERATE"):
         from userrl.learner.distributed import accelerate_command, relaunch_env
 
@@ -430,9 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from userrl.lifecycle import job_signals
 
     args = build_parser().parse_args(argv)
+    logs.log_format = getattr(args, "log_format", "auto")
     with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
         try:
-            return int(args.func(args) or 0)
+            rc = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+            return rc
         except BaseException as exc:
             rc = _exit_code_for(exc, got)
             if rc is None:
@@ -442,7 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
     """One line on stderr and the exit code for what ended a command (None: a bug, re-raise)."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from userrl.lifecycle import exit_code, job_failure
 
@@ -452,9 +475,8 @@ def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
     if isinstance(exc, UserRLError):
         print(f"userrl: error: {exc}", file=sys.stderr)
         return 2
-    if isinstance(exc, BrokenPipeError):  # `userrl status --json | head`: the reader left; quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    if isinstance(exc, BrokenPipeError):  # `userrl ... --json | head`: the reader left, nothing is wrong
+        return quiet_broken_pipe()
     if isinstance(exc, TimeoutError):  # e.g. dispatch --wait past --timeout: a line, not a traceback
         print(f"userrl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -139,6 +139,16 @@ class PolicyConfig:
     """Qwen3Config fields of the locally built tiny model (model: tiny)."""
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
     """Engine settings of the vllm backend (tensor parallelism, memory, context, dtype, ...)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """For backend openai: environment variable holding the API key ('' = send none)."""
+    timeout_s: float = 60.0
+    """For backend openai: deadline of one HTTP attempt."""
+    max_retries: int = 4
+    """For backend openai: retries of a transient failure (408, 429, 5xx, timeout, dropped
+    connection) with exponential backoff; other 4xx fail at once."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """For backend openai: extra request fields sent with every request, e.g.
+    {chat_template_kwargs: {enable_thinking: false}} for vLLM serving Qwen3."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +284,10 @@ class TrainConfig:
     keep_weights: int = 3
     """Published weight versions kept on disk (older ones are deleted); >= 2 so the version a
     policy worker may still be loading is never removed."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers, as TRL's report_to: any of tensorboard, wandb, trackio (none by
+    default). SFT passes them to TRL; GRPO logs its metrics.jsonl numbers to them every step
+    (tensorboard: run_dir/tensorboard; wandb offline unless WANDB_API_KEY or WANDB_MODE)."""
 
     def __post_init__(self) -> None:
         _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
@@ -428,7 +442,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+            raise ConfigError(yaml_error_line(p, exc)) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
@@ -439,7 +453,54 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         defaults = {r: dataclasses.asdict(c) for r, c in _default_workers().items()}
         data["workers"] = {**defaults, **{r: ({**defaults.get(r, {}), **v} if isinstance(v, dict) else v)
                                           for r, v in workers.items()}}
-    return build(DeployConfig, data, "")
+    cfg = build(DeployConfig, data, "")
+    check_deploy(cfg)
+    return cfg
+
+
+def yaml_error_line(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line: message`` for a YAML syntax error (one line, no parser internals)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    col = f" (column {mark.column + 1})" if mark is not None else ""
+    return f"{where}: not valid YAML: {problem}{col}" + (f", {context}" if context else "")
+
+
+def check_deploy(cfg: DeployConfig) -> None:
+    """Cross-field checks of what would otherwise fail later in a worker: unknown gym ids and
+    backends without the fields they need."""
+    from userrl.envs.registry import list_envs
+
+    known = list_envs()
+    for where, ids in (("gyms", cfg.gyms), ("train.gyms", cfg.train.gyms),
+                       ("user.per_gym", list(cfg.user.per_gym))):
+        bad = [g for g in ids if g not in known]
+        if bad:
+            raise ConfigError(f"{where}: unknown gym id(s) {bad}; known ids: {known}")
+    bad_trackers = [r for r in cfg.train.report_to if r not in ("tensorboard", "wandb", "trackio")]
+    if bad_trackers:
+        raise ConfigError(f"train.report_to: {bad_trackers} not allowed; choose from "
+                          f"['tensorboard', 'wandb', 'trackio']")
+    p, u = cfg.policy, cfg.user
+    if p.backend == "openai" and not p.base_url:
+        raise ConfigError("policy.base_url is required for policy.backend: openai "
+                          "(e.g. http://localhost:8000/v1)")
+    if p.timeout_s <= 0:
+        raise ConfigError(f"policy.timeout_s must be > 0, got {p.timeout_s}")
+    if p.max_retries < 0:
+        raise ConfigError(f"policy.max_retries must be >= 0, got {p.max_retries}")
+    user_backends = {u.backend, *u.per_gym.values()}
+    bad_kinds = user_backends - {"scripted", "openai", "hf"}
+    if bad_kinds:
+        raise ConfigError(f"user.per_gym: backend(s) {sorted(bad_kinds)} not allowed; "
+                          f"choose from ['scripted', 'openai', 'hf']")
+    if "openai" in user_backends and not (u.base_url and u.model):
+        raise ConfigError("user.base_url and user.model are required for user.backend: openai "
+                          "(e.g. user.base_url=http://localhost:8000/v1 user.model=Qwen/Qwen3-32B)")
+    if "hf" in user_backends and not u.model:
+        raise ConfigError("user.model (a local model folder) is required for user.backend: hf")
 
 
 def _apply_override(data: dict[str, Any], ov: str) -> None:

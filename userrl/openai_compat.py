@@ -7,9 +7,14 @@ Qwen3-32B behind vLLM)::
         text, raw = await c.complete([{"role": "user", "content": "hi"}], temperature=0.0)
 
 Failure policy. Retried with exponential backoff and jitter (``Retry-After`` honoured, capped at
-``backoff_max_s``): HTTP 429, HTTP 5xx, timeouts, connection errors and a 200 whose body is not
+``backoff_max_s``): HTTP 408, 429, 5xx, timeouts, connection errors and a 200 whose body is not
 JSON (a truncated proxy reply). Any other 4xx, and a JSON body without ``choices[0].message``
-content, fail at once with ``transient=False``. Retries exhausted raise ``transient=True``.
+content, fail at once with ``transient=False`` and the server's own message; a 404 on a
+``base_url`` without ``/v1`` says to add it. A wrong model name is not retried either (waiting
+does not fix it): a 5xx whose message names the model, or a 5xx before this client's first
+success while ``GET {base_url}/models`` answers without listing the model (``transformers
+serve`` answers a bare "Internal Server Error" for a model it cannot load, and lists only loaded
+models). Retries exhausted raise ``transient=True``.
 Errors are raised as the ``error_cls`` the caller names (``UserError``, ``PolicyError``), so they
 land on the right boundary of the :mod:`userrl.errors` tree.
 
@@ -25,8 +30,9 @@ import enum
 import json
 import os
 import random
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -66,6 +72,9 @@ class OpenAIConfig:
     """First backoff delay; doubles each retry, with jitter."""
     backoff_max_s: float = 30.0
     """Cap on any single backoff delay, ``Retry-After`` included."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra request fields merged into every request body (server-specific knobs, e.g.
+    ``{"chat_template_kwargs": {"enable_thinking": false}}`` for vLLM serving Qwen3)."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -116,6 +125,7 @@ class ChatClient:
         self._http: httpx.AsyncClient | None = None
         self._limiter = anyio.CapacityLimiter(config.concurrency)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._succeeded = False  #: a 5xx before any success may mean a model the server lacks
 
     async def __aenter__(self) -> ChatClient:
         self._open()
@@ -156,7 +166,8 @@ class ChatClient:
         """
         body: dict[str, Any] = {"model": self.config.model, "messages": messages,
                                 "temperature": self.config.temperature,
-                                "max_tokens": self.config.max_tokens, **overrides}
+                                "max_tokens": self.config.max_tokens, **self.config.extra_body,
+                                **overrides}
         raw = await self._post_with_retries(body)
         return _extract_text(raw, self.error_cls), raw
 
@@ -194,21 +205,64 @@ class ChatClient:
                 raise _Transient(f"timed out after {self.config.timeout_s}s") from exc
             except httpx.TransportError as exc:
                 raise _Transient(f"connection error: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise _Transient(f"HTTP {resp.status_code}: {_error_detail(resp)}",
-                             _retry_after(resp.headers))
         if resp.status_code >= 400:
-            hint = (f" (is ${self.config.api_key_env} set?)"
-                    if resp.status_code in (401, 403) else "")
-            raise self.error_cls(f"{self._url}: HTTP {resp.status_code}{hint}: "
-                                 f"{_error_detail(resp)}", transient=False)
+            await self._raise_for_status(resp)
         try:
             data = resp.json()
         except ValueError as exc:
             raise _Transient(f"response body is not JSON: {resp.text[:200]!r}") from exc
         if not isinstance(data, dict):
             raise self.error_cls(f"{self._url}: response JSON is not an object: {data!r:.200}")
+        self._succeeded = True
         return data
+
+    async def _raise_for_status(self, resp: httpx.Response) -> None:
+        """Transient statuses raise :class:`_Transient`; the rest fail at once with a hint."""
+        status, detail = resp.status_code, _error_detail(resp)
+        model_named = _names(detail, self.config.model)
+        if status >= 500 and not model_named and not self._succeeded:
+            served = await self._served_models()
+            if served is not None and self.config.model not in served:
+                raise self.error_cls(
+                    f"{self._url}: HTTP {status} for model {self.config.model!r}, which the server "
+                    f"does not list (served: {served[:5]}): is the model name right? "
+                    f"Server said: {detail}", transient=False)
+        if status in (408, 429) or (status >= 500 and not model_named):
+            raise _Transient(f"HTTP {status}: {detail}", _retry_after(resp.headers))
+        hint = ""
+        if status in (401, 403):
+            hint = f" (is ${self.config.api_key_env} set?)"
+        elif status == 404 and not _has_version(self.config.base_url):
+            hint = (f" (base_url {self.config.base_url!r} has no version path: "
+                    f"try {self.config.base_url.rstrip('/')}/v1)")
+        elif model_named:
+            hint = f" (is the model name {self.config.model!r} right for this server?)"
+        raise self.error_cls(f"{self._url}: HTTP {status}{hint}: {detail}", transient=False)
+
+
+    async def _served_models(self) -> list[str] | None:
+        """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""
+        url = self.config.base_url.rstrip("/") + "/models"
+        try:
+            with anyio.fail_after(min(self.config.timeout_s, 5.0)):
+                resp = await self._open().get(url)
+            data = resp.json().get("data") if resp.status_code == 200 else None
+        except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        return [str(m.get("id")) for m in data if isinstance(m, dict)]
+
+
+def _names(text: str, model: str) -> bool:
+    """Whether ``text`` mentions ``model`` as a whole token (not inside a longer word)."""
+    return re.search(rf"(?<![\w./-]){re.escape(model)}(?![\w./-])", text) is not None
+
+
+def _has_version(base_url: str) -> bool:
+    """Whether the URL path has a ``/v1``-style segment (OpenAI-compatible roots all do)."""
+    path = httpx.URL(base_url).path
+    return any(len(seg) > 1 and seg[0] == "v" and seg[1:].isdigit() for seg in path.split("/"))
 
 
 def _extract_text(raw: dict[str, Any], error_cls: type[RolloutError]) -> str:

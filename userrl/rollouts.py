@@ -15,6 +15,7 @@ import anyio
 
 from userrl.bus.messages import Reset, Trajectory, decode
 from userrl.bus.transport import Bus
+from userrl.console import EpisodeBar
 
 
 def make_resets(env_id: str, tasks: Iterable[dict[str, Any]], *, group_size: int = 1, seed: int = 0,
@@ -51,10 +52,16 @@ async def wait_trajectories(bus: Bus, episode_ids: Iterable[str], timeout: float
     """Wait until every episode has a trajectory on the reward stream; TimeoutError otherwise."""
     want = set(episode_ids)
     deadline = time.monotonic() + timeout
-    while True:
-        got = await read_trajectories(bus)
-        if want <= got.keys():
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(want - got.keys())} of {len(want)} episodes unfinished after {timeout}s")
-        await anyio.sleep(poll_s)
+    bar = EpisodeBar(len(want))  # draws only on a terminal under the CLI (userrl.console)
+    try:
+        while True:
+            got = await read_trajectories(bus)
+            mine = [got[e][0] for e in want & got.keys()]
+            bar.update_to(len(mine), sum(t.status != "ok" for t in mine))
+            if want <= got.keys():
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(want - got.keys())} of {len(want)} episodes unfinished after {timeout}s")
+            await anyio.sleep(poll_s)
+    finally:
+        bar.close()
