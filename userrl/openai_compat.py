@@ -244,7 +244,7 @@ class ChatClient:
         """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""
         url = self.config.base_url.rstrip("/") + "/models"
         try:
-            with anyio.fail_after(min(self.config.timeout_s, 5.0)):
+            with anyio.fail_after(min(self.config.timeout_s, 15.0)):  # a loaded server answers slowly
                 resp = await self._open().get(url)
             data = resp.json().get("data") if resp.status_code == 200 else None
         except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
