@@ -104,7 +104,8 @@ async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int
                               sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                               meta={"split": "test", "show_reward": False, "eval": tag})
     await send_resets(bus, resets)
-    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25)
+    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25,
+                                  resets=resets)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
 
 

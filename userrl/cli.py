@@ -220,7 +220,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await send_resets(bus, resets)
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
-                got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout)
+                got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=args.timeout,
+                                              resets=resets, stall_s=cfg.bus.stall_timeout_ms / 1000)
                 done = [t[0] for t in got.values()]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
