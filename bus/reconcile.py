@@ -71,6 +71,20 @@ class Reconciler:
         self._by_id = {r.episode_id: r for r in self.resets}
         self._marker = self.bus.keys.waiter_marker(self.name)
 
+    def track(self, resets: Sequence[Reset]) -> None:
+        """Watch more episodes (a dispatcher that keeps sending)."""
+        for r in resets:
+            self._by_id[r.episode_id] = r
+            self.attempts.setdefault(r.episode_id, 1)
+
+    def forget(self, episode_ids: Iterable[str]) -> None:
+        """Stop watching finished episodes (bounded memory for a long-running dispatcher)."""
+        for e in episode_ids:
+            self._by_id.pop(e, None)
+            self.attempts.pop(e, None)
+            self.missing_since.pop(e, None)
+            self.failed.pop(e, None)
+
     async def start(self) -> None:
         """Set the marker key (before the resets are sent): its loss means the server's was."""
         await self.bus.redis.set(self._marker, b"1", px=self._marker_ttl_ms())

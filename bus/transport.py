@@ -84,8 +84,9 @@ class BusSettings:
     @property
     def idempotency_window_ms(self) -> int:
         """TTL of commit keys: a duplicate of a message can only arrive while the message can
-        still be redelivered, so 4x that window (at least 10 minutes) is plenty, not days."""
-        return self.idempotency_ttl_ms or max(600_000, 4 * self.redelivery_window_ms)
+        still be redelivered, so 4x that window (at least a minute) is plenty, not days (6
+        minutes with the defaults)."""
+        return self.idempotency_ttl_ms or max(60_000, 4 * self.redelivery_window_ms)
 
 
 @dataclass(slots=True)

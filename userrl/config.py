@@ -47,7 +47,7 @@ class BusConfig:
     """Heartbeat key expiry: a worker silent this long is reported dead by `userrl check`."""
     idempotency_ttl_ms: int = 0
     """How long commit keys remember a handled message; 0 = auto: 4 x min_idle_ms x
-    (max_deliveries + 1), at least 10 minutes (a duplicate can only come while redelivery can)."""
+    (max_deliveries + 1), at least a minute (a duplicate can only come while redelivery can)."""
     dead_cap: int = 10_000
     """MAXLEN ~ of the dead-letter stream."""
     dead_payload_bytes: int = 65_536
