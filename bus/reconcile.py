@@ -147,7 +147,7 @@ class Reconciler:
     async def _env_backlog(self) -> bool:
         """Whether the env stream still holds undelivered or pending entries (resets may wait)."""
         for g in await self.bus.group_info(self.bus.keys.stream("env")):
-            if g.get("name") == "env":
+            if g.get("name") == self.bus.keys.group("env"):
                 return bool(int(g.get("lag") or 0) or int(g.get("pending") or 0))
         return False
 
