@@ -17,6 +17,9 @@ reason) to the reward stream, so the reward worker drops and counts the group an
 finish, plus the bookkeeping of an ended episode (:func:`release_episode`). A message of that
 episode that still arrives finds no snapshot and is dropped by the env worker.
 
+Stalls need no dispatcher: :func:`sweep_stalled` (run by the reward workers) reports live
+episodes whose snapshot stopped progressing, so a training run drops such groups too.
+
 ``stall_s`` must be longer than any step can legitimately take (at least the redelivery window
 ``min_idle x (max_deliveries + 1)``; the default is 15 minutes).
 """
@@ -27,7 +30,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgpack
 import structlog
 
 from userrl.bus.messages import Reset, Trajectory
@@ -161,18 +166,59 @@ class Reconciler:
         await self.bus.redis.hincrby(self.bus.keys.counters, "episodes_redispatched", 1)
 
     async def report_failed(self, ep: str, reason: str) -> bool:
-        """One atomic commit: a failed trajectory to the reward stream + the episode released.
-        Returns False if it was already reported (a second waiter on the same episodes)."""
+        """Report ``ep`` failed (see :func:`report_failed`); False if it was already reported."""
         r = self._by_id[ep]
         self.failed[ep] = reason
-        traj = Trajectory(episode_id=ep, group_id=r.group_id, env_id=r.env_id, task_id=str(r.task.get("id", "")),
-                          turns=[], status="failed", error={"kind": "bus", "message": reason, "transient": True},
-                          meta={**r.meta, "end": "failed", "score": 0.0, "reconciled": reason})
-        eff = Effects().send(self.bus.keys.stream("reward"), traj, {"episode": ep, "status": "failed"})
-        release_episode(eff, self.bus, ep, "failed").incr(self.bus.keys.counters, "episodes_reconciled")
-        applied = await self.bus.commit_once(("reconcile", ep, 0, self.attempts.get(ep, 1)), GROUP, eff)
-        log.warning("reconcile.reported_failed", episode_id=ep, reason=reason, applied=applied)
-        return applied
+        # a stall has one identity whoever reports it (a waiter, a reward worker's sweep); a
+        # loss is reported per dispatch attempt
+        attempt = 0 if reason.startswith("stalled") else self.attempts.get(ep, 1)
+        return await report_failed(self.bus, ep, reason, group_id=r.group_id, env_id=r.env_id,
+                                   task_id=str(r.task.get("id", "")), meta=r.meta, attempt=attempt)
 
     async def close(self) -> None:
         await self.bus.redis.delete(self._marker)
+
+
+async def report_failed(bus: Bus, ep: str, reason: str, *, group_id: str, env_id: str, task_id: str,
+                        meta: dict[str, Any], attempt: int = 0) -> bool:
+    """One atomic commit: a failed :class:`Trajectory` (error kind ``bus``, the reason) to the
+    reward stream and the episode released. Returns False if it was already reported."""
+    traj = Trajectory(episode_id=ep, group_id=group_id, env_id=env_id, task_id=task_id, turns=[], status="failed",
+                      error={"kind": "bus", "message": reason, "transient": True},
+                      meta={**meta, "end": "failed", "score": 0.0, "reconciled": reason})
+    eff = Effects().send(bus.keys.stream("reward"), traj, {"episode": ep, "status": "failed"})
+    release_episode(eff, bus, ep, "failed").incr(bus.keys.counters, "episodes_reconciled")
+    applied = await bus.commit_once(("reconcile", ep, 0, attempt), GROUP, eff)
+    log.warning("reconcile.reported_failed", episode_id=ep, reason=reason, applied=applied)
+    return applied
+
+
+async def sweep_stalled(bus: Bus, stall_s: float, limit: int = 200) -> int:
+    """Report failed the live episodes whose snapshot has not progressed for ``stall_s`` (a
+    message of theirs was dead-lettered, or lost) or vanished. Needs no dispatcher: the reward
+    workers run it, so training runs drop such groups too. Returns how many were reported."""
+    now = time.time()
+    old = await bus.redis.zrangebyscore(bus.keys.live, "-inf", now - stall_s, start=0, num=limit)
+    n = 0
+    for raw_ep in old:
+        ep = raw_ep.decode() if isinstance(raw_ep, bytes) else str(raw_ep)
+        at, blob = await bus.redis.hmget(bus.keys.state(ep), ["at", "episode"])
+        if at is not None and now - float(at) <= stall_s:
+            continue
+        snap = _snapshot_fields(blob)
+        reason = f"stalled: no progress for {now - float(at):.0f}s" if at is not None else "lost: state vanished"
+        n += await report_failed(bus, ep, reason, group_id=snap.get("group_id") or ep.rsplit("/", 1)[0],
+                                 env_id=snap.get("env_id", ""), task_id=snap.get("task_id", ""),
+                                 meta=snap.get("meta") or {})
+    return n
+
+
+def _snapshot_fields(blob: bytes | None) -> dict[str, Any]:
+    """group_id, env_id, task_id and meta of an env snapshot (a msgpack map), if readable."""
+    if not blob:
+        return {}
+    try:
+        d = msgpack.unpackb(blob, raw=False)
+    except Exception:  # a corrupt snapshot still gets its episode reported
+        return {}
+    return {k: d[k] for k in ("group_id", "env_id", "task_id", "meta") if isinstance(d, dict) and k in d}

@@ -9,8 +9,9 @@ emits one ``scored_group`` to the learner (and a summary to the results stream).
 A group with a failed member (an infrastructure error) is dropped as a whole and counted; a
 group still incomplete after ``group_timeout_s`` is force-scored by the deadline sweep, i.e.
 dropped. Late members of a finished group are discarded and counted. The same sweep keeps the
-finished-episode and done-group indexes at ``bus.finished_cap`` members; the learner and results
-streams are capped at ``bus.results_cap`` entries.
+finished-episode and done-group indexes at ``bus.finished_cap`` members and reports failed the
+live episodes stalled past ``bus.stall_timeout_ms`` (:func:`~userrl.bus.reconcile.sweep_stalled`);
+the learner and results streams are capped at ``bus.results_cap`` entries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import anyio
 import structlog
 
 from userrl.bus.messages import ScoredGroup, ScoreGroup, Trajectory, decode, encode
+from userrl.bus.reconcile import sweep_stalled
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import RewardError
@@ -58,15 +60,17 @@ class RewardWorker(Worker):
     accepts = (Trajectory, ScoreGroup)
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, config: RewardConfig | None = None,
-                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0) -> None:
+                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0, stall_s: float = 900.0) -> None:
         super().__init__(bus, settings)
         self.config = config or RewardConfig()
+        self.stall_s = stall_s
         self.group_timeout_s = group_timeout_s
         self.sweep_interval_s = sweep_interval_s
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> RewardWorker:
-        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s)
+        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s,
+                   stall_s=cfg.bus.stall_timeout_ms / 1000)
 
     async def async_run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -136,6 +140,7 @@ class RewardWorker(Worker):
             await anyio.sleep(self.sweep_interval_s)
             try:
                 await self.bus.cap_finished()
+                await sweep_stalled(self.bus, self.stall_s)
                 overdue = await self.bus.redis.zrangebyscore(self.bus.keys.groups_open, "-inf",
                                                              time.time() - self.group_timeout_s)
                 for gid in overdue:

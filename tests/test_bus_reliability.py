@@ -5,14 +5,16 @@ and the dead-letter stream is capped, and a finished episode leaves only bounded
 from __future__ import annotations
 
 import hashlib
+import time
 
 import anyio
+import msgpack
 import pytest
 
 from tests.relay_worker import RelayWorker
 from userrl.agents.scripted import ScriptedExpertBackend
 from userrl.agents.worker import PolicyWorker
-from userrl.bus.messages import Probe, Trajectory, UserRequest
+from userrl.bus.messages import Probe, Trajectory, UserRequest, decode
 from userrl.bus.transport import Bus, BusSettings, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.datasets import load_tasks
@@ -177,3 +179,29 @@ async def test_finished_episodes_release_their_keys(redis_url: str, run_name: st
             await bus.redis.delete(key)
         await bus.redis.aclose()
 
+
+
+async def test_reward_sweep_reports_stalled_episodes(bus: Bus) -> None:
+    """A live episode whose snapshot stopped progressing (a message of it was dead-lettered) is
+    reported failed, so its group is dropped and counted; a progressing one is left alone."""
+    k = bus.keys
+    now = time.time()
+    for ep, at in (("g/0", now - 60), ("h/0", now)):
+        blob = msgpack.packb({"group_id": ep[0], "env_id": "userrl/Function-v0", "task_id": "t",
+                              "meta": {"group_size": 1}})
+        await bus.redis.hset(k.state(ep), mapping={"episode": blob, "seq": 2, "at": f"{at:.3f}"})
+        await bus.redis.zadd(k.live, {ep: now - 60})
+    w = RewardWorker(bus, WorkerSettings(name="r", **FAST), sweep_interval_s=0.1, stall_s=5.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.async_run)
+        with anyio.fail_after(20):
+            while not await bus.redis.xlen(k.stream("learner")):
+                await anyio.sleep(0.05)
+        w.stop()
+    ((_, f),) = await bus.redis.xrange(k.stream("learner"))
+    sg = decode(f[b"p"])
+    assert sg.group_id == "g" and sg.status == "dropped", sg  # type: ignore[attr-defined]
+    assert "stalled" in sg.items[0]["error"]["message"]  # type: ignore[attr-defined]
+    assert not await bus.redis.exists(k.state("g/0")) and await bus.redis.exists(k.state("h/0"))
+    assert [m.decode() for m in await bus.redis.zrange(k.live, 0, -1)] == ["h/0"]
+    assert await bus.redis.hget(k.counters, "episodes_reconciled") == b"1"
