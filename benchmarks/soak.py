@@ -121,7 +121,7 @@ class Soak:
 
     async def run(self) -> None:
         stream = self.bus.keys.stream("reward")
-        await self.bus.redis.xgroup_create(stream, self.group, id="$", mkstream=True)
+        await self.bus.ensure_group(stream, self.group, "$")
         await self.reconciler.start()
         t0 = time.monotonic()
         end = t0 + self.args.minutes * 60

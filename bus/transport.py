@@ -218,10 +218,11 @@ class Bus:
         self.nogroup_recreated = 0
 
     # -- groups ---------------------------------------------------------------------------------
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """Create the consumer group (and the stream) if missing; from the start of the stream."""
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; from the start of the stream,
+        or ``start="$"``: only what comes next."""
         try:
-            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

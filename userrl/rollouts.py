@@ -81,8 +81,7 @@ class Waiter:
     async def start(self, *, from_start: bool = True) -> None:
         """Create the group: from the start of the stream (trajectories that arrived before the
         waiter), or only what comes next (``from_start=False``, for a waiter made before sending)."""
-        await self.bus.redis.xgroup_create(self.stream, self.group, id="0" if from_start else "$", mkstream=True)
-        self.bus._groups_ready.add((self.stream, self.group))
+        await self.bus.ensure_group(self.stream, self.group, "0" if from_start else "$")
         if self.reconciler is not None:
             await self.reconciler.start()
 
