@@ -61,8 +61,8 @@ class BusConfig:
     episode_log_cap: int = 2_000
     """MAXLEN ~ of one readable episode log."""
     stall_timeout_ms: int = 900_000
-    """A waited-for episode (dispatch --wait, eval) without progress this long is reported failed
-    by the reconciler; one whose state vanished is re-dispatched first."""
+    """A live episode without progress this long is reported failed (reward workers' sweep and
+    waiters: dispatch --wait, eval); a waiter first re-dispatches one whose state vanished."""
 
     def __post_init__(self) -> None:
         _positive(self, "bus", ("read_count", "block_ms", "min_idle_ms", "max_deliveries",
