@@ -113,9 +113,17 @@ class Soak:
         lens = {s: int(await r.xlen(self.bus.keys.stream(s))) for s in STREAMS}
         lens["results"] = int(await r.xlen(self.bus.keys.results))
         lens["dead"] = int(await r.xlen(self.bus.keys.dead))
-        row = {"min": round((time.monotonic() - t0) / 60, 2), "used_mb": round(info["used_memory"] / 2**20, 2),
-               "keys": int(await r.dbsize()), "rss_mb": round(sum(rss) / max(len(rss), 1), 1),
-               "finished": sum(self.counts.values()), "in_flight": len(self.pending), "kills": self.kills, **lens}
+        finished = sum(self.counts.values())
+        prev = self.samples[-1] if self.samples else {"min": 0.0, "finished": 0}
+        minute = (time.monotonic() - t0) / 60
+        rate = (finished - prev["finished"]) / max((minute - prev["min"]) * 60, 1e-9)
+        used = info["used_memory"] / 2**20
+        # what the server holds scales with the episode rate (TTL windows x rate), so a flat
+        # state shows as flat memory per episode/s when the machine's load changes the rate
+        row = {"min": round(minute, 2), "used_mb": round(used, 2), "keys": int(await r.dbsize()),
+               "rss_mb": round(sum(rss) / max(len(rss), 1), 1), "finished": finished,
+               "eps_per_s": round(rate, 1), "kb_per_eps": round(used * 1024 / max(rate, 1e-9), 1),
+               "in_flight": len(self.pending), "kills": self.kills, **lens}
         self.samples.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
@@ -141,7 +149,8 @@ class Soak:
             if now >= next_sample:
                 next_sample = now + self.args.sample_s
                 await self.sample(t0)
-        await self.sample(t0)
+        if time.monotonic() - t0 - self.samples[-1]["min"] * 60 > 10:  # a rate over a few seconds is noise
+            await self.sample(t0)
         drain_end = time.monotonic() + self.args.drain_s
         while self.pending and time.monotonic() < drain_end:  # no new episodes: let them finish
             await self.read()
@@ -160,7 +169,8 @@ class Soak:
 
         doubled = sum(1 for n in self.counts.values() if n > 1)
         print(f"\nafter warm-up (minute {first['min']} -> {last['min']}): used_memory MB {growth('used_mb')}, "
-              f"keys {growth('keys')}, mean worker RSS MB {growth('rss_mb')}")
+              f"keys {growth('keys')}, mean worker RSS MB {growth('rss_mb')}, episodes/s "
+              f"{growth('eps_per_s')}, used_memory KB per episode/s {growth('kb_per_eps')}")
         print(f"episodes: dispatched {self.dispatched * 4}, finished {len(self.counts)} "
               f"(ok {self.status['ok']}, failed {self.status['failed']}), lost {len(self.pending)}, "
               f"doubled {doubled}; kill -9s {self.kills}; re-dispatched {self.reconciler.redispatched}")

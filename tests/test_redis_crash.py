@@ -162,3 +162,25 @@ def test_redis_kill_mid_run_loses_nothing_silently(aof: bool, tmp_path, subproce
     assert all(err and err.get("message") for err in failed.values()), "a failure says why"
     if not aof:
         assert redispatched > 0, "episodes lost with the server are re-dispatched"
+
+
+@pytest.mark.parametrize("role", ["env", "policy", "reward"])
+def test_every_role_honours_sigterm_while_redis_is_frozen(server: EmbeddedRedis, role: str, subprocess_env,
+                                                          python, tmp_path) -> None:
+    """The same for the other roles, idle in a blocking read when Redis freezes."""
+    r = sync_redis.Redis.from_url(server.url)
+    w = _worker([role, "--set", "run=crash"], f"{role}-0", server.url, subprocess_env, python, tmp_path)
+    try:
+        _wait(lambda: bool(r.keys(f"userrl:crash:hb:{role}:*")), 60, "the worker's heartbeat")
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        w.send_signal(signal.SIGTERM)
+        rc = w.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if w.poll() is None:
+            w.kill()
+        if server.proc is not None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    assert rc == 0 and took < 8, f"exit {rc} after {took:.1f}s (log: {tmp_path})"
