@@ -149,6 +149,7 @@ async def generate_isolated(backend: PolicyBackend, requests: list[GenRequest]) 
 
 class PolicyWorker(Worker):
     role = "policy"
+    accepts = (PolicyRequest,)
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: PolicyBackend,
                  retries: int = 3, retry_backoff_s: float = 0.5, weights_retry_s: float = 5.0,

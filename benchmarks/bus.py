@@ -63,7 +63,7 @@ async def run_gym(url: str, inflight: int, seconds: float) -> float:
     settings = BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000)
     bus = Bus(make_client(url, block_ms=50, max_connections=64), keys, settings)
     ws = lambda n: WorkerSettings(name=n, concurrency=256, heartbeat_interval_s=1.0)  # noqa: E731
-    env = EnvWorker(bus, ws("env"), episode_ttl_s=60)
+    env = EnvWorker(bus, ws("env"))
     workers = [env, PolicyWorker(bus, ws("policy"), backend=AskingPolicy()), UserWorker(bus, ws("user"))]
     tasks = load_tasks(ENV_ID, "train")
     started = 0

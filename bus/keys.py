@@ -73,6 +73,11 @@ class Keys:
         """Hash group_id -> 'scored' | 'dropped:<reason>'; late members of these are discarded."""
         return f"{self.prefix}groups:done"
 
+    @property
+    def groups_done_at(self) -> str:
+        """Sorted set group_id -> time it was done: caps ``groups_done`` (oldest dropped first)."""
+        return f"{self.prefix}groups:done:at"
+
     # -- live inspection ----------------------------------------------------------------------
     def episode(self, episode: str) -> str:
         """Readable per-episode stream: one entry per turn (role, turn, text, reward, ...)."""
@@ -87,6 +92,25 @@ class Keys:
     def finished(self) -> str:
         """Sorted set of finished episodes, score = end time (unix seconds)."""
         return f"{self.prefix}episodes:finished"
+
+    # -- waiters -------------------------------------------------------------------------------
+    @staticmethod
+    def waiter_group(waiter: str) -> str:
+        """Consumer group of one waiter on the reward stream (``dispatch --wait``, eval): it keeps
+        the entries it has not read from being trimmed; dropped when the waiter ends or goes stale."""
+        return f"wait:{waiter}"
+
+    def waiter_marker(self, waiter: str) -> str:
+        """A key a waiter sets when it starts: gone means the server lost its data (restart
+        without persistence), so the waiter's in-flight episodes are reconciled at once."""
+        return f"{self.prefix}waiter:{waiter}"
+
+    @property
+    def epoch(self) -> str:
+        """A random token created once per server lifetime of the run's data: a commit carries the
+        token it read under, and a different one (the server restarted without its data) rejects
+        it, so work read before the loss can never collide with its re-dispatched twin."""
+        return f"{self.prefix}epoch"
 
     # -- health and counters ------------------------------------------------------------------
     def heartbeat(self, role: str, worker: str) -> str:

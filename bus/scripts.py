@@ -6,15 +6,22 @@ result is 1; if it exists (the message was already committed, e.g. by a peer tha
 only its XACK runs and its result is 0. Either way a step never half-happens. ``XADDIFLEN`` sends only once a hash has
 enough fields (the reward worker: "the last member of a group asks for scoring"), decided
 inside the same atomic step so two workers committing the last two members cannot both miss.
+``XADDN`` is an XADD with its own ``MAXLEN ~`` cap (episode logs, the results and learner
+streams: bounded memory however long the run).
 """
 
 #: One script call for a whole batch (instead of one per message) saves the per-command cost.
-#: KEYS: every key the items name. ARGV[1] group, ARGV[2] idempotency TTL (ms), ARGV[3] MAXLEN
-#: cap, then per item: idempotency key index, input stream key index, entry id, number of
-#: effects, and the effects (op, key index, n args, args...). Returns one 1/0 per item.
+#: KEYS: the epoch key first, then every key the items name. ARGV[1] group, ARGV[2] idempotency
+#: TTL (ms), ARGV[3] MAXLEN cap, ARGV[4] the epoch the caller read its messages in, then per
+#: item: idempotency key index, input stream key index, entry id, number of effects, and the
+#: effects (op, key index, n args, args...). Returns one 1/0 per item.
+#: A wrong epoch (the server lost its data since: work read before a crash) applies nothing.
 COMMIT_MANY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[4] then
+  return redis.error_reply('USERRL_EPOCH the server lost its data since this work was read')
+end
 local out = {}
-local i = 4
+local i = 5
 local n = #ARGV
 while i <= n do
   local idem = KEYS[tonumber(ARGV[i])]
@@ -32,11 +39,13 @@ while i <= n do
       for j = 1, nargs do args[j] = ARGV[i + 2 + j] end
       if op == 'XADD' then
         redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(args))
+      elseif op == 'XADDN' then
+        redis.call('XADD', key, 'MAXLEN', '~', args[1], '*', unpack(args, 2))
       elseif op == 'XADDIFLEN' then
         if redis.call('HLEN', KEYS[tonumber(args[1])]) >= tonumber(args[2]) then
           redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(args, 3))
         end
-      elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' or op == 'SET' then
+      elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' or op == 'SET' or op == 'UNLINK' then
         redis.call(op, key, unpack(args))
       else
         return redis.error_reply('userrl commit: unknown effect ' .. tostring(op))
@@ -73,4 +82,20 @@ for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return id
+"""
+
+#: Keep only the newest ARGV[1] members of a sorted set (by score) and drop the removed members
+#: from a companion hash too (``groups:done`` is capped through ``groups:done:at``).
+#: KEYS[1] sorted set, KEYS[2] hash ('' none). Returns how many were removed.
+CAP_INDEX = """
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if extra <= 0 then return 0 end
+local old = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+if #KEYS > 1 then
+  for i = 1, #old, 1000 do
+    redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 999, #old)))
+  end
+end
+return #old
 """

@@ -10,14 +10,16 @@ Recovery: a consumer first drains its own pending entries (a restart under the s
 :meth:`Bus.reclaim` takes over entries idle past ``min_idle`` with ``XAUTOCLAIM``; an entry
 delivered more than ``max_deliveries`` times, or whose payload cannot be decoded, goes to the
 dead-letter stream with the error. ``NOGROUP`` (a Redis restart without persistence) recreates
-the group and counts it. Streams are trimmed to the consumption point with ``XTRIM MINID``.
+the group and counts it; commits of work read before such a loss are refused (the epoch
+token, :class:`EpochChanged`) so they cannot collide with re-dispatched episodes. Streams are
+trimmed to the consumption point with ``XTRIM MINID``.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -25,128 +27,31 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from userrl.bus import scripts
+from userrl.bus.effects import (
+    PAYLOAD,
+    BusSettings,
+    Delivery,
+    Effects,
+    _KeyRef,
+    dead_letter_fields,
+    idempotency_identity,
+)
 from userrl.bus.keys import Keys
-from userrl.bus.messages import MAX_MESSAGE_BYTES, Message, decode, encode
+from userrl.bus.messages import Message, decode
 from userrl.errors import MessageError
+
+__all__ = ["PAYLOAD", "WAITER_STALE_MS", "Bus", "BusSettings", "Delivery", "Effects", "EpochChanged",
+           "dead_letter_fields", "idempotency_identity"]
 
 log = structlog.get_logger(__name__)
 
-PAYLOAD = b"p"
+#: a waiter group whose consumer has not read for this long belongs to a dead waiter
+WAITER_STALE_MS = 600_000
 
 
-@dataclass(frozen=True, slots=True)
-class BusSettings:
-    """Knobs of the transport (from the deploy config's ``bus`` section)."""
-
-    read_count: int = 128  #: entries per XREADGROUP
-    block_ms: int = 1000  #: XREADGROUP BLOCK
-    min_idle_ms: int = 15_000  #: reclaim entries idle longer than this
-    max_deliveries: int = 5  #: dead-letter an entry delivered more often than this
-    idempotency_ttl_ms: int = 7 * 24 * 3600 * 1000  #: how long commit keys remember a message
-    stream_cap: int = 1_000_000  #: MAXLEN ~ safety cap; normal trimming is by consumption point
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-
-    def __post_init__(self) -> None:
-        for name in ("read_count", "block_ms", "min_idle_ms", "max_deliveries", "stream_cap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"bus.{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_idle_ms <= self.block_ms:
-            raise ValueError("bus.min_idle_ms must be larger than bus.block_ms")
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One stream entry handed to this consumer."""
-
-    stream: str
-    group: str
-    entry_id: str
-    fields: dict[bytes, bytes]
-    msg: Message | None = None
-    error: str = ""  #: why the payload could not be decoded (then ``msg`` is None)
-    deliveries: int = 1
-    received_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(slots=True)
-class Effects:
-    """What handling one message produces; applied atomically by :meth:`Bus.commit`."""
-
-    ops: list[tuple[str, str, list[Any]]] = field(default_factory=list)
-
-    def send(self, stream: str, msg: Message, readable: dict[str, Any] | None = None, *,
-             max_bytes: int = MAX_MESSAGE_BYTES) -> Effects:
-        """XADD ``msg`` (plus optional plain readable fields) to ``stream``."""
-        args: list[Any] = []
-        for k, v in (readable or {}).items():
-            args += [k, _plain(v)]
-        args += [PAYLOAD, encode(msg, max_bytes=max_bytes)]
-        self.ops.append(("XADD", stream, args))
-        return self
-
-    def send_if_hash_len(self, stream: str, msg: Message, hash_key: str, at_least: int) -> Effects:
-        """XADD ``msg`` only if ``hash_key`` holds >= ``at_least`` fields when the commit runs
-        (after this commit's own HSETs)."""
-        self.ops.append(("XADDIFLEN", stream, [_KeyRef(hash_key), int(at_least), PAYLOAD, encode(msg)]))
-        return self
-
-    def append(self, stream: str, fields: dict[str, Any]) -> Effects:
-        """XADD plain fields (an episode log entry)."""
-        args: list[Any] = []
-        for k, v in fields.items():
-            args += [k, _plain(v)]
-        self.ops.append(("XADD", stream, args))
-        return self
-
-    def hset(self, key: str, mapping: dict[str, Any]) -> Effects:
-        args: list[Any] = []
-        for k, v in mapping.items():
-            args += [k, v if isinstance(v, (bytes, str)) else _plain(v)]
-        self.ops.append(("HSET", key, args))
-        return self
-
-    def hdel(self, key: str, *names: str) -> Effects:
-        self.ops.append(("HDEL", key, list(names)))
-        return self
-
-    def zadd(self, key: str, score: float, member: str, *, nx: bool = False) -> Effects:
-        self.ops.append(("ZADD", key, [*(["NX"] if nx else []), repr(float(score)), member]))
-        return self
-
-    def zrem(self, key: str, member: str) -> Effects:
-        self.ops.append(("ZREM", key, [member]))
-        return self
-
-    def expire(self, key: str, ms: int) -> Effects:
-        self.ops.append(("PEXPIRE", key, [int(ms)]))
-        return self
-
-    def delete(self, key: str) -> Effects:
-        self.ops.append(("DEL", key, []))
-        return self
-
-    def incr(self, key: str, name: str, by: int = 1) -> Effects:
-        self.ops.append(("HINCRBY", key, [name, int(by)]))
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class _KeyRef:
-    """An effect argument that names a key: passed to Lua as its index in KEYS."""
-
-    key: str
-
-
-def _plain(v: Any) -> str | bytes:
-    if isinstance(v, (str, bytes)):
-        return v
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def idempotency_identity(msg: Message) -> tuple[str, str, int, int]:
-    return (msg.KIND, msg.episode_id, msg.seq, msg.hop)
+class EpochChanged(RuntimeError):
+    """A commit was refused: the server lost its data since the work was read (see
+    ``Keys.epoch``). Nothing was applied; the entries, if they still exist, stay pending."""
 
 
 class Bus:
@@ -159,14 +64,17 @@ class Bus:
         self._commit_many = redis.register_script(scripts.COMMIT_MANY)
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
+        self._cap_index = redis.register_script(scripts.CAP_INDEX)
         self._groups_ready: set[tuple[str, str]] = set()
+        self.epoch: bytes | None = None  #: the epoch token commits are made under (see Keys.epoch)
         self.nogroup_recreated = 0
 
     # -- groups ---------------------------------------------------------------------------------
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """Create the consumer group (and the stream) if missing; from the start of the stream."""
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; from the start of the stream,
+        or ``start="$"``: only what comes next."""
         try:
-            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -195,6 +103,7 @@ class Bus:
         count = count or self.settings.read_count
         if (stream, group) not in self._groups_ready:
             await self.ensure_group(stream, group)
+        await self.current_epoch()
         try:
             resp = await self.redis.xreadgroup(group, consumer, {stream: "0" if pending else ">"},
                                                count=count, block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms))
@@ -221,6 +130,7 @@ class Bus:
         for s in streams:
             if (s, group) not in self._groups_ready:
                 await self.ensure_group(s, group)
+        await self.current_epoch()
         try:
             resp = await self.redis.xreadgroup(group, consumer, {s: ">" for s in streams},
                                                count=count or self.settings.read_count,
@@ -239,7 +149,7 @@ class Bus:
 
     def _delivery(self, stream: str, group: str, eid: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
         entry_id = eid.decode() if isinstance(eid, bytes) else eid
-        d = Delivery(stream, group, entry_id, fields)
+        d = Delivery(stream, group, entry_id, fields, epoch=self.epoch or b"")
         raw = fields.get(PAYLOAD)
         if raw is None:
             d.error = "entry has no payload field 'p'"
@@ -267,6 +177,7 @@ class Bus:
         idle = min_idle_ms if min_idle_ms is not None else self.settings.min_idle_ms
         out: list[Delivery] = []
         start = "0-0"
+        await self.current_epoch()
         try:
             while True:
                 resp = await self.redis.xautoclaim(stream, group, consumer, idle, start_id=start, count=count)
@@ -294,9 +205,10 @@ class Bus:
         return [g.decode() if isinstance(g, bytes) else g for g in got]
 
     # -- committing -----------------------------------------------------------------------------
-    async def _commit_call(self, group: str,
-                           items: Sequence[tuple[tuple[str, str, int, int], str, str, Effects]]) -> list[bool]:
-        """One COMMIT_MANY call for items of (identity, input stream, entry id or '', effects)."""
+    async def _commit_call(self, group: str, items: Sequence[tuple[tuple[str, str, int, int], str, str, Effects]],
+                           epoch: bytes | None = None) -> list[bool]:
+        """One COMMIT_MANY call for items of (identity, input stream, entry id or '', effects),
+        read under ``epoch`` (default: the current one)."""
         keys: list[str] = []
         index: dict[str, int] = {}
 
@@ -306,32 +218,62 @@ class Bus:
                 index[k] = len(keys)
             return index[k]
 
-        argv: list[Any] = [group, self.settings.idempotency_ttl_ms, self.settings.stream_cap]
+        epoch = epoch or await self.current_epoch()
+        ref(self.keys.epoch)
+        argv: list[Any] = [group, self.settings.idempotency_window_ms, self.settings.stream_cap, epoch]
         for (kind, ep, seq, hop), stream, entry_id, effects in items:
             argv += [ref(self.keys.done(group, kind, ep, seq, hop)), ref(stream), entry_id, len(effects.ops)]
             for op, key, args in effects.ops:
                 resolved = [ref(a.key) if isinstance(a, _KeyRef) else a for a in args]
                 argv += [op, ref(key), len(resolved), *resolved]
-        res = await self._commit_many(keys=keys, args=argv)
+        try:
+            res = await self._commit_many(keys=keys, args=argv)
+        except ResponseError as exc:
+            if "USERRL_EPOCH" not in str(exc):
+                raise
+            self.epoch = None
+            log.warning("bus.epoch_changed", group=group, n=len(items))
+            raise EpochChanged(str(exc)) from exc
         return [bool(r) for r in res]
+
+    async def current_epoch(self) -> bytes:
+        """The run's epoch token (created if the server has none: a fresh or emptied server)."""
+        if self.epoch is None:
+            await self.redis.set(self.keys.epoch, uuid.uuid4().hex.encode(), nx=True)
+            self.epoch = await self.redis.get(self.keys.epoch)
+        return self.epoch or b""
 
     async def commit(self, items: Sequence[tuple[Delivery, Effects]]) -> list[bool]:
         """Apply each delivery's effects and ack it, atomically per delivery, in one script call
         per batch. Returns, per item, whether its effects were applied (False: already committed
-        before, e.g. by a peer that reclaimed the message)."""
+        before, e.g. by a peer that reclaimed the message, or read before the server lost its
+        data: refused by the epoch check)."""
         if not items:
             return []
         if len({d.group for d, _ in items}) > 1:
             raise ValueError("one commit call covers deliveries of one consumer group")
-        calls = []
-        for d, effects in items:
+        by_epoch: dict[bytes, list[int]] = {}
+        for i, (d, _) in enumerate(items):
             assert d.msg is not None, "only decoded deliveries can be committed"
-            calls.append((idempotency_identity(d.msg), d.stream, d.entry_id, effects))
-        return await self._commit_call(items[0][0].group, calls)
+            by_epoch.setdefault(d.epoch, []).append(i)
+        out = [False] * len(items)
+        for epoch, idx in by_epoch.items():
+            calls = [(idempotency_identity(items[i][0].msg), items[i][0].stream, items[i][0].entry_id,  # type: ignore[arg-type]
+                      items[i][1]) for i in idx]
+            try:
+                res = await self._commit_call(items[0][0].group, calls, epoch or None)
+            except EpochChanged:
+                continue  # read before the server lost its data: nothing applied, nothing acked
+            for i, r in zip(idx, res, strict=True):
+                out[i] = r
+        return out
 
     async def commit_once(self, identity: tuple[str, str, int, int], group: str, effects: Effects) -> bool:
         """Apply effects exactly once without acking anything (e.g. the dispatcher's resets)."""
-        (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
+        try:
+            (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
+        except EpochChanged:  # nothing here was read under the old epoch: apply it under the new
+            (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
         return applied
 
     async def ack(self, d: Delivery) -> None:
@@ -339,15 +281,17 @@ class Bus:
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dead_letter(self, d: Delivery, error: str) -> str:
+        """Move ``d`` to the dead-letter stream (capped at ``dead_cap``) with the error. A field
+        over ``dead_payload_bytes`` keeps only its prefix, its size and sha256 (such a letter
+        is not replayable), so a 20 MB poison message costs kilobytes, not its size."""
         fields: list[Any] = [b"stream", d.stream, b"group", d.group, b"entry", d.entry_id,
                              b"error", error[:2000], b"deliveries", str(d.deliveries),
                              b"at", f"{time.time():.3f}"]
         if d.msg is not None:
             fields += [b"kind", d.msg.KIND, b"episode", d.msg.episode_id]
-        for k, v in d.fields.items():
-            fields += [b"f:" + (k if isinstance(k, bytes) else k.encode()), v]
+        fields += dead_letter_fields(d.fields, self.settings.dead_payload_bytes)
         eid = await self._dead(keys=[d.stream, self.keys.dead],
-                               args=[d.group, d.entry_id, self.settings.stream_cap, *fields])
+                               args=[d.group, d.entry_id, self.settings.dead_cap, *fields])
         await self.redis.hincrby(self.keys.counters, "dead_lettered", 1)
         log.warning("bus.dead_lettered", stream=d.stream, entry=d.entry_id, error=error,
                     deliveries=d.deliveries, episode_id=d.msg.episode_id if d.msg else None)
@@ -374,6 +318,9 @@ class Bus:
             eid_s = eid.decode()
             if ids is not None and eid_s not in ids:
                 continue
+            if b"truncated" in f:
+                log.warning("bus.replay_skipped", entry=eid_s, reason="payload was truncated (oversized)")
+                continue
             original = {k[2:]: v for k, v in f.items() if k.startswith(b"f:")}
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(f[b"stream"], original, maxlen=self.settings.stream_cap, approximate=True)
@@ -395,6 +342,8 @@ class Bus:
         floor: tuple[int, int] | None = None
         for g in groups:
             name = g["name"]
+            if await self._drop_stale_waiter(stream, name):
+                continue
             summary = await self.redis.xpending(stream, name)
             cand = summary["min"] if summary["pending"] else None
             if cand is None:
@@ -406,8 +355,29 @@ class Bus:
                 cand = cand.decode() if isinstance(cand, bytes) else cand
                 cand_t = tuple(int(x) for x in cand.split("-"))  # type: ignore[assignment]
             floor = cand_t if floor is None or cand_t < floor else floor
-        assert floor is not None
+        if floor is None:
+            return 0
         return int(await self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=approximate))
+
+    async def _drop_stale_waiter(self, stream: str, group: bytes | str) -> bool:
+        """Destroy a waiter's group (``wait:*``) whose reader went silent: a waiter killed before
+        it could close must not hold back trimming forever."""
+        name = group.decode() if isinstance(group, bytes) else group
+        if not name.startswith("wait:"):
+            return False
+        consumers = await self.redis.xinfo_consumers(stream, name)
+        if not consumers or min(int(c["idle"]) for c in consumers) < WAITER_STALE_MS:
+            return False
+        await self.redis.xgroup_destroy(stream, name)
+        log.warning("bus.stale_waiter_dropped", stream=stream, group=name)
+        return True
+
+    async def cap_finished(self) -> int:
+        """Keep the newest ``finished_cap`` members of episodes:finished and groups:done."""
+        cap = self.settings.finished_cap
+        k = self.keys
+        n = int(await self._cap_index(keys=[k.finished], args=[cap]))
+        return n + int(await self._cap_index(keys=[k.groups_done_at, k.groups_done], args=[cap]))
 
     async def group_info(self, stream: str) -> list[dict[str, Any]]:
         try:

@@ -9,10 +9,13 @@ Per batch: read (first this consumer's own pending entries, then periodically en
 reclaimed from dead or stopped peers, else new ones) -> handle concurrently -> commit all
 results in one pipeline (each commit atomic and idempotent). What goes wrong:
 
-- undecodable payload, or delivered more than ``max_deliveries`` times -> dead-letter stream;
+- undecodable payload, a message of a kind the role does not accept (``accepts``), or
+  delivered more than ``max_deliveries`` times -> dead-letter stream, on first sight;
 - ``handle`` raises -> logged, left pending; reclaimed after ``min_idle`` and retried, until the
   delivery count sends it to the dead-letter stream;
-- SIGTERM/SIGINT -> stop reading, finish and commit the in-flight batch, exit 0.
+- SIGTERM/SIGINT -> stop reading, finish and commit the in-flight batch, exit 0. While Redis
+  is unreachable (or after ``shutdown_grace_s`` in any case) the in-flight work is abandoned
+  instead: its entries stay pending and a peer reclaims them, so nothing is lost.
 
 Entries held longer than a third of ``min_idle`` get their claim renewed, so a slow handler
 is not mistaken for a dead one.
@@ -34,6 +37,7 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from userrl.bus.messages import Message
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.errors import MessageError
 
@@ -55,10 +59,13 @@ class WorkerSettings:
     heartbeat_ttl_s: float = 10.0
     reclaim_interval_s: float = 5.0
     trim_interval_s: float = 10.0
+    shutdown_grace_s: float = 15.0  #: after a stop, how long in-flight work may take to commit
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.shutdown_grace_s <= 0:
+            raise ValueError(f"shutdown_grace_s must be > 0, got {self.shutdown_grace_s}")
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be larger than heartbeat_interval_s")
 
@@ -67,6 +74,9 @@ class Worker:
     """Base class of every role. Subclasses set ``role`` and implement ``handle``."""
 
     role: ClassVar[str] = ""
+    #: message kinds this role handles; anything else is dead-lettered on first delivery
+    #: (empty = any kind, for ad-hoc workers)
+    accepts: ClassVar[tuple[type[Message], ...]] = ()
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None) -> None:
         if not self.role:
@@ -79,6 +89,7 @@ class Worker:
         self.stats = {"handled": 0, "committed": 0, "duplicates": 0, "dead_lettered": 0, "errors": 0}
         self._stopping = anyio.Event()
         self._in_flight: dict[tuple[str, str], float] = {}  #: (stream, entry id) -> start time
+        self._redis_down = False  #: the last Redis call failed with a connection error
         self.log = log.bind(role=self.role, worker=self.name)
 
     # -- to implement ---------------------------------------------------------------------------
@@ -167,12 +178,38 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._renew_loop)
+                tg.start_soon(self._shutdown_watch, tg.cancel_scope)
                 await self._loop()
                 tg.cancel_scope.cancel()
         finally:
             await self._clear_heartbeat()
             await self.on_stop()
             self.log.info("worker.stopped", **self.stats)
+
+    async def _shutdown_watch(self, scope: anyio.CancelScope) -> None:
+        """After a stop, abandon in-flight work at once if Redis is unreachable (a commit
+        would retry until it is back), else after ``shutdown_grace_s``. Abandoned entries stay
+        pending: a peer (or this worker's restart) reclaims them, the commit is idempotent."""
+        await self._stopping.wait()
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        while not self._redis_down and time.monotonic() < deadline:
+            await self._probe_redis()
+            await anyio.sleep(0.2)
+        self.log.warning("worker.shutdown_abandoned", in_flight=len(self._in_flight),
+                         redis_down=self._redis_down)
+        scope.cancel()
+
+    async def _probe_redis(self) -> None:
+        # A commit stuck in the client's retries has not raised yet: ask Redis directly.
+        try:
+            with anyio.fail_after(2.0):
+                await self.bus.redis.ping()
+        except Exception as exc:
+            self.redis_state(exc)
+
+    def redis_state(self, exc: BaseException | None) -> None:
+        """Record whether Redis answers (``exc`` None) or not: a stop during an outage exits now."""
+        self._redis_down = exc is not None
 
     # -- hooks for roles that read differently ----------------------------------------------------
     def input_streams(self) -> list[str]:
@@ -225,9 +262,11 @@ class Worker:
                     for s in streams:
                         await self.bus.trim(s)
                 backoff = 0.1
+                self.redis_state(None)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is down past the client's retry policy: nothing was acked that was not
                 # committed, so waiting and reading again loses nothing.
+                self.redis_state(exc)
                 self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -240,13 +279,25 @@ class Worker:
                     return False
         return True
 
+    def triage(self, d: Delivery) -> str:
+        """Why ``d`` goes straight to the dead-letter stream ('' = handle it): undecodable, a kind
+        this role does not accept (a valid message on the wrong stream must not crash-loop the
+        worker), or delivered too often."""
+        if d.msg is None:
+            return f"undecodable: {d.error}"
+        if self.accepts and not isinstance(d.msg, self.accepts):
+            allowed = sorted(k.KIND for k in self.accepts)
+            return f"wrong kind: the {self.role} worker does not handle {d.msg.KIND!r} (accepts {allowed})"
+        if d.deliveries > self.bus.settings.max_deliveries:
+            return f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})"
+        return ""
+
     async def _process(self, batch: Sequence[Delivery]) -> None:
         good: list[Delivery] = []
         for d in batch:
-            if d.msg is None:
-                await self._dead(d, f"undecodable: {d.error}")
-            elif d.deliveries > self.bus.settings.max_deliveries:
-                await self._dead(d, f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})")
+            why = self.triage(d)
+            if why:
+                await self._dead(d, why)
             else:
                 good.append(d)
         if not good:

@@ -34,6 +34,7 @@ from userrl.bus.messages import (
     UserReply,
     UserRequest,
 )
+from userrl.bus.reconcile import release_episode
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.actions import Action
@@ -60,13 +61,13 @@ def episode_score(turns: list[dict[str, Any]]) -> float:
 
 class EnvWorker(Worker):
     role = "env"
+    accepts = (Reset, PolicyReply, UserReply)
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, send_task_to_policy: bool = False,
-                 show_reward: bool = True, episode_ttl_s: int = 3600) -> None:
+                 show_reward: bool = True) -> None:
         super().__init__(bus, settings)
         self.send_task_to_policy = send_task_to_policy
         self.show_reward = show_reward
-        self.episode_ttl_ms = episode_ttl_s * 1000
         self._envs: dict[tuple[str, int, str], Env] = {}
         self._prefetched: dict[str, tuple[bytes | None, dict[bytes, bytes]]] = {}
         self._routes: dict[str, tuple[str, float]] = {}
@@ -237,7 +238,10 @@ class EnvWorker(Worker):
         return self.save(eff, ep)
 
     def save(self, eff: Effects, ep: Episode) -> Effects:
-        return eff.hset(self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq})
+        # ``at`` is the episode's last progress: the reconciler reports an episode stalled past
+        # its deadline (e.g. a message of it was dead-lettered) instead of waiting forever.
+        return eff.hset(self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq,
+                                                              "at": f"{time.time():.3f}"})
 
     def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None,
                  kind: str = "") -> Effects:
@@ -250,15 +254,7 @@ class EnvWorker(Worker):
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
         self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err['message']}",
                       reward=sum(t["reward"] for t in ep.turns))
-        now = time.time()
-        eff.zrem(self.bus.keys.live, ep.episode_id).zadd(self.bus.keys.finished, now, ep.episode_id)
-        ep.pending = None
-        self.save(eff, ep)
-        for key in (self.bus.keys.state(ep.episode_id), self.bus.keys.replies(ep.episode_id),
-                    self.bus.keys.episode(ep.episode_id)):
-            eff.expire(key, self.episode_ttl_ms)
-        eff.incr(self.bus.keys.counters, f"episodes_{status}")
-        return eff
+        return release_episode(eff, self.bus, ep.episode_id, status)
 
     def fail(self, eff: Effects, ep: Episode, error: RolloutError, kind: str = "") -> Effects:
         self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=kind or error.kind)
@@ -272,4 +268,5 @@ class EnvWorker(Worker):
         if version is not None:
             fields["version"] = version
         fields["worker"] = worker or self.name
-        eff.append(self.bus.keys.episode(ep.episode_id), fields)
+        eff.append(self.bus.keys.episode(ep.episode_id), fields, maxlen=self.bus.settings.episode_log_cap)
+

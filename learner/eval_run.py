@@ -127,7 +127,8 @@ async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int
     resets, tasks = eval_resets(gyms, n_tasks=n_tasks, k=k, temperature=temperature, max_turns=max_turns,
                                 max_new_tokens=max_new_tokens, tag=tag, data=data, options=options)
     await send_resets(bus, resets)
-    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25)
+    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25,
+                                  resets=resets)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
 
 

@@ -8,7 +8,10 @@ emits one ``scored_group`` to the learner (and a summary to the results stream).
 
 A group with a failed member (an infrastructure error) is dropped as a whole and counted; a
 group still incomplete after ``group_timeout_s`` is force-scored by the deadline sweep, i.e.
-dropped. Late members of a finished group are discarded and counted.
+dropped. Late members of a finished group are discarded and counted. The same sweep keeps the
+finished-episode and done-group indexes at ``bus.finished_cap`` members and reports failed the
+live episodes stalled past ``bus.stall_timeout_ms`` (:func:`~userrl.bus.reconcile.sweep_stalled`);
+the learner and results streams are capped at ``bus.results_cap`` entries.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import anyio
 import structlog
 
 from userrl.bus.messages import ScoredGroup, ScoreGroup, Trajectory, decode, encode
+from userrl.bus.reconcile import sweep_stalled
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import RewardError
@@ -53,17 +57,20 @@ def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, An
 
 class RewardWorker(Worker):
     role = "reward"
+    accepts = (Trajectory, ScoreGroup)
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, config: RewardConfig | None = None,
-                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0) -> None:
+                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0, stall_s: float = 900.0) -> None:
         super().__init__(bus, settings)
         self.config = config or RewardConfig()
+        self.stall_s = stall_s
         self.group_timeout_s = group_timeout_s
         self.sweep_interval_s = sweep_interval_s
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> RewardWorker:
-        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s)
+        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s,
+                   stall_s=cfg.bus.stall_timeout_ms / 1000)
 
     async def async_run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -101,6 +108,7 @@ class RewardWorker(Worker):
         size = int(trajs[0].meta.get("group_size", 1))  # type: ignore[attr-defined]
         failed = [t.episode_id for t in trajs if t.status != "ok"]  # type: ignore[attr-defined]
         eff = Effects()
+        cap = self.bus.settings.results_cap  # nothing may grow without bound when no one reads
         env_id = trajs[0].env_id  # type: ignore[attr-defined]
         if failed or len(trajs) < size:
             reason = f"failed members {failed}" if failed else f"{len(trajs)}/{size} members by the deadline"
@@ -109,7 +117,7 @@ class RewardWorker(Worker):
             out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=summary,
                               status="dropped", meta={"reason": reason})
             self.log.warning("reward.group_dropped", group_id=m.group_id, reason=reason)
-            eff.send(k.stream("learner"), out).send(k.results, out)
+            eff.send(k.stream("learner"), out, maxlen=cap).send(k.results, out, maxlen=cap)
             status = f"dropped:{reason}"
             eff.incr(k.counters, "groups_dropped")
         else:
@@ -118,10 +126,12 @@ class RewardWorker(Worker):
                               meta=dict(trajs[0].meta))  # type: ignore[attr-defined]
             summary_items = [{key: it[key] for key in ("episode_id", "task_id", "score", "return", "n_turns", "meta")}
                              for it in items]
-            eff.send(k.stream("learner"), out, {"group": m.group_id, "env": env_id})
-            eff.send(k.results, dataclasses.replace(out, items=summary_items), {"group": m.group_id, "env": env_id})
+            eff.send(k.stream("learner"), out, {"group": m.group_id, "env": env_id}, maxlen=cap)
+            eff.send(k.results, dataclasses.replace(out, items=summary_items), {"group": m.group_id, "env": env_id},
+                     maxlen=cap)
             status = "scored"
             eff.incr(k.counters, "groups_scored")
+        eff.zadd(k.groups_done_at, time.time(), m.group_id)
         return eff.delete(k.group_members(m.group_id)).zrem(k.groups_open, m.group_id).hset(
             k.groups_done, {m.group_id: status})
 
@@ -129,6 +139,8 @@ class RewardWorker(Worker):
         while True:
             await anyio.sleep(self.sweep_interval_s)
             try:
+                await self.bus.cap_finished()
+                await sweep_stalled(self.bus, self.stall_s)
                 overdue = await self.bus.redis.zrangebyscore(self.bus.keys.groups_open, "-inf",
                                                              time.time() - self.group_timeout_s)
                 for gid in overdue:

@@ -98,6 +98,7 @@ class UserWorker(Worker):
     """
 
     role = "user"
+    accepts = (UserRequest,)
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: UserBackend | None = None,
                  per_gym: dict[str, UserBackend] | None = None, retries: int = 2,
@@ -224,10 +225,9 @@ class UserWorker(Worker):
         for d in batch:
             if (d.stream, d.entry_id) in self._in_flight:
                 continue  # reclaimed from ourselves while still being answered
-            if d.msg is None:
-                await self._dead(d, f"undecodable: {d.error}")
-            elif d.deliveries > self.bus.settings.max_deliveries:
-                await self._dead(d, f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})")
+            why = self.triage(d)
+            if why:
+                await self._dead(d, why)
             else:
                 await self._slots.acquire()
                 self._in_flight[(d.stream, d.entry_id)] = time.monotonic()
@@ -266,9 +266,15 @@ class UserWorker(Worker):
         while True:
             try:
                 applied = await self.bus.commit(to_commit)
+                self.redis_state(None)
                 break
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                # the commit is idempotent: retrying until Redis is back loses and doubles nothing
+                # the commit is idempotent: retrying until Redis is back loses and doubles nothing;
+                # on a stop the entries stay pending instead, for a peer or our restart
+                self.redis_state(exc)
+                if self.stopping:
+                    self.log.warning("user.commit_abandoned", error=repr(exc), n=len(to_commit))
+                    return
                 self.log.warning("user.commit_retry", error=repr(exc), retry_in_s=backoff, n=len(to_commit))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -276,7 +276,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
                 got = await wait_watching(bus, lambda: wait_trajectories(  # a deploy that gives up ends the wait
-                    bus, [r.episode_id for r in resets], timeout=args.timeout))
+                    bus, [r.episode_id for r in resets], timeout=args.timeout, resets=resets,
+                    stall_s=cfg.bus.stall_timeout_ms / 1000))
                 done = [t[0] for t in got.values() if t[0].episode_id in wanted]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)

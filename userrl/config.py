@@ -45,11 +45,38 @@ class BusConfig:
     """How often each worker refreshes its heartbeat key."""
     heartbeat_ttl_ms: int = 10000
     """Heartbeat key expiry: a worker silent this long is reported dead by `userrl check`."""
+    idempotency_ttl_ms: int = 0
+    """How long commit keys remember a handled message; 0 = auto: 4 x min_idle_ms x
+    (max_deliveries + 1), at least a minute (a duplicate can only come while redelivery can)."""
+    dead_cap: int = 10_000
+    """MAXLEN ~ of the dead-letter stream."""
+    dead_payload_bytes: int = 65_536
+    """A dead letter keeps at most this many bytes of each field (plus its size and sha256)."""
+    results_cap: int = 100_000
+    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them)."""
+    finished_cap: int = 100_000
+    """Members kept in the finished-episode and done-group indexes (oldest dropped first)."""
+    episode_log_ttl_ms: int = 3_600_000
+    """Readable episode logs expire this long after the episode ends."""
+    episode_log_cap: int = 2_000
+    """MAXLEN ~ of one readable episode log."""
+    stall_timeout_ms: int = 900_000
+    """A live episode without progress this long is reported failed (reward workers' sweep and
+    waiters: dispatch --wait, eval); a waiter first re-dispatches one whose state vanished."""
 
     def __post_init__(self) -> None:
         _positive(self, "bus", ("read_count", "block_ms", "min_idle_ms", "max_deliveries",
                                 "stream_cap", "max_message_bytes", "max_connections",
                                 "reclaim_interval_ms", "heartbeat_interval_ms", "heartbeat_ttl_ms"))
+        _positive(self, "bus", ("dead_cap", "dead_payload_bytes", "results_cap", "finished_cap",
+                                "episode_log_ttl_ms", "episode_log_cap", "stall_timeout_ms"))
+        window = self.min_idle_ms * (self.max_deliveries + 1)
+        if self.idempotency_ttl_ms and self.idempotency_ttl_ms < window:
+            raise ConfigError(f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
+                              f"(max_deliveries + 1) = {window}, or be 0 (auto)")
+        if self.stall_timeout_ms <= window:
+            raise ConfigError(f"bus.stall_timeout_ms ({self.stall_timeout_ms}) must be longer than min_idle_ms x "
+                              f"(max_deliveries + 1) = {window}: a redelivered step is not a stall")
         if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms:
             raise ConfigError("bus.heartbeat_ttl_ms must be larger than bus.heartbeat_interval_ms")
         if self.min_idle_ms <= self.block_ms:
