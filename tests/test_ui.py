@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -103,7 +104,8 @@ def readonly_url(redis_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_url) as r:
         r.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*",
                           "+@read", "+@connection", "-@write")
-        url = redis_url.replace("redis://", f"redis://{name}:{password}@", 1)
+        parts = urlsplit(redis_url)  # the session's URL may carry the default user's password
+        url = urlunsplit(parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port}"))
         try:
             with redis.Redis.from_url(url) as ro, pytest.raises(redis.exceptions.NoPermissionError):
                 ro.set("userrl:ui-test:probe", 1)  # the user really cannot write
