@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from userrl.config import DeployConfig, to_dict
+from userrl.lifecycle import redact_url
 
 ROLES = ("env", "policy", "user", "reward")
 IMAGE = "userrl:latest"
@@ -185,15 +186,7 @@ PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
 def secret_url(url: str) -> str:
     """The config's Redis URL with any password replaced by a placeholder: rendered files are
     checked in and shared, the password goes into the Secret by hand (or your secret manager)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:{PASSWORD_PLACEHOLDER}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return redact_url(url, PASSWORD_PLACEHOLDER)
 
 
 def _redis_secret(cfg: DeployConfig) -> dict[str, Any]:

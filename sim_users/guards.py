@@ -149,15 +149,16 @@ def redact(text: str, facts: Iterable[str], *, window: int = WINDOW, mark: str =
     return "".join(out)
 
 
-def _strings(value: Any) -> Iterable[str]:
+def strings_in(value: Any) -> Iterable[str]:
+    """Every string inside nested dicts, lists and tuples (a task's hidden text)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _strings(v)
+            yield from strings_in(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _strings(v)
+            yield from strings_in(v)
 
 
 def reply_leaks(query: UserQuery, reply: dict[str, Any], spec: Any = None, *, window: int = WINDOW) -> list[str]:
@@ -165,7 +166,7 @@ def reply_leaks(query: UserQuery, reply: dict[str, Any], spec: Any = None, *, wi
     facts = hidden_facts(query, reply, spec)
     if not facts:
         return []
-    text = "\n".join(_strings(reply))
+    text = "\n".join(strings_in(reply))
     return find_leaks(text, facts, window=window) if text else []
 
 

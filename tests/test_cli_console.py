@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from userrl import console
+from userrl.lifecycle import redact_url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,8 +195,8 @@ def test_log_file_gets_info_stderr_only_warnings(tmp_path: Path) -> None:
 
 
 def test_redact_url() -> None:
-    assert console.redact_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
-    assert console.redact_url("redis://h:6379") == "redis://h:6379"
+    assert redact_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
+    assert redact_url("redis://h:6379") == "redis://h:6379"
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])

@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from userrl.lifecycle import redact_url
+
 log = structlog.get_logger(__name__)
 
 _enabled = False
@@ -117,19 +119,6 @@ def quiet_broken_pipe() -> int:
     except (OSError, ValueError):
         pass
     return 141
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ``***``, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_redis(url: str, timeout_s: float = 3.0) -> None:

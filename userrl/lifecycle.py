@@ -127,8 +127,9 @@ def exit_code(signals: list[int]) -> int:
     return 128 + (signals[0] if signals else int(signal.SIGINT))
 
 
-def redact_url(url: str) -> str:
-    """``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0`` (user names are kept)."""
+def redact_url(url: str, placeholder: str = "***") -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0`` (user names are kept;
+    ``placeholder`` stands where the password was)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -140,7 +141,7 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, f"{user}:{placeholder}@{host}{port}", parts.path, parts.query, parts.fragment))
 
 
 # ---- jobs that run their own launcher (train, eval) -------------------------------------------
