@@ -59,7 +59,8 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="userrl-redis-")
-        self.data_dir = Path(data_dir) if data_dir else Path(self._tmp.name)  # type: ignore[union-attr]
+        # absolute: the server applies --dir (a chdir) before it opens --logfile and the AOF
+        self.data_dir = (Path(data_dir) if data_dir else Path(self._tmp.name)).resolve()  # type: ignore[union-attr]
         self.persist = persist
         self.password = password or (secrets.token_urlsafe(24) if auth else "")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -107,6 +107,19 @@ def test_persistent_server_restarts_with_its_data(tmp_path) -> None:
         server.stop()
 
 
+def test_relative_data_dir_as_a_fresh_clone_has_it(tmp_path, monkeypatch) -> None:
+    """`userrl train --config deploy/local.yaml` in a fresh clone: run_dir is relative
+    (runs/local), and the server chdirs to --dir before it opens its log file and AOF."""
+    monkeypatch.chdir(tmp_path)
+    server = EmbeddedRedis(data_dir=Path("runs/local/redis"), persist=True).start()
+    try:
+        with sync_redis.Redis.from_url(server.url) as r:
+            assert Path(r.config_get("dir")["dir"]) == tmp_path / "runs/local/redis"
+        assert (tmp_path / "runs/local/redis/server.log").exists()
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("url, shown", [
     ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
     ("rediss://alice:s3cret@redis.example:6380/1?x=1", "rediss://alice:***@redis.example:6380/1?x=1"),
