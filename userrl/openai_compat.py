@@ -243,12 +243,19 @@ class ChatClient:
     async def _served_models(self) -> list[str] | None:
         """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""
         url = self.config.base_url.rstrip("/") + "/models"
-        try:
-            with anyio.fail_after(min(self.config.timeout_s, 15.0)):  # a loaded server answers slowly
-                resp = await self._open().get(url)
-            data = resp.json().get("data") if resp.status_code == 200 else None
-        except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
-            return None
+        for attempt in range(2):
+            try:
+                with anyio.fail_after(min(self.config.timeout_s, 15.0)):  # a loaded server answers slowly
+                    resp = await self._open().get(url)
+                data = resp.json().get("data") if resp.status_code == 200 else None
+                break
+            except httpx.TransportError:
+                # the pooled connection of the 500 just answered is often closed by the server
+                # (transformers serve does): one more try opens a fresh one
+                if attempt:
+                    return None
+            except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
+                return None
         if not isinstance(data, list):
             return None
         return [str(m.get("id")) for m in data if isinstance(m, dict)]
