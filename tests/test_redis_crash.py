@@ -48,6 +48,14 @@ def _worker(args: list[str], name: str, url: str, env: dict[str, str], python: s
     return p
 
 
+def _sigterm(w: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM the worker; its exit code and how many seconds it took to exit."""
+    t0 = time.monotonic()
+    w.send_signal(signal.SIGTERM)
+    rc = w.wait(timeout=30)
+    return rc, time.monotonic() - t0
+
+
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -86,10 +94,7 @@ def test_sigterm_while_redis_is_down(server: EmbeddedRedis, outage: str, subproc
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
             server.stop()  # reaps it and closes its pipe; the data dir stays (persist)
-        t0 = time.monotonic()
-        w.send_signal(signal.SIGTERM)
-        rc = w.wait(timeout=30)
-        took = time.monotonic() - t0
+        rc, took = _sigterm(w)
     finally:
         if w.poll() is None:
             w.kill()
@@ -174,10 +179,7 @@ def test_every_role_honours_sigterm_while_redis_is_frozen(server: EmbeddedRedis,
         _wait(lambda: bool(r.keys(f"userrl:crash:hb:{role}:*")), 60, "the worker's heartbeat")
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSTOP)
-        t0 = time.monotonic()
-        w.send_signal(signal.SIGTERM)
-        rc = w.wait(timeout=30)
-        took = time.monotonic() - t0
+        rc, took = _sigterm(w)
     finally:
         if w.poll() is None:
             w.kill()
