@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from userrl.envs import gen_data
+from userrl.envs.data_tools import generate
 from userrl.envs.datasets import load_tasks
 from userrl.errors import DataError, UnknownEnvError
 
@@ -23,7 +23,7 @@ def test_bundled_splits_are_big_enough_with_unique_ids(env_id: str) -> None:
 
 
 def test_bundled_files_match_the_generator() -> None:
-    assert gen_data.main(["--check"]) == 0
+    assert generate.main(["--check"]) == 0
 
 
 def test_load_returns_fresh_copies() -> None:
