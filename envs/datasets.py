@@ -2,9 +2,9 @@
 
 Bundled datasets live in ``envs/data/<gym>/{train,test}.jsonl`` (``<gym>`` is the lower-case
 gym name: ``function``, ``telepathy``, ``turtle``, ``intention``, ``travel``, ``persuade``,
-``search``, ``tau``); they are authored for this project (see ``envs/gen_data.py``). ``path`` may name a JSONL file of your own, or a folder laid
+``search``, ``tau``); they are authored for this project (see ``envs/data_tools/generate.py``). ``path`` may name a JSONL file of your own, or a folder laid
 out like ``envs/data`` (``<folder>/<gym>/<split>.jsonl``) or holding ``<split>.jsonl``, such
-as the output of :func:`userrl.envs.importer.import_userrl`. A deploy config's ``data`` setting
+as the output of :func:`userrl.envs.data_tools.importer.pipeline.import_userrl`. A deploy config's ``data`` setting
 names such a folder for every command (:func:`data_tasks`).
 
 Every line is checked when it is read: malformed JSON, a non-object, a missing or duplicate

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from userrl.envs import gen_data
-from userrl.envs.datasets import load_tasks
+from userrl.envs.data_tools import generate
+from userrl.envs.datasets import DATA_DIR, load_tasks
 from userrl.errors import DataError, UnknownEnvError
 
 GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0"]
@@ -23,7 +23,21 @@ def test_bundled_splits_are_big_enough_with_unique_ids(env_id: str) -> None:
 
 
 def test_bundled_files_match_the_generator() -> None:
-    assert gen_data.main(["--check"]) == 0
+    assert generate.main(["--check"]) == 0
+
+
+def test_regenerating_elsewhere_is_byte_identical(tmp_path: Path) -> None:
+    """``--out`` writes the same bytes as the bundled files; ``--check`` sees a missing or
+    changed file (so the check above can fail)."""
+    assert generate.main(["--check", "--out", str(tmp_path)]) == 1  # nothing there yet
+    assert generate.main(["--out", str(tmp_path)]) == 0
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert len(written) == 18  # 8 gyms x {train,test}, the search corpus, the shop database
+    for rel in written:
+        assert (tmp_path / rel).read_bytes() == (DATA_DIR / rel).read_bytes(), rel
+    assert generate.main(["--check", "--out", str(tmp_path)]) == 0
+    (tmp_path / written[0]).write_text("{}\n", encoding="utf-8")
+    assert generate.main(["--check", "--out", str(tmp_path)]) == 1
 
 
 def test_load_returns_fresh_copies() -> None:

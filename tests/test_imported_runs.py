@@ -15,8 +15,8 @@ import pytest
 from userrl.bus.messages import Reset, decode
 from userrl.bus.transport import Bus
 from userrl.config import gym_options_for, load_config
+from userrl.envs.data_tools.importer.pipeline import import_userrl
 from userrl.envs.datasets import data_tasks
-from userrl.envs.importer import import_userrl
 from userrl.errors import DataError
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.train import grpo_tasks

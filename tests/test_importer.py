@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from userrl.envs import _importer_ii as _ii
-from userrl.envs import _importer_splits as _splits
 from userrl.envs.check import check_tasks
+from userrl.envs.data_tools.importer import splits as _splits
+from userrl.envs.data_tools.importer.pipeline import TRAVEL_VARIANTS, import_userrl
 from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms import _telepathy_rules, turtle
-from userrl.envs.importer import import_userrl
 from userrl.errors import DataError
 
 SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
@@ -85,7 +84,7 @@ def test_membership_follows_the_parquet_files(imported: tuple[Path, dict[str, di
 def test_travel_reads_the_eight_sub_datasets(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
     out, _ = imported
     prefixes = {i.split(":")[0] for split in ("train", "test") for i in _ids(out, "travel", split)}
-    assert prefixes == {f"travel{v}" for v in _ii.TRAVEL_VARIANTS}
+    assert prefixes == {f"travel{v}" for v in TRAVEL_VARIANTS}
 
 
 @needs_data

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from tests.test_gyms import play, rewards
-from userrl.envs._importer_ii import convert_tau
 from userrl.envs.actions import parse_prefixed
 from userrl.envs.check import check_tasks
+from userrl.envs.data_tools.importer.converters import convert_tau
 from userrl.envs.gyms import _taubench_db
 from userrl.envs.gyms._tau_domains import DOMAINS
 from userrl.envs.gyms._tau_user import customer_reply, outputs_said

@@ -336,7 +336,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from userrl.envs.importer import import_userrl
+    # lazily: the importer is a build-time tool, kept out of every run-time process
+    from userrl.envs.data_tools.importer.pipeline import import_userrl
 
     counts = import_userrl(args.src, args.out)
     for gym, splits in counts.items():

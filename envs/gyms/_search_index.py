@@ -1,7 +1,7 @@
 """SearchGym's local full-text index over the bundled document collection.
 
 The collection is ``envs/data/search/corpus.jsonl`` (one ``{"id", "title", "text"}`` per line,
-authored by ``envs/gen_data.py``). It is indexed once per process and never written after
+authored by ``envs/data_tools/generate.py``). It is indexed once per process and never written after
 that, so sharing it between episodes is safe: an index is a pure function of the corpus.
 
 Two engines rank the same way in spirit (BM25 over title and text):

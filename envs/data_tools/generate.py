@@ -2,12 +2,13 @@
 
 FunctionGym rules are generated procedurally (random expression trees over ``a b c d`` with a
 fixed seed); the other gyms are built from the authored tables and seeded builders in
-``envs/_authored_*.py``. Besides the task files, SearchGym's document collection
+``envs/data_tools/authored/<gym>.py``. Besides the task files, SearchGym's document collection
 (``search/corpus.jsonl``) and TauGym's base database (``tau/retail_db.json``) are written here.
 The output is deterministic, and committed, so loading never depends on running this::
 
-    python -m userrl.envs.gen_data            # rewrite envs/data
-    python -m userrl.envs.gen_data --check    # fail if envs/data is out of date
+    python -m userrl.envs.data_tools.generate              # rewrite envs/data
+    python -m userrl.envs.data_tools.generate --check      # fail if envs/data is out of date
+    python -m userrl.envs.data_tools.generate --out DIR    # write the same files under DIR
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from typing import Any
 
 import structlog
 
-from userrl.envs import _authored_search, _authored_tau, _authored_travel
-from userrl.envs._authored_intention import DOMAINS
-from userrl.envs._authored_persuade import CLAIMS
-from userrl.envs._authored_telepathy import entities
-from userrl.envs._authored_turtle import STORIES
+from userrl.envs.data_tools.authored import (
+    intention,
+    persuade,
+    search,
+    tau,
+    telepathy,
+    travel,
+    turtle,
+)
 from userrl.envs.datasets import DATA_DIR
 from userrl.envs.gyms._text import parse_groups
 from userrl.envs.gyms.function import evaluate_rule
@@ -85,7 +90,7 @@ def function_tasks() -> dict[str, list[dict[str, Any]]]:
 
 # -- TelepathyGym / TurtleGym ------------------------------------------------------------------
 def telepathy_tasks() -> dict[str, list[dict[str, Any]]]:
-    return _split_every_fourth(entities(), "tel")
+    return _split_every_fourth(telepathy.entities(), "tel")
 
 
 def turtle_tasks() -> dict[str, list[dict[str, Any]]]:
@@ -94,7 +99,7 @@ def turtle_tasks() -> dict[str, list[dict[str, Any]]]:
         "key_points": [{"statement": s, "weight": w, "keywords": parse_groups(k)}
                        for s, w, k in points],
         "facts": [{"question": q, "answer": a, "keywords": parse_groups(k)} for q, a, k in facts],
-    } for title, surface, bottom, points, facts in STORIES]
+    } for title, surface, bottom, points, facts in turtle.STORIES]
     return _split_every_fourth(items, "turtle")
 
 
@@ -102,7 +107,7 @@ def turtle_tasks() -> dict[str, list[dict[str, Any]]]:
 def intention_tasks() -> dict[str, list[dict[str, Any]]]:
     rng = random.Random(SEED + 1)
     items: list[dict[str, Any]] = []
-    for domain in DOMAINS:
+    for domain in intention.DOMAINS:
         templates, fills, pool = domain["templates"], domain["fills"], domain["details"]
         for j, fill in enumerate(fills):  # type: ignore[arg-type]
             template = templates[j % len(templates)]  # type: ignore[index]
@@ -122,20 +127,20 @@ def persuade_tasks() -> dict[str, list[dict[str, Any]]]:
     items = [{"claim": claim, "argument": argument, "initial_stance": 0,
               "counters": [{"argument": a, "keywords": parse_groups(k), "levels": n}
                            for a, k, n in counters]}
-             for claim, argument, counters in CLAIMS]
+             for claim, argument, counters in persuade.CLAIMS]
     return _split_every_fourth(items, "persuade")
 
 
 def travel_tasks() -> dict[str, list[dict[str, Any]]]:
-    return _authored_travel.build(SEED + 2)
+    return travel.build(SEED + 2)
 
 
 def search_tasks() -> dict[str, list[dict[str, Any]]]:
-    return _authored_search.build(SEED + 3)[1]
+    return search.build(SEED + 3)[1]
 
 
 def tau_tasks() -> dict[str, list[dict[str, Any]]]:
-    return _authored_tau.build(SEED + 4)[1]
+    return tau.build(SEED + 4)[1]
 
 
 BUILDERS = {"function": function_tasks, "telepathy": telepathy_tasks, "turtle": turtle_tasks,
@@ -147,26 +152,28 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows) + "\n"
 
 
-def render() -> dict[Path, str]:
-    """Every dataset file and its exact content."""
+def render(root: Path = DATA_DIR) -> dict[Path, str]:
+    """Every dataset file under ``root`` and its exact content."""
     files: dict[Path, str] = {}
     for gym, build in BUILDERS.items():
         for split, tasks in build().items():
-            files[DATA_DIR / gym / f"{split}.jsonl"] = _jsonl(tasks)
-    files[DATA_DIR / "search" / "corpus.jsonl"] = _jsonl(_authored_search.build(SEED + 3)[0])
-    db = _authored_tau.build(SEED + 4)[0]
+            files[root / gym / f"{split}.jsonl"] = _jsonl(tasks)
+    files[root / "search" / "corpus.jsonl"] = _jsonl(search.build(SEED + 3)[0])
+    db = tau.build(SEED + 4)[0]
     tables = [f'"{t}": [\n' + ",\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n]"
               for t, rows in db.items()]  # one row per line: readable diffs
-    files[DATA_DIR / "tau" / "retail_db.json"] = "{\n" + ",\n".join(tables) + "\n}\n"
+    files[root / "tau" / "retail_db.json"] = "{\n" + ",\n".join(tables) + "\n}\n"
     return files
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    parser.add_argument("--out", type=Path, default=DATA_DIR,
+                        help="the folder to write (or check) instead of envs/data")
     args = parser.parse_args(argv)
     stale = []
-    for path, content in render().items():
+    for path, content in render(args.out).items():
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != content:
                 stale.append(str(path))

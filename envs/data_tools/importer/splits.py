@@ -11,7 +11,7 @@ IntentionGym JSON files hold 1,107 tasks, the reference uses 420). How a row nam
 - Turtle: rows carry no id; ``reward_model.title`` is the story's ``new_title`` (unique).
 
 Travel and Persuade are converted from their parquet rows directly (see
-:mod:`userrl.envs._importer_ii`), so their splits are the files they come from.
+:mod:`userrl.envs.data_tools.importer.pipeline`), so their splits are the files they come from.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from userrl.envs.data_tools.importer.reading import check_parquet_folder, read_parquet, require_keys
 from userrl.errors import DataError
 
 SPLITS = ("train", "test")
@@ -39,20 +40,17 @@ def task_key(gym: str, task: dict[str, Any]) -> str:
 
 def reference_keys(parquet_root: Path, gym: str) -> dict[str, list[str]]:
     """The task keys of each reference split of ``gym``, in the parquet files' order."""
-    from userrl.envs._importer_ii import check_parquet, read_parquet
-    from userrl.envs.importer import _need
-
     folder = parquet_root / SPLIT_FOLDERS[gym]
     if not folder.is_dir():
         raise DataError(f"{folder}: missing; the train/test split of {gym} comes from the reference's "
                         f"parquet files there (train.parquet, test.parquet)")
-    check_parquet(folder)
+    check_parquet_folder(folder)
     field = _KEY.get(gym, "id")
     out: dict[str, list[str]] = {}
     for split in SPLITS:
         path = folder / f"{split}.parquet"
         rows = read_parquet(path) if path.is_file() else []  # Bamboogle has no train file
-        out[split] = [str(_need(path, f"row {i} reward_model", r.get("reward_model"), (field,))[field])
+        out[split] = [str(require_keys(path, f"row {i} reward_model", r.get("reward_model"), (field,))[field])
                       for i, r in enumerate(rows)]
     if not any(out.values()):
         raise DataError(f"{folder}: holds neither train.parquet nor test.parquet")

@@ -3,8 +3,8 @@
 A domain has vague request templates (``{x}`` is filled from ``fills``) and a pool of hidden
 details: ``(description, importance, keywords, inquiry, possible answers)``. Keywords are the
 words a question must use to uncover the detail; within a domain they are disjoint, so a
-focused question uncovers exactly one detail. ``gen_data`` samples tasks from these with a
-fixed seed.
+focused question uncovers exactly one detail. ``data_tools.generate`` samples tasks from these
+with a fixed seed.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ Snowman | object | mo | snow, winter, cold, carrot nose, white, melt | snow man
 
 
 def entities() -> list[dict[str, object]]:
-    """The rows as task dicts without ids/splits (``gen_data`` assigns those)."""
+    """The rows as task dicts without ids/splits (``data_tools.generate`` assigns those)."""
     out: list[dict[str, object]] = []
     for line in ROWS.strip().splitlines():
         title, category, flags, tags, syns = (part.strip() for part in line.split("|"))
