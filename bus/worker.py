@@ -324,7 +324,7 @@ class Worker:
                     return False
         return True
 
-    def triage(self, d: Delivery) -> str:
+    def _triage(self, d: Delivery) -> str:
         """Why ``d`` goes straight to the dead-letter stream ('' = handle it): undecodable, a kind
         this role does not accept (a valid message on the wrong stream must not crash-loop the
         worker), or delivered too often."""
@@ -344,7 +344,7 @@ class Worker:
             return
         good: list[Delivery] = []
         for d in batch:
-            why = self.triage(d)
+            why = self._triage(d)
             if why:
                 await self._dead(d, why)
             else:
@@ -375,7 +375,7 @@ class Worker:
         for d in batch:
             if (d.stream, d.entry_id) in self._in_flight:
                 continue  # reclaimed from ourselves while still being handled
-            why = self.triage(d)
+            why = self._triage(d)
             if why:
                 await self._dead(d, why)
             else:

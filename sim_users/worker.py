@@ -33,7 +33,7 @@ import anyio
 import msgpack
 import structlog
 
-from userrl.bus.messages import UserReply, UserRequest
+from userrl.bus.messages import ErrorRecord, UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import ConfigError, MessageError, UserError
@@ -133,16 +133,16 @@ class UserWorker(Worker):
                     self.log.warning("user.close_failed", backend=type(b).__name__, error=repr(exc))
 
     # -- one request ----------------------------------------------------------------------------
-    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest."""
+    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, ErrorRecord | None]:
+        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest
+        as a :class:`~userrl.errors.UserError`."""
         backend = self.per_gym.get(query.env_id, self.backend)
         for attempt in range(self.retries + 1):
             try:
                 reply = await backend.ask(query)
             except UserError as exc:
                 if not exc.transient or attempt == self.retries:
-                    return None, {"kind": "user", "message": str(exc), "transient": exc.transient,
-                                  "attempts": attempt + 1}
+                    return None, ErrorRecord.of(exc)
                 self.stats["retried"] += 1
                 delay = self.retry_backoff_s * 2 ** attempt
                 delay = delay / 2 + random.uniform(0, delay / 2)
@@ -150,12 +150,11 @@ class UserWorker(Worker):
                                  error=str(exc), delay_s=round(delay, 3))
                 await anyio.sleep(delay)
             except Exception as exc:  # a backend bug fails this episode, not the worker
-                return None, {"kind": "user", "message": f"{type(exc).__name__}: {exc}", "transient": False,
-                              "attempts": attempt + 1}
+                return None, ErrorRecord.of(UserError(f"{type(exc).__name__}: {exc}"))
             else:
                 if not isinstance(reply, dict):
-                    return None, {"kind": "user", "transient": False, "attempts": attempt + 1,
-                                  "message": f"backend returned {type(reply).__name__}, not a dict"}
+                    error = UserError(f"backend returned {type(reply).__name__}, not a dict")
+                    return None, ErrorRecord.of(error)
                 return reply, None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -175,7 +174,8 @@ class UserWorker(Worker):
                      {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
         else:
             self.stats["failed"] += 1
-            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop, error=error)
+            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop,
+                             error=error.to_wire() if error else None)
         out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error,
                         worker=self.name)
         return eff.send(self.bus.keys.stream("env"), out)
