@@ -14,14 +14,14 @@ is returned as an error reply, and the env worker fails the episode as a policy
 infrastructure error (never as training text).
 
 **Sticky episodes.** Every policy worker (replica) reads two streams with the ``policy`` group:
-the shared ``policy`` stream and its own ``policy:{name}`` stream (:func:`replica_stream`). The
+the shared ``policy`` stream and its own ``policy:{name}`` stream (``Keys.replica_stream``). The
 env worker sends turn 2.. of an episode to the stream :func:`policy_stream_for` names for the
 replica that answered the previous turn (``PolicyReply.worker``): that replica's own stream
 while its heartbeat lives, else the shared stream. So all turns of an episode prefer one
 replica (its prefix cache holds the episode), and any replica serves them when it is gone.
 
 Entries already in a dead replica's own stream are not lost: every replica registers its name
-in a set (:func:`replicas_key`), and on each reclaim round a worker also scans the replicas
+in a set (``Keys.policy_replicas``), and on each reclaim round a worker also scans the replicas
 whose heartbeat expired, reading their never-delivered entries and ``XAUTOCLAIM``-ing their
 pending ones idle past ``min_idle``. A dead replica's drained stream is deleted (and its name
 unregistered) after ``orphan_prune_s``; a replica that comes back registers again.
@@ -39,8 +39,7 @@ import structlog
 
 from userrl.agents.base import GenRequest, GenResult, IsolatingBackend, PolicyBackend, Sampling
 from userrl.agents.parsing import TOOL_SCHEMA
-from userrl.bus.keys import Keys
-from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode
+from userrl.bus.messages import ErrorRecord, PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import MessageError, PolicyError
@@ -48,20 +47,10 @@ from userrl.errors import MessageError, PolicyError
 log = structlog.get_logger(__name__)
 
 __all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "policy_stream_for",
-           "replica_stream", "replicas_key", "resolve_model_path"]
+           "resolve_model_path"]
 
 
 # ---- routing -----------------------------------------------------------------------------------
-
-
-def replica_stream(keys: Keys, replica: str) -> str:
-    """The own input stream of policy replica ``replica`` (``...:stream:policy:{replica}``)."""
-    return f"{keys.stream('policy')}:{replica}"
-
-
-def replicas_key(keys: Keys) -> str:
-    """Set of policy replica names that have an own stream (scanned for dead replicas)."""
-    return f"{keys.prefix}policy:replicas"
 
 
 async def policy_stream_for(bus: Bus, replica: str) -> str:
@@ -69,7 +58,7 @@ async def policy_stream_for(bus: Bus, replica: str) -> str:
     worker that answered its previous turn) while that replica's heartbeat lives, else the
     shared ``policy`` stream."""
     if replica and await bus.redis.exists(bus.keys.heartbeat("policy", replica)):
-        return replica_stream(bus.keys, replica)
+        return bus.keys.replica_stream(replica)
     return bus.keys.stream("policy")
 
 
@@ -160,7 +149,7 @@ class PolicyWorker(Worker):
         self.retry_backoff_s = retry_backoff_s
         self.weights_retry_s = weights_retry_s
         self.orphan_prune_s = orphan_prune_s
-        self.own_stream = replica_stream(bus.keys, self.name)
+        self.own_stream = bus.keys.replica_stream(self.name)
         self.swaps: list[dict[str, Any]] = []
         self._weights_cursor = "0-0"
         self._weights_retry_at = 0.0
@@ -183,7 +172,7 @@ class PolicyWorker(Worker):
 
     async def on_start(self) -> None:
         await self.bus.ensure_group(self.own_stream, self.group)
-        await self.bus.redis.sadd(replicas_key(self.bus.keys), self.name)
+        await self.bus.redis.sadd(self.bus.keys.policy_replicas, self.name)
 
     # -- handling -------------------------------------------------------------------------------
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
@@ -233,7 +222,7 @@ class PolicyWorker(Worker):
                 self.log.warning("policy.request_failed", episode_id=m.episode_id, seq=m.seq, error=r.error,
                                  transient=r.error_transient)
                 reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text="", worker=self.name, version=r.version,
-                                    error={"kind": "policy", "message": r.error, "transient": r.error_transient})
+                                    error=ErrorRecord.of(PolicyError(r.error, transient=r.error_transient)))
             effects.append(Effects().send(self.bus.keys.stream("env"), reply))
         self.stats["sticky"] += sticky
         self.stats["failed_requests"] += failed
@@ -293,7 +282,7 @@ class PolicyWorker(Worker):
         """Entries in the own streams of replicas whose heartbeat expired: the never-delivered
         ones, and pending ones idle past ``min_idle``. Prunes long-dead, drained streams."""
         r = self.bus.redis
-        key = replicas_key(self.bus.keys)
+        key = self.bus.keys.policy_replicas
         await r.sadd(key, self.name)  # again: a peer may have pruned us while we were stopped
         others = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in await r.smembers(key))
         others = [n for n in others if n != self.name]
@@ -310,7 +299,7 @@ class PolicyWorker(Worker):
                 self._dead_since.pop(name, None)
                 continue
             dead_since = self._dead_since.setdefault(name, now)
-            stream = replica_stream(self.bus.keys, name)
+            stream = self.bus.keys.replica_stream(name)
             if not await r.exists(stream):
                 await r.srem(key, name)
                 continue
@@ -327,7 +316,7 @@ class PolicyWorker(Worker):
         await self.bus.trim(stream, approximate=False)
         pending = sum(int(g.get("pending") or 0) for g in await self.bus.group_info(stream))
         if pending == 0 and await self.bus.redis.xlen(stream) == 0:
-            await self.bus.redis.srem(replicas_key(self.bus.keys), name)
+            await self.bus.redis.srem(self.bus.keys.policy_replicas, name)
             await self.bus.redis.delete(stream)
             self._dead_since.pop(name, None)
             self.log.info("policy.pruned_replica", replica=name)

@@ -113,10 +113,6 @@ class Effects:
         self.ops.append(("HSET", key, args))
         return self
 
-    def hdel(self, key: str, *names: str) -> Effects:
-        self.ops.append(("HDEL", key, list(names)))
-        return self
-
     def zadd(self, key: str, score: float, member: str, *, nx: bool = False) -> Effects:
         self.ops.append(("ZADD", key, [*(["NX"] if nx else []), repr(float(score)), member]))
         return self

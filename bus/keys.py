@@ -30,6 +30,16 @@ class Keys:
         """Consumer group name of a role on its input stream."""
         return role
 
+    def replica_stream(self, replica: str) -> str:
+        """The own input stream of policy replica ``replica`` (read with the ``policy`` group next
+        to the shared stream): an episode's later turns go there while the replica lives."""
+        return f"{self.stream('policy')}:{replica}"
+
+    @property
+    def policy_replicas(self) -> str:
+        """Set of policy replica names that have an own stream (scanned for dead replicas)."""
+        return f"{self.prefix}policy:replicas"
+
     @property
     def weights(self) -> str:
         """Stream of weight-version announcements from the learner (read without a group)."""

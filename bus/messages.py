@@ -7,7 +7,11 @@ it). The commit of a message is made idempotent on ``(kind, episode_id, seq, hop
 Wire format: a msgpack map ``{"k": kind, "v": schema version, "d": {field: value}}``.
 :func:`decode` checks the kind, the version, every field's presence and type, and the size
 cap; anything wrong raises :class:`~userrl.errors.MessageError` (the worker dead-letters it).
-A change to a message's fields bumps its ``VERSION``; decoders accept versions up to their own.
+A new field bumps its message's ``VERSION``; decoders accept versions up to their own. A field
+that is removed is listed in ``RETIRED``, so what older senders still write decodes.
+
+A failure travels as an :class:`ErrorRecord` (a map ``{"kind", "retryable", "message"}``),
+built from and turned back into the error classes of :mod:`userrl.errors`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, ClassVar, Union
 
 import msgpack
 
-from userrl.errors import MessageError
+from userrl.errors import MessageError, RolloutError, rollout_error
 
 #: payloads above this many bytes are refused on encode and dead-lettered on decode
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -28,10 +32,49 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 _REGISTRY: dict[str, type[Message]] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """Why a request or an episode failed, as it travels on the bus: the boundary that failed
+    (``kind``: ``policy``, ``user``, ``env``, ``reward``, ``bus``, the ``kind`` of an error
+    class in :mod:`userrl.errors`), whether retrying may succeed, and the message."""
+
+    kind: str
+    message: str
+    retryable: bool = False  #: the error's ``transient``
+
+    @classmethod
+    def of(cls, exc: RolloutError) -> ErrorRecord:
+        """The record of ``exc`` (its class's ``kind``, ``transient`` and message)."""
+        return cls(kind=exc.kind, message=str(exc), retryable=exc.transient)
+
+    def exception(self, context: str = "") -> RolloutError:
+        """The error this record stands for, as its class (``context``: a prefix of the message)."""
+        message = f"{context}: {self.message}" if context else self.message
+        return rollout_error(self.kind, message, transient=self.retryable)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": self.kind, "retryable": self.retryable, "message": self.message}
+
+    @classmethod
+    def from_wire(cls, data: Any, where: str = "error") -> ErrorRecord:
+        """Read a record; also the older dict form (``transient`` for ``retryable``, and extra
+        keys such as ``attempts``, which are ignored)."""
+        if not isinstance(data, dict):
+            raise MessageError(f"{where}: expected an error record (a map), got {type(data).__name__}")
+        kind, message = data.get("kind"), data.get("message", "")
+        retryable = data.get("retryable", data.get("transient", False))
+        if not isinstance(kind, str) or not isinstance(message, str) or not isinstance(retryable, bool):
+            raise MessageError(f"{where}: an error record needs kind (str), message (str), retryable "
+                               f"(bool); got {sorted(data)}")
+        return cls(kind=kind, message=message, retryable=retryable)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     KIND: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    #: removed fields: still accepted (and dropped) when an older sender writes them
+    RETIRED: ClassVar[frozenset[str]] = frozenset()
 
     episode_id: str
     seq: int = 0
@@ -59,13 +102,14 @@ class PolicyRequest(Message):
     """Ask for the agent's next action (env -> policy). ``hop`` is 0."""
 
     KIND: ClassVar[str] = "policy_request"
+    #: ``replica`` never steered anything: sticky episodes route by stream (``Keys.replica_stream``)
+    RETIRED: ClassVar[frozenset[str]] = frozenset({"replica"})
     env_id: str
     messages: list[dict[str, Any]]
     prompt_ids: list[int] | None = None
     n_seen: int = 0
     sampling: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] | None = None  #: only sent to scripted-expert policies
-    replica: str = ""  #: preferred policy replica (sticky episodes); "" = any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +124,7 @@ class PolicyReply(Message):
     version: int = 0
     finish_reason: str = "stop"
     worker: str = ""
-    error: dict[str, Any] | None = None  #: {"kind", "message", "transient"} when the backend failed
+    error: ErrorRecord | None = None  #: set when the backend failed (then there is no text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +141,7 @@ class UserReply(Message):
 
     KIND: ClassVar[str] = "user_reply"
     reply: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
+    error: ErrorRecord | None = None  #: set when the backend failed (then nothing is stored)
     worker: str = ""
 
 
@@ -111,7 +155,7 @@ class Trajectory(Message):
     task_id: str
     turns: list[dict[str, Any]]
     status: str = "ok"  #: ok | failed
-    error: dict[str, Any] | None = None
+    error: ErrorRecord | None = None  #: why it failed
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,7 +194,7 @@ class WeightsAnnouncement(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Probe(Message):
-    """A diagnostic message for bus benchmarks, fault tests and ``userrl bus ping``."""
+    """A diagnostic message for bus benchmarks and fault tests."""
 
     KIND: ClassVar[str] = "probe"
     body: dict[str, Any] = field(default_factory=dict)
@@ -181,6 +225,13 @@ def encode(msg: Message, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     if not msg.KIND:
         raise MessageError(f"{type(msg).__name__} has no KIND and cannot be sent")
     d = {name: getattr(msg, name) for name, _ in _fields(type(msg))}
+    for name in _records(type(msg)):
+        rec = d[name]
+        if rec is not None:
+            if not isinstance(rec, ErrorRecord):
+                raise MessageError(f"cannot encode {msg.KIND}: {name} must be an ErrorRecord, not "
+                                   f"{type(rec).__name__}")
+            d[name] = rec.to_wire()
     try:
         raw: bytes = msgpack.packb({"k": msg.KIND, "v": msg.VERSION, "d": d}, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -215,13 +266,18 @@ def _build(cls: type[Message], data: dict[str, Any]) -> Message:
     hints = _hints(cls)
     unknown = data.keys() - {name for name, _ in fields}
     if unknown:
-        raise MessageError(f"{cls.KIND}: unknown fields {sorted(unknown)}")
+        if not unknown <= cls.RETIRED:
+            raise MessageError(f"{cls.KIND}: unknown fields {sorted(unknown - cls.RETIRED)}")
+        data = {k: v for k, v in data.items() if k not in unknown}
+    records = _records(cls)
     for name, required in fields:
         if name not in data:
             if required:
                 raise MessageError(f"{cls.KIND}: missing field {name!r}")
             continue
-        if not _type_ok(data[name], hints[name]):
+        if name in records and data[name] is not None:
+            data[name] = ErrorRecord.from_wire(data[name], f"{cls.KIND}.{name}")
+        elif not _type_ok(data[name], hints[name]):
             raise MessageError(f"{cls.KIND}.{name}: expected {hints[name]}, got {type(data[name]).__name__}")
     return cls(**data)
 
@@ -235,6 +291,17 @@ def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
         _FIELDS[cls] = tuple((f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
                              for f in dataclasses.fields(cls))
     return _FIELDS[cls]
+
+
+_RECORDS: dict[type, frozenset[str]] = {}
+
+
+def _records(cls: type) -> frozenset[str]:
+    """Names of a message class's :class:`ErrorRecord` fields (sent as maps)."""
+    if cls not in _RECORDS:
+        _RECORDS[cls] = frozenset(n for n, h in _hints(cls).items()
+                                  if h is ErrorRecord or ErrorRecord in typing.get_args(h))
+    return _RECORDS[cls]
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

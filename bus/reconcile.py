@@ -35,8 +35,9 @@ from typing import Any
 import msgpack
 import structlog
 
-from userrl.bus.messages import Reset, Trajectory
+from userrl.bus.messages import ErrorRecord, Reset, Trajectory
 from userrl.bus.transport import Bus, Effects
+from userrl.errors import BusError
 
 log = structlog.get_logger(__name__)
 
@@ -184,7 +185,7 @@ async def report_failed(bus: Bus, ep: str, reason: str, *, group_id: str, env_id
     """One atomic commit: a failed :class:`Trajectory` (error kind ``bus``, the reason) to the
     reward stream and the episode released. Returns False if it was already reported."""
     traj = Trajectory(episode_id=ep, group_id=group_id, env_id=env_id, task_id=task_id, turns=[], status="failed",
-                      error={"kind": "bus", "message": reason, "transient": True},
+                      error=ErrorRecord.of(BusError(reason, transient=True)),
                       meta={**meta, "end": "failed", "score": 0.0, "reconciled": reason})
     eff = Effects().send(bus.keys.stream("reward"), traj, {"episode": ep, "status": "failed"})
     release_episode(eff, bus, ep, "failed").incr(bus.keys.counters, "episodes_reconciled")

@@ -45,7 +45,7 @@ while i <= n do
         if redis.call('HLEN', KEYS[tonumber(args[1])]) >= tonumber(args[2]) then
           redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(args, 3))
         end
-      elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'HDEL' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' or op == 'SET' or op == 'UNLINK' then
+      elseif op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'PEXPIRE' or op == 'DEL' or op == 'HINCRBY' then
         redis.call(op, key, unpack(args))
       else
         return redis.error_reply('userrl commit: unknown effect ' .. tostring(op))

@@ -269,15 +269,13 @@ class Bus:
         return out
 
     async def commit_once(self, identity: tuple[str, str, int, int], group: str, effects: Effects) -> bool:
-        """Apply effects exactly once without acking anything (e.g. the dispatcher's resets)."""
+        """Apply effects exactly once per ``identity`` without acking anything (the reconciler's
+        failure reports, :func:`~userrl.bus.reconcile.report_failed`)."""
         try:
             (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
         except EpochChanged:  # nothing here was read under the old epoch: apply it under the new
             (applied,) = await self._commit_call(group, [(identity, self.keys.dead, "", effects)])
         return applied
-
-    async def ack(self, d: Delivery) -> None:
-        await self.redis.xack(d.stream, d.group, d.entry_id)
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dead_letter(self, d: Delivery, error: str) -> str:

@@ -7,7 +7,11 @@ inside an existing event loop (tests); ``burst`` exits when the input stream is 
 
 Per batch: read (first this consumer's own pending entries, then periodically entries
 reclaimed from dead or stopped peers, else new ones) -> handle concurrently -> commit all
-results in one pipeline (each commit atomic and idempotent). What goes wrong:
+results in one pipeline (each commit atomic and idempotent). A role that sets ``streaming``
+instead starts each message as soon as one of its ``concurrency`` slots is free and commits it
+as soon as it is handled (commits that finish together share one pipeline), so one slow call
+(an LLM user) never holds up the others; it reads only as many entries as it has free slots.
+What goes wrong:
 
 - undecodable payload, a message of a kind the role does not accept (``accepts``), or
   delivered more than ``max_deliveries`` times -> dead-letter stream, on first sight;
@@ -24,6 +28,7 @@ is not mistaken for a dead one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -34,6 +39,8 @@ from typing import Any, ClassVar
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -77,6 +84,9 @@ class Worker:
     #: message kinds this role handles; anything else is dead-lettered on first delivery
     #: (empty = any kind, for ad-hoc workers)
     accepts: ClassVar[tuple[type[Message], ...]] = ()
+    #: start each message on a free slot and commit it when done, instead of handling and
+    #: committing whole batches (see the module docstring); ``handle_batch`` is not used then
+    streaming: ClassVar[bool] = False
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None) -> None:
         if not self.role:
@@ -91,6 +101,11 @@ class Worker:
         self._in_flight: dict[tuple[str, str], float] = {}  #: (stream, entry id) -> start time
         self._redis_down = False  #: the last Redis call failed with a connection error
         self.log = log.bind(role=self.role, worker=self.name)
+        # streaming mode: free slots, the handlers' task group, finished results to commit
+        self._slots = anyio.Semaphore(self.settings.concurrency)
+        self._tg: TaskGroup | None = None
+        self._done_tx: MemoryObjectSendStream[tuple[Delivery, Effects | None | BaseException]] | None = None
+        self._progress = anyio.Event()  #: set (and replaced) whenever in-flight messages commit
 
     # -- to implement ---------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> Effects | None:
@@ -100,22 +115,10 @@ class Worker:
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
         """Handle a batch; default: ``handle`` concurrently, at most ``concurrency`` at a time."""
         results: list[Effects | None | BaseException] = [None] * len(ds)
-
         debug = self._debug_enabled()
 
         async def run(i: int, d: Delivery) -> None:
-            assert d.msg is not None
-            token = structlog.contextvars.bind_contextvars(episode_id=d.msg.episode_id)
-            t0 = time.perf_counter()
-            try:
-                results[i] = await self.handle(d)
-            except Exception as exc:  # classified by the caller
-                results[i] = exc
-            finally:
-                structlog.contextvars.reset_contextvars(**token)
-            if debug:
-                self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
-                               ms=round((time.perf_counter() - t0) * 1000, 2))
+            results[i] = await self._handle_one(d, debug)
 
         if len(ds) <= self.settings.concurrency:  # the common case: no limiter to pay for
             async with anyio.create_task_group() as tg:
@@ -132,6 +135,24 @@ class Worker:
             for i, d in enumerate(ds):
                 tg.start_soon(limited, i, d)
         return results
+
+    async def _handle_one(self, d: Delivery, debug: bool) -> Effects | None | BaseException:
+        """``handle(d)`` with the episode bound to the log context; what it raised is returned
+        (classified by :meth:`_classify`)."""
+        assert d.msg is not None
+        token = structlog.contextvars.bind_contextvars(episode_id=d.msg.episode_id)
+        t0 = time.perf_counter()
+        result: Effects | None | BaseException
+        try:
+            result = await self.handle(d)
+        except Exception as exc:
+            result = exc
+        finally:
+            structlog.contextvars.reset_contextvars(**token)
+        if debug:
+            self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
+                           ms=round((time.perf_counter() - t0) * 1000, 2))
+        return result
 
     def _debug_enabled(self) -> bool:
         """Whether debug lines would be written (skips building per-message log fields)."""
@@ -205,9 +226,9 @@ class Worker:
             with anyio.fail_after(2.0):
                 await self.bus.redis.ping()
         except Exception as exc:
-            self.redis_state(exc)
+            self._redis_state(exc)
 
-    def redis_state(self, exc: BaseException | None) -> None:
+    def _redis_state(self, exc: BaseException | None) -> None:
         """Record whether Redis answers (``exc`` None) or not: a stop during an outage exits now."""
         self._redis_down = exc is not None
 
@@ -216,35 +237,59 @@ class Worker:
         """Streams this worker consumes (its group on each); read together, the first first."""
         return [self.stream]
 
-    async def read_budget(self) -> int:
-        """How many entries the next read may take (a role may wait here for free capacity)."""
-        return self.bus.settings.read_count
-
     async def extra_reclaim(self) -> list[Delivery]:
         """More entries to take over on a reclaim round (e.g. a dead replica's own stream)."""
         return []
 
-    async def settle(self) -> None:
-        """Wait until work started by :meth:`_process` is committed (for roles that do not
-        commit inside ``_process``)."""
-
     # -- the loop ---------------------------------------------------------------------------------
     async def _loop(self) -> None:
+        if not self.streaming:
+            await self._read_loop()
+            return
+        tx: MemoryObjectSendStream[tuple[Delivery, Effects | None | BaseException]]
+        rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]
+        tx, rx = anyio.create_memory_object_stream(max_buffer_size=math.inf)
+        self._done_tx = tx
+        async with rx, anyio.create_task_group() as outer:
+            outer.start_soon(self._committer, rx)
+            async with tx, anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._read_loop()  # settles (every started message committed) before returning
+            self._tg = None
+        self._done_tx = None
+
+    async def _read_budget(self) -> int:
+        """How many entries the next read may take. Streaming: only as many as there are free
+        slots (waiting for one), so a worker never hoards entries it cannot start (peers take
+        them, and nothing waits unrenewed)."""
+        if not self.streaming:
+            return self.bus.settings.read_count
+        while self._slots.value < 1:
+            await self._progress.wait()
+        return min(self.bus.settings.read_count, int(self._slots.value))
+
+    async def _settle(self) -> None:
+        """Wait until every message started is committed (batch mode commits before
+        :meth:`_process` returns; streaming mode commits on completion)."""
+        while self.streaming and self._in_flight:
+            await self._progress.wait()
+
+    async def _read_loop(self) -> None:
         streams = self.input_streams()
         # 1) entries delivered to this consumer name before a restart
         for stream in streams:
             while not self.stopping:
                 own = await self.bus.read(stream, self.group, self.name, pending=True,
-                                          count=await self.read_budget())
+                                          count=await self._read_budget())
                 if not own:
                     break
                 await self._process(own)
-                await self.settle()
+                await self._settle()
         next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
         next_trim = time.monotonic() + self.settings.trim_interval_s
         backoff = 0.1
         while not self.stopping:
-            count = await self.read_budget()
+            count = await self._read_budget()
             now = time.monotonic()
             try:
                 if now >= next_reclaim:
@@ -262,15 +307,15 @@ class Worker:
                     for s in streams:
                         await self.bus.trim(s)
                 backoff = 0.1
-                self.redis_state(None)
+                self._redis_state(None)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is down past the client's retry policy: nothing was acked that was not
                 # committed, so waiting and reading again loses nothing.
-                self.redis_state(exc)
+                self._redis_state(exc)
                 self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        await self.settle()  # stopping (SIGTERM) or drained: finish and commit what is in flight
+        await self._settle()  # stopping (SIGTERM) or drained: finish and commit what is in flight
 
     async def _drained(self) -> bool:
         for stream in self.input_streams():
@@ -279,7 +324,7 @@ class Worker:
                     return False
         return True
 
-    def triage(self, d: Delivery) -> str:
+    def _triage(self, d: Delivery) -> str:
         """Why ``d`` goes straight to the dead-letter stream ('' = handle it): undecodable, a kind
         this role does not accept (a valid message on the wrong stream must not crash-loop the
         worker), or delivered too often."""
@@ -293,9 +338,13 @@ class Worker:
         return ""
 
     async def _process(self, batch: Sequence[Delivery]) -> None:
+        """Batch mode: handle ``batch`` and commit it. Streaming: start each message of it."""
+        if self.streaming:
+            await self._start_each(batch)
+            return
         good: list[Delivery] = []
         for d in batch:
-            why = self.triage(d)
+            why = self._triage(d)
             if why:
                 await self._dead(d, why)
             else:
@@ -312,9 +361,71 @@ class Worker:
         finally:
             for d in good:
                 self._in_flight.pop((d.stream, d.entry_id), None)
-        self.stats["handled"] += len(good)
+        self._count_commits(len(good), applied)
+
+    def _count_commits(self, handled: int, applied: Sequence[bool]) -> None:
+        self.stats["handled"] += handled
         self.stats["committed"] += sum(applied)
         self.stats["duplicates"] += len(applied) - sum(applied)
+
+    # -- streaming mode: start on a free slot, commit on completion ------------------------------
+    async def _start_each(self, batch: Sequence[Delivery]) -> None:
+        """Start every message of ``batch`` (dead-letter the bad ones); returns without waiting."""
+        assert self._tg is not None
+        for d in batch:
+            if (d.stream, d.entry_id) in self._in_flight:
+                continue  # reclaimed from ourselves while still being handled
+            why = self._triage(d)
+            if why:
+                await self._dead(d, why)
+            else:
+                await self._slots.acquire()
+                self._in_flight[(d.stream, d.entry_id)] = time.monotonic()
+                self._tg.start_soon(self._run_one, d)
+
+    async def _run_one(self, d: Delivery) -> None:
+        assert self._done_tx is not None
+        result = await self._handle_one(d, self._debug_enabled())
+        await self._done_tx.send((d, result))
+
+    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]
+                         ) -> None:
+        """Commit finished messages as they come, those that finished together in one call."""
+        async for first in rx:
+            done = [first]
+            while len(done) < 256:
+                try:
+                    done.append(rx.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            try:
+                await self._commit_done(done)
+            finally:
+                for d, _ in done:
+                    self._in_flight.pop((d.stream, d.entry_id), None)
+                    self._slots.release()
+                progress, self._progress = self._progress, anyio.Event()
+                progress.set()
+
+    async def _commit_done(self, done: list[tuple[Delivery, Effects | None | BaseException]]) -> None:
+        to_commit = await self._classify(done)
+        backoff = 0.1
+        while True:
+            try:
+                applied = await self.bus.commit(to_commit)
+                self._redis_state(None)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # the commit is idempotent: retrying until Redis is back loses and doubles nothing;
+                # on a stop the entries stay pending instead, for a peer or our restart
+                self._redis_state(exc)
+                if self.stopping:
+                    self.log.warning(f"{self.role}.commit_abandoned", error=repr(exc), n=len(to_commit))
+                    return
+                self.log.warning(f"{self.role}.commit_retry", error=repr(exc), retry_in_s=backoff, n=len(to_commit))
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._count_commits(len(done), applied)
 
     async def _classify(self, done: Sequence[tuple[Delivery, Effects | None | BaseException]]
                         ) -> list[tuple[Delivery, Effects]]:

@@ -89,8 +89,7 @@ def last_error_line(log: str | Path, tail_bytes: int = 64_000) -> str:
 
 def reason_of(t: Trajectory) -> str:
     """One line for a failed episode: ``kind: message``."""
-    err = t.error or {}
-    kind, msg = err.get("kind", "?"), str(err.get("message", "")).strip()
+    kind, msg = (t.error.kind, t.error.message.strip()) if t.error else ("?", "")
     return f"{kind}: {msg.splitlines()[-1] if msg else 'no message'}"[:300]
 
 

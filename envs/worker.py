@@ -27,6 +27,7 @@ import structlog
 
 from userrl.agents.worker import policy_stream_for
 from userrl.bus.messages import (
+    ErrorRecord,
     PolicyReply,
     PolicyRequest,
     Reset,
@@ -163,7 +164,7 @@ class EnvWorker(Worker):
             return None  # a stale duplicate of a reply already applied
         eff = Effects()
         if msg.error:
-            return self.fail(eff, ep, RolloutError(f"policy failed: {msg.error.get('message', '')}"), kind="policy")
+            return self.fail(eff, ep, msg.error.exception("policy failed"))
         ep.pending = {"text": msg.text, "prompt_ids": list(msg.prompt_ids), "token_ids": list(msg.token_ids),
                       "logprobs": list(msg.logprobs), "version": msg.version, "worker": msg.worker,
                       "finish_reason": msg.finish_reason}
@@ -175,7 +176,7 @@ class EnvWorker(Worker):
             return None  # stale: that step already completed
         eff = Effects()
         if msg.error:
-            return self.fail(eff, ep, RolloutError(f"user failed: {msg.error.get('message', '')}"), kind="user")
+            return self.fail(eff, ep, msg.error.exception("user failed"))
         stored = await self.stored_replies(ep.episode_id)
         replies: dict[int, dict[str, Any]] = {}
         prefix = f"{ep.seq}:"
@@ -243,22 +244,20 @@ class EnvWorker(Worker):
         return eff.hset(self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq,
                                                               "at": f"{time.time():.3f}"})
 
-    def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None,
-                 kind: str = "") -> Effects:
+    def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None) -> Effects:
         status = "failed" if error else "ok"
-        err = ({"kind": kind or error.kind, "message": str(error), "transient": error.transient}
-               if error else None)
+        err = ErrorRecord.of(error) if error else None
         traj = Trajectory(episode_id=ep.episode_id, group_id=ep.group_id, env_id=ep.env_id, task_id=ep.task_id,
                           turns=ep.turns, status=status, error=err,
                           meta={**ep.meta, "end": end, "score": episode_score(ep.turns)})
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
-        self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err['message']}",
+        self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err.message}",
                       reward=sum(t["reward"] for t in ep.turns))
         return release_episode(eff, self.bus, ep.episode_id, status)
 
-    def fail(self, eff: Effects, ep: Episode, error: RolloutError, kind: str = "") -> Effects:
-        self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=kind or error.kind)
-        return self.complete(eff, ep, "failed", error, kind)
+    def fail(self, eff: Effects, ep: Episode, error: RolloutError) -> Effects:
+        self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=error.kind)
+        return self.complete(eff, ep, "failed", error)
 
     def log_turn(self, eff: Effects, ep: Episode, *, role: str, text: str, reward: float | None = None,
                  version: int | None = None, worker: str = "") -> None:

@@ -112,7 +112,8 @@ class RewardWorker(Worker):
         env_id = trajs[0].env_id  # type: ignore[attr-defined]
         if failed or len(trajs) < size:
             reason = f"failed members {failed}" if failed else f"{len(trajs)}/{size} members by the deadline"
-            summary = [{"episode_id": t.episode_id, "status": t.status, "error": t.error,  # type: ignore[attr-defined]
+            summary = [{"episode_id": t.episode_id, "status": t.status,  # type: ignore[attr-defined]
+                        "error": t.error.to_wire() if t.error else None,  # type: ignore[attr-defined]
                         "return": episode_return(t)} for t in trajs]  # type: ignore[arg-type]
             out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=summary,
                               status="dropped", meta={"reason": reason})

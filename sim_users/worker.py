@@ -1,9 +1,9 @@
 """The simulated-user worker (``userrl worker user``).
 
-Reads the ``user`` stream in batches and keeps up to ``concurrency`` requests in flight at once:
-a request starts as soon as a slot is free and commits as soon as it is answered (commits of
-requests that finish together share one pipeline), so one slow LLM call never holds up the
-others. Each commit is atomic: the reply is stored under ``(episode, seq, hop)`` in the
+Reads the ``user`` stream in the base worker's streaming mode and keeps up to ``concurrency``
+requests in flight at once: a request starts as soon as a slot is free and commits as soon as
+it is answered (commits of requests that finish together share one pipeline), so one slow LLM
+call never holds up the others. Each commit is atomic: the reply is stored under ``(episode, seq, hop)`` in the
 episode's replies hash (a re-executed env step replays it) and announced on the ``env`` stream,
 and the request is acked, in one step. A worker killed mid-request leaves its requests pending;
 a peer (or its own restart) reclaims and answers them, and the idempotent commit keeps a reply
@@ -26,21 +26,14 @@ Backend knobs (``user.timeout_s``, ``max_retries``, ``backoff_s``, ``retries``, 
 
 from __future__ import annotations
 
-import math
 import random
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import msgpack
 import structlog
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from userrl.bus.messages import UserReply, UserRequest
+from userrl.bus.messages import ErrorRecord, UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import ConfigError, MessageError, UserError
@@ -99,6 +92,7 @@ class UserWorker(Worker):
 
     role = "user"
     accepts = (UserRequest,)
+    streaming = True  #: one slow LLM call never holds up the other requests
 
     def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: UserBackend | None = None,
                  per_gym: dict[str, UserBackend] | None = None, retries: int = 2,
@@ -111,10 +105,6 @@ class UserWorker(Worker):
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.stats.update({"replies": 0, "failed": 0, "retried": 0})
-        self._slots = anyio.Semaphore(self.settings.concurrency)
-        self._tg: TaskGroup | None = None
-        self._done_tx: MemoryObjectSendStream[tuple[Delivery, Effects | BaseException]] | None = None
-        self._progress = anyio.Event()  # set (and replaced) whenever in-flight requests commit
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> UserWorker:
@@ -143,16 +133,16 @@ class UserWorker(Worker):
                     self.log.warning("user.close_failed", backend=type(b).__name__, error=repr(exc))
 
     # -- one request ----------------------------------------------------------------------------
-    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest."""
+    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, ErrorRecord | None]:
+        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest
+        as a :class:`~userrl.errors.UserError`."""
         backend = self.per_gym.get(query.env_id, self.backend)
         for attempt in range(self.retries + 1):
             try:
                 reply = await backend.ask(query)
             except UserError as exc:
                 if not exc.transient or attempt == self.retries:
-                    return None, {"kind": "user", "message": str(exc), "transient": exc.transient,
-                                  "attempts": attempt + 1}
+                    return None, ErrorRecord.of(exc)
                 self.stats["retried"] += 1
                 delay = self.retry_backoff_s * 2 ** attempt
                 delay = delay / 2 + random.uniform(0, delay / 2)
@@ -160,12 +150,11 @@ class UserWorker(Worker):
                                  error=str(exc), delay_s=round(delay, 3))
                 await anyio.sleep(delay)
             except Exception as exc:  # a backend bug fails this episode, not the worker
-                return None, {"kind": "user", "message": f"{type(exc).__name__}: {exc}", "transient": False,
-                              "attempts": attempt + 1}
+                return None, ErrorRecord.of(UserError(f"{type(exc).__name__}: {exc}"))
             else:
                 if not isinstance(reply, dict):
-                    return None, {"kind": "user", "transient": False, "attempts": attempt + 1,
-                                  "message": f"backend returned {type(reply).__name__}, not a dict"}
+                    error = UserError(f"backend returned {type(reply).__name__}, not a dict")
+                    return None, ErrorRecord.of(error)
                 return reply, None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -185,99 +174,8 @@ class UserWorker(Worker):
                      {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
         else:
             self.stats["failed"] += 1
-            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop, error=error)
+            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop,
+                             error=error.to_wire() if error else None)
         out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error,
                         worker=self.name)
         return eff.send(self.bus.keys.stream("env"), out)
-
-    # -- pipelined processing: start on a free slot, commit on completion ------------------------
-    async def _loop(self) -> None:
-        tx: MemoryObjectSendStream[tuple[Delivery, Effects | BaseException]]
-        rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | BaseException]]
-        tx, rx = anyio.create_memory_object_stream(max_buffer_size=math.inf)
-        self._done_tx = tx
-        async with rx, anyio.create_task_group() as outer:
-            outer.start_soon(self._committer, rx)
-            async with tx, anyio.create_task_group() as tg:
-                self._tg = tg
-                await super()._loop()  # the base loop; it settles (waits idle) before returning
-            self._tg = None
-        self._done_tx = None
-
-    async def read_budget(self) -> int:
-        """Read only as many entries as there are free slots: a worker never hoards requests it
-        cannot start (peers take them, and nothing waits unrenewed)."""
-        while self._slots.value < 1:
-            await self._progress.wait()
-        return min(self.bus.settings.read_count, int(self._slots.value))
-
-    async def settle(self) -> None:
-        await self._wait_idle()
-
-    async def _wait_idle(self) -> None:
-        """Wait until every in-flight request is committed."""
-        while self._in_flight:
-            await self._progress.wait()
-
-    async def _process(self, batch: Sequence[Delivery]) -> None:
-        """Start every request of ``batch`` (dead-letter the bad ones); returns without waiting."""
-        assert self._tg is not None
-        for d in batch:
-            if (d.stream, d.entry_id) in self._in_flight:
-                continue  # reclaimed from ourselves while still being answered
-            why = self.triage(d)
-            if why:
-                await self._dead(d, why)
-            else:
-                await self._slots.acquire()
-                self._in_flight[(d.stream, d.entry_id)] = time.monotonic()
-                self._tg.start_soon(self._run_one, d)
-
-    async def _run_one(self, d: Delivery) -> None:
-        assert d.msg is not None and self._done_tx is not None
-        result: Effects | BaseException
-        with structlog.contextvars.bound_contextvars(episode_id=d.msg.episode_id):
-            try:
-                result = await self.handle(d)
-            except Exception as exc:  # classified by the committer
-                result = exc
-        await self._done_tx.send((d, result))
-
-    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | BaseException]]) -> None:
-        async for first in rx:
-            done = [first]
-            while len(done) < 256:
-                try:
-                    done.append(rx.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            try:
-                await self._commit_done(done)
-            finally:
-                for d, _ in done:
-                    self._in_flight.pop((d.stream, d.entry_id), None)
-                    self._slots.release()
-                progress, self._progress = self._progress, anyio.Event()
-                progress.set()
-
-    async def _commit_done(self, done: list[tuple[Delivery, Effects | BaseException]]) -> None:
-        to_commit = await self._classify(done)
-        backoff = 0.1
-        while True:
-            try:
-                applied = await self.bus.commit(to_commit)
-                self.redis_state(None)
-                break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # the commit is idempotent: retrying until Redis is back loses and doubles nothing;
-                # on a stop the entries stay pending instead, for a peer or our restart
-                self.redis_state(exc)
-                if self.stopping:
-                    self.log.warning("user.commit_abandoned", error=repr(exc), n=len(to_commit))
-                    return
-                self.log.warning("user.commit_retry", error=repr(exc), retry_in_s=backoff, n=len(to_commit))
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self.stats["handled"] += len(done)
-        self.stats["committed"] += sum(applied)
-        self.stats["duplicates"] += len(applied) - sum(applied)

@@ -159,7 +159,7 @@ async def test_env_worker_plays_with_the_reset_options(bus: Bus) -> None:
         got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=60)
     hi, lo, bad = (got[r.episode_id][0] for r in resets)
     assert hi.status == lo.status == "ok" and bad.status == "failed"
-    assert "unknown gym option(s) ['elicit']" in bad.error["message"]  # type: ignore[index]
+    assert "unknown gym option(s) ['elicit']" in bad.error.message  # type: ignore[union-attr]
     rh, rl = [t["reward"] for t in hi.turns], [t["reward"] for t in lo.turns]
     changed = [(a, b) for a, b in zip(rh, rl, strict=True) if a != b]
     assert changed and all(a == pytest.approx(5 * b) for a, b in changed)

@@ -16,7 +16,7 @@ SAMPLES: list[m.Message] = [
     m.PolicyRequest(episode_id="e1", seq=0, env_id="x", messages=[], prompt_ids=None, task={"id": "t"}),
     m.PolicyReply(episode_id="e1", seq=3, text="[answer] 4", prompt_ids=[1, 2], token_ids=[5, 6],
                   logprobs=[-0.5, -1.25], version=2, worker="p-0"),
-    m.PolicyReply(episode_id="e1", seq=3, text="", error={"kind": "policy", "message": "down", "transient": True}),
+    m.PolicyReply(episode_id="e1", seq=3, text="", error=m.ErrorRecord("policy", "down", retryable=True)),
     m.UserRequest(episode_id="e1", seq=3, hop=1, query={"env_id": "x", "kind": "respond", "name": "yes_no"}),
     m.UserReply(episode_id="e1", seq=3, hop=1, reply={"text": "Yes"}, worker="u-0"),
     m.Trajectory(episode_id="e1", group_id="g1", env_id="x", task_id="t1",

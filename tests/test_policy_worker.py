@@ -26,14 +26,17 @@ from userrl.agents.worker import (  # noqa: E402
     PolicyWorker,
     generate_isolated,
     policy_stream_for,
-    replica_stream,
-    replicas_key,
 )
-from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode  # noqa: E402
-from userrl.bus.transport import Bus, Effects  # noqa: E402
+from userrl.bus.messages import (  # noqa: E402
+    ErrorRecord,
+    PolicyReply,
+    PolicyRequest,
+    WeightsAnnouncement,
+    decode,
+)
+from userrl.bus.transport import Bus  # noqa: E402
 from userrl.bus.worker import Worker, WorkerSettings  # noqa: E402
 from userrl.envs.datasets import load_tasks  # noqa: E402
-from userrl.envs.episode import Episode  # noqa: E402
 from userrl.envs.worker import EnvWorker  # noqa: E402
 from userrl.errors import PolicyError  # noqa: E402
 from userrl.learner.sequences import assemble  # noqa: E402
@@ -162,10 +165,13 @@ async def test_bad_requests_fail_alone(bus: Bus, model_dir: Path) -> None:
         solo = (await backend.generate([GenRequest(episode_id="s", env_id="x", messages=r.messages,
                                                    sampling=Sampling(**GREEDY))]))[0]
         assert reply.token_ids == solo.token_ids  # generated in the same batch as the bad ones
-    assert "mismatch" in got["mismatch"].error["message"] and "do not match" in got["mismatch"].error["message"]
-    assert "exceed the model's context" in got["overflow"].error["message"]
-    assert "bad sampling" in got["sampling"].error["message"]
-    assert all(got[e].error["kind"] == "policy" and not got[e].token_ids for e in ("mismatch", "overflow", "sampling"))
+    errors = {e: got[e].error for e in ("mismatch", "overflow", "sampling")}
+    assert all(err is not None for err in errors.values())
+    assert "mismatch" in errors["mismatch"].message and "do not match" in errors["mismatch"].message  # type: ignore[union-attr]
+    assert "exceed the model's context" in errors["overflow"].message  # type: ignore[union-attr]
+    assert "bad sampling" in errors["sampling"].message  # type: ignore[union-attr]
+    assert all(err.kind == "policy" and not err.retryable and not got[e].token_ids  # type: ignore[union-attr]
+               for e, err in errors.items())
     assert w.stats["committed"] == 6 and w.stats["errors"] == 0
 
 
@@ -192,7 +198,7 @@ async def test_transient_failures_are_retried_per_request(bus: Bus) -> None:
         await w.async_run()
     got = {r.episode_id: r for r in await replies(bus)}
     assert got["flaky"].text == "ok flaky" and got["a"].text == "ok a" and got["b"].text == "ok b"
-    assert got["down"].error == {"kind": "policy", "message": "server down", "transient": True}
+    assert got["down"].error == ErrorRecord(kind="policy", message="server down", retryable=True)
     assert backend.calls == [["a", "flaky", "down", "b"], ["flaky", "down"], ["down"]]
 
 
@@ -204,7 +210,7 @@ async def test_policy_stream_for_routes_to_live_replicas_only(bus: Bus) -> None:
     assert await policy_stream_for(bus, "") == shared
     assert await policy_stream_for(bus, "pol-x") == shared  # no heartbeat: any replica
     await bus.redis.set(bus.keys.heartbeat("policy", "pol-x"), "{}", px=5000)
-    assert await policy_stream_for(bus, "pol-x") == replica_stream(bus.keys, "pol-x") == shared + ":pol-x"
+    assert await policy_stream_for(bus, "pol-x") == bus.keys.replica_stream("pol-x") == shared + ":pol-x"
 
 
 async def test_sticky_requests_go_to_their_replica(bus: Bus) -> None:
@@ -213,7 +219,7 @@ async def test_sticky_requests_go_to_their_replica(bus: Bus) -> None:
     async with running(a, b):
         await wait_heartbeat(bus, "pol-a")
         hb = await wait_heartbeat(bus, "pol-b")
-        assert hb["stream"] == replica_stream(bus.keys, "pol-b")
+        assert hb["stream"] == bus.keys.replica_stream("pol-b")
         for i in range(20):
             await bus.send(await policy_stream_for(bus, "pol-a" if i % 2 else "pol-b"), request(f"e{i}"))
         for i in range(20, 30):
@@ -222,14 +228,14 @@ async def test_sticky_requests_go_to_their_replica(bus: Bus) -> None:
     for i in range(20):
         assert got[f"e{i}"] == ("pol-a" if i % 2 else "pol-b")
     assert {got[f"e{i}"] for i in range(20, 30)} <= {"pol-a", "pol-b"}
-    assert await bus.redis.smembers(replicas_key(bus.keys)) == {b"pol-a", b"pol-b"}
+    assert await bus.redis.smembers(bus.keys.policy_replicas) == {b"pol-a", b"pol-b"}
     assert await policy_stream_for(bus, "pol-a") == bus.keys.stream("policy")  # stopped: any replica
 
 
 async def test_dead_replicas_stream_is_adopted_and_pruned(bus: Bus) -> None:
-    ghost = replica_stream(bus.keys, "ghost")
+    ghost = bus.keys.replica_stream("ghost")
     await bus.ensure_group(ghost, "policy")
-    await bus.redis.sadd(replicas_key(bus.keys), "ghost")
+    await bus.redis.sadd(bus.keys.policy_replicas, "ghost")
     for i in range(3):
         await bus.send(ghost, request(f"g{i}"))
     taken = await bus.read(ghost, "policy", "ghost", count=1)  # ghost died holding g0
@@ -240,7 +246,7 @@ async def test_dead_replicas_stream_is_adopted_and_pruned(bus: Bus) -> None:
         assert sorted(r.episode_id for r in got) == ["g0", "g1", "g2"]
         assert {r.worker for r in got} == {"pol-a"}
         with anyio.fail_after(10):
-            while await bus.redis.sismember(replicas_key(bus.keys), "ghost"):
+            while await bus.redis.sismember(bus.keys.policy_replicas, "ghost"):
                 await anyio.sleep(0.05)
     assert not await bus.redis.exists(ghost)
     assert len(await replies(bus)) == 3  # nothing doubled

@@ -319,8 +319,8 @@ async def test_persistent_outage_fails_episodes_as_infra_errors(
             assert traj.status == "ok", traj.error
             continue
         assert traj.status == "failed" and traj.error is not None
-        assert traj.error["kind"] == "user", traj.error
-        assert "500" in traj.error["message"]
+        assert traj.error.kind == "user", traj.error
+        assert "500" in traj.error.message
         assert traj.turns == []  # the failed turn is not recorded as training data
         # the snapshot is released with the trajectory's commit; the readable log stays
         assert not await bus.redis.exists(bus.keys.state(r.episode_id))

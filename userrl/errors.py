@@ -12,11 +12,15 @@
         ├── UserError          the simulated user/judge backend failed
         ├── EnvError           the gym raised
         ├── RewardError        scoring failed
-        └── BusError           Redis failed past the retry policy
+        └── BusError           the bus lost an episode (stalled, or its state vanished)
 
 ``RolloutError`` carries ``transient``: a transient failure (timeout, 429, 5xx) is retried with
 backoff by the caller; a permanent one fails the episode (and its GRPO group) as an
 infrastructure error. :func:`boundary` classifies whatever escapes a block of code.
+
+On the bus a rollout error travels as an error record (``kind``, ``retryable`` = ``transient``,
+``message``; :class:`userrl.bus.messages.ErrorRecord`): :func:`rollout_error` turns a ``kind``
+back into its class, with :data:`ROLLOUT_ERRORS`, the one table of both directions.
 """
 
 from __future__ import annotations
@@ -76,6 +80,23 @@ class RewardError(RolloutError):
 
 class BusError(RolloutError):
     kind = "bus"
+
+
+#: ``kind`` -> error class (each class's ``kind`` attribute is the other direction)
+ROLLOUT_ERRORS: dict[str, type[RolloutError]] = {
+    c.kind: c for c in (RolloutError, PolicyError, UserError, EnvError, RewardError, BusError)
+}
+
+
+def rollout_error(kind: str, message: str, *, transient: bool = False) -> RolloutError:
+    """The error of class ``kind`` (:data:`ROLLOUT_ERRORS`); an unknown kind (a newer peer's)
+    is a plain :class:`RolloutError` that keeps the kind."""
+    cls = ROLLOUT_ERRORS.get(kind)
+    if cls is not None:
+        return cls(message, transient=transient)
+    exc = RolloutError(message, transient=transient)
+    exc.kind = kind
+    return exc
 
 
 @contextmanager
