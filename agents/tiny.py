@@ -104,7 +104,7 @@ def _data_dir() -> Path | None:
 def _builtin_corpus() -> list[str]:
     import json
 
-    from userrl.agents.parsing import TOOL_SCHEMA
+    from userrl.envs.actions import TOOL_SCHEMA
 
     # the tool prompt is in every system turn: seen often enough, BPE learns its words whole
     tool_text = [json.dumps(TOOL_SCHEMA), _TOOLS_PREAMBLE.replace("\\n", "\n"),

@@ -38,7 +38,7 @@ import anyio
 import structlog
 
 from userrl.agents.base import GenRequest, GenResult, IsolatingBackend, PolicyBackend, Sampling
-from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.bus.keys import Keys
 from userrl.bus.messages import PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects

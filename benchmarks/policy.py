@@ -30,7 +30,7 @@ import structlog
 from transformers.utils import logging as hf_logging
 
 from userrl.agents.base import GenRequest, Sampling
-from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.agents.tiny import build_tiny_model
 from userrl.errors import PolicyError
 

@@ -15,11 +15,17 @@ state in the :class:`StepResult`. Randomness comes only from the seed stored in 
 Subclasses implement ``_reset`` and ``_step``; :meth:`Env.step` handles what every gym shares:
 invalid actions (format-error observation, reward 0), ``[finish]`` (ends with reward 0), the
 turn cap, and bookkeeping (``state["turn"]``).
+
+A gym class carries everything about it that other parts need: its simulated user and judge
+(``user_spec``), its evaluation score (:meth:`Env.episode_score`, the sum of the turn rewards
+unless the gym says otherwise) and the score's maximum (:meth:`Env.max_score`), and the most
+reward an episode can collect (:meth:`Env.max_return`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -99,6 +105,24 @@ class Env(ABC):
     @abstractmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
         """Scripted expert: the next action text given the hidden task and the chat so far."""
+
+    # -- scores (override where the gym's rule differs) -------------------------------------
+    @classmethod
+    def episode_score(cls, rewards: Sequence[float], state: State) -> float:
+        """The paper's evaluation score of an episode, from its turn rewards and its last
+        state: the sum of the rewards by default."""
+        return float(sum(rewards))
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        """The best :meth:`episode_score` an episode of ``task`` can reach."""
+        return 1.0
+
+    @classmethod
+    def max_return(cls, task: Task) -> float:
+        """The most reward (sum of turn rewards) an episode of ``task`` can collect; the same
+        as :meth:`max_score` where the score is the sum of the rewards."""
+        return cls.max_score(task)
 
     # -- shared ---------------------------------------------------------------------------
     async def reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:

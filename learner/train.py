@@ -129,7 +129,7 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
 
 def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     from userrl.agents.hf_backend import HFBackend
-    from userrl.agents.parsing import TOOL_SCHEMA
+    from userrl.envs.actions import TOOL_SCHEMA
     from userrl.hardware import resolve_device
     from userrl.learner.evaluate import evaluate
 

@@ -43,8 +43,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from userrl.bus.messages import UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
+from userrl.envs.users import ScriptedBackend
 from userrl.errors import ConfigError, MessageError, UserError
-from userrl.sim_users.base import ScriptedBackend, UserBackend, UserQuery
+from userrl.sim_users.base import UserBackend, UserQuery
 
 __all__ = ["UserWorker", "backend_option", "make_user_backend"]
 

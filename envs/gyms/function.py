@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.gyms._common import assistant_turns, gain_over_best, parse_json_object
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 VARS = ("a", "b", "c", "d")
@@ -125,7 +124,6 @@ class FunctionUserSpec:
         return parse_json_object(text, {})
 
 
-@register
 class FunctionGym(Env):
     """Find a hidden arithmetic function of four numbers and apply it to a test case.
 
@@ -189,10 +187,6 @@ class FunctionGym(Env):
         given = task.get("expected_result")
         if given is not None and not math.isclose(float(given), value, rel_tol=1e-6, abs_tol=1e-3):
             raise ValueError(f"expected_result {given} != rule on test case {value}")
-
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
 
     def system_prompt(self, task: Task) -> str:
         return (

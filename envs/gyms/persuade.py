@@ -23,7 +23,6 @@ from userrl.envs.gyms._persuade_rules import (  # noqa: F401  (BACKFIRE: used by
     stance_index,
 )
 from userrl.envs.gyms._text import stems
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 
@@ -74,7 +73,6 @@ class PersuadeUserSpec:
         return {"stance": label, "new_points": [], "reply": f"{obj['reply']} My stance: {label}."}
 
 
-@register
 class PersuadeGym(Env):
     """Persuade a user to change their position on a claim.
 

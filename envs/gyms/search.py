@@ -19,7 +19,6 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._search_index import get_index, snippet
 from userrl.envs.gyms._text import STOPWORDS, normalize
-from userrl.envs.registry import register
 from userrl.errors import EnvError
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -102,7 +101,6 @@ async def serper_search(query: str, k: int = TOP_K, api_key: str | None = None) 
     return [f"{it.get('title', '')}: {it.get('snippet', '')} ({it.get('link', '')})" for it in items]
 
 
-@register
 class SearchGym(Env):
     """Answer a question by searching a document collection step by step.
 
@@ -153,10 +151,6 @@ class SearchGym(Env):
                 raise ValueError(f"{key!r} must be a non-empty string")
         if not isinstance(task.get("aliases", []), list):
             raise ValueError("'aliases' must be a list of strings")
-
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
 
     def system_prompt(self, task: Task) -> str:
         return (

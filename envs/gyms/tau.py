@@ -12,12 +12,10 @@ from userrl.envs.gyms._common import history_for_query
 from userrl.envs.gyms._tau_domains import BUNDLED, DOMAINS, Domain, check_actions, domain_of
 from userrl.envs.gyms._tau_tools import parse_call
 from userrl.envs.gyms._tau_user import TauUserSpec, outputs_said
-from userrl.envs.registry import register
 from userrl.errors import DataError, EnvError
 from userrl.sim_users.base import SimUser, UserQuery
 
 
-@register
 class TauGym(Env):
     """Serve a customer: talk to them, and call the business's tools on its database.
 
@@ -85,10 +83,6 @@ class TauGym(Env):
             raise ValueError("'customer' and 'requests' are required")
         if db != BUNDLED and not isinstance(task.get("instruction"), str):
             raise ValueError("'instruction' (the customer's goal) must be a string")
-
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
 
     def system_prompt(self, task: Task) -> str:
         domain = domain_of(task)

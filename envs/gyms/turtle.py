@@ -16,7 +16,6 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._text import content_words, groups_hit
 from userrl.envs.gyms._turtle_rules import grade_story
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 #: UserRL's success threshold: the episode ends when every key point is covered
@@ -127,8 +126,13 @@ class TurtleUserSpec:
         score = sum(float(kp["weight"]) * float(j) for kp, j in zip(points, judgments, strict=True))
         return {"score": round(min(1.0, score), 4), "judgments": [float(j) for j in judgments]}
 
+    def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
+        """The leak guard's facts: the full story and the checklist statements, always."""
+        t = query.task
+        return [str(t.get("bottom") or ""),
+                *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
 
-@register
+
 class TurtleGym(Env):
     """Uncover the hidden story behind a strange situation ("turtle soup").
 
@@ -186,10 +190,6 @@ class TurtleGym(Env):
         total = sum(float(kp.get("weight", 0)) for kp in points)
         if abs(total - 1.0) > 1e-3:
             raise ValueError(f"key point weights must sum to 1, got {total}")
-
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
 
     def system_prompt(self, task: Task) -> str:
         return (
