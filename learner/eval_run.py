@@ -26,10 +26,13 @@ import structlog
 
 from userrl.bus.messages import Reset
 from userrl.config import DeployConfig, gym_options_for
+from userrl.deploy.launcher import Launcher
 from userrl.deploy.watch import all_failed_message, count_reasons
 from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
+from userrl.lifecycle import job_launcher_options
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.runtime import make_bus, redis_url
 
 log = structlog.get_logger(__name__)
 
@@ -136,10 +139,6 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
              gyms: Sequence[str], n_tasks: int = 10_000, k: int = 1, temperature: float = 0.0, max_turns: int = 0,
              api_model: str = "", out_dir: str | Path | None = None, timeout_s: float = 3600.0,
              attach: bool = False) -> dict[str, Any]:
-    from userrl.deploy.launcher import Launcher
-    from userrl.lifecycle import job_launcher_options
-    from userrl.runtime import make_bus, redis_url
-
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"eval{int(time.time())}"
