@@ -3,16 +3,9 @@
 A simulated user knows the hidden task (the entity in TelepathyGym, the full story in TurtleGym,
 the missing details in IntentionGym); a model playing it sometimes just says it. The guard
 checks every string of a parsed reply against the facts the gym keeps hidden *for this reply*,
-which the gym's user spec names in ``hidden_facts(query, reply) -> list[str]`` (next to its
-scripted rules and LLM prompt, so a gym registered under a new id keeps its guard). A spec
-without that method is not guarded. The built-in gyms hide:
-
-- TelepathyGym: the entity's title and synonyms, always;
-- TurtleGym: the full story (``bottom``) and the checklist statements, always;
-- IntentionGym: the answers of the missing details that are still hidden and that this reply
-  does not uncover (uncovering a detail *is* telling its answer; that is allowed);
-- TravelGym: the statements of the preferences neither revealed before nor by this reply (it
-  may reveal one: UserRL's user elicits at most one preference per utterance).
+which the gym's user spec names in ``hidden_facts(query, reply) -> list[str]``, next to its
+scripted rules and LLM prompt (so a gym registered under a new id keeps its guard). A spec
+without that method is not guarded.
 
 "Verbatim" is judged on words (case, punctuation and spacing ignored): a fact of at most
 ``window`` words leaks when all its words appear in a row; a longer fact leaks when any
