@@ -15,9 +15,8 @@ from typing import Any
 import structlog
 
 from userrl.agents.base import GenRequest, PolicyBackend, Sampling
-from userrl.envs.base import Env
 from userrl.envs.datasets import data_tasks
-from userrl.envs.episode import play_turn, reset_episode
+from userrl.envs.episode import Transcript, play_turn, reset_episode
 from userrl.envs.registry import make
 from userrl.envs.users import InProcessUser
 
@@ -25,25 +24,24 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass
-class LocalEpisode:
-    env: Env
-    task: dict[str, Any]
-    state: dict[str, Any]
-    messages: list[dict[str, Any]]
+class LocalEpisode(Transcript):
+    """A :class:`Transcript` with the token-in/token-out state its policy requests carry."""
+
+    task: dict[str, Any] = field(default_factory=dict)
     prompt_ids: list[int] | None = None
     n_seen: int = 0
-    rewards: list[float] = field(default_factory=list)
-    format_errors: int = 0
-    done: bool = False
 
     @property
     def env_id(self) -> str:
         return self.env.id
 
     @property
-    def score(self) -> float:
-        """The gym's evaluation score of the episode (:meth:`Env.episode_score`)."""
-        return self.env.episode_score(self.rewards, self.state)
+    def state(self) -> dict[str, Any]:
+        return self.states[-1]
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
 
 
 async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]], *, max_turns: int,
@@ -58,20 +56,15 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
         if env_id not in envs:
             envs[env_id] = make(env_id, max_turns=max_turns, **(options or {}).get(env_id, {}))
         state, messages = await reset_episode(envs[env_id], task, seed)
-        eps.append(LocalEpisode(envs[env_id], task, state, messages))
+        eps.append(LocalEpisode(envs[env_id], messages, states=[state], task=task))
     while live := [e for e in eps if not e.done]:
         reqs = [GenRequest(episode_id=str(i), env_id=e.env_id, messages=list(e.messages), prompt_ids=e.prompt_ids,
                            n_seen=e.n_seen, sampling=sampling, task=e.task) for i, e in enumerate(live)]
         results = await backend.generate(reqs)
         for e, r in zip(live, results, strict=True):
-            turn = await play_turn(e.env, e.state, r.text, user, show_reward=show_reward)
-            e.state = turn.result.state
-            e.rewards.append(turn.result.reward)
-            e.format_errors += turn.action.choice == "invalid"
-            e.messages += turn.messages
+            e.add(await play_turn(e.env, e.state, r.text, user, show_reward=show_reward))
             e.prompt_ids = (list(r.prompt_ids) + list(r.token_ids)) if r.token_ids else None
             e.n_seen = len(e.messages) - 1 if r.token_ids else 0
-            e.done = turn.done
     return eps
 
 
