@@ -35,7 +35,7 @@ import structlog
 
 from userrl.agents.base import GenRequest, GenResult, Sampling
 from userrl.agents.chat import end_of_turn_id, request_prompt_ids
-from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import PolicyError
 
 log = structlog.get_logger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from userrl.agents.base import GenRequest, GenResult
-from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import ConfigError, PolicyError, boundary
 from userrl.openai_compat import ChatClient, OpenAIConfig
 

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from userrl.agents.base import GenRequest, GenResult
+from userrl.envs.registry import get_env_class
 from userrl.errors import PolicyError, UnknownEnvError
 
 log = structlog.get_logger(__name__)
@@ -28,8 +29,6 @@ class ScriptedExpertBackend:
         self.version = 0
 
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        from userrl.envs.registry import get_env_class  # envs import lazily: they import us too
-
         results = []
         for req in requests:
             try:

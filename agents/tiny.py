@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from userrl.envs.actions import TOOL_SCHEMA
+
 log = structlog.get_logger(__name__)
 
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "TEXT_TOKENS", "build_tiny_model", "default_corpus"]
@@ -103,8 +105,6 @@ def _data_dir() -> Path | None:
 
 def _builtin_corpus() -> list[str]:
     import json
-
-    from userrl.agents.parsing import TOOL_SCHEMA
 
     # the tool prompt is in every system turn: seen often enough, BPE learns its words whole
     tool_text = [json.dumps(TOOL_SCHEMA), _TOOLS_PREAMBLE.replace("\\n", "\n"),

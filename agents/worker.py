@@ -38,11 +38,18 @@ import anyio
 import structlog
 
 from userrl.agents.base import GenRequest, GenResult, IsolatingBackend, PolicyBackend, Sampling
-from userrl.agents.parsing import TOOL_SCHEMA
+from userrl.agents.hf_backend import HFBackend
+from userrl.agents.openai_backend import from_deploy_config
+from userrl.agents.scripted import ScriptedExpertBackend
+from userrl.agents.tiny import build_tiny_model
+from userrl.agents.vllm_backend import VLLMBackend
+from userrl.bus.keys import Keys
 from userrl.bus.messages import ErrorRecord, PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import MessageError, PolicyError
+from userrl.hardware import resolve_device
 
 log = structlog.get_logger(__name__)
 
@@ -69,22 +76,13 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
     """The backend a deploy config names (``policy.backend``)."""
     p = cfg.policy
     if p.backend == "scripted":
-        from userrl.agents.scripted import ScriptedExpertBackend
-
         return ScriptedExpertBackend()
     if p.backend == "openai":
-        from userrl.agents.openai_backend import from_deploy_config
-
         return from_deploy_config(cfg)
     model = resolve_model_path(cfg)
     if p.backend == "vllm":
-        from userrl.agents.vllm_backend import VLLMBackend
-
         return VLLMBackend(model, seed=cfg.seed,  # type: ignore[return-value]
                            tools=(TOOL_SCHEMA,) if p.tools else None, **p.vllm.engine_args())
-    from userrl.agents.hf_backend import HFBackend
-    from userrl.hardware import resolve_device
-
     return HFBackend(model, device=resolve_device(p.device), seed=cfg.seed,  # type: ignore[return-value]
                      tools=(TOOL_SCHEMA,) if p.tools else None)
 
@@ -95,8 +93,6 @@ def resolve_model_path(cfg: Any) -> str:
         return str(cfg.policy.model)
     path = Path(cfg.run_dir) / "tiny-model"
     if not (path / "config.json").is_file():
-        from userrl.agents.tiny import build_tiny_model
-
         build_tiny_model(path, seed=cfg.seed, **cfg.policy.tiny_size)
     return str(path)
 

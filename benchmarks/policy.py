@@ -30,8 +30,8 @@ import structlog
 from transformers.utils import logging as hf_logging
 
 from userrl.agents.base import GenRequest, Sampling
-from userrl.agents.parsing import TOOL_SCHEMA
 from userrl.agents.tiny import build_tiny_model
+from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import PolicyError
 
 #: ``--size``: "tiny" is the CPU default policy; "small" is ~3M parameters with head_dim 64

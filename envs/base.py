@@ -12,14 +12,20 @@ worker can continue the episode. ``step`` must not mutate its input state; it re
 state in the :class:`StepResult`. Randomness comes only from the seed stored in the state.
 ``terminated`` is the task's own end, ``truncated`` the turn cap (Gymnasium's meanings).
 
-Subclasses implement ``_reset`` and ``_step``; :meth:`Env.step` handles what every gym shares:
+Subclasses implement ``on_reset`` and ``on_step``; :meth:`Env.step` handles what every gym shares:
 invalid actions (format-error observation, reward 0), ``[finish]`` (ends with reward 0), the
 turn cap, and bookkeeping (``state["turn"]``).
+
+A gym class carries everything about it that other parts need: its simulated user and judge
+(``user_spec``), its evaluation score (:meth:`Env.episode_score`, the sum of the turn rewards
+unless the gym says otherwise) and the score's maximum (:meth:`Env.max_score`), and the most
+reward an episode can collect (:meth:`Env.max_return`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -88,11 +94,11 @@ class Env(ABC):
         """The rules of the game as the policy sees them (system message)."""
 
     @abstractmethod
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         """Initial gym state (without bookkeeping), first observation, info."""
 
     @abstractmethod
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         """One valid, non-finish action. ``state`` is a private deep copy."""
 
     @classmethod
@@ -100,9 +106,27 @@ class Env(ABC):
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
         """Scripted expert: the next action text given the hidden task and the chat so far."""
 
+    # -- scores (override where the gym's rule differs) -------------------------------------
+    @classmethod
+    def episode_score(cls, rewards: Sequence[float], state: State) -> float:
+        """The paper's evaluation score of an episode, from its turn rewards and its last
+        state: the sum of the rewards by default."""
+        return float(sum(rewards))
+
+    @classmethod
+    def max_score(cls, task: Task) -> float:
+        """The best :meth:`episode_score` an episode of ``task`` can reach."""
+        return 1.0
+
+    @classmethod
+    def max_return(cls, task: Task) -> float:
+        """The most reward (sum of turn rewards) an episode of ``task`` can collect; the same
+        as :meth:`max_score` where the score is the sum of the rewards."""
+        return cls.max_score(task)
+
     # -- shared ---------------------------------------------------------------------------
     async def reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
-        state, obs, info = await self._reset(task, seed)
+        state, obs, info = await self.on_reset(task, seed)
         state = dict(state)
         state.update(turn=0, seed=int(seed), task=task, env_id=self.id, max_turns=self.max_turns)
         return state, obs, info
@@ -116,7 +140,7 @@ class Env(ABC):
         elif action.choice == "finish":
             res = StepResult(state, "Episode finished.", 0.0, True, False, {"finished": True})
         else:
-            res = await self._step(state, action, user)
+            res = await self.on_step(state, action, user)
         if not res.terminated and res.state["turn"] >= self.max_turns:
             res = StepResult(res.state, res.observation, res.reward, False, True, res.info)
         return res

@@ -5,10 +5,10 @@
    its snapshot (as an env worker does after a crash) gives the same result.
 3. A seed reproduces a rollout: same seed + task + actions -> same observations and rewards,
    through the async API and through the adapter.
-4. The scripted expert scores the maximum (``max_score``, 1.0 unless the gym documents
-   otherwise) on every task of the split, ending the episode by termination.
-5. The exploit suite (:mod:`userrl.envs.exploits`): no adversarial scripted policy scores more
-   than doing nothing (:func:`check_exploits`).
+4. The scripted expert reaches the maximum score (the gym's ``max_score``) and collects the
+   most reward (``max_return``) on every task of the split, ending the episode by termination.
+5. The exploit suite (:mod:`userrl.envs.exploits`): no adversarial scripted policy collects
+   more reward than doing nothing (:func:`check_exploits`).
 
 All of it runs with the in-process scripted user, so it needs no network and no model.
 """
@@ -18,71 +18,44 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import msgpack
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 from userrl.envs import exploits
-from userrl.envs.actions import parse_prefixed
 from userrl.envs.base import Env, State, Task
 from userrl.envs.datasets import load_tasks
-from userrl.envs.registry import get_env_class
+from userrl.envs.episode import Policy, Transcript, Turn, play_episode
+from userrl.envs.gymnasium_adapter import UserRLGymnasiumEnv
+from userrl.envs.registry import get_env_class, list_envs
+from userrl.envs.users import InProcessUser
 from userrl.errors import DataError, UserRLError
-from userrl.sim_users.base import InProcessUser, SimUser
+from userrl.sim_users.base import SimUser
 
-Policy = Callable[[Task, list[dict[str, str]]], str]
 #: actions that exercise the error paths before the expert takes over (determinism check)
 PROBES = ("hello there", "[search] anything", "[action] Is it bigger than a car?")
 
 
-@dataclass
-class Transcript:
-    """One played episode: the chat as the policy saw it, and what the env returned."""
-
-    messages: list[dict[str, str]]
-    rewards: list[float] = field(default_factory=list)
-    observations: list[str] = field(default_factory=list)
-    states: list[State] = field(default_factory=list)
-    terminated: bool = False
-    truncated: bool = False
-
-    @property
-    def score(self) -> float:
-        return round(sum(self.rewards), 4)
-
-
 async def rollout(env: Env, task: Task, policy: Policy, *, seed: int = 0,
                   user: SimUser | None = None, check_replay: bool = False) -> Transcript:
-    """Play one episode of ``task`` with ``policy(task, messages) -> action text``.
+    """Play one episode of ``task`` with ``policy(task, messages) -> action text``, the way
+    the policy plays it (no ``Reward:`` line shown).
 
     With ``check_replay``, every step is executed twice from the same snapshot and the state
     must survive a msgpack round trip (the env worker's durability contract).
     """
     user = user if user is not None else InProcessUser()
-    state, obs, _ = await env.reset(task, seed)
-    tr = Transcript(messages=[{"role": "system", "content": env.system_prompt(task)},
-                              {"role": "user", "content": obs}], states=[state])
-    while True:
-        text = policy(task, tr.messages)
-        action = parse_prefixed(text)
-        res = await env.step(state, action, user)
-        if check_replay:
-            _assert_serializable(env.id, res.state)
-            again = await env.step(msgpack.unpackb(msgpack.packb(state), raw=False), action, user)
-            assert again == res, f"{env.id}: re-executing a step from its snapshot differs"
-        state = res.state
-        tr.messages += [{"role": "assistant", "content": text},
-                        {"role": "user", "content": res.observation}]
-        tr.rewards.append(res.reward)
-        tr.observations.append(res.observation)
-        tr.states.append(state)
-        if res.terminated or res.truncated:
-            tr.terminated, tr.truncated = res.terminated, res.truncated
-            return tr
+
+    async def replay(state: State, turn: Turn) -> None:
+        _assert_serializable(env.id, turn.result.state)
+        again = await env.step(msgpack.unpackb(msgpack.packb(state), raw=False), turn.action, user)
+        assert again == turn.result, f"{env.id}: re-executing a step from its snapshot differs"
+
+    return await play_episode(env, task, policy, seed=seed, user=user, show_reward=False,
+                              after_turn=replay if check_replay else None)
 
 
 def _assert_serializable(env_id: str, state: State) -> None:
@@ -110,10 +83,6 @@ def probing_policy(cls: type[Env]) -> Policy:
 
 def check_gymnasium(env_id: str, split: str = "test", data_path: str | Path | None = None) -> None:
     """Gymnasium's ``check_env`` on the adapter; any warning it raises is a failure too."""
-    import gymnasium
-
-    from userrl.envs import gymnasium_adapter  # noqa: F401  (registers the ids)
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = gymnasium.make(env_id, split=split, data_path=data_path)
@@ -130,8 +99,6 @@ def check_gymnasium(env_id: str, split: str = "test", data_path: str | Path | No
 def check_adapter_determinism(env_id: str, split: str = "test",
                               data_path: str | Path | None = None, seed: int = 7) -> None:
     """A seeded reset (no task id) and the same actions reproduce the episode."""
-    from userrl.envs.gymnasium_adapter import UserRLGymnasiumEnv
-
     runs = []
     for _ in range(2):
         env = UserRLGymnasiumEnv(env_id, split=split, data_path=data_path)
@@ -156,7 +123,6 @@ def check_adapter_determinism(env_id: str, split: str = "test",
 
 async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
     env = cls()
-    max_score = getattr(cls, "max_score", None)
     for i, task in enumerate(tasks):
         if i < 3:  # replay + determinism on a few tasks keeps the check fast
             runs = [await rollout(env, task, probing_policy(cls), seed=11, check_replay=True)
@@ -165,10 +131,10 @@ async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
             assert (a.observations, a.rewards) == (b.observations, b.rewards), (
                 f"{cls.id}: task {task['id']}: same seed and actions gave different episodes")
         tr = await rollout(env, task, expert_policy(cls), seed=i)
-        best = float(max_score(task)) if max_score else 1.0
-        assert math.isclose(tr.score, best, abs_tol=1e-6), (
-            f"{cls.id}: expert scored {tr.score} (max {best}) on task {task['id']}; "
-            f"transcript: {tr.messages[2:]}")
+        best, most = float(cls.max_score(task)), float(cls.max_return(task))
+        assert math.isclose(tr.score, best, abs_tol=1e-6) and math.isclose(tr.total_reward, most, abs_tol=1e-6), (
+            f"{cls.id}: expert scored {tr.score} (max {best}) with rewards {tr.total_reward} "
+            f"(max {most}) on task {task['id']}; transcript: {tr.messages[2:]}")
         assert tr.terminated and not tr.truncated, (
             f"{cls.id}: expert episode on task {task['id']} did not terminate by itself")
 
@@ -198,21 +164,23 @@ async def _expert_golds(cls: type[Env], tasks: list[Task]) -> dict[str, list[str
 
 
 async def exploit_scores(env_id: str, tasks: list[Task], train: list[Task]) -> dict[str, list[float]]:
-    """Each exploit policy's episode scores on ``tasks`` (vocabulary from ``train``)."""
+    """Each exploit policy's episode returns on ``tasks`` (vocabulary from ``train``): the
+    reward a policy trained on the gym would collect by exploiting it."""
     cls = get_env_class(env_id)
     env = cls()
     golds = await _expert_golds(cls, tasks)
     train_golds = [g for gs in (await _expert_golds(cls, train)).values() for g in gs]
     out: dict[str, list[float]] = {}
     for name, policy in exploits.policies(train, train_golds, golds).items():
-        out[name] = [(await rollout(env, t, policy, seed=i)).score for i, t in enumerate(tasks)]
+        out[name] = [(await rollout(env, t, policy, seed=i)).total_reward for i, t in enumerate(tasks)]
     return out
 
 
 def check_exploits(env_id: str, split: str = "test", data_path: str | Path | None = None,
                    sample: int | None = None, tolerance: float = exploits.TOLERANCE) -> dict[str, float]:
-    """Fail if an exploit's mean score exceeds the best do-nothing baseline's by more than
-    ``tolerance`` times the expert's mean score (see :data:`userrl.envs.exploits.TOLERANCE`).
+    """Fail if an exploit's mean return (sum of turn rewards) exceeds the best do-nothing
+    baseline's by more than ``tolerance`` times the mean most reward a task offers (the gym's
+    ``max_return``; see :data:`userrl.envs.exploits.TOLERANCE`).
 
     The vocabulary the dumps use comes from the same data's train split, or
     the bundled one where the data has none (imported SearchGym is test-only); 30 of them
@@ -226,7 +194,7 @@ def check_exploits(env_id: str, split: str = "test", data_path: str | Path | Non
     scores = asyncio.run(exploit_scores(env_id, tasks, exploits.sample_tasks(train, 30)))
     means = {k: round(sum(v) / len(v), 4) if v else 0.0 for k, v in scores.items()}
     cls = get_env_class(env_id)
-    best = [float(cls.max_score(t)) if hasattr(cls, "max_score") else 1.0 for t in tasks]
+    best = [float(cls.max_return(t)) for t in tasks]
     floor = max(means[b] for b in exploits.BASELINES)
     margin = tolerance * sum(best) / max(1, len(best))
     bad = {k: m for k, m in means.items() if m > floor + margin}
@@ -239,8 +207,6 @@ def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None,
             sample: int | None = None) -> int:
     """``userrl check env ID|all``: every check of one gym (or all), a line per exploit
     policy on stdout; exit code 1 when a check fails."""
-    from userrl.envs.registry import list_envs
-
     failed = 0
     for env_id in list_envs() if gym == "all" else [get_env_class(gym).id]:
         try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from userrl.envs.registry import get_env_class
 from userrl.errors import DataError
 
 log = structlog.get_logger(__name__)
@@ -34,8 +35,6 @@ _cache: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
 
 def gym_dir_name(env_id: str) -> str:
     """``userrl/Telepathy-v0`` -> ``telepathy`` (the dataset folder of a gym)."""
-    from userrl.envs.registry import get_env_class
-
     cls = get_env_class(env_id)
     name = getattr(cls, "data_name", None)
     return str(name) if name else env_id.split("/")[-1].split("-")[0].lower()
@@ -108,8 +107,6 @@ def load_tasks(env_id: str, split: str, path: str | Path | None = None) -> list[
 
 
 def _read(file: Path, env_id: str) -> list[dict[str, Any]]:
-    from userrl.envs.registry import get_env_class
-
     validate = getattr(get_env_class(env_id), "validate_task", None)
     tasks: list[dict[str, Any]] = []
     seen: dict[str, int] = {}

@@ -30,7 +30,8 @@ from userrl.envs.actions import Action, parse_prefixed
 from userrl.envs.base import State
 from userrl.envs.datasets import load_tasks
 from userrl.envs.registry import get_env_class, list_envs
-from userrl.sim_users.base import InProcessUser, SimUser
+from userrl.envs.users import InProcessUser
+from userrl.sim_users.base import SimUser
 
 T = TypeVar("T")
 MAX_TEXT = 65_536

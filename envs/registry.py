@@ -1,8 +1,11 @@
 """The registry of gym classes, by versioned id (``userrl/Telepathy-v0``).
 
-Gym modules register themselves with the :func:`register` decorator. Importing this module
-registers the built-in gyms (they are imported at the bottom, after :func:`register` exists,
-so a gym module may import this one without a cycle).
+The built-in gyms are imported here and registered in :data:`BUILTIN` order; a gym module
+never imports the registry. A gym of your own (or a new version of one) is added with
+:func:`register`. Everything a gym brings is found through its class: its simulated user and
+judge (``user_spec``, with the leak guard's ``hidden_facts``), its score rule
+(``episode_score``) and maximum (``max_score``); so a gym registered under another id keeps all
+of them.
 
 Gymnasium registration lives in :mod:`userrl.envs.gymnasium_adapter`; import it (or use
 ``gymnasium.make("userrl.envs.gymnasium_adapter:userrl/Telepathy-v0")``) to make the gyms
@@ -12,17 +15,24 @@ available through ``gymnasium.make``.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from userrl.envs.base import Env
+from userrl.envs.gyms.function import FunctionGym
+from userrl.envs.gyms.intention import IntentionGym
+from userrl.envs.gyms.persuade import PersuadeGym
+from userrl.envs.gyms.search import SearchGym
+from userrl.envs.gyms.tau import TauGym
+from userrl.envs.gyms.telepathy import TelepathyGym
+from userrl.envs.gyms.travel import TravelGym
+from userrl.envs.gyms.turtle import TurtleGym
 from userrl.errors import UnknownEnvError
-
-if TYPE_CHECKING:
-    from userrl.envs.base import Env
+from userrl.sim_users.base import UserSpec
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*/[A-Z][A-Za-z0-9]*-v\d+$")
 _REGISTRY: dict[str, type[Env]] = {}
 
-E = TypeVar("E", bound="type[Env]")
+E = TypeVar("E", bound=type[Env])
 
 
 def register(cls: E) -> E:
@@ -60,14 +70,13 @@ def list_envs() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# Imported last so the gym modules find ``register`` defined (see module docstring).
-from userrl.envs.gyms import (  # noqa: E402,F401
-    function,
-    intention,
-    persuade,
-    search,
-    tau,
-    telepathy,
-    travel,
-    turtle,
-)
+def user_spec(env_id: str) -> UserSpec:
+    """The simulated user and judge of the gym registered under ``env_id``."""
+    return get_env_class(env_id).user_spec
+
+
+#: the gyms that ship with userrl
+BUILTIN: tuple[type[Env], ...] = (FunctionGym, TelepathyGym, TurtleGym, IntentionGym, TravelGym,
+                                  PersuadeGym, SearchGym, TauGym)
+for _cls in BUILTIN:
+    register(_cls)

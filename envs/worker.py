@@ -38,26 +38,12 @@ from userrl.bus.messages import (
 from userrl.bus.reconcile import release_episode
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
-from userrl.envs.actions import Action
-from userrl.envs.base import Env, StepResult
-from userrl.envs.episode import Episode, NeedReply, ReplayUser, feedback_text
+from userrl.envs.base import Env
+from userrl.envs.episode import Episode, NeedReply, ReplayUser, Turn, play_turn, reset_episode
+from userrl.envs.registry import get_env_class, make
 from userrl.errors import EnvError, RolloutError
 
 log = structlog.get_logger(__name__)
-
-
-def parse_action(text: str) -> Action:
-    from userrl.agents.parsing import parse_action as parse
-
-    return parse(text)
-
-
-def episode_score(turns: list[dict[str, Any]]) -> float:
-    """The paper's evaluation score: the sum of the turn rewards, unless the gym reports its own
-    final ``score`` (TravelGym: the mean over aspects of the best recommendation)."""
-    if turns and "info_score" in turns[-1]:
-        return float(turns[-1]["info_score"])
-    return float(sum(t["reward"] for t in turns))
 
 
 class EnvWorker(Worker):
@@ -79,8 +65,6 @@ class EnvWorker(Worker):
 
     def env(self, env_id: str, max_turns: int, options: dict[str, Any] | None = None) -> Env:
         """The gym instance for these settings, built once per (env id, turn cap, options)."""
-        from userrl.envs.registry import make
-
         key = (env_id, max_turns, json.dumps(options or {}, sort_keys=True))
         if key not in self._envs:
             self._envs[key] = make(env_id, max_turns=max_turns or None, **(options or {}))
@@ -147,15 +131,12 @@ class EnvWorker(Worker):
                      started_at=time.time(), gym_options=dict(msg.options))
         try:
             env = self.env(msg.env_id, msg.max_turns, ep.gym_options)
-            state, obs, _info = await env.reset(msg.task, msg.seed)
-            ep.env_state = state
-            ep.messages = [{"role": "system", "content": env.system_prompt(msg.task)},
-                           {"role": "user", "content": obs}]
+            ep.env_state, ep.messages = await reset_episode(env, msg.task, msg.seed)
         except Exception as exc:  # a bad task or unknown env id fails its episode only, never the worker
             return self.fail(Effects(), ep, EnvError(f"reset failed: {type(exc).__name__}: {exc}"))
         eff = Effects().zadd(self.bus.keys.live, ep.started_at, ep.episode_id)
         self.log_turn(eff, ep, role="system", text=ep.messages[0]["content"])
-        self.log_turn(eff, ep, role="user", text=obs)
+        self.log_turn(eff, ep, role="user", text=ep.messages[1]["content"])
         return self.ask_policy(eff, ep)
 
     # -- a policy reply: one gym step -----------------------------------------------------------
@@ -189,24 +170,24 @@ class EnvWorker(Worker):
 
     async def run_step(self, eff: Effects, ep: Episode, replies: dict[int, dict[str, Any]]) -> Effects:
         assert ep.pending is not None
-        action = parse_action(ep.pending["text"])
         state = ep.env_state
         env = self.env(ep.env_id, int(state.get("max_turns", 0)), ep.gym_options)
         user = ReplayUser(replies, history=[m for m in ep.messages if m["role"] != "system"])
+        show_reward = bool(ep.meta.get("show_reward", self.show_reward))
         try:
-            result = await env.step(state, action, user)
+            turn = await play_turn(env, state, ep.pending["text"], user, show_reward=show_reward)
         except NeedReply as need:
             req = UserRequest(episode_id=ep.episode_id, seq=ep.seq, hop=need.hop, query=need.query.to_dict())
             eff.send(self.bus.keys.stream("user"), req)
             return self.save(eff, ep)
         except Exception as exc:
             return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
-        return self.finish_turn(eff, ep, action, result, await self.policy_stream(ep.pending["worker"]))
+        return self.finish_turn(eff, ep, turn, await self.policy_stream(ep.pending["worker"]))
 
-    def finish_turn(self, eff: Effects, ep: Episode, action: Action, res: StepResult,
-                    policy_stream: str | None = None) -> Effects:
+    def finish_turn(self, eff: Effects, ep: Episode, turn: Turn, policy_stream: str | None = None) -> Effects:
         p = ep.pending
         assert p is not None
+        action, res = turn.action, turn.result
         reward = float(res.reward)
         ep.turns.append({"seq": ep.seq, "reward": reward, "action": action.text, "text": p["text"],
                          "prompt_ids": p["prompt_ids"], "token_ids": p["token_ids"], "logprobs": p["logprobs"],
@@ -214,15 +195,13 @@ class EnvWorker(Worker):
                          "format_error": action.choice == "invalid", "worker": p["worker"],
                          "terminated": res.terminated, "truncated": res.truncated,
                          **({"info_score": float(res.info["score"])} if "score" in res.info else {})})
-        feedback = feedback_text(res.observation, reward, bool(ep.meta.get("show_reward", self.show_reward)))
-        ep.messages.append({"role": "assistant", "content": p["text"]})
-        n_seen = len(ep.messages)
-        ep.messages.append({"role": "tool" if action.via_tool else "user", "content": feedback})
+        ep.messages += turn.messages
+        n_seen = len(ep.messages) - 1
         ep.env_state = res.state
         ep.prompt_ids = (p["prompt_ids"] + p["token_ids"]) if p["token_ids"] else None
         ep.n_seen = n_seen if p["token_ids"] else 0
         ep.pending = None
-        self.log_turn(eff, ep, role="env", text=feedback, reward=reward)
+        self.log_turn(eff, ep, role="env", text=turn.feedback["content"], reward=reward)
         if res.terminated or res.truncated:
             return self.complete(eff, ep, "terminated" if res.terminated else "truncated")
         ep.seq += 1
@@ -249,11 +228,19 @@ class EnvWorker(Worker):
         err = ErrorRecord.of(error) if error else None
         traj = Trajectory(episode_id=ep.episode_id, group_id=ep.group_id, env_id=ep.env_id, task_id=ep.task_id,
                           turns=ep.turns, status=status, error=err,
-                          meta={**ep.meta, "end": end, "score": episode_score(ep.turns)})
+                          meta={**ep.meta, "end": end, "score": self.score(ep)})
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
         self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err.message}",
                       reward=sum(t["reward"] for t in ep.turns))
         return release_episode(eff, self.bus, ep.episode_id, status)
+
+    @staticmethod
+    def score(ep: Episode) -> float:
+        """The gym's evaluation score of the episode so far (0 when no turn was played: the
+        reset failed, maybe for an unknown env id)."""
+        if not ep.turns:
+            return 0.0
+        return get_env_class(ep.env_id).episode_score([t["reward"] for t in ep.turns], ep.env_state)
 
     def fail(self, eff: Effects, ep: Episode, error: RolloutError) -> Effects:
         self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=error.kind)

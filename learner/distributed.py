@@ -31,6 +31,7 @@ import torch
 
 from userrl.errors import ConfigError
 from userrl.learner.grpo import token_logprobs
+from userrl.learner.metrics import MetricsLog
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +61,6 @@ def run_learn_under_accelerate(cfg: Any, config_path: str | None, overrides: Seq
                                run_dir: Path, url: str) -> tuple[str, list[dict[str, Any]]]:
     """``userrl train``'s GRPO stage as ``accelerate launch ... userrl learn`` against the running
     deploy at ``url``; its final model and metrics come back through ``run_dir``."""
-    from userrl.learner.metrics import MetricsLog
-
     args = ["learn", *(["--config", config_path] if config_path else []),
             *[x for ov in [*overrides, f"policy.model={start_model}"] for x in ("--set", ov)]]
     cmd = accelerate_command(cfg.train.accelerate_config, args)

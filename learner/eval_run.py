@@ -3,8 +3,9 @@
 Each gym's test split is played by the deploy's env, policy and user workers (started by the
 local launcher, or already running with ``--attach``): temperature 0, 16 turns, pass@1 by
 default, and no ``Reward: r`` line shown to the policy. The turn cap defaults to each gym's own
-(``--max-turns 16`` is the paper's; TravelGym's expert needs up to 18 turns). An episode's score is the sum of its
-turn rewards, except where the gym reports its own final score (TravelGym). A gym's score is
+(``--max-turns 16`` is the paper's; TravelGym's expert needs up to 18 turns). An episode's score is its gym's
+``episode_score`` (the sum of its turn rewards; TravelGym: the mean answer score over the
+aspects) and a gym's maximum its ``max_score``. A gym's score is
 the mean over its episodes; pass@k the mean over tasks of the best of k samples; the overall
 score is the mean over gyms weighted by their number of test tasks. The tasks are the test
 split of the config's ``data`` (bundled when empty); the gyms run with ``eval_gym_options``
@@ -25,10 +26,13 @@ import structlog
 
 from userrl.bus.messages import Reset
 from userrl.config import DeployConfig, gym_options_for
+from userrl.deploy.launcher import Launcher
 from userrl.deploy.watch import all_failed_message, count_reasons
 from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
+from userrl.lifecycle import job_launcher_options
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.runtime import make_bus, redis_url
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +60,7 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
             by_task[t.task_id].append(float(t.meta.get("score", 0.0)) if t.status == "ok" else 0.0)
         scores = [s for v in by_task.values() for s in v]
         cls = get_env_class(gym)
-        maxes = [1.0 if gym.endswith("Travel-v0") else float(cls.max_score(task))  # type: ignore[attr-defined]
-                 for task in gym_tasks]
+        maxes = [float(cls.max_score(task)) for task in gym_tasks]
         report["gyms"][gym] = {
             "tasks": len(gym_tasks), "episodes": len(scores), "failed": failed,
             "pass@1": sum(scores) / max(len(scores), 1),
@@ -136,10 +139,6 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
              gyms: Sequence[str], n_tasks: int = 10_000, k: int = 1, temperature: float = 0.0, max_turns: int = 0,
              api_model: str = "", out_dir: str | Path | None = None, timeout_s: float = 3600.0,
              attach: bool = False) -> dict[str, Any]:
-    from userrl.deploy.launcher import Launcher
-    from userrl.lifecycle import job_launcher_options
-    from userrl.runtime import make_bus, redis_url
-
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"eval{int(time.time())}"

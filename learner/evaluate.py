@@ -2,8 +2,9 @@
 
 The same gyms, scripted users and chat/token format as the bus; one batched ``generate`` per
 turn across all live episodes. (``userrl eval`` runs the same protocol through the workers.)
-Scores follow the paper: an episode's score is the sum of its turn rewards; a gym's score is
-the mean over its test episodes.
+Scores follow the paper: an episode's score is its gym's ``episode_score`` (the sum of its turn
+rewards; TravelGym: the mean answer score over the aspects); a gym's score is the mean over its
+test episodes.
 """
 
 from __future__ import annotations
@@ -14,26 +15,33 @@ from typing import Any
 import structlog
 
 from userrl.agents.base import GenRequest, PolicyBackend, Sampling
-from userrl.agents.parsing import parse_action
 from userrl.envs.datasets import data_tasks
-from userrl.envs.episode import feedback_text
+from userrl.envs.episode import Transcript, play_turn, reset_episode
 from userrl.envs.registry import make
-from userrl.sim_users.base import InProcessUser
+from userrl.envs.users import InProcessUser
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
-class LocalEpisode:
-    env_id: str
-    task: dict[str, Any]
-    state: dict[str, Any]
-    messages: list[dict[str, Any]]
+class LocalEpisode(Transcript):
+    """A :class:`Transcript` with the token-in/token-out state its policy requests carry."""
+
+    task: dict[str, Any] = field(default_factory=dict)
     prompt_ids: list[int] | None = None
     n_seen: int = 0
-    rewards: list[float] = field(default_factory=list)
-    format_errors: int = 0
-    done: bool = False
+
+    @property
+    def env_id(self) -> str:
+        return self.env.id
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.states[-1]
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
 
 
 async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]], *, max_turns: int,
@@ -47,26 +55,16 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
     for env_id, task in episodes:
         if env_id not in envs:
             envs[env_id] = make(env_id, max_turns=max_turns, **(options or {}).get(env_id, {}))
-        env = envs[env_id]
-        state, obs, _ = await env.reset(task, seed)
-        eps.append(LocalEpisode(env_id, task, state, [{"role": "system", "content": env.system_prompt(task)},
-                                                       {"role": "user", "content": obs}]))
+        state, messages = await reset_episode(envs[env_id], task, seed)
+        eps.append(LocalEpisode(envs[env_id], messages, states=[state], task=task))
     while live := [e for e in eps if not e.done]:
         reqs = [GenRequest(episode_id=str(i), env_id=e.env_id, messages=list(e.messages), prompt_ids=e.prompt_ids,
                            n_seen=e.n_seen, sampling=sampling, task=e.task) for i, e in enumerate(live)]
         results = await backend.generate(reqs)
         for e, r in zip(live, results, strict=True):
-            action = parse_action(r.text)
-            res = await envs[e.env_id].step(e.state, action, user)
-            e.state = res.state
-            e.rewards.append(res.reward)
-            e.format_errors += action.choice == "invalid"
-            e.messages.append({"role": "assistant", "content": r.text})
+            e.add(await play_turn(e.env, e.state, r.text, user, show_reward=show_reward))
             e.prompt_ids = (list(r.prompt_ids) + list(r.token_ids)) if r.token_ids else None
-            e.n_seen = len(e.messages) if r.token_ids else 0
-            e.messages.append({"role": "tool" if action.via_tool else "user",
-                               "content": feedback_text(res.observation, res.reward, show_reward)})
-            e.done = res.terminated or res.truncated
+            e.n_seen = len(e.messages) - 1 if r.token_ids else 0
     return eps
 
 
@@ -74,7 +72,7 @@ async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "tes
                    max_turns: int = 6, temperature: float = 0.0, max_new_tokens: int = 48,
                    show_reward: bool = False, samples: int = 1, seed: int = 0, data: str = "",
                    options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Per-gym mean episode score (sum of turn rewards) and format-error rate on ``split`` of
+    """Per-gym mean episode score (the gym's ``episode_score``) and format-error rate on ``split`` of
     ``data`` (a deploy config's data folder; "" = bundled), gyms built with ``options``;
     with ``samples`` > 1 each task is played that many times (sampling) and all are averaged."""
     episodes = [(g, t) for g in gyms for t in data_tasks(g, split, data)[:n_tasks] for _ in range(samples)]
@@ -84,7 +82,7 @@ async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "tes
     for g in gyms:
         mine = [e for e in played if e.env_id == g]
         turns = sum(len(e.rewards) for e in mine)
-        report["gyms"][g] = {"score": sum(sum(e.rewards) for e in mine) / max(len(mine), 1), "episodes": len(mine),
+        report["gyms"][g] = {"score": sum(e.score for e in mine) / max(len(mine), 1), "episodes": len(mine),
                              "format_error_rate": sum(e.format_errors for e in mine) / max(turns, 1)}
     n = sum(v["episodes"] for v in report["gyms"].values())
     report["overall"] = sum(v["score"] * v["episodes"] for v in report["gyms"].values()) / max(n, 1)

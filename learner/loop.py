@@ -27,7 +27,9 @@ import structlog
 
 from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
+from userrl.learner.distributed import Distributed, TokenLogprobs, launched
 from userrl.learner.grpo import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
+from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
 from userrl.learner.microbatch import step_plan
 from userrl.learner.sequences import TrainingSequence, assemble, collate, per_token_advantages
 from userrl.learner.weights import prune_versions, write_version
@@ -44,8 +46,6 @@ class GRPOLearner:
                  lora: Any = None, keep_weights: int = 0, base_model_path: str | Path | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from userrl.learner.distributed import Distributed, TokenLogprobs, launched
 
         torch.manual_seed(seed)
         self.torch = torch
@@ -71,8 +71,6 @@ class GRPOLearner:
             self.model.gradient_checkpointing_enable()
             self.model.config.use_cache = False
         if self.lora:
-            from userrl.learner.lora import apply_lora
-
             self.model = apply_lora(self.model, self.lora)
             if Path(model_path, "adapter").is_dir():  # a LoRA checkpoint: its adapter weights
                 from peft import set_peft_model_state_dict
@@ -222,8 +220,6 @@ class GRPOLearner:
     def full_state_dict(self) -> dict[str, Any]:
         """The policy's weights under the base model's names (LoRA merged; gathered under FSDP)."""
         if self.lora:
-            from userrl.learner.lora import merged_state_dict
-
             return merged_state_dict(self.model)
         return self.dist.full_state_dict(self.net) if self.dist else self.model.state_dict()
 
@@ -235,8 +231,6 @@ class GRPOLearner:
             path = write_version(state, weights, self.version,
                                  bool(getattr(self.model.config, "tie_word_embeddings", False)))
             if self.lora:
-                from userrl.learner.lora import save_adapter
-
                 save_adapter(self.model, weights / f"v{self.version:05d}-adapter")
             if self.keep_weights:
                 prune_versions(weights, self.keep_weights)
@@ -260,8 +254,6 @@ class GRPOLearner:
             self.torch.save(opt, ck / f"optimizer.rank{self.dist.rank}.pt")
         if self.is_main:
             if self.lora:
-                from userrl.learner.lora import save_adapter
-
                 save_adapter(self.model, ck / "adapter")
             if not (self.dist is not None and self.dist.fsdp):
                 self.torch.save(opt, ck / "optimizer.pt")

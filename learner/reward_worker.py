@@ -34,7 +34,8 @@ log = structlog.get_logger(__name__)
 
 
 def episode_return(traj: Trajectory) -> float:
-    """The paper's evaluation score of an episode: the sum of its turn rewards."""
+    """The episode's return: the sum of its turn rewards (what GRPO optimizes). Its evaluation
+    score is its gym's ``Env.episode_score``, which the env worker puts in ``meta["score"]``."""
     return float(sum(t.get("reward", 0.0) for t in traj.turns))
 
 

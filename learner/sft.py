@@ -19,11 +19,13 @@ from typing import Any
 
 import structlog
 
-from userrl.envs.episode import feedback_text
-from userrl.envs.registry import get_env_class, make
+from userrl.envs.actions import TOOL_SCHEMA
+from userrl.envs.datasets import data_tasks
+from userrl.envs.episode import play_episode
+from userrl.envs.registry import get_env_class
 from userrl.errors import DataError
 from userrl.hardware import resolve_device, resolve_dtype
-from userrl.sim_users.base import InProcessUser
+from userrl.learner.lora import lora_config
 
 log = structlog.get_logger(__name__)
 
@@ -31,31 +33,16 @@ log = structlog.get_logger(__name__)
 async def expert_dialogue(env_id: str, task: dict[str, Any], *, seed: int = 0, max_turns: int | None = None,
                           show_reward: bool = True) -> dict[str, Any]:
     """One scripted-expert episode as a chat, in the policy's format, with its turn rewards."""
-    from userrl.agents.parsing import parse_action
-
-    env = make(env_id, max_turns=max_turns)
     cls = get_env_class(env_id)
-    user = InProcessUser()
-    state, obs, _ = await env.reset(task, seed)
-    messages = [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": obs}]
-    rewards: list[float] = []
-    while True:
-        text = cls.expert_action(task, messages)
-        res = await env.step(state, parse_action(text), user)
-        rewards.append(res.reward)
-        messages += [{"role": "assistant", "content": text},
-                     {"role": "user", "content": feedback_text(res.observation, res.reward, show_reward)}]
-        state = res.state
-        if res.terminated or res.truncated:
-            return {"messages": messages, "rewards": rewards, "env_id": env_id, "task_id": task["id"]}
+    tr = await play_episode(cls(max_turns=max_turns), task, cls.expert_action, seed=seed,
+                            show_reward=show_reward)
+    return {"messages": tr.messages, "rewards": tr.rewards, "env_id": env_id, "task_id": task["id"]}
 
 
 async def expert_demonstrations(env_ids: Sequence[str], split: str = "train", *, max_turns: int | None = None,
                                 per_gym: int | None = None, data: str = "") -> list[dict[str, Any]]:
     """The scripted experts' dialogues on ``split`` of ``data`` (a deploy config's data folder;
     "" = the bundled tasks)."""
-    from userrl.envs.datasets import data_tasks
-
     out = []
     for env_id in env_ids:
         for task in data_tasks(env_id, split, data)[:per_gym]:
@@ -106,8 +93,6 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
     out = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    from userrl.agents.parsing import TOOL_SCHEMA
-
     rows = [{"messages": d["messages"], **({"tools": [TOOL_SCHEMA]} if tools else {})} for d in dialogues]
     data = Dataset.from_list(rows)
     dev = resolve_device(device)
@@ -123,8 +108,6 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
              dialogues=len(dialogues), epochs=epochs)
     peft_config = None
     if lora is not None and lora.r > 0:
-        from userrl.learner.lora import lora_config
-
         peft_config = lora_config(lora)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its summary; stdout is for results

@@ -17,16 +17,25 @@ from typing import Any
 import anyio
 import structlog
 
+from userrl.agents.hf_backend import HFBackend
+from userrl.agents.worker import resolve_model_path
 from userrl.config import DeployConfig, gym_options_for, to_dict
 from userrl.console import progress, stage
+from userrl.deploy.launcher import Launcher
+from userrl.envs.actions import TOOL_SCHEMA
+from userrl.envs.datasets import data_tasks
+from userrl.hardware import resolve_device
+from userrl.learner.dispatch import Dispatcher
+from userrl.learner.evaluate import evaluate
 from userrl.learner.metrics import MetricsLog, plot_metrics
+from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
+from userrl.lifecycle import job_launcher_options
+from userrl.runtime import make_bus
 
 log = structlog.get_logger(__name__)
 
 
 def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
-    from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
-
     t = cfg.train
     out = run_dir / "sft-model"
     if t.sft_epochs == 0:
@@ -45,8 +54,6 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
 def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
     """What GRPO trains on: the train split of each of ``train.gyms`` in the config's ``data``
     (never a test task)."""
-    from userrl.envs.datasets import data_tasks
-
     return {g: data_tasks(g, "train", cfg.data) for g in cfg.train.gyms}
 
 
@@ -57,12 +64,9 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     Under ``accelerate launch`` only rank 0 talks to Redis; the other ranks follow it
     (:mod:`userrl.learner.distributed`) and return no rows. ``final_dir``: save the final model
     there (every rank takes part)."""
-    from userrl.learner.dispatch import Dispatcher
     from userrl.learner.grpo import LossConfig
     from userrl.learner.loop import GRPOLearner
     from userrl.learner.run import learn
-    from userrl.runtime import make_bus
-
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
@@ -111,9 +115,6 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
 def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str,
                run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     """Start every worker role under the launcher (policy workers on ``start_model``), then GRPO."""
-    from userrl.deploy.launcher import Launcher
-    from userrl.lifecycle import job_launcher_options
-
     launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"],
                         **job_launcher_options()).start().start_background()
     try:
@@ -128,11 +129,6 @@ def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[s
 
 
 def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
-    from userrl.agents.hf_backend import HFBackend
-    from userrl.agents.parsing import TOOL_SCHEMA
-    from userrl.hardware import resolve_device
-    from userrl.learner.evaluate import evaluate
-
     t = cfg.train
     out = {}
     bar = progress(len(models), "evaluation", unit="model")
@@ -212,9 +208,6 @@ def plot_evals(evals: dict[str, Any], out: Path) -> Path:
 
 
 def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    from userrl.agents.worker import resolve_model_path
-    from userrl.envs.datasets import data_tasks
-
     t0 = time.monotonic()
     # missing data fails here, not after minutes of SFT: GRPO's train split, the final eval's test split
     grpo_tasks(cfg)

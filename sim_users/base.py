@@ -7,10 +7,13 @@ Env code asks its user through one awaitable, whatever transport carries it::
 
 A :class:`UserQuery` is a plain, msgpack-serializable value: the gym, the hidden task data the
 user knows, a gym-specific query ``name`` and its ``payload``. Transports: in-process
-(:class:`InProcessUser`, for the Gymnasium adapter and notebooks) and over the bus
-(``userrl.envs.worker``: the query goes to the ``user`` stream and the reply is stored under
-``(episode, seq, hop)``). Backends (scripted, openai, hf) turn a query into a reply dict using
-the gym's :class:`UserSpec`. Users are never trained: nothing here produces policy tokens.
+(:class:`userrl.envs.users.InProcessUser`, for the Gymnasium adapter and notebooks) and over
+the bus (``userrl.envs.worker``: the query goes to the ``user`` stream and the reply is stored
+under ``(episode, seq, hop)``). Backends (scripted, openai, hf) turn a query into a reply dict
+using the gym's :class:`UserSpec`, which the gym class carries (``Env.user_spec``). Users are
+never trained: nothing here produces policy tokens.
+
+This module is a contract shared by gyms and user backends: it imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -56,7 +59,13 @@ class UserQuery:
 
 
 class UserSpec(Protocol):
-    """What a gym supplies so any backend can play its user and judge."""
+    """What a gym supplies so any backend can play its user and judge: its one home for the
+    user's scripted rules, the LLM prompt and its parsing, and the leak guard's facts.
+
+    A spec may also define ``hidden_facts(query, reply) -> list[str]``: the hidden task facts
+    that ``reply`` must not state verbatim (see :mod:`userrl.sim_users.guards`); without it an
+    LLM user's replies are not guarded.
+    """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
         """Deterministic reply computed from the hidden task data."""
@@ -92,24 +101,3 @@ class UserMixin:
 
     async def judge(self, query: UserQuery) -> dict[str, Any]:
         return await self.ask(query)
-
-
-class ScriptedBackend:
-    """Deterministic user/judge: dispatches to the gym's ``user_spec.scripted``."""
-
-    async def ask(self, query: UserQuery) -> dict[str, Any]:
-        from userrl.envs.registry import get_env_class
-
-        return get_env_class(query.env_id).user_spec.scripted(query)
-
-
-class InProcessUser(UserMixin):
-    """Calls a backend directly in this process (Gymnasium adapter, notebooks, tests)."""
-
-    def __init__(self, backend: UserBackend | None = None) -> None:
-        self.backend: UserBackend = backend if backend is not None else ScriptedBackend()
-        self.calls = 0
-
-    async def ask(self, query: UserQuery) -> dict[str, Any]:
-        self.calls += 1
-        return await self.backend.ask(query)

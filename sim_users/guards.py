@@ -2,16 +2,10 @@
 
 A simulated user knows the hidden task (the entity in TelepathyGym, the full story in TurtleGym,
 the missing details in IntentionGym); a model playing it sometimes just says it. The guard
-checks every string of a parsed reply against the facts the gym keeps hidden *for this reply*:
-
-- ``userrl/Telepathy-v0``: the entity's title and synonyms, always;
-- ``userrl/Turtle-v0``: the full story (``bottom``) and the checklist statements, always;
-- ``userrl/Intention-v0``: the answers of the missing details that are still hidden and that
-  this reply does not uncover (uncovering a detail *is* telling its answer; that is allowed);
-- ``userrl/Travel-v0``: the statements of the preferences neither revealed before nor by this
-  reply (it may reveal one: UserRL's user elicits at most one preference per utterance);
-- any gym whose ``user_spec`` defines ``hidden_facts(query, reply) -> list[str]``: those (this
-  hook wins over the table above); other gyms: nothing.
+checks every string of a parsed reply against the facts the gym keeps hidden *for this reply*,
+which the gym's user spec names in ``hidden_facts(query, reply) -> list[str]``, next to its
+scripted rules and LLM prompt (so a gym registered under a new id keeps its guard). A spec
+without that method is not guarded.
 
 "Verbatim" is judged on words (case, punctuation and spacing ignored): a fact of at most
 ``window`` words leaks when all its words appear in a row; a longer fact leaks when any
@@ -19,7 +13,7 @@ checks every string of a parsed reply against the facts the gym keeps hidden *fo
 the model once the guard trips (with a correction naming what it must not say) and, when the
 re-asks are used up, redacts the leaked words (``[…]``) rather than pass them on::
 
-    leaked = reply_leaks(query, reply)            # [] when clean
+    leaked = reply_leaks(query, reply, spec)      # [] when clean
     reply = redact_reply(reply, leaked)           # the same reply with leaked words blanked
 
 Scripted users are not guarded: their rules never state hidden facts they should not.
@@ -28,12 +22,12 @@ Scripted users are not guarded: their rules never state hidden facts they should
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from userrl.sim_users.base import UserQuery
+from userrl.sim_users.base import UserQuery, UserSpec
 
-__all__ = ["REDACTED", "WINDOW", "find_leaks", "hidden_facts", "redact", "redact_reply", "reply_leaks"]
+__all__ = ["REDACTED", "WINDOW", "find_leaks", "hidden_facts", "redact", "redact_reply", "reply_leaks", "words"]
 
 #: consecutive words of a long fact that count as stating it verbatim
 WINDOW = 6
@@ -42,60 +36,24 @@ REDACTED = "[…]"
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
-FactRule = Callable[[UserQuery, dict[str, Any]], list[str]]
 
-
-def _telepathy(query: UserQuery, reply: dict[str, Any]) -> list[str]:
-    t = query.task
-    return [str(t.get("title") or ""), *(str(s) for s in t.get("synonyms") or [])]
-
-
-def _turtle(query: UserQuery, reply: dict[str, Any]) -> list[str]:
-    t = query.task
-    return [str(t.get("bottom") or ""), *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
-
-
-def _intention(query: UserQuery, reply: dict[str, Any]) -> list[str]:
-    details = query.task.get("missing_details") or []
-    allowed = {int(i) for i in reply.get("uncovered") or [] if isinstance(i, int)}
-    hidden = [int(i) for i in query.payload.get("remaining") or [] if int(i) not in allowed]
-    facts = [str(details[i].get("answer") or "") for i in hidden if 0 <= i < len(details)]
-    # one short word ("yes", "two") is too common to be a leak of anything
-    return [f for f in facts if len(_words(f)) > 1 or len(f.strip()) > 3]
-
-
-def _travel(query: UserQuery, reply: dict[str, Any]) -> list[str]:
-    # one preference per utterance: the ones this reply does not reveal must not be said
-    prefs = query.task.get("preferences") or []
-    allowed = {int(i) for i in reply.get("reveal") or [] if isinstance(i, int)}
-    allowed |= {int(i) for i in query.payload.get("revealed") or []}
-    return [str(p.get("statement") or "") for i, p in enumerate(prefs) if i not in allowed]
-
-
-#: per-gym hidden facts (see the module docstring); a spec's ``hidden_facts`` wins
-RULES: dict[str, FactRule] = {
-    "userrl/Telepathy-v0": _telepathy,
-    "userrl/Turtle-v0": _turtle,
-    "userrl/Intention-v0": _intention,
-    "userrl/Travel-v0": _travel,
-}
-
-
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """The words of ``text``, case-folded (punctuation and spacing dropped)."""
     return [m.group().casefold() for m in _WORD.finditer(text)]
 
 
-def hidden_facts(query: UserQuery, reply: dict[str, Any], spec: Any = None) -> list[str]:
-    """The facts ``reply`` must not state: the spec's ``hidden_facts`` hook, else :data:`RULES`."""
+def hidden_facts(query: UserQuery, reply: dict[str, Any], spec: UserSpec) -> list[str]:
+    """The facts ``reply`` must not state: the spec's ``hidden_facts`` ([] without one), less
+    facts too short to be a leak of anything (under three letters)."""
     hook = getattr(spec, "hidden_facts", None)
-    facts = hook(query, reply) if callable(hook) else RULES.get(query.env_id, lambda q, r: [])(query, reply)
-    return [f for f in (str(x) for x in facts) if len("".join(_words(f))) >= 3]
+    facts = hook(query, reply) if callable(hook) else []
+    return [f for f in (str(x) for x in facts) if len("".join(words(f))) >= 3]
 
 
 def _phrases(facts: Iterable[str], window: int) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for fact in facts:
-        w = _words(fact)
+        w = words(fact)
         if not w:
             continue
         if len(w) <= window:
@@ -121,7 +79,7 @@ def _covered(tokens: list[str], phrases: list[tuple[str, ...]]) -> list[bool]:
 
 def find_leaks(text: str, facts: Iterable[str], *, window: int = WINDOW) -> list[str]:
     """The facts that ``text`` states verbatim (in the words sense of the module docstring)."""
-    tokens = _words(text)
+    tokens = words(text)
     leaked = []
     for fact in facts:
         if any(_covered(tokens, _phrases([fact], window))):
@@ -161,7 +119,7 @@ def strings_in(value: Any) -> Iterable[str]:
             yield from strings_in(v)
 
 
-def reply_leaks(query: UserQuery, reply: dict[str, Any], spec: Any = None, *, window: int = WINDOW) -> list[str]:
+def reply_leaks(query: UserQuery, reply: dict[str, Any], spec: UserSpec, *, window: int = WINDOW) -> list[str]:
     """The hidden facts that some string of ``reply`` states verbatim ([] when clean)."""
     facts = hidden_facts(query, reply, spec)
     if not facts:

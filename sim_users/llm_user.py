@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from userrl.envs.registry import user_spec
 from userrl.errors import UserError, boundary
 from userrl.sim_users.base import UserQuery, UserSpec
 from userrl.sim_users.guards import redact_reply, reply_leaks
@@ -35,11 +36,8 @@ LEAK_CORRECTION = ("Your previous reply revealed hidden information you must not
                    "Reply again, in the same format, without revealing it.")
 
 
-def default_spec_lookup(env_id: str) -> UserSpec:
-    """The registered gym's ``user_spec`` (imported lazily: envs import sim_users)."""
-    from userrl.envs.registry import get_env_class
-
-    return get_env_class(env_id).user_spec
+#: the spec registered with the gym of ``env_id`` (``Env.user_spec``)
+default_spec_lookup: SpecLookup = user_spec
 
 
 async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Generate, *,

@@ -36,8 +36,12 @@ import structlog
 from userrl.bus.messages import ErrorRecord, UserReply, UserRequest
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
+from userrl.envs.users import ScriptedBackend
 from userrl.errors import ConfigError, MessageError, UserError
-from userrl.sim_users.base import ScriptedBackend, UserBackend, UserQuery
+from userrl.openai_compat import OpenAIConfig
+from userrl.sim_users.base import UserBackend, UserQuery
+from userrl.sim_users.hf_backend import HFUserBackend
+from userrl.sim_users.openai_backend import OpenAIUserBackend
 
 __all__ = ["UserWorker", "backend_option", "make_user_backend"]
 
@@ -56,9 +60,6 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
     if kind == "scripted":
         return ScriptedBackend()
     if kind == "openai":
-        from userrl.openai_compat import OpenAIConfig
-        from userrl.sim_users.openai_backend import OpenAIUserBackend
-
         if not u.base_url or not u.model:
             raise ConfigError("user.base_url and user.model are required for user.backend: openai")
         backoff = backend_option(cfg, "backoff_s")
@@ -72,8 +73,6 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
                           backoff_base_s=backoff, backoff_max_s=max(30.0, backoff))
         return OpenAIUserBackend(oc)
     if kind == "hf":
-        from userrl.sim_users.hf_backend import HFUserBackend
-
         if not u.model:
             raise ConfigError("user.model (a local model path) is required for user.backend: hf")
         return HFUserBackend(u.model)

@@ -14,8 +14,8 @@ pytest.importorskip("torch")
 from transformers import AutoTokenizer  # noqa: E402
 
 from userrl.agents.chat import end_of_turn_id, extend_ids, render_prefix_ids, render_text  # noqa: E402
-from userrl.agents.parsing import TOOL_SCHEMA, format_tool_call  # noqa: E402
 from userrl.agents.tiny import CHAT_TEMPLATE, build_tiny_model  # noqa: E402
+from userrl.envs.actions import TOOL_SCHEMA, format_tool_call  # noqa: E402
 from userrl.errors import PolicyError  # noqa: E402
 
 pytestmark = pytest.mark.train

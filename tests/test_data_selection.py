@@ -247,7 +247,8 @@ def test_commands_refuse_missing_data_before_starting_anything(command: list[str
 
 @pytest.mark.anyio
 async def test_sft_demonstrations_and_in_process_eval_read_data_and_options(tmp_path: Path) -> None:
-    from userrl.learner.evaluate import evaluate
+    from userrl.agents.base import Sampling
+    from userrl.learner.evaluate import evaluate, play
     from userrl.learner.sft import expert_demonstrations
 
     data = _data_dir(tmp_path)
@@ -255,9 +256,13 @@ async def test_sft_demonstrations_and_in_process_eval_read_data_and_options(tmp_
     (data / "function" / "train.jsonl").write_text(first + "\n")
     demos = await expert_demonstrations([FUNCTION], "train", data=str(data))
     assert len(demos) == 1 and len(load_tasks(FUNCTION, "train")) > 1
-    scores = {}
+    returns = {}
     for elicit in (0.5, 0.1):
+        options = {TRAVEL: {"elicit_reward": elicit}}
         report = await evaluate(ScriptedExpertBackend(), [TRAVEL], n_tasks=2, max_turns=30, data=str(data),
-                                options={TRAVEL: {"elicit_reward": elicit}})
-        scores[elicit] = report["gyms"][TRAVEL]["score"]
-    assert scores[0.5] > scores[0.1] > 0
+                                options=options)
+        assert report["gyms"][TRAVEL]["score"] == 1.0  # the best options; elicitation rewards are no score
+        played = await play(ScriptedExpertBackend(), [(TRAVEL, t) for t in data_tasks(TRAVEL, "test", str(data))[:2]],
+                            max_turns=30, sampling=Sampling(), options=options)
+        returns[elicit] = sum(sum(e.rewards) for e in played)
+    assert returns[0.5] > returns[0.1] > 0

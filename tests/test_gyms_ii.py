@@ -17,8 +17,10 @@ from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms import _search_index
 from userrl.envs.gyms._tau_db import base_db, episode_db, fingerprint
 from userrl.envs.registry import get_env_class, list_envs, make
+from userrl.envs.users import InProcessUser
 from userrl.errors import EnvError
-from userrl.sim_users.base import InProcessUser, UserQuery
+from userrl.sim_users.base import UserQuery
+from userrl.sim_users.guards import reply_leaks
 
 GYMS = ["userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
 
@@ -100,19 +102,17 @@ def test_travel_one_preference_per_message_and_no_keyword_lists() -> None:
 
 
 def test_travel_llm_user_may_say_one_preference_per_message() -> None:
-    from userrl.sim_users.guards import reply_leaks
-
     spec = get_env_class("userrl/Travel-v0").user_spec
     q = UserQuery("userrl/Travel-v0", "respond", "talk",
                   {"message": "Flight wishes?", "revealed": [], "off_topic": 0}, TRAVEL)
     both = {"reveal": [0], "reply": "Layovers wear me out. I'm bringing a big suitcase."}
-    assert reply_leaks(q, both) == ["I'm bringing a big suitcase."]
+    assert reply_leaks(q, both, spec) == ["I'm bringing a big suitcase."]
     with pytest.raises(ValueError, match="at most one"):
         spec.parse_llm(q, '{"reveal": [0, 1], "reply": "..."}')
     for message in ("Do you mind layovers?", "Any luggage?", "Nice weather?"):
         q = UserQuery("userrl/Travel-v0", "respond", "talk",
                       {"message": message, "revealed": [], "off_topic": 2}, TRAVEL)
-        assert reply_leaks(q, spec.scripted(q)) == []
+        assert reply_leaks(q, spec.scripted(q), spec) == []
 
 
 def test_travel_acceptable_wrong_and_bad_answers() -> None:
@@ -142,7 +142,8 @@ def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fa
     assert "Please name the travel aspect" in searches[-1].observation
     never = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 5, search_fail_every=0)
     assert not any("System error" in r.observation for r in never)
-    assert get_env_class("userrl/Travel-v0").max_score(TRAVEL) == 4.4  # type: ignore[attr-defined]
+    travel = get_env_class("userrl/Travel-v0")
+    assert (travel.max_return(TRAVEL), travel.max_return(TRAVEL, 0.6), travel.max_score(TRAVEL)) == (4.4, 3.8, 1.0)
 
 
 # -- PersuadeGym -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from tests.openai_server import FakeOpenAIServer
 from userrl.agents.base import GenRequest, Sampling
 from userrl.agents.openai_backend import OpenAIPolicyBackend, tool_calls_to_hermes
-from userrl.agents.parsing import parse_action
+from userrl.envs.actions import parse_action
 from userrl.errors import ConfigError, PolicyError, UserError
 from userrl.openai_compat import ChatClient, ClientState, OpenAIConfig
 from userrl.sim_users.base import UserBackend, UserQuery

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from userrl.agents.parsing import TOOL_SCHEMA, format_tool_call, parse_action
+from userrl.envs.actions import TOOL_SCHEMA, format_tool_call, parse_action
 
 
 def call(args: object, name: str = "interact_with_env") -> str:

@@ -139,14 +139,7 @@ def ancestors(name: str, classes: dict[str, ClassInfo]) -> list[ClassInfo]:
     return seen
 
 
-#: The base members still overridden while another part of issue 15 renames them: the gyms
-#: implement :class:`~userrl.envs.base.Env`'s ``_reset``/``_step`` template hooks (envs/ is
-#: refactored on its own branch). Each entry must still be overridden somewhere (checked below),
-#: so the entry goes when the hook is renamed.
-PENDING = {"userrl.envs.base.Env._reset", "userrl.envs.base.Env._step"}
-
-
-def violations(classes: dict[str, ClassInfo], pending: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def violations(classes: dict[str, ClassInfo]) -> list[str]:
     out = []
     for name, info in sorted(classes.items()):
         owned: dict[str, str] = {}
@@ -154,10 +147,10 @@ def violations(classes: dict[str, ClassInfo], pending: set[str] | frozenset[str]
             for member in base.defines:
                 owned[member] = base.qualname
         for member, line in sorted(info.defines.items()):
-            if member in owned and f"{owned[member]}.{member}" not in pending:
+            if member in owned:
                 out.append(f"{name} (line {line}) overrides {owned[member]}.{member}")
         for member, line in sorted(info.uses.items()):
-            if member in owned and member not in info.defines and f"{owned[member]}.{member}" not in pending:
+            if member in owned and member not in info.defines:
                 out.append(f"{name} (line {line}) uses {owned[member]}.{member}")
     return out
 
@@ -185,8 +178,5 @@ def test_detects_an_override_and_a_use(tmp_path: Path) -> None:
 
 def test_no_subclass_overrides_or_uses_a_private_of_a_first_party_base() -> None:
     classes = all_classes()
-    bad = violations(classes, PENDING)
+    bad = violations(classes)
     assert not bad, "subclasses must use public hooks of their base:\n" + "\n".join(bad)
-    every = violations(classes)
-    stale = [p for p in sorted(PENDING) if not any(v.endswith(f" {p}") for v in every)]
-    assert not stale, f"no longer overridden anywhere: remove {stale} from PENDING"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 import anyio
 import pytest
 
+from userrl.agents import scripted
 from userrl.agents.base import GenRequest
 from userrl.agents.scripted import ScriptedExpertBackend
 from userrl.errors import PolicyError
@@ -24,9 +23,7 @@ class FakeGym:
 
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = types.ModuleType("userrl.envs.registry")
-    mod.get_env_class = lambda env_id: FakeGym  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "userrl.envs.registry", mod)
+    monkeypatch.setattr(scripted, "get_env_class", lambda env_id: FakeGym)
 
 
 def test_scripted_expert(registry: None) -> None:

@@ -23,8 +23,9 @@ from userrl.envs.gyms._taubench_db import EpisodeDB, load
 from userrl.envs.gyms._taubench_retail import TOOLS as RETAIL
 from userrl.envs.gyms._taubench_tools import ToolError
 from userrl.envs.registry import get_env_class, make
+from userrl.envs.users import InProcessUser
 from userrl.errors import DataError
-from userrl.sim_users.base import InProcessUser, UserQuery
+from userrl.sim_users.base import UserQuery
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 TAU_DATA = SHARED / "userrl-data" / "TauGym"

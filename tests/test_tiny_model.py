@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from userrl.agents.parsing import TOOL_SCHEMA, format_tool_call  # noqa: E402
 from userrl.agents.tiny import SPECIAL_TOKENS, TEXT_TOKENS, build_tiny_model  # noqa: E402
+from userrl.envs.actions import TOOL_SCHEMA, format_tool_call  # noqa: E402
 
 pytestmark = pytest.mark.train
 

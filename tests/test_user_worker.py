@@ -24,7 +24,7 @@ from tests.openai_server import FakeOpenAIServer
 from userrl.bus.messages import Reset, Trajectory
 from userrl.bus.transport import Bus
 from userrl.envs.datasets import load_tasks
-from userrl.envs.registry import get_env_class
+from userrl.envs.registry import get_env_class, user_spec
 from userrl.learner.sft import expert_dialogue
 from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_trajectories
 from userrl.sim_users.base import UserQuery
@@ -377,16 +377,18 @@ def test_hidden_facts_follow_the_gym_rules() -> None:
     task = intention_task()
     answers = [d["answer"] for d in task["missing_details"]]
     q = UserQuery("userrl/Intention-v0", "respond", "clarify", {"question": "?", "remaining": [0, 1, 2]}, task)
-    facts = hidden_facts(q, {"uncovered": [1], "reply": ""})
+    facts = hidden_facts(q, {"uncovered": [1], "reply": ""}, user_spec(q.env_id))
     assert answers[1] not in facts and answers[0] in facts and answers[2] in facts  # uncovered = allowed
     assert answers[3] not in facts  # not remaining: already told
     tel = load_tasks("userrl/Telepathy-v0", "test")[0]
-    assert tel["title"] in hidden_facts(UserQuery("userrl/Telepathy-v0", "respond", "yes_no", {}, tel), {})
-    assert hidden_facts(UserQuery("userrl/Function-v0", "respond", "x", {}, {"rule": "a+b"}), {}) == []
+    q_tel = UserQuery("userrl/Telepathy-v0", "respond", "yes_no", {}, tel)
+    assert tel["title"] in hidden_facts(q_tel, {}, user_spec(q_tel.env_id))
+    q_fn = UserQuery("userrl/Function-v0", "respond", "x", {}, {"rule": "a+b"})
+    assert hidden_facts(q_fn, {}, user_spec(q_fn.env_id)) == []  # a spec without the hook
 
-    class Spec:  # a gym's own hook wins
+    class Spec:  # the facts are the spec's, whatever the query's env id
         def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
-            return ["the secret word"]
+            return ["the secret word", "ok"]  # too short to leak anything: dropped
 
     assert hidden_facts(q, {}, Spec()) == ["the secret word"]
 
@@ -397,11 +399,13 @@ def test_scripted_users_never_trip_the_guard() -> None:
         for d in task["missing_details"]:
             q = UserQuery("userrl/Intention-v0", "respond", "clarify",
                           {"question": d["inquiry"], "remaining": remaining}, task)
-            reply = get_env_class(q.env_id).user_spec.scripted(q)
-            assert reply_leaks(q, reply) == [], (task["id"], reply)
+            spec = get_env_class(q.env_id).user_spec
+            reply = spec.scripted(q)
+            assert reply_leaks(q, reply, spec) == [], (task["id"], reply)
     for task in load_tasks("userrl/Telepathy-v0", "test"):
         q = UserQuery("userrl/Telepathy-v0", "respond", "yes_no", {"question": f"Is it {task['title']}?"}, task)
-        assert reply_leaks(q, get_env_class(q.env_id).user_spec.scripted(q)) == []
+        spec = get_env_class(q.env_id).user_spec
+        assert reply_leaks(q, spec.scripted(q), spec) == []
 
 
 class Scripted:

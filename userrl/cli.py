@@ -15,12 +15,25 @@ import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from userrl import logs
-from userrl.config import DeployConfig, load_config
+from userrl.agents.worker import resolve_model_path
+from userrl.bus.embedded import EmbeddedRedis
+from userrl.bus.worker import WorkerSettings
+from userrl.config import DeployConfig, gym_options_for, load_config, to_dict
 from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
+from userrl.deploy.watch import all_failed_message, wait_watching
+from userrl.envs.check import run_cli
+from userrl.envs.datasets import check_data, data_tasks
 from userrl.errors import UserRLError
+from userrl.learner.eval_run import format_report, run_eval
+from userrl.learner.metrics import MetricsLog, plot_metrics
+from userrl.learner.rescore import rescore_archive
+from userrl.learner.train import format_claims, format_table, run_grpo, run_train
+from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
+from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.runtime import make_bus, write_url_file
 
-#: where each role's worker class lives (imported lazily: a policy worker pulls in torch)
+#: where each role's worker class lives (``--class module:Class`` names any other)
 WORKER_CLASSES = {
     "env": "userrl.envs.worker:EnvWorker",
     "policy": "userrl.agents.worker:PolicyWorker",
@@ -67,10 +80,6 @@ def load_class(spec: str) -> Any:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from userrl.bus.worker import WorkerSettings
-    from userrl.lifecycle import watch_parent
-    from userrl.runtime import make_bus
-
     cfg = _config(args)
     configure_logging(cfg.log_level)
     watch_parent()  # started by a launcher: do not outlive it
@@ -94,17 +103,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists; with
     ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
-    from userrl.runtime import make_bus
-
     if args.role == "env" and args.gym:  # `check env ID`: the gym checks and exploit suite
-        from userrl.envs.check import run_cli
-
         data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
         return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample)
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
-        from userrl.envs.datasets import check_data
-
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
         print(f"data {cfg.data or '(bundled)'}: " + "; ".join(
             f"{g} " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in counts.items()))
@@ -134,8 +137,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_dead(args: argparse.Namespace) -> int:
-    from userrl.runtime import make_bus
-
     cfg = _config(args)
 
     async def run() -> int:
@@ -155,8 +156,6 @@ def cmd_dead(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from userrl.config import to_dict
-
     cfg = _config(args)
     print_json(to_dict(cfg), indent=2)
     return 0
@@ -166,9 +165,6 @@ def cmd_redis(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground and write its URL for workers started alone."""
     import signal
     from pathlib import Path
-
-    from userrl.bus.embedded import EmbeddedRedis
-    from userrl.runtime import write_url_file
 
     cfg = _config(args)
     configure_logging(cfg.log_level)
@@ -187,8 +183,6 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """The main job: tiny model -> SFT -> GRPO over the bus -> evaluation table."""
-    from userrl.learner.train import format_claims, format_table, run_train
-
     _accelerate_overrides(args)
     cfg = _config(args)
     _preflight(cfg)
@@ -215,8 +209,6 @@ def _check_model_dir(model: str, field: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model on the gyms' test splits through the workers."""
-    from userrl.learner.eval_run import format_report, run_eval
-
     cfg = _config(args)
     if not args.attach:
         _preflight(cfg)
@@ -235,8 +227,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_rescore(args: argparse.Namespace) -> int:
     """Recompute scores/advantages of archived groups with the config's reward settings."""
-    from userrl.learner.rescore import rescore_archive
-
     cfg = _config(args)
     src = args.archive or f"{cfg.run_dir}/learner/groups.msgpack"
     dst = args.out or src.replace(".msgpack", f".{cfg.reward.credit}-{cfg.reward.score}.msgpack")
@@ -249,12 +239,6 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     """Start episodes on a running deploy (``userrl up``) and optionally wait for them: tasks from
     the config's ``data``; the test split plays with ``eval_gym_options``, train with ``gym_options``."""
-    from userrl.config import gym_options_for
-    from userrl.deploy.watch import all_failed_message, wait_watching
-    from userrl.envs.datasets import data_tasks
-    from userrl.rollouts import make_resets, send_resets, wait_trajectories
-    from userrl.runtime import make_bus
-
     cfg = _config(args)
     _preflight(cfg)
     configure_logging(cfg.log_level)
@@ -307,10 +291,6 @@ def cmd_learn(args: argparse.Namespace) -> int:
     """The GRPO learner process against a running deploy (its workers serve the rollouts)."""
     import subprocess
     from pathlib import Path
-
-    from userrl.agents.worker import resolve_model_path
-    from userrl.learner.metrics import MetricsLog, plot_metrics
-    from userrl.learner.train import run_grpo
 
     _accelerate_overrides(args)
     cfg = _config(args)
@@ -450,8 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from userrl.lifecycle import job_signals
-
     args = build_parser().parse_args(argv)
     logs.log_format = getattr(args, "log_format", "auto")
     with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
@@ -468,8 +446,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_code_for(exc: BaseException, signals: list[int]) -> int | None:
     """One line on stderr and the exit code for what ended a command (None: a bug, re-raise)."""
-
-    from userrl.lifecycle import exit_code, job_failure
 
     if (why := job_failure()) is not None:  # a job launcher gave up and interrupted us
         print(f"userrl: error: {why}", file=sys.stderr)

@@ -15,8 +15,13 @@ from typing import Any, TypeVar
 import anyio
 
 from userrl.config import DeployConfig, load_config
+from userrl.deploy import episodes as ep
+from userrl.deploy.launcher import LAUNCHED_ROLES, Launcher
+from userrl.deploy.render import render
+from userrl.deploy.status import collect_status, format_status
 from userrl.errors import ConfigError, UserRLError
 from userrl.logs import configure_logging
+from userrl.runtime import make_bus
 
 T = TypeVar("T")
 
@@ -28,8 +33,6 @@ def _config(args: argparse.Namespace) -> DeployConfig:
 
 
 def _with_bus(cfg: DeployConfig, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from userrl.runtime import make_bus
-
     async def main() -> T:
         bus = make_bus(cfg, client_name="userrl:cli")
         try:
@@ -44,8 +47,6 @@ def _with_bus(cfg: DeployConfig, fn: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from userrl.deploy.launcher import Launcher
-
     args.config = args.config_file or args.config
     cfg = _config(args)
     launcher = Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout,
@@ -76,8 +77,6 @@ def parse_scale(pairs: list[str], roles: list[str]) -> dict[str, int]:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from userrl.deploy.launcher import LAUNCHED_ROLES
-
     cfg = _config(args)
     wanted = parse_scale(args.pairs, list(LAUNCHED_ROLES))
 
@@ -100,8 +99,6 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from userrl.deploy.status import collect_status, format_status
-
     cfg = _config(args)
 
     async def show(bus: Any) -> None:
@@ -123,8 +120,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_episodes(args: argparse.Namespace) -> int:
-    from userrl.deploy import episodes as ep
-
     cfg = _config(args)
 
     async def run(bus: Any) -> int:
@@ -163,8 +158,6 @@ class _interruptible:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from userrl.deploy.render import render
-
     if not args.config:
         raise ConfigError("deploy render: --config is required (replicas come from it)")
     files = render(_config(args), args.config, args.what, image=args.image, overrides=args.set)

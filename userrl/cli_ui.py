@@ -9,12 +9,12 @@ from typing import Any
 
 from userrl.config import load_config
 from userrl.logs import configure_logging
+from userrl.runtime import make_bus, redis_url
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from userrl.runtime import make_bus, redis_url
     from userrl.ui import UISettings, create_app
 
     cfg = load_config(args.config, args.set)

@@ -17,7 +17,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from userrl.errors import ConfigError
+from userrl.envs.registry import get_env_class, list_envs
+from userrl.errors import ConfigError, UnknownEnvError
 from userrl.learner.rewards import RewardConfig
 
 ROLE_NAMES = ("env", "policy", "user", "reward", "learner")
@@ -424,9 +425,6 @@ class DeployConfig:
 
 def _check_gym_options(options: dict[str, dict[str, Any]], name: str) -> None:
     """Each gym id must be registered and each option one it declares (Env.check_options)."""
-    from userrl.envs.registry import get_env_class, list_envs
-    from userrl.errors import UnknownEnvError
-
     for env_id, opts in options.items():
         try:
             cls = get_env_class(env_id)
@@ -498,8 +496,6 @@ def yaml_error_line(path: Path, exc: yaml.YAMLError) -> str:
 def check_deploy(cfg: DeployConfig) -> None:
     """Cross-field checks of what would otherwise fail later in a worker: unknown gym ids and
     backends without the fields they need."""
-    from userrl.envs.registry import list_envs
-
     known = list_envs()
     for where, ids in (("gyms", cfg.gyms), ("train.gyms", cfg.train.gyms),
                        ("user.per_gym", list(cfg.user.per_gym))):

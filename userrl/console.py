@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from userrl.errors import ConfigError
 from userrl.lifecycle import redact_url
 
 log = structlog.get_logger(__name__)
@@ -124,8 +125,6 @@ def quiet_broken_pipe() -> int:
 def check_redis(url: str, timeout_s: float = 3.0) -> None:
     """Fail at start with one line when the deploy's Redis URL does not answer a PING."""
     import redis
-
-    from userrl.errors import ConfigError
 
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:

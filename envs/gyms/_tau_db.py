@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from userrl.envs.gyms._tau_tools import ToolError, call_tool
 from userrl.errors import DataError
 
 BASE_DB = Path(__file__).resolve().parents[1] / "data" / "tau" / "retail_db.json"
@@ -88,8 +89,6 @@ def base_db(path: Path = BASE_DB) -> sqlite3.Connection:
 
 def episode_db(writes: list[dict[str, Any]], path: Path = BASE_DB) -> sqlite3.Connection:
     """A private copy of the base database with ``writes`` (tool calls) replayed in order."""
-    from userrl.envs.gyms._tau_tools import ToolError, call_tool
-
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.row_factory = sqlite3.Row
     base = base_db(path)

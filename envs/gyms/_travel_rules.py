@@ -133,6 +133,14 @@ class TravelUserSpec:
             return fallback
         return {"reveal": [], "volunteered": False, "reply": obj["reply"]}
 
+    def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
+        """The leak guard's facts: the statements of the preferences neither revealed before
+        nor by this reply (one preference per utterance may be revealed)."""
+        prefs = query.task.get("preferences") or []
+        allowed = {int(i) for i in reply.get("reveal") or [] if isinstance(i, int)}
+        allowed |= {int(i) for i in query.payload.get("revealed") or []}
+        return [str(p.get("statement") or "") for i, p in enumerate(prefs) if i not in allowed]
+
 
 def find_aspect(task: Task, query: str) -> str | None:
     s = stems(query)

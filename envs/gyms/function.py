@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 from userrl.envs.actions import Action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.gyms._common import assistant_turns, gain_over_best, parse_json_object
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 VARS = ("a", "b", "c", "d")
@@ -125,7 +124,6 @@ class FunctionUserSpec:
         return parse_json_object(text, {})
 
 
-@register
 class FunctionGym(Env):
     """Find a hidden arithmetic function of four numbers and apply it to a test case.
 
@@ -190,10 +188,6 @@ class FunctionGym(Env):
         if given is not None and not math.isclose(float(given), value, rel_tol=1e-6, abs_tol=1e-3):
             raise ValueError(f"expected_result {given} != rule on test case {value}")
 
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
-
     def system_prompt(self, task: Task) -> str:
         return (
             "FunctionGym is a function-guessing game. A hidden function maps four numbers "
@@ -209,12 +203,12 @@ class FunctionGym(Env):
                       else "; you may answer several times.")
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         self.validate_task(task)
         obs = "I have settled on a hidden function of four numbers. Start probing it whenever you like!"
         return {"best": 0.0, "revealed": False}, obs, {"task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         if action.choice == "search":
             return self._search(state, action.content)

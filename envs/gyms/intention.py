@@ -15,7 +15,7 @@ from userrl.envs.gyms._common import (
     parse_json_object,
 )
 from userrl.envs.gyms._text import STOPWORDS, content_words, has_phrase, normalize, stem, stems
-from userrl.envs.registry import register
+from userrl.sim_users import guards
 from userrl.sim_users.base import SimUser, UserQuery
 
 #: turn reward by the highest importance a question uncovers
@@ -156,8 +156,17 @@ class IntentionUserSpec:
             raise ValueError(f"'uncovered' must list indices from {sorted(remaining)}")
         return {"uncovered": sorted(set(idx)), "reply": obj["reply"]}
 
+    def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
+        """The leak guard's facts: the answers of the details still hidden that this reply
+        does not uncover (uncovering a detail *is* telling its answer)."""
+        details = query.task.get("missing_details") or []
+        allowed = {int(i) for i in reply.get("uncovered") or [] if isinstance(i, int)}
+        hidden = [int(i) for i in query.payload.get("remaining") or [] if int(i) not in allowed]
+        facts = [str(details[i].get("answer") or "") for i in hidden if 0 <= i < len(details)]
+        # one short word ("yes", "two") is too common to be a leak of anything
+        return [f for f in facts if len(guards.words(f)) > 1 or len(f.strip()) > 3]
 
-@register
+
 class IntentionGym(Env):
     """Find out what a user with a vague request really wants.
 
@@ -218,13 +227,13 @@ class IntentionGym(Env):
     def system_prompt(self, task: Task) -> str:
         return SYSTEM_PROMPT
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = str(task["task"])
         remaining = list(range(len(task["missing_details"])))
         state = {"remaining": remaining, "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         state["dialogue"].append({"role": "assistant", "content": action.text})
         if action.choice != "action":

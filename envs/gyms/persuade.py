@@ -23,7 +23,6 @@ from userrl.envs.gyms._persuade_rules import (  # noqa: F401  (BACKFIRE: used by
     stance_index,
 )
 from userrl.envs.gyms._text import stems
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 
@@ -74,7 +73,6 @@ class PersuadeUserSpec:
         return {"stance": label, "new_points": [], "reply": f"{obj['reply']} My stance: {label}."}
 
 
-@register
 class PersuadeGym(Env):
     """Persuade a user to change their position on a claim.
 
@@ -145,7 +143,7 @@ class PersuadeGym(Env):
     def system_prompt(self, task: Task) -> str:
         return SYSTEM_PROMPT
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         stance = int(task.get("initial_stance", 0))
         # UserRL's opening shows the claim only: the user's own reasoning stays hidden
         obs = (f"Claim that you oppose but the user holds: {task['claim']}\n"
@@ -155,7 +153,7 @@ class PersuadeGym(Env):
                  "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         state["dialogue"].append({"role": "assistant", "content": action.text})
         if action.choice == "search":

@@ -19,7 +19,6 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._search_index import get_index, snippet
 from userrl.envs.gyms._text import STOPWORDS, normalize
-from userrl.envs.registry import register
 from userrl.errors import EnvError
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -102,7 +101,6 @@ async def serper_search(query: str, k: int = TOP_K, api_key: str | None = None) 
     return [f"{it.get('title', '')}: {it.get('snippet', '')} ({it.get('link', '')})" for it in items]
 
 
-@register
 class SearchGym(Env):
     """Answer a question by searching a document collection step by step.
 
@@ -154,10 +152,6 @@ class SearchGym(Env):
         if not isinstance(task.get("aliases", []), list):
             raise ValueError("'aliases' must be a list of strings")
 
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
-
     def system_prompt(self, task: Task) -> str:
         return (
             "SearchGym is a question-answering game. Find the answer to the question by "
@@ -171,13 +165,13 @@ class SearchGym(Env):
             "Plan the hops of the question, search for one fact at a time, then answer briefly."
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = (f"{task['question']}\nPlease make a plan to search for information step by step "
                "and provide your answer to my question!")
         return {"best": 0.0, "searches": 0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
             "task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         state["dialogue"].append({"role": "assistant", "content": action.text})
         reward, info = 0.0, {}

@@ -12,12 +12,10 @@ from userrl.envs.gyms._common import history_for_query
 from userrl.envs.gyms._tau_domains import BUNDLED, DOMAINS, Domain, check_actions, domain_of
 from userrl.envs.gyms._tau_tools import parse_call
 from userrl.envs.gyms._tau_user import TauUserSpec, outputs_said
-from userrl.envs.registry import register
 from userrl.errors import DataError, EnvError
 from userrl.sim_users.base import SimUser, UserQuery
 
 
-@register
 class TauGym(Env):
     """Serve a customer: talk to them, and call the business's tools on its database.
 
@@ -86,10 +84,6 @@ class TauGym(Env):
         if db != BUNDLED and not isinstance(task.get("instruction"), str):
             raise ValueError("'instruction' (the customer's goal) must be a string")
 
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
-
     def system_prompt(self, task: Task) -> str:
         domain = domain_of(task)
         example = ('get_order_details {"order_id": "#W2611340"}' if domain.name != "tau-bench-airline"
@@ -106,7 +100,7 @@ class TauGym(Env):
             "Verify the customer's identity first, and get an explicit yes before any change."
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         domain = domain_of(task)
         try:
             goal = domain.goal(task["actions"])
@@ -117,7 +111,7 @@ class TauGym(Env):
                  "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         state["dialogue"].append({"role": "assistant", "content": action.text})
         if action.choice == "action":
             return await self._talk(state, action.content, user)

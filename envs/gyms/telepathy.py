@@ -15,13 +15,12 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 ANSWERS = ("Yes", "No", "Maybe")
 
 
-def _hidden_facts(task: Task) -> str:
+def _entity_facts(task: Task) -> str:
     facts = {k: task.get(k) for k in ("title", "category", "synonyms", "details", "attributes",
                                        "tags") if task.get(k)}
     return json.dumps(facts, ensure_ascii=False)
@@ -47,7 +46,7 @@ class TelepathyUserSpec:
         if query.name == "yes_no":
             system = (
                 "You are playing a guessing game as the person who thinks of an entity. "
-                f"The entity and what you know about it: {_hidden_facts(query.task)}\n"
+                f"The entity and what you know about it: {_entity_facts(query.task)}\n"
                 "The player asks yes/no questions. Answer truthfully from these facts and "
                 "common knowledge with Yes, No or Maybe (Maybe only when it is unclear). "
                 "Never name the entity or give hints beyond the answer. "
@@ -58,7 +57,7 @@ class TelepathyUserSpec:
         else:
             system = (
                 "You judge a guessing game. The hidden entity: "
-                f"{_hidden_facts(query.task)}\nThe guess is correct only if it names this "
+                f"{_entity_facts(query.task)}\nThe guess is correct only if it names this "
                 "entity or a clear synonym of it, and nothing else: a broader category, a list of "
                 "several guesses (however formatted), or a guess that adds other candidates is "
                 'wrong. Reply with JSON only: {"correct": true} or {"correct": false}.'
@@ -76,8 +75,12 @@ class TelepathyUserSpec:
         obj = parse_json_object(text, {"correct": bool})
         return {"correct": obj["correct"]}
 
+    def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
+        """The leak guard's facts: the entity's title and synonyms, always."""
+        t = query.task
+        return [str(t.get("title") or ""), *(str(s) for s in t.get("synonyms") or [])]
 
-@register
+
 class TelepathyGym(Env):
     """Guess the entity the simulated user is thinking of by asking yes/no questions.
 
@@ -120,10 +123,6 @@ class TelepathyGym(Env):
         if not isinstance(task.get("tags", []), list):
             raise ValueError("'tags' must be a list of strings")
 
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
-
     def system_prompt(self, task: Task) -> str:
         return (
             "TelepathyGym is a guessing game. The user is thinking of an entity and tells you "
@@ -136,12 +135,12 @@ class TelepathyGym(Env):
             "several times, one entity per guess."
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = f"{task['description']}\nTry to find out what I am thinking of!"
         return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
             "task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         dialogue = state["dialogue"]
         dialogue.append({"role": "assistant", "content": action.text})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
@@ -15,7 +16,6 @@ from userrl.envs.gyms._travel_rules import (
     option_label,
     search_catalog,
 )
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 #: UserRL trains with 0.8 per elicited preference (its evaluation uses 0.6: a gym option)
@@ -27,7 +27,6 @@ _REPLIES = {"best": "Great choice, that is exactly what I was hoping for!",
             "wrong": "Hmm, that does not really fit what I need, but I will go with it."}
 
 
-@register
 class TravelGym(Env):
     """Plan a trip: find out what the traveller wants, search, and recommend one option each.
 
@@ -102,7 +101,16 @@ class TravelGym(Env):
                                  "and a 'statement'")
 
     @classmethod
-    def max_score(cls, task: Task, elicit_reward: float = DEFAULT_ELICIT_REWARD) -> float:
+    def episode_score(cls, rewards: Sequence[float], state: State) -> float:
+        """The paper's score: the mean answer score over the aspects (an aspect without a
+        recommendation scores 0); elicitation rewards do not count. At the episode's natural
+        end this is the last step's ``info["score"]``; its maximum is 1.0."""
+        aspects = (state.get("task") or {}).get("aspects") or []
+        choices = state.get("choices") or {}
+        return round(sum(choices.values()) / len(aspects), 4) if aspects else 0.0
+
+    @classmethod
+    def max_return(cls, task: Task, elicit_reward: float = DEFAULT_ELICIT_REWARD) -> float:
         return round(len(task["aspects"]) + elicit_reward * len(task.get("preferences", [])), 4)
 
     def system_prompt(self, task: Task) -> str:
@@ -120,13 +128,13 @@ class TravelGym(Env):
             "Among the options that meet every preference, the traveller wants the cheapest."
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = str(task["request"])
         state = {"revealed": [], "off_topic": 0, "searches": 0, "choices": {},
                  "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         state["dialogue"].append({"role": "assistant", "content": action.text})
         reward, info = 0.0, {}

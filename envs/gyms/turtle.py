@@ -16,7 +16,6 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._text import content_words, groups_hit
 from userrl.envs.gyms._turtle_rules import grade_story
-from userrl.envs.registry import register
 from userrl.sim_users.base import SimUser, UserQuery
 
 #: UserRL's success threshold: the episode ends when every key point is covered
@@ -127,8 +126,13 @@ class TurtleUserSpec:
         score = sum(float(kp["weight"]) * float(j) for kp, j in zip(points, judgments, strict=True))
         return {"score": round(min(1.0, score), 4), "judgments": [float(j) for j in judgments]}
 
+    def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
+        """The leak guard's facts: the full story and the checklist statements, always."""
+        t = query.task
+        return [str(t.get("bottom") or ""),
+                *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
 
-@register
+
 class TurtleGym(Env):
     """Uncover the hidden story behind a strange situation ("turtle soup").
 
@@ -187,10 +191,6 @@ class TurtleGym(Env):
         if abs(total - 1.0) > 1e-3:
             raise ValueError(f"key point weights must sum to 1, got {total}")
 
-    @classmethod
-    def max_score(cls, task: Task) -> float:
-        return 1.0
-
     def system_prompt(self, task: Task) -> str:
         return (
             "TurtleGym is a lateral-thinking puzzle. You see the surface of a strange story; "
@@ -203,13 +203,13 @@ class TurtleGym(Env):
             "Test bold guesses with questions, then answer. You may answer several times."
         )
 
-    async def _reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
+    async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = (f"Title: {task['title']}\nSurface: {task['surface']}\n"
                "Uncover the hidden story behind this surface!")
         return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
             "task_id": task["id"]}
 
-    async def _step(self, state: State, action: Action, user: SimUser) -> StepResult:
+    async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
         state["dialogue"].append({"role": "assistant", "content": action.text})
         info: dict[str, Any] = {}
