@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from userrl.learner.grpo import grpo_loss, token_logprobs  # noqa: E402
+from userrl.learner.losses import grpo_loss, token_logprobs  # noqa: E402
 from userrl.learner.rewards import group_advantages  # noqa: E402
 from userrl.learner.sequences import assemble, collate, per_token_advantages  # noqa: E402
 

@@ -43,7 +43,7 @@ def start_model(cfg, work: Path) -> str:  # type: ignore[no-untyped-def]
 def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model: str, work: Path) -> dict:
     from userrl.config import load_config
     from userrl.deploy.launcher import Launcher
-    from userrl.learner.train import run_grpo
+    from userrl.learner.main_job import run_grpo
 
     sets = [*overrides, f"train.max_staleness={staleness}", f"train.steps={steps}", f"run=overlap{staleness}",
             f"run_dir={work / f's{staleness}'}", "train.time_budget_s=100000", f"train.checkpoint_every={steps}"]

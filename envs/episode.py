@@ -3,7 +3,7 @@
 :func:`play_turn` is the one place a policy's output becomes a gym step: the output is parsed
 (:func:`~userrl.envs.actions.parse_action`), the gym steps, and the policy's next message is
 the gym's feedback (with ``Reward: r`` in training), as a ``tool`` message when the action was
-a tool call. The env worker, in-process evaluation (:mod:`userrl.learner.evaluate`), the SFT
+a tool call. The env worker, in-process evaluation (:mod:`userrl.learner.evaluation.in_process`), the SFT
 demonstrations and the gym checks (:mod:`userrl.envs.check`) all play turns with it;
 :func:`play_episode` plays a whole episode with a policy function in this process.
 

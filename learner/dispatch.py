@@ -10,7 +10,7 @@ with ``max_staleness`` 0 this is what makes the loop truly synchronous (AReaL's 
 Stale turns that still slip through (a redelivery, a slow worker) are dropped and counted.
 
 It dispatches only the tasks it is given: ``userrl train`` gives it the train split of the
-config's ``data`` (:func:`userrl.learner.train.grpo_tasks`), so no test task is trained on.
+config's ``data`` (:func:`userrl.learner.main_job.grpo_tasks`), so no test task is trained on.
 """
 
 from __future__ import annotations

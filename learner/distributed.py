@@ -30,7 +30,7 @@ import structlog
 import torch
 
 from userrl.errors import ConfigError
-from userrl.learner.grpo import token_logprobs
+from userrl.learner.losses import token_logprobs
 from userrl.learner.metrics import MetricsLog
 
 log = structlog.get_logger(__name__)

@@ -1,273 +1,140 @@
-"""The GRPO learner: scored groups in, a policy update, new weights out.
+"""The learner process loop (``userrl learn``, or inside ``userrl train``).
 
-Reads top to bottom like the algorithm (cleanrl style)::
-
-    receive B scored groups -> drop stale turns -> per-token advantages -> GRPO loss
-    -> optimizer step -> save weights (safetensors) -> announce the version -> log
-
-Behaviour logprobs come from the policy workers (decoupled PPO: the importance ratio is taken
-against what was actually sampled); the learner never re-tokenizes a transcript.
-
-A step's sequences are split into micro-batches under ``max_tokens_per_microbatch`` padded tokens
-and gradients accumulate; each micro-batch's loss is divided by the whole step's normalizer, so
-the update equals the one-batch update. Under ``accelerate launch`` the sequences are also split
-over ranks (:mod:`userrl.learner.distributed`); with ``lora`` only adapters train
-(:mod:`userrl.learner.lora`) and merged weights are published.
+dispatch groups -> collect B scored groups from the ``learner`` stream -> GRPO step ->
+save weights -> announce the version on the ``weights`` stream -> ack the groups -> log.
+The groups are acked only after the new weights are announced: a learner that dies mid-step
+gets the same groups again when it restarts under its name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
-from pathlib import Path
+from collections import defaultdict
 from typing import Any
 
+import anyio
 import structlog
 
-from userrl.errors import ConfigError, RewardError
-from userrl.hardware import resolve_device, resolve_dtype
-from userrl.learner.distributed import Distributed, TokenLogprobs, launched
-from userrl.learner.grpo import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
-from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
-from userrl.learner.microbatch import step_plan
-from userrl.learner.sequences import TrainingSequence, assemble, collate, per_token_advantages
-from userrl.learner.weights import prune_versions, write_version
+from userrl.bus.messages import ScoredGroup, WeightsAnnouncement
+from userrl.bus.transport import Bus, Delivery, Effects
+from userrl.console import progress
+from userrl.learner.dispatch import Dispatcher
+from userrl.learner.grpo_learner import GRPOLearner
+from userrl.learner.metrics import MetricsLog
+from userrl.learner.rescore import append_groups
 
 log = structlog.get_logger(__name__)
 
 
-class GRPOLearner:
-    """Holds the model and optimizer; one :meth:`step` per batch of scored groups."""
-
-    def __init__(self, model_path: str | Path, out_dir: str | Path, *, lr: float, loss: LossConfig,
-                 seed: int = 0, device: str = "auto", dtype: str = "auto", gradient_checkpointing: bool = False,
-                 ref_model_path: str | Path | None = None, max_tokens_per_microbatch: int = 16384,
-                 lora: Any = None, keep_weights: int = 0, base_model_path: str | Path | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch.manual_seed(seed)
-        self.torch = torch
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.dist = Distributed(cpu=resolve_device(device) == "cpu") if launched() else None
-        self.is_main = self.dist is None or self.dist.is_main
-        # under accelerate launch the launcher assigns each rank its device
-        self.device = self.dist.device if self.dist else resolve_device(device)
-        # Master weights and optimizer state stay fp32; bf16 is autocast for forward/backward.
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.max_tokens = max_tokens_per_microbatch
-        self.keep_weights = keep_weights
-        self.lora = lora if lora is not None and getattr(lora, "r", 0) > 0 else None
-        if self.lora and self.dist is not None and self.dist.fsdp:
-            raise ConfigError("train.lora with FSDP is not supported (merged weights are built from unsharded "
-                              "adapters): use a DDP accelerate config or one device")
-        self.base_model_path = str(base_model_path or model_path)  # what LoRA adapters sit on
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.base_model_path if self.lora else model_path,
-                                                          dtype=torch.float32).to(self.device)
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-            self.model.config.use_cache = False
-        if self.lora:
-            self.model = apply_lora(self.model, self.lora)
-            if Path(model_path, "adapter").is_dir():  # a LoRA checkpoint: its adapter weights
-                from peft import set_peft_model_state_dict
-                from safetensors.torch import load_file
-
-                set_peft_model_state_dict(self.model, load_file(str(Path(model_path, "adapter",
-                                                                        "adapter_model.safetensors"))))
-        log.info("learner.ready", device=self.device, dtype=self.dtype, gradient_checkpointing=gradient_checkpointing,
-                 lora=bool(self.lora), microbatch_tokens=self.max_tokens)
-        self.loss_cfg = loss
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-        # the forward pass the engines wrap; the inner HF model keeps the masked-head fast path
-        self.net: Any = TokenLogprobs(self.model.get_base_model() if self.lora else self.model)
-        if self.dist:
-            self.net, self.optimizer = self.dist.prepare(self.net, self.optimizer)
-        self.ref = None
-        if loss.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(ref_model_path or self.base_model_path).to(self.device).eval()
-        self.version = 0
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-
-    # -- rank 0 drives the others ---------------------------------------------------------------
-    def _lead(self, cmd: str, *args: Any) -> None:
-        if self.dist is not None and self.dist.is_main:
-            self.dist.broadcast((cmd, args))
-
-    def step(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
-        self._lead("step", groups)
-        return self._step(groups)
-
-    def save_weights(self) -> Path:
-        """Weights of the current version as one safetensors file; older versions pruned."""
-        self._lead("save_weights")
-        return self._save_weights()
-
-    def save_model(self, out: str | Path) -> Path:
-        """A full Hugging Face folder (model + tokenizer; LoRA merged), for evaluation and later runs."""
-        self._lead("save_model", str(out))
-        return self._save_model(out)
-
-    def checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        self._lead("checkpoint", extra)
-        return self._checkpoint(extra)
-
-    def stop(self) -> None:
-        """Release the other ranks (rank 0, at the end of a run); nothing without accelerate."""
-        self._lead("stop")
-
-    # -- one update ---------------------------------------------------------------------------
-    def sequences(self, groups: list[dict[str, Any]]) -> tuple[list[TrainingSequence], list[list[float]]]:
-        """Every trainable trajectory of the batch as one token sequence, with its advantages."""
-        seqs, advs = [], []
-        for g in groups:
-            for item in g["items"]:
-                turns = [t for t in item["turns"] if t["token_ids"]]
-                if not turns:
-                    continue
-                try:
-                    seq = assemble(turns)
-                    advs.append(per_token_advantages(seq, [t["advantages"] for t in turns]))
-                except RewardError as exc:
-                    log.warning("learner.bad_trajectory", episode_id=item.get("episode_id"), error=str(exc))
-                    continue
-                seqs.append(seq)
-        return seqs, advs
-
-    def _step(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
-        torch = self.torch
-        seqs, advs = self.sequences(groups)
-        if not seqs:
-            return {"learner/skipped": 1}
-        self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.accumulate(seqs, advs)
-        if metrics["rollout/trained_tokens"] > 0:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = (self.dist.clip_grad_norm(self.net, 1.0) if self.dist
-                         else float(torch.nn.utils.clip_grad_norm_(params, 1.0)))
-            self.optimizer.step()
+async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str, timeout_s: float,
+                         version: int = 0, backlog: list[Delivery] | None = None) -> tuple[list[Delivery], int]:
+    """Take ``n`` usable scored groups: first from ``backlog`` (groups read before a restart and
+    not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted."""
+    stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
+    got: list[Delivery] = []
+    dropped = 0
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n:
+        if backlog:
+            ds = [backlog.pop(0)]
         else:
-            grad_norm = 0.0
-        self.version += 1
-        lags = [self.version - 1 - v for s in seqs for v in s.policy_version if v >= 0]
-        metrics.update({"policy/grad_norm": grad_norm, "policy/version": self.version,
-                        "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0})
-        return metrics
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(got)} of {n} scored groups after {timeout_s}s: are the workers up?")
+            ds = await bus.read(stream, group, consumer, count=n - len(got))
+        for d in ds:
+            msg = d.msg
+            if not isinstance(msg, ScoredGroup):
+                await bus.dead_letter(d, f"learner expected scored_group, got {d.error or type(msg).__name__}")
+                continue
+            dispatcher.done(msg.group_id, dropped=msg.status != "ok")
+            if msg.status != "ok":
+                dropped += 1
+                await bus.commit([(d, Effects())])
+                continue
+            got.append(d)
+        if len(got) < n and not backlog:
+            await dispatcher.fill(version)
+    return got, dropped
 
-    def accumulate(self, seqs: list[TrainingSequence], advs: list[list[float]]) -> dict[str, Any]:
-        """Gradients of the step's loss over ``seqs`` into ``.grad`` (this rank's share, summed
-        over micro-batches; the engine sums the ranks'), and the step's loss metrics."""
-        cfg = self.loss_cfg
-        fresh = [[m and v >= 0 and self.version - v <= cfg.max_staleness for m, v in
-                  zip(s.loss_mask, s.policy_version, strict=True)] for s in seqs]
-        trained = [sum(f) for f in fresh]
-        generated = sum(v >= 0 for s in seqs for v in s.policy_version)
-        norm = agg_normalizer(trained, cfg.agg)
-        world, rank = (self.dist.world, self.dist.rank) if self.dist else (1, 0)
-        mine, n_micro = step_plan([len(s) for s in seqs], world, rank, self.max_tokens)
-        totals = [0.0] * 6  # loss, loss/policy, and token-weighted clip, kl, ratio, tokens
-        if sum(trained) > 0:  # the same on every rank: all see the whole batch
-            for k in range(n_micro):
-                # a rank with fewer micro-batches runs an empty one: collectives must line up
-                idx, empty = (mine[k], False) if k < len(mine) else ([0], True)
-                part = self._micro(seqs, advs, idx, norm, world, empty, last=k == n_micro - 1)
-                totals = [a + b for a, b in zip(totals, part, strict=True)]
-        if self.dist:
-            totals = self.dist.sum(totals)
-        n = max(totals[5], 1.0)
-        return {"loss/total": totals[0], "loss/policy": totals[1], "policy/clip_frac": totals[2] / n,
-                "policy/kl": totals[3] / n, "policy/ratio_mean": totals[4] / n,
-                "rollout/stale_tokens": generated - sum(trained), "rollout/trained_tokens": sum(trained)}
 
-    def _micro(self, seqs: list[TrainingSequence], advs: list[list[float]], idx: list[int], norm: float,
-               world: int, empty: bool, last: bool) -> list[float]:
-        torch = self.torch
-        batch = {k: v.to(self.device) for k, v in collate([seqs[i] for i in idx], self.pad_id,
-                                                          [advs[i] for i in idx]).items()}
-        keep, _ = drop_stale(batch["policy_version"].cpu(), self.version, self.loss_cfg.max_staleness)
-        mask = batch["loss_mask"] * keep.to(self.device, batch["loss_mask"].dtype) * (0.0 if empty else 1.0)
-        self.net.train()
-        sync = self.dist.sync(self.net, last) if self.dist else contextlib.nullcontext()
-        with sync:
-            with self._autocast():
-                logp = self.net(batch["input_ids"], batch["attention_mask"], mask,
-                                self.loss_cfg.temperature).float()
-                ref_logp = None
-                if self.ref is not None:
-                    with torch.no_grad():
-                        ref_logp = token_logprobs(self.ref, batch["input_ids"], batch["attention_mask"],
-                                                  self.loss_cfg.temperature, mask=mask).float()
-            c = self.loss_cfg
-            loss, m = grpo_loss(logp, batch["behaviour_logprobs"], batch["advantages"], mask, ref_logp=ref_logp,
-                                kl_coef=c.kl_coef, agg=c.agg, clip_low=c.clip_low, clip_high=c.clip_high,
-                                normalizer=norm)
-            # DDP/FSDP average gradients over ranks; the step's loss is their sum
-            (loss * world).backward()
-        n = float(mask.sum())
-        return [float(loss.detach()), m["loss/policy"], m["policy/clip_frac"] * n, m["policy/kl"] * n,
-                m["policy/ratio_mean"] * n, n]
+async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps: int, groups_per_step: int,
+                metrics: MetricsLog, time_budget_s: float, checkpoint_every: int = 10,
+                consumer: str = "learner-0", group_timeout_s: float = 600.0,
+                first_step: int = 1) -> list[dict[str, Any]]:
+    """Scored groups are acked only once a checkpoint covers them: a learner killed mid-run and
+    resumed from its checkpoint finds the groups it trained on since then still pending under
+    its consumer name, and trains on them again first; no scored group is lost."""
+    stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
+    await bus.ensure_group(stream, group)
+    if learner.version > 0:  # resumed: the policy workers start from the checkpoint's weights
+        path = learner.save_weights()
+        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
+                                                             version=learner.version, path=str(path)))
+    backlog = await bus.read(stream, group, consumer, pending=True, count=1_000_000)
+    if backlog:
+        log.info("learner.replaying_groups", n=len(backlog), version=learner.version)
+    unacked: list[Delivery] = []
 
-    def _autocast(self) -> Any:
-        if self.dtype != "bf16":
-            return contextlib.nullcontext()
-        return self.torch.autocast(self.torch.device(self.device).type, dtype=self.torch.bfloat16)
+    async def checkpoint(step: int) -> None:
+        learner.checkpoint({"step": step})
+        await bus.commit([(d, Effects()) for d in unacked])  # now covered by a checkpoint
+        unacked.clear()
+        await bus.trim(stream)
 
-    # -- publish ------------------------------------------------------------------------------
-    def full_state_dict(self) -> dict[str, Any]:
-        """The policy's weights under the base model's names (LoRA merged; gathered under FSDP)."""
-        if self.lora:
-            return merged_state_dict(self.model)
-        return self.dist.full_state_dict(self.net) if self.dist else self.model.state_dict()
+    t_start = time.monotonic()
+    rows = []
+    step = first_step - 1
+    bar = progress(steps, "GRPO", unit="step", initial=first_step - 1)  # drawn on a terminal only
+    for step in range(first_step, steps + 1):
+        t0 = time.monotonic()
+        await dispatcher.fill(learner.version)
+        replayed = min(len(backlog), groups_per_step)
+        ds, dropped = await collect_groups(bus, dispatcher, groups_per_step, consumer, group_timeout_s,
+                                           learner.version, backlog)
+        groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
+        t_roll = time.monotonic() - t0
+        m = await anyio.to_thread.run_sync(learner.step, groups)
+        append_groups(learner.out / "groups.msgpack",
+                      [{"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
+                       for d in ds])
+        path = learner.save_weights()
+        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
+                                                             version=learner.version, path=str(path)),
+                       {"version": learner.version, "path": str(path)})
+        unacked += ds
+        m.update(rollout_metrics(groups))
+        m.update({"rollout/groups_dropped": dropped, "rollout/replayed_groups": replayed,
+                  "perf/step_s": round(time.monotonic() - t0, 3), "perf/rollout_wait_s": round(t_roll, 3)})
+        n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
+        n_tokens = sum(len(t["token_ids"]) for g in groups for it in g["items"] for t in it["turns"])
+        dt = max(time.monotonic() - t0, 1e-9)
+        m.update({"perf/turns_per_s": round(n_turns / dt, 2), "perf/tokens_per_s": round(n_tokens / dt, 1)})
+        metrics.log(step, m)
+        rows.append({"step": step, **m})
+        bar.update(1)
+        bar.set_postfix(score=f"{m['rollout/score_mean']:.3f}", loss=f"{m.get('loss/policy', 0):.3f}")
+        log.info("learner.step", step=step, version=learner.version, score=round(m["rollout/score_mean"], 4),
+                 loss=round(m.get("loss/policy", 0.0), 4), clip=round(m.get("policy/clip_frac", 0.0), 3),
+                 stale=m.get("rollout/stale_tokens", 0), seconds=m["perf/step_s"])
+        if step % checkpoint_every == 0:
+            await checkpoint(step)
+        if time.monotonic() - t_start > time_budget_s:
+            log.warning("learner.time_budget_reached", step=step, budget_s=time_budget_s)
+            break
+    if unacked:
+        await checkpoint(step)
+    bar.close()
+    return rows
 
-    def _save_weights(self) -> Path:
-        state = self.full_state_dict()  # every rank: a collective under FSDP
-        weights = self.out / "weights"
-        path = weights / f"v{self.version:05d}.safetensors"
-        if self.is_main:
-            path = write_version(state, weights, self.version,
-                                 bool(getattr(self.model.config, "tie_word_embeddings", False)))
-            if self.lora:
-                save_adapter(self.model, weights / f"v{self.version:05d}-adapter")
-            if self.keep_weights:
-                prune_versions(weights, self.keep_weights)
-        return path
 
-    def _save_model(self, out: str | Path) -> Path:
-        out = Path(out)
-        state = self.full_state_dict()
-        if self.is_main:
-            base = self.model.get_base_model() if self.lora else self.model
-            base.save_pretrained(out, state_dict=state)
-            self.tokenizer.save_pretrained(out)
-        return out
-
-    # -- checkpoint and resume ----------------------------------------------------------------
-    def _checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        ck = self.out / "checkpoint"
-        self._save_model(ck)
-        opt = self.optimizer.state_dict()
-        if self.dist is not None and self.dist.fsdp:  # sharded optimizer state: one file per rank
-            self.torch.save(opt, ck / f"optimizer.rank{self.dist.rank}.pt")
-        if self.is_main:
-            if self.lora:
-                save_adapter(self.model, ck / "adapter")
-            if not (self.dist is not None and self.dist.fsdp):
-                self.torch.save(opt, ck / "optimizer.pt")
-            (ck / "state.json").write_text(json.dumps({"version": self.version, "time": time.time(),
-                                                       "base_model": self.base_model_path, **(extra or {})}))
-        return ck
-
-    @classmethod
-    def resume(cls, out_dir: str | Path, **kw: Any) -> tuple[GRPOLearner, dict[str, Any]]:
-        ck = Path(out_dir) / "checkpoint"
-        state = json.loads((ck / "state.json").read_text())
-        learner = cls(ck, out_dir, base_model_path=state.get("base_model"), **kw)
-        rank_file = ck / f"optimizer.rank{learner.dist.rank}.pt" if learner.dist else None
-        opt_file = rank_file if rank_file is not None and rank_file.is_file() else ck / "optimizer.pt"
-        learner.optimizer.load_state_dict(learner.torch.load(opt_file))
-        learner.version = int(state["version"])
-        return learner, state
+def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean episode return (sum of turn rewards) overall and per gym."""
+    per_gym: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        for it in g["items"]:
+            per_gym[g["env_id"]].append(float(it["return"]))
+    allr = [r for v in per_gym.values() for r in v]
+    out = {"rollout/score_mean": sum(allr) / max(len(allr), 1)}
+    for gym, v in per_gym.items():
+        out[f"rollout/score/{gym.split('/')[-1]}"] = sum(v) / len(v)
+    return out

@@ -4,7 +4,7 @@ A step may hold any number of groups (gpu.yaml: 128 groups x 8 episodes x up to 
 forward/backward over all of them does not fit in memory. The sequences are dealt to ranks by
 token count, then packed into micro-batches whose *padded* size (rows x longest row) stays under
 a token budget; gradients accumulate over micro-batches, and the loss of each is divided by the
-normalizer of the whole step (:func:`userrl.learner.grpo.agg_normalizer`), so the sum is exactly
+normalizer of the whole step (:func:`userrl.learner.losses.agg_normalizer`), so the sum is exactly
 the one-batch loss. Every rank computes every rank's plan from the same broadcast batch, so the
 number of micro-batches (which collective-based engines need equal on all ranks) is known
 without a collective.

@@ -15,8 +15,8 @@ import sys
 import anyio
 
 from userrl.learner.distributed import follow
-from userrl.learner.grpo import LossConfig
-from userrl.learner.loop import GRPOLearner
+from userrl.learner.losses import LossConfig
+from userrl.learner.grpo_learner import GRPOLearner
 
 
 def fixed(model: str, out: str, steps: int, groups_json: str) -> None:
@@ -44,7 +44,7 @@ def redis_loop(model: str, out: str, steps: int, kill_step: int) -> None:
     from userrl.bus.transport import Bus, BusSettings
     from userrl.learner.dispatch import Dispatcher
     from userrl.learner.metrics import MetricsLog
-    from userrl.learner.run import learn
+    from userrl.learner.loop import learn
 
     learner = GRPOLearner(model, out, lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
     if not learner.is_main:

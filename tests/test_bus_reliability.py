@@ -19,7 +19,7 @@ from userrl.bus.transport import Bus, BusSettings, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.datasets import load_tasks
 from userrl.envs.worker import EnvWorker
-from userrl.learner.reward_worker import RewardWorker
+from userrl.learner.reward.worker import RewardWorker
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 from userrl.sim_users.worker import UserWorker
 

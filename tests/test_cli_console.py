@@ -180,7 +180,7 @@ def test_log_file_gets_info_stderr_only_warnings(tmp_path: Path) -> None:
         import structlog
         from userrl.logs import configure_logging
         configure_logging("info", json=True, log_file={str(tmp_path / "logs" / "train.log")!r})
-        log = structlog.get_logger("userrl.learner.train")
+        log = structlog.get_logger("userrl.learner.main_job")
         log.debug("not.shown")
         log.info("train.base_model", path="x")
         log.warning("learner.time_budget_reached", step=3)

@@ -25,8 +25,8 @@ from userrl.envs.datasets import DATA_DIR, check_data, data_tasks, load_tasks
 from userrl.envs.worker import EnvWorker
 from userrl.errors import ConfigError, DataError
 from userrl.learner.dispatch import Dispatcher
-from userrl.learner.eval_run import eval_resets
-from userrl.learner.train import grpo_tasks
+from userrl.learner.evaluation.over_bus import eval_resets
+from userrl.learner.main_job import grpo_tasks
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 from userrl.sim_users.worker import UserWorker
 
@@ -248,7 +248,7 @@ def test_commands_refuse_missing_data_before_starting_anything(command: list[str
 @pytest.mark.anyio
 async def test_sft_demonstrations_and_in_process_eval_read_data_and_options(tmp_path: Path) -> None:
     from userrl.agents.base import Sampling
-    from userrl.learner.evaluate import evaluate, play
+    from userrl.learner.evaluation.in_process import evaluate, play
     from userrl.learner.sft import expert_demonstrations
 
     data = _data_dir(tmp_path)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from userrl.learner.grpo import (  # noqa: E402
+from userrl.learner.losses import (  # noqa: E402
     LossConfig,
     _has_plain_lm_head,
     clipped_surrogate,

@@ -36,9 +36,9 @@ HEAVY = frozenset({"torch", "transformers", "trl", "vllm", "peft", "accelerate",
 #: first-party modules that may be imported inside a function, and why (each must be heavy, and
 #: the importer must not be: a lazy import has to spare the importer something)
 LAZY_OK: dict[str, str] = {
-    "userrl.learner.grpo": "torch: `userrl train`/`learn` load the GRPO learner only when they run",
-    "userrl.learner.loop": "torch, through the GRPO loss",
-    "userrl.learner.run": "torch, through the learner loop",
+    "userrl.learner.losses": "torch: `userrl train`/`learn` load the GRPO learner only when they run",
+    "userrl.learner.grpo_learner": "torch, through the GRPO loss",
+    "userrl.learner.loop": "torch, through the learner loop",
     "userrl.learner.distributed": "torch: multi-process training under accelerate",
     "userrl.learner.weight_sync": "torch: the vllm backend's in-place weight updates",
     "userrl.ui": "starlette and uvicorn: only `userrl ui` serves the web view",
@@ -243,7 +243,7 @@ def heavy_reason(module: str) -> str | None:
 def test_the_scan_sees_our_packages() -> None:
     mods = modules()
     for name in ("userrl.cli", "userrl.envs.base", "userrl.envs.gyms.telepathy", "userrl.bus.transport",
-                 "userrl.sim_users.base", "userrl.agents.worker", "userrl.learner.grpo", "userrl.ui"):
+                 "userrl.sim_users.base", "userrl.agents.worker", "userrl.learner.losses", "userrl.ui"):
         assert name in mods, name
     assert not any(m.startswith("userrl.userrl") for m in mods)
     assert len(mods) > 100
@@ -262,7 +262,7 @@ def test_the_scan_finds_cycles_and_lazy_imports() -> None:
     # an import of a submodule runs its package's __init__ too, unless the importer is inside it
     assert {"userrl.envs", "userrl.envs.registry"} <= graph()["userrl.config"]
     assert "userrl.envs" not in graph()["userrl.envs.worker"]
-    assert heavy_reason("userrl.learner.grpo") == "userrl.learner.grpo -> torch"
+    assert heavy_reason("userrl.learner.losses") == "userrl.learner.losses -> torch"
     assert heavy_reason("userrl.errors") is None
 
 

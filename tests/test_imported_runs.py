@@ -19,7 +19,7 @@ from userrl.envs.data_tools.importer.pipeline import import_userrl
 from userrl.envs.datasets import data_tasks
 from userrl.errors import DataError
 from userrl.learner.dispatch import Dispatcher
-from userrl.learner.train import grpo_tasks
+from userrl.learner.main_job import grpo_tasks
 
 SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"

@@ -29,7 +29,7 @@ GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl
 
 def reward_available() -> bool:
     try:
-        from userrl.learner.reward_worker import RewardWorker  # noqa: F401
+        from userrl.learner.reward.worker import RewardWorker  # noqa: F401
     except (ImportError, AttributeError):
         return False
     return True

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from userrl.agents.tiny import build_tiny_model  # noqa: E402
-from userrl.learner.grpo import LossConfig  # noqa: E402
-from userrl.learner.loop import GRPOLearner  # noqa: E402
+from userrl.learner.losses import LossConfig  # noqa: E402
+from userrl.learner.grpo_learner import GRPOLearner  # noqa: E402
 from userrl.learner.metrics import MetricsLog  # noqa: E402
 from userrl.learner.rescore import append_groups, read_groups, rescore_archive  # noqa: E402
 from userrl.learner.rewards import RewardConfig  # noqa: E402
@@ -132,7 +132,7 @@ async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(
     from userrl.bus.messages import ScoredGroup
     from userrl.envs.datasets import load_tasks
     from userrl.learner.dispatch import Dispatcher
-    from userrl.learner.run import learn
+    from userrl.learner.loop import learn
 
     probe = GRPOLearner(model_dir, tmp_path / "probe", lr=1e-2, loss=LossConfig())
     for i in range(6):

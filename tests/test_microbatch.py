@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.learner_groups import make_groups
-from userrl.learner.grpo import agg_normalizer
+from userrl.learner.losses import agg_normalizer
 from userrl.learner.microbatch import plan_microbatches, shard_by_tokens, step_plan
 
 torch = pytest.importorskip("torch")
@@ -48,8 +48,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def grads(models: tuple[Path, Path], tmp: Path, budget: int, agg: str) -> tuple[dict, dict]:
-    from userrl.learner.grpo import LossConfig
-    from userrl.learner.loop import GRPOLearner
+    from userrl.learner.losses import LossConfig
+    from userrl.learner.grpo_learner import GRPOLearner
 
     learner = GRPOLearner(models[0], tmp / f"o{budget}{agg}", lr=1e-3, device="cpu", ref_model_path=models[1],
                           loss=LossConfig(kl_coef=0.1, agg=agg, max_staleness=1), max_tokens_per_microbatch=budget)

@@ -159,7 +159,7 @@ def test_the_scan_sees_the_roles() -> None:
     """The check is not vacuous: it finds every role and its first-party base."""
     classes = all_classes()
     for role in ("userrl.agents.worker.PolicyWorker", "userrl.envs.worker.EnvWorker",
-                 "userrl.sim_users.worker.UserWorker", "userrl.learner.reward_worker.RewardWorker"):
+                 "userrl.sim_users.worker.UserWorker", "userrl.learner.reward.worker.RewardWorker"):
         assert role in classes, sorted(classes)[:20]
         assert "userrl.bus.worker.Worker" in [a.qualname for a in ancestors(role, classes)], role
     assert "_in_flight" in classes["userrl.bus.worker.Worker"].defines

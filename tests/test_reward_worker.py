@@ -8,7 +8,7 @@ import pytest
 from userrl.bus.messages import ScoredGroup, Trajectory, decode
 from userrl.bus.transport import Bus
 from userrl.bus.worker import WorkerSettings
-from userrl.learner.reward_worker import RewardWorker
+from userrl.learner.reward.worker import RewardWorker
 from userrl.learner.rewards import RewardConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

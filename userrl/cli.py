@@ -24,10 +24,10 @@ from userrl.deploy.watch import all_failed_message, wait_watching
 from userrl.envs.check import run_cli
 from userrl.envs.datasets import check_data, data_tasks
 from userrl.errors import UserRLError
-from userrl.learner.eval_run import format_report, run_eval
+from userrl.learner.evaluation.over_bus import format_report, run_eval
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
-from userrl.learner.train import format_claims, format_table, run_grpo, run_train
+from userrl.learner.main_job import format_claims, format_table, run_grpo, run_train
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
@@ -38,7 +38,7 @@ WORKER_CLASSES = {
     "env": "userrl.envs.worker:EnvWorker",
     "policy": "userrl.agents.worker:PolicyWorker",
     "user": "userrl.sim_users.worker:UserWorker",
-    "reward": "userrl.learner.reward_worker:RewardWorker",
+    "reward": "userrl.learner.reward.worker:RewardWorker",
 }
 
 

@@ -26,7 +26,7 @@ from userrl.envs.actions import TOOL_SCHEMA
 from userrl.envs.datasets import data_tasks
 from userrl.hardware import resolve_device
 from userrl.learner.dispatch import Dispatcher
-from userrl.learner.evaluate import evaluate
+from userrl.learner.evaluation.in_process import evaluate
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
 from userrl.lifecycle import job_launcher_options
@@ -64,9 +64,9 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     Under ``accelerate launch`` only rank 0 talks to Redis; the other ranks follow it
     (:mod:`userrl.learner.distributed`) and return no rows. ``final_dir``: save the final model
     there (every rank takes part)."""
-    from userrl.learner.grpo import LossConfig
-    from userrl.learner.loop import GRPOLearner
-    from userrl.learner.run import learn
+    from userrl.learner.losses import LossConfig
+    from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.loop import learn
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,

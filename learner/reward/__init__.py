@@ -1,0 +1,1 @@
+"""The reward role (``userrl worker reward``): trajectories in, scored GRPO groups out."""
