@@ -43,7 +43,6 @@ from userrl.agents.openai_backend import from_deploy_config
 from userrl.agents.scripted import ScriptedExpertBackend
 from userrl.agents.tiny import build_tiny_model
 from userrl.agents.vllm_backend import VLLMBackend
-from userrl.bus.keys import Keys
 from userrl.bus.messages import ErrorRecord, PolicyReply, PolicyRequest, WeightsAnnouncement, decode
 from userrl.bus.transport import PAYLOAD, Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings

@@ -28,8 +28,8 @@ import structlog
 from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.distributed import Distributed, TokenLogprobs, launched
-from userrl.learner.losses import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
 from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
+from userrl.learner.losses import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
 from userrl.learner.microbatch import step_plan
 from userrl.learner.sequences import TrainingSequence, assemble, collate, per_token_advantages
 from userrl.learner.weights import prune_versions, write_version

@@ -64,9 +64,9 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     Under ``accelerate launch`` only rank 0 talks to Redis; the other ranks follow it
     (:mod:`userrl.learner.distributed`) and return no rows. ``final_dir``: save the final model
     there (every rank takes part)."""
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
     from userrl.learner.loop import learn
+    from userrl.learner.losses import LossConfig
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
     loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,

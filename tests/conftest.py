@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from userrl.bus.client import make_client
+from userrl.bus.embedded import EmbeddedRedis
+from userrl.bus.keys import Keys
+from userrl.bus.transport import Bus, BusSettings
+
 # Property tests draw the same examples on every run: CI must not fail by luck. Set
 # HYPOTHESIS_PROFILE=explore locally to search with fresh random examples.
 settings.register_profile("ci", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-from userrl.bus.client import make_client
-from userrl.bus.embedded import EmbeddedRedis
-from userrl.bus.keys import Keys
-from userrl.bus.transport import Bus, BusSettings
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -15,8 +15,8 @@ import sys
 import anyio
 
 from userrl.learner.distributed import follow
-from userrl.learner.losses import LossConfig
 from userrl.learner.grpo_learner import GRPOLearner
+from userrl.learner.losses import LossConfig
 
 
 def fixed(model: str, out: str, steps: int, groups_json: str) -> None:
@@ -43,8 +43,8 @@ def redis_loop(model: str, out: str, steps: int, kill_step: int) -> None:
     from userrl.bus.keys import Keys
     from userrl.bus.transport import Bus, BusSettings
     from userrl.learner.dispatch import Dispatcher
-    from userrl.learner.metrics import MetricsLog
     from userrl.learner.loop import learn
+    from userrl.learner.metrics import MetricsLog
 
     learner = GRPOLearner(model, out, lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
     if not learner.is_main:

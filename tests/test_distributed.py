@@ -53,8 +53,8 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
     from safetensors.torch import load_file
 
     from userrl.learner.distributed import follow  # noqa: F401 (the helper's import path works)
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     batches = [make_groups(3, seed=s, versions=(0, 1, 2)) for s in range(3)]  # some turns go stale
     groups_file = tmp_path / "groups.json"

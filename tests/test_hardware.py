@@ -47,8 +47,8 @@ def test_defaults_resolve_to_the_hardware() -> None:
 @pytest.mark.train
 def test_learner_puts_model_and_optimizer_on_the_configured_device(tmp_path) -> None:
     from userrl.agents.tiny import build_tiny_model
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     model = build_tiny_model(tmp_path / "tiny")
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
@@ -64,8 +64,8 @@ def test_learner_puts_model_and_optimizer_on_the_configured_device(tmp_path) -> 
 def test_train_device_holds_model_and_optimizer_state_after_a_step(tmp_path, device) -> None:
     from tests.learner_groups import make_groups
     from userrl.agents.tiny import build_tiny_model
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     t = load_config(None, [f"train.device={device}", "train.max_tokens_per_microbatch=256"]).train
     learner = GRPOLearner(build_tiny_model(tmp_path / "tiny"), tmp_path / "out", lr=1e-3,

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from userrl.agents.tiny import build_tiny_model  # noqa: E402
-from userrl.learner.losses import LossConfig  # noqa: E402
 from userrl.learner.grpo_learner import GRPOLearner  # noqa: E402
+from userrl.learner.losses import LossConfig  # noqa: E402
 from userrl.learner.metrics import MetricsLog  # noqa: E402
 from userrl.learner.rescore import append_groups, read_groups, rescore_archive  # noqa: E402
 from userrl.learner.rewards import RewardConfig  # noqa: E402

@@ -26,8 +26,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def learner(model_dir: Path, out: Path, **kw):  # noqa: ANN201
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     return GRPOLearner(model_dir, out, lr=5e-2, loss=LossConfig(max_staleness=100), device="cpu", lora=LORA, **kw)
 
@@ -73,8 +73,8 @@ def test_adapters_train_and_merged_weights_reproduce_the_adapted_model(model_dir
 
 
 def test_lora_checkpoint_resumes_adapters_and_optimizer(model_dir: Path, tmp_path: Path) -> None:
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     lrn = learner(model_dir, tmp_path)
     lrn.step(make_groups(2, seed=1))

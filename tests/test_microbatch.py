@@ -48,8 +48,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def grads(models: tuple[Path, Path], tmp: Path, budget: int, agg: str) -> tuple[dict, dict]:
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
 
     learner = GRPOLearner(models[0], tmp / f"o{budget}{agg}", lr=1e-3, device="cpu", ref_model_path=models[1],
                           loss=LossConfig(kl_coef=0.1, agg=agg, max_staleness=1), max_tokens_per_microbatch=budget)

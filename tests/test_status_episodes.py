@@ -11,7 +11,13 @@ import pytest
 
 from userrl.bus.transport import Bus
 from userrl.cli import main
-from userrl.deploy.episodes import Watch, format_dialogue, format_episodes, list_episodes, read_episode
+from userrl.deploy.episodes import (
+    Watch,
+    format_dialogue,
+    format_episodes,
+    list_episodes,
+    read_episode,
+)
 from userrl.deploy.status import collect_status, format_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -60,9 +60,9 @@ async def test_grpo_run_reports_to_tensorboard(model_dir: Path, tmp_path: Path, 
     from userrl.bus.messages import ScoredGroup
     from userrl.envs.datasets import load_tasks
     from userrl.learner.dispatch import Dispatcher
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
     from userrl.learner.loop import learn
+    from userrl.learner.losses import LossConfig
 
     learner = GRPOLearner(model_dir, tmp_path / "learner", lr=1e-2, loss=LossConfig(max_staleness=100))
     for i in range(3):

@@ -29,8 +29,8 @@ def test_learner_weights_reach_a_receiver_process_in_memory(tmp_path: Path) -> N
     import os
 
     from userrl.agents.tiny import build_tiny_model
-    from userrl.learner.losses import LossConfig
     from userrl.learner.grpo_learner import GRPOLearner
+    from userrl.learner.losses import LossConfig
     from userrl.learner.weight_sync import WeightGroup, send_weights
 
     model = build_tiny_model(tmp_path / "tiny")

@@ -25,9 +25,9 @@ from userrl.envs.check import run_cli
 from userrl.envs.datasets import check_data, data_tasks
 from userrl.errors import UserRLError
 from userrl.learner.evaluation.over_bus import format_report, run_eval
+from userrl.learner.main_job import format_claims, format_table, run_grpo, run_train
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
-from userrl.learner.main_job import format_claims, format_table, run_grpo, run_train
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
