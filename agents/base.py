@@ -67,8 +67,7 @@ class GenResult:
         """The result of a request that failed with ``exc`` (no text, no tokens)."""
         transient = bool(getattr(exc, "transient", False))
         message = str(exc) if isinstance(exc, PolicyError) else f"{type(exc).__name__}: {exc}"
-        return cls(text="", version=version, finish_reason="error", error=message,
-                   error_transient=transient)
+        return cls(text="", version=version, finish_reason="error", error=message, error_transient=transient)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,12 +41,18 @@ def end_of_turn_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def render_text(tokenizer: Any, messages: Sequence[dict[str, Any]], add_generation_prompt: bool,
-                tools: Sequence[dict[str, Any]] | None = None) -> str:
+def render_text(
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> str:
     """The chat template's text for ``messages``."""
     try:
         text = tokenizer.apply_chat_template(
-            list(messages), tools=list(tools) if tools else None, tokenize=False,
+            list(messages),
+            tools=list(tools) if tools else None,
+            tokenize=False,
             add_generation_prompt=add_generation_prompt,
         )
     except Exception as exc:
@@ -60,26 +66,33 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def render_prefix_ids(tokenizer: Any, messages: Sequence[dict[str, Any]],
-                      add_generation_prompt: bool = True,
-                      tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+def render_prefix_ids(
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> list[int]:
     """Token ids of the first prompt of an episode (the template rendered once, then encoded)."""
     return _encode(tokenizer, render_text(tokenizer, messages, add_generation_prompt, tools))
 
 
 def _mismatch(what: str, expected: str, got: str) -> PolicyError:
-    i = next((k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
-             min(len(expected), len(got)))
+    i = next((k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), min(len(expected), len(got)))
     lo = max(0, i - _CONTEXT_CHARS)
     return PolicyError(
         f"{what} at character {i}: previous tokens read "
-        f"{expected[lo:i + _CONTEXT_CHARS]!r}, the template renders {got[lo:i + _CONTEXT_CHARS]!r}"
+        f"{expected[lo : i + _CONTEXT_CHARS]!r}, the template renders {got[lo : i + _CONTEXT_CHARS]!r}"
     )
 
 
-def extend_ids(tokenizer: Any, prev_ids: Sequence[int], messages: Sequence[dict[str, Any]],
-               n_seen: int, tools: Sequence[dict[str, Any]] | None = None,
-               add_generation_prompt: bool = True) -> list[int]:
+def extend_ids(
+    tokenizer: Any,
+    prev_ids: Sequence[int],
+    messages: Sequence[dict[str, Any]],
+    n_seen: int,
+    tools: Sequence[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
     """``prev_ids`` plus ``messages[n_seen:]`` as tokens (and the next generation prompt).
 
     ``prev_ids`` is the previous prompt plus the generated ids; ``messages[:n_seen]`` are the
@@ -100,9 +113,8 @@ def extend_ids(tokenizer: Any, prev_ids: Sequence[int], messages: Sequence[dict[
         raise _mismatch("previous token ids do not match messages[:n_seen]", prev_text, seen_text)
     full_text = render_text(tokenizer, messages, add_generation_prompt, tools)
     if not full_text.startswith(seen_text):
-        raise _mismatch("the chat template rewrites earlier turns when new messages are added",
-                        seen_text, full_text)
-    return ids + _encode(tokenizer, full_text[len(prev_text):])
+        raise _mismatch("the chat template rewrites earlier turns when new messages are added", seen_text, full_text)
+    return ids + _encode(tokenizer, full_text[len(prev_text) :])
 
 
 def request_prompt_ids(tokenizer: Any, req: Any, tools: Sequence[dict[str, Any]] | None) -> list[int]:

@@ -52,10 +52,16 @@ class HFBackend:
 
     trainable = True
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", dtype: Any = "float32",
-                 max_batch: int = 64, seed: int = 0,
-                 tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
-                 stop_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        dtype: Any = "float32",
+        max_batch: int = 64,
+        seed: int = 0,
+        tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
+        stop_token_ids: Sequence[int] | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,8 +85,13 @@ class HFBackend:
         self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.stop_ids[0])
-        log.info("hf_backend_ready", model=self.model_path, device=str(self.device),
-                 dtype=str(self.dtype), max_batch=max_batch)
+        log.info(
+            "hf_backend_ready",
+            model=self.model_path,
+            device=str(self.device),
+            dtype=str(self.dtype),
+            max_batch=max_batch,
+        )
 
     # -- PolicyBackend ----------------------------------------------------------------------
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -108,9 +119,11 @@ class HFBackend:
         ids = self.prompt_ids(req)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and len(ids) + req.sampling.max_new_tokens > limit:
-            raise PolicyError(f"episode {req.episode_id}: {len(ids)} prompt tokens + "
-                              f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
-                              f"model's context of {limit}")
+            raise PolicyError(
+                f"episode {req.episode_id}: {len(ids)} prompt tokens + "
+                f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
+                f"model's context of {limit}"
+            )
         return ids
 
     # -- generation -------------------------------------------------------------------------
@@ -133,7 +146,7 @@ class HFBackend:
                     groups.setdefault(req.sampling, []).append(i)
             for sampling, idx in groups.items():
                 for k in range(0, len(idx), self.max_batch):
-                    chunk = idx[k:k + self.max_batch]
+                    chunk = idx[k : k + self.max_batch]
                     try:
                         out = self._run([prompts[i] or [] for i in chunk], sampling)
                     except Exception as exc:
@@ -145,9 +158,14 @@ class HFBackend:
                     for i, res in zip(chunk, out, strict=True):
                         results[i] = res
             n_tokens = sum(len(r.token_ids) for r in results if r is not None)
-            log.debug("hf_generate", requests=len(requests), groups=len(groups),
-                      failed=sum(1 for r in results if r is not None and r.error),
-                      tokens=n_tokens, seconds=round(time.perf_counter() - t0, 4))
+            log.debug(
+                "hf_generate",
+                requests=len(requests),
+                groups=len(groups),
+                failed=sum(1 for r in results if r is not None and r.error),
+                tokens=n_tokens,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
@@ -157,13 +175,14 @@ class HFBackend:
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, p in enumerate(prompts):  # left padding: the last prompt token is aligned
-            input_ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attention[row, width - len(p):] = 1
+            input_ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention[row, width - len(p) :] = 1
         seed = sampling.seed if sampling.seed is not None else self._rng.getrandbits(63)
         with torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(seed)
             out = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
                 generation_config=self._generation_config(sampling),
             )
         temperature = sampling.temperature if sampling.temperature > 0 else 1.0
@@ -171,8 +190,7 @@ class HFBackend:
         steps = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), raw logits
         logprobs = torch.log_softmax(steps / temperature, dim=-1)
         chosen = logprobs.gather(-1, new[:, : steps.shape[1]].unsqueeze(-1)).squeeze(-1)
-        return [self._result(p, new[row].tolist(), chosen[row].tolist())
-                for row, p in enumerate(prompts)]
+        return [self._result(p, new[row].tolist(), chosen[row].tolist()) for row, p in enumerate(prompts)]
 
     def _result(self, prompt: list[int], ids: list[int], lps: list[float]) -> GenResult:
         stop = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
@@ -180,22 +198,24 @@ class HFBackend:
         if stop is not None:  # keep the stop token (the policy chose to end), drop the padding
             ids, lps = ids[: stop + 1], lps[: stop + 1]
         body = ids[:-1] if finish == "stop" else ids
-        text = self.tokenizer.decode(body, skip_special_tokens=False,
-                                     clean_up_tokenization_spaces=False)
-        return GenResult(text=text, prompt_ids=list(prompt), token_ids=ids, logprobs=lps,
-                         version=self.version, finish_reason=finish)
+        text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return GenResult(
+            text=text, prompt_ids=list(prompt), token_ids=ids, logprobs=lps, version=self.version, finish_reason=finish
+        )
 
     def _generation_config(self, sampling: Sampling) -> Any:
         from transformers import GenerationConfig
 
         kw: dict[str, Any] = dict(
-            max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id, bos_token_id=None, return_dict_in_generate=True,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            bos_token_id=None,
+            return_dict_in_generate=True,
             output_logits=True,
         )
         if sampling.temperature > 0:
-            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                      top_k=0)
+            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:
             kw.update(do_sample=False)
         return GenerationConfig(**kw)
@@ -219,8 +239,10 @@ class HFBackend:
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
         missing, unexpected = expected - set(state) - tied, set(state) - expected
         if missing or unexpected:
-            raise PolicyError(f"weights at {path} do not fit the model: missing "
-                              f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+            raise PolicyError(
+                f"weights at {path} do not fit the model: missing "
+                f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
         with self._lock:
             try:
                 self.model.load_state_dict(state, strict=False)

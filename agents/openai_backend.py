@@ -78,8 +78,7 @@ class OpenAIPolicyBackend:
 
     async def _generate_one(self, req: GenRequest) -> GenResult:
         s = req.sampling
-        body: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p,
-                                "max_tokens": s.max_new_tokens}
+        body: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens}
         if s.seed is not None:
             body["seed"] = s.seed
         if self.tools:
@@ -94,8 +93,10 @@ class OpenAIPolicyBackend:
         return GenResult(text=text, version=self.version, finish_reason=finish)
 
     async def load_weights(self, path: str, version: int) -> float:
-        raise PolicyError(f"the openai policy backend ({self.config.model}) has no weights to "
-                          f"load; use the hf or vllm backend for training")
+        raise PolicyError(
+            f"the openai policy backend ({self.config.model}) has no weights to "
+            f"load; use the hf or vllm backend for training"
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -104,8 +105,9 @@ class OpenAIPolicyBackend:
         await self.client.__aenter__()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
 
@@ -117,15 +119,21 @@ def from_deploy_config(cfg: Any) -> OpenAIPolicyBackend:
     if not p.base_url:
         raise ConfigError("policy.base_url is required for policy.backend: openai")
     conc = cfg.workers["policy"].concurrency if "policy" in getattr(cfg, "workers", {}) else 8
-    oc = OpenAIConfig(base_url=p.base_url, model=p.model, api_key_env=p.api_key_env,
-                      temperature=p.temperature, max_tokens=p.max_new_tokens,
-                      timeout_s=p.timeout_s, max_retries=p.max_retries,
-                      concurrency=max(1, int(conc)), extra_body=dict(p.extra_body))
+    oc = OpenAIConfig(
+        base_url=p.base_url,
+        model=p.model,
+        api_key_env=p.api_key_env,
+        temperature=p.temperature,
+        max_tokens=p.max_new_tokens,
+        timeout_s=p.timeout_s,
+        max_retries=p.max_retries,
+        concurrency=max(1, int(conc)),
+        extra_body=dict(p.extra_body),
+    )
     return OpenAIPolicyBackend(oc, tools=p.tools)
 
 
 def _api_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """Env observations may use other roles (``tool``); without tool-call ids the API only
     accepts them as user turns."""
-    return [m if m.get("role") in _ROLES else {"role": "user", "content": m.get("content", "")}
-            for m in messages]
+    return [m if m.get("role") in _ROLES else {"role": "user", "content": m.get("content", "")} for m in messages]

@@ -36,8 +36,9 @@ class ScriptedExpertBackend:
             except UnknownEnvError:
                 raise
             except Exception as exc:
-                raise PolicyError(f"episode {req.episode_id}: scripted expert for "
-                                  f"{req.env_id} failed: {type(exc).__name__}: {exc}") from exc
+                raise PolicyError(
+                    f"episode {req.episode_id}: scripted expert for {req.env_id} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             results.append(GenResult(text=str(text), version=0))
         return results
 

@@ -32,9 +32,7 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>"
 #: single tokens that are part of the text the agent writes (kept when decoding)
 TEXT_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<tool_call>", "</tool_call>")
 
-_TOOLS_PREAMBLE = (
-    "# Tools\\n\\nYou may call the function below. Its signature is inside <tools></tools>:\\n<tools>"
-)
+_TOOLS_PREAMBLE = "# Tools\\n\\nYou may call the function below. Its signature is inside <tools></tools>:\\n<tools>"
 _TOOLS_USAGE = (
     "\\n</tools>\\n\\nTo call it, return a JSON object with the function name and arguments "
     "inside <tool_call></tool_call> tags:\\n<tool_call>\\n"
@@ -107,8 +105,11 @@ def _builtin_corpus() -> list[str]:
     import json
 
     # the tool prompt is in every system turn: seen often enough, BPE learns its words whole
-    tool_text = [json.dumps(TOOL_SCHEMA), _TOOLS_PREAMBLE.replace("\\n", "\n"),
-                 _TOOLS_USAGE.replace("\\n", "\n").replace('\\"', '"')]
+    tool_text = [
+        json.dumps(TOOL_SCHEMA),
+        _TOOLS_PREAMBLE.replace("\\n", "\n"),
+        _TOOLS_USAGE.replace("\\n", "\n").replace('\\"', '"'),
+    ]
     return _BUILTIN_CORPUS.splitlines() * 2 + tool_text * 4
 
 
@@ -134,7 +135,9 @@ def _train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
@@ -143,8 +146,7 @@ def _train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     return tok
 
 
-def build_tiny_model(out_dir: str | Path, corpus: Iterable[str] | None = None, seed: int = 0,
-                     **size: Any) -> Path:
+def build_tiny_model(out_dir: str | Path, corpus: Iterable[str] | None = None, seed: int = 0, **size: Any) -> Path:
     """Build and save the tiny tokenizer + Qwen3 model in ``out_dir``; return the folder.
 
     ``size`` overrides ``Qwen3Config`` fields (``hidden_size``, ``num_hidden_layers``, ...);
@@ -161,27 +163,33 @@ def build_tiny_model(out_dir: str | Path, corpus: Iterable[str] | None = None, s
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    raw = _train_tokenizer(corpus if corpus is not None else default_corpus(),
-                           int(size.pop("vocab_size", 3000)))
+    raw = _train_tokenizer(corpus if corpus is not None else default_corpus(), int(size.pop("vocab_size", 3000)))
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        clean_up_tokenization_spaces=False, model_max_length=8192, chat_template=CHAT_TEMPLATE,
+        tokenizer_object=raw,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        clean_up_tokenization_spaces=False,
+        model_max_length=8192,
+        chat_template=CHAT_TEMPLATE,
     )
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     fields: dict[str, Any] = dict(
-        hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=8192,
         tie_word_embeddings=True,
     )
     fields.update(size)
-    config = Qwen3Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos,
-                         pad_token_id=pad, **fields)
+    config = Qwen3Config(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos, pad_token_id=pad, **fields)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    log.info("tiny_model_built", path=str(out), vocab=len(tokenizer),
-             params=sum(p.numel() for p in model.parameters()))
+    log.info("tiny_model_built", path=str(out), vocab=len(tokenizer), params=sum(p.numel() for p in model.parameters()))
     return out

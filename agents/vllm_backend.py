@@ -102,10 +102,17 @@ class VLLMBackend:
 
     trainable = True
 
-    def __init__(self, model_path: str | Path, seed: int = 0, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.85, enable_prefix_caching: bool = True,
-                 tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
-                 stop_token_ids: Sequence[int] | None = None, **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        seed: int = 0,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        enable_prefix_caching: bool = True,
+        tools: Sequence[dict[str, Any]] | None = (TOOL_SCHEMA,),
+        stop_token_ids: Sequence[int] | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
         try:
             import vllm
         except ImportError as exc:
@@ -123,16 +130,21 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
         args = vllm.AsyncEngineArgs(
-            model=self.model_path, seed=seed, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
+            model=self.model_path,
+            seed=seed,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",
-            worker_extension_cls=f"{__name__}.WorkerExtension", **engine_kwargs,
+            worker_extension_cls=f"{__name__}.WorkerExtension",
+            **engine_kwargs,
         )
         try:
             self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
         except Exception as exc:
-            raise PolicyError(f"vllm could not start an engine for {self.model_path}: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise PolicyError(
+                f"vllm could not start an engine for {self.model_path}: {type(exc).__name__}: {exc}"
+            ) from exc
         model_config = getattr(self.engine, "model_config", None)
         self.max_model_len: int | None = getattr(model_config, "max_model_len", None)
         self._lock: anyio.Lock | None = None
@@ -154,6 +166,7 @@ class VLLMBackend:
 
     async def generate_each(self, requests: list[GenRequest]) -> list[GenResult]:
         """One result per request; a bad or failed request gets a failed result."""
+
         def build() -> list[list[int] | PolicyError]:
             out: list[list[int] | PolicyError] = []
             for r in requests:
@@ -187,8 +200,7 @@ class VLLMBackend:
             await self.engine.reset_prefix_cache()
             self.version = int(version)
         seconds = time.perf_counter() - t0
-        log.info("vllm_weights_loaded", path=str(path), version=version, tensors=counts,
-                 seconds=round(seconds, 4))
+        log.info("vllm_weights_loaded", path=str(path), version=version, tensors=counts, seconds=round(seconds, 4))
         return seconds
 
     # -- helpers ----------------------------------------------------------------------------
@@ -200,17 +212,24 @@ class VLLMBackend:
         ids = self.prompt_ids(req)
         limit = self.max_model_len
         if limit and len(ids) + req.sampling.max_new_tokens > limit:
-            raise PolicyError(f"episode {req.episode_id}: {len(ids)} prompt tokens + "
-                              f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
-                              f"model's context of {limit}")
+            raise PolicyError(
+                f"episode {req.episode_id}: {len(ids)} prompt tokens + "
+                f"max_new_tokens {req.sampling.max_new_tokens} exceed the "
+                f"model's context of {limit}"
+            )
         return ids
 
     def sampling_params(self, sampling: Sampling) -> Any:
         """vLLM ``SamplingParams`` for one request (token ids and sampled logprobs only)."""
         return self._vllm.SamplingParams(
-            temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens, seed=sampling.seed, logprobs=0,
-            stop_token_ids=self.stop_ids, detokenize=False, skip_special_tokens=False,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            logprobs=0,
+            stop_token_ids=self.stop_ids,
+            detokenize=False,
+            skip_special_tokens=False,
         )
 
     async def _generate_one(self, prompt: list[int], sampling: Sampling) -> GenResult:
@@ -218,23 +237,22 @@ class VLLMBackend:
 
         final = None
         try:
-            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt),
-                                                  self.sampling_params(sampling),
-                                                  request_id=uuid.uuid4().hex):
+            async for out in self.engine.generate(
+                TokensPrompt(prompt_token_ids=prompt), self.sampling_params(sampling), request_id=uuid.uuid4().hex
+            ):
                 final = out
         except ValueError as exc:  # vLLM refuses the request itself (too long, bad params)
             raise PolicyError(f"vllm refused the request: {exc}") from exc
         except Exception as exc:
-            raise PolicyError(f"vllm generation failed: {type(exc).__name__}: {exc}",
-                              transient=True) from exc
+            raise PolicyError(f"vllm generation failed: {type(exc).__name__}: {exc}", transient=True) from exc
         if final is None or not final.outputs:
             raise PolicyError("vllm returned no output", transient=True)
         c = final.outputs[0]
         ids = list(c.token_ids)
         lps = [float(c.logprobs[k][t].logprob) for k, t in enumerate(ids)] if c.logprobs else []
         body = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
-        text = self.tokenizer.decode(body, skip_special_tokens=False,
-                                     clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         finish = "stop" if c.finish_reason == "stop" else "length"
-        return GenResult(text=text, prompt_ids=prompt, token_ids=ids, logprobs=lps,
-                         version=self.version, finish_reason=finish)
+        return GenResult(
+            text=text, prompt_ids=prompt, token_ids=ids, logprobs=lps, version=self.version, finish_reason=finish
+        )

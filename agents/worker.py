@@ -52,8 +52,7 @@ from userrl.hardware import resolve_device
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "policy_stream_for",
-           "resolve_model_path"]
+__all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "policy_stream_for", "resolve_model_path"]
 
 
 # ---- routing -----------------------------------------------------------------------------------
@@ -80,10 +79,18 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
         return from_deploy_config(cfg)
     model = resolve_model_path(cfg)
     if p.backend == "vllm":
-        return VLLMBackend(model, seed=cfg.seed,  # type: ignore[return-value]
-                           tools=(TOOL_SCHEMA,) if p.tools else None, **p.vllm.engine_args())
-    return HFBackend(model, device=resolve_device(p.device), seed=cfg.seed,  # type: ignore[return-value]
-                     tools=(TOOL_SCHEMA,) if p.tools else None)
+        return VLLMBackend(
+            model,
+            seed=cfg.seed,  # type: ignore[return-value]
+            tools=(TOOL_SCHEMA,) if p.tools else None,
+            **p.vllm.engine_args(),
+        )
+    return HFBackend(
+        model,
+        device=resolve_device(p.device),
+        seed=cfg.seed,  # type: ignore[return-value]
+        tools=(TOOL_SCHEMA,) if p.tools else None,
+    )
 
 
 def resolve_model_path(cfg: Any) -> str:
@@ -124,8 +131,7 @@ async def generate_isolated(backend: PolicyBackend, requests: list[GenRequest]) 
         if getattr(exc, "transient", False) or len(requests) == 1:
             return [GenResult.failed(exc, version) for _ in requests]
     half = len(requests) // 2
-    return (await generate_isolated(backend, requests[:half])
-            + await generate_isolated(backend, requests[half:]))
+    return await generate_isolated(backend, requests[:half]) + await generate_isolated(backend, requests[half:])
 
 
 # ---- the worker --------------------------------------------------------------------------------
@@ -135,9 +141,17 @@ class PolicyWorker(Worker):
     role = "policy"
     accepts = (PolicyRequest,)
 
-    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: PolicyBackend,
-                 retries: int = 3, retry_backoff_s: float = 0.5, weights_retry_s: float = 5.0,
-                 orphan_prune_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: WorkerSettings | None = None,
+        *,
+        backend: PolicyBackend,
+        retries: int = 3,
+        retry_backoff_s: float = 0.5,
+        weights_retry_s: float = 5.0,
+        orphan_prune_s: float = 300.0,
+    ) -> None:
         super().__init__(bus, settings)
         self.backend = backend
         self.retries = retries
@@ -162,8 +176,13 @@ class PolicyWorker(Worker):
 
     def heartbeat_extra(self) -> dict[str, Any]:
         last = self.swaps[-1] if self.swaps else {}
-        return {"policy_version": self.version, "stream": self.own_stream, "swaps": len(self.swaps),
-                "swap_s": last.get("seconds"), "swap_error": last.get("error")}
+        return {
+            "policy_version": self.version,
+            "stream": self.own_stream,
+            "swaps": len(self.swaps),
+            "swap_s": last.get("seconds"),
+            "swap_error": last.get("error"),
+        }
 
     async def on_start(self) -> None:
         await self.bus.ensure_group(self.own_stream, self.group)
@@ -183,8 +202,15 @@ class PolicyWorker(Worker):
             except (TypeError, ValueError) as exc:
                 results[i] = GenResult.failed(PolicyError(f"bad sampling {m.sampling!r}: {exc}"), self.version)
                 continue
-            reqs[i] = GenRequest(episode_id=m.episode_id, env_id=m.env_id, messages=list(m.messages),
-                                 prompt_ids=m.prompt_ids, n_seen=m.n_seen, sampling=sampling, task=m.task)
+            reqs[i] = GenRequest(
+                episode_id=m.episode_id,
+                env_id=m.env_id,
+                messages=list(m.messages),
+                prompt_ids=m.prompt_ids,
+                n_seen=m.n_seen,
+                sampling=sampling,
+                task=m.task,
+            )
         todo = list(reqs)
         for attempt in range(self.retries + 1):
             out = await generate_isolated(self.backend, [reqs[i] for i in todo])
@@ -196,8 +222,7 @@ class PolicyWorker(Worker):
             if not retry:
                 break
             first = results[retry[0]]
-            self.log.warning("policy.retry", n=len(retry), attempt=attempt + 1,
-                             error=first.error if first else None)
+            self.log.warning("policy.retry", n=len(retry), attempt=attempt + 1, error=first.error if first else None)
             await anyio.sleep(self.retry_backoff_s * 2**attempt)
             todo = retry
         dt = time.perf_counter() - t0
@@ -209,21 +234,47 @@ class PolicyWorker(Worker):
             assert isinstance(m, PolicyRequest) and r is not None
             sticky += d.stream == self.own_stream
             if r.error is None:
-                reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text=r.text, prompt_ids=list(r.prompt_ids),
-                                    token_ids=list(r.token_ids), logprobs=[float(x) for x in r.logprobs],
-                                    version=r.version, finish_reason=r.finish_reason, worker=self.name)
+                reply = PolicyReply(
+                    episode_id=m.episode_id,
+                    seq=m.seq,
+                    text=r.text,
+                    prompt_ids=list(r.prompt_ids),
+                    token_ids=list(r.token_ids),
+                    logprobs=[float(x) for x in r.logprobs],
+                    version=r.version,
+                    finish_reason=r.finish_reason,
+                    worker=self.name,
+                )
             else:
                 failed += 1
-                self.log.warning("policy.request_failed", episode_id=m.episode_id, seq=m.seq, error=r.error,
-                                 transient=r.error_transient)
-                reply = PolicyReply(episode_id=m.episode_id, seq=m.seq, text="", worker=self.name, version=r.version,
-                                    error=ErrorRecord.of(PolicyError(r.error, transient=r.error_transient)))
+                self.log.warning(
+                    "policy.request_failed",
+                    episode_id=m.episode_id,
+                    seq=m.seq,
+                    error=r.error,
+                    transient=r.error_transient,
+                )
+                reply = PolicyReply(
+                    episode_id=m.episode_id,
+                    seq=m.seq,
+                    text="",
+                    worker=self.name,
+                    version=r.version,
+                    error=ErrorRecord.of(PolicyError(r.error, transient=r.error_transient)),
+                )
             effects.append(Effects().send(self.bus.keys.stream("env"), reply))
         self.stats["sticky"] += sticky
         self.stats["failed_requests"] += failed
         n_tokens = sum(len(r.token_ids) for r in results if r is not None)
-        self.log.info("policy.batch", n=len(ds), sticky=sticky, tokens=n_tokens, seconds=round(dt, 3),
-                      version=self.version, failed=failed)
+        self.log.info(
+            "policy.batch",
+            n=len(ds),
+            sticky=sticky,
+            tokens=n_tokens,
+            seconds=round(dt, 3),
+            version=self.version,
+            failed=failed,
+        )
         return effects
 
     # -- weights --------------------------------------------------------------------------------
@@ -237,8 +288,7 @@ class PolicyWorker(Worker):
             return
         eid, fields = rows[0]
         eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
-        if eid_s == self._weights_cursor or (time.monotonic() < self._weights_retry_at
-                                             and self._weights_retry_at > 0):
+        if eid_s == self._weights_cursor or (time.monotonic() < self._weights_retry_at and self._weights_retry_at > 0):
             return
         try:
             msg = decode(fields[PAYLOAD])
@@ -259,8 +309,14 @@ class PolicyWorker(Worker):
         except Exception as exc:
             self._weights_retry_at = time.monotonic() + self.weights_retry_s
             self.swaps.append({"version": msg.version, "seconds": None, "error": str(exc)})
-            self.log.error("policy.weights_failed", version=msg.version, path=msg.path, error=str(exc),
-                           retry_in_s=self.weights_retry_s, serving=self.version)
+            self.log.error(
+                "policy.weights_failed",
+                version=msg.version,
+                path=msg.path,
+                error=str(exc),
+                retry_in_s=self.weights_retry_s,
+                serving=self.version,
+            )
             return
         self._weights_cursor = eid_s
         self.swaps.append({"version": msg.version, "seconds": seconds, "error": None})
@@ -315,4 +371,3 @@ class PolicyWorker(Worker):
             await self.bus.redis.delete(stream)
             self._dead_since.pop(name, None)
             self.log.info("policy.pruned_replica", replica=name)
-

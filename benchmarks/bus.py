@@ -70,8 +70,11 @@ async def run_gym(url: str, inflight: int, seconds: float) -> float:
 
     def feed(n: int) -> list:
         nonlocal started
-        out = make_resets(ENV_ID, [dict(tasks[i % len(tasks)], id=f"{tasks[i % len(tasks)]['id']}-{i}")
-                                   for i in range(started, started + n)], max_turns=MAX_TURNS)
+        out = make_resets(
+            ENV_ID,
+            [dict(tasks[i % len(tasks)], id=f"{tasks[i % len(tasks)]['id']}-{i}") for i in range(started, started + n)],
+            max_turns=MAX_TURNS,
+        )
         started += n
         return out
 
@@ -178,12 +181,16 @@ class Hop(Worker):
 
 async def run_pipeline(url: str, inflight: int, seconds: float) -> tuple[float, float, float]:
     keys = Keys(f"pipe{inflight}")
-    bus = Bus(make_client(url, block_ms=50, max_connections=64), keys,
-              BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000))
+    bus = Bus(
+        make_client(url, block_ms=50, max_connections=64),
+        keys,
+        BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000),
+    )
     counter = [0]
     Hop.latencies = []
-    workers = [Hop(bus, WorkerSettings(name=f"w{i}", concurrency=1024, heartbeat_interval_s=1.0), i, counter)
-               for i in range(4)]
+    workers = [
+        Hop(bus, WorkerSettings(name=f"w{i}", concurrency=1024, heartbeat_interval_s=1.0), i, counter) for i in range(4)
+    ]
     for i in range(inflight):
         await bus.send(keys.stream("bench_policy"), Probe(episode_id=f"e{i}", body={"t0": time.perf_counter()}))
     async with anyio.create_task_group() as tg:
@@ -258,13 +265,18 @@ async def main(inflight: list[int], seconds: float, gym: bool) -> None:
                 print(f"{n:>10} {raw:>12.0f} {ours:>15.0f} {ours / raw:>7.2f}", flush=True)
             return
         print("4-hop turn pipeline (policy -> env -> user -> reward), instant handlers:")
-        print(f"{'in flight':>10} {'raw turns/s':>12} {'p50/p99 ms':>13} {'userrl turns/s':>15} "
-              f"{'p50/p99 ms':>13} {'ratio':>7}")
+        print(
+            f"{'in flight':>10} {'raw turns/s':>12} {'p50/p99 ms':>13} {'userrl turns/s':>15} "
+            f"{'p50/p99 ms':>13} {'ratio':>7}"
+        )
         for n in inflight:
             raw, rp50, rp99 = await run_pipeline_raw(server.url, n, seconds)
             ours, p50, p99 = await run_pipeline(server.url, n, seconds)
-            print(f"{n:>10} {raw:>12.0f} {rp50:>6.1f}/{rp99:<6.1f} {ours:>15.0f} {p50:>6.1f}/{p99:<6.1f} "
-                  f"{ours / raw:>7.2f}", flush=True)
+            print(
+                f"{n:>10} {raw:>12.0f} {rp50:>6.1f}/{rp99:<6.1f} {ours:>15.0f} {p50:>6.1f}/{p99:<6.1f} "
+                f"{ours / raw:>7.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ from userrl.learner.sequences import assemble, collate, per_token_advantages  # 
 def build_model(args: argparse.Namespace) -> transformers.PreTrainedModel:
     torch.manual_seed(0)
     config = transformers.Qwen3Config(
-        vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * args.hidden,
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=2 * args.hidden,
         head_dim=args.hidden // 4,
     )
     return transformers.Qwen3ForCausalLM(config).train()
@@ -51,16 +55,23 @@ def build_trl_trainer(model: transformers.PreTrainedModel, batch: int) -> object
     vocab = {f"t{i}": i for i in range(model.config.vocab_size)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t1"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="t0", eos_token="t2"
-    )
+    hf_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="t0", eos_token="t2")
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, num_generations=batch,
-        max_completion_length=64, report_to=[], use_cpu=not torch.cuda.is_available(),
-        loss_type="bnpo", beta=0.0, epsilon=0.2, bf16=False,
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=batch,
+        num_generations=batch,
+        max_completion_length=64,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        loss_type="bnpo",
+        beta=0.0,
+        epsilon=0.2,
+        bf16=False,
     )
     trainer = GRPOTrainer(
-        model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=config,
+        model=model,
+        reward_funcs=lambda completions, **_: [0.0] * len(completions),
+        args=config,
         train_dataset=Dataset.from_dict({"prompt": ["t3 t4"] * batch}),
         processing_class=hf_tokenizer,
     )
@@ -78,16 +89,27 @@ def build_batch(args: argparse.Namespace, device: torch.device) -> tuple[dict, d
         completion = torch.randint(3, args.vocab, (n,), generator=gen).tolist()
         logprobs = (-torch.rand(n, generator=gen) - 8.5).tolist()
         reward = float(i % 3) / 2
-        seqs.append(assemble([{"prompt_ids": prompt, "token_ids": completion,
-                               "logprobs": logprobs, "policy_version": 0, "reward": reward}]))
+        seqs.append(
+            assemble(
+                [
+                    {
+                        "prompt_ids": prompt,
+                        "token_ids": completion,
+                        "logprobs": logprobs,
+                        "policy_version": 0,
+                        "reward": reward,
+                    }
+                ]
+            )
+        )
         rewards.append([reward])
     _, adv = group_advantages(rewards, [s.turn_lengths for s in seqs], credit="equalized")
-    ours = collate(seqs, pad_id=0, advantages=[per_token_advantages(s, a) for s, a in
-                                               zip(seqs, adv, strict=True)])
+    ours = collate(seqs, pad_id=0, advantages=[per_token_advantages(s, a) for s, a in zip(seqs, adv, strict=True)])
     ours = {k: v.to(device) for k, v in ours.items()}
     p = args.prompt_len
     trl_inputs = {
-        "prompt_ids": ours["input_ids"][:, :p], "prompt_mask": ours["attention_mask"][:, :p],
+        "prompt_ids": ours["input_ids"][:, :p],
+        "prompt_mask": ours["attention_mask"][:, :p],
         "completion_ids": ours["input_ids"][:, p:],
         "completion_mask": ours["loss_mask"][:, p:].long(),
         "old_per_token_logps": ours["behaviour_logprobs"][:, p:],
@@ -96,9 +118,7 @@ def build_batch(args: argparse.Namespace, device: torch.device) -> tuple[dict, d
     return ours, trl_inputs
 
 
-def timed(
-    step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module
-) -> tuple[float, float]:
+def timed(step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module) -> tuple[float, float]:
     """Median seconds of loss + backward, and the loss value."""
     times, loss = [], torch.tensor(0.0)
     for _ in range(repeats + 2):  # two warm-up runs
@@ -136,9 +156,7 @@ def main() -> None:
     ours, trl_inputs = build_batch(args, device)
 
     def userrl_step() -> torch.Tensor:
-        logp = token_logprobs(
-            model, ours["input_ids"], ours["attention_mask"], mask=ours["loss_mask"]
-        )
+        logp = token_logprobs(model, ours["input_ids"], ours["attention_mask"], mask=ours["loss_mask"])
         loss, _ = grpo_loss(logp, ours["behaviour_logprobs"], ours["advantages"], ours["loss_mask"])
         return loss
 
@@ -149,9 +167,11 @@ def main() -> None:
     t_trl, loss_trl = timed(trl_step, args.repeats, model)
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     tokens = int(ours["loss_mask"].sum())
-    print(f"device {device_name}; model vocab={args.vocab} hidden={args.hidden} "
-          f"layers={args.layers}; batch {args.batch} x ({args.prompt_len} prompt + "
-          f"<= {args.completion_len} completion), {tokens} trained tokens")
+    print(
+        f"device {device_name}; model vocab={args.vocab} hidden={args.hidden} "
+        f"layers={args.layers}; batch {args.batch} x ({args.prompt_len} prompt + "
+        f"<= {args.completion_len} completion), {tokens} trained tokens"
+    )
     print(f"userrl grpo_loss+backward  {t_ours * 1e3:8.2f} ms  loss {loss_ours:+.6f}")
     print(f"trl _compute_loss+backward {t_trl * 1e3:8.2f} ms  loss {loss_trl:+.6f}")
     diff = abs(loss_ours - loss_trl)

@@ -36,8 +36,11 @@ def start_model(cfg, work: Path) -> str:  # type: ignore[no-untyped-def]
     base = resolve_model_path(cfg)
     t = cfg.train
     dialogues = anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns, data=cfg.data))
-    return str(run_sft(base, work / "sft-model", dialogues, epochs=2, lr=t.sft_lr, seed=cfg.seed,
-                       device=t.device, dtype=t.dtype))
+    return str(
+        run_sft(
+            base, work / "sft-model", dialogues, epochs=2, lr=t.sft_lr, seed=cfg.seed, device=t.device, dtype=t.dtype
+        )
+    )
 
 
 def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model: str, work: Path) -> dict:
@@ -45,8 +48,15 @@ def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model
     from userrl.deploy.launcher import Launcher
     from userrl.learner.main_job import run_grpo
 
-    sets = [*overrides, f"train.max_staleness={staleness}", f"train.steps={steps}", f"run=overlap{staleness}",
-            f"run_dir={work / f's{staleness}'}", "train.time_budget_s=100000", f"train.checkpoint_every={steps}"]
+    sets = [
+        *overrides,
+        f"train.max_staleness={staleness}",
+        f"train.steps={steps}",
+        f"run=overlap{staleness}",
+        f"run_dir={work / f's{staleness}'}",
+        "train.time_budget_s=100000",
+        f"train.checkpoint_every={steps}",
+    ]
     cfg = load_config(config, sets)
     launcher = Launcher(cfg, config, [*sets, f"policy.model={model}"]).start().start_background()
     try:
@@ -55,13 +65,17 @@ def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model
         wall = time.monotonic() - t0
     finally:
         launcher.stop()
-    third = rows[-max(len(rows) // 3, 1):]
-    return {"staleness": staleness, "wall": wall, "steps": len(rows),
-            "staleness_mean": statistics.fmean(r.get("rollout/staleness_mean", 0.0) for r in rows),
-            "score_end": statistics.fmean(r["rollout/score_mean"] for r in third),
-            "wait_s": statistics.fmean(r["perf/rollout_wait_s"] for r in rows),
-            "step_s": statistics.fmean(r["perf/step_s"] for r in rows),
-            "stale_tokens": sum(r.get("rollout/stale_tokens", 0) for r in rows)}
+    third = rows[-max(len(rows) // 3, 1) :]
+    return {
+        "staleness": staleness,
+        "wall": wall,
+        "steps": len(rows),
+        "staleness_mean": statistics.fmean(r.get("rollout/staleness_mean", 0.0) for r in rows),
+        "score_end": statistics.fmean(r["rollout/score_mean"] for r in third),
+        "wait_s": statistics.fmean(r["perf/rollout_wait_s"] for r in rows),
+        "step_s": statistics.fmean(r["perf/step_s"] for r in rows),
+        "stale_tokens": sum(r.get("rollout/stale_tokens", 0) for r in rows),
+    }
 
 
 def main() -> int:
@@ -80,14 +94,20 @@ def main() -> int:
     model = args.model or start_model(cfg, work)
     arms = [run_arm(args.config, args.overrides, s, args.steps, model, work) for s in (0, 2)]
     out = sys.stdout
-    out.write(f"{'max_staleness':>13} | {'wall s':>7} | {'steps':>5} | {'staleness':>9} | {'stale tok':>9} | "
-              f"{'score (last third)':>18} | {'rollout wait s/step':>19} | {'step s':>6}\n")
+    out.write(
+        f"{'max_staleness':>13} | {'wall s':>7} | {'steps':>5} | {'staleness':>9} | {'stale tok':>9} | "
+        f"{'score (last third)':>18} | {'rollout wait s/step':>19} | {'step s':>6}\n"
+    )
     for a in arms:
-        out.write(f"{a['staleness']:>13} | {a['wall']:>7.1f} | {a['steps']:>5} | {a['staleness_mean']:>9.2f} | "
-                  f"{a['stale_tokens']:>9} | {a['score_end']:>18.3f} | {a['wait_s']:>19.2f} | {a['step_s']:>6.2f}\n")
+        out.write(
+            f"{a['staleness']:>13} | {a['wall']:>7.1f} | {a['steps']:>5} | {a['staleness_mean']:>9.2f} | "
+            f"{a['stale_tokens']:>9} | {a['score_end']:>18.3f} | {a['wait_s']:>19.2f} | {a['step_s']:>6.2f}\n"
+        )
     sync, async_ = arms
-    out.write(f"speed-up (staleness 2 vs 0, same {args.steps} steps): {sync['wall'] / async_['wall']:.2f}x; "
-              f"score {async_['score_end']:.3f} vs {sync['score_end']:.3f}\n")
+    out.write(
+        f"speed-up (staleness 2 vs 0, same {args.steps} steps): {sync['wall'] / async_['wall']:.2f}x; "
+        f"score {async_['score_end']:.3f} vs {sync['score_end']:.3f}\n"
+    )
     return 0
 
 

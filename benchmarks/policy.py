@@ -38,21 +38,44 @@ from userrl.errors import PolicyError
 #: (what the vllm path uses: GPU attention kernels want a common head size)
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {},
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=64),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+    ),
 }
-TOPICS = ["a red fruit", "a famous tower", "a desert animal", "a musical instrument",
-          "a planet", "a kitchen tool", "a river", "a board game"]
+TOPICS = [
+    "a red fruit",
+    "a famous tower",
+    "a desert animal",
+    "a musical instrument",
+    "a planet",
+    "a kitchen tool",
+    "a river",
+    "a board game",
+]
 
 
 def requests(n: int, new_tokens: int) -> list[GenRequest]:
     sampling = Sampling(temperature=1.0, max_new_tokens=new_tokens)
-    return [GenRequest(
-        episode_id=f"bench-{i}", env_id="userrl/Telepathy-v0", sampling=sampling,
-        messages=[{"role": "system", "content": "You play a guessing game. Ask yes/no questions."},
-                  {"role": "user", "content": f"I am thinking of {TOPICS[i % len(TOPICS)]}. "
-                                              f"Round {i}. Ask your first question."}],
-    ) for i in range(n)]
+    return [
+        GenRequest(
+            episode_id=f"bench-{i}",
+            env_id="userrl/Telepathy-v0",
+            sampling=sampling,
+            messages=[
+                {"role": "system", "content": "You play a guessing game. Ask yes/no questions."},
+                {
+                    "role": "user",
+                    "content": f"I am thinking of {TOPICS[i % len(TOPICS)]}. Round {i}. Ask your first question.",
+                },
+            ],
+        )
+        for i in range(n)
+    ]
 
 
 async def timed(coro_fn: Any, *args: Any) -> tuple[float, Any]:
@@ -68,24 +91,21 @@ async def bench_hf(model: Path, n: int, new_tokens: int, repeats: int) -> None:
         await bench_hf_once(model, n, new_tokens, repeats, label, tools)
 
 
-async def bench_hf_once(model: Path, n: int, new_tokens: int, repeats: int, label: str,
-                        tools: Any) -> None:
+async def bench_hf_once(model: Path, n: int, new_tokens: int, repeats: int, label: str, tools: Any) -> None:
     from userrl.agents.hf_backend import HFBackend
 
     backend = HFBackend(model, max_batch=n, seed=0, tools=tools)
     reqs = requests(n, new_tokens)
     await backend.generate(reqs)  # warm-up at the measured shapes
     await backend.generate(reqs[:1])
-    print(f"-- {label}: {len(backend.prompt_ids(reqs[0]))} prompt tokens, "
-          f"median of {repeats} runs")
+    print(f"-- {label}: {len(backend.prompt_ids(reqs[0]))} prompt tokens, median of {repeats} runs")
 
     async def one_by_one() -> list[Any]:
         return [(await backend.generate_each([r]))[0] for r in reqs]
 
     rates: dict[str, list[float]] = {"hf batched": [], "hf one-at-a-time": []}
     for _ in range(repeats):  # interleaved, so load changes hit both alike
-        for name, fn in (("hf batched", lambda: backend.generate_each(reqs)),
-                         ("hf one-at-a-time", one_by_one)):
+        for name, fn in (("hf batched", lambda: backend.generate_each(reqs)), ("hf one-at-a-time", one_by_one)):
             seconds, out = await timed(fn)
             rates[name].append(sum(len(r.token_ids) for r in out) / seconds)
     for name, r in rates.items():
@@ -109,8 +129,9 @@ async def bench_vllm(model: Path, n: int, new_tokens: int, repeats: int) -> None
         outs: list[Any] = [None] * n
 
         async def one(i: int) -> None:
-            async for o in backend.engine.generate(TokensPrompt(prompt_token_ids=prompts[i]),
-                                                   params, request_id=uuid.uuid4().hex):
+            async for o in backend.engine.generate(
+                TokensPrompt(prompt_token_ids=prompts[i]), params, request_id=uuid.uuid4().hex
+            ):
                 outs[i] = o
 
         async with anyio.create_task_group() as tg:
@@ -132,13 +153,21 @@ async def bench_vllm(model: Path, n: int, new_tokens: int, repeats: int) -> None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                    help="hf: batched vs one-at-a-time (CPU ok); vllm: VLLMBackend vs raw vLLM (GPU)")
+    ap.add_argument(
+        "--backend",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="hf: batched vs one-at-a-time (CPU ok); vllm: VLLMBackend vs raw vLLM (GPU)",
+    )
     ap.add_argument("--episodes", type=int, default=32, help="concurrent episodes (default: 32)")
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per episode (default: 32)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per arm; the median is shown (default: 3)")
-    ap.add_argument("--size", choices=sorted(SIZES), default=None,
-                    help="size of the model built for the run (default: tiny; small for vllm)")
+    ap.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default=None,
+        help="size of the model built for the run (default: tiny; small for vllm)",
+    )
     ap.add_argument("--model", type=Path, help="an HF model folder (default: build one)")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
@@ -147,6 +176,7 @@ def main() -> None:
         try:
             import torch
             import vllm  # noqa: F401
+
             if not torch.cuda.is_available():
                 raise ImportError("no CUDA GPU")
         except ImportError as exc:

@@ -46,8 +46,15 @@ STREAMS = ("env", "policy", "user", "reward", "learner")
 def overrides(run_dir: str) -> list[str]:
     """Two replicas per role; short logs TTL and small caps so a flat state is reached in minutes
     (the production defaults are sized in docs/operations.md)."""
-    out = [f"run_dir={run_dir}", "run=soak", "log_level=warning", "bus.min_idle_ms=3000",
-           "bus.episode_log_ttl_ms=60000", "bus.results_cap=2000", "bus.finished_cap=5000"]
+    out = [
+        f"run_dir={run_dir}",
+        "run=soak",
+        "log_level=warning",
+        "bus.min_idle_ms=3000",
+        "bus.episode_log_ttl_ms=60000",
+        "bus.results_cap=2000",
+        "bus.finished_cap=5000",
+    ]
     return out + [f"workers.{r}.replicas=2" for r in ("env", "policy", "user", "reward")]
 
 
@@ -120,10 +127,18 @@ class Soak:
         used = info["used_memory"] / 2**20
         # what the server holds scales with the episode rate (TTL windows x rate), so a flat
         # state shows as flat memory per episode/s when the machine's load changes the rate
-        row = {"min": round(minute, 2), "used_mb": round(used, 2), "keys": int(await r.dbsize()),
-               "rss_mb": round(sum(rss) / max(len(rss), 1), 1), "finished": finished,
-               "eps_per_s": round(rate, 1), "kb_per_eps": round(used * 1024 / max(rate, 1e-9), 1),
-               "in_flight": len(self.pending), "kills": self.kills, **lens}
+        row = {
+            "min": round(minute, 2),
+            "used_mb": round(used, 2),
+            "keys": int(await r.dbsize()),
+            "rss_mb": round(sum(rss) / max(len(rss), 1), 1),
+            "finished": finished,
+            "eps_per_s": round(rate, 1),
+            "kb_per_eps": round(used * 1024 / max(rate, 1e-9), 1),
+            "in_flight": len(self.pending),
+            "kills": self.kills,
+            **lens,
+        }
         self.samples.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
@@ -168,12 +183,16 @@ class Soak:
             return f"{first[k]} -> {last[k]} ({(last[k] - first[k]) / max(first[k], 1e-9) * 100:+.1f}%)"
 
         doubled = sum(1 for n in self.counts.values() if n > 1)
-        print(f"\nafter warm-up (minute {first['min']} -> {last['min']}): used_memory MB {growth('used_mb')}, "
-              f"keys {growth('keys')}, mean worker RSS MB {growth('rss_mb')}, episodes/s "
-              f"{growth('eps_per_s')}, used_memory KB per episode/s {growth('kb_per_eps')}")
-        print(f"episodes: dispatched {self.dispatched * 4}, finished {len(self.counts)} "
-              f"(ok {self.status['ok']}, failed {self.status['failed']}), lost {len(self.pending)}, "
-              f"doubled {doubled}; kill -9s {self.kills}; re-dispatched {self.reconciler.redispatched}")
+        print(
+            f"\nafter warm-up (minute {first['min']} -> {last['min']}): used_memory MB {growth('used_mb')}, "
+            f"keys {growth('keys')}, mean worker RSS MB {growth('rss_mb')}, episodes/s "
+            f"{growth('eps_per_s')}, used_memory KB per episode/s {growth('kb_per_eps')}"
+        )
+        print(
+            f"episodes: dispatched {self.dispatched * 4}, finished {len(self.counts)} "
+            f"(ok {self.status['ok']}, failed {self.status['failed']}), lost {len(self.pending)}, "
+            f"doubled {doubled}; kill -9s {self.kills}; re-dispatched {self.reconciler.redispatched}"
+        )
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -21,9 +21,16 @@ from redis.exceptions import ConnectionError, TimeoutError
 from userrl.errors import ConfigError
 
 
-def make_client(url: str, *, block_ms: int = 1000, max_connections: int = 32, retries: int = 8,
-                connect_timeout_s: float = 5.0, client_name: str | None = None,
-                tls: Mapping[str, Any] | None = None) -> Redis:
+def make_client(
+    url: str,
+    *,
+    block_ms: int = 1000,
+    max_connections: int = 32,
+    retries: int = 8,
+    connect_timeout_s: float = 5.0,
+    client_name: str | None = None,
+    tls: Mapping[str, Any] | None = None,
+) -> Redis:
     """An asyncio client for ``redis://`` or ``rediss://`` URLs (password/ACL user in the URL);
     ``tls``: redis-py ``ssl_*`` arguments, used with ``rediss://`` only."""
     if not url.startswith(("redis://", "rediss://", "unix://")):

@@ -36,16 +36,28 @@ class BusSettings:
     episode_log_cap: int = 2_000  #: MAXLEN ~ of one readable episode log
 
     def __post_init__(self) -> None:
-        for name in ("read_count", "block_ms", "min_idle_ms", "max_deliveries", "stream_cap", "dead_cap",
-                     "dead_payload_bytes", "results_cap", "finished_cap", "episode_log_ttl_ms",
-                     "episode_log_cap"):
+        for name in (
+            "read_count",
+            "block_ms",
+            "min_idle_ms",
+            "max_deliveries",
+            "stream_cap",
+            "dead_cap",
+            "dead_payload_bytes",
+            "results_cap",
+            "finished_cap",
+            "episode_log_ttl_ms",
+            "episode_log_cap",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"bus.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_idle_ms <= self.block_ms:
             raise ValueError("bus.min_idle_ms must be larger than bus.block_ms")
         if self.idempotency_ttl_ms and self.idempotency_ttl_ms < self.redelivery_window_ms:
-            raise ValueError(f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
-                             f"(max_deliveries + 1) = {self.redelivery_window_ms} ms, or be 0 (auto)")
+            raise ValueError(
+                f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
+                f"(max_deliveries + 1) = {self.redelivery_window_ms} ms, or be 0 (auto)"
+            )
 
     @property
     def redelivery_window_ms(self) -> int:
@@ -81,8 +93,15 @@ class Effects:
 
     ops: list[tuple[str, str, list[Any]]] = field(default_factory=list)
 
-    def send(self, stream: str, msg: Message, readable: dict[str, Any] | None = None, *,
-             max_bytes: int = MAX_MESSAGE_BYTES, maxlen: int = 0) -> Effects:
+    def send(
+        self,
+        stream: str,
+        msg: Message,
+        readable: dict[str, Any] | None = None,
+        *,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        maxlen: int = 0,
+    ) -> Effects:
         """XADD ``msg`` (plus optional plain readable fields) to ``stream``; ``maxlen`` caps that
         stream (MAXLEN ~) instead of the bus-wide safety cap."""
         args: list[Any] = []

@@ -53,9 +53,15 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start/stop a private server. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, port: int | None = None, data_dir: str | Path | None = None,
-                 binary: str | None = None, persist: bool = False, password: str | None = None,
-                 auth: bool = True) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        binary: str | None = None,
+        persist: bool = False,
+        password: str | None = None,
+        auth: bool = True,
+    ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="userrl-redis-")
@@ -89,12 +95,38 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, str(self._write_conf()), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
-                "--daemonize", "no", "--loglevel", "warning", "--logfile", str(self.data_dir / "server.log")]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else ["--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+        args = [
+            self.binary,
+            str(self._write_conf()),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.data_dir / "server.log"),
+        ]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if self.persist
+            else ["--save", "", "--appendonly", "no"]
+        )
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
         if not self._atexit:
             atexit.register(self.stop)
             self._atexit = True
@@ -157,6 +189,7 @@ class EmbeddedRedis:
 
 def _ping(port: int, password: str = "", host: str = "127.0.0.1") -> bool:
     """PING (after AUTH when a password is given) over a raw socket: cheap, no client pool."""
+
     def bulk(*words: str) -> bytes:
         out = f"*{len(words)}\r\n".encode()
         for w in words:

@@ -64,8 +64,9 @@ class ErrorRecord:
         kind, message = data.get("kind"), data.get("message", "")
         retryable = data.get("retryable", data.get("transient", False))
         if not isinstance(kind, str) or not isinstance(message, str) or not isinstance(retryable, bool):
-            raise MessageError(f"{where}: an error record needs kind (str), message (str), retryable "
-                               f"(bool); got {sorted(data)}")
+            raise MessageError(
+                f"{where}: an error record needs kind (str), message (str), retryable (bool); got {sorted(data)}"
+            )
         return cls(kind=kind, message=message, retryable=retryable)
 
 
@@ -208,8 +209,18 @@ def register(cls: type[Message]) -> type[Message]:
     return cls
 
 
-for _cls in (Reset, PolicyRequest, PolicyReply, UserRequest, UserReply, Trajectory, ScoreGroup, ScoredGroup,
-             WeightsAnnouncement, Probe):
+for _cls in (
+    Reset,
+    PolicyRequest,
+    PolicyReply,
+    UserRequest,
+    UserReply,
+    Trajectory,
+    ScoreGroup,
+    ScoredGroup,
+    WeightsAnnouncement,
+    Probe,
+):
     register(_cls)
 
 
@@ -229,8 +240,7 @@ def encode(msg: Message, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
         rec = d[name]
         if rec is not None:
             if not isinstance(rec, ErrorRecord):
-                raise MessageError(f"cannot encode {msg.KIND}: {name} must be an ErrorRecord, not "
-                                   f"{type(rec).__name__}")
+                raise MessageError(f"cannot encode {msg.KIND}: {name} must be an ErrorRecord, not {type(rec).__name__}")
             d[name] = rec.to_wire()
     try:
         raw: bytes = msgpack.packb({"k": msg.KIND, "v": msg.VERSION, "d": d}, use_bin_type=True)
@@ -288,8 +298,10 @@ _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
     """(name, required) of a message class's fields, computed once per class."""
     if cls not in _FIELDS:
-        _FIELDS[cls] = tuple((f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-                             for f in dataclasses.fields(cls))
+        _FIELDS[cls] = tuple(
+            (f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+        )
     return _FIELDS[cls]
 
 
@@ -299,8 +311,9 @@ _RECORDS: dict[type, frozenset[str]] = {}
 def _records(cls: type) -> frozenset[str]:
     """Names of a message class's :class:`ErrorRecord` fields (sent as maps)."""
     if cls not in _RECORDS:
-        _RECORDS[cls] = frozenset(n for n, h in _hints(cls).items()
-                                  if h is ErrorRecord or ErrorRecord in typing.get_args(h))
+        _RECORDS[cls] = frozenset(
+            n for n, h in _hints(cls).items() if h is ErrorRecord or ErrorRecord in typing.get_args(h)
+        )
     return _RECORDS[cls]
 
 

@@ -100,8 +100,9 @@ class Reconciler:
     def _marker_ttl_ms(self) -> int:
         return int(max(self.stall_s, 60.0) * 4000)
 
-    async def check(self, unfinished: Iterable[str],
-                    refresh: Callable[[], Awaitable[set[str]]] | None = None) -> list[str]:
+    async def check(
+        self, unfinished: Iterable[str], refresh: Callable[[], Awaitable[set[str]]] | None = None
+    ) -> list[str]:
         """Re-send or report the unfinished episodes that need it; returns those reported failed.
         ``refresh`` reads the trajectories that arrived meanwhile and returns what is still
         unfinished: it runs after the snapshots are read, because a finishing episode's
@@ -131,8 +132,11 @@ class Reconciler:
             if not (lost or (not backlog and now - since > self.stall_s)):
                 continue
             if self.attempts.get(ep, 1) >= self.max_attempts:
-                out += [ep] if await self.report_failed(ep, f"lost: state vanished after {self.attempts[ep]} "
-                                                              "dispatches") else []
+                out += (
+                    [ep]
+                    if await self.report_failed(ep, f"lost: state vanished after {self.attempts[ep]} dispatches")
+                    else []
+                )
                 continue
             await self.redispatch(ep)
         return out
@@ -141,7 +145,7 @@ class Reconciler:
         """Last progress time of each episode's snapshot (None: no snapshot)."""
         out: dict[str, float | None] = {}
         for i in range(0, len(eps), 500):
-            chunk = eps[i:i + 500]
+            chunk = eps[i : i + 500]
             async with self.bus.redis.pipeline(transaction=False) as pipe:
                 for ep in chunk:
                     pipe.hmget(self.bus.keys.state(ep), ["at", "seq"])
@@ -173,20 +177,36 @@ class Reconciler:
         # a stall has one identity whoever reports it (a waiter, a reward worker's sweep); a
         # loss is reported per dispatch attempt
         attempt = 0 if reason.startswith("stalled") else self.attempts.get(ep, 1)
-        return await report_failed(self.bus, ep, reason, group_id=r.group_id, env_id=r.env_id,
-                                   task_id=str(r.task.get("id", "")), meta=r.meta, attempt=attempt)
+        return await report_failed(
+            self.bus,
+            ep,
+            reason,
+            group_id=r.group_id,
+            env_id=r.env_id,
+            task_id=str(r.task.get("id", "")),
+            meta=r.meta,
+            attempt=attempt,
+        )
 
     async def close(self) -> None:
         await self.bus.redis.delete(self._marker)
 
 
-async def report_failed(bus: Bus, ep: str, reason: str, *, group_id: str, env_id: str, task_id: str,
-                        meta: dict[str, Any], attempt: int = 0) -> bool:
+async def report_failed(
+    bus: Bus, ep: str, reason: str, *, group_id: str, env_id: str, task_id: str, meta: dict[str, Any], attempt: int = 0
+) -> bool:
     """One atomic commit: a failed :class:`Trajectory` (error kind ``bus``, the reason) to the
     reward stream and the episode released. Returns False if it was already reported."""
-    traj = Trajectory(episode_id=ep, group_id=group_id, env_id=env_id, task_id=task_id, turns=[], status="failed",
-                      error=ErrorRecord.of(BusError(reason, transient=True)),
-                      meta={**meta, "end": "failed", "score": 0.0, "reconciled": reason})
+    traj = Trajectory(
+        episode_id=ep,
+        group_id=group_id,
+        env_id=env_id,
+        task_id=task_id,
+        turns=[],
+        status="failed",
+        error=ErrorRecord.of(BusError(reason, transient=True)),
+        meta={**meta, "end": "failed", "score": 0.0, "reconciled": reason},
+    )
     eff = Effects().send(bus.keys.stream("reward"), traj, {"episode": ep, "status": "failed"})
     release_episode(eff, bus, ep, "failed").incr(bus.keys.counters, "episodes_reconciled")
     applied = await bus.commit_once(("reconcile", ep, 0, attempt), GROUP, eff)
@@ -208,9 +228,15 @@ async def sweep_stalled(bus: Bus, stall_s: float, limit: int = 200) -> int:
             continue
         snap = _snapshot_fields(blob)
         reason = f"stalled: no progress for {now - float(at):.0f}s" if at is not None else "lost: state vanished"
-        n += await report_failed(bus, ep, reason, group_id=snap.get("group_id") or ep.rsplit("/", 1)[0],
-                                 env_id=snap.get("env_id", ""), task_id=snap.get("task_id", ""),
-                                 meta=snap.get("meta") or {})
+        n += await report_failed(
+            bus,
+            ep,
+            reason,
+            group_id=snap.get("group_id") or ep.rsplit("/", 1)[0],
+            env_id=snap.get("env_id", ""),
+            task_id=snap.get("task_id", ""),
+            meta=snap.get("meta") or {},
+        )
     return n
 
 

@@ -40,8 +40,17 @@ from userrl.bus.keys import Keys
 from userrl.bus.messages import Message, decode
 from userrl.errors import MessageError
 
-__all__ = ["PAYLOAD", "WAITER_STALE_MS", "Bus", "BusSettings", "Delivery", "Effects", "EpochChanged",
-           "dead_letter_fields", "idempotency_identity"]
+__all__ = [
+    "PAYLOAD",
+    "WAITER_STALE_MS",
+    "Bus",
+    "BusSettings",
+    "Delivery",
+    "Effects",
+    "EpochChanged",
+    "dead_letter_fields",
+    "idempotency_identity",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -97,16 +106,29 @@ class Bus:
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     # -- reading --------------------------------------------------------------------------------
-    async def read(self, stream: str, group: str, consumer: str, *, count: int | None = None,
-                   block_ms: int | None = None, pending: bool = False) -> list[Delivery]:
+    async def read(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int | None = None,
+        block_ms: int | None = None,
+        pending: bool = False,
+    ) -> list[Delivery]:
         """Read new entries (``pending=False``) or this consumer's own pending ones."""
         count = count or self.settings.read_count
         if (stream, group) not in self._groups_ready:
             await self.ensure_group(stream, group)
         await self.current_epoch()
         try:
-            resp = await self.redis.xreadgroup(group, consumer, {stream: "0" if pending else ">"},
-                                               count=count, block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms))
+            resp = await self.redis.xreadgroup(
+                group,
+                consumer,
+                {stream: "0" if pending else ">"},
+                count=count,
+                block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms),
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -122,8 +144,9 @@ class Bus:
             await self.redis.xack(stream, group, *gone)
         return out
 
-    async def read_many(self, streams: Sequence[str], group: str, consumer: str, *, count: int | None = None,
-                        block: bool = True) -> list[Delivery]:
+    async def read_many(
+        self, streams: Sequence[str], group: str, consumer: str, *, count: int | None = None, block: bool = True
+    ) -> list[Delivery]:
         """New entries of several streams in one XREADGROUP (the same group on each)."""
         if len(streams) == 1 and block:
             return await self.read(streams[0], group, consumer, count=count)
@@ -132,9 +155,13 @@ class Bus:
                 await self.ensure_group(s, group)
         await self.current_epoch()
         try:
-            resp = await self.redis.xreadgroup(group, consumer, {s: ">" for s in streams},
-                                               count=count or self.settings.read_count,
-                                               block=self.settings.block_ms if block else None)
+            resp = await self.redis.xreadgroup(
+                group,
+                consumer,
+                {s: ">" for s in streams},
+                count=count or self.settings.read_count,
+                block=self.settings.block_ms if block else None,
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -162,16 +189,26 @@ class Bus:
 
     async def _fill_delivery_counts(self, ds: Sequence[Delivery], consumer: str) -> None:
         ids = sorted(ds, key=lambda d: tuple(int(x) for x in d.entry_id.split("-")))
-        rows = await self.redis.xpending_range(ds[0].stream, ds[0].group, min=ids[0].entry_id,
-                                               max=ids[-1].entry_id, count=len(ds) * 4 + 16,
-                                               consumername=consumer)
-        counts = {(r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]):
-                  int(r["times_delivered"]) for r in rows}
+        rows = await self.redis.xpending_range(
+            ds[0].stream,
+            ds[0].group,
+            min=ids[0].entry_id,
+            max=ids[-1].entry_id,
+            count=len(ds) * 4 + 16,
+            consumername=consumer,
+        )
+        counts = {
+            (r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]): int(
+                r["times_delivered"]
+            )
+            for r in rows
+        }
         for d in ds:
             d.deliveries = counts.get(d.entry_id, d.deliveries)
 
-    async def reclaim(self, stream: str, group: str, consumer: str, *, count: int | None = None,
-                      min_idle_ms: int | None = None) -> list[Delivery]:
+    async def reclaim(
+        self, stream: str, group: str, consumer: str, *, count: int | None = None, min_idle_ms: int | None = None
+    ) -> list[Delivery]:
         """XAUTOCLAIM entries idle past ``min_idle`` (crashed or stopped peers, or ourselves)."""
         count = count or self.settings.read_count
         idle = min_idle_ms if min_idle_ms is not None else self.settings.min_idle_ms
@@ -205,8 +242,12 @@ class Bus:
         return [g.decode() if isinstance(g, bytes) else g for g in got]
 
     # -- committing -----------------------------------------------------------------------------
-    async def _commit_call(self, group: str, items: Sequence[tuple[tuple[str, str, int, int], str, str, Effects]],
-                           epoch: bytes | None = None) -> list[bool]:
+    async def _commit_call(
+        self,
+        group: str,
+        items: Sequence[tuple[tuple[str, str, int, int], str, str, Effects]],
+        epoch: bytes | None = None,
+    ) -> list[bool]:
         """One COMMIT_MANY call for items of (identity, input stream, entry id or '', effects),
         read under ``epoch`` (default: the current one)."""
         keys: list[str] = []
@@ -258,8 +299,15 @@ class Bus:
             by_epoch.setdefault(d.epoch, []).append(i)
         out = [False] * len(items)
         for epoch, idx in by_epoch.items():
-            calls = [(idempotency_identity(items[i][0].msg), items[i][0].stream, items[i][0].entry_id,  # type: ignore[arg-type]
-                      items[i][1]) for i in idx]
+            calls = [
+                (
+                    idempotency_identity(items[i][0].msg),
+                    items[i][0].stream,
+                    items[i][0].entry_id,  # type: ignore[arg-type]
+                    items[i][1],
+                )
+                for i in idx
+            ]
             try:
                 res = await self._commit_call(items[0][0].group, calls, epoch or None)
             except EpochChanged:
@@ -282,17 +330,35 @@ class Bus:
         """Move ``d`` to the dead-letter stream (capped at ``dead_cap``) with the error. A field
         over ``dead_payload_bytes`` keeps only its prefix, its size and sha256 (such a letter
         is not replayable), so a 20 MB poison message costs kilobytes, not its size."""
-        fields: list[Any] = [b"stream", d.stream, b"group", d.group, b"entry", d.entry_id,
-                             b"error", error[:2000], b"deliveries", str(d.deliveries),
-                             b"at", f"{time.time():.3f}"]
+        fields: list[Any] = [
+            b"stream",
+            d.stream,
+            b"group",
+            d.group,
+            b"entry",
+            d.entry_id,
+            b"error",
+            error[:2000],
+            b"deliveries",
+            str(d.deliveries),
+            b"at",
+            f"{time.time():.3f}",
+        ]
         if d.msg is not None:
             fields += [b"kind", d.msg.KIND, b"episode", d.msg.episode_id]
         fields += dead_letter_fields(d.fields, self.settings.dead_payload_bytes)
-        eid = await self._dead(keys=[d.stream, self.keys.dead],
-                               args=[d.group, d.entry_id, self.settings.dead_cap, *fields])
+        eid = await self._dead(
+            keys=[d.stream, self.keys.dead], args=[d.group, d.entry_id, self.settings.dead_cap, *fields]
+        )
         await self.redis.hincrby(self.keys.counters, "dead_lettered", 1)
-        log.warning("bus.dead_lettered", stream=d.stream, entry=d.entry_id, error=error,
-                    deliveries=d.deliveries, episode_id=d.msg.episode_id if d.msg else None)
+        log.warning(
+            "bus.dead_lettered",
+            stream=d.stream,
+            entry=d.entry_id,
+            error=error,
+            deliveries=d.deliveries,
+            episode_id=d.msg.episode_id if d.msg else None,
+        )
         return eid.decode() if isinstance(eid, bytes) else str(eid)
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:

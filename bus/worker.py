@@ -150,8 +150,13 @@ class Worker:
         finally:
             structlog.contextvars.reset_contextvars(**token)
         if debug:
-            self.log.debug("worker.handled", kind=d.msg.KIND, seq=d.msg.seq, hop=d.msg.hop,
-                           ms=round((time.perf_counter() - t0) * 1000, 2))
+            self.log.debug(
+                "worker.handled",
+                kind=d.msg.KIND,
+                seq=d.msg.seq,
+                hop=d.msg.hop,
+                ms=round((time.perf_counter() - t0) * 1000, 2),
+            )
         return result
 
     def _debug_enabled(self) -> bool:
@@ -175,6 +180,7 @@ class Worker:
 
     def run(self) -> int:
         """Blocking entry point: installs SIGTERM/SIGINT handlers; returns the exit code."""
+
         async def main() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -216,8 +222,7 @@ class Worker:
         while not self._redis_down and time.monotonic() < deadline:
             await self._probe_redis()
             await anyio.sleep(0.2)
-        self.log.warning("worker.shutdown_abandoned", in_flight=len(self._in_flight),
-                         redis_down=self._redis_down)
+        self.log.warning("worker.shutdown_abandoned", in_flight=len(self._in_flight), redis_down=self._redis_down)
         scope.cancel()
 
     async def _probe_redis(self) -> None:
@@ -279,8 +284,7 @@ class Worker:
         # 1) entries delivered to this consumer name before a restart
         for stream in streams:
             while not self.stopping:
-                own = await self.bus.read(stream, self.group, self.name, pending=True,
-                                          count=await self._read_budget())
+                own = await self.bus.read(stream, self.group, self.name, pending=True, count=await self._read_budget())
                 if not own:
                     break
                 await self._process(own)
@@ -388,8 +392,7 @@ class Worker:
         result = await self._handle_one(d, self._debug_enabled())
         await self._done_tx.send((d, result))
 
-    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]
-                         ) -> None:
+    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]) -> None:
         """Commit finished messages as they come, those that finished together in one call."""
         async for first in rx:
             done = [first]
@@ -427,8 +430,9 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
         self._count_commits(len(done), applied)
 
-    async def _classify(self, done: Sequence[tuple[Delivery, Effects | None | BaseException]]
-                        ) -> list[tuple[Delivery, Effects]]:
+    async def _classify(
+        self, done: Sequence[tuple[Delivery, Effects | None | BaseException]]
+    ) -> list[tuple[Delivery, Effects]]:
         """What to commit: invalid messages go to the dead-letter stream; a handler that raised
         leaves its entry pending (retried after ``min_idle``, dead-lettered after N deliveries)."""
         to_commit: list[tuple[Delivery, Effects]] = []
@@ -437,8 +441,13 @@ class Worker:
                 await self._dead(d, f"invalid message: {r}")
             elif isinstance(r, BaseException):
                 self.stats["errors"] += 1
-                self.log.error("worker.handle_failed", episode_id=d.msg.episode_id if d.msg else None,
-                               entry=d.entry_id, deliveries=d.deliveries, error=repr(r))
+                self.log.error(
+                    "worker.handle_failed",
+                    episode_id=d.msg.episode_id if d.msg else None,
+                    entry=d.entry_id,
+                    deliveries=d.deliveries,
+                    error=repr(r),
+                )
             else:
                 to_commit.append((d, r if r is not None else Effects()))
         return to_commit
@@ -451,9 +460,18 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         key = self.bus.keys.heartbeat(self.role, self.name)
         while True:
-            body = json.dumps({"role": self.role, "worker": self.name, "pid": os.getpid(),
-                               "host": socket.gethostname(), "at": time.time(),
-                               "in_flight": len(self._in_flight), **self.stats, **self.heartbeat_extra()})
+            body = json.dumps(
+                {
+                    "role": self.role,
+                    "worker": self.name,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "at": time.time(),
+                    "in_flight": len(self._in_flight),
+                    **self.stats,
+                    **self.heartbeat_extra(),
+                }
+            )
             try:
                 await self.bus.redis.set(key, body, px=int(self.settings.heartbeat_ttl_s * 1000))
             except Exception as exc:  # a missed heartbeat must not kill the worker

@@ -55,8 +55,15 @@ def spawn(c: Child, cmd: list[str], base_env: Mapping[str, str], url: str, log_p
     env[PARENT_ENV] = str(os.getpid())
     env.pop("USERRL_WORKER_NAME", None)
     with open(log_path, "ab") as out:
-        c.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+        c.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
     c.started_at = time.monotonic()
 
 

@@ -34,9 +34,12 @@ def summarize(entries: list[Entry]) -> dict[str, Any]:
     turns = sum(1 for e in entries if e.get("role") == "env")
     rewards = [float(e["reward"]) for e in entries if e.get("role") == "env" and "reward" in e]
     end = next((e for e in reversed(entries) if e.get("role") == "end"), None)
-    return {"turns": turns, "last_reward": rewards[-1] if rewards else None,
-            "score": float(end["reward"]) if end and "reward" in end else None,
-            "end": end["text"] if end else None}
+    return {
+        "turns": turns,
+        "last_reward": rewards[-1] if rewards else None,
+        "score": float(end["reward"]) if end and "reward" in end else None,
+        "end": end["text"] if end else None,
+    }
 
 
 async def list_episodes(bus: Bus, limit: int = 20) -> list[dict[str, Any]]:
@@ -48,8 +51,9 @@ async def list_episodes(bus: Bus, limit: int = 20) -> list[dict[str, Any]]:
         for member, score in items:
             eid = member.decode()
             entries = await read_episode(bus, eid)
-            rows.append({"episode": eid, "state": state, "since": float(score), **summarize(entries),
-                         "expired": not entries})
+            rows.append(
+                {"episode": eid, "state": state, "since": float(score), **summarize(entries), "expired": not entries}
+            )
     return rows
 
 
@@ -63,8 +67,10 @@ def format_episodes(rows: list[dict[str, Any]], now: float | None = None) -> str
         last = "-" if r["last_reward"] is None else f"{r['last_reward']:g}"
         score = "-" if r["score"] is None else f"{r['score']:g}"
         end = "(log expired)" if r["expired"] else (r["end"] or "")
-        lines.append(f"{r['episode'].ljust(width)}  {r['state']:<8}  {now - r['since']:>5.0f}  "
-                     f"{r['turns']:>5}  {last:>6}  {score:>5}  {end[:60]}")
+        lines.append(
+            f"{r['episode'].ljust(width)}  {r['state']:<8}  {now - r['since']:>5.0f}  "
+            f"{r['turns']:>5}  {last:>6}  {score:>5}  {end[:60]}"
+        )
     return "\n".join(lines)
 
 
@@ -128,8 +134,7 @@ class Watch:
                     continue
                 seen.add(current)
                 self.out(f"--- following episode {current}")
-            resp = await self.bus.redis.xread({self.bus.keys.episode(current): last_id},
-                                              count=64, block=self.block_ms)
+            resp = await self.bus.redis.xread({self.bus.keys.episode(current): last_id}, count=64, block=self.block_ms)
             if not resp:
                 if self._idle(idle_since):
                     break

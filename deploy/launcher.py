@@ -120,8 +120,10 @@ class Launcher:
         try:
             other = self._redis.get(self.keys.supervisor)
             if other:
-                raise ConfigError(f"run {self.cfg.run!r} already has a live supervisor ({other.decode()}); "
-                                  "stop it first or choose another run name")
+                raise ConfigError(
+                    f"run {self.cfg.run!r} already has a live supervisor ({other.decode()}); "
+                    "stop it first or choose another run name"
+                )
             self._warn_leftovers()
             self._wanted = {r: self.cfg.workers[r].replicas for r in self.roles}
             self._redis.delete(self.keys.replicas, self.keys.failure)
@@ -146,9 +148,13 @@ class Launcher:
                 raw = self._redis.get(self.keys.heartbeat(role, f"{role}-{i}"))
                 if raw:
                     hb = json.loads(raw)
-                    self.log.warning("launcher.worker_already_running", worker=f"{role}-{i}",
-                                     pid=hb.get("pid"), host=hb.get("host"),
-                                     hint="stop it (it finishes its batch on SIGTERM) or use another run name")
+                    self.log.warning(
+                        "launcher.worker_already_running",
+                        worker=f"{role}-{i}",
+                        pid=hb.get("pid"),
+                        host=hb.get("host"),
+                        hint="stop it (it finishes its batch on SIGTERM) or use another run name",
+                    )
 
     def start_background(self) -> Launcher:
         """Supervise in a daemon thread (tests, embedding); :meth:`stop` ends it."""
@@ -158,6 +164,7 @@ class Launcher:
 
     def run(self) -> int:
         """Start, supervise until SIGTERM/SIGINT, stop. Returns the exit code."""
+
         def on_signal(signum: int, _frame: Any) -> None:
             # Only a plain assignment here: Event.set() or a log write inside a signal handler can
             # deadlock on a lock the interrupted main thread already holds (Event.wait holds one).
@@ -296,15 +303,20 @@ class Launcher:
         delay = min(self.backoff_base_s * 2 ** (c.failures - 1), self.backoff_cap_s)
         c.start_at = now + delay
         self.restarts[c.role] = self.restarts.get(c.role, 0) + 1
-        self.log.warning("launcher.worker_exited", worker=c.name, rc=rc, ran_s=round(ran, 2),
-                         restart_in_s=delay, restarts=self.restarts[c.role],
-                         log=str(self._log_path(c)))
+        self.log.warning(
+            "launcher.worker_exited",
+            worker=c.name,
+            rc=rc,
+            ran_s=round(ran, 2),
+            restart_in_s=delay,
+            restarts=self.restarts[c.role],
+            log=str(self._log_path(c)),
+        )
         self._judge_exit(c, rc, ran)
         c.ready = False
 
     def _judge_exit(self, c: Child, rc: int, ran: float) -> None:
-        if self.failure or not (why := exit_verdict(rc, c.ready, ran < STABLE_AFTER_S, c.failures,
-                                                    self.give_up_after)):
+        if self.failure or not (why := exit_verdict(rc, c.ready, ran < STABLE_AFTER_S, c.failures, self.give_up_after)):
             return
         log_path = self._log_path(c)
         failure = WorkerFailure(worker=c.name, rc=rc, why=why, error=last_error_line(log_path), log=str(log_path))
@@ -337,9 +349,16 @@ class Launcher:
 
     def _heartbeat(self) -> None:
         assert self._redis is not None
-        body = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "url": redact_url(self.url),
-                "roles": self.workers(), "replicas": dict(self._wanted), "restarts": dict(self.restarts),
-                "redis_restarts": self._local.restarts}
+        body = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "at": time.time(),
+            "url": redact_url(self.url),
+            "roles": self.workers(),
+            "replicas": dict(self._wanted),
+            "restarts": dict(self.restarts),
+            "redis_restarts": self._local.restarts,
+        }
         self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
 
     # -- introspection --------------------------------------------------------------------------

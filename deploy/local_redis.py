@@ -64,8 +64,12 @@ class LocalRedis:
         """Restart the embedded server on its port, password and AOF when it died."""
         if self.server is None or (rc := self.server.exited()) is None:
             return
-        log.warning("launcher.redis_exited", rc=rc, restarts=self.server.restarts + 1,
-                    log=str(self.server.data_dir / "server.log"))
+        log.warning(
+            "launcher.redis_exited",
+            rc=rc,
+            restarts=self.server.restarts + 1,
+            log=str(self.server.data_dir / "server.log"),
+        )
         self.server.restart()
         log.info("launcher.redis_restarted", url=self.server.safe_url, pid=self.server.proc.pid)  # type: ignore[union-attr]
 

@@ -48,8 +48,13 @@ async def _group(bus: Bus, role: str) -> dict[str, Any]:
     length = int(await bus.redis.xlen(stream))
     for g in await bus.group_info(stream):
         if g.get("name") == bus.keys.group(role):
-            return {"stream_length": length, "lag": _int(g.get("lag")), "pending": _int(g.get("pending")),
-                    "consumers": _int(g.get("consumers")), "entries_read": _int(g.get("entries-read"))}
+            return {
+                "stream_length": length,
+                "lag": _int(g.get("lag")),
+                "pending": _int(g.get("pending")),
+                "consumers": _int(g.get("consumers")),
+                "entries_read": _int(g.get("entries-read")),
+            }
     return {"stream_length": length, "lag": None, "pending": 0, "consumers": 0, "entries_read": None}
 
 
@@ -66,19 +71,31 @@ async def _dead_by_group(bus: Bus, limit: int = 10_000) -> tuple[int, dict[str, 
     return total, by
 
 
-async def _sample(bus: Bus, roles: list[str]) -> tuple[float, dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+async def _sample(
+    bus: Bus, roles: list[str]
+) -> tuple[float, dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     t = time.monotonic()
     groups = {r: await _group(bus, r) for r in roles}
     return t, groups, await _heartbeats(bus)
 
 
-def _rate(role: str, t0: float, g0: dict[str, Any], hb0: list[dict[str, Any]], t1: float,
-          g1: dict[str, Any], hb1: list[dict[str, Any]]) -> float | None:
+def _rate(
+    role: str,
+    t0: float,
+    g0: dict[str, Any],
+    hb0: list[dict[str, Any]],
+    t1: float,
+    g1: dict[str, Any],
+    hb1: list[dict[str, Any]],
+) -> float | None:
     if g0.get("entries_read") is not None and g1.get("entries_read") is not None and t1 > t0:
         return max(0, g1["entries_read"] - g0["entries_read"]) / (t1 - t0)
     before = {h["worker"]: h for h in hb0}
-    rates = [(h.get("handled", 0) - before[h["worker"]].get("handled", 0)) / (h["at"] - before[h["worker"]]["at"])
-             for h in hb1 if h["worker"] in before and h["at"] > before[h["worker"]]["at"]]
+    rates = [
+        (h.get("handled", 0) - before[h["worker"]].get("handled", 0)) / (h["at"] - before[h["worker"]]["at"])
+        for h in hb1
+        if h["worker"] in before and h["at"] > before[h["worker"]]["at"]
+    ]
     return sum(rates) if rates else None
 
 
@@ -98,20 +115,46 @@ async def collect_status(bus: Bus, sample_s: float = 1.0) -> dict[str, Any]:
     counters = {k.decode(): int(v) for k, v in (await bus.redis.hgetall(bus.keys.counters)).items()}
     out_roles: dict[str, Any] = {}
     for r in roles:
-        workers = [{k: h.get(k) for k in ("worker", "pid", "host", "age_s", "in_flight", "handled",
-                                          "committed", "duplicates", "dead_lettered", "errors")}
-                   for h in hb1.get(r, [])]
+        workers = [
+            {
+                k: h.get(k)
+                for k in (
+                    "worker",
+                    "pid",
+                    "host",
+                    "age_s",
+                    "in_flight",
+                    "handled",
+                    "committed",
+                    "duplicates",
+                    "dead_lettered",
+                    "errors",
+                )
+            }
+            for h in hb1.get(r, [])
+        ]
         rate = _rate(r, t0, g0[r], hb0.get(r, []), t1, g1[r], hb1.get(r, [])) if sample_s > 0 else None
         g = {k: v for k, v in g1[r].items() if k != "entries_read"}
-        out_roles[r] = {"wanted": replicas.get(r), "live": len(workers), "workers": workers, **g,
-                        "dead_letters": dead_by.get(bus.keys.group(r), 0),
-                        "throughput": None if rate is None else round(rate, 2)}
-    return {"run": bus.keys.run, "at": time.time(),
-            "supervisor": json.loads(sup_raw) if sup_raw else None,
-            "roles": out_roles,
-            "episodes": {"live": int(await bus.redis.zcard(bus.keys.live)),
-                         "finished": int(await bus.redis.zcard(bus.keys.finished))},
-            "dead_letters": dead_total, "counters": counters}
+        out_roles[r] = {
+            "wanted": replicas.get(r),
+            "live": len(workers),
+            "workers": workers,
+            **g,
+            "dead_letters": dead_by.get(bus.keys.group(r), 0),
+            "throughput": None if rate is None else round(rate, 2),
+        }
+    return {
+        "run": bus.keys.run,
+        "at": time.time(),
+        "supervisor": json.loads(sup_raw) if sup_raw else None,
+        "roles": out_roles,
+        "episodes": {
+            "live": int(await bus.redis.zcard(bus.keys.live)),
+            "finished": int(await bus.redis.zcard(bus.keys.finished)),
+        },
+        "dead_letters": dead_total,
+        "counters": counters,
+    }
 
 
 def _cell(v: Any) -> str:
@@ -121,21 +164,44 @@ def _cell(v: Any) -> str:
 def format_status(s: dict[str, Any]) -> str:
     """A plain-text table of :func:`collect_status`'s result."""
     sup = s.get("supervisor")
-    head = f"run {s['run']}  episodes live {s['episodes']['live']} finished {s['episodes']['finished']}" \
-           f"  dead letters {s['dead_letters']}"
+    head = (
+        f"run {s['run']}  episodes live {s['episodes']['live']} finished {s['episodes']['finished']}"
+        f"  dead letters {s['dead_letters']}"
+    )
     if sup:
         restarts = " ".join(f"{r}={n}" for r, n in sup.get("restarts", {}).items() if n)
         head += f"\nsupervisor pid {sup.get('pid')} on {sup.get('host')}  restarts: {restarts or 'none'}"
     else:
         head += "\nsupervisor: none (workers started alone, or no deploy running)"
     cols = ["ROLE", "WANTED", "LIVE", "STREAM", "LAG", "PENDING", "DEAD", "MSG/S"]
-    rows = [[r, _cell(v["wanted"]), str(v["live"]), str(v["stream_length"]), _cell(v["lag"]),
-             str(v["pending"]), str(v["dead_letters"]), _cell(v["throughput"])]
-            for r, v in s["roles"].items()]
+    rows = [
+        [
+            r,
+            _cell(v["wanted"]),
+            str(v["live"]),
+            str(v["stream_length"]),
+            _cell(v["lag"]),
+            str(v["pending"]),
+            str(v["dead_letters"]),
+            _cell(v["throughput"]),
+        ]
+        for r, v in s["roles"].items()
+    ]
     wcols = ["  WORKER", "PID", "AGE_S", "IN_FLIGHT", "HANDLED", "DUPS", "DEAD", "ERRORS"]
-    wrows = [[f"  {w['worker']}", _cell(w["pid"]), _cell(w["age_s"]), _cell(w["in_flight"]),
-              _cell(w["handled"]), _cell(w["duplicates"]), _cell(w["dead_lettered"]), _cell(w["errors"])]
-             for v in s["roles"].values() for w in v["workers"]]
+    wrows = [
+        [
+            f"  {w['worker']}",
+            _cell(w["pid"]),
+            _cell(w["age_s"]),
+            _cell(w["in_flight"]),
+            _cell(w["handled"]),
+            _cell(w["duplicates"]),
+            _cell(w["dead_lettered"]),
+            _cell(w["errors"]),
+        ]
+        for v in s["roles"].values()
+        for w in v["workers"]
+    ]
     return "\n".join([head, "", _table(cols, rows)] + (["", _table(wcols, wrows)] if wrows else []))
 
 

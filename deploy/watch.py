@@ -101,7 +101,7 @@ def all_failed_message(trajs: list[Trajectory]) -> str | None:
     """The job's one-line verdict when every episode failed (None when any succeeded or none ran)."""
     if not trajs or any(t.status == "ok" for t in trajs):
         return None
-    (reason, n), = count_reasons(trajs).most_common(1)
+    ((reason, n),) = count_reasons(trajs).most_common(1)
     return f"all {len(trajs)} episodes failed; most common reason ({n}x): {reason}"
 
 
@@ -150,8 +150,9 @@ def all_failed_so_far(redis: Any, keys: Any, threshold: int) -> str | None:
     if int(ok or 0) or int(failed or 0) < threshold:
         return None
     top = failure_reasons(redis, keys.stream("reward")).most_common(1)
-    return f"all {int(failed)} episodes so far failed" + (f"; most common reason ({top[0][1]}x): {top[0][0]}"
-                                                           if top else "")
+    return f"all {int(failed)} episodes so far failed" + (
+        f"; most common reason ({top[0][1]}x): {top[0][0]}" if top else ""
+    )
 
 
 async def watch_deploy(bus: Any, poll_s: float = 1.0) -> None:
@@ -187,7 +188,8 @@ async def wait_watching(bus: Any, wait: Callable[[], Awaitable[T]]) -> T:
         tg.start_soon(run, lambda: watch_deploy(bus), False, tg.cancel_scope)
     if errors:
         if isinstance(errors[0], RedisConnectionError):
-            raise JobFailed(f"lost the connection to Redis ({errors[0]}); is the deploy still running? "
-                            "(`userrl status`)") from errors[0]
+            raise JobFailed(
+                f"lost the connection to Redis ({errors[0]}); is the deploy still running? (`userrl status`)"
+            ) from errors[0]
         raise errors[0]
     return out[0]

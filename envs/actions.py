@@ -49,8 +49,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CHOICES", "MAX_OUTPUT_CHARS", "TOOL_CHOICES", "TOOL_NAME", "TOOL_SCHEMA", "Action", "Choice",
-           "format_tool_call", "parse_action", "parse_prefixed", "strip_think"]
+__all__ = [
+    "CHOICES",
+    "MAX_OUTPUT_CHARS",
+    "TOOL_CHOICES",
+    "TOOL_NAME",
+    "TOOL_SCHEMA",
+    "Action",
+    "Choice",
+    "format_tool_call",
+    "parse_action",
+    "parse_prefixed",
+    "strip_think",
+]
 
 Choice = Literal["action", "answer", "search", "finish", "invalid"]
 CHOICES: tuple[str, ...] = ("action", "answer", "search", "finish")
@@ -83,16 +94,26 @@ class Action:
         return f"[{self.choice}] {self.content}".rstrip()
 
     def to_dict(self) -> dict[str, object]:
-        return {"choice": self.choice, "content": self.content, "raw": self.raw,
-                "error": self.error, "via_tool": self.via_tool}
+        return {
+            "choice": self.choice,
+            "content": self.content,
+            "raw": self.raw,
+            "error": self.error,
+            "via_tool": self.via_tool,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> Action:
         choice = str(d.get("choice", "invalid"))
         if choice not in CHOICES and choice != "invalid":
             choice = "invalid"
-        return cls(choice=choice, content=str(d.get("content", "")), raw=str(d.get("raw", "")),  # type: ignore[arg-type]
-                   error=str(d.get("error", "")), via_tool=bool(d.get("via_tool", False)))
+        return cls(
+            choice=choice,
+            content=str(d.get("content", "")),
+            raw=str(d.get("raw", "")),  # type: ignore[arg-type]
+            error=str(d.get("error", "")),
+            via_tool=bool(d.get("via_tool", False)),
+        )
 
 
 def parse_prefixed(text: str) -> Action:
@@ -109,8 +130,15 @@ def parse_prefixed(text: str) -> Action:
     return Action(choice, content=content, raw=text)  # type: ignore[arg-type]
 
 
-__all__ = ["MAX_OUTPUT_CHARS", "TOOL_CHOICES", "TOOL_NAME", "TOOL_SCHEMA", "format_tool_call",
-           "parse_action", "strip_think"]
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "TOOL_CHOICES",
+    "TOOL_NAME",
+    "TOOL_SCHEMA",
+    "format_tool_call",
+    "parse_action",
+    "strip_think",
+]
 
 TOOL_NAME = "interact_with_env"
 TOOL_CHOICES: tuple[str, ...] = ("action", "answer", "search")
@@ -162,7 +190,7 @@ def strip_think(text: str) -> tuple[str, str]:
     close = text.find(_THINK_CLOSE)
     open_ = text.find(_THINK_OPEN)
     if close != -1 and (open_ == -1 or close < open_):
-        text = text[close + len(_THINK_CLOSE):]
+        text = text[close + len(_THINK_CLOSE) :]
     parts: list[str] = []
     pos = 0
     while (start := text.find(_THINK_OPEN, pos)) != -1:
@@ -245,5 +273,9 @@ def _tool_action(raw: str, call: Any) -> Action:
         content = str(content)
     if not isinstance(content, str) or not content.strip():
         return _invalid(raw, f"choice {choice!r} needs a non-empty string 'content'")
-    return Action(choice.strip().lower(), content=content.strip(), raw=raw,  # type: ignore[arg-type]
-                  via_tool=True)
+    return Action(
+        choice.strip().lower(),
+        content=content.strip(),
+        raw=raw,  # type: ignore[arg-type]
+        via_tool=True,
+    )

@@ -135,8 +135,14 @@ class Env(ABC):
         state = _private_copy(state)
         state["turn"] = int(state.get("turn", 0)) + 1
         if action.choice == "invalid":
-            res = StepResult(state, self.format_error_observation, 0.0, False, False,
-                             {"format_error": action.error or "invalid action"})
+            res = StepResult(
+                state,
+                self.format_error_observation,
+                0.0,
+                False,
+                False,
+                {"format_error": action.error or "invalid action"},
+            )
         elif action.choice == "finish":
             res = StepResult(state, "Episode finished.", 0.0, True, False, {"finished": True})
         else:

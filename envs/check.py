@@ -39,8 +39,9 @@ from userrl.sim_users.base import SimUser
 PROBES = ("hello there", "[search] anything", "[action] Is it bigger than a car?")
 
 
-async def rollout(env: Env, task: Task, policy: Policy, *, seed: int = 0,
-                  user: SimUser | None = None, check_replay: bool = False) -> Transcript:
+async def rollout(
+    env: Env, task: Task, policy: Policy, *, seed: int = 0, user: SimUser | None = None, check_replay: bool = False
+) -> Transcript:
     """Play one episode of ``task`` with ``policy(task, messages) -> action text``, the way
     the policy plays it (no ``Reward:`` line shown).
 
@@ -54,8 +55,9 @@ async def rollout(env: Env, task: Task, policy: Policy, *, seed: int = 0,
         again = await env.step(msgpack.unpackb(msgpack.packb(state), raw=False), turn.action, user)
         assert again == turn.result, f"{env.id}: re-executing a step from its snapshot differs"
 
-    return await play_episode(env, task, policy, seed=seed, user=user, show_reward=False,
-                              after_turn=replay if check_replay else None)
+    return await play_episode(
+        env, task, policy, seed=seed, user=user, show_reward=False, after_turn=replay if check_replay else None
+    )
 
 
 def _assert_serializable(env_id: str, state: State) -> None:
@@ -72,12 +74,13 @@ def expert_policy(cls: type[Env]) -> Policy:
 
 def probing_policy(cls: type[Env]) -> Policy:
     """A few error-path actions, then the expert (the expert only counts its own turns)."""
+
     def policy(task: Task, messages: list[dict[str, str]]) -> str:
         own = [m for m in messages if m.get("role") == "assistant"]
         if len(own) < len(PROBES):
             return PROBES[len(own)]
-        return cls.expert_action(task, [m for m in messages if m.get("role") != "assistant"]
-                                 + own[len(PROBES):])
+        return cls.expert_action(task, [m for m in messages if m.get("role") != "assistant"] + own[len(PROBES) :])
+
     return policy
 
 
@@ -96,8 +99,9 @@ def check_gymnasium(env_id: str, split: str = "test", data_path: str | Path | No
     assert not msgs, f"{env_id}: gymnasium check_env warned: {msgs}"
 
 
-def check_adapter_determinism(env_id: str, split: str = "test",
-                              data_path: str | Path | None = None, seed: int = 7) -> None:
+def check_adapter_determinism(
+    env_id: str, split: str = "test", data_path: str | Path | None = None, seed: int = 7
+) -> None:
     """A seeded reset (no task id) and the same actions reproduce the episode."""
     runs = []
     for _ in range(2):
@@ -111,8 +115,7 @@ def check_adapter_determinism(env_id: str, split: str = "test",
                 text = env.env.expert_action(task, messages)
                 step = env.step(text)
                 trace.append(step[:4])
-                messages += [{"role": "assistant", "content": text},
-                             {"role": "user", "content": step[0]}]
+                messages += [{"role": "assistant", "content": text}, {"role": "user", "content": step[0]}]
                 if step[2] or step[3]:
                     break
         finally:
@@ -125,18 +128,20 @@ async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
     env = cls()
     for i, task in enumerate(tasks):
         if i < 3:  # replay + determinism on a few tasks keeps the check fast
-            runs = [await rollout(env, task, probing_policy(cls), seed=11, check_replay=True)
-                    for _ in range(2)]
+            runs = [await rollout(env, task, probing_policy(cls), seed=11, check_replay=True) for _ in range(2)]
             a, b = runs
             assert (a.observations, a.rewards) == (b.observations, b.rewards), (
-                f"{cls.id}: task {task['id']}: same seed and actions gave different episodes")
+                f"{cls.id}: task {task['id']}: same seed and actions gave different episodes"
+            )
         tr = await rollout(env, task, expert_policy(cls), seed=i)
         best, most = float(cls.max_score(task)), float(cls.max_return(task))
         assert math.isclose(tr.score, best, abs_tol=1e-6) and math.isclose(tr.total_reward, most, abs_tol=1e-6), (
             f"{cls.id}: expert scored {tr.score} (max {best}) with rewards {tr.total_reward} "
-            f"(max {most}) on task {task['id']}; transcript: {tr.messages[2:]}")
+            f"(max {most}) on task {task['id']}; transcript: {tr.messages[2:]}"
+        )
         assert tr.terminated and not tr.truncated, (
-            f"{cls.id}: expert episode on task {task['id']} did not terminate by itself")
+            f"{cls.id}: expert episode on task {task['id']} did not terminate by itself"
+        )
 
 
 def check_tasks(env_id: str, tasks: list[Task]) -> None:
@@ -144,8 +149,9 @@ def check_tasks(env_id: str, tasks: list[Task]) -> None:
     asyncio.run(_check_tasks(get_env_class(env_id), tasks))
 
 
-def check_env(env_id: str, split: str = "test", data_path: str | Path | None = None,
-              sample: int | None = None) -> dict[str, float]:
+def check_env(
+    env_id: str, split: str = "test", data_path: str | Path | None = None, sample: int | None = None
+) -> dict[str, float]:
     """Run every check in the module docstring; AssertionError says what failed and where.
 
     ``sample`` limits checks 4 and 5 to that many tasks (a stable hash of their ids picks
@@ -159,8 +165,7 @@ def check_env(env_id: str, split: str = "test", data_path: str | Path | None = N
 
 async def _expert_golds(cls: type[Env], tasks: list[Task]) -> dict[str, list[str]]:
     env = cls()
-    return {str(t["id"]): exploits.answers_of((await rollout(env, t, expert_policy(cls))).messages)
-            for t in tasks}
+    return {str(t["id"]): exploits.answers_of((await rollout(env, t, expert_policy(cls))).messages) for t in tasks}
 
 
 async def exploit_scores(env_id: str, tasks: list[Task], train: list[Task]) -> dict[str, list[float]]:
@@ -176,8 +181,13 @@ async def exploit_scores(env_id: str, tasks: list[Task], train: list[Task]) -> d
     return out
 
 
-def check_exploits(env_id: str, split: str = "test", data_path: str | Path | None = None,
-                   sample: int | None = None, tolerance: float = exploits.TOLERANCE) -> dict[str, float]:
+def check_exploits(
+    env_id: str,
+    split: str = "test",
+    data_path: str | Path | None = None,
+    sample: int | None = None,
+    tolerance: float = exploits.TOLERANCE,
+) -> dict[str, float]:
     """Fail if an exploit's mean return (sum of turn rewards) exceeds the best do-nothing
     baseline's by more than ``tolerance`` times the mean most reward a task offers (the gym's
     ``max_return``; see :data:`userrl.envs.exploits.TOLERANCE`).
@@ -198,13 +208,14 @@ def check_exploits(env_id: str, split: str = "test", data_path: str | Path | Non
     floor = max(means[b] for b in exploits.BASELINES)
     margin = tolerance * sum(best) / max(1, len(best))
     bad = {k: m for k, m in means.items() if m > floor + margin}
-    assert not bad, (f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}): "
-                     f"{bad}; per task: { {k: scores[k] for k in bad} }")
+    assert not bad, (
+        f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}): "
+        f"{bad}; per task: { {k: scores[k] for k in bad} }"
+    )
     return means
 
 
-def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None,
-            sample: int | None = None) -> int:
+def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None, sample: int | None = None) -> int:
     """``userrl check env ID|all``: every check of one gym (or all), a line per exploit
     policy on stdout; exit code 1 when a check fails."""
     failed = 0

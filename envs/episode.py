@@ -67,8 +67,10 @@ async def play_turn(env: Env, state: State, text: str, user: SimUser, *, show_re
     """
     action = parse_action(text)
     result = await env.step(state, action, user)
-    feedback = {"role": "tool" if action.via_tool else "user",
-                "content": feedback_text(result.observation, result.reward, show_reward)}
+    feedback = {
+        "role": "tool" if action.via_tool else "user",
+        "content": feedback_text(result.observation, result.reward, show_reward),
+    }
     return Turn(text, action, result, feedback)
 
 
@@ -76,8 +78,7 @@ async def reset_episode(env: Env, task: Task, seed: int) -> tuple[State, list[di
     """Reset ``env`` on ``task``: the first state and the first messages the policy sees (the
     gym's rules as the system message, then its first observation)."""
     state, observation, _info = await env.reset(task, seed)
-    return state, [{"role": "system", "content": env.system_prompt(task)},
-                   {"role": "user", "content": observation}]
+    return state, [{"role": "system", "content": env.system_prompt(task)}, {"role": "user", "content": observation}]
 
 
 @dataclass
@@ -113,9 +114,16 @@ class Transcript:
         return round(sum(self.rewards), 4)
 
 
-async def play_episode(env: Env, task: Task, policy: Policy, *, seed: int = 0, user: SimUser | None = None,
-                       show_reward: bool = True,
-                       after_turn: Callable[[State, Turn], Awaitable[None]] | None = None) -> Transcript:
+async def play_episode(
+    env: Env,
+    task: Task,
+    policy: Policy,
+    *,
+    seed: int = 0,
+    user: SimUser | None = None,
+    show_reward: bool = True,
+    after_turn: Callable[[State, Turn], Awaitable[None]] | None = None,
+) -> Transcript:
     """Play ``task`` to its end with ``policy`` and a user in this process (the gym's scripted
     user unless ``user`` is given). ``after_turn(state_before, turn)`` runs after each turn
     (the gym checks re-execute the step there)."""
@@ -152,8 +160,14 @@ class ReplayUser(UserMixin):
     async def ask(self, query: UserQuery) -> dict[str, Any]:
         self.hop += 1
         if not query.history and self.history:
-            query = UserQuery(env_id=query.env_id, kind=query.kind, name=query.name, payload=query.payload,
-                              task=query.task, history=self.history)
+            query = UserQuery(
+                env_id=query.env_id,
+                kind=query.kind,
+                name=query.name,
+                payload=query.payload,
+                task=query.task,
+                history=self.history,
+            )
         reply = self.replies.get(self.hop)
         if reply is None:
             raise NeedReply(self.hop, query)

@@ -61,10 +61,17 @@ class UserRLGymnasiumEnv(gymnasium.Env[str, str]):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, env_id: str, user: SimUser | None = None, split: str = "test",
-                 data_path: str | Path | None = None, max_turns: int | None = None,
-                 parse_action: Callable[[str], Action] = parse_prefixed,
-                 render_mode: str | None = None, **env_options: Any) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        user: SimUser | None = None,
+        split: str = "test",
+        data_path: str | Path | None = None,
+        max_turns: int | None = None,
+        parse_action: Callable[[str], Action] = parse_prefixed,
+        render_mode: str | None = None,
+        **env_options: Any,
+    ) -> None:
         self.env_id = env_id
         self.env = get_env_class(env_id)(max_turns=max_turns, **env_options)
         self.user: SimUser = user if user is not None else InProcessUser()
@@ -83,8 +90,7 @@ class UserRLGymnasiumEnv(gymnasium.Env[str, str]):
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         if "task" in options:
@@ -109,8 +115,7 @@ class UserRLGymnasiumEnv(gymnasium.Env[str, str]):
         res = self._run(self.env.step(self._state, parsed, self.user))
         self._state = res.state
         self._done = res.terminated or res.truncated
-        return (res.observation, float(res.reward), bool(res.terminated), bool(res.truncated),
-                copy.deepcopy(res.info))
+        return (res.observation, float(res.reward), bool(res.terminated), bool(res.truncated), copy.deepcopy(res.info))
 
     @property
     def state(self) -> State | None:
@@ -134,8 +139,7 @@ def register_all() -> list[str]:
     ids = list_envs()
     for env_id in ids:
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=f"{__name__}:UserRLGymnasiumEnv",
-                               kwargs={"env_id": env_id})
+            gymnasium.register(id=env_id, entry_point=f"{__name__}:UserRLGymnasiumEnv", kwargs={"env_id": env_id})
     return ids
 
 

@@ -76,7 +76,15 @@ def user_spec(env_id: str) -> UserSpec:
 
 
 #: the gyms that ship with userrl
-BUILTIN: tuple[type[Env], ...] = (FunctionGym, TelepathyGym, TurtleGym, IntentionGym, TravelGym,
-                                  PersuadeGym, SearchGym, TauGym)
+BUILTIN: tuple[type[Env], ...] = (
+    FunctionGym,
+    TelepathyGym,
+    TurtleGym,
+    IntentionGym,
+    TravelGym,
+    PersuadeGym,
+    SearchGym,
+    TauGym,
+)
 for _cls in BUILTIN:
     register(_cls)

@@ -50,8 +50,14 @@ class EnvWorker(Worker):
     role = "env"
     accepts = (Reset, PolicyReply, UserReply)
 
-    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, send_task_to_policy: bool = False,
-                 show_reward: bool = True) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: WorkerSettings | None = None,
+        *,
+        send_task_to_policy: bool = False,
+        show_reward: bool = True,
+    ) -> None:
         super().__init__(bus, settings)
         self.send_task_to_policy = send_task_to_policy
         self.show_reward = show_reward
@@ -126,9 +132,18 @@ class EnvWorker(Worker):
         if await self.load(msg.episode_id) is not None:
             return None  # a duplicate reset: the episode already runs
         task_id = str(msg.task.get("id", ""))
-        ep = Episode(episode_id=msg.episode_id, group_id=msg.group_id, env_id=msg.env_id, task_id=task_id,
-                     env_state={}, messages=[], sampling=dict(msg.sampling), meta=dict(msg.meta),
-                     started_at=time.time(), gym_options=dict(msg.options))
+        ep = Episode(
+            episode_id=msg.episode_id,
+            group_id=msg.group_id,
+            env_id=msg.env_id,
+            task_id=task_id,
+            env_state={},
+            messages=[],
+            sampling=dict(msg.sampling),
+            meta=dict(msg.meta),
+            started_at=time.time(),
+            gym_options=dict(msg.options),
+        )
         try:
             env = self.env(msg.env_id, msg.max_turns, ep.gym_options)
             ep.env_state, ep.messages = await reset_episode(env, msg.task, msg.seed)
@@ -146,9 +161,15 @@ class EnvWorker(Worker):
         eff = Effects()
         if msg.error:
             return self.fail(eff, ep, msg.error.exception("policy failed"))
-        ep.pending = {"text": msg.text, "prompt_ids": list(msg.prompt_ids), "token_ids": list(msg.token_ids),
-                      "logprobs": list(msg.logprobs), "version": msg.version, "worker": msg.worker,
-                      "finish_reason": msg.finish_reason}
+        ep.pending = {
+            "text": msg.text,
+            "prompt_ids": list(msg.prompt_ids),
+            "token_ids": list(msg.token_ids),
+            "logprobs": list(msg.logprobs),
+            "version": msg.version,
+            "worker": msg.worker,
+            "finish_reason": msg.finish_reason,
+        }
         self.log_turn(eff, ep, role="assistant", text=msg.text, version=msg.version, worker=msg.worker)
         return await self.run_step(eff, ep, {})
 
@@ -164,7 +185,7 @@ class EnvWorker(Worker):
         for k, v in stored.items():
             key = k.decode()
             if key.startswith(prefix):
-                replies[int(key[len(prefix):])] = msgpack.unpackb(v, raw=False)
+                replies[int(key[len(prefix) :])] = msgpack.unpackb(v, raw=False)
         replies.setdefault(msg.hop, dict(msg.reply))
         return await self.run_step(eff, ep, replies)
 
@@ -189,12 +210,24 @@ class EnvWorker(Worker):
         assert p is not None
         action, res = turn.action, turn.result
         reward = float(res.reward)
-        ep.turns.append({"seq": ep.seq, "reward": reward, "action": action.text, "text": p["text"],
-                         "prompt_ids": p["prompt_ids"], "token_ids": p["token_ids"], "logprobs": p["logprobs"],
-                         "policy_version": p["version"], "observation": res.observation,
-                         "format_error": action.choice == "invalid", "worker": p["worker"],
-                         "terminated": res.terminated, "truncated": res.truncated,
-                         **({"info_score": float(res.info["score"])} if "score" in res.info else {})})
+        ep.turns.append(
+            {
+                "seq": ep.seq,
+                "reward": reward,
+                "action": action.text,
+                "text": p["text"],
+                "prompt_ids": p["prompt_ids"],
+                "token_ids": p["token_ids"],
+                "logprobs": p["logprobs"],
+                "policy_version": p["version"],
+                "observation": res.observation,
+                "format_error": action.choice == "invalid",
+                "worker": p["worker"],
+                "terminated": res.terminated,
+                "truncated": res.truncated,
+                **({"info_score": float(res.info["score"])} if "score" in res.info else {}),
+            }
+        )
         ep.messages += turn.messages
         n_seen = len(ep.messages) - 1
         ep.env_state = res.state
@@ -211,27 +244,47 @@ class EnvWorker(Worker):
     def ask_policy(self, eff: Effects, ep: Episode, stream: str | None = None) -> Effects:
         """Ask for the next action; ``stream`` routes it to the replica that holds the episode's
         prefix cache (sticky episodes), else the shared policy stream."""
-        req = PolicyRequest(episode_id=ep.episode_id, seq=ep.seq, env_id=ep.env_id, messages=ep.messages,
-                            prompt_ids=ep.prompt_ids, n_seen=ep.n_seen, sampling=ep.sampling,
-                            task=ep.env_state.get("task") if self.send_task_to_policy else None)
+        req = PolicyRequest(
+            episode_id=ep.episode_id,
+            seq=ep.seq,
+            env_id=ep.env_id,
+            messages=ep.messages,
+            prompt_ids=ep.prompt_ids,
+            n_seen=ep.n_seen,
+            sampling=ep.sampling,
+            task=ep.env_state.get("task") if self.send_task_to_policy else None,
+        )
         eff.send(stream or self.bus.keys.stream("policy"), req)
         return self.save(eff, ep)
 
     def save(self, eff: Effects, ep: Episode) -> Effects:
         # ``at`` is the episode's last progress: the reconciler reports an episode stalled past
         # its deadline (e.g. a message of it was dead-lettered) instead of waiting forever.
-        return eff.hset(self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq,
-                                                              "at": f"{time.time():.3f}"})
+        return eff.hset(
+            self.bus.keys.state(ep.episode_id), {"episode": ep.pack(), "seq": ep.seq, "at": f"{time.time():.3f}"}
+        )
 
     def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None) -> Effects:
         status = "failed" if error else "ok"
         err = ErrorRecord.of(error) if error else None
-        traj = Trajectory(episode_id=ep.episode_id, group_id=ep.group_id, env_id=ep.env_id, task_id=ep.task_id,
-                          turns=ep.turns, status=status, error=err,
-                          meta={**ep.meta, "end": end, "score": self.score(ep)})
+        traj = Trajectory(
+            episode_id=ep.episode_id,
+            group_id=ep.group_id,
+            env_id=ep.env_id,
+            task_id=ep.task_id,
+            turns=ep.turns,
+            status=status,
+            error=err,
+            meta={**ep.meta, "end": end, "score": self.score(ep)},
+        )
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
-        self.log_turn(eff, ep, role="end", text=end if not err else f"{end}: {err.message}",
-                      reward=sum(t["reward"] for t in ep.turns))
+        self.log_turn(
+            eff,
+            ep,
+            role="end",
+            text=end if not err else f"{end}: {err.message}",
+            reward=sum(t["reward"] for t in ep.turns),
+        )
         return release_episode(eff, self.bus, ep.episode_id, status)
 
     @staticmethod
@@ -246,8 +299,17 @@ class EnvWorker(Worker):
         self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=error.kind)
         return self.complete(eff, ep, "failed", error)
 
-    def log_turn(self, eff: Effects, ep: Episode, *, role: str, text: str, reward: float | None = None,
-                 version: int | None = None, worker: str = "") -> None:
+    def log_turn(
+        self,
+        eff: Effects,
+        ep: Episode,
+        *,
+        role: str,
+        text: str,
+        reward: float | None = None,
+        version: int | None = None,
+        worker: str = "",
+    ) -> None:
         fields: dict[str, Any] = {"role": role, "turn": ep.seq, "text": text}
         if reward is not None:
             fields["reward"] = reward
@@ -255,4 +317,3 @@ class EnvWorker(Worker):
             fields["version"] = version
         fields["worker"] = worker or self.name
         eff.append(self.bus.keys.episode(ep.episode_id), fields, maxlen=self.bus.settings.episode_log_cap)
-

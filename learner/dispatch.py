@@ -74,11 +74,17 @@ class Dispatcher:
         sent: list[Reset] = []
         while len(self.in_flight) < self.max_in_flight and self.dispatched < self.admitted(version):
             env_id, task = next(self._cycle)
-            resets = make_resets(env_id, [task], group_size=self.group_size, seed=self.seed + self.dispatched,
-                                 max_turns=self.max_turns, sampling=self.sampling,
-                                 meta={"split": "train", "dispatched_at_version": version},
-                                 prefix=f"{self.run_tag}{self.dispatched:06d}:",
-                                 options=self.options.get(env_id))
+            resets = make_resets(
+                env_id,
+                [task],
+                group_size=self.group_size,
+                seed=self.seed + self.dispatched,
+                max_turns=self.max_turns,
+                sampling=self.sampling,
+                meta={"split": "train", "dispatched_at_version": version},
+                prefix=f"{self.run_tag}{self.dispatched:06d}:",
+                options=self.options.get(env_id),
+            )
             self.dispatched += 1
             self.in_flight.add(resets[0].group_id)
             sent += resets

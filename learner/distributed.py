@@ -35,8 +35,15 @@ from userrl.learner.metrics import MetricsLog
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["COMMANDS", "Distributed", "TokenLogprobs", "accelerate_command", "follow", "launched",
-           "run_learn_under_accelerate"]
+__all__ = [
+    "COMMANDS",
+    "Distributed",
+    "TokenLogprobs",
+    "accelerate_command",
+    "follow",
+    "launched",
+    "run_learn_under_accelerate",
+]
 
 UNDER_ACCELERATE = "USERRL_UNDER_ACCELERATE"
 """Set in the processes ``accelerate launch`` starts for us: never relaunch from inside one."""
@@ -47,22 +54,36 @@ COMMANDS = ("step", "save_weights", "save_model", "checkpoint", "stop")
 def accelerate_command(config_file: str, userrl_args: Sequence[str]) -> list[str]:
     """``accelerate launch --config_file FILE -m userrl ARGS`` with this interpreter."""
     if not Path(config_file).is_file():
-        raise ConfigError(f"train.accelerate_config: {config_file} is not a file "
-                          "(write one with `accelerate config --config_file FILE`)")
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-            "-m", "userrl", *userrl_args]
+        raise ConfigError(
+            f"train.accelerate_config: {config_file} is not a file "
+            "(write one with `accelerate config --config_file FILE`)"
+        )
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config_file),
+        "-m",
+        "userrl",
+        *userrl_args,
+    ]
 
 
 def relaunch_env() -> dict[str, str]:
     return {**os.environ, UNDER_ACCELERATE: "1"}
 
 
-def run_learn_under_accelerate(cfg: Any, config_path: str | None, overrides: Sequence[str], start_model: str,
-                               run_dir: Path, url: str) -> tuple[str, list[dict[str, Any]]]:
+def run_learn_under_accelerate(
+    cfg: Any, config_path: str | None, overrides: Sequence[str], start_model: str, run_dir: Path, url: str
+) -> tuple[str, list[dict[str, Any]]]:
     """``userrl train``'s GRPO stage as ``accelerate launch ... userrl learn`` against the running
     deploy at ``url``; its final model and metrics come back through ``run_dir``."""
-    args = ["learn", *(["--config", config_path] if config_path else []),
-            *[x for ov in [*overrides, f"policy.model={start_model}"] for x in ("--set", ov)]]
+    args = [
+        "learn",
+        *(["--config", config_path] if config_path else []),
+        *[x for ov in [*overrides, f"policy.model={start_model}"] for x in ("--set", ov)],
+    ]
     cmd = accelerate_command(cfg.train.accelerate_config, args)
     log.info("learner.accelerate_launch", cmd=cmd)
     rc = subprocess.run(cmd, env={**relaunch_env(), "USERRL_REDIS_URL": url}, check=False).returncode
@@ -74,8 +95,7 @@ def run_learn_under_accelerate(cfg: Any, config_path: str | None, overrides: Seq
 def launched() -> bool:
     """Whether this process was started by ``accelerate launch`` with more than one process or
     with FSDP (the launcher sets these variables)."""
-    return (int(os.environ.get("WORLD_SIZE", "1")) > 1
-            or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
 
 
 class TokenLogprobs(torch.nn.Module):
@@ -87,8 +107,9 @@ class TokenLogprobs(torch.nn.Module):
         # FSDP2's auto-wrap policy looks for the transformer block classes on the root
         self._no_split_modules = getattr(model, "_no_split_modules", None)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-                temperature: float) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
         return token_logprobs(self.model, input_ids, attention_mask, temperature, mask=mask)
 
 
@@ -107,8 +128,14 @@ class Distributed:
         self.is_main = self.acc.is_main_process
         self.device = str(self.acc.device)
         self.fsdp = bool(getattr(self.acc, "is_fsdp2", False))
-        log.info("learner.distributed", rank=self.rank, world=self.world, device=self.device,
-                 type=str(self.acc.distributed_type), fsdp2=self.fsdp)
+        log.info(
+            "learner.distributed",
+            rank=self.rank,
+            world=self.world,
+            device=self.device,
+            type=str(self.acc.distributed_type),
+            fsdp2=self.fsdp,
+        )
 
     def prepare(self, net: torch.nn.Module, optimizer: Any) -> tuple[torch.nn.Module, Any]:
         return self.acc.prepare(net, optimizer)

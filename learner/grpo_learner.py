@@ -40,10 +40,23 @@ log = structlog.get_logger(__name__)
 class GRPOLearner:
     """Holds the model and optimizer; one :meth:`step` per batch of scored groups."""
 
-    def __init__(self, model_path: str | Path, out_dir: str | Path, *, lr: float, loss: LossConfig,
-                 seed: int = 0, device: str = "auto", dtype: str = "auto", gradient_checkpointing: bool = False,
-                 ref_model_path: str | Path | None = None, max_tokens_per_microbatch: int = 16384,
-                 lora: Any = None, keep_weights: int = 0, base_model_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        out_dir: str | Path,
+        *,
+        lr: float,
+        loss: LossConfig,
+        seed: int = 0,
+        device: str = "auto",
+        dtype: str = "auto",
+        gradient_checkpointing: bool = False,
+        ref_model_path: str | Path | None = None,
+        max_tokens_per_microbatch: int = 16384,
+        lora: Any = None,
+        keep_weights: int = 0,
+        base_model_path: str | Path | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,12 +74,15 @@ class GRPOLearner:
         self.keep_weights = keep_weights
         self.lora = lora if lora is not None and getattr(lora, "r", 0) > 0 else None
         if self.lora and self.dist is not None and self.dist.fsdp:
-            raise ConfigError("train.lora with FSDP is not supported (merged weights are built from unsharded "
-                              "adapters): use a DDP accelerate config or one device")
+            raise ConfigError(
+                "train.lora with FSDP is not supported (merged weights are built from unsharded "
+                "adapters): use a DDP accelerate config or one device"
+            )
         self.base_model_path = str(base_model_path or model_path)  # what LoRA adapters sit on
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.base_model_path if self.lora else model_path,
-                                                          dtype=torch.float32).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.base_model_path if self.lora else model_path, dtype=torch.float32
+        ).to(self.device)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
             self.model.config.use_cache = False
@@ -76,10 +92,17 @@ class GRPOLearner:
                 from peft import set_peft_model_state_dict
                 from safetensors.torch import load_file
 
-                set_peft_model_state_dict(self.model, load_file(str(Path(model_path, "adapter",
-                                                                        "adapter_model.safetensors"))))
-        log.info("learner.ready", device=self.device, dtype=self.dtype, gradient_checkpointing=gradient_checkpointing,
-                 lora=bool(self.lora), microbatch_tokens=self.max_tokens)
+                set_peft_model_state_dict(
+                    self.model, load_file(str(Path(model_path, "adapter", "adapter_model.safetensors")))
+                )
+        log.info(
+            "learner.ready",
+            device=self.device,
+            dtype=self.dtype,
+            gradient_checkpointing=gradient_checkpointing,
+            lora=bool(self.lora),
+            microbatch_tokens=self.max_tokens,
+        )
         self.loss_cfg = loss
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -89,7 +112,9 @@ class GRPOLearner:
             self.net, self.optimizer = self.dist.prepare(self.net, self.optimizer)
         self.ref = None
         if loss.kl_coef > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(ref_model_path or self.base_model_path).to(self.device).eval()
+            self.ref = (
+                AutoModelForCausalLM.from_pretrained(ref_model_path or self.base_model_path).to(self.device).eval()
+            )
         self.version = 0
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -147,23 +172,36 @@ class GRPOLearner:
         metrics = self.accumulate(seqs, advs)
         if metrics["rollout/trained_tokens"] > 0:
             params = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = (self.dist.clip_grad_norm(self.net, 1.0) if self.dist
-                         else float(torch.nn.utils.clip_grad_norm_(params, 1.0)))
+            grad_norm = (
+                self.dist.clip_grad_norm(self.net, 1.0)
+                if self.dist
+                else float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+            )
             self.optimizer.step()
         else:
             grad_norm = 0.0
         self.version += 1
         lags = [self.version - 1 - v for s in seqs for v in s.policy_version if v >= 0]
-        metrics.update({"policy/grad_norm": grad_norm, "policy/version": self.version,
-                        "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0})
+        metrics.update(
+            {
+                "policy/grad_norm": grad_norm,
+                "policy/version": self.version,
+                "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
+            }
+        )
         return metrics
 
     def accumulate(self, seqs: list[TrainingSequence], advs: list[list[float]]) -> dict[str, Any]:
         """Gradients of the step's loss over ``seqs`` into ``.grad`` (this rank's share, summed
         over micro-batches; the engine sums the ranks'), and the step's loss metrics."""
         cfg = self.loss_cfg
-        fresh = [[m and v >= 0 and self.version - v <= cfg.max_staleness for m, v in
-                  zip(s.loss_mask, s.policy_version, strict=True)] for s in seqs]
+        fresh = [
+            [
+                m and v >= 0 and self.version - v <= cfg.max_staleness
+                for m, v in zip(s.loss_mask, s.policy_version, strict=True)
+            ]
+            for s in seqs
+        ]
         trained = [sum(f) for f in fresh]
         generated = sum(v >= 0 for s in seqs for v in s.policy_version)
         norm = agg_normalizer(trained, cfg.agg)
@@ -179,37 +217,68 @@ class GRPOLearner:
         if self.dist:
             totals = self.dist.sum(totals)
         n = max(totals[5], 1.0)
-        return {"loss/total": totals[0], "loss/policy": totals[1], "policy/clip_frac": totals[2] / n,
-                "policy/kl": totals[3] / n, "policy/ratio_mean": totals[4] / n,
-                "rollout/stale_tokens": generated - sum(trained), "rollout/trained_tokens": sum(trained)}
+        return {
+            "loss/total": totals[0],
+            "loss/policy": totals[1],
+            "policy/clip_frac": totals[2] / n,
+            "policy/kl": totals[3] / n,
+            "policy/ratio_mean": totals[4] / n,
+            "rollout/stale_tokens": generated - sum(trained),
+            "rollout/trained_tokens": sum(trained),
+        }
 
-    def _micro(self, seqs: list[TrainingSequence], advs: list[list[float]], idx: list[int], norm: float,
-               world: int, empty: bool, last: bool) -> list[float]:
+    def _micro(
+        self,
+        seqs: list[TrainingSequence],
+        advs: list[list[float]],
+        idx: list[int],
+        norm: float,
+        world: int,
+        empty: bool,
+        last: bool,
+    ) -> list[float]:
         torch = self.torch
-        batch = {k: v.to(self.device) for k, v in collate([seqs[i] for i in idx], self.pad_id,
-                                                          [advs[i] for i in idx]).items()}
+        batch = {
+            k: v.to(self.device)
+            for k, v in collate([seqs[i] for i in idx], self.pad_id, [advs[i] for i in idx]).items()
+        }
         keep, _ = drop_stale(batch["policy_version"].cpu(), self.version, self.loss_cfg.max_staleness)
         mask = batch["loss_mask"] * keep.to(self.device, batch["loss_mask"].dtype) * (0.0 if empty else 1.0)
         self.net.train()
         sync = self.dist.sync(self.net, last) if self.dist else contextlib.nullcontext()
         with sync:
             with self._autocast():
-                logp = self.net(batch["input_ids"], batch["attention_mask"], mask,
-                                self.loss_cfg.temperature).float()
+                logp = self.net(batch["input_ids"], batch["attention_mask"], mask, self.loss_cfg.temperature).float()
                 ref_logp = None
                 if self.ref is not None:
                     with torch.no_grad():
-                        ref_logp = token_logprobs(self.ref, batch["input_ids"], batch["attention_mask"],
-                                                  self.loss_cfg.temperature, mask=mask).float()
+                        ref_logp = token_logprobs(
+                            self.ref, batch["input_ids"], batch["attention_mask"], self.loss_cfg.temperature, mask=mask
+                        ).float()
             c = self.loss_cfg
-            loss, m = grpo_loss(logp, batch["behaviour_logprobs"], batch["advantages"], mask, ref_logp=ref_logp,
-                                kl_coef=c.kl_coef, agg=c.agg, clip_low=c.clip_low, clip_high=c.clip_high,
-                                normalizer=norm)
+            loss, m = grpo_loss(
+                logp,
+                batch["behaviour_logprobs"],
+                batch["advantages"],
+                mask,
+                ref_logp=ref_logp,
+                kl_coef=c.kl_coef,
+                agg=c.agg,
+                clip_low=c.clip_low,
+                clip_high=c.clip_high,
+                normalizer=norm,
+            )
             # DDP/FSDP average gradients over ranks; the step's loss is their sum
             (loss * world).backward()
         n = float(mask.sum())
-        return [float(loss.detach()), m["loss/policy"], m["policy/clip_frac"] * n, m["policy/kl"] * n,
-                m["policy/ratio_mean"] * n, n]
+        return [
+            float(loss.detach()),
+            m["loss/policy"],
+            m["policy/clip_frac"] * n,
+            m["policy/kl"] * n,
+            m["policy/ratio_mean"] * n,
+            n,
+        ]
 
     def _autocast(self) -> Any:
         if self.dtype != "bf16":
@@ -228,8 +297,9 @@ class GRPOLearner:
         weights = self.out / "weights"
         path = weights / f"v{self.version:05d}.safetensors"
         if self.is_main:
-            path = write_version(state, weights, self.version,
-                                 bool(getattr(self.model.config, "tie_word_embeddings", False)))
+            path = write_version(
+                state, weights, self.version, bool(getattr(self.model.config, "tie_word_embeddings", False))
+            )
             if self.lora:
                 save_adapter(self.model, weights / f"v{self.version:05d}-adapter")
             if self.keep_weights:
@@ -257,8 +327,11 @@ class GRPOLearner:
                 save_adapter(self.model, ck / "adapter")
             if not (self.dist is not None and self.dist.fsdp):
                 self.torch.save(opt, ck / "optimizer.pt")
-            (ck / "state.json").write_text(json.dumps({"version": self.version, "time": time.time(),
-                                                       "base_model": self.base_model_path, **(extra or {})}))
+            (ck / "state.json").write_text(
+                json.dumps(
+                    {"version": self.version, "time": time.time(), "base_model": self.base_model_path, **(extra or {})}
+                )
+            )
         return ck
 
     @classmethod

@@ -26,8 +26,15 @@ from userrl.learner.rescore import append_groups
 log = structlog.get_logger(__name__)
 
 
-async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str, timeout_s: float,
-                         version: int = 0, backlog: list[Delivery] | None = None) -> tuple[list[Delivery], int]:
+async def collect_groups(
+    bus: Bus,
+    dispatcher: Dispatcher,
+    n: int,
+    consumer: str,
+    timeout_s: float,
+    version: int = 0,
+    backlog: list[Delivery] | None = None,
+) -> tuple[list[Delivery], int]:
     """Take ``n`` usable scored groups: first from ``backlog`` (groups read before a restart and
     not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted."""
     stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
@@ -57,10 +64,20 @@ async def collect_groups(bus: Bus, dispatcher: Dispatcher, n: int, consumer: str
     return got, dropped
 
 
-async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps: int, groups_per_step: int,
-                metrics: MetricsLog, time_budget_s: float, checkpoint_every: int = 10,
-                consumer: str = "learner-0", group_timeout_s: float = 600.0,
-                first_step: int = 1) -> list[dict[str, Any]]:
+async def learn(
+    bus: Bus,
+    learner: GRPOLearner,
+    dispatcher: Dispatcher,
+    *,
+    steps: int,
+    groups_per_step: int,
+    metrics: MetricsLog,
+    time_budget_s: float,
+    checkpoint_every: int = 10,
+    consumer: str = "learner-0",
+    group_timeout_s: float = 600.0,
+    first_step: int = 1,
+) -> list[dict[str, Any]]:
     """Scored groups are acked only once a checkpoint covers them: a learner killed mid-run and
     resumed from its checkpoint finds the groups it trained on since then still pending under
     its consumer name, and trains on them again first; no scored group is lost."""
@@ -68,8 +85,10 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
     await bus.ensure_group(stream, group)
     if learner.version > 0:  # resumed: the policy workers start from the checkpoint's weights
         path = learner.save_weights()
-        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
-                                                             version=learner.version, path=str(path)))
+        await bus.send(
+            bus.keys.weights,
+            WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path)),
+        )
     backlog = await bus.read(stream, group, consumer, pending=True, count=1_000_000)
     if backlog:
         log.info("learner.replaying_groups", n=len(backlog), version=learner.version)
@@ -89,22 +108,35 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
         t0 = time.monotonic()
         await dispatcher.fill(learner.version)
         replayed = min(len(backlog), groups_per_step)
-        ds, dropped = await collect_groups(bus, dispatcher, groups_per_step, consumer, group_timeout_s,
-                                           learner.version, backlog)
+        ds, dropped = await collect_groups(
+            bus, dispatcher, groups_per_step, consumer, group_timeout_s, learner.version, backlog
+        )
         groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
         t_roll = time.monotonic() - t0
         m = await anyio.to_thread.run_sync(learner.step, groups)
-        append_groups(learner.out / "groups.msgpack",
-                      [{"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
-                       for d in ds])
+        append_groups(
+            learner.out / "groups.msgpack",
+            [
+                {"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
+                for d in ds
+            ],
+        )
         path = learner.save_weights()
-        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=learner.version,
-                                                             version=learner.version, path=str(path)),
-                       {"version": learner.version, "path": str(path)})
+        await bus.send(
+            bus.keys.weights,
+            WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path)),
+            {"version": learner.version, "path": str(path)},
+        )
         unacked += ds
         m.update(rollout_metrics(groups))
-        m.update({"rollout/groups_dropped": dropped, "rollout/replayed_groups": replayed,
-                  "perf/step_s": round(time.monotonic() - t0, 3), "perf/rollout_wait_s": round(t_roll, 3)})
+        m.update(
+            {
+                "rollout/groups_dropped": dropped,
+                "rollout/replayed_groups": replayed,
+                "perf/step_s": round(time.monotonic() - t0, 3),
+                "perf/rollout_wait_s": round(t_roll, 3),
+            }
+        )
         n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
         n_tokens = sum(len(t["token_ids"]) for g in groups for it in g["items"] for t in it["turns"])
         dt = max(time.monotonic() - t0, 1e-9)
@@ -113,9 +145,16 @@ async def learn(bus: Bus, learner: GRPOLearner, dispatcher: Dispatcher, *, steps
         rows.append({"step": step, **m})
         bar.update(1)
         bar.set_postfix(score=f"{m['rollout/score_mean']:.3f}", loss=f"{m.get('loss/policy', 0):.3f}")
-        log.info("learner.step", step=step, version=learner.version, score=round(m["rollout/score_mean"], 4),
-                 loss=round(m.get("loss/policy", 0.0), 4), clip=round(m.get("policy/clip_frac", 0.0), 3),
-                 stale=m.get("rollout/stale_tokens", 0), seconds=m["perf/step_s"])
+        log.info(
+            "learner.step",
+            step=step,
+            version=learner.version,
+            score=round(m["rollout/score_mean"], 4),
+            loss=round(m.get("loss/policy", 0.0), 4),
+            clip=round(m.get("policy/clip_frac", 0.0), 3),
+            stale=m.get("rollout/stale_tokens", 0),
+            seconds=m["perf/step_s"],
+        )
         if step % checkpoint_every == 0:
             await checkpoint(step)
         if time.monotonic() - t_start > time_budget_s:

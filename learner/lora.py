@@ -25,8 +25,13 @@ def lora_config(lora: Any) -> Any:
         from peft import LoraConfig
     except ImportError as exc:
         raise ConfigError(_HINT) from exc
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.target_modules),
-                      lora_dropout=lora.dropout, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        target_modules=list(lora.target_modules),
+        lora_dropout=lora.dropout,
+        task_type="CAUSAL_LM",
+    )
 
 
 def apply_lora(model: Any, lora: Any) -> Any:

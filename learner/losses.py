@@ -53,14 +53,11 @@ def _has_plain_lm_head(model: torch.nn.Module) -> bool:
     if getattr(model, "get_output_embeddings", lambda: None)() is None:
         return False
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    extras = ("final_logit_softcapping", "logit_scale", "output_multiplier",
-              "lm_head_multiplier", "logits_scaling")
+    extras = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
     return all(getattr(text, name, None) in (None, 1.0) for name in extras)
 
 
-def _gather_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """log softmax(logits / T)[target] as logit − logsumexp, in float32, without a full copy."""
     logits = logits.float()
     if temperature != 1.0:
@@ -124,8 +121,7 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str,
-               normalizer: float | None = None) -> torch.Tensor:
+def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str, normalizer: float | None = None) -> torch.Tensor:
     """Reduce (B, L) losses to a scalar; sequences with no trained token do not count.
 
     With ``normalizer`` (:func:`agg_normalizer` of the whole step) the result is this part's

@@ -42,12 +42,25 @@ def sft_stage(cfg: DeployConfig, base: str, run_dir: Path) -> str:
         return base
     if t.resume and (out / "config.json").is_file():
         return str(out)
-    dialogues = (load_dialogues(t.sft_data) if t.sft_data
-                 else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns,
-                                                              data=cfg.data)))
-    run_sft(base, out, dialogues, epochs=t.sft_epochs, lr=t.sft_lr, seed=cfg.seed, tools=cfg.policy.tools,
-            device=t.device, dtype=t.dtype, gradient_checkpointing=t.gradient_checkpointing,
-            lora=t.lora if t.lora.r else None, report_to=t.report_to)
+    dialogues = (
+        load_dialogues(t.sft_data)
+        if t.sft_data
+        else anyio.run(lambda: expert_demonstrations(t.gyms, "train", max_turns=t.max_turns, data=cfg.data))
+    )
+    run_sft(
+        base,
+        out,
+        dialogues,
+        epochs=t.sft_epochs,
+        lr=t.sft_lr,
+        seed=cfg.seed,
+        tools=cfg.policy.tools,
+        device=t.device,
+        dtype=t.dtype,
+        gradient_checkpointing=t.gradient_checkpointing,
+        lora=t.lora if t.lora.r else None,
+        report_to=t.report_to,
+    )
     return str(out)
 
 
@@ -57,8 +70,14 @@ def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
     return {g: data_tasks(g, "train", cfg.data) for g in cfg.train.gyms}
 
 
-def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None = None,
-             tag: str = "train", final_dir: Path | None = None) -> tuple[Any, list[dict[str, Any]]]:
+def run_grpo(
+    cfg: DeployConfig,
+    start_model: str,
+    run_dir: Path,
+    url: str | None = None,
+    tag: str = "train",
+    final_dir: Path | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
     """The learner process: GRPO against the deploy on ``url`` (its workers serve the rollouts).
     Resumes from ``run_dir/learner/checkpoint`` when ``train.resume`` is set and one exists.
     Under ``accelerate launch`` only rank 0 talks to Redis; the other ranks follow it
@@ -67,12 +86,24 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     from userrl.learner.grpo_learner import GRPOLearner
     from userrl.learner.loop import learn
     from userrl.learner.losses import LossConfig
+
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
-    loss = LossConfig(clip_low=t.clip_low, clip_high=t.clip_high, kl_coef=t.kl_coef,
-                      max_staleness=t.max_staleness, temperature=cfg.policy.temperature)
-    hw = {"device": t.device, "dtype": t.dtype, "gradient_checkpointing": t.gradient_checkpointing,
-          "max_tokens_per_microbatch": t.max_tokens_per_microbatch, "lora": t.lora, "keep_weights": t.keep_weights}
+    loss = LossConfig(
+        clip_low=t.clip_low,
+        clip_high=t.clip_high,
+        kl_coef=t.kl_coef,
+        max_staleness=t.max_staleness,
+        temperature=cfg.policy.temperature,
+    )
+    hw = {
+        "device": t.device,
+        "dtype": t.dtype,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "max_tokens_per_microbatch": t.max_tokens_per_microbatch,
+        "lora": t.lora,
+        "keep_weights": t.keep_weights,
+    }
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
         learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
@@ -86,14 +117,31 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     async def main() -> list[dict[str, Any]]:
         bus = make_bus(cfg, url=url)
         try:
-            dispatcher = Dispatcher(bus, tasks, t.group_size, t.groups_per_step * (t.max_staleness + 1),
-                                    t.max_turns, sampling, seed=cfg.seed, run_tag=f"{tag}{first_step}-",
-                                    groups_per_step=t.groups_per_step, max_staleness=t.max_staleness,
-                                    options={g: gym_options_for(cfg, g) for g in t.gyms})
-            return await learn(bus, learner, dispatcher, steps=t.steps, groups_per_step=t.groups_per_step,
-                               first_step=first_step, metrics=metrics,
-                               time_budget_s=t.time_budget_s, checkpoint_every=t.checkpoint_every,
-                               group_timeout_s=cfg.reward.group_timeout_s)
+            dispatcher = Dispatcher(
+                bus,
+                tasks,
+                t.group_size,
+                t.groups_per_step * (t.max_staleness + 1),
+                t.max_turns,
+                sampling,
+                seed=cfg.seed,
+                run_tag=f"{tag}{first_step}-",
+                groups_per_step=t.groups_per_step,
+                max_staleness=t.max_staleness,
+                options={g: gym_options_for(cfg, g) for g in t.gyms},
+            )
+            return await learn(
+                bus,
+                learner,
+                dispatcher,
+                steps=t.steps,
+                groups_per_step=t.groups_per_step,
+                first_step=first_step,
+                metrics=metrics,
+                time_budget_s=t.time_budget_s,
+                checkpoint_every=t.checkpoint_every,
+                group_timeout_s=cfg.reward.group_timeout_s,
+            )
         finally:
             await bus.redis.aclose()
 
@@ -112,11 +160,15 @@ def run_grpo(cfg: DeployConfig, start_model: str, run_dir: Path, url: str | None
     return learner, rows
 
 
-def grpo_stage(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str,
-               run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+def grpo_stage(
+    cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str, run_dir: Path
+) -> tuple[str, list[dict[str, Any]]]:
     """Start every worker role under the launcher (policy workers on ``start_model``), then GRPO."""
-    launcher = Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"],
-                        **job_launcher_options()).start().start_background()
+    launcher = (
+        Launcher(cfg, config_path, [*overrides, f"policy.model={start_model}"], **job_launcher_options())
+        .start()
+        .start_background()
+    )
     try:
         if cfg.train.accelerate_config:  # the learner as its own `accelerate launch` process group
             from userrl.learner.distributed import run_learn_under_accelerate
@@ -133,12 +185,23 @@ def eval_stage(cfg: DeployConfig, models: dict[str, str]) -> dict[str, Any]:
     out = {}
     bar = progress(len(models), "evaluation", unit="model")
     for name, path in models.items():
-        backend = HFBackend(path, device=resolve_device(t.device), seed=cfg.seed,
-                            tools=(TOOL_SCHEMA,) if cfg.policy.tools else None)
-        out[name] = anyio.run(lambda b=backend: evaluate(
-            b, t.gyms, n_tasks=t.eval_tasks, max_turns=t.max_turns, temperature=t.eval_temperature,
-            samples=t.eval_samples, max_new_tokens=cfg.policy.max_new_tokens, seed=cfg.seed, data=cfg.data,
-            options={g: gym_options_for(cfg, g, evaluation=True) for g in t.gyms}))
+        backend = HFBackend(
+            path, device=resolve_device(t.device), seed=cfg.seed, tools=(TOOL_SCHEMA,) if cfg.policy.tools else None
+        )
+        out[name] = anyio.run(
+            lambda b=backend: evaluate(
+                b,
+                t.gyms,
+                n_tasks=t.eval_tasks,
+                max_turns=t.max_turns,
+                temperature=t.eval_temperature,
+                samples=t.eval_samples,
+                max_new_tokens=cfg.policy.max_new_tokens,
+                seed=cfg.seed,
+                data=cfg.data,
+                options={g: gym_options_for(cfg, g, evaluation=True) for g in t.gyms},
+            )
+        )
         bar.update(1)
     bar.close()
     return out
@@ -156,24 +219,33 @@ def learning_check(rows: list[dict[str, Any]], evals: dict[str, Any]) -> dict[st
     k = max(len(scores) // 5, 1)
     first, last = sum(scores[:k]) / k, sum(scores[-k:]) / k
     heldout = evals["sft+grpo"]["overall"] - evals["sft"]["overall"]
-    return {"sft_beats_base": evals["sft"]["overall"] > evals["base"]["overall"],
-            "grpo_first_fifth": round(first, 4), "grpo_last_fifth": round(last, 4),
-            "grpo_improves": last > first, "steps": len(scores),
-            "train_margin": round(last - first, 4), "train_margin_holds": last - first >= TRAIN_MARGIN,
-            "heldout_margin": round(heldout, 4), "heldout_margin_holds": heldout >= HELDOUT_MARGIN}
+    return {
+        "sft_beats_base": evals["sft"]["overall"] > evals["base"]["overall"],
+        "grpo_first_fifth": round(first, 4),
+        "grpo_last_fifth": round(last, 4),
+        "grpo_improves": last > first,
+        "steps": len(scores),
+        "train_margin": round(last - first, 4),
+        "train_margin_holds": last - first >= TRAIN_MARGIN,
+        "heldout_margin": round(heldout, 4),
+        "heldout_margin_holds": heldout >= HELDOUT_MARGIN,
+    }
 
 
 def format_claims(report: dict[str, Any]) -> str:
     """The claims of the run, each saying whether it held, and the stage times."""
     c, s = report["check"], report["seconds"]
     yes = {True: "held", False: "did NOT hold"}
-    return "\n".join([
-        f"GRPO train score: first fifth {c['grpo_first_fifth']:.3f} -> last fifth {c['grpo_last_fifth']:.3f} over "
-        f"{c['steps']} steps (+{c['train_margin']:.3f}; claim >= +{TRAIN_MARGIN}: {yes[c['train_margin_holds']]})",
-        f"held-out SFT+GRPO - SFT: {c['heldout_margin']:+.3f} (claim >= +{HELDOUT_MARGIN}: "
-        f"{yes[c['heldout_margin_holds']]}); SFT beats base: {c['sft_beats_base']}",
-        f"stages: model {s['model']:.0f}s, SFT {s['sft']:.0f}s, GRPO {s['grpo']:.0f}s, eval {s['eval']:.0f}s; "
-        f"total {s['total']:.0f}s"])
+    return "\n".join(
+        [
+            f"GRPO train score: first fifth {c['grpo_first_fifth']:.3f} -> last fifth {c['grpo_last_fifth']:.3f} over "
+            f"{c['steps']} steps (+{c['train_margin']:.3f}; claim >= +{TRAIN_MARGIN}: {yes[c['train_margin_holds']]})",
+            f"held-out SFT+GRPO - SFT: {c['heldout_margin']:+.3f} (claim >= +{HELDOUT_MARGIN}: "
+            f"{yes[c['heldout_margin_holds']]}); SFT beats base: {c['sft_beats_base']}",
+            f"stages: model {s['model']:.0f}s, SFT {s['sft']:.0f}s, GRPO {s['grpo']:.0f}s, eval {s['eval']:.0f}s; "
+            f"total {s['total']:.0f}s",
+        ]
+    )
 
 
 def format_table(evals: dict[str, Any]) -> str:
@@ -232,9 +304,18 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
     check = learning_check(rows, evals)
     plot_metrics(rows, run_dir / "metrics.png")
     plot_evals(evals, run_dir / "eval.png")
-    seconds = {"model": t_model - t0, "sft": t_sft - t_model, "grpo": t_grpo - t_sft, "eval": t_eval - t_grpo,
-               "total": time.monotonic() - t0}
-    report = {"eval": evals, "check": check, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-              "models": {"base": base, "sft": sft, "final": final}}
+    seconds = {
+        "model": t_model - t0,
+        "sft": t_sft - t_model,
+        "grpo": t_grpo - t_sft,
+        "eval": t_eval - t_grpo,
+        "total": time.monotonic() - t0,
+    }
+    report = {
+        "eval": evals,
+        "check": check,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "models": {"base": base, "sft": sft, "final": final},
+    }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report

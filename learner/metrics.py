@@ -23,19 +23,23 @@ class MetricsLog:
     """``metrics.jsonl`` in ``path``'s folder, plus the trackers named in ``report_to``
     (``tensorboard`` writes to ``<folder>/tensorboard``). Close it to flush the trackers."""
 
-    def __init__(self, path: str | Path, report_to: Sequence[str] = (), *, run_name: str = "userrl",
-                 config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        report_to: Sequence[str] = (),
+        *,
+        run_name: str = "userrl",
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.trackers = [open_tracker(kind, self.path.parent, run_name, config or {})
-                         for kind in report_to]
+        self.trackers = [open_tracker(kind, self.path.parent, run_name, config or {}) for kind in report_to]
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, "time": round(time.time(), 3), **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        scalars = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for tracker in self.trackers:
             tracker.log(step, scalars)
 
@@ -56,9 +60,11 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def plot_metrics(rows: list[dict[str, Any]], out: str | Path,
-                 keys: tuple[str, ...] = ("rollout/score_mean", "loss/policy", "policy/clip_frac",
-                                          "perf/turns_per_s")) -> Path:
+def plot_metrics(
+    rows: list[dict[str, Any]],
+    out: str | Path,
+    keys: tuple[str, ...] = ("rollout/score_mean", "loss/policy", "policy/clip_frac", "perf/turns_per_s"),
+) -> Path:
     """Draw one panel per metric over steps."""
     import matplotlib
 

@@ -77,9 +77,7 @@ def _discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
     return returns
 
 
-def trajectory_score(
-    rewards: Sequence[float], method: ScoreMethod = "sum", gamma: float = 0.8
-) -> float:
+def trajectory_score(rewards: Sequence[float], method: ScoreMethod = "sum", gamma: float = 0.8) -> float:
     """One number per trajectory, the quantity GRPO compares across the group."""
     if method == "sum":
         # The reference calls this "Sum" but averages, then rounds; kept for parity.
@@ -108,9 +106,7 @@ def max_turn_reward(rewards: Sequence[float]) -> float:
     return max(rewards, default=0.0)
 
 
-def group_normalize(
-    scores: Sequence[float], use_std: bool = True, eps: float = 1e-6
-) -> list[float]:
+def group_normalize(scores: Sequence[float], use_std: bool = True, eps: float = 1e-6) -> list[float]:
     """z-scores within one GRPO group (unbiased std; a group of one has mean 0, std 1)."""
     n = len(scores)
     if n == 0:

@@ -92,9 +92,7 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
         generated = _field(turn, i, "token_ids")
         logprobs = _field(turn, i, "logprobs")
         if len(logprobs) != len(generated):
-            raise RewardError(
-                f"turn {i}: {len(logprobs)} logprobs for {len(generated)} generated tokens"
-            )
+            raise RewardError(f"turn {i}: {len(logprobs)} logprobs for {len(generated)} generated tokens")
         start = len(_field(turn, i, "prompt_ids"))
         version = int(_field(turn, i, "policy_version"))
         for offset, logprob in enumerate(logprobs):
@@ -110,19 +108,12 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
     return seq
 
 
-def per_token_advantages(
-    seq: TrainingSequence, turn_advantages: Sequence[Sequence[float]]
-) -> list[float]:
+def per_token_advantages(seq: TrainingSequence, turn_advantages: Sequence[Sequence[float]]) -> list[float]:
     """Place each turn's token advantages on its generated positions (0 elsewhere)."""
     if len(turn_advantages) != len(seq.turn_lengths):
-        raise RewardError(
-            f"{len(turn_advantages)} turns of advantages for a sequence of "
-            f"{len(seq.turn_lengths)} turns"
-        )
+        raise RewardError(f"{len(turn_advantages)} turns of advantages for a sequence of {len(seq.turn_lengths)} turns")
     advantages = [0.0] * len(seq)
-    for i, (start, length, values) in enumerate(
-        zip(seq.turn_starts, seq.turn_lengths, turn_advantages, strict=True)
-    ):
+    for i, (start, length, values) in enumerate(zip(seq.turn_starts, seq.turn_lengths, turn_advantages, strict=True)):
         if len(values) != length:
             raise RewardError(f"turn {i}: {len(values)} advantages for {length} generated tokens")
         advantages[start : start + length] = [float(v) for v in values]

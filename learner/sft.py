@@ -30,17 +30,23 @@ from userrl.learner.lora import lora_config
 log = structlog.get_logger(__name__)
 
 
-async def expert_dialogue(env_id: str, task: dict[str, Any], *, seed: int = 0, max_turns: int | None = None,
-                          show_reward: bool = True) -> dict[str, Any]:
+async def expert_dialogue(
+    env_id: str, task: dict[str, Any], *, seed: int = 0, max_turns: int | None = None, show_reward: bool = True
+) -> dict[str, Any]:
     """One scripted-expert episode as a chat, in the policy's format, with its turn rewards."""
     cls = get_env_class(env_id)
-    tr = await play_episode(cls(max_turns=max_turns), task, cls.expert_action, seed=seed,
-                            show_reward=show_reward)
+    tr = await play_episode(cls(max_turns=max_turns), task, cls.expert_action, seed=seed, show_reward=show_reward)
     return {"messages": tr.messages, "rewards": tr.rewards, "env_id": env_id, "task_id": task["id"]}
 
 
-async def expert_demonstrations(env_ids: Sequence[str], split: str = "train", *, max_turns: int | None = None,
-                                per_gym: int | None = None, data: str = "") -> list[dict[str, Any]]:
+async def expert_demonstrations(
+    env_ids: Sequence[str],
+    split: str = "train",
+    *,
+    max_turns: int | None = None,
+    per_gym: int | None = None,
+    data: str = "",
+) -> list[dict[str, Any]]:
     """The scripted experts' dialogues on ``split`` of ``data`` (a deploy config's data folder;
     "" = the bundled tasks)."""
     out = []
@@ -66,7 +72,7 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
             raise DataError(f"{p}:{i}: not JSON: {exc}") from exc
         msgs = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in msgs):
-            raise DataError(f"{p}:{i}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
+            raise DataError(f'{p}:{i}: expected {{"messages": [{{"role": ..., "content": ...}}, ...]}}')
         if not any(m["role"] == "assistant" for m in msgs):
             raise DataError(f"{p}:{i}: a dialogue needs at least one assistant turn to learn from")
         out.append({"messages": msgs})
@@ -75,11 +81,23 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str, Any]], *, epochs: int = 3,
-            lr: float = 1e-5, batch_size: int = 8, seed: int = 0, max_length: int = 1024,
-            tools: bool = False, device: str = "auto", dtype: str = "auto",
-            gradient_checkpointing: bool = False, lora: Any = None,
-            report_to: Sequence[str] = ()) -> Path:
+def run_sft(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    dialogues: list[dict[str, Any]],
+    *,
+    epochs: int = 3,
+    lr: float = 1e-5,
+    batch_size: int = 8,
+    seed: int = 0,
+    max_length: int = 1024,
+    tools: bool = False,
+    device: str = "auto",
+    dtype: str = "auto",
+    gradient_checkpointing: bool = False,
+    lora: Any = None,
+    report_to: Sequence[str] = (),
+) -> Path:
     """Fine-tune ``model_dir`` on ``dialogues`` (assistant tokens only); save to ``out_dir``.
     With ``tools``, the interact_with_env schema is rendered into each system turn, exactly as
     the policy workers render it. ``device``/``dtype`` as in :mod:`userrl.hardware`:
@@ -97,15 +115,33 @@ def run_sft(model_dir: str | Path, out_dir: str | Path, dialogues: list[dict[str
     data = Dataset.from_list(rows)
     dev = resolve_device(device)
     precision = resolve_dtype(dtype, dev)
-    args = SFTConfig(output_dir=str(out / "trainer"), num_train_epochs=epochs, learning_rate=lr,
-                     lr_scheduler_type="cosine", per_device_train_batch_size=batch_size,
-                     assistant_only_loss=True, max_length=max_length, seed=seed, save_strategy="no",
-                     report_to=list(report_to), logging_strategy="steps" if report_to else "no",
-                     use_cpu=dev == "cpu",
-                     bf16=precision == "bf16", fp16=False, gradient_checkpointing=gradient_checkpointing,
-                     dataloader_pin_memory=dev != "cpu", disable_tqdm=False)
-    log.info("sft.start", device=dev, dtype=precision, gradient_checkpointing=gradient_checkpointing,
-             dialogues=len(dialogues), epochs=epochs)
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        per_device_train_batch_size=batch_size,
+        assistant_only_loss=True,
+        max_length=max_length,
+        seed=seed,
+        save_strategy="no",
+        report_to=list(report_to),
+        logging_strategy="steps" if report_to else "no",
+        use_cpu=dev == "cpu",
+        bf16=precision == "bf16",
+        fp16=False,
+        gradient_checkpointing=gradient_checkpointing,
+        dataloader_pin_memory=dev != "cpu",
+        disable_tqdm=False,
+    )
+    log.info(
+        "sft.start",
+        device=dev,
+        dtype=precision,
+        gradient_checkpointing=gradient_checkpointing,
+        dialogues=len(dialogues),
+        epochs=epochs,
+    )
     peft_config = None
     if lora is not None and lora.r > 0:
         peft_config = lora_config(lora)

@@ -32,8 +32,9 @@ def _need(module: str, kind: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ConfigError(f"train.report_to: {kind} needs the {kind} package "
-                          f"(pip install 'userrl[{kind}]'): {exc}") from None
+        raise ConfigError(
+            f"train.report_to: {kind} needs the {kind} package (pip install 'userrl[{kind}]'): {exc}"
+        ) from None
 
 
 class TensorBoardTracker:
@@ -58,8 +59,9 @@ class WandbTracker:
     def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]) -> None:
         wandb = _need("wandb", "wandb")
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "userrl"), name=run_name,
-                              dir=str(run_dir), config=config, mode=mode)
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "userrl"), name=run_name, dir=str(run_dir), config=config, mode=mode
+        )
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(scalars, step=step)
@@ -71,8 +73,7 @@ class WandbTracker:
 class TrackioTracker:
     def __init__(self, run_name: str, config: dict[str, Any]) -> None:
         self.trackio = _need("trackio", "trackio")
-        self.run = self.trackio.init(project=os.environ.get("TRACKIO_PROJECT", "userrl"),
-                                     name=run_name, config=config)
+        self.run = self.trackio.init(project=os.environ.get("TRACKIO_PROJECT", "userrl"), name=run_name, config=config)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.trackio.log(scalars, step=step)

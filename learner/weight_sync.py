@@ -28,15 +28,24 @@ import torch
 
 __all__ = ["WeightGroup", "receive_weights", "send_weights"]
 
-_DTYPES = {str(d): d for d in (torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.int32,
-                               torch.uint8, torch.bool)}
+_DTYPES = {
+    str(d): d for d in (torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool)
+}
 
 
 class WeightGroup:
     """Rank ``rank`` of a ``world``-process group rooted at the learner (rank 0)."""
 
-    def __init__(self, host: str, port: int, rank: int, world: int, backend: str = "gloo",
-                 device: str = "cpu", timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rank: int,
+        world: int,
+        backend: str = "gloo",
+        device: str = "cpu",
+        timeout_s: float = 300.0,
+    ) -> None:
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"backend must be gloo or nccl, got {backend!r}")
         self.rank, self.world, self.backend, self.device = rank, world, backend, device
@@ -75,8 +84,7 @@ def _receive_bytes(group: WeightGroup) -> bytes:
 
 def send_weights(group: WeightGroup, state: Mapping[str, torch.Tensor], version: int) -> int:
     """Broadcast ``state`` (name -> tensor) as version ``version``; returns the bytes sent."""
-    header = {"version": version,
-              "tensors": [[name, str(t.dtype), list(t.shape)] for name, t in state.items()]}
+    header = {"version": version, "tensors": [[name, str(t.dtype), list(t.shape)] for name, t in state.items()]}
     _send_bytes(group, json.dumps(header).encode())
     sent = 0
     for t in state.values():

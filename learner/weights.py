@@ -40,8 +40,9 @@ def prune_versions(weights_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` versions (files and their ``-adapter`` folders)."""
     if keep < 2:
         raise ValueError(f"keep must be >= 2 (a worker may be loading the previous version), got {keep}")
-    versions = sorted({int(p.name[1:6]) for p in weights_dir.glob("v[0-9][0-9][0-9][0-9][0-9]*")
-                       if p.name[1:6].isdigit()})
+    versions = sorted(
+        {int(p.name[1:6]) for p in weights_dir.glob("v[0-9][0-9][0-9][0-9][0-9]*") if p.name[1:6].isdigit()}
+    )
     removed = []
     for v in versions[:-keep]:
         for p in (version_path(weights_dir, v), weights_dir / f"v{v:05d}-adapter"):

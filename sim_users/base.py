@@ -53,9 +53,14 @@ class UserQuery:
         kind = d.get("kind")
         if kind not in ("respond", "judge"):
             raise ValueError(f"UserQuery.kind must be 'respond' or 'judge', got {kind!r}")
-        return cls(env_id=str(d["env_id"]), kind=kind, name=str(d["name"]),
-                   payload=dict(d.get("payload") or {}), task=dict(d.get("task") or {}),
-                   history=list(d.get("history") or []))
+        return cls(
+            env_id=str(d["env_id"]),
+            kind=kind,
+            name=str(d["name"]),
+            payload=dict(d.get("payload") or {}),
+            task=dict(d.get("task") or {}),
+            history=list(d.get("history") or []),
+        )
 
 
 class UserSpec(Protocol):

@@ -59,7 +59,7 @@ def _phrases(facts: Iterable[str], window: int) -> list[tuple[str, ...]]:
         if len(w) <= window:
             out.append(tuple(w))
         else:
-            out += [tuple(w[i:i + window]) for i in range(len(w) - window + 1)]
+            out += [tuple(w[i : i + window]) for i in range(len(w) - window + 1)]
     return out
 
 
@@ -71,7 +71,7 @@ def _covered(tokens: list[str], phrases: list[tuple[str, ...]]) -> list[bool]:
         by_first.setdefault(p[0], []).append(p)
     for i, tok in enumerate(tokens):
         for p in by_first.get(tok, ()):
-            if tuple(tokens[i:i + len(p)]) == p:
+            if tuple(tokens[i : i + len(p)]) == p:
                 for j in range(i, i + len(p)):
                     cov[j] = True
     return cov
@@ -100,7 +100,7 @@ def redact(text: str, facts: Iterable[str], *, window: int = WINDOW, mark: str =
         j = i
         while j + 1 < len(matches) and cov[j + 1]:
             j += 1
-        out += [text[pos:matches[i].start()], mark]
+        out += [text[pos : matches[i].start()], mark]
         pos = matches[j].end()
         i = j + 1
     out.append(text[pos:])

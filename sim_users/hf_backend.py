@@ -50,11 +50,23 @@ class HFUserBackend:
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
     """
 
-    def __init__(self, model_path: str, spec_lookup: SpecLookup | None = None, *,
-                 device: str = "cpu", max_new_tokens: int = 256, batch_window_s: float = 0.02,
-                 max_batch: int = 16, max_reasks: int = 2) -> None:
-        bounds = (("max_new_tokens", max_new_tokens, 1), ("max_batch", max_batch, 1),
-                  ("batch_window_s", batch_window_s, 0), ("max_reasks", max_reasks, 0))
+    def __init__(
+        self,
+        model_path: str,
+        spec_lookup: SpecLookup | None = None,
+        *,
+        device: str = "cpu",
+        max_new_tokens: int = 256,
+        batch_window_s: float = 0.02,
+        max_batch: int = 16,
+        max_reasks: int = 2,
+    ) -> None:
+        bounds = (
+            ("max_new_tokens", max_new_tokens, 1),
+            ("max_batch", max_batch, 1),
+            ("batch_window_s", batch_window_s, 0),
+            ("max_reasks", max_reasks, 0),
+        )
         for name, value, low in bounds:
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value!r}")
@@ -73,8 +85,7 @@ class HFUserBackend:
         self._tokenizer: Any = None
 
     async def ask(self, query: UserQuery) -> dict[str, Any]:
-        return await ask_llm_user(query, self.spec_lookup, self._generate,
-                                  max_reasks=self.max_reasks)
+        return await ask_llm_user(query, self.spec_lookup, self._generate, max_reasks=self.max_reasks)
 
     async def _generate(self, messages: list[dict[str, str]]) -> str:
         item = _Pending(messages)
@@ -88,8 +99,7 @@ class HFUserBackend:
             if item in self._pending:  # cancelled while queued
                 self._pending.remove(item)
         if item.error is not None:
-            raise UserError(f"hf user model failed: {type(item.error).__name__}: {item.error}"
-                            ) from item.error
+            raise UserError(f"hf user model failed: {type(item.error).__name__}: {item.error}") from item.error
         assert item.text is not None
         return item.text
 
@@ -101,8 +111,7 @@ class HFUserBackend:
             self._pending.remove(p)
         self.batch_sizes.append(len(batch))
         try:
-            texts = await anyio.to_thread.run_sync(self._generate_sync,
-                                                   [p.messages for p in batch])
+            texts = await anyio.to_thread.run_sync(self._generate_sync, [p.messages for p in batch])
         except Exception as exc:
             for p in batch:
                 p.error = exc
@@ -137,16 +146,18 @@ class HFUserBackend:
         if self._model is None:
             self._load()
         tok, model = self._tokenizer, self._model
-        prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True,
-                                           enable_thinking=False) for m in batch]
-        enc = tok(prompts, return_tensors="pt", padding=True,
-                  add_special_tokens=False).to(model.device)
+        prompts = [
+            tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True, enable_thinking=False) for m in batch
+        ]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         # A fresh config: greedy without inheriting the checkpoint's sampling defaults.
-        gen = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False,
-                               pad_token_id=tok.pad_token_id,
-                               eos_token_id=(model.generation_config.eos_token_id
-                                             or tok.eos_token_id))
+        gen = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=(model.generation_config.eos_token_id or tok.eos_token_id),
+        )
         with torch.no_grad():
             out = model.generate(**enc, generation_config=gen)
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1] :]
         return [_THINK.sub("", t).strip() for t in tok.batch_decode(new, skip_special_tokens=True)]

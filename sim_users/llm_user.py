@@ -30,18 +30,23 @@ log = structlog.get_logger(__name__)
 Generate = Callable[[list[dict[str, str]]], Awaitable[str]]
 SpecLookup = Callable[[str], UserSpec]
 
-CORRECTION = ("Your previous reply could not be used ({error}). Reply again, following the "
-              "required format exactly and writing nothing else.")
-LEAK_CORRECTION = ("Your previous reply revealed hidden information you must not state: {facts}. "
-                   "Reply again, in the same format, without revealing it.")
+CORRECTION = (
+    "Your previous reply could not be used ({error}). Reply again, following the "
+    "required format exactly and writing nothing else."
+)
+LEAK_CORRECTION = (
+    "Your previous reply revealed hidden information you must not state: {facts}. "
+    "Reply again, in the same format, without revealing it."
+)
 
 
 #: the spec registered with the gym of ``env_id`` (``Env.user_spec``)
 default_spec_lookup: SpecLookup = user_spec
 
 
-async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Generate, *,
-                       max_reasks: int = 2, leak_guard: bool = True) -> dict[str, Any]:
+async def ask_llm_user(
+    query: UserQuery, spec_lookup: SpecLookup, generate: Generate, *, max_reasks: int = 2, leak_guard: bool = True
+) -> dict[str, Any]:
     """Answer ``query`` with an LLM; see the module docstring. Raises ``UserError``."""
     with boundary(UserError):
         spec = spec_lookup(query.env_id)
@@ -54,14 +59,22 @@ async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Gene
             reply = spec.parse_llm(query, text)
         except ValueError as exc:
             error = str(exc) or type(exc).__name__
-            log.warning("user.malformed_reply", env_id=query.env_id, name=query.name,
-                        attempt=attempt + 1, error=error, reply=text[:200])
-            messages = [*messages, {"role": "assistant", "content": text},
-                        {"role": "user", "content": CORRECTION.format(error=error)}]
+            log.warning(
+                "user.malformed_reply",
+                env_id=query.env_id,
+                name=query.name,
+                attempt=attempt + 1,
+                error=error,
+                reply=text[:200],
+            )
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": CORRECTION.format(error=error)},
+            ]
             continue
         except Exception as exc:  # a parser bug still fails only this rollout
-            raise UserError(f"{query.env_id}: parse_llm raised "
-                            f"{type(exc).__name__}: {exc}") from exc
+            raise UserError(f"{query.env_id}: parse_llm raised {type(exc).__name__}: {exc}") from exc
         if not leak_guard:
             return reply
         with boundary(UserError):
@@ -71,10 +84,14 @@ async def ask_llm_user(query: UserQuery, spec_lookup: SpecLookup, generate: Gene
         if attempt == max_reasks:
             log.warning("user.leak_redacted", env_id=query.env_id, name=query.name, n_facts=len(leaked))
             return redact_reply(reply, leaked)
-        log.warning("user.leak", env_id=query.env_id, name=query.name, attempt=attempt + 1,
-                    n_facts=len(leaked))
-        facts = "; ".join(f"\"{f}\"" for f in leaked)
-        messages = [*messages, {"role": "assistant", "content": text},
-                    {"role": "user", "content": LEAK_CORRECTION.format(facts=facts)}]
-    raise UserError(f"{query.env_id} {query.kind}/{query.name}: malformed reply after "
-                    f"{max_reasks + 1} attempts: {error}", transient=False)
+        log.warning("user.leak", env_id=query.env_id, name=query.name, attempt=attempt + 1, n_facts=len(leaked))
+        facts = "; ".join(f'"{f}"' for f in leaked)
+        messages = [
+            *messages,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": LEAK_CORRECTION.format(facts=facts)},
+        ]
+    raise UserError(
+        f"{query.env_id} {query.kind}/{query.name}: malformed reply after {max_reasks + 1} attempts: {error}",
+        transient=False,
+    )

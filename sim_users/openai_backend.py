@@ -28,8 +28,7 @@ class OpenAIUserBackend:
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
     """
 
-    def __init__(self, config: OpenAIConfig, spec_lookup: SpecLookup | None = None, *,
-                 max_reasks: int = 2) -> None:
+    def __init__(self, config: OpenAIConfig, spec_lookup: SpecLookup | None = None, *, max_reasks: int = 2) -> None:
         if max_reasks < 0:
             raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}")
         self.config = config
@@ -38,8 +37,7 @@ class OpenAIUserBackend:
         self.max_reasks = max_reasks
 
     async def ask(self, query: UserQuery) -> dict[str, Any]:
-        return await ask_llm_user(query, self.spec_lookup, self._generate,
-                                  max_reasks=self.max_reasks)
+        return await ask_llm_user(query, self.spec_lookup, self._generate, max_reasks=self.max_reasks)
 
     async def _generate(self, messages: list[dict[str, str]]) -> str:
         text, _ = await self.client.complete(messages)
@@ -52,6 +50,7 @@ class OpenAIUserBackend:
         await self.client.__aenter__()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()

@@ -49,6 +49,7 @@ log = structlog.get_logger(__name__)
 
 BACKENDS = ("scripted", "openai", "hf")
 
+
 def backend_option(cfg: Any, name: str) -> float:
     """A user-backend knob from the deploy config's ``user`` section (validated at load)."""
     return float(getattr(cfg.user, name))
@@ -64,13 +65,18 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
             raise ConfigError("user.base_url and user.model are required for user.backend: openai")
         backoff = backend_option(cfg, "backoff_s")
         conc = cfg.workers["user"].concurrency if "user" in getattr(cfg, "workers", {}) else 64
-        oc = OpenAIConfig(base_url=u.base_url, model=u.model, api_key_env=u.api_key_env,
-                          temperature=backend_option(cfg, "temperature"),
-                          max_tokens=max(1, int(backend_option(cfg, "max_tokens"))),
-                          timeout_s=backend_option(cfg, "timeout_s"),
-                          concurrency=max(1, int(conc)),
-                          max_retries=int(backend_option(cfg, "max_retries")),
-                          backoff_base_s=backoff, backoff_max_s=max(30.0, backoff))
+        oc = OpenAIConfig(
+            base_url=u.base_url,
+            model=u.model,
+            api_key_env=u.api_key_env,
+            temperature=backend_option(cfg, "temperature"),
+            max_tokens=max(1, int(backend_option(cfg, "max_tokens"))),
+            timeout_s=backend_option(cfg, "timeout_s"),
+            concurrency=max(1, int(conc)),
+            max_retries=int(backend_option(cfg, "max_retries")),
+            backoff_base_s=backoff,
+            backoff_max_s=max(30.0, backoff),
+        )
         return OpenAIUserBackend(oc)
     if kind == "hf":
         if not u.model:
@@ -93,9 +99,16 @@ class UserWorker(Worker):
     accepts = (UserRequest,)
     streaming = True  #: one slow LLM call never holds up the other requests
 
-    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, backend: UserBackend | None = None,
-                 per_gym: dict[str, UserBackend] | None = None, retries: int = 2,
-                 retry_backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: WorkerSettings | None = None,
+        *,
+        backend: UserBackend | None = None,
+        per_gym: dict[str, UserBackend] | None = None,
+        retries: int = 2,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
         super().__init__(bus, settings)
         if retries < 0 or retry_backoff_s < 0:
             raise ConfigError(f"retries and retry_backoff_s must be >= 0, got {retries}, {retry_backoff_s}")
@@ -113,9 +126,14 @@ class UserWorker(Worker):
             if kind not in backends:
                 backends[kind] = make_user_backend(kind, cfg)
             per_gym[gym] = backends[kind]
-        return cls(bus, settings, backend=backends[cfg.user.backend], per_gym=per_gym,
-                   retries=int(backend_option(cfg, "retries")),
-                   retry_backoff_s=backend_option(cfg, "backoff_s"))
+        return cls(
+            bus,
+            settings,
+            backend=backends[cfg.user.backend],
+            per_gym=per_gym,
+            retries=int(backend_option(cfg, "retries")),
+            retry_backoff_s=backend_option(cfg, "backoff_s"),
+        )
 
     def heartbeat_extra(self) -> dict[str, Any]:
         return {"backend": type(self.backend).__name__}
@@ -143,10 +161,16 @@ class UserWorker(Worker):
                 if not exc.transient or attempt == self.retries:
                     return None, ErrorRecord.of(exc)
                 self.stats["retried"] += 1
-                delay = self.retry_backoff_s * 2 ** attempt
+                delay = self.retry_backoff_s * 2**attempt
                 delay = delay / 2 + random.uniform(0, delay / 2)
-                self.log.warning("user.retry", env_id=query.env_id, name=query.name, attempt=attempt + 1,
-                                 error=str(exc), delay_s=round(delay, 3))
+                self.log.warning(
+                    "user.retry",
+                    env_id=query.env_id,
+                    name=query.name,
+                    attempt=attempt + 1,
+                    error=str(exc),
+                    delay_s=round(delay, 3),
+                )
                 await anyio.sleep(delay)
             except Exception as exc:  # a backend bug fails this episode, not the worker
                 return None, ErrorRecord.of(UserError(f"{type(exc).__name__}: {exc}"))
@@ -169,12 +193,11 @@ class UserWorker(Worker):
         eff = Effects()
         if reply is not None:
             self.stats["replies"] += 1
-            eff.hset(self.bus.keys.replies(m.episode_id),
-                     {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
+            eff.hset(self.bus.keys.replies(m.episode_id), {f"{m.seq}:{m.hop}": msgpack.packb(reply, use_bin_type=True)})
         else:
             self.stats["failed"] += 1
-            self.log.warning("user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop,
-                             error=error.to_wire() if error else None)
-        out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error,
-                        worker=self.name)
+            self.log.warning(
+                "user.failed", episode_id=m.episode_id, seq=m.seq, hop=m.hop, error=error.to_wire() if error else None
+            )
+        out = UserReply(episode_id=m.episode_id, seq=m.seq, hop=m.hop, reply=reply or {}, error=error, worker=self.name)
         return eff.send(self.bus.keys.stream("env"), out)

@@ -21,9 +21,15 @@ from userrl.learner.losses import LossConfig
 
 def fixed(model: str, out: str, steps: int, groups_json: str) -> None:
     batches = json.loads(open(groups_json).read())
-    learner = GRPOLearner(model, out, lr=1e-3, loss=LossConfig(max_staleness=1, kl_coef=0.05),
-                          ref_model_path=os.environ.get("REF_MODEL") or None, device="cpu",
-                          max_tokens_per_microbatch=int(os.environ.get("MICRO_TOKENS", "400")))
+    learner = GRPOLearner(
+        model,
+        out,
+        lr=1e-3,
+        loss=LossConfig(max_staleness=1, kl_coef=0.05),
+        ref_model_path=os.environ.get("REF_MODEL") or None,
+        device="cpu",
+        max_tokens_per_microbatch=int(os.environ.get("MICRO_TOKENS", "400")),
+    )
     dist = learner.dist
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
     os.makedirs(out, exist_ok=True)
@@ -61,11 +67,23 @@ def redis_loop(model: str, out: str, steps: int, kill_step: int) -> None:
         return
 
     async def main() -> None:
-        bus = Bus(make_client(os.environ["USERRL_REDIS_URL"], block_ms=100), Keys(os.environ["USERRL_RUN"]),
-                  BusSettings(read_count=16, block_ms=100, min_idle_ms=60_000, max_deliveries=3))
+        bus = Bus(
+            make_client(os.environ["USERRL_REDIS_URL"], block_ms=100),
+            Keys(os.environ["USERRL_RUN"]),
+            BusSettings(read_count=16, block_ms=100, min_idle_ms=60_000, max_deliveries=3),
+        )
         dispatcher = Dispatcher(bus, {}, group_size=2, max_in_flight=0, max_turns=2, sampling={})
-        await learn(bus, learner, dispatcher, steps=steps, groups_per_step=1, metrics=MetricsLog(f"{out}/m.jsonl"),
-                    time_budget_s=600, checkpoint_every=100, group_timeout_s=30)
+        await learn(
+            bus,
+            learner,
+            dispatcher,
+            steps=steps,
+            groups_per_step=1,
+            metrics=MetricsLog(f"{out}/m.jsonl"),
+            time_budget_s=600,
+            checkpoint_every=100,
+            group_timeout_s=30,
+        )
 
     try:
         anyio.run(main)

@@ -11,18 +11,52 @@ from __future__ import annotations
 import re
 from typing import Any
 
-KINDS = {"v1": {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim"},
-         "apps/v1": {"Deployment", "StatefulSet"},
-         "kustomize.config.k8s.io/v1beta1": {"Kustomization"}}
+KINDS = {
+    "v1": {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim"},
+    "apps/v1": {"Deployment", "StatefulSet"},
+    "kustomize.config.k8s.io/v1beta1": {"Kustomization"},
+}
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-POD_FIELDS = {"containers", "volumes", "terminationGracePeriodSeconds", "nodeSelector", "tolerations",
-              "affinity", "serviceAccountName", "securityContext", "initContainers"}
-CONTAINER_FIELDS = {"name", "image", "args", "command", "env", "envFrom", "ports", "volumeMounts", "resources",
-                    "startupProbe", "readinessProbe", "livenessProbe", "securityContext", "workingDir",
-                    "imagePullPolicy"}
-PROBE_FIELDS = {"exec", "httpGet", "tcpSocket", "grpc", "periodSeconds", "timeoutSeconds", "failureThreshold",
-                "successThreshold", "initialDelaySeconds"}
+POD_FIELDS = {
+    "containers",
+    "volumes",
+    "terminationGracePeriodSeconds",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "serviceAccountName",
+    "securityContext",
+    "initContainers",
+}
+CONTAINER_FIELDS = {
+    "name",
+    "image",
+    "args",
+    "command",
+    "env",
+    "envFrom",
+    "ports",
+    "volumeMounts",
+    "resources",
+    "startupProbe",
+    "readinessProbe",
+    "livenessProbe",
+    "securityContext",
+    "workingDir",
+    "imagePullPolicy",
+}
+PROBE_FIELDS = {
+    "exec",
+    "httpGet",
+    "tcpSocket",
+    "grpc",
+    "periodSeconds",
+    "timeoutSeconds",
+    "failureThreshold",
+    "successThreshold",
+    "initialDelaySeconds",
+}
 VOLUME_SOURCES = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "hostPath"}
 ACCESS_MODES = {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"}
 

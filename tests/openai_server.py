@@ -56,8 +56,7 @@ class RecordedRequest:
 
 
 class FakeOpenAIServer:
-    def __init__(self, reply: ReplyFn = echo_reply, *, delay_s: float = 0.0,
-                 model: str = "fake-model") -> None:
+    def __init__(self, reply: ReplyFn = echo_reply, *, delay_s: float = 0.0, model: str = "fake-model") -> None:
         self.reply = reply
         self.delay_s = delay_s  #: per-request service time, to make overlap observable
         self.model = model
@@ -74,8 +73,7 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -101,11 +99,9 @@ class FakeOpenAIServer:
     # ---- fault injection ---------------------------------------------------------------------
     def _queue(self, n: int, fault: Fault) -> None:
         with self._lock:
-            self._faults.extend(Fault(fault.kind, fault.status, fault.retry_after, fault.text)
-                                for _ in range(n))
+            self._faults.extend(Fault(fault.kind, fault.status, fault.retry_after, fault.text) for _ in range(n))
 
-    def fail_next(self, n: int = 1, *, status: int = 500,
-                  retry_after: float | None = None, message: str = "") -> None:
+    def fail_next(self, n: int = 1, *, status: int = 500, retry_after: float | None = None, message: str = "") -> None:
         """``message`` is the error message in the body (default ``injected <status>``)."""
         self._queue(n, Fault("status", status=status, retry_after=retry_after, text=message))
 
@@ -143,10 +139,14 @@ class FakeOpenAIServer:
         out = override if override is not None else self.reply(body)
         message = {"role": "assistant", "content": out} if isinstance(out, str) else out
         finish = "tool_calls" if message.get("tool_calls") else "stop"
-        return {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
-                "created": int(time.time()), "model": body.get("model", self.model),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
 
 def _make_handler(srv: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:

@@ -21,8 +21,16 @@ from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_tr
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
-GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0",
-        "userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
+GYMS = [
+    "userrl/Function-v0",
+    "userrl/Telepathy-v0",
+    "userrl/Turtle-v0",
+    "userrl/Intention-v0",
+    "userrl/Travel-v0",
+    "userrl/Persuade-v0",
+    "userrl/Search-v0",
+    "userrl/Tau-v0",
+]
 
 
 async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
@@ -32,8 +40,26 @@ async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
 
 def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path) -> subprocess.Popen[bytes]:
     log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
-    p = subprocess.Popen([python, "-m", "userrl", "worker", role, "--name", name, "--config", str(CI),
-                          "--set", f"run={run}", "--set", "log_level=info"], env=env, stdout=log, stderr=log)
+    p = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "userrl",
+            "worker",
+            role,
+            "--name",
+            name,
+            "--config",
+            str(CI),
+            "--set",
+            f"run={run}",
+            "--set",
+            "log_level=info",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     log.close()
     return p
 
@@ -46,9 +72,11 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
     resets = []
     for env_id in GYMS:
         resets += make_resets(env_id, load_tasks(env_id, "test")[:4], group_size=2, seed=3)
-    procs = [start("policy", "pol-0", run_name, subprocess_env, python, tmp_path),
-             start("user", "usr-0", run_name, subprocess_env, python, tmp_path),
-             start("reward", "rew-0", run_name, subprocess_env, python, tmp_path)]
+    procs = [
+        start("policy", "pol-0", run_name, subprocess_env, python, tmp_path),
+        start("user", "usr-0", run_name, subprocess_env, python, tmp_path),
+        start("reward", "rew-0", run_name, subprocess_env, python, tmp_path),
+    ]
     victim = start("env", "env-0", run_name, subprocess_env, python, tmp_path)
     procs.append(victim)
     try:
@@ -94,10 +122,34 @@ async def test_episodes_survive_env_worker_kill(bus: Bus, run_name, subprocess_e
 def test_dispatch_command_runs_episodes_on_a_running_deploy(run_name, subprocess_env, python, tmp_path) -> None:
     procs = [start(role, f"{role}-0", run_name, subprocess_env, python, tmp_path) for role in ("env", "policy", "user")]
     try:
-        out = subprocess.run([python, "-m", "userrl", "dispatch", "--config", str(CI), "--set", f"run={run_name}",
-                              "--gyms", "userrl/Function-v0", "userrl/Intention-v0", "--split", "test",
-                              "--tasks", "3", "--group-size", "2", "--wait", "--timeout", "60"],
-                             env=subprocess_env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                python,
+                "-m",
+                "userrl",
+                "dispatch",
+                "--config",
+                str(CI),
+                "--set",
+                f"run={run_name}",
+                "--gyms",
+                "userrl/Function-v0",
+                "userrl/Intention-v0",
+                "--split",
+                "test",
+                "--tasks",
+                "3",
+                "--group-size",
+                "2",
+                "--wait",
+                "--timeout",
+                "60",
+            ],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

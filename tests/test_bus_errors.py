@@ -40,8 +40,14 @@ from userrl.rollouts import make_resets, read_trajectories, send_resets
 
 
 def test_every_rollout_error_class_has_its_kind() -> None:
-    assert ROLLOUT_ERRORS == {"rollout": RolloutError, "policy": PolicyError, "user": UserError, "env": EnvError,
-                              "reward": RewardError, "bus": BusError}
+    assert ROLLOUT_ERRORS == {
+        "rollout": RolloutError,
+        "policy": PolicyError,
+        "user": UserError,
+        "env": EnvError,
+        "reward": RewardError,
+        "bus": BusError,
+    }
 
 
 @pytest.mark.parametrize("cls", list(ROLLOUT_ERRORS.values()), ids=lambda c: c.__name__)
@@ -75,24 +81,51 @@ def _raw(kind: str, data: dict[str, Any]) -> bytes:
 
 
 def test_the_older_dict_form_still_decodes() -> None:
-    old = decode(_raw("policy_reply", {"episode_id": "e", "text": "",
-                                       "error": {"kind": "policy", "message": "down", "transient": True}}))
+    old = decode(
+        _raw(
+            "policy_reply",
+            {"episode_id": "e", "text": "", "error": {"kind": "policy", "message": "down", "transient": True}},
+        )
+    )
     assert isinstance(old, PolicyReply) and old.error == ErrorRecord("policy", "down", retryable=True)
-    user = decode(_raw("user_reply", {"episode_id": "e", "seq": 1, "hop": 1, "error": {
-        "kind": "user", "message": "HTTP 400", "transient": False, "attempts": 3}}))
+    user = decode(
+        _raw(
+            "user_reply",
+            {
+                "episode_id": "e",
+                "seq": 1,
+                "hop": 1,
+                "error": {"kind": "user", "message": "HTTP 400", "transient": False, "attempts": 3},
+            },
+        )
+    )
     assert isinstance(user, UserReply) and user.error == ErrorRecord("user", "HTTP 400")
-    traj = decode(_raw("trajectory", {"episode_id": "e", "group_id": "g", "env_id": "x", "task_id": "t",
-                                      "turns": [], "status": "failed",
-                                      "error": {"kind": "bus", "message": "stalled", "transient": True}}))
+    traj = decode(
+        _raw(
+            "trajectory",
+            {
+                "episode_id": "e",
+                "group_id": "g",
+                "env_id": "x",
+                "task_id": "t",
+                "turns": [],
+                "status": "failed",
+                "error": {"kind": "bus", "message": "stalled", "transient": True},
+            },
+        )
+    )
     assert isinstance(traj, Trajectory) and isinstance(traj.error.exception(), BusError)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("error", "needle"), [
-    ("down", "expected an error record"),
-    ({"kind": 5, "message": "x"}, "needs kind"),
-    ({"kind": "policy", "message": "x", "retryable": "yes"}, "needs kind"),
-    ({"message": "x"}, "needs kind"),
-])
+@pytest.mark.parametrize(
+    ("error", "needle"),
+    [
+        ("down", "expected an error record"),
+        ({"kind": 5, "message": "x"}, "needs kind"),
+        ({"kind": "policy", "message": "x", "retryable": "yes"}, "needs kind"),
+        ({"message": "x"}, "needs kind"),
+    ],
+)
 def test_a_malformed_record_is_a_message_error(error: Any, needle: str) -> None:
     with pytest.raises(MessageError, match=f"policy_reply.error: .*{needle}"):
         decode(_raw("policy_reply", {"episode_id": "e", "text": "", "error": error}))
@@ -108,8 +141,7 @@ def test_a_retired_field_from_an_older_sender_is_dropped() -> None:
     msg = decode(_raw("policy_request", {"episode_id": "e", "env_id": "x", "messages": [], "replica": "pol-1"}))
     assert isinstance(msg, PolicyRequest) and not hasattr(msg, "replica")
     with pytest.raises(MessageError, match=r"unknown fields \['other'\]"):
-        decode(_raw("policy_request", {"episode_id": "e", "env_id": "x", "messages": [], "replica": "",
-                                       "other": 1}))
+        decode(_raw("policy_request", {"episode_id": "e", "env_id": "x", "messages": [], "replica": "", "other": 1}))
 
 
 # ---- the env worker --------------------------------------------------------------------------
@@ -141,8 +173,13 @@ async def test_the_env_worker_fails_an_episode_with_the_replys_error_class(bus: 
     settings = WorkerSettings(name="env-0", burst=True)
     await _burst(EnvWorker(bus, settings))  # the reset: asks the policy for turn 0
     assert await bus.redis.xlen(bus.keys.stream("policy")) == 1
-    reply = PolicyReply(episode_id=reset.episode_id, seq=0, text="", worker="pol-0",
-                        error=ErrorRecord.of(PolicyError("server down", transient=retryable)))
+    reply = PolicyReply(
+        episode_id=reset.episode_id,
+        seq=0,
+        text="",
+        worker="pol-0",
+        error=ErrorRecord.of(PolicyError("server down", transient=retryable)),
+    )
     await bus.send(bus.keys.stream("env"), reply)
     worker = RecordingEnvWorker(bus, settings)
     await _burst(worker)

@@ -30,8 +30,14 @@ FAST = dict(reclaim_interval_s=0.2, heartbeat_interval_s=0.1, heartbeat_ttl_s=1.
 
 def traj(group: str, i: int, size: int = 1) -> Trajectory:
     turns = [{"reward": 1.0, "prompt_ids": [1], "token_ids": [7], "logprobs": [-0.1], "policy_version": 0}]
-    return Trajectory(episode_id=f"{group}/{i}", group_id=group, env_id="userrl/Function-v0", task_id="t",
-                      turns=turns, meta={"group_size": size})
+    return Trajectory(
+        episode_id=f"{group}/{i}",
+        group_id=group,
+        env_id="userrl/Function-v0",
+        task_id="t",
+        turns=turns,
+        meta={"group_size": size},
+    )
 
 
 async def test_waiter_outlasts_the_trim_interval(bus: Bus) -> None:
@@ -73,8 +79,12 @@ async def test_stale_waiter_group_is_dropped_by_trim(bus: Bus, monkeypatch: pyte
 
 def _workers(bus: Bus, burst: bool = True) -> list[Worker]:
     s = lambda n: WorkerSettings(name=n, burst=burst, **FAST)  # noqa: E731
-    return [EnvWorker(bus, s("env"), send_task_to_policy=True), PolicyWorker(bus, s("policy"), backend=ScriptedExpertBackend()),
-            UserWorker(bus, s("user")), RewardWorker(bus, s("reward"))]
+    return [
+        EnvWorker(bus, s("env"), send_task_to_policy=True),
+        PolicyWorker(bus, s("policy"), backend=ScriptedExpertBackend()),
+        UserWorker(bus, s("user")),
+        RewardWorker(bus, s("reward")),
+    ]
 
 
 @pytest.mark.parametrize("role", ["env", "policy", "user", "reward"])
@@ -100,8 +110,11 @@ async def test_oversized_dead_letter_keeps_prefix_size_and_hash(redis_url: str, 
     from userrl.bus.client import make_client
     from userrl.bus.keys import Keys
 
-    bus = Bus(make_client(redis_url, block_ms=100), Keys(run_name),
-              BusSettings(block_ms=100, min_idle_ms=400, max_deliveries=3, dead_cap=20, dead_payload_bytes=1024))
+    bus = Bus(
+        make_client(redis_url, block_ms=100),
+        Keys(run_name),
+        BusSettings(block_ms=100, min_idle_ms=400, max_deliveries=3, dead_cap=20, dead_payload_bytes=1024),
+    )
     try:
         stream = bus.keys.stream("relay")
         big = b"\x00" * (20 * 1024 * 1024)
@@ -132,8 +145,11 @@ async def test_oversized_dead_letter_keeps_prefix_size_and_hash(redis_url: str, 
 
 async def test_capped_sends_hold_their_cap(bus: Bus) -> None:
     for i in range(300):
-        await bus.commit_once(("probe", f"e{i}", 0, 0), "t", Effects().send("x", Probe(episode_id=f"e{i}"), maxlen=10)
-                              .append("y", {"i": i}, maxlen=10))
+        await bus.commit_once(
+            ("probe", f"e{i}", 0, 0),
+            "t",
+            Effects().send("x", Probe(episode_id=f"e{i}"), maxlen=10).append("y", {"i": i}, maxlen=10),
+        )
     assert await bus.redis.xlen("x") <= 110 and await bus.redis.xlen("y") <= 110
     await bus.redis.delete("x", "y")
 
@@ -148,8 +164,15 @@ async def test_finished_episodes_release_their_keys(redis_url: str, run_name: st
     from userrl.bus.client import make_client
     from userrl.bus.keys import Keys
 
-    settings = BusSettings(block_ms=100, min_idle_ms=400, max_deliveries=3, finished_cap=3, results_cap=2,
-                           episode_log_ttl_ms=30_000, episode_log_cap=5)
+    settings = BusSettings(
+        block_ms=100,
+        min_idle_ms=400,
+        max_deliveries=3,
+        finished_cap=3,
+        results_cap=2,
+        episode_log_ttl_ms=30_000,
+        episode_log_cap=5,
+    )
     bus = Bus(make_client(redis_url, block_ms=100), Keys(run_name), settings)
     try:
         resets = make_resets("userrl/Telepathy-v0", load_tasks("userrl/Telepathy-v0", "test")[:6], group_size=2)
@@ -180,15 +203,15 @@ async def test_finished_episodes_release_their_keys(redis_url: str, run_name: st
         await bus.redis.aclose()
 
 
-
 async def test_reward_sweep_reports_stalled_episodes(bus: Bus) -> None:
     """A live episode whose snapshot stopped progressing (a message of it was dead-lettered) is
     reported failed, so its group is dropped and counted; a progressing one is left alone."""
     k = bus.keys
     now = time.time()
     for ep, at in (("g/0", now - 60), ("h/0", now)):
-        blob = msgpack.packb({"group_id": ep[0], "env_id": "userrl/Function-v0", "task_id": "t",
-                              "meta": {"group_size": 1}})
+        blob = msgpack.packb(
+            {"group_id": ep[0], "env_id": "userrl/Function-v0", "task_id": "t", "meta": {"group_size": 1}}
+        )
         await bus.redis.hset(k.state(ep), mapping={"episode": blob, "seq": 2, "at": f"{at:.3f}"})
         await bus.redis.zadd(k.live, {ep: now - 60})
     w = RewardWorker(bus, WorkerSettings(name="r", **FAST), sweep_interval_s=0.1, stall_s=5.0)

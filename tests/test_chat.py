@@ -35,8 +35,10 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def first_turn() -> list[dict[str, str]]:
-    return [{"role": "system", "content": "Guess the entity."},
-            {"role": "user", "content": "I am thinking of something."}]
+    return [
+        {"role": "system", "content": "Guess the entity."},
+        {"role": "user", "content": "I am thinking of something."},
+    ]
 
 
 def generated(tok: Any, text: str, closed: bool = True) -> list[int]:
@@ -52,8 +54,7 @@ def test_append_matches_full_render(tok: Any, tools: Any) -> None:
     for turn in range(3):
         reply = "<think>hmm</think>" + format_tool_call("action", f"Is it #{turn}?")
         ids = ids + generated(tok, reply)
-        msgs = msgs + [{"role": "assistant", "content": reply},
-                       {"role": "tool", "content": f"No.\nReward: 0.{turn}"}]
+        msgs = msgs + [{"role": "assistant", "content": reply}, {"role": "tool", "content": f"No.\nReward: 0.{turn}"}]
         if turn == 1:
             msgs.append({"role": "user", "content": "Keep going."})
         n_seen = len(msgs) - (2 if turn == 1 else 1)
@@ -90,20 +91,17 @@ def test_rewriting_template_is_detected(tok: Any) -> None:
     # the same conversation without thinking is fine under that template
     plain = "[action] Is it alive?"
     ok_ids = render_prefix_ids(tok2, first_turn()) + generated(tok2, plain)
-    ok_msgs = first_turn() + [{"role": "assistant", "content": plain},
-                              {"role": "user", "content": "Yes."}]
+    ok_msgs = first_turn() + [{"role": "assistant", "content": plain}, {"role": "user", "content": "Yes."}]
     extend_ids(tok2, ok_ids, ok_msgs, 3)
 
 
 def test_altered_history_and_bad_n_seen(tok: Any) -> None:
     msgs = first_turn()
     ids = render_prefix_ids(tok, msgs) + generated(tok, "[answer] a cat")
-    edited = msgs + [{"role": "assistant", "content": "[answer] a dog"},
-                     {"role": "user", "content": "No."}]
+    edited = msgs + [{"role": "assistant", "content": "[answer] a dog"}, {"role": "user", "content": "No."}]
     with pytest.raises(PolicyError, match="do not match messages"):
         extend_ids(tok, ids, edited, 3)
-    good = msgs + [{"role": "assistant", "content": "[answer] a cat"},
-                   {"role": "user", "content": "No."}]
+    good = msgs + [{"role": "assistant", "content": "[answer] a cat"}, {"role": "user", "content": "No."}]
     with pytest.raises(PolicyError, match="n_seen"):
         extend_ids(tok, ids, good, 0)
     with pytest.raises(PolicyError, match="n_seen"):

@@ -19,17 +19,24 @@ from userrl.lifecycle import redact_url
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_py(code: str, *args: str, stdout: int | None = subprocess.PIPE,
-           timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run_py(
+    code: str, *args: str, stdout: int | None = subprocess.PIPE, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     # buffered stdout, as for a user (PYTHONUNBUFFERED would hide a late BrokenPipeError)
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERRL_") and k != "PYTHONUNBUFFERED"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, env=env,
-                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=REPO,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def userrl(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    return run_py("import sys; from userrl.cli import main; sys.exit(main(sys.argv[1:]))", *args,
-                  stdout=stdout)
+    return run_py("import sys; from userrl.cli import main; sys.exit(main(sys.argv[1:]))", *args, stdout=stdout)
 
 
 def free_port() -> int:
@@ -39,6 +46,7 @@ def free_port() -> int:
 
 
 # ---- quiet as a library ------------------------------------------------------------------------
+
 
 def test_library_use_prints_nothing_below_warning() -> None:
     """gymnasium.make, a reset and a step, and load_tasks: no output at all (they log at debug
@@ -60,7 +68,8 @@ def test_library_use_prints_nothing_below_warning() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
     assert out.stderr.strip().splitlines() == [
-        line for line in out.stderr.strip().splitlines() if "library.warning_event" in line]
+        line for line in out.stderr.strip().splitlines() if "library.warning_event" in line
+    ]
     assert "library.warning_event" in out.stderr
 
 
@@ -89,10 +98,14 @@ def test_structlog_configured_first_is_kept() -> None:
 
 # ---- config errors, closed pipes, Redis ----------------------------------------------------------
 
-@pytest.mark.parametrize(("overrides", "needle"), [
-    (["gyms=[userrl/Nope-v0]"], "gyms: unknown gym id(s) ['userrl/Nope-v0']; known ids: ['userrl/"),
-    (["user.backend=openai"], "user.base_url and user.model are required"),
-])
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["gyms=[userrl/Nope-v0]"], "gyms: unknown gym id(s) ['userrl/Nope-v0']; known ids: ['userrl/"),
+        (["user.backend=openai"], "user.base_url and user.model are required"),
+    ],
+)
 def test_config_errors_are_one_line(overrides: list[str], needle: str) -> None:
     out = userrl("config", *[a for o in overrides for a in ("--set", o)])
     assert out.returncode == 2 and out.stdout == ""
@@ -145,8 +158,8 @@ def test_unreachable_redis_is_one_line(command: list[str], tmp_path: Path) -> No
 
 # ---- console helpers -----------------------------------------------------------------------------
 
-def test_stage_prints_header_and_wall_time(capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_stage_prints_header_and_wall_time(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TQDM_DISABLE", "")  # restored after the test (enable_progress sets it)
     console.enable_progress(True)
     try:

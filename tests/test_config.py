@@ -19,8 +19,16 @@ def test_shipped_configs_load(name: str) -> None:
 
 
 def test_defaults_and_overrides_merge_per_role() -> None:
-    cfg = load_config(None, ["workers.env.replicas=3", "bus.block_ms=500", "user.backend=openai",
-                             "user.base_url=http://localhost:8000/v1", "user.model=m"])
+    cfg = load_config(
+        None,
+        [
+            "workers.env.replicas=3",
+            "bus.block_ms=500",
+            "user.backend=openai",
+            "user.base_url=http://localhost:8000/v1",
+            "user.model=m",
+        ],
+    )
     assert cfg.workers["env"].replicas == 3 and cfg.workers["env"].concurrency == 256
     assert cfg.workers["policy"].replicas == 1
     assert cfg.bus.block_ms == 500 and cfg.user.backend == "openai"
@@ -32,7 +40,10 @@ def test_defaults_and_overrides_merge_per_role() -> None:
         ("workers.env.replicas=x", "workers.env.replicas: expected an integer"),
         ("workers.env.replicas=-1", "replicas must be >= 0"),
         ("bus.nope=1", "bus: unknown key(s) ['nope']; allowed:"),
-        ("policy.backend=foo", "policy.backend: 'foo' is not allowed; choose one of ['hf', 'vllm', 'openai', 'scripted']"),
+        (
+            "policy.backend=foo",
+            "policy.backend: 'foo' is not allowed; choose one of ['hf', 'vllm', 'openai', 'scripted']",
+        ),
         ("workers.bogus.replicas=1", "workers: unknown role(s) ['bogus']"),
         ("redis=http://x", "redis: expected 'embedded' or a redis://"),
         ("bus.min_idle_ms=10", "bus.min_idle_ms (10) must be larger than bus.block_ms"),
@@ -76,8 +87,10 @@ def test_bad_files(tmp_path: Path) -> None:
         (["user.per_gym={userrl/Turtle-v0: openai}"], "user.base_url and user.model are required"),
         (["user.backend=hf"], "user.model (a local model folder) is required for user.backend: hf"),
         (["policy.backend=openai"], "policy.base_url is required for policy.backend: openai"),
-        (["policy.backend=openai", "policy.base_url=http://x/v1", "policy.timeout_s=0"],
-         "policy.timeout_s must be > 0"),
+        (
+            ["policy.backend=openai", "policy.base_url=http://x/v1", "policy.timeout_s=0"],
+            "policy.timeout_s must be > 0",
+        ),
         (["policy.max_retries=-1"], "policy.max_retries must be >= 0"),
         (["policy.extra_body=3"], "policy.extra_body: expected a mapping"),
     ],
@@ -89,9 +102,18 @@ def test_cross_field_checks_name_the_field(overrides: list[str], needle: str) ->
 
 
 def test_openai_policy_settings_load() -> None:
-    cfg = load_config(None, ["policy.backend=openai", "policy.base_url=http://x/v1", "policy.tools=true",
-                             "policy.api_key_env=", "policy.timeout_s=5", "policy.max_retries=0",
-                             "policy.extra_body={chat_template_kwargs: {enable_thinking: false}}"])
+    cfg = load_config(
+        None,
+        [
+            "policy.backend=openai",
+            "policy.base_url=http://x/v1",
+            "policy.tools=true",
+            "policy.api_key_env=",
+            "policy.timeout_s=5",
+            "policy.max_retries=0",
+            "policy.extra_body={chat_template_kwargs: {enable_thinking: false}}",
+        ],
+    )
     p = cfg.policy
     assert (p.api_key_env, p.timeout_s, p.max_retries) == ("", 5.0, 0)
     assert p.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}

@@ -32,8 +32,10 @@ from userrl.sim_users.worker import UserWorker
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
 TRAVEL, FUNCTION = "userrl/Travel-v0", "userrl/Function-v0"
-OPTS = ["gym_options={userrl/Travel-v0: {elicit_reward: 0.8}}",
-        "eval_gym_options={userrl/Travel-v0: {elicit_reward: 0.6}}"]
+OPTS = [
+    "gym_options={userrl/Travel-v0: {elicit_reward: 0.8}}",
+    "eval_gym_options={userrl/Travel-v0: {elicit_reward: 0.6}}",
+]
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -49,17 +51,29 @@ def test_gym_options_for_training_and_evaluation() -> None:
     assert load_config(CI).data == ""
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("gym_options={userrl/Nope-v0: {x: 1}}", r"gym_options\.userrl/Nope-v0: unknown gym; known: .*userrl/Travel-v0"),
-    ("gym_options={userrl/Travel-v0: {elicit: 0.8}}",
-     r"gym_options\.userrl/Travel-v0: unknown gym option\(s\) \['elicit'\]; allowed: .*elicit_reward"),
-    ("eval_gym_options={userrl/Function-v0: {tolerance: 1}}",
-     r"eval_gym_options\.userrl/Function-v0: unknown gym option\(s\) \['tolerance'\]; allowed: "),
-    ("gym_options={userrl/Travel-v0: 0.8}", r"gym_options\.userrl/Travel-v0: expected a mapping"),
-    ("eval_gym_options={userrl/Turtle-v0: {success_threshold: 2}}",
-     r"eval_gym_options\.userrl/Turtle-v0: .*success_threshold"),
-    ("gym_options={userrl/Travel-v0: {elicit_reward: high}}", r"gym_options\.userrl/Travel-v0: .*high"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "gym_options={userrl/Nope-v0: {x: 1}}",
+            r"gym_options\.userrl/Nope-v0: unknown gym; known: .*userrl/Travel-v0",
+        ),
+        (
+            "gym_options={userrl/Travel-v0: {elicit: 0.8}}",
+            r"gym_options\.userrl/Travel-v0: unknown gym option\(s\) \['elicit'\]; allowed: .*elicit_reward",
+        ),
+        (
+            "eval_gym_options={userrl/Function-v0: {tolerance: 1}}",
+            r"eval_gym_options\.userrl/Function-v0: unknown gym option\(s\) \['tolerance'\]; allowed: ",
+        ),
+        ("gym_options={userrl/Travel-v0: 0.8}", r"gym_options\.userrl/Travel-v0: expected a mapping"),
+        (
+            "eval_gym_options={userrl/Turtle-v0: {success_threshold: 2}}",
+            r"eval_gym_options\.userrl/Turtle-v0: .*success_threshold",
+        ),
+        ("gym_options={userrl/Travel-v0: {elicit_reward: high}}", r"gym_options\.userrl/Travel-v0: .*high"),
+    ],
+)
 def test_bad_gym_options_name_the_gym_and_the_allowed_keys(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(CI, [override])
@@ -77,11 +91,11 @@ def _data_dir(tmp_path: Path, gyms: tuple[str, ...] = ("function", "travel")) ->
 def test_data_folder_replaces_the_bundled_tasks(tmp_path: Path) -> None:
     data = _data_dir(tmp_path)
     (data / "function" / "train.jsonl").write_text(
-        (DATA_DIR / "function" / "train.jsonl").read_text().splitlines()[0] + "\n")
+        (DATA_DIR / "function" / "train.jsonl").read_text().splitlines()[0] + "\n"
+    )
     assert len(data_tasks(FUNCTION, "train", str(data))) == 1
     assert data_tasks(FUNCTION, "test", "") == load_tasks(FUNCTION, "test")
-    assert check_data(str(data), [FUNCTION]) == {FUNCTION: {"test": len(load_tasks(FUNCTION, "test")),
-                                                           "train": 1}}
+    assert check_data(str(data), [FUNCTION]) == {FUNCTION: {"test": len(load_tasks(FUNCTION, "test")), "train": 1}}
     (data / "function" / "train.jsonl").unlink()  # a gym may have no train split (Search)
     assert check_data(str(data), [FUNCTION])[FUNCTION] == {"test": len(load_tasks(FUNCTION, "test"))}
 
@@ -103,14 +117,21 @@ def test_missing_data_is_an_error_naming_the_path(tmp_path: Path) -> None:
 def test_check_env_command_reads_the_data(tmp_path: Path, python: str, subprocess_env: dict[str, str]) -> None:
     data = _data_dir(tmp_path, ("function",))
     args = [python, "-m", "userrl", "check", "env", "--config", str(CI), "--set", "run=nobody", "--timeout", "2"]
-    out = subprocess.run([*args, "--data", "--set", f"data={data}"],
-                         env=subprocess_env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*args, "--data", "--set", f"data={data}"], env=subprocess_env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and f"data: {data} has no telepathy/ folder" in out.stderr
-    ok = subprocess.run([*args, "--data", "--set", "gyms=[userrl/Function-v0]", "--set", f"data={data}"],
-                        env=subprocess_env, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [*args, "--data", "--set", "gyms=[userrl/Function-v0]", "--set", f"data={data}"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert f"data {data}: userrl/Function-v0 test " in ok.stdout and ok.returncode == 1  # no env worker runs
-    probe = subprocess.run([*args, "--set", f"data={data}"], env=subprocess_env, capture_output=True, text=True,
-                           timeout=60)
+    probe = subprocess.run(
+        [*args, "--set", f"data={data}"], env=subprocess_env, capture_output=True, text=True, timeout=60
+    )
     assert probe.returncode == 1 and "data" not in probe.stdout  # a liveness probe does not read the data
 
 
@@ -148,12 +169,17 @@ async def test_env_worker_plays_with_the_reset_options(bus: Bus) -> None:
     """Travel steps that ask the user are re-executed from the snapshot once the reply is
     stored, so the elicitation reward shows that the re-executed step used the episode's gym."""
     task = load_tasks(TRAVEL, "test")[0]
-    resets = [*make_resets(TRAVEL, [task], prefix="hi:", options={"elicit_reward": 0.5}),
-              *make_resets(TRAVEL, [task], prefix="lo:", options={"elicit_reward": 0.1}),
-              *make_resets(TRAVEL, [task], prefix="bad:", options={"elicit": 1})]
+    resets = [
+        *make_resets(TRAVEL, [task], prefix="hi:", options={"elicit_reward": 0.5}),
+        *make_resets(TRAVEL, [task], prefix="lo:", options={"elicit_reward": 0.1}),
+        *make_resets(TRAVEL, [task], prefix="bad:", options={"elicit": 1}),
+    ]
     env = EnvWorker(bus, _settings("env-0"), send_task_to_policy=True)
-    workers = [env, PolicyWorker(bus, _settings("pol-0"), backend=ScriptedExpertBackend()),
-               UserWorker(bus, _settings("usr-0"))]
+    workers = [
+        env,
+        PolicyWorker(bus, _settings("pol-0"), backend=ScriptedExpertBackend()),
+        UserWorker(bus, _settings("usr-0")),
+    ]
     async with running(*workers):
         await send_resets(bus, resets)
         got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=60)
@@ -172,8 +198,7 @@ async def test_env_worker_plays_with_the_reset_options(bus: Bus) -> None:
 
 
 async def _sent_resets(bus: Bus) -> list[Reset]:
-    return [m for _, f in await bus.redis.xrange(bus.keys.stream("env"))
-            if isinstance(m := decode(f[b"p"]), Reset)]
+    return [m for _, f in await bus.redis.xrange(bus.keys.stream("env")) if isinstance(m := decode(f[b"p"]), Reset)]
 
 
 async def _dispatch_all(bus: Bus, tasks: dict[str, list[dict[str, Any]]], options: dict[str, Any]) -> list[Reset]:
@@ -207,10 +232,20 @@ def test_eval_resets_use_the_test_split_and_eval_options(tmp_path: Path) -> None
     data = _data_dir(tmp_path)
     cfg = load_config(CI, OPTS)
     options = {g: gym_options_for(cfg, g, evaluation=True) for g in (FUNCTION, TRAVEL)}
-    resets, tasks = eval_resets([FUNCTION, TRAVEL], n_tasks=3, k=2, temperature=0.0, max_turns=0,
-                                max_new_tokens=8, tag="ev", data=str(data), options=options)
+    resets, tasks = eval_resets(
+        [FUNCTION, TRAVEL],
+        n_tasks=3,
+        k=2,
+        temperature=0.0,
+        max_turns=0,
+        max_new_tokens=8,
+        tag="ev",
+        data=str(data),
+        options=options,
+    )
     assert len(resets) == 12 and {r.task["id"] for r in resets} == {
-        t["id"] for g in (FUNCTION, TRAVEL) for t in data_tasks(g, "test", str(data))[:3]}
+        t["id"] for g in (FUNCTION, TRAVEL) for t in data_tasks(g, "test", str(data))[:3]
+    }
     assert {r.options.get("elicit_reward") for r in resets if r.env_id == TRAVEL} == {0.6}
     assert all(r.options == {} for r in resets if r.env_id == FUNCTION)
     assert list(tasks) == [FUNCTION, TRAVEL]
@@ -218,15 +253,37 @@ def test_eval_resets_use_the_test_split_and_eval_options(tmp_path: Path) -> None
 
 @pytest.mark.integration
 @pytest.mark.anyio
-async def test_dispatch_command_reads_the_data_setting(bus: Bus, run_name: str, tmp_path: Path, python: str,
-                                                       subprocess_env: dict[str, str]) -> None:
+async def test_dispatch_command_reads_the_data_setting(
+    bus: Bus, run_name: str, tmp_path: Path, python: str, subprocess_env: dict[str, str]
+) -> None:
     data = _data_dir(tmp_path)
-    args = [python, "-m", "userrl", "dispatch", "--config", str(CI), "--set", f"run={run_name}",
-            "--set", f"data={data}", "--gyms", TRAVEL, "--tasks", "2", *[a for o in OPTS for a in ("--set", o)]]
+    args = [
+        python,
+        "-m",
+        "userrl",
+        "dispatch",
+        "--config",
+        str(CI),
+        "--set",
+        f"run={run_name}",
+        "--set",
+        f"data={data}",
+        "--gyms",
+        TRAVEL,
+        "--tasks",
+        "2",
+        *[a for o in OPTS for a in ("--set", o)],
+    ]
     for split in ("train", "test"):
-        out = await anyio.to_thread.run_sync(lambda s=split: subprocess.run(
-            [*args, "--split", s, "--prefix", f"{s}:"], env=subprocess_env, capture_output=True, text=True,
-            timeout=60))
+        out = await anyio.to_thread.run_sync(
+            lambda s=split: subprocess.run(
+                [*args, "--split", s, "--prefix", f"{s}:"],
+                env=subprocess_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        )
         assert out.returncode == 0, out.stderr[-2000:]
     sent = await _sent_resets(bus)
     for split, elicit in (("train", 0.8), ("test", 0.6)):
@@ -236,11 +293,27 @@ async def test_dispatch_command_reads_the_data_setting(bus: Bus, run_name: str, 
 
 
 @pytest.mark.parametrize("command", [["eval", "--model", "scripted"], ["train"], ["dispatch"]])
-def test_commands_refuse_missing_data_before_starting_anything(command: list[str], tmp_path: Path, python: str,
-                                                                subprocess_env: dict[str, str]) -> None:
-    out = subprocess.run([python, "-m", "userrl", *command, "--config", str(CI), "--set", f"run_dir={tmp_path}",
-                          "--set", f"data={tmp_path}/nowhere"],
-                         env=subprocess_env, capture_output=True, text=True, timeout=60)
+def test_commands_refuse_missing_data_before_starting_anything(
+    command: list[str], tmp_path: Path, python: str, subprocess_env: dict[str, str]
+) -> None:
+    out = subprocess.run(
+        [
+            python,
+            "-m",
+            "userrl",
+            *command,
+            "--config",
+            str(CI),
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            f"data={tmp_path}/nowhere",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and f"data: {tmp_path}/nowhere is not a folder" in out.stderr
     assert not (tmp_path / "redis.url").exists() and not (tmp_path / "sft-model").exists()
 
@@ -259,10 +332,16 @@ async def test_sft_demonstrations_and_in_process_eval_read_data_and_options(tmp_
     returns = {}
     for elicit in (0.5, 0.1):
         options = {TRAVEL: {"elicit_reward": elicit}}
-        report = await evaluate(ScriptedExpertBackend(), [TRAVEL], n_tasks=2, max_turns=30, data=str(data),
-                                options=options)
+        report = await evaluate(
+            ScriptedExpertBackend(), [TRAVEL], n_tasks=2, max_turns=30, data=str(data), options=options
+        )
         assert report["gyms"][TRAVEL]["score"] == 1.0  # the best options; elicitation rewards are no score
-        played = await play(ScriptedExpertBackend(), [(TRAVEL, t) for t in data_tasks(TRAVEL, "test", str(data))[:2]],
-                            max_turns=30, sampling=Sampling(), options=options)
+        played = await play(
+            ScriptedExpertBackend(),
+            [(TRAVEL, t) for t in data_tasks(TRAVEL, "test", str(data))[:2]],
+            max_turns=30,
+            sampling=Sampling(),
+            options=options,
+        )
         returns[elicit] = sum(sum(e.rewards) for e in played)
     assert returns[0.5] > returns[0.1] > 0

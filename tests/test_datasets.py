@@ -64,15 +64,18 @@ def test_user_file_and_folder_layouts(tmp_path: Path) -> None:
     assert len(load_tasks("userrl/Function-v0", "test", tmp_path / "flat")) == 1
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    ([FN, "{not json"], r"bad\.jsonl:2: malformed JSON"),
-    (["[1, 2]"], r"bad\.jsonl:1: expected a JSON object"),
-    (['{"rule": "a"}'], r"bad\.jsonl:1: every task needs a non-empty string 'id'"),
-    ([FN, FN], r"bad\.jsonl:2: duplicate id 'f1' \(first on line 1\)"),
-    (['{"id": "f2", "rule": "a +", "test_case": [1, 2, 3, 4]}'], r"bad\.jsonl:1: invalid"),
-    (['{"id": "f3", "rule": "a / (b - b)", "test_case": [1, 2, 3, 4]}'], r"undefined"),
-    ([""], r"no tasks"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([FN, "{not json"], r"bad\.jsonl:2: malformed JSON"),
+        (["[1, 2]"], r"bad\.jsonl:1: expected a JSON object"),
+        (['{"rule": "a"}'], r"bad\.jsonl:1: every task needs a non-empty string 'id'"),
+        ([FN, FN], r"bad\.jsonl:2: duplicate id 'f1' \(first on line 1\)"),
+        (['{"id": "f2", "rule": "a +", "test_case": [1, 2, 3, 4]}'], r"bad\.jsonl:1: invalid"),
+        (['{"id": "f3", "rule": "a / (b - b)", "test_case": [1, 2, 3, 4]}'], r"undefined"),
+        ([""], r"no tasks"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(tmp_path: Path, lines: list[str], message: str) -> None:
     f = _write(tmp_path / "bad.jsonl", lines)
     with pytest.raises(DataError, match=message):
@@ -89,13 +92,21 @@ def test_missing_file_unknown_split_and_unknown_env(tmp_path: Path) -> None:
 
 
 def test_gym_specific_validation(tmp_path: Path) -> None:
-    bad_turtle = {"id": "t", "title": "x", "surface": "s", "bottom": "b",
-                  "key_points": [{"statement": "s", "weight": 0.5, "keywords": [["s"]]}]}
+    bad_turtle = {
+        "id": "t",
+        "title": "x",
+        "surface": "s",
+        "bottom": "b",
+        "key_points": [{"statement": "s", "weight": 0.5, "keywords": [["s"]]}],
+    }
     f = _write(tmp_path / "t.jsonl", [json.dumps(bad_turtle)])
     with pytest.raises(DataError, match="weights must sum to 1"):
         load_tasks("userrl/Turtle-v0", "test", f)
-    bad_int = {"id": "i", "task": "t", "missing_details": [{"description": "d", "importance": 5,
-                                                           "keywords": ["k"], "answer": "a"}]}
+    bad_int = {
+        "id": "i",
+        "task": "t",
+        "missing_details": [{"description": "d", "importance": 5, "keywords": ["k"], "answer": "a"}],
+    }
     f = _write(tmp_path / "i.jsonl", [json.dumps(bad_int)])
     with pytest.raises(DataError, match="importance"):
         load_tasks("userrl/Intention-v0", "test", f)

@@ -12,8 +12,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 def make(bus, staleness: int) -> Dispatcher:
     tasks = {"userrl/Function-v0": load_tasks("userrl/Function-v0", "train")}
-    return Dispatcher(bus, tasks, group_size=2, max_in_flight=2 * (staleness + 1), max_turns=2, sampling={},
-                      groups_per_step=2, max_staleness=staleness)
+    return Dispatcher(
+        bus,
+        tasks,
+        group_size=2,
+        max_in_flight=2 * (staleness + 1),
+        max_turns=2,
+        sampling={},
+        groups_per_step=2,
+        max_staleness=staleness,
+    )
 
 
 async def test_synchronous_dispatch_waits_for_the_next_version(bus) -> None:

@@ -21,8 +21,20 @@ pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 # accelerate's --cpu starts one process unless MPI is installed; torchrun (--multi_gpu) starts
 # two, and the learner's device: cpu makes them a gloo group (MULTI_CPU)
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def free_port() -> int:
@@ -35,8 +47,14 @@ def free_port() -> int:
 
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK"))}
-    env.update({"PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
-                "MASTER_PORT": str(free_port()), **extra})
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1",
+            "MASTER_PORT": str(free_port()),
+            **extra,
+        }
+    )
     return env
 
 
@@ -60,18 +78,38 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
     groups_file = tmp_path / "groups.json"
     groups_file.write_text(json.dumps(batches))
     env = launch_env(REF_MODEL=str(models[1]), MICRO_TOKENS="400")
-    out = subprocess.run([*LAUNCH, "--main_process_port", env["MASTER_PORT"],
-                          str(REPO / "tests" / "dist_learner.py"), "fixed", str(models[0]), str(tmp_path / "two"),
-                          "3", str(groups_file)], env=env,
-                         capture_output=True, text=True, timeout=170)
+    out = subprocess.run(
+        [
+            *LAUNCH,
+            "--main_process_port",
+            env["MASTER_PORT"],
+            str(REPO / "tests" / "dist_learner.py"),
+            "fixed",
+            str(models[0]),
+            str(tmp_path / "two"),
+            "3",
+            str(groups_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     ranks = sorted(json.loads(p.read_text())["rank"] for p in (tmp_path / "two").glob("rank-*.json"))
     worlds = {json.loads(p.read_text())["world"] for p in (tmp_path / "two").glob("rank-*.json")}
     assert ranks == [0, 1] and worlds == {2}, "two ranks of one process group"
     two = load_file(str(tmp_path / "two" / "weights" / "v00003.safetensors"))
 
-    one = GRPOLearner(models[0], tmp_path / "one", lr=1e-3, loss=LossConfig(max_staleness=1, kl_coef=0.05),
-                      ref_model_path=models[1], device="cpu", max_tokens_per_microbatch=100_000)
+    one = GRPOLearner(
+        models[0],
+        tmp_path / "one",
+        lr=1e-3,
+        loss=LossConfig(max_staleness=1, kl_coef=0.05),
+        ref_model_path=models[1],
+        device="cpu",
+        max_tokens_per_microbatch=100_000,
+    )
     for batch in batches:
         one.step(batch)
     ref = {k: v for k, v in one.model.state_dict().items() if k in two}
@@ -86,8 +124,9 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
 @pytest.mark.integration
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("kill_step", [2, 0], ids=["rank-1-killed-in-step-2", "no-kill"])
-def test_a_killed_rank_fails_the_step_and_acks_nothing(models: tuple[Path, Path], tmp_path: Path,
-                                                       redis_url: str, run_name: str, kill_step: int) -> None:
+def test_a_killed_rank_fails_the_step_and_acks_nothing(
+    models: tuple[Path, Path], tmp_path: Path, redis_url: str, run_name: str, kill_step: int
+) -> None:
     import anyio
 
     from userrl.bus.client import make_client
@@ -101,8 +140,10 @@ def test_a_killed_rank_fails_the_step_and_acks_nothing(models: tuple[Path, Path]
         bus = Bus(make_client(redis_url), keys, BusSettings())
         await bus.ensure_group(keys.stream("learner"), keys.group("learner"))
         for g in make_groups(4, seed=3):
-            await bus.send(keys.stream("learner"), ScoredGroup(episode_id=g["group_id"], group_id=g["group_id"],
-                                                              env_id=g["env_id"], items=g["items"]))
+            await bus.send(
+                keys.stream("learner"),
+                ScoredGroup(episode_id=g["group_id"], group_id=g["group_id"], env_id=g["env_id"], items=g["items"]),
+            )
         await bus.redis.aclose()
 
     async def pending() -> tuple[int, int]:
@@ -115,16 +156,31 @@ def test_a_killed_rank_fails_the_step_and_acks_nothing(models: tuple[Path, Path]
 
     anyio.run(seed)
     env = launch_env(USERRL_REDIS_URL=redis_url, USERRL_RUN=run_name)
-    out = subprocess.run([*LAUNCH, "--main_process_port", env["MASTER_PORT"],
-                          str(REPO / "tests" / "dist_learner.py"), "redis", str(models[0]), str(tmp_path / "run"),
-                          "4" if kill_step else "2", str(kill_step)], env=env, capture_output=True, text=True,
-                         timeout=170)
+    out = subprocess.run(
+        [
+            *LAUNCH,
+            "--main_process_port",
+            env["MASTER_PORT"],
+            str(REPO / "tests" / "dist_learner.py"),
+            "redis",
+            str(models[0]),
+            str(tmp_path / "run"),
+            "4" if kill_step else "2",
+            str(kill_step),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     if not kill_step:  # the real loop under accelerate: 2 steps, a checkpoint at the end acks both groups
         assert out.returncode == 0, out.stderr[-3000:]
         assert anyio.run(pending)[0] == 0  # acked (and the consumed entries trimmed)
         assert (tmp_path / "run" / "checkpoint" / "state.json").is_file()
-        assert sorted(p.name for p in (tmp_path / "run" / "weights").iterdir()) == ["v00001.safetensors",
-                                                                                    "v00002.safetensors"]
+        assert sorted(p.name for p in (tmp_path / "run" / "weights").iterdir()) == [
+            "v00001.safetensors",
+            "v00002.safetensors",
+        ]
         return
     assert out.returncode != 0, "the launch must fail when a rank dies"
     # step 1 trained and published; step 2 lost rank 1: both groups read, neither acked
@@ -149,8 +205,10 @@ def test_learn_with_an_accelerate_config_relaunches_under_accelerate(tmp_path: P
     monkeypatch.delenv("USERRL_UNDER_ACCELERATE", raising=False)
     monkeypatch.setattr("subprocess.run", fake_run)
     monkeypatch.setattr(cli, "configure_logging", lambda *a, **k: None)
-    assert cli.main(["learn", "--config", "deploy/ci.yaml", "--accelerate-config", str(acc),
-                     "--set", "train.steps=2"]) == 0
+    assert (
+        cli.main(["learn", "--config", "deploy/ci.yaml", "--accelerate-config", str(acc), "--set", "train.steps=2"])
+        == 0
+    )
     cmd = seen["cmd"]
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(acc)]
     assert cmd[5:9] == ["-m", "userrl", "learn", "--config"]

@@ -48,16 +48,26 @@ def test_bad_binary_is_a_clear_error(tmp_path) -> None:
 
 def test_worker_alone_without_server_says_how_to_start_one(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "USERRL_REDIS_URL"}
-    out = subprocess.run([sys.executable, "-m", "userrl", "check", "env", "--set", f"run_dir={tmp_path}"],
-                         env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "userrl", "check", "env", "--set", f"run_dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "no embedded server is running" in out.stderr and "userrl up" in out.stderr
 
 
 def test_redis_command_serves_the_run_dir(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "USERRL_REDIS_URL"}
-    proc = subprocess.Popen([sys.executable, "-m", "userrl", "redis", "--set", f"run_dir={tmp_path}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "userrl", "redis", "--set", f"run_dir={tmp_path}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         shown = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert shown.startswith("redis://:***@127.0.0.1:") and str(tmp_path / "redis.url") in shown
@@ -120,12 +130,15 @@ def test_relative_data_dir_as_a_fresh_clone_has_it(tmp_path, monkeypatch) -> Non
         server.stop()
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
-    ("rediss://alice:s3cret@redis.example:6380/1?x=1", "rediss://alice:***@redis.example:6380/1?x=1"),
-    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("rediss://alice:s3cret@redis.example:6380/1?x=1", "rediss://alice:***@redis.example:6380/1?x=1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
 def test_redact_url(url: str, shown: str) -> None:
     from userrl.lifecycle import redact_url
 

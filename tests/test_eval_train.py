@@ -15,8 +15,16 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
-ALL = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0",
-       "userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Search-v0", "userrl/Tau-v0"]
+ALL = [
+    "userrl/Function-v0",
+    "userrl/Telepathy-v0",
+    "userrl/Turtle-v0",
+    "userrl/Intention-v0",
+    "userrl/Travel-v0",
+    "userrl/Persuade-v0",
+    "userrl/Search-v0",
+    "userrl/Tau-v0",
+]
 
 
 def _env() -> dict[str, str]:
@@ -26,9 +34,32 @@ def _env() -> dict[str, str]:
 
 
 def test_eval_scripted_experts_reach_the_maximum_on_every_gym(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "userrl", "eval", "--model", "scripted", "--config", str(CI),
-                          "--set", f"run_dir={tmp_path}", "--set", "run=evaltest", "--gyms", *ALL, "--tasks", "4",
-                          "--k", "2"], env=_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "userrl",
+            "eval",
+            "--model",
+            "scripted",
+            "--config",
+            str(CI),
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "run=evaltest",
+            "--gyms",
+            *ALL,
+            "--tasks",
+            "4",
+            "--k",
+            "2",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(report["gyms"]) == set(ALL)
@@ -43,19 +74,30 @@ def test_eval_scripted_experts_reach_the_maximum_on_every_gym(tmp_path: Path) ->
 @pytest.mark.timeout(900)  # two `userrl train` runs; minutes on a loaded 2-core machine
 def test_train_main_job_smoke(tmp_path: Path) -> None:
     pytest.importorskip("trl")
-    sets = [f"run_dir={tmp_path}", "run=trainsmoke", "train.steps=2", "train.sft_epochs=1", "train.eval_tasks=2",
-            "train.groups_per_step=2", "train.group_size=2", "train.max_turns=2", "policy.max_new_tokens=8",
-            "train.checkpoint_every=1", "train.eval_samples=1",
-            "policy.tiny_size={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
-            "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}"]
+    sets = [
+        f"run_dir={tmp_path}",
+        "run=trainsmoke",
+        "train.steps=2",
+        "train.sft_epochs=1",
+        "train.eval_tasks=2",
+        "train.groups_per_step=2",
+        "train.group_size=2",
+        "train.max_turns=2",
+        "policy.max_new_tokens=8",
+        "train.checkpoint_every=1",
+        "train.eval_samples=1",
+        "policy.tiny_size={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+        "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    ]
     args = [sys.executable, "-m", "userrl", "train", "--config", str(CI)]
     for s in sets:
         args += ["--set", s]
     args += ["--set", "policy.backend=hf", "--set", "policy.model=tiny"]
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     report_to = ["--set", "train.report_to=[tensorboard]"] if tensorboard else []
-    out = subprocess.run([*args, *report_to, "--set", "log_level=info"], env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [*args, *report_to, "--set", "log_level=info"], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["eval"]) == {"base", "sft", "sft+grpo"}
@@ -81,8 +123,13 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
         assert list((tmp_path / "sft-model" / "trainer").rglob("events.out.tfevents.*"))
     # resume: the checkpoint of step 2 continues to step 3 (no second SFT)
     sft_written = (tmp_path / "sft-model" / "config.json").stat().st_mtime_ns
-    again = subprocess.run([*args, "--set", "train.steps=3", "--set", "train.resume=true"], env=_env(),
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [*args, "--set", "train.steps=3", "--set", "train.resume=true"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "sft-model" / "config.json").stat().st_mtime_ns == sft_written
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -25,20 +25,45 @@ from userrl.bus.messages import Probe, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BUS = ["bus.min_idle_ms=1500", "bus.block_ms=200", "bus.read_count=8", "bus.max_deliveries=4",
-       "bus.reclaim_interval_ms=300", "bus.heartbeat_interval_ms=100", "bus.heartbeat_ttl_ms=2000"]
+BUS = [
+    "bus.min_idle_ms=1500",
+    "bus.block_ms=200",
+    "bus.read_count=8",
+    "bus.max_deliveries=4",
+    "bus.reclaim_interval_ms=300",
+    "bus.heartbeat_interval_ms=100",
+    "bus.heartbeat_ttl_ms=2000",
+]
 
 
 class Harness:
     def __init__(self, url: str, run: str, env: dict[str, str], python: str, tmp_path) -> None:
-        self.url, self.run, self.env, self.python, self.tmp = url, run, dict(env, USERRL_REDIS_URL=url), python, tmp_path
+        self.url, self.run, self.env, self.python, self.tmp = (
+            url,
+            run,
+            dict(env, USERRL_REDIS_URL=url),
+            python,
+            tmp_path,
+        )
         self.keys = Keys(run)
         self.r = sync_redis.Redis.from_url(url)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        args = [self.python, "-m", "userrl", "worker", "--class", "tests.relay_worker:RelayWorker",
-                "--name", name, "--set", f"run={self.run}", "--set", "log_level=debug"]
+        args = [
+            self.python,
+            "-m",
+            "userrl",
+            "worker",
+            "--class",
+            "tests.relay_worker:RelayWorker",
+            "--name",
+            name,
+            "--set",
+            f"run={self.run}",
+            "--set",
+            "log_level=debug",
+        ]
         for s in BUS:
             args += ["--set", s]
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -81,7 +106,9 @@ class Harness:
         got = self.sink()
         dup = {k: v for k, v in got.items() if v > 1}
         assert not dup, f"duplicates downstream: {dup}"
-        assert set(got) == set(ids), f"lost: {sorted(set(ids) - set(got))[:10]} extra: {sorted(set(got) - set(ids))[:10]}"
+        assert set(got) == set(ids), (
+            f"lost: {sorted(set(ids) - set(got))[:10]} extra: {sorted(set(got) - set(ids))[:10]}"
+        )
 
     def close(self) -> None:
         for p in self.procs:

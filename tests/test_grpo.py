@@ -124,8 +124,14 @@ def test_drop_stale_counts() -> None:
 
 def test_loss_config_validation() -> None:
     assert LossConfig().agg == "token-mean"
-    for field, value in [("clip_low", 1.0), ("clip_high", -0.1), ("kl_coef", -1.0),
-                         ("agg", "mean"), ("max_staleness", -1), ("temperature", 0.0)]:
+    for field, value in [
+        ("clip_low", 1.0),
+        ("clip_high", -0.1),
+        ("kl_coef", -1.0),
+        ("agg", "mean"),
+        ("max_staleness", -1),
+        ("temperature", 0.0),
+    ]:
         with pytest.raises(ValueError, match=field):
             LossConfig(**{field: value})
 
@@ -137,8 +143,13 @@ def test_loss_config_validation() -> None:
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
     config = transformers.Qwen3Config(
-        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, head_dim=16,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        head_dim=16,
     )
     return transformers.Qwen3ForCausalLM(config).eval()
 
@@ -146,13 +157,18 @@ def tiny_model() -> torch.nn.Module:
 def _batch() -> dict[str, torch.Tensor]:
     """Two dialogues of different lengths, right-padded, with hand-set advantages."""
     turns_a = [
-        {"prompt_ids": [1, 2, 3], "token_ids": [10, 11], "logprobs": [-4.0, -4.1],
-         "policy_version": 0, "reward": 0.0},
-        {"prompt_ids": [1, 2, 3, 10, 11, 4], "token_ids": [12, 13, 14],
-         "logprobs": [-4.2, -4.0, -4.3], "policy_version": 0, "reward": 1.0},
+        {"prompt_ids": [1, 2, 3], "token_ids": [10, 11], "logprobs": [-4.0, -4.1], "policy_version": 0, "reward": 0.0},
+        {
+            "prompt_ids": [1, 2, 3, 10, 11, 4],
+            "token_ids": [12, 13, 14],
+            "logprobs": [-4.2, -4.0, -4.3],
+            "policy_version": 0,
+            "reward": 1.0,
+        },
     ]
-    turns_b = [{"prompt_ids": [1, 5], "token_ids": [20, 21, 22], "logprobs": [-4.1] * 3,
-                "policy_version": 0, "reward": 0.0}]
+    turns_b = [
+        {"prompt_ids": [1, 5], "token_ids": [20, 21, 22], "logprobs": [-4.1] * 3, "policy_version": 0, "reward": 0.0}
+    ]
     seqs = [assemble(turns_a), assemble(turns_b)]
     _, adv = group_advantages([s.turn_rewards for s in seqs], [s.turn_lengths for s in seqs])
     rows = [per_token_advantages(s, a) for s, a in zip(seqs, adv, strict=True)]
@@ -163,8 +179,7 @@ def test_token_logprobs_equal_manual_gather(tiny_model: torch.nn.Module) -> None
     batch = _batch()
     with torch.no_grad():
         got = token_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"])
-        logits = tiny_model(input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"]).logits
+        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     ids = batch["input_ids"]
     for b in range(ids.shape[0]):
@@ -196,8 +211,9 @@ def test_token_logprobs_temperature(tiny_model: torch.nn.Module) -> None:
     batch = _batch()
     with torch.no_grad():
         logits = tiny_model(input_ids=batch["input_ids"]).logits
-        got = token_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
-                             temperature=0.5, mask=batch["loss_mask"])
+        got = token_logprobs(
+            tiny_model, batch["input_ids"], batch["attention_mask"], temperature=0.5, mask=batch["loss_mask"]
+        )
     want = torch.log_softmax(logits[0, 2] / 0.5, dim=-1)[batch["input_ids"][0, 3]]
     assert got[0, 3].item() == pytest.approx(want.item(), abs=1e-5)
 

@@ -45,8 +45,13 @@ def test_a_v1_alias_keeps_its_leak_guard(v1: None) -> None:
     cls = alias(IntentionGym)
     task = load_tasks("userrl/Intention-v0", "test")[0]
     answers = [d["answer"] for d in task["missing_details"]]
-    q = UserQuery(cls.id, "respond", "clarify",
-                  {"question": "How long is the trip?", "remaining": list(range(len(answers)))}, task)
+    q = UserQuery(
+        cls.id,
+        "respond",
+        "clarify",
+        {"question": "How long is the trip?", "remaining": list(range(len(answers)))},
+        task,
+    )
     leak = {"uncovered": [0], "reply": f"{answers[0]}, and {answers[1]}."}
     assert user_spec(cls.id) is IntentionGym.user_spec
     assert reply_leaks(q, leak, user_spec(cls.id)) == [answers[1]]
@@ -87,8 +92,9 @@ def test_the_default_score_is_the_sum_of_the_rewards() -> None:
     sum of the gain-over-best rewards), not the last story's."""
     cls = get_env_class("userrl/Turtle-v0")
     # a task whose first checklist statement alone is a partial story
-    task = next(t for t in load_tasks("userrl/Turtle-v0", "test")
-                if 0 < grade_story(t, t["key_points"][0]["statement"])[0] < 1)
+    task = next(
+        t for t in load_tasks("userrl/Turtle-v0", "test") if 0 < grade_story(t, t["key_points"][0]["statement"])[0] < 1
+    )
 
     def policy(task: dict[str, Any], messages: list[dict[str, str]]) -> str:
         n = sum(m["role"] == "assistant" for m in messages)

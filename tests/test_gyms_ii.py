@@ -54,8 +54,7 @@ def test_format_error_finish_and_turn_cap(env_id: str) -> None:
 @pytest.mark.parametrize("env_id", GYMS)
 def test_documented(env_id: str) -> None:
     doc = get_env_class(env_id).__doc__ or ""
-    for section in ("Description:", "Actions:", "Observation:", "Reward:", "Episode end:",
-                    "Version history:"):
+    for section in ("Description:", "Actions:", "Observation:", "Reward:", "Episode end:", "Version history:"):
         assert section in doc
     assert issubclass(get_env_class(env_id), Env)
 
@@ -66,24 +65,35 @@ def _opt(i: str, price: int) -> dict[str, Any]:
 
 
 TRAVEL = {
-    "id": "t-tr", "request": "I need a flight and a hotel.", "aspects": ["flight", "hotel"],
+    "id": "t-tr",
+    "request": "I need a flight and a hotel.",
+    "aspects": ["flight", "hotel"],
     "preferences": [
         {"aspect": "flight", "statement": "Layovers wear me out.", "keywords": ["stop", "layover"]},
         {"aspect": "flight", "statement": "I'm bringing a big suitcase.", "keywords": ["luggage", "bag"]},
         {"aspect": "hotel", "statement": "My dog comes along.", "keywords": ["pet", "dog"]},
     ],
-    "catalog": {"flight": {"options": [_opt("F1", 100), _opt("F2", 150), _opt("F3", 90)],
-                           "best": ["F1"], "acceptable": ["F2"]},
-                "hotel": {"options": [_opt("H1", 80), _opt("H2", 95)], "best": ["H2"],
-                          "acceptable": []}},
+    "catalog": {
+        "flight": {"options": [_opt("F1", 100), _opt("F2", 150), _opt("F3", 90)], "best": ["F1"], "acceptable": ["F2"]},
+        "hotel": {"options": [_opt("H1", 80), _opt("H2", 95)], "best": ["H2"], "acceptable": []},
+    },
 }
 
 
 def test_travel_elicit_search_and_best_answers() -> None:
-    res = play("userrl/Travel-v0", TRAVEL, [
-        "[action] Do you mind layovers?", "[action] Any layover wishes again?",
-        "[search] flight options", "[answer] F1", "[answer] F2", "[search] hotel",
-        "[answer] I recommend H2"])
+    res = play(
+        "userrl/Travel-v0",
+        TRAVEL,
+        [
+            "[action] Do you mind layovers?",
+            "[action] Any layover wishes again?",
+            "[search] flight options",
+            "[answer] F1",
+            "[answer] F2",
+            "[search] hotel",
+            "[answer] I recommend H2",
+        ],
+    )
     assert rewards(res) == [0.8, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # UserRL's training reward: 0.8
     assert res[0].observation == "Layovers wear me out." and res[1].observation.startswith("As I said")
     assert "F1 |" in res[2].observation and "H1" not in res[2].observation
@@ -94,8 +104,9 @@ def test_travel_elicit_search_and_best_answers() -> None:
 
 
 def test_travel_one_preference_per_message_and_no_keyword_lists() -> None:
-    res = play("userrl/Travel-v0", TRAVEL, ["[action] Any wishes about layovers or luggage?",
-                                            "[action] And about luggage?"])
+    res = play(
+        "userrl/Travel-v0", TRAVEL, ["[action] Any wishes about layovers or luggage?", "[action] And about luggage?"]
+    )
     assert [r.info["revealed"] for r in res] == [[0], [1]] and rewards(res) == [0.8, 0.8]
     dump = play("userrl/Travel-v0", TRAVEL, ["[action] stop layover luggage bag pet dog?"])
     assert rewards(dump) == [0.0] and "one thing at a time" in dump[0].observation
@@ -103,37 +114,49 @@ def test_travel_one_preference_per_message_and_no_keyword_lists() -> None:
 
 def test_travel_llm_user_may_say_one_preference_per_message() -> None:
     spec = get_env_class("userrl/Travel-v0").user_spec
-    q = UserQuery("userrl/Travel-v0", "respond", "talk",
-                  {"message": "Flight wishes?", "revealed": [], "off_topic": 0}, TRAVEL)
+    q = UserQuery(
+        "userrl/Travel-v0", "respond", "talk", {"message": "Flight wishes?", "revealed": [], "off_topic": 0}, TRAVEL
+    )
     both = {"reveal": [0], "reply": "Layovers wear me out. I'm bringing a big suitcase."}
     assert reply_leaks(q, both, spec) == ["I'm bringing a big suitcase."]
     with pytest.raises(ValueError, match="at most one"):
         spec.parse_llm(q, '{"reveal": [0, 1], "reply": "..."}')
     for message in ("Do you mind layovers?", "Any luggage?", "Nice weather?"):
-        q = UserQuery("userrl/Travel-v0", "respond", "talk",
-                      {"message": message, "revealed": [], "off_topic": 2}, TRAVEL)
+        q = UserQuery(
+            "userrl/Travel-v0", "respond", "talk", {"message": message, "revealed": [], "off_topic": 2}, TRAVEL
+        )
         assert reply_leaks(q, spec.scripted(q), spec) == []
 
 
 def test_travel_acceptable_wrong_and_bad_answers() -> None:
-    res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1 or F2", "[answer] X9", "[answer] F2",
-                                            "[answer] H1"], require_search=False)
+    res = play(
+        "userrl/Travel-v0",
+        TRAVEL,
+        ["[answer] F1 or F2", "[answer] X9", "[answer] F2", "[answer] H1"],
+        require_search=False,
+    )
     assert rewards(res) == [0.0, 0.0, 0.8, 0.0] and res[-1].terminated
     assert res[-1].info["aspect_scores"] == {"flight": 0.8, "hotel": 0.0}
     assert res[-1].info["score"] == 0.4
 
 
 def test_travel_blind_and_padded_answers_are_refused() -> None:
-    res = play("userrl/Travel-v0", TRAVEL, ["[answer] F1", "[search] flight",
-                                            "[answer] F1 nonstop cheap great value", "[answer] F1"])
+    res = play(
+        "userrl/Travel-v0",
+        TRAVEL,
+        ["[answer] F1", "[search] flight", "[answer] F1 nonstop cheap great value", "[answer] F1"],
+    )
     assert rewards(res) == [0.0, 0.0, 0.0, 1.0]
     assert "search the catalog first" in res[0].observation
     assert "exactly one option id" in res[2].observation
 
 
 def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fails() -> None:
-    res = play("userrl/Travel-v0", TRAVEL, ["[action] Nice weather?", "[action] Hello?",
-                                            "[action] What is up?", "[action] And now?"])
+    res = play(
+        "userrl/Travel-v0",
+        TRAVEL,
+        ["[action] Nice weather?", "[action] Hello?", "[action] What is up?", "[action] And now?"],
+    )
     assert rewards(res) == [0.0] * 4
     assert res[2].info == {"revealed": [0], "volunteered": True}
     assert "Layovers" in res[2].observation and res[3].info["revealed"] == []
@@ -147,19 +170,31 @@ def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fa
 
 
 # -- PersuadeGym -------------------------------------------------------------------------------
-PERSUADE = {"id": "t-pe", "claim": "Zoos should be abolished", "argument": "Cages are cruel.",
-            "counters": [{"argument": "Breeding saves species.", "keywords": [["breeding"]], "levels": 3},
-                         {"argument": "Zoos fund research.", "keywords": [["research"]], "levels": 2},
-                         {"argument": "Children learn.", "keywords": [["teach", "children"]], "levels": 1}]}
+PERSUADE = {
+    "id": "t-pe",
+    "claim": "Zoos should be abolished",
+    "argument": "Cages are cruel.",
+    "counters": [
+        {"argument": "Breeding saves species.", "keywords": [["breeding"]], "levels": 3},
+        {"argument": "Zoos fund research.", "keywords": [["research"]], "levels": 2},
+        {"argument": "Children learn.", "keywords": [["teach", "children"]], "levels": 1},
+    ],
+}
 
 
 def test_persuade_moves_by_counter_levels_and_ends_at_strongly_disagree() -> None:
-    res = play("userrl/Persuade-v0", PERSUADE, [
-        "[action] Zoo breeding programmes save many endangered species.",
-        "[answer] Breeding programmes again save endangered species.",
-        "[action] The weather is really nice and sunny today.", "[search] zoo facts",
-        "[action] Zoos fund important research and teach children.",
-        "[action] Visits teach children to love animals deeply."])
+    res = play(
+        "userrl/Persuade-v0",
+        PERSUADE,
+        [
+            "[action] Zoo breeding programmes save many endangered species.",
+            "[answer] Breeding programmes again save endangered species.",
+            "[action] The weather is really nice and sunny today.",
+            "[search] zoo facts",
+            "[action] Zoos fund important research and teach children.",
+            "[action] Visits teach children to love animals deeply.",
+        ],
+    )
     # one point per argument: the research-and-children argument counts as research only
     assert rewards(res) == [0.5, 0.0, 0.0, 0.0, 0.3333, 0.1667]
     assert res[0].observation.endswith("My stance: Neutral.")
@@ -171,20 +206,32 @@ def test_persuade_moves_by_counter_levels_and_ends_at_strongly_disagree() -> Non
 def test_persuade_opening_hides_the_users_reasoning_and_echoes_do_not_move() -> None:
     async def opening() -> str:
         return (await make("userrl/Persuade-v0").reset(PERSUADE, 0))[1]
+
     obs = asyncio.run(opening())
     assert "Zoos should be abolished" in obs and "Cages are cruel" not in obs
-    task = {**PERSUADE, "argument": "Keeping wild animals in small cages for our entertainment "
-                                    "is cruel and breeding programmes never release them."}
-    res = play("userrl/Persuade-v0", task, [
-        f"[action] {task['argument']}",                      # the user's reasoning, copied
-        "[action] Zoos should be abolished, should they?",   # the claim, echoed
-        "[action] breeding research teach children species save fund zoo animals"])
+    task = {
+        **PERSUADE,
+        "argument": "Keeping wild animals in small cages for our entertainment "
+        "is cruel and breeding programmes never release them.",
+    }
+    res = play(
+        "userrl/Persuade-v0",
+        task,
+        [
+            f"[action] {task['argument']}",  # the user's reasoning, copied
+            "[action] Zoos should be abolished, should they?",  # the claim, echoed
+            "[action] breeding research teach children species save fund zoo animals",
+        ],
+    )
     assert rewards(res) == [0.0, 0.0, 0.0]
 
 
 def test_persuade_backfire_and_reward_modes() -> None:
-    acts = ["[action] Zoos fund serious scientific research worldwide.", "[action] That is stupid.",
-            "[action] Breeding programmes rescue endangered species."]
+    acts = [
+        "[action] Zoos fund serious scientific research worldwide.",
+        "[action] That is stupid.",
+        "[action] Breeding programmes rescue endangered species.",
+    ]
     delta = play("userrl/Persuade-v0", PERSUADE, acts)
     assert [r.info["stance"] for r in delta] == ["Slightly Agree", "Agree", "Slightly Disagree"]
     assert rewards(delta) == [0.3333, 0.0, 0.5]
@@ -197,9 +244,16 @@ SEARCH = {"id": "t-se", "question": "Who wrote it?", "answer": "Ada Lovelace", "
 
 
 def test_search_answers_judged_by_normalized_match() -> None:
-    res = play("userrl/Search-v0", SEARCH, ["[answer] Charles Babbage",
-                                            "[answer] Babbage, Lovelace, Turing, Hopper, Church, Knuth, Ritchie or Liskov",
-                                            "[action] hello", "[answer] It was the Ada LOVELACE."])
+    res = play(
+        "userrl/Search-v0",
+        SEARCH,
+        [
+            "[answer] Charles Babbage",
+            "[answer] Babbage, Lovelace, Turing, Hopper, Church, Knuth, Ritchie or Liskov",
+            "[action] hello",
+            "[answer] It was the Ada LOVELACE.",
+        ],
+    )
     assert rewards(res) == [0.0, 0.0, 0.0, 1.0] and res[-1].terminated
     assert not any(r.terminated for r in res[:3])
     hedges = ["Ada Lovelace Turing", "Turing, Ada Lovelace", "Ada Lovelace or Babbage"]
@@ -244,8 +298,7 @@ def test_search_web_backend_is_optional_and_needs_a_key(monkeypatch: pytest.Monk
 
 # -- TauGym ------------------------------------------------------------------------------------
 def _tau_task(kind: str = "cancel") -> dict[str, Any]:
-    return next(t for t in load_tasks("userrl/Tau-v0", "train")
-                if t["kind"] == kind and t["identify_by"] == "zip")
+    return next(t for t in load_tasks("userrl/Tau-v0", "train") if t["kind"] == kind and t["identify_by"] == "zip")
 
 
 def _call(name: str, **args: Any) -> str:
@@ -255,12 +308,18 @@ def _call(name: str, **args: Any) -> str:
 def test_tau_right_db_state_scores_one() -> None:
     task = _tau_task()
     cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]
-    res = play("userrl/Tau-v0", task, [
-        "[action] Hi, what is your name and zip code?", "[action] How can I help?",
-        "[search] tools",
-        "[answer] " + json.dumps({"name": "get_order_details",
-                                  "arguments": {"order_id": cancel["order_id"]}}), _call("cancel_pending_order", **cancel),
-        "[action] Done. Anything else?"])
+    res = play(
+        "userrl/Tau-v0",
+        task,
+        [
+            "[action] Hi, what is your name and zip code?",
+            "[action] How can I help?",
+            "[search] tools",
+            "[answer] " + json.dumps({"name": "get_order_details", "arguments": {"order_id": cancel["order_id"]}}),
+            _call("cancel_pending_order", **cancel),
+            "[action] Done. Anything else?",
+        ],
+    )
     assert "My name is" in res[0].observation and cancel["order_id"] in res[1].observation
     assert "cancel_pending_order(order_id, reason)" in res[2].observation
     assert json.loads(res[4].observation)["status"] == "cancelled"
@@ -271,11 +330,19 @@ def test_tau_right_db_state_scores_one() -> None:
 def test_tau_wrong_state_tool_errors_and_missing_outputs() -> None:
     task = _tau_task()
     cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]
-    res = play("userrl/Tau-v0", task, [
-        _call("cancel_pending_order", order_id=cancel["order_id"], reason="too slow"),
-        _call("cancel_pending_order", order_id="#W0"), _call("fly_away"), "[answer] {not json",
-        f"[action] cancel_pending_order {json.dumps(cancel)}",  # speech, never a tool call
-        "[action] How can I help?", "[action] Anything else?"])
+    res = play(
+        "userrl/Tau-v0",
+        task,
+        [
+            _call("cancel_pending_order", order_id=cancel["order_id"], reason="too slow"),
+            _call("cancel_pending_order", order_id="#W0"),
+            _call("fly_away"),
+            "[answer] {not json",
+            f"[action] cancel_pending_order {json.dumps(cancel)}",  # speech, never a tool call
+            "[action] How can I help?",
+            "[action] Anything else?",
+        ],
+    )
     obs = [r.observation for r in res]
     assert "reason must be one of" in obs[0] and "takes the arguments" in obs[1]
     assert "unknown tool" in obs[2] and "write a tool call" in obs[3]
@@ -288,8 +355,7 @@ def test_tau_wrong_state_tool_errors_and_missing_outputs() -> None:
 
 
 def test_tau_unknown_database_is_refused() -> None:
-    task = {"id": "telecom-x", "db": "tau-bench-telecom", "opening": "Hi", "actions": [],
-            "instruction": "x"}
+    task = {"id": "telecom-x", "db": "tau-bench-telecom", "opening": "Hi", "actions": [], "instruction": "x"}
     with pytest.raises(ValueError, match="tau-bench-telecom"):
         get_env_class("userrl/Tau-v0").validate_task(task)  # type: ignore[attr-defined]
     with pytest.raises(EnvError, match="tau-bench-telecom"):
@@ -313,11 +379,14 @@ def test_tau_concurrent_episodes_never_see_each_others_writes() -> None:
         env, user = make("userrl/Tau-v0"), YieldingUser()
         state, _, _ = await env.reset(task, i)
         address = f"{i} Conflict St, Springfield 62704"
-        for text in ["[action] Hello?", _call("modify_pending_order_address", order_id=order, address=address),
-                     "[action] Still there?",
-                     _call("cancel_pending_order", order_id=order,
-                           reason=["no longer needed", "ordered by mistake"][i % 2]) if i % 3 == 0
-                     else "[action] One moment."]:
+        for text in [
+            "[action] Hello?",
+            _call("modify_pending_order_address", order_id=order, address=address),
+            "[action] Still there?",
+            _call("cancel_pending_order", order_id=order, reason=["no longer needed", "ordered by mistake"][i % 2])
+            if i % 3 == 0
+            else "[action] One moment.",
+        ]:
             res = await env.step(state, parse_prefixed(text), user)
             state = res.state
         return i, res
@@ -327,11 +396,11 @@ def test_tau_concurrent_episodes_never_see_each_others_writes() -> None:
 
     for i, res in asyncio.run(run()):
         writes = res.state["writes"]
-        assert [w["name"] for w in writes] == (["modify_pending_order_address"]
-                                               + (["cancel_pending_order"] if i % 3 == 0 else []))
+        assert [w["name"] for w in writes] == (
+            ["modify_pending_order_address"] + (["cancel_pending_order"] if i % 3 == 0 else [])
+        )
         conn = episode_db(writes)
-        row = conn.execute("SELECT address, status, cancel_reason FROM orders WHERE order_id=?",
-                           (order,)).fetchone()
+        row = conn.execute("SELECT address, status, cancel_reason FROM orders WHERE order_id=?", (order,)).fetchone()
         assert row["address"] == f"{i} Conflict St, Springfield 62704"
         assert row["status"] == ("cancelled" if i % 3 == 0 else "pending")
         if i % 3 == 0:
@@ -340,32 +409,55 @@ def test_tau_concurrent_episodes_never_see_each_others_writes() -> None:
 
 
 # -- LLM specs ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("env_id", "task", "name", "payload", "good", "want"), [
-    ("userrl/Travel-v0", TRAVEL, "talk", {"message": "m", "revealed": [0], "off_topic": 0},
-     '{"reveal": [2], "reply": "I have a dog."}', {"reveal": [2], "volunteered": False, "reply": "I have a dog."}),
-    ("userrl/Persuade-v0", PERSUADE, "react", {"argument": "a", "stance": "Agree", "used": []},
-     '{"stance": "neutral", "reply": "Fair."}', {"stance": "Neutral", "new_points": [],
-                                                  "reply": "Fair. My stance: Neutral."}),
-    ("userrl/Search-v0", SEARCH, "judge_answer", {"answer": "Ada"}, '{"correct": true}', {"correct": True}),
-    ("userrl/Tau-v0", {"id": "x", "instruction": "Cancel #W1.", "requests": ["r"]}, "reply",
-     {"message": "Hi", "stated": 1}, '{"reply": "Hello", "done": false}',
-     {"reply": "Hello", "done": False, "stated": 1}),
-])
-def test_llm_specs_prompt_and_parse(env_id: str, task: dict[str, Any], name: str,
-                                    payload: dict[str, Any], good: str, want: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("env_id", "task", "name", "payload", "good", "want"),
+    [
+        (
+            "userrl/Travel-v0",
+            TRAVEL,
+            "talk",
+            {"message": "m", "revealed": [0], "off_topic": 0},
+            '{"reveal": [2], "reply": "I have a dog."}',
+            {"reveal": [2], "volunteered": False, "reply": "I have a dog."},
+        ),
+        (
+            "userrl/Persuade-v0",
+            PERSUADE,
+            "react",
+            {"argument": "a", "stance": "Agree", "used": []},
+            '{"stance": "neutral", "reply": "Fair."}',
+            {"stance": "Neutral", "new_points": [], "reply": "Fair. My stance: Neutral."},
+        ),
+        ("userrl/Search-v0", SEARCH, "judge_answer", {"answer": "Ada"}, '{"correct": true}', {"correct": True}),
+        (
+            "userrl/Tau-v0",
+            {"id": "x", "instruction": "Cancel #W1.", "requests": ["r"]},
+            "reply",
+            {"message": "Hi", "stated": 1},
+            '{"reply": "Hello", "done": false}',
+            {"reply": "Hello", "done": False, "stated": 1},
+        ),
+    ],
+)
+def test_llm_specs_prompt_and_parse(
+    env_id: str, task: dict[str, Any], name: str, payload: dict[str, Any], good: str, want: dict[str, Any]
+) -> None:
     spec = get_env_class(env_id).user_spec
     query = UserQuery(env_id, "respond", name, payload, task, [])
     msgs = spec.llm_messages(query)
     assert [m["role"] for m in msgs] == ["system", "user"] and "JSON" in msgs[0]["content"]
     assert spec.parse_llm(query, good) == want
-    for bad in ("not json", "[1, 2]", '{"other": 1}', '{"reveal": [0], "reply": "x", "stance": '
-                '"Maybe", "correct": "yes", "done": "no"}'):
+    for bad in (
+        "not json",
+        "[1, 2]",
+        '{"other": 1}',
+        '{"reveal": [0], "reply": "x", "stance": "Maybe", "correct": "yes", "done": "no"}',
+    ):
         with pytest.raises(ValueError):
             spec.parse_llm(query, bad)
 
 
 def test_travel_llm_user_volunteers_by_rule_after_off_topic_turns() -> None:
     spec = get_env_class("userrl/Travel-v0").user_spec
-    q = UserQuery("userrl/Travel-v0", "respond", "talk",
-                  {"message": "m", "revealed": [], "off_topic": 2}, TRAVEL, [])
+    q = UserQuery("userrl/Travel-v0", "respond", "talk", {"message": "m", "revealed": [], "off_topic": 2}, TRAVEL, [])
     assert spec.parse_llm(q, '{"reveal": [], "reply": "Hm."}')["reveal"] == [0]

@@ -59,8 +59,10 @@ def test_learner_puts_model_and_optimizer_on_the_configured_device(tmp_path) -> 
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
 def test_train_device_holds_model_and_optimizer_state_after_a_step(tmp_path, device) -> None:
     from tests.learner_groups import make_groups
     from userrl.agents.tiny import build_tiny_model
@@ -68,9 +70,15 @@ def test_train_device_holds_model_and_optimizer_state_after_a_step(tmp_path, dev
     from userrl.learner.losses import LossConfig
 
     t = load_config(None, [f"train.device={device}", "train.max_tokens_per_microbatch=256"]).train
-    learner = GRPOLearner(build_tiny_model(tmp_path / "tiny"), tmp_path / "out", lr=1e-3,
-                          loss=LossConfig(max_staleness=10), device=t.device, dtype=t.dtype,
-                          max_tokens_per_microbatch=t.max_tokens_per_microbatch)
+    learner = GRPOLearner(
+        build_tiny_model(tmp_path / "tiny"),
+        tmp_path / "out",
+        lr=1e-3,
+        loss=LossConfig(max_staleness=10),
+        device=t.device,
+        dtype=t.dtype,
+        max_tokens_per_microbatch=t.max_tokens_per_microbatch,
+    )
     learner.step(make_groups(2))
     assert {p.device.type for p in learner.model.parameters()} == {device}
     state = [v for s in learner.optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim()]

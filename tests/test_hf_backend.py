@@ -35,10 +35,11 @@ def backend(model_dir: Path) -> HFBackend:
 
 
 def req(i: int, sampling: Sampling = GREEDY, **kw: Any) -> GenRequest:
-    msgs = [{"role": "system", "content": "Guess the entity."},
-            {"role": "user", "content": "Ask me questions. " * (1 + 3 * i)}]  # uneven lengths
-    return GenRequest(episode_id=f"ep{i}", env_id="userrl/Telepathy-v0", messages=msgs,
-                      sampling=sampling, **kw)
+    msgs = [
+        {"role": "system", "content": "Guess the entity."},
+        {"role": "user", "content": "Ask me questions. " * (1 + 3 * i)},
+    ]  # uneven lengths
+    return GenRequest(episode_id=f"ep{i}", env_id="userrl/Telepathy-v0", messages=msgs, sampling=sampling, **kw)
 
 
 def gen(backend: HFBackend, requests: list[GenRequest]) -> list[GenResult]:
@@ -50,14 +51,14 @@ def teacher_forced(backend: HFBackend, r: GenResult, temperature: float) -> torc
     with torch.no_grad():
         logits = backend.model(ids).logits[0].float()
     p = len(r.prompt_ids)
-    lp = torch.log_softmax(logits[p - 1: p - 1 + len(r.token_ids)] / temperature, dim=-1)
+    lp = torch.log_softmax(logits[p - 1 : p - 1 + len(r.token_ids)] / temperature, dim=-1)
     return lp.gather(-1, torch.tensor(r.token_ids)[:, None]).squeeze(-1)
 
 
-@pytest.mark.parametrize(("sampling", "temperature"), [
-    (T1, 1.0), (GREEDY, 1.0), (Sampling(temperature=0.7, max_new_tokens=12), 0.7)])
-def test_logprobs_match_teacher_forcing(backend: HFBackend, sampling: Sampling,
-                                        temperature: float) -> None:
+@pytest.mark.parametrize(
+    ("sampling", "temperature"), [(T1, 1.0), (GREEDY, 1.0), (Sampling(temperature=0.7, max_new_tokens=12), 0.7)]
+)
+def test_logprobs_match_teacher_forcing(backend: HFBackend, sampling: Sampling, temperature: float) -> None:
     results = gen(backend, [req(i, sampling) for i in range(4)])
     lengths = {len(r.prompt_ids) for r in results}
     assert len(lengths) == 4  # really left-padded
@@ -82,8 +83,7 @@ def test_batch_equals_single_for_greedy(backend: HFBackend) -> None:
         (single,) = gen(backend, [req(i)])
         assert single.token_ids == batch[i].token_ids
         assert single.text == batch[i].text
-        assert torch.allclose(torch.tensor(single.logprobs), torch.tensor(batch[i].logprobs),
-                              atol=1e-4)
+        assert torch.allclose(torch.tensor(single.logprobs), torch.tensor(batch[i].logprobs), atol=1e-4)
 
 
 def test_seeded_sampling_and_mixed_groups(backend: HFBackend) -> None:
@@ -114,11 +114,12 @@ def test_stops_at_eos_and_strips_padding(model_dir: Path, backend: HFBackend) ->
 
 def test_second_turn_extends_tokens(backend: HFBackend) -> None:
     (r1,) = gen(backend, [req(0, T1)])
-    msgs = req(0).messages + [{"role": "assistant", "content": r1.text},
-                              {"role": "tool", "content": "No.\nReward: 0.0"}]
+    msgs = req(0).messages + [
+        {"role": "assistant", "content": r1.text},
+        {"role": "tool", "content": "No.\nReward: 0.0"},
+    ]
     prev = r1.prompt_ids + r1.token_ids
-    turn2 = GenRequest(episode_id="ep0", env_id="x", messages=msgs, prompt_ids=prev, n_seen=3,
-                       sampling=T1)
+    turn2 = GenRequest(episode_id="ep0", env_id="x", messages=msgs, prompt_ids=prev, n_seen=3, sampling=T1)
     (r2,) = gen(backend, [turn2])
     assert r2.prompt_ids[: len(prev)] == prev
     assert torch.allclose(torch.tensor(r2.logprobs), teacher_forced(backend, r2, 1.0), atol=1e-4)
@@ -131,8 +132,11 @@ def test_load_weights(model_dir: Path, tmp_path: Path) -> None:
     b = HFBackend(model_dir)
     before = gen(b, [req(0), req(1)])
     gen_ = torch.Generator().manual_seed(0)
-    state = {k: v + 0.05 * torch.randn(v.shape, generator=gen_)
-             for k, v in b.model.state_dict().items() if k != "lm_head.weight"}
+    state = {
+        k: v + 0.05 * torch.randn(v.shape, generator=gen_)
+        for k, v in b.model.state_dict().items()
+        if k != "lm_head.weight"
+    }
     save_file(state, str(tmp_path / "v1.safetensors"))
     seconds = anyio.run(b.load_weights, str(tmp_path / "v1.safetensors"), 1)
     assert b.version == 1 and seconds >= 0
@@ -155,14 +159,15 @@ def test_event_loop_stays_responsive(backend: HFBackend) -> None:
     async def main() -> None:
         nonlocal ticks
         async with anyio.create_task_group() as tg:
+
             async def tick() -> None:
                 nonlocal ticks
                 while True:
                     await anyio.sleep(0.001)
                     ticks += 1
+
             tg.start_soon(tick)
-            await backend.generate([req(i, Sampling(temperature=1.0, max_new_tokens=48))
-                                    for i in range(8)])
+            await backend.generate([req(i, Sampling(temperature=1.0, max_new_tokens=48)) for i in range(8)])
             tg.cancel_scope.cancel()
 
     anyio.run(main)

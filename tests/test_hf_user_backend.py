@@ -18,8 +18,10 @@ from userrl.errors import UserError  # noqa: E402
 from userrl.sim_users.base import UserQuery  # noqa: E402
 from userrl.sim_users.hf_backend import HFUserBackend  # noqa: E402
 
-CORPUS = ["You are the user. Is it an animal? Yes. No. Maybe. The answer is a cat.",
-          "Grade the answer with a JSON score between 0 and 1. {\"score\": 1.0}"] * 20
+CORPUS = [
+    "You are the user. Is it an animal? Yes. No. Maybe. The answer is a cat.",
+    'Grade the answer with a JSON score between 0 and 1. {"score": 1.0}',
+] * 20
 
 
 class Spec:
@@ -32,8 +34,10 @@ class Spec:
         return {"text": "scripted"}
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
-        return [{"role": "system", "content": "You are the user. Answer yes or no."},
-                {"role": "user", "content": str(query.payload["q"])}]
+        return [
+            {"role": "system", "content": "You are the user. Answer yes or no."},
+            {"role": "user", "content": str(query.payload["q"])},
+        ]
 
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         if self.strict:
@@ -43,14 +47,21 @@ class Spec:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_user"), corpus=CORPUS, vocab_size=400,
-                            hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            num_key_value_heads=1, intermediate_size=64, head_dim=16)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny_user"),
+        corpus=CORPUS,
+        vocab_size=400,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        head_dim=16,
+    )
 
 
 def query(i: int) -> UserQuery:
-    return UserQuery(env_id="test/Fake-v0", kind="respond", name="chat",
-                     payload={"q": f"Is it an animal? ({i})"})
+    return UserQuery(env_id="test/Fake-v0", kind="respond", name="chat", payload={"q": f"Is it an animal? ({i})"})
 
 
 async def ask_all(backend: HFUserBackend, n: int) -> list[dict[str, Any] | BaseException]:
@@ -69,8 +80,7 @@ async def ask_all(backend: HFUserBackend, n: int) -> list[dict[str, Any] | BaseE
 
 
 async def test_concurrent_asks_are_batched(tiny_dir: Path) -> None:
-    backend = HFUserBackend(str(tiny_dir), spec_lookup=lambda env_id: Spec(),
-                            max_new_tokens=6, batch_window_s=0.05)
+    backend = HFUserBackend(str(tiny_dir), spec_lookup=lambda env_id: Spec(), max_new_tokens=6, batch_window_s=0.05)
     replies = await ask_all(backend, 4)
     assert list(backend.batch_sizes) == [4]
     assert all(isinstance(r, dict) and isinstance(r["text"], str) for r in replies)
@@ -80,8 +90,9 @@ async def test_concurrent_asks_are_batched(tiny_dir: Path) -> None:
 
 
 async def test_malformed_output_raises_after_reasks(tiny_dir: Path) -> None:
-    backend = HFUserBackend(str(tiny_dir), spec_lookup=lambda env_id: Spec(strict=True),
-                            max_new_tokens=4, batch_window_s=0.05, max_reasks=2)
+    backend = HFUserBackend(
+        str(tiny_dir), spec_lookup=lambda env_id: Spec(strict=True), max_new_tokens=4, batch_window_s=0.05, max_reasks=2
+    )
     results = await ask_all(backend, 2)
     for r in results:
         assert isinstance(r, UserError) and not r.transient
@@ -90,14 +101,14 @@ async def test_malformed_output_raises_after_reasks(tiny_dir: Path) -> None:
 
 
 async def test_max_batch_splits(tiny_dir: Path) -> None:
-    backend = HFUserBackend(str(tiny_dir), spec_lookup=lambda env_id: Spec(),
-                            max_new_tokens=2, batch_window_s=0.05, max_batch=2)
+    backend = HFUserBackend(
+        str(tiny_dir), spec_lookup=lambda env_id: Spec(), max_new_tokens=2, batch_window_s=0.05, max_batch=2
+    )
     await ask_all(backend, 5)
     assert sorted(backend.batch_sizes) == [1, 2, 2]
 
 
 async def test_missing_model_is_user_error(tmp_path: Path) -> None:
-    backend = HFUserBackend(str(tmp_path / "nope"), spec_lookup=lambda env_id: Spec(),
-                            batch_window_s=0)
+    backend = HFUserBackend(str(tmp_path / "nope"), spec_lookup=lambda env_id: Spec(), batch_window_s=0)
     with pytest.raises(UserError, match="hf user model failed"):
         await backend.ask(query(0))

@@ -29,9 +29,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: third-party packages that are optional extras or heavy to import; a first-party module that
 #: imports one at module level (directly or through other modules) may be imported lazily
-HEAVY = frozenset({"torch", "transformers", "trl", "vllm", "peft", "accelerate", "datasets",
-                   "matplotlib", "safetensors", "uvicorn", "starlette", "selenium", "tensorboard",
-                   "wandb", "trackio"})
+HEAVY = frozenset(
+    {
+        "torch",
+        "transformers",
+        "trl",
+        "vllm",
+        "peft",
+        "accelerate",
+        "datasets",
+        "matplotlib",
+        "safetensors",
+        "uvicorn",
+        "starlette",
+        "selenium",
+        "tensorboard",
+        "wandb",
+        "trackio",
+    }
+)
 
 #: first-party modules that may be imported inside a function, and why (each must be heavy, and
 #: the importer must not be: a lazy import has to spare the importer something)
@@ -95,7 +111,8 @@ def _resolve(name: str) -> str | None:
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
     return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _imported_names(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -242,8 +259,16 @@ def heavy_reason(module: str) -> str | None:
 # -- the tests ---------------------------------------------------------------------------------
 def test_the_scan_sees_our_packages() -> None:
     mods = modules()
-    for name in ("userrl.cli", "userrl.envs.base", "userrl.envs.gyms.telepathy", "userrl.bus.transport",
-                 "userrl.sim_users.base", "userrl.agents.worker", "userrl.learner.losses", "userrl.ui"):
+    for name in (
+        "userrl.cli",
+        "userrl.envs.base",
+        "userrl.envs.gyms.telepathy",
+        "userrl.bus.transport",
+        "userrl.sim_users.base",
+        "userrl.agents.worker",
+        "userrl.learner.losses",
+        "userrl.ui",
+    ):
         assert name in mods, name
     assert not any(m.startswith("userrl.userrl") for m in mods)
     assert len(mods) > 100
@@ -254,11 +279,17 @@ def test_the_scan_finds_cycles_and_lazy_imports() -> None:
     g = {"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a", "d"}), "d": frozenset()}
     assert cycles(g) == [["a", "b", "c", "a"]]
     assert cycles({**g, "c": frozenset({"d"})}) == []
-    tree = ast.parse("import os\nfrom userrl import x\nif TYPE_CHECKING:\n    import userrl.y\n"
-                     "class K:\n    import userrl.k\n    def f(self):\n        from userrl.z import w\n")
+    tree = ast.parse(
+        "import os\nfrom userrl import x\nif TYPE_CHECKING:\n    import userrl.y\n"
+        "class K:\n    import userrl.k\n    def f(self):\n        from userrl.z import w\n"
+    )
     got = [(ast.unparse(n), f) for n, f in _walk(tree)]
-    assert got == [("import os", False), ("from userrl import x", False), ("import userrl.k", False),
-                   ("from userrl.z import w", True)]
+    assert got == [
+        ("import os", False),
+        ("from userrl import x", False),
+        ("import userrl.k", False),
+        ("from userrl.z import w", True),
+    ]
     # an import of a submodule runs its package's __init__ too, unless the importer is inside it
     assert {"userrl.envs", "userrl.envs.registry"} <= graph()["userrl.config"]
     assert "userrl.envs" not in graph()["userrl.envs.worker"]
@@ -280,11 +311,17 @@ def test_the_shared_contracts_are_leaves() -> None:
 
 
 def test_no_first_party_import_inside_a_function() -> None:
-    bad = [f"{modules()[i.importer].relative_to(ROOT)}:{i.line}: {i.target}" for i in imports()
-           if i.in_function and not i.target.startswith(BUILD_TIME + ".")
-           and (i.target not in LAZY_OK or heavy_reason(i.importer) is not None)]
-    assert not bad, ("first-party imports inside functions (import at the top; if that makes a "
-                     "cycle, move the shared part to a leaf module):\n" + "\n".join(sorted(set(bad))))
+    bad = [
+        f"{modules()[i.importer].relative_to(ROOT)}:{i.line}: {i.target}"
+        for i in imports()
+        if i.in_function
+        and not i.target.startswith(BUILD_TIME + ".")
+        and (i.target not in LAZY_OK or heavy_reason(i.importer) is not None)
+    ]
+    assert not bad, (
+        "first-party imports inside functions (import at the top; if that makes a "
+        "cycle, move the shared part to a leaf module):\n" + "\n".join(sorted(set(bad)))
+    )
 
 
 def test_lazily_imported_modules_are_heavy() -> None:

@@ -25,8 +25,15 @@ SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
 pytestmark = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
 #: gyms with a train split in the reference (Search is test only)
-TRAINED = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0",
-           "userrl/Travel-v0", "userrl/Persuade-v0", "userrl/Tau-v0"]
+TRAINED = [
+    "userrl/Function-v0",
+    "userrl/Telepathy-v0",
+    "userrl/Turtle-v0",
+    "userrl/Intention-v0",
+    "userrl/Travel-v0",
+    "userrl/Persuade-v0",
+    "userrl/Tau-v0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,15 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_training_never_dispatches_a_test_task(bus: Bus, imported: Path) -> None:
     cfg = load_config(CI, [f"data={imported}", f"train.gyms=[{', '.join(TRAINED)}]"])
     tasks = grpo_tasks(cfg)
-    d = Dispatcher(bus, tasks, group_size=1, max_in_flight=512, max_turns=4, sampling={},
-                   options={g: gym_options_for(cfg, g) for g in TRAINED})
+    d = Dispatcher(
+        bus,
+        tasks,
+        group_size=1,
+        max_in_flight=512,
+        max_turns=4,
+        sampling={},
+        options={g: gym_options_for(cfg, g) for g in TRAINED},
+    )
     total = sum(len(ts) for ts in tasks.values())
     while d.dispatched < total:  # one epoch of every gym (the cycle interleaves them)
         for r in await d.fill(version=0):
@@ -64,9 +78,32 @@ def test_eval_plays_imported_test_tasks(imported: Path, tmp_path: Path) -> None:
     # Tau's imported tasks need the τ-bench databases (another change); every other gym here.
     gyms = [g for g in TRAINED if g != "userrl/Tau-v0"] + ["userrl/Search-v0"]
     env = {k: v for k, v in os.environ.items() if k != "USERRL_REDIS_URL"}  # the launcher's own Redis
-    out = subprocess.run([sys.executable, "-m", "userrl", "eval", "--model", "scripted", "--config", str(CI),
-                          "--set", f"data={imported}", "--set", f"run_dir={tmp_path}", "--set", "run=evalimp",
-                          "--gyms", *gyms, "--tasks", "2"], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "userrl",
+            "eval",
+            "--model",
+            "scripted",
+            "--config",
+            str(CI),
+            "--set",
+            f"data={imported}",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "run=evalimp",
+            "--gyms",
+            *gyms,
+            "--tasks",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     for gym in gyms:

@@ -17,10 +17,18 @@ from userrl.errors import DataError
 
 SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
 needs_data = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
-IDS = {"function": "userrl/Function-v0", "telepathy": "userrl/Telepathy-v0",
-       "turtle": "userrl/Turtle-v0", "intention": "userrl/Intention-v0"}
-IDS_II = {"search": "userrl/Search-v0", "tau": "userrl/Tau-v0", "travel": "userrl/Travel-v0",
-          "persuade": "userrl/Persuade-v0"}
+IDS = {
+    "function": "userrl/Function-v0",
+    "telepathy": "userrl/Telepathy-v0",
+    "turtle": "userrl/Turtle-v0",
+    "intention": "userrl/Intention-v0",
+}
+IDS_II = {
+    "search": "userrl/Search-v0",
+    "tau": "userrl/Tau-v0",
+    "travel": "userrl/Travel-v0",
+    "persuade": "userrl/Persuade-v0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +50,16 @@ def _task(out: Path, gym: str, task_id: str) -> dict:
 
 
 #: the reference's splits (train, test): the parquet prompts the paper trained and tested on
-REFERENCE = {"function": (460, 78), "telepathy": (360, 41), "turtle": (423, 48),
-             "intention": (380, 40), "search": (0, 125), "tau": (500, 165),
-             "travel": (2651, 471), "persuade": (378, 42)}
+REFERENCE = {
+    "function": (460, 78),
+    "telepathy": (360, 41),
+    "turtle": (423, 48),
+    "intention": (380, 40),
+    "search": (0, 125),
+    "tau": (500, 165),
+    "travel": (2651, 471),
+    "persuade": (378, 42),
+}
 
 
 @needs_data
@@ -70,8 +85,7 @@ def test_no_test_task_in_train(imported: tuple[Path, dict[str, dict[str, int]]],
 
 @needs_data
 @pytest.mark.parametrize("gym", list(_splits.SPLIT_FOLDERS))
-def test_membership_follows_the_parquet_files(imported: tuple[Path, dict[str, dict[str, int]]],
-                                              gym: str) -> None:
+def test_membership_follows_the_parquet_files(imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
     """Each imported split holds exactly the tasks the reference's parquet split names."""
     out, _ = imported
     ref = _splits.reference_keys(SRC / "parquet", gym)
@@ -105,20 +119,20 @@ def test_known_items(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
     assert turtle.grade_story(sister, statements)[0] == 1.0
     paris = _task(out, "intention", "49662622-692c-457b-b06f-64740e120bea")
     first = paris["missing_details"][0]
-    assert (first["description"], first["importance"], first["answer"]) == (
-        "Duration of the trip", 3, "3-5 days")
+    assert (first["description"], first["importance"], first["answer"]) == ("Duration of the trip", 3, "3-5 days")
 
 
 @needs_data
-def test_known_items_of_search_tau_travel_persuade(
-        imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+def test_known_items_of_search_tau_travel_persuade(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
     out, _ = imported
     q = _task(out, "search", "Bamboogle-1")
     assert q["answer"] == "james madison" and "Citibank" in q["question"]
     tau = _task(out, "tau", "retail-000")
     assert tau["db"] == "tau-bench-retail" and tau["opening"].startswith("Hello! I recently received")
-    assert tau["actions"][0] == {"name": "find_user_id_by_name_zip", "arguments": {
-        "first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"}}
+    assert tau["actions"][0] == {
+        "name": "find_user_id_by_name_zip",
+        "arguments": {"first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"},
+    }
     assert _task(out, "tau", "retail-train-000")["user_id"] == "omar_anderson_3203"
     trip = _task(out, "travel", "travel22:flight:2-97|hotel:2-64")
     assert trip["variant"] == "22" and trip["aspects"] == ["flight", "hotel"]
@@ -131,8 +145,7 @@ def test_known_items_of_search_tau_travel_persuade(
 
 
 @needs_data
-def test_split_is_deterministic(imported: tuple[Path, dict[str, dict[str, int]]],
-                                tmp_path: Path) -> None:
+def test_split_is_deterministic(imported: tuple[Path, dict[str, dict[str, int]]], tmp_path: Path) -> None:
     out, _ = imported
     import_userrl(SRC, tmp_path)
     for gym in IDS:
@@ -143,16 +156,14 @@ def test_split_is_deterministic(imported: tuple[Path, dict[str, dict[str, int]]]
 
 @needs_data
 @pytest.mark.parametrize("gym", list(IDS))
-def test_expert_reaches_max_on_imported_test_tasks(
-        imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
+def test_expert_reaches_max_on_imported_test_tasks(imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
     out, _ = imported
     check_tasks(IDS[gym], load_tasks(IDS[gym], "test", out))
 
 
 @needs_data
 @pytest.mark.parametrize("gym", ["search", "travel", "persuade"])
-def test_expert_reaches_max_on_imported_tasks_ii(
-        imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
+def test_expert_reaches_max_on_imported_tasks_ii(imported: tuple[Path, dict[str, dict[str, int]]], gym: str) -> None:
     out, _ = imported
     check_tasks(IDS_II[gym], load_tasks(IDS_II[gym], "test", out))
 
@@ -164,35 +175,63 @@ def _src(tmp_path: Path, folder: str, files: dict[str, str]) -> Path:
     return tmp_path / "src"
 
 
-@pytest.mark.parametrize(("folder", "files", "message"), [
-    ("FunctionGym", {"functions.json": "[{"}, r"functions\.json:1: malformed JSON"),
-    ("FunctionGym", {"functions.json": "{}"}, r"functions\.json: expected a JSON list"),
-    ("FunctionGym", {"functions.json": '[{"id": "f", "rule": "a"}]'},
-     r"functions\.json: entry 0: expected an object with keys id, rule, test_case"),
-    ("FunctionGym", {"functions.json": json.dumps([{"id": "f", "rule": "a / 0", "test_case": [1, 2, 3, 4],
-                                                     "expected_result": 1}])},
-     r"task 'f' cannot be used"),
-    ("FunctionGym", {"functions.json": "[]", "extra.json": "[]"}, r"extra\.json: unknown file"),
-    ("IntentionGym", {"all_intentions_train.json": "[]"}, r"all_intentions_test\.json: missing"),
-    ("TurtleGym", {"all_stories_refined.json": '{"1": {"new_title": "t"}}'},
-     r"story '1': expected an object with keys new_title, new_surface"),
-    ("TelepathyGym", {"all_entities_refined.json": "[1]"}, r"entry 0: expected an object"),
-    ("SearchGym", {"questions.json": '[{"id": "q", "question": "?"}]'},
-     r"questions\.json: entry 0: expected an object with keys id, question, answer"),
-    ("SearchGym", {"questions.json": '[{"id": "q", "question": "", "answer": "a"}]'},
-     r"task 'q' cannot be used by userrl/Search-v0"),
-    ("TauGym", {"tau_train.json": "[]"}, r"tau_test\.json: missing"),
-    ("TauGym", {"tau_train.json": "[]", "tau_test.json": '[{"id": "r", "obs": "hi", "info": {}}]'},
-     r"entry 0 info\.task: expected an object with keys user_id, actions"),
-    ("parquet/persuasion_multiturn", {"train.parquet": "x", "test.parquet": "x"},
-     r"train\.parquet: not a readable parquet file"),
-    ("parquet/persuasion_multiturn", {"train.parquet": "x"}, r"test\.parquet: missing"),
-    ("parquet/travel22_multiturn_onechoice", {"train.parquet": "", "notes.txt": ""},
-     r"notes\.txt: unknown file"),
-    ("FunctionGym", {"functions.json": '[{"id": "f", "rule": "a", "test_case": [1, 2, 3, 4], '
-                                       '"expected_result": 1}]'},
-     r"parquet/function_multiturn: missing; the train/test split of function"),
-])
+@pytest.mark.parametrize(
+    ("folder", "files", "message"),
+    [
+        ("FunctionGym", {"functions.json": "[{"}, r"functions\.json:1: malformed JSON"),
+        ("FunctionGym", {"functions.json": "{}"}, r"functions\.json: expected a JSON list"),
+        (
+            "FunctionGym",
+            {"functions.json": '[{"id": "f", "rule": "a"}]'},
+            r"functions\.json: entry 0: expected an object with keys id, rule, test_case",
+        ),
+        (
+            "FunctionGym",
+            {
+                "functions.json": json.dumps(
+                    [{"id": "f", "rule": "a / 0", "test_case": [1, 2, 3, 4], "expected_result": 1}]
+                )
+            },
+            r"task 'f' cannot be used",
+        ),
+        ("FunctionGym", {"functions.json": "[]", "extra.json": "[]"}, r"extra\.json: unknown file"),
+        ("IntentionGym", {"all_intentions_train.json": "[]"}, r"all_intentions_test\.json: missing"),
+        (
+            "TurtleGym",
+            {"all_stories_refined.json": '{"1": {"new_title": "t"}}'},
+            r"story '1': expected an object with keys new_title, new_surface",
+        ),
+        ("TelepathyGym", {"all_entities_refined.json": "[1]"}, r"entry 0: expected an object"),
+        (
+            "SearchGym",
+            {"questions.json": '[{"id": "q", "question": "?"}]'},
+            r"questions\.json: entry 0: expected an object with keys id, question, answer",
+        ),
+        (
+            "SearchGym",
+            {"questions.json": '[{"id": "q", "question": "", "answer": "a"}]'},
+            r"task 'q' cannot be used by userrl/Search-v0",
+        ),
+        ("TauGym", {"tau_train.json": "[]"}, r"tau_test\.json: missing"),
+        (
+            "TauGym",
+            {"tau_train.json": "[]", "tau_test.json": '[{"id": "r", "obs": "hi", "info": {}}]'},
+            r"entry 0 info\.task: expected an object with keys user_id, actions",
+        ),
+        (
+            "parquet/persuasion_multiturn",
+            {"train.parquet": "x", "test.parquet": "x"},
+            r"train\.parquet: not a readable parquet file",
+        ),
+        ("parquet/persuasion_multiturn", {"train.parquet": "x"}, r"test\.parquet: missing"),
+        ("parquet/travel22_multiturn_onechoice", {"train.parquet": "", "notes.txt": ""}, r"notes\.txt: unknown file"),
+        (
+            "FunctionGym",
+            {"functions.json": '[{"id": "f", "rule": "a", "test_case": [1, 2, 3, 4], "expected_result": 1}]'},
+            r"parquet/function_multiturn: missing; the train/test split of function",
+        ),
+    ],
+)
 def test_malformed_sources(tmp_path: Path, folder: str, files: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
         import_userrl(_src(tmp_path, folder, files), tmp_path / "out")
@@ -213,11 +252,12 @@ def _parquet(path: Path, rows: list[dict]) -> None:
 
 def test_parquet_rows_are_checked(tmp_path: Path) -> None:
     folder = tmp_path / "src" / "parquet" / "travel22_multiturn_onechoice"
-    row = {"prompt": [{"role": "user", "content": "Trip!"}],
-           "reward_model": {"id": "flight:2-1|hotel:2-2", "ground_truth": "['F1', 'H2']"}}
+    row = {
+        "prompt": [{"role": "user", "content": "Trip!"}],
+        "reward_model": {"id": "flight:2-1|hotel:2-2", "ground_truth": "['F1', 'H2']"},
+    }
     _parquet(folder / "train.parquet", [row])
-    _parquet(folder / "test.parquet", [{**row, "reward_model": {**row["reward_model"],
-                                                                "ground_truth": "['Z9']"}}])
+    _parquet(folder / "test.parquet", [{**row, "reward_model": {**row["reward_model"], "ground_truth": "['Z9']"}}])
     with pytest.raises(DataError, match=r"test\.parquet: row 0: option 'Z9' matches no aspect"):
         import_userrl(tmp_path / "src", tmp_path / "out")
     _parquet(folder / "test.parquet", [row])
@@ -234,8 +274,7 @@ def _function_rows(ids: list[str]) -> list[dict]:
 
 
 def test_split_comes_from_the_parquet_ids(tmp_path: Path) -> None:
-    rules = [{"id": f"f{i}", "rule": "a + b", "test_case": [1, 2, 3, 4], "expected_result": 3}
-             for i in range(4)]
+    rules = [{"id": f"f{i}", "rule": "a + b", "test_case": [1, 2, 3, 4], "expected_result": 3} for i in range(4)]
     src = _src(tmp_path, "FunctionGym", {"functions.json": json.dumps(rules)})
     folder = src / "parquet" / "function_multiturn"
     _parquet(folder / "train.parquet", _function_rows(["f2", "f0"]))
@@ -244,15 +283,16 @@ def test_split_comes_from_the_parquet_ids(tmp_path: Path) -> None:
     assert _ids(tmp_path / "out", "function", "train") == ["f0", "f2"]  # f1: in no split, left out
     assert _ids(tmp_path / "out", "function", "test") == ["f3"]
     _parquet(folder / "test.parquet", _function_rows(["f3", "f9"]))
-    with pytest.raises(DataError, match=r"test\.parquet: 1 task\(s\) not found in the function JSON files, e\.g\. 'f9'"):
+    with pytest.raises(
+        DataError, match=r"test\.parquet: 1 task\(s\) not found in the function JSON files, e\.g\. 'f9'"
+    ):
         import_userrl(src, tmp_path / "out")
     _parquet(folder / "test.parquet", _function_rows(["f3", "f0"]))
     with pytest.raises(DataError, match=r"function_multiturn: 1 task\(s\) in both train and test, e\.g\. 'f0'"):
         import_userrl(src, tmp_path / "out")
 
 
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)

@@ -24,14 +24,30 @@ from userrl.deploy.watch import last_error_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DEAD_USER = ["--set", "user.backend=openai", "--set", "user.base_url=http://127.0.0.1:9/v1", "--set", "user.model=x",
-             "--set", "user.max_retries=0", "--set", "user.retries=0"]
+DEAD_USER = [
+    "--set",
+    "user.backend=openai",
+    "--set",
+    "user.base_url=http://127.0.0.1:9/v1",
+    "--set",
+    "user.model=x",
+    "--set",
+    "user.max_retries=0",
+    "--set",
+    "user.retries=0",
+]
 
 
 def run_cli(args: list[str], timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "userrl", *args], env=cli_env(), capture_output=True, text=True,
-                         timeout=timeout, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "userrl", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     return out, time.monotonic() - t0
 
 
@@ -40,8 +56,21 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def test_eval_with_a_missing_policy_model_stops_at_once(tmp_path: Path) -> None:
-    out, took = run_cli(["eval", "--model", str(tmp_path / "no-such-model"), "-c", CI, "--gyms", "userrl/Function-v0",
-                         "--tasks", "2", "--set", f"run_dir={tmp_path}"])
+    out, took = run_cli(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "-c",
+            CI,
+            "--gyms",
+            "userrl/Function-v0",
+            "--tasks",
+            "2",
+            "--set",
+            f"run_dir={tmp_path}",
+        ]
+    )
     assert out.returncode != 0
     assert took < 30, f"took {took:.1f}s"
     (line,) = error_lines(out.stderr)
@@ -52,8 +81,18 @@ def test_eval_with_a_missing_policy_model_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_up_with_a_missing_policy_model_exits_with_the_reason(tmp_path: Path) -> None:
-    out, took = run_cli(["up", CI, "--set", f"run_dir={tmp_path}", "--set", "policy.backend=hf",
-                         "--set", f"policy.model={tmp_path / 'no-such-model'}"])
+    out, took = run_cli(
+        [
+            "up",
+            CI,
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "policy.backend=hf",
+            "--set",
+            f"policy.model={tmp_path / 'no-such-model'}",
+        ]
+    )
     assert out.returncode == 1
     assert took < 30, f"took {took:.1f}s"
     (line,) = error_lines(out.stderr)
@@ -61,8 +100,22 @@ def test_up_with_a_missing_policy_model_exits_with_the_reason(tmp_path: Path) ->
 
 
 def test_eval_where_every_episode_fails_names_the_reason(tmp_path: Path) -> None:
-    out, took = run_cli(["eval", "--model", "scripted", "-c", CI, "--gyms", "userrl/Telepathy-v0", "--tasks", "3",
-                         "--set", f"run_dir={tmp_path}", *DEAD_USER])
+    out, took = run_cli(
+        [
+            "eval",
+            "--model",
+            "scripted",
+            "-c",
+            CI,
+            "--gyms",
+            "userrl/Telepathy-v0",
+            "--tasks",
+            "3",
+            "--set",
+            f"run_dir={tmp_path}",
+            *DEAD_USER,
+        ]
+    )
     assert out.returncode == 1, out.stderr
     assert took < 30
     (line,) = error_lines(out.stderr)
@@ -75,8 +128,23 @@ def test_eval_where_every_episode_fails_names_the_reason(tmp_path: Path) -> None
 
 
 def test_eval_stops_early_once_enough_episodes_failed(tmp_path: Path) -> None:
-    out, took = run_cli(["eval", "--model", "scripted", "-c", CI, "--gyms", "userrl/Telepathy-v0", "--k", "8",
-                         "--set", f"run_dir={tmp_path}", *DEAD_USER], timeout=90)
+    out, took = run_cli(
+        [
+            "eval",
+            "--model",
+            "scripted",
+            "-c",
+            CI,
+            "--gyms",
+            "userrl/Telepathy-v0",
+            "--k",
+            "8",
+            "--set",
+            f"run_dir={tmp_path}",
+            *DEAD_USER,
+        ],
+        timeout=90,
+    )
     assert out.returncode == 1, out.stderr
     assert took < 30
     (line,) = error_lines(out.stderr)
@@ -88,8 +156,9 @@ def test_dispatch_wait_where_every_episode_fails_and_episodes_show_says_why(tmp_
     up = start_cli(["up", CI, "--set", f"run_dir={tmp_path}", "--set", "workers.policy.replicas=1", *DEAD_USER], log)
     common = ["-c", CI, "--set", f"run_dir={tmp_path}"]
     try:
-        wait_until(lambda: (tmp_path / "logs" / "env-0.log").exists() and (tmp_path / "redis.url").exists(), 60,
-                   "the deploy")
+        wait_until(
+            lambda: (tmp_path / "logs" / "env-0.log").exists() and (tmp_path / "redis.url").exists(), 60, "the deploy"
+        )
         out, took = run_cli(["dispatch", "--wait", "--gyms", "userrl/Telepathy-v0", "--tasks", "2", *common])
         assert out.returncode == 1, out.stderr
         assert took < 30
@@ -127,8 +196,18 @@ def test_a_crash_looping_worker_stops_the_launcher(tmp_path: Path, redis_url: st
     script = tmp_path / "crasher"
     script.write_text(CRASHER.format(python=sys.executable, run=run_name))
     script.chmod(0o755)
-    cfg = load_config(CI, [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}", "workers.env.replicas=1",
-                           "workers.policy.replicas=0", "workers.user.replicas=0", "workers.reward.replicas=0"])
+    cfg = load_config(
+        CI,
+        [
+            f"run={run_name}",
+            f"redis={redis_url}",
+            f"run_dir={tmp_path}",
+            "workers.env.replicas=1",
+            "workers.policy.replicas=0",
+            "workers.user.replicas=0",
+            "workers.reward.replicas=0",
+        ],
+    )
     lines: list[str] = []
     la = Launcher(cfg, CI, python=str(script), backoff_base_s=0.05, backoff_cap_s=0.2, on_failure=lines.append)
     t0 = time.monotonic()
@@ -153,8 +232,18 @@ def test_workers_killed_by_a_signal_are_restarted_not_given_up(tmp_path: Path, r
     script = tmp_path / "killed"
     script.write_text("#!/bin/sh\nkill -9 $$\n")
     script.chmod(0o755)
-    cfg = load_config(CI, [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}", "workers.env.replicas=1",
-                           "workers.policy.replicas=0", "workers.user.replicas=0", "workers.reward.replicas=0"])
+    cfg = load_config(
+        CI,
+        [
+            f"run={run_name}",
+            f"redis={redis_url}",
+            f"run_dir={tmp_path}",
+            "workers.env.replicas=1",
+            "workers.policy.replicas=0",
+            "workers.user.replicas=0",
+            "workers.reward.replicas=0",
+        ],
+    )
     la = Launcher(cfg, CI, python=str(script), backoff_base_s=0.01, backoff_cap_s=0.02)
     la.start()
     try:
@@ -167,16 +256,23 @@ def test_workers_killed_by_a_signal_are_restarted_not_given_up(tmp_path: Path, r
     assert la.restarts["env"] >= 5 and la.failure is None
 
 
-@pytest.mark.parametrize("text, want", [
-    ('{"event": "worker.started", "level": "info"}\n{"event": "policy.load_failed", "level": "error", '
-     '"error": "OSError: no such model directory"}\n{"event": "worker.stopped", "level": "info"}\n',
-     "policy.load_failed: OSError: no such model directory"),
-    ("Traceback (most recent call last):\n  File \"x.py\", line 1\nImportError: No module named 'torch'\n",
-     "ImportError: No module named 'torch'"),
-    ("userrl: error: user.base_url and user.model are required\n", "user.base_url and user.model are required"),
-    ("just a line\n", "just a line"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (
+            '{"event": "worker.started", "level": "info"}\n{"event": "policy.load_failed", "level": "error", '
+            '"error": "OSError: no such model directory"}\n{"event": "worker.stopped", "level": "info"}\n',
+            "policy.load_failed: OSError: no such model directory",
+        ),
+        (
+            "Traceback (most recent call last):\n  File \"x.py\", line 1\nImportError: No module named 'torch'\n",
+            "ImportError: No module named 'torch'",
+        ),
+        ("userrl: error: user.base_url and user.model are required\n", "user.base_url and user.model are required"),
+        ("just a line\n", "just a line"),
+        ("", ""),
+    ],
+)
 def test_last_error_line(tmp_path: Path, text: str, want: str) -> None:
     log = tmp_path / "w.log"
     log.write_text(textwrap.dedent(text))
@@ -195,8 +291,19 @@ def seconds_after_launch(stderr: str, ended: float) -> float:
 
 
 def test_train_with_a_missing_policy_model_fails_in_one_line(tmp_path: Path) -> None:
-    out, took = run_cli(["train", "-c", CI, "--set", f"run_dir={tmp_path}", "--set", "train.sft_epochs=0",
-                         "--set", f"policy.model={tmp_path / 'no-such-model'}"])
+    out, took = run_cli(
+        [
+            "train",
+            "-c",
+            CI,
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "train.sft_epochs=0",
+            "--set",
+            f"policy.model={tmp_path / 'no-such-model'}",
+        ]
+    )
     assert out.returncode != 0 and took < 30
     (line,) = error_lines(out.stderr)
     assert "policy.model" in line and "no-such-model" in line
@@ -207,8 +314,23 @@ def test_train_with_a_missing_policy_model_fails_in_one_line(tmp_path: Path) -> 
 @pytest.mark.timeout(180)
 def test_train_where_every_episode_fails_stops_with_the_reason(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    out, _ = run_cli(["train", "-c", CI, "--set", f"run_dir={tmp_path}", "--set", "train.sft_epochs=0",
-                      "--set", "train.gyms=[userrl/Telepathy-v0]", "--set", "log_level=info", *DEAD_USER], timeout=170)
+    out, _ = run_cli(
+        [
+            "train",
+            "-c",
+            CI,
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "train.sft_epochs=0",
+            "--set",
+            "train.gyms=[userrl/Telepathy-v0]",
+            "--set",
+            "log_level=info",
+            *DEAD_USER,
+        ],
+        timeout=170,
+    )
     ended = time.time()
     assert out.returncode == 1
     info_log = (tmp_path / "logs" / "train.log").read_text()  # train's info lines go to its log file
@@ -221,8 +343,9 @@ def test_train_where_every_episode_fails_stops_with_the_reason(tmp_path: Path) -
 
 @pytest.mark.parametrize("command", [["up", CI], ["dispatch", "-c", CI]])
 def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: Path, command: list[str]) -> None:
-    out, took = run_cli([*command, "--set", "redis=redis://:hunter2-secret@127.0.0.1:9/0",
-                         "--set", f"run_dir={tmp_path}"])
+    out, took = run_cli(
+        [*command, "--set", "redis=redis://:hunter2-secret@127.0.0.1:9/0", "--set", f"run_dir={tmp_path}"]
+    )
     assert out.returncode == 2 and took < 30
     (line,) = error_lines(out.stderr)
     assert "cannot reach redis" in line.lower() and "127.0.0.1:9" in line

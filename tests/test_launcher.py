@@ -46,8 +46,13 @@ def gone(pid: int) -> bool:
 def resets_for(tasks_per_gym: int, group_size: int, prefix: str, skip: int = 0) -> list:
     out = []
     for env_id in GYMS:
-        out += make_resets(env_id, load_tasks(env_id, "test")[skip:skip + tasks_per_gym],
-                           group_size=group_size, seed=5, prefix=prefix)
+        out += make_resets(
+            env_id,
+            load_tasks(env_id, "test")[skip : skip + tasks_per_gym],
+            group_size=group_size,
+            seed=5,
+            prefix=prefix,
+        )
     return out
 
 
@@ -59,9 +64,18 @@ async def wait_for(pred, timeout: float, what: str, poll: float = 0.05):
 
 
 def test_crash_looping_role_backs_off_exponentially(tmp_path, redis_url, run_name) -> None:
-    cfg = load_config(CI, [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}",
-                           "workers.env.replicas=1", "workers.policy.replicas=0",
-                           "workers.user.replicas=0", "workers.reward.replicas=0"])
+    cfg = load_config(
+        CI,
+        [
+            f"run={run_name}",
+            f"redis={redis_url}",
+            f"run_dir={tmp_path}",
+            "workers.env.replicas=1",
+            "workers.policy.replicas=0",
+            "workers.user.replicas=0",
+            "workers.reward.replicas=0",
+        ],
+    )
     la = Launcher(cfg, CI, python="/bin/false", backoff_base_s=0.02, backoff_cap_s=0.16, give_up_after=0)
     la.start()
     try:
@@ -87,8 +101,17 @@ def test_crash_looping_role_backs_off_exponentially(tmp_path, redis_url, run_nam
 @pytest.mark.slow
 def test_embedded_redis_is_started_shared_with_workers_and_stopped(tmp_path, subprocess_env, run_name) -> None:
     env = {k: v for k, v in subprocess_env.items() if k != "USERRL_REDIS_URL"}
-    cfg = load_config(CI, [f"run={run_name}", f"run_dir={tmp_path}", "workers.env.replicas=1",
-                           "workers.policy.replicas=0", "workers.user.replicas=0", "workers.reward.replicas=0"])
+    cfg = load_config(
+        CI,
+        [
+            f"run={run_name}",
+            f"run_dir={tmp_path}",
+            "workers.env.replicas=1",
+            "workers.policy.replicas=0",
+            "workers.user.replicas=0",
+            "workers.reward.replicas=0",
+        ],
+    )
     overrides = [f"run={run_name}", f"run_dir={tmp_path}"]
     la = Launcher(cfg, CI, overrides, env=env).start().start_background()
     try:
@@ -109,13 +132,21 @@ def test_embedded_redis_is_started_shared_with_workers_and_stopped(tmp_path, sub
 @pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.timeout(300)
-async def test_launcher_restarts_killed_workers_and_scales(bus: Bus, redis_url, run_name, subprocess_env,
-                                                           tmp_path, monkeypatch) -> None:
+async def test_launcher_restarts_killed_workers_and_scales(
+    bus: Bus, redis_url, run_name, subprocess_env, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setattr("userrl.cli_deploy.configure_logging", lambda *a, **k: None)
     n_reward = 1 if reward_available() else 0
-    overrides = [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}", "log_level=info",
-                 "workers.env.replicas=2", "workers.user.replicas=2", "workers.policy.replicas=1",
-                 f"workers.reward.replicas={n_reward}"]
+    overrides = [
+        f"run={run_name}",
+        f"redis={redis_url}",
+        f"run_dir={tmp_path}",
+        "log_level=info",
+        "workers.env.replicas=2",
+        "workers.user.replicas=2",
+        "workers.policy.replicas=1",
+        f"workers.reward.replicas={n_reward}",
+    ]
     cfg = load_config(CI, overrides)
     # a group nobody reads keeps every trajectory on the reward stream (trimming respects it)
     await bus.ensure_group(bus.keys.stream("reward"), "audit")
@@ -149,8 +180,7 @@ async def test_launcher_restarts_killed_workers_and_scales(bus: Bus, redis_url, 
 
         async def restarted() -> bool:
             pids = la.pids()
-            return all(la.restarts[n.split("-")[0]] >= 1 and n in pids and pids[n] != pid
-                       for n, pid in victims.items())
+            return all(la.restarts[n.split("-")[0]] >= 1 and n in pids and pids[n] != pid for n, pid in victims.items())
 
         await wait_for(restarted, 30, "restarts")
         all_pids |= set(la.pids().values())
@@ -163,8 +193,12 @@ async def test_launcher_restarts_killed_workers_and_scales(bus: Bus, redis_url, 
         assert len(got) == 60 and all(v[0].status == "ok" for v in got.values())
 
         # -- scale env to 3: a third worker starts and takes work -------------------------------
-        assert await anyio.to_thread.run_sync(main, ["scale", "env=3", "--config", CI, *sum(
-            (["--set", o] for o in overrides), [])]) == 0
+        assert (
+            await anyio.to_thread.run_sync(
+                main, ["scale", "env=3", "--config", CI, *sum((["--set", o] for o in overrides), [])]
+            )
+            == 0
+        )
 
         async def third_up() -> bool:
             return bool(await bus.redis.exists(bus.keys.heartbeat("env", "env-2")))
@@ -200,8 +234,15 @@ async def test_launcher_restarts_killed_workers_and_scales(bus: Bus, redis_url, 
 
 @pytest.mark.slow
 def test_up_command_runs_until_sigterm(tmp_path, redis_url, run_name, subprocess_env, python) -> None:
-    sets = [f"run={run_name}", f"redis={redis_url}", f"run_dir={tmp_path}", "workers.env.replicas=1",
-            "workers.policy.replicas=0", "workers.user.replicas=0", "workers.reward.replicas=0"]
+    sets = [
+        f"run={run_name}",
+        f"redis={redis_url}",
+        f"run_dir={tmp_path}",
+        "workers.env.replicas=1",
+        "workers.policy.replicas=0",
+        "workers.user.replicas=0",
+        "workers.reward.replicas=0",
+    ]
     argv = [python, "-m", "userrl", "up", CI, *sum((["--set", s] for s in sets), [])]
     with open(tmp_path / "up.log", "wb") as log:
         proc = subprocess.Popen(argv, env=subprocess_env, stdout=log, stderr=log)

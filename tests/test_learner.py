@@ -34,12 +34,26 @@ def group(learner: GRPOLearner, versions: tuple[int, int] = (0, 0)) -> dict:
         gen = [20 + i, 21, 22]
         ids = torch.tensor([prompt + gen])
         with torch.no_grad():
-            logits = learner.model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+            logits = learner.model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
             lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(gen)[:, None])[:, 0].tolist()
-        turn = {"prompt_ids": prompt, "token_ids": gen, "logprobs": lp, "policy_version": versions[i],
-                "reward": 1.0 if adv > 0 else 0.0, "advantages": [adv] * 3}
-        items.append({"episode_id": f"e{i}", "task_id": "t", "score": adv, "return": turn["reward"],
-                      "n_turns": 1, "turns": [turn]})
+        turn = {
+            "prompt_ids": prompt,
+            "token_ids": gen,
+            "logprobs": lp,
+            "policy_version": versions[i],
+            "reward": 1.0 if adv > 0 else 0.0,
+            "advantages": [adv] * 3,
+        }
+        items.append(
+            {
+                "episode_id": f"e{i}",
+                "task_id": "t",
+                "score": adv,
+                "return": turn["reward"],
+                "n_turns": 1,
+                "turns": [turn],
+            }
+        )
     return {"items": items, "env_id": "userrl/Function-v0"}
 
 
@@ -91,20 +105,40 @@ def test_weights_load_into_the_policy_backend_and_checkpoint_resumes(model_dir: 
 
 def test_rescore_archive_with_another_formulation(tmp_path: Path) -> None:
     rewards = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # docs/gyms.md's worked example
-    items = [{"episode_id": f"e{i}", "turns": [{"reward": r, "token_ids": [1, 2], "advantages": [0, 0]} for r in rs]}
-             for i, rs in enumerate(rewards)]
+    items = [
+        {"episode_id": f"e{i}", "turns": [{"reward": r, "token_ids": [1, 2], "advantages": [0, 0]} for r in rs]}
+        for i, rs in enumerate(rewards)
+    ]
     src, dst = tmp_path / "groups.msgpack", tmp_path / "r2g.msgpack"
     append_groups(src, [{"group_id": "g", "env_id": "x", "items": items}])
     stats = rescore_archive(src, dst, RewardConfig(credit="r2g", score="r2g"))
     assert stats["groups"] == 1 and stats["episodes"] == 4
     (g,) = list(read_groups(dst))
     assert [round(t["advantages"][0], 4) for t in g["items"][0]["turns"]] == [0.2163, 0.2704, 0.338]
-    out = subprocess.run([sys.executable, "-m", "userrl", "rescore", str(src), "--out", str(tmp_path / "em.msgpack"),
-                          "--set", "reward.credit=em"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "userrl",
+            "rescore",
+            str(src),
+            "--out",
+            str(tmp_path / "em.msgpack"),
+            "--set",
+            "reward.credit=em",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["credit"] == "em"
-    bad = subprocess.run([sys.executable, "-m", "userrl", "rescore", str(tmp_path / "none.msgpack")],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "userrl", "rescore", str(tmp_path / "none.msgpack")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "no archive of scored groups" in bad.stderr
 
 
@@ -127,8 +161,9 @@ class KillAt(MetricsLog):
 
 @pytest.mark.integration
 @pytest.mark.anyio
-async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(model_dir: Path, tmp_path: Path,
-                                                                                  bus) -> None:
+async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(
+    model_dir: Path, tmp_path: Path, bus
+) -> None:
     from userrl.bus.messages import ScoredGroup
     from userrl.envs.datasets import load_tasks
     from userrl.learner.dispatch import Dispatcher
@@ -137,8 +172,10 @@ async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(
     probe = GRPOLearner(model_dir, tmp_path / "probe", lr=1e-2, loss=LossConfig())
     for i in range(6):
         g = group(probe)
-        await bus.send(bus.keys.stream("learner"), ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}",
-                                                               env_id=g["env_id"], items=g["items"]))
+        await bus.send(
+            bus.keys.stream("learner"),
+            ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}", env_id=g["env_id"], items=g["items"]),
+        )
     tasks = {"userrl/Function-v0": load_tasks("userrl/Function-v0", "train")}
 
     def dispatcher() -> Dispatcher:
@@ -147,15 +184,34 @@ async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(
     loss = LossConfig(max_staleness=100)
     learner = GRPOLearner(model_dir, tmp_path / "run", lr=1e-2, loss=loss)
     with pytest.raises(Killed):  # checkpoint at step 2; step 3 trains on g2, then the process dies
-        await learn(bus, learner, dispatcher(), steps=5, groups_per_step=1, metrics=KillAt(tmp_path / "m.jsonl", 3),
-                    time_budget_s=600, checkpoint_every=2, group_timeout_s=10)
+        await learn(
+            bus,
+            learner,
+            dispatcher(),
+            steps=5,
+            groups_per_step=1,
+            metrics=KillAt(tmp_path / "m.jsonl", 3),
+            time_budget_s=600,
+            checkpoint_every=2,
+            group_timeout_s=10,
+        )
     stream = bus.keys.stream("learner")
     assert (await bus.redis.xpending(stream, "learner"))["pending"] == 1  # g2: trained, not checkpointed
 
     again, state = GRPOLearner.resume(tmp_path / "run", lr=1e-2, loss=loss)
     assert again.version == 2 and state["step"] == 2
-    rows = await learn(bus, again, dispatcher(), steps=5, groups_per_step=1, metrics=MetricsLog(tmp_path / "m.jsonl"),
-                       time_budget_s=600, checkpoint_every=2, group_timeout_s=10, first_step=3)
+    rows = await learn(
+        bus,
+        again,
+        dispatcher(),
+        steps=5,
+        groups_per_step=1,
+        metrics=MetricsLog(tmp_path / "m.jsonl"),
+        time_budget_s=600,
+        checkpoint_every=2,
+        group_timeout_s=10,
+        first_step=3,
+    )
     assert [r["step"] for r in rows] == [3, 4, 5] and rows[0]["rollout/replayed_groups"] == 1
     assert again.version == 5
     trained = [g["group_id"] for g in read_groups(tmp_path / "run" / "groups.msgpack")]

@@ -52,7 +52,9 @@ def stop_and_check(proc: subprocess.Popen[bytes], sig: int, run_dir: Path, log: 
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"no exit {timeout}s after {signal.Signals(sig).name}: {log.read_text()[-3000:]}") from None
+        raise AssertionError(
+            f"no exit {timeout}s after {signal.Signals(sig).name}: {log.read_text()[-3000:]}"
+        ) from None
     left = wait_gone(kids, timeout=5)
     assert not left, [cmdline(p) for p in left]
     assert not (run_dir / "redis.url").exists()
@@ -62,11 +64,12 @@ def stop_and_check(proc: subprocess.Popen[bytes], sig: int, run_dir: Path, log: 
 
 def test_sigterm_on_eval_stops_its_workers_and_redis(tmp_path: Path) -> None:
     log = tmp_path / "eval.log"
-    proc = start_cli(["eval", "--model", "scripted", "-c", CI, "--k", "8", "--set", f"run_dir={tmp_path}",
-                      "--set", "run=sigeval"], log)
+    proc = start_cli(
+        ["eval", "--model", "scripted", "-c", CI, "--k", "8", "--set", f"run_dir={tmp_path}", "--set", "run=sigeval"],
+        log,
+    )
     try:
-        wait_until(lambda: heartbeats(tmp_path, "sigeval", ("env", "policy", "user")), 90,
-                   "eval's workers", poll=0.3)
+        wait_until(lambda: heartbeats(tmp_path, "sigeval", ("env", "policy", "user")), 90, "eval's workers", poll=0.3)
         rc = stop_and_check(proc, signal.SIGTERM, tmp_path, log)
     finally:
         proc.kill()
@@ -77,8 +80,24 @@ def test_sigterm_on_eval_stops_its_workers_and_redis(tmp_path: Path) -> None:
 
 def test_sigint_on_eval_stops_too(tmp_path: Path) -> None:
     log = tmp_path / "eval.log"
-    proc = start_cli(["eval", "--model", "scripted", "-c", CI, "--k", "8", "--set", f"run_dir={tmp_path}",
-                      "--set", "run=sigint", "--set", "workers.user.replicas=0"], log)
+    proc = start_cli(
+        [
+            "eval",
+            "--model",
+            "scripted",
+            "-c",
+            CI,
+            "--k",
+            "8",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "run=sigint",
+            "--set",
+            "workers.user.replicas=0",
+        ],
+        log,
+    )
     try:
         wait_until(lambda: heartbeats(tmp_path, "sigint", ("env", "policy")), 90, "eval's workers", poll=0.3)
         rc = stop_and_check(proc, signal.SIGINT, tmp_path, log)
@@ -93,12 +112,31 @@ def test_sigint_on_eval_stops_too(tmp_path: Path) -> None:
 def test_sigterm_on_train_stops_its_workers_and_redis(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     log = tmp_path / "train.log"
-    proc = start_cli(["train", "-c", CI, "--set", f"run_dir={tmp_path}", "--set", "run=sigtrain",
-                      "--set", "train.sft_epochs=0", "--set", "train.steps=1000",
-                      "--set", "train.gyms=[userrl/Function-v0]"], log)
+    proc = start_cli(
+        [
+            "train",
+            "-c",
+            CI,
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "run=sigtrain",
+            "--set",
+            "train.sft_epochs=0",
+            "--set",
+            "train.steps=1000",
+            "--set",
+            "train.gyms=[userrl/Function-v0]",
+        ],
+        log,
+    )
     try:
-        wait_until(lambda: heartbeats(tmp_path, "sigtrain", ("env", "policy", "user", "reward")), 200,
-                   "train's workers", poll=0.5)
+        wait_until(
+            lambda: heartbeats(tmp_path, "sigtrain", ("env", "policy", "user", "reward")),
+            200,
+            "train's workers",
+            poll=0.5,
+        )
         rc = stop_and_check(proc, signal.SIGTERM, tmp_path, log, timeout=90)
     finally:
         proc.kill()
@@ -108,8 +146,21 @@ def test_sigterm_on_train_stops_its_workers_and_redis(tmp_path: Path) -> None:
 
 def test_kill9_of_the_launcher_takes_workers_and_redis_down(tmp_path: Path) -> None:
     log = tmp_path / "up.log"
-    proc = start_cli(["up", CI, "--set", f"run_dir={tmp_path}", "--set", "run=kill9",
-                      "--set", "workers.policy.replicas=0", "--set", "workers.reward.replicas=0"], log)
+    proc = start_cli(
+        [
+            "up",
+            CI,
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "run=kill9",
+            "--set",
+            "workers.policy.replicas=0",
+            "--set",
+            "workers.reward.replicas=0",
+        ],
+        log,
+    )
     try:
         wait_until(lambda: heartbeats(tmp_path, "kill9", ("env", "user")), 90, "up's workers", poll=0.3)
         kids = descendants(proc.pid)
@@ -128,11 +179,13 @@ def test_kill9_of_the_launcher_takes_workers_and_redis_down(tmp_path: Path) -> N
 
 
 def test_kill9_of_a_program_holding_an_embedded_redis_takes_it_down(tmp_path: Path) -> None:
-    code = ("import sys, time\n"
-            "from userrl.bus.embedded import EmbeddedRedis\n"
-            "s = EmbeddedRedis().start()\n"
-            "print('PID', s.proc.pid, flush=True)\n"
-            "time.sleep(120)\n")
+    code = (
+        "import sys, time\n"
+        "from userrl.bus.embedded import EmbeddedRedis\n"
+        "s = EmbeddedRedis().start()\n"
+        "print('PID', s.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=cli_env())
     try:
         line = b""
@@ -151,10 +204,12 @@ def test_kill9_of_a_program_holding_an_embedded_redis_takes_it_down(tmp_path: Pa
 
 def test_json_output_into_a_closed_pipe_is_not_a_traceback(redis_url: str, run_name: str) -> None:
     env = dict(cli_env(), USERRL_REDIS_URL=redis_url)
-    cmd = (f"{sys.executable} -m userrl status --json --watch --interval 0.05 --sample 0 --set run={run_name}"
-           " | head -n 1")
-    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
+    cmd = (
+        f"{sys.executable} -m userrl status --json --watch --interval 0.05 --sample 0 --set run={run_name} | head -n 1"
+    )
+    out = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert out.stdout.startswith("{") and out.stdout.count("\n") == 1
     assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
     assert out.returncode == 141  # the shell's code for SIGPIPE: the reader left, nothing is wrong
@@ -164,8 +219,10 @@ def test_a_new_deploy_starts_empty_unless_it_keeps_the_data(tmp_path: Path) -> N
     from userrl.config import load_config
     from userrl.deploy.launcher import Launcher
 
-    cfg = load_config(CI, [f"run_dir={tmp_path}", "run=keep"] +
-                      [f"workers.{r}.replicas=0" for r in ("env", "policy", "user", "reward")])
+    cfg = load_config(
+        CI,
+        [f"run_dir={tmp_path}", "run=keep"] + [f"workers.{r}.replicas=0" for r in ("env", "policy", "user", "reward")],
+    )
 
     def launch(keep: bool) -> bytes | None:
         la = Launcher(cfg, CI, env={}, keep_data=keep).start()

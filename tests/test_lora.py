@@ -92,9 +92,16 @@ def test_sft_with_adapters_saves_a_merged_model(model_dir: Path, tmp_path: Path)
 
     from userrl.learner.sft import run_sft
 
-    dialogues = [{"messages": [{"role": "system", "content": "Play the game."},
-                               {"role": "user", "content": f"Task {i}: find the rule."},
-                               {"role": "assistant", "content": f"[action] probe {i}"}]} for i in range(6)]
+    dialogues = [
+        {
+            "messages": [
+                {"role": "system", "content": "Play the game."},
+                {"role": "user", "content": f"Task {i}: find the rule."},
+                {"role": "assistant", "content": f"[action] probe {i}"},
+            ]
+        }
+        for i in range(6)
+    ]
     out = run_sft(model_dir, tmp_path / "sft", dialogues, epochs=2, lr=5e-2, batch_size=3, device="cpu", lora=LORA)
     merged = AutoModelForCausalLM.from_pretrained(out)
     before = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -57,8 +57,11 @@ def test_k8s_learner_shares_weights_with_gpu_policy_workers(gpu_files: dict[str,
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     learner = docs[("Deployment", "userrl-learner")]
     assert learner["spec"]["replicas"] == 1 and learner["spec"]["strategy"]["type"] == "Recreate"
-    for name, gpus in (("userrl-learner", 4), ("userrl-policy", cfg.policy.vllm.tensor_parallel_size),
-                       ("userrl-env", 0)):
+    for name, gpus in (
+        ("userrl-learner", 4),
+        ("userrl-policy", cfg.policy.vllm.tensor_parallel_size),
+        ("userrl-env", 0),
+    ):
         pod = docs[("Deployment", name)]["spec"]["template"]["spec"]
         (c,) = pod["containers"]
         assert c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0) == gpus, name

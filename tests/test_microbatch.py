@@ -51,8 +51,15 @@ def grads(models: tuple[Path, Path], tmp: Path, budget: int, agg: str) -> tuple[
     from userrl.learner.grpo_learner import GRPOLearner
     from userrl.learner.losses import LossConfig
 
-    learner = GRPOLearner(models[0], tmp / f"o{budget}{agg}", lr=1e-3, device="cpu", ref_model_path=models[1],
-                          loss=LossConfig(kl_coef=0.1, agg=agg, max_staleness=1), max_tokens_per_microbatch=budget)
+    learner = GRPOLearner(
+        models[0],
+        tmp / f"o{budget}{agg}",
+        lr=1e-3,
+        device="cpu",
+        ref_model_path=models[1],
+        loss=LossConfig(kl_coef=0.1, agg=agg, max_staleness=1),
+        max_tokens_per_microbatch=budget,
+    )
     learner.version = 3  # turns of version 0 are stale (3 - 0 > 1) and masked out
     seqs, advs = learner.sequences(make_groups(4, versions=(0, 2, 3), seed=7))
     n_micro = len(step_plan([len(s) for s in seqs], 1, 0, budget)[0])

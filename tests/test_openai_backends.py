@@ -38,8 +38,10 @@ class FakeSpec:
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         role = "judge" if query.kind == "judge" else "user"
-        return [{"role": "system", "content": f"You are the {role}."},
-                {"role": "user", "content": json.dumps(query.payload)}]
+        return [
+            {"role": "system", "content": f"You are the {role}."},
+            {"role": "user", "content": json.dumps(query.payload)},
+        ]
 
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         if query.kind == "respond":
@@ -61,9 +63,15 @@ RESPOND = UserQuery(env_id="test/Fake-v0", kind="respond", name="chat", payload=
 
 
 def config(srv: FakeOpenAIServer, **kw: Any) -> OpenAIConfig:
-    base: dict[str, Any] = dict(base_url=srv.base_url, model="fake-model", api_key_env="",
-                                timeout_s=1.0, max_retries=3, backoff_base_s=0.01,
-                                backoff_max_s=0.05)
+    base: dict[str, Any] = dict(
+        base_url=srv.base_url,
+        model="fake-model",
+        api_key_env="",
+        timeout_s=1.0,
+        max_retries=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+    )
     return OpenAIConfig(**{**base, **kw})
 
 
@@ -84,8 +92,7 @@ async def test_user_success(openai_server: FakeOpenAIServer) -> None:
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 503])
-async def test_transient_status_then_success(openai_server: FakeOpenAIServer,
-                                             status: int) -> None:
+async def test_transient_status_then_success(openai_server: FakeOpenAIServer, status: int) -> None:
     openai_server.fail_next(2, status=status)
     async with user_backend(openai_server) as ub:
         assert await ub.ask(JUDGE) == {"score": 1.0}
@@ -109,8 +116,7 @@ async def test_retry_after_capped(openai_server: FakeOpenAIServer) -> None:
 
 
 @pytest.mark.parametrize("fault", ["hang", "drop", "bad_json"])
-async def test_timeout_connection_and_bad_body_then_success(openai_server: FakeOpenAIServer,
-                                                            fault: str) -> None:
+async def test_timeout_connection_and_bad_body_then_success(openai_server: FakeOpenAIServer, fault: str) -> None:
     getattr(openai_server, f"{fault}_next")()
     async with user_backend(openai_server, timeout_s=0.3) as ub:
         assert await ub.ask(JUDGE) == {"score": 1.0}
@@ -143,8 +149,7 @@ async def test_malformed_judge_is_reasked(openai_server: FakeOpenAIServer) -> No
     first, second = (r.body for r in openai_server.chat_requests)
     assert first is not None and second is not None
     assert second["messages"][:2] == first["messages"]
-    assert second["messages"][2] == {"role": "assistant",
-                                     "content": "The answer looks right to me!"}
+    assert second["messages"][2] == {"role": "assistant", "content": "The answer looks right to me!"}
     assert second["messages"][3]["role"] == "user"
     assert second["messages"][3]["content"].startswith(CORRECTION.split("(")[0])
 
@@ -170,6 +175,7 @@ async def test_concurrency_limit(openai_server: FakeOpenAIServer) -> None:
     openai_server.delay_s = 0.1
     results: list[dict[str, Any]] = []
     async with user_backend(openai_server, concurrency=2) as ub:
+
         async def one() -> None:
             results.append(await ub.ask(RESPOND))
 
@@ -180,8 +186,7 @@ async def test_concurrency_limit(openai_server: FakeOpenAIServer) -> None:
     assert openai_server.max_in_flight == 2
 
 
-async def test_api_key_from_environment(openai_server: FakeOpenAIServer,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_api_key_from_environment(openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USERRL_TEST_KEY", "sk-test")
     async with user_backend(openai_server, api_key_env="USERRL_TEST_KEY") as ub:
         await ub.ask(RESPOND)
@@ -195,9 +200,16 @@ async def test_closed_client_refuses(openai_server: FakeOpenAIServer) -> None:
         await client.complete([{"role": "user", "content": "hi"}])
 
 
-@pytest.mark.parametrize("field,value", [("timeout_s", 0), ("concurrency", 0),
-                                         ("max_retries", -1), ("base_url", "localhost:8000"),
-                                         ("backoff_max_s", 0.001)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("timeout_s", 0),
+        ("concurrency", 0),
+        ("max_retries", -1),
+        ("base_url", "localhost:8000"),
+        ("backoff_max_s", 0.001),
+    ],
+)
 def test_config_validation(field: str, value: Any) -> None:
     kw: dict[str, Any] = dict(base_url="http://x/v1", model="m", backoff_base_s=0.5)
     with pytest.raises(ConfigError, match=field):
@@ -206,20 +218,25 @@ def test_config_validation(field: str, value: Any) -> None:
 
 # ---- policy backend --------------------------------------------------------------------------
 
+
 def policy_request(text: str, **sampling: Any) -> GenRequest:
-    return GenRequest(episode_id="e1", env_id="test/Fake-v0",
-                      messages=[{"role": "system", "content": "Be helpful."},
-                                {"role": "user", "content": text},
-                                {"role": "tool", "content": "observation"}],
-                      sampling=Sampling(**sampling))
+    return GenRequest(
+        episode_id="e1",
+        env_id="test/Fake-v0",
+        messages=[
+            {"role": "system", "content": "Be helpful."},
+            {"role": "user", "content": text},
+            {"role": "tool", "content": "observation"},
+        ],
+        sampling=Sampling(**sampling),
+    )
 
 
 async def test_policy_text(openai_server: FakeOpenAIServer) -> None:
     openai_server.reply = lambda body: "[answer] 42"
     async with OpenAIPolicyBackend(config(openai_server), tools=False) as pb:
         assert pb.trainable is False
-        [res] = await pb.generate([policy_request("q", temperature=0.7, max_new_tokens=32,
-                                                  seed=3)])
+        [res] = await pb.generate([policy_request("q", temperature=0.7, max_new_tokens=32, seed=3)])
     assert res.text == "[answer] 42" and res.token_ids == [] and res.version == 0
     assert res.finish_reason == "stop"
     body = openai_server.chat_requests[0].body
@@ -231,9 +248,13 @@ async def test_policy_text(openai_server: FakeOpenAIServer) -> None:
 async def test_policy_native_tool_calls(openai_server: FakeOpenAIServer) -> None:
     def tool_reply(body: dict[str, Any]) -> dict[str, Any]:
         args = json.dumps({"choice": "answer", "content": body["messages"][1]["content"]})
-        return {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "interact_with_env", "arguments": args}}]}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "interact_with_env", "arguments": args}}
+            ],
+        }
 
     openai_server.reply = tool_reply
     async with OpenAIPolicyBackend(config(openai_server), tools=True) as pb:
@@ -242,8 +263,7 @@ async def test_policy_native_tool_calls(openai_server: FakeOpenAIServer) -> None
     for text, animal in zip(texts, ["cat", "dog"], strict=True):
         assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
         inner = json.loads(text.removeprefix("<tool_call>").removesuffix("</tool_call>"))
-        assert inner == {"name": "interact_with_env",
-                         "arguments": {"choice": "answer", "content": animal}}
+        assert inner == {"name": "interact_with_env", "arguments": {"choice": "answer", "content": animal}}
         action = parse_action(text)
         assert (action.choice, action.content, action.via_tool) == ("answer", animal, True)
     tools = openai_server.chat_requests[0].body["tools"]  # type: ignore[index]
@@ -251,10 +271,8 @@ async def test_policy_native_tool_calls(openai_server: FakeOpenAIServer) -> None
 
 
 def test_tool_calls_bad_arguments_stay_text() -> None:
-    text = tool_calls_to_hermes([{"function": {"name": "interact_with_env",
-                                               "arguments": "{not json"}}])
-    assert json.loads(text.split("\n")[1]) == {"name": "interact_with_env",
-                                               "arguments": "{not json"}
+    text = tool_calls_to_hermes([{"function": {"name": "interact_with_env", "arguments": "{not json"}}])
+    assert json.loads(text.split("\n")[1]) == {"name": "interact_with_env", "arguments": "{not json"}
     assert parse_action(text).choice == "invalid"
 
 
@@ -276,23 +294,30 @@ def test_server_lists_models(openai_server: FakeOpenAIServer) -> None:
 
 # ---- real servers: settings from the deploy config, error classification -----------------------
 
+
 def deploy_config(srv: FakeOpenAIServer, *overrides: str) -> Any:
     from userrl.config import load_config
 
-    return load_config(None, ["policy.backend=openai", f"policy.base_url={srv.base_url}",
-                              "policy.model=fake-model", *overrides])
+    return load_config(
+        None, ["policy.backend=openai", f"policy.base_url={srv.base_url}", "policy.model=fake-model", *overrides]
+    )
 
 
 @pytest.mark.parametrize("tools", [False, True])
-async def test_policy_sends_tools_only_when_configured(openai_server: FakeOpenAIServer,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       tools: bool) -> None:
+async def test_policy_sends_tools_only_when_configured(
+    openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, tools: bool
+) -> None:
     from userrl.agents.worker import make_policy_backend
 
     monkeypatch.setenv("MY_POLICY_KEY", "sk-test")
-    cfg = deploy_config(openai_server, f"policy.tools={str(tools).lower()}",
-                        "policy.api_key_env=MY_POLICY_KEY", "policy.timeout_s=7", "policy.max_retries=1",
-                        "policy.extra_body={chat_template_kwargs: {enable_thinking: false}, top_k: 5}")
+    cfg = deploy_config(
+        openai_server,
+        f"policy.tools={str(tools).lower()}",
+        "policy.api_key_env=MY_POLICY_KEY",
+        "policy.timeout_s=7",
+        "policy.max_retries=1",
+        "policy.extra_body={chat_template_kwargs: {enable_thinking: false}, top_k: 5}",
+    )
     backend = make_policy_backend(cfg)
     assert isinstance(backend, OpenAIPolicyBackend)
     assert (backend.config.timeout_s, backend.config.max_retries) == (7.0, 1)
@@ -328,10 +353,10 @@ async def test_404_with_v1_has_no_v1_hint(openai_server: FakeOpenAIServer) -> No
 async def test_500_naming_the_model_is_not_retried(openai_server: FakeOpenAIServer) -> None:
     """A server that cannot load the model answers 500 naming it: fail at once with its message
     (it used to be retried as temporary for half a minute)."""
-    openai_server.fail_next(5, status=500, message="fake-model is not a local folder and is not a "
-                                                   "valid model identifier")
-    async with OpenAIPolicyBackend(config(openai_server, max_retries=4, backoff_base_s=1.0,
-                                          backoff_max_s=2.0)) as pb:
+    openai_server.fail_next(
+        5, status=500, message="fake-model is not a local folder and is not a valid model identifier"
+    )
+    async with OpenAIPolicyBackend(config(openai_server, max_retries=4, backoff_base_s=1.0, backoff_max_s=2.0)) as pb:
         t0 = time.monotonic()
         with pytest.raises(PolicyError) as info:
             await pb.generate([policy_request("q")])
@@ -353,22 +378,28 @@ async def test_server_down_gives_up_with_connect_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env="",
-                       max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    cfg = OpenAIConfig(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="m",
+        api_key_env="",
+        max_retries=2,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+    )
     async with OpenAIPolicyBackend(cfg) as pb:
         with pytest.raises(PolicyError, match="gave up after 3 attempts: connection error") as info:
             await pb.generate([policy_request("q")])
     assert info.value.transient is True
 
 
-async def test_500_for_a_model_the_server_does_not_list_fails_at_once(
-        openai_server: FakeOpenAIServer) -> None:
+async def test_500_for_a_model_the_server_does_not_list_fails_at_once(openai_server: FakeOpenAIServer) -> None:
     """transformers serve answers a bare 500 for a model it cannot load and lists only loaded
     models: before any success, a 500 for an unlisted model is a wrong name, not a hiccup."""
     openai_server.model = "served-model"
     openai_server.fail_next(5, status=500, message="Internal Server Error")
-    async with OpenAIPolicyBackend(config(openai_server, model="wrong-model", backoff_base_s=1.0,
-                                          backoff_max_s=2.0)) as pb:
+    async with OpenAIPolicyBackend(
+        config(openai_server, model="wrong-model", backoff_base_s=1.0, backoff_max_s=2.0)
+    ) as pb:
         t0 = time.monotonic()
         with pytest.raises(PolicyError) as info:
             await pb.generate([policy_request("q")])

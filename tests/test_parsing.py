@@ -25,8 +25,7 @@ def test_tool_call_round_trip(choice: str) -> None:
 
 
 def test_arguments_as_json_string_and_surrounding_text() -> None:
-    body = json.dumps({"name": "interact_with_env",
-                       "arguments": json.dumps({"choice": "answer", "content": "42"})})
+    body = json.dumps({"name": "interact_with_env", "arguments": json.dumps({"choice": "answer", "content": "42"})})
     a = parse_action(f"Let me answer.\n<tool_call>{body}</tool_call>\nDone.")
     assert (a.choice, a.content, a.via_tool) == ("answer", "42", True)
 
@@ -36,13 +35,16 @@ def test_numeric_content_and_choice_case() -> None:
     assert (a.choice, a.content) == ("answer", "12.5")
 
 
-@pytest.mark.parametrize(("text", "choice", "content"), [
-    ("[action] Is it red?", "action", "Is it red?"),
-    ("  [ANSWER]  Paris \n", "answer", "Paris"),
-    ("[search] hotels in Rome", "search", "hotels in Rome"),
-    ("[finish]", "finish", ""),
-    ("[answer] line one\nline two", "answer", "line one\nline two"),
-])
+@pytest.mark.parametrize(
+    ("text", "choice", "content"),
+    [
+        ("[action] Is it red?", "action", "Is it red?"),
+        ("  [ANSWER]  Paris \n", "answer", "Paris"),
+        ("[search] hotels in Rome", "search", "hotels in Rome"),
+        ("[finish]", "finish", ""),
+        ("[answer] line one\nline two", "answer", "line one\nline two"),
+    ],
+)
 def test_prefixes(text: str, choice: str, content: str) -> None:
     a = parse_action(text)
     assert (a.choice, a.content, a.via_tool, a.raw) == (choice, content, False, text)
@@ -77,37 +79,38 @@ def test_format_tool_call() -> None:
     with pytest.raises(ValueError, match="choice"):
         format_tool_call("dance", "x")
     assert TOOL_SCHEMA["function"]["name"] == "interact_with_env"
-    assert TOOL_SCHEMA["function"]["parameters"]["properties"]["choice"]["enum"] == [
-        "action", "answer", "search"]
+    assert TOOL_SCHEMA["function"]["parameters"]["properties"]["choice"]["enum"] == ["action", "answer", "search"]
 
 
 # -- malformed and adversarial ----------------------------------------------------------------
-@pytest.mark.parametrize(("text", "reason"), [
-    ("", "expected one of"),
-    ("I think the answer is 4", "expected one of"),
-    ("[answer]", "needs content"),
-    ("[dance] now", "expected one of"),
-    ("<tool_call>{not json}</tool_call>", "not valid JSON"),
-    ('<tool_call>{"name": "interact_with_env", "arguments": {"choice": "answer", "content": "4"}}',
-     "truncated"),
-    ('<tool_call>{"name": "interact_with_env", "argu', "truncated"),
-    ("<tool_call>", "truncated"),
-    ('<tool_call>{"name": "x"} trailing </tool_call>', "unexpected text"),
-    ("</tool_call> [answer] 1", "without an opening"),
-    ("<tool_call>[1, 2]</tool_call>", "JSON object"),
-    ('<tool_call>"str"</tool_call>', "JSON object"),
-    (call({"choice": "answer", "content": "4"}, name="rm_rf"), "unknown tool"),
-    (call({"choice": "finish", "content": "x"}), "unknown choice"),
-    (call({"choice": None, "content": "x"}), "unknown choice"),
-    (call({"choice": "answer"}), "non-empty string 'content'"),
-    (call({"choice": "answer", "content": "   "}), "non-empty string 'content'"),
-    (call({"choice": "answer", "content": ["a"]}), "non-empty string 'content'"),
-    (call({"choice": "answer", "content": True}), "non-empty string 'content'"),
-    (call("not json"), "not valid JSON"),
-    (call(["answer", "4"]), "'arguments' object"),
-    ('<tool_call>{"name": "interact_with_env"}</tool_call>', "'arguments' object"),
-    ("<think>still thinking when the budget ran out", "unterminated <think>"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "expected one of"),
+        ("I think the answer is 4", "expected one of"),
+        ("[answer]", "needs content"),
+        ("[dance] now", "expected one of"),
+        ("<tool_call>{not json}</tool_call>", "not valid JSON"),
+        ('<tool_call>{"name": "interact_with_env", "arguments": {"choice": "answer", "content": "4"}}', "truncated"),
+        ('<tool_call>{"name": "interact_with_env", "argu', "truncated"),
+        ("<tool_call>", "truncated"),
+        ('<tool_call>{"name": "x"} trailing </tool_call>', "unexpected text"),
+        ("</tool_call> [answer] 1", "without an opening"),
+        ("<tool_call>[1, 2]</tool_call>", "JSON object"),
+        ('<tool_call>"str"</tool_call>', "JSON object"),
+        (call({"choice": "answer", "content": "4"}, name="rm_rf"), "unknown tool"),
+        (call({"choice": "finish", "content": "x"}), "unknown choice"),
+        (call({"choice": None, "content": "x"}), "unknown choice"),
+        (call({"choice": "answer"}), "non-empty string 'content'"),
+        (call({"choice": "answer", "content": "   "}), "non-empty string 'content'"),
+        (call({"choice": "answer", "content": ["a"]}), "non-empty string 'content'"),
+        (call({"choice": "answer", "content": True}), "non-empty string 'content'"),
+        (call("not json"), "not valid JSON"),
+        (call(["answer", "4"]), "'arguments' object"),
+        ('<tool_call>{"name": "interact_with_env"}</tool_call>', "'arguments' object"),
+        ("<think>still thinking when the budget ran out", "unterminated <think>"),
+    ],
+)
 def test_invalid(text: str, reason: str) -> None:
     a = parse_action(text)
     assert a.choice == "invalid" and a.raw == text and not a.via_tool
@@ -132,11 +135,24 @@ def test_non_string_input_does_not_raise() -> None:
 
 
 # -- fuzz ---------------------------------------------------------------------------------------
-_pieces = st.sampled_from(["<tool_call>", "</tool_call>", "<think>", "</think>", "[answer]",
-                           "[finish]", '{"name": "interact_with_env", "arguments": ',
-                           '{"choice": "answer", "content": "1"}', "}", '"', "\\", "\n", "{"])
-_fuzz_text = st.one_of(st.text(), st.lists(st.one_of(_pieces, st.text(max_size=5)),
-                                         max_size=12).map("".join))
+_pieces = st.sampled_from(
+    [
+        "<tool_call>",
+        "</tool_call>",
+        "<think>",
+        "</think>",
+        "[answer]",
+        "[finish]",
+        '{"name": "interact_with_env", "arguments": ',
+        '{"choice": "answer", "content": "1"}',
+        "}",
+        '"',
+        "\\",
+        "\n",
+        "{",
+    ]
+)
+_fuzz_text = st.one_of(st.text(), st.lists(st.one_of(_pieces, st.text(max_size=5)), max_size=12).map("".join))
 
 
 @settings(max_examples=300, deadline=None)

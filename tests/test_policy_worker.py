@@ -45,14 +45,15 @@ from userrl.sim_users.worker import UserWorker  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-MESSAGES = [{"role": "system", "content": "Guess the entity."},
-            {"role": "user", "content": "Ask me a yes/no question."}]
+MESSAGES = [
+    {"role": "system", "content": "Guess the entity."},
+    {"role": "user", "content": "Ask me a yes/no question."},
+]
 GREEDY = {"temperature": 0.0, "max_new_tokens": 8}
 
 
 def settings(name: str, **kw: Any) -> WorkerSettings:
-    base: dict[str, Any] = dict(name=name, heartbeat_interval_s=0.1, heartbeat_ttl_s=0.6,
-                                reclaim_interval_s=0.3)
+    base: dict[str, Any] = dict(name=name, heartbeat_interval_s=0.1, heartbeat_ttl_s=0.6, reclaim_interval_s=0.3)
     return WorkerSettings(**{**base, **kw})
 
 
@@ -103,7 +104,7 @@ def teacher_forced(model: Any, prompt: list[int], generated: list[int], temperat
     with torch.no_grad():
         logits = model(ids).logits[0].float()
     p = len(prompt)
-    lp = torch.log_softmax(logits[p - 1: p - 1 + len(generated)] / temperature, dim=-1)
+    lp = torch.log_softmax(logits[p - 1 : p - 1 + len(generated)] / temperature, dim=-1)
     return lp.gather(-1, torch.tensor(generated)[:, None]).squeeze(-1)
 
 
@@ -144,12 +145,12 @@ async def test_generate_isolated_splits_a_batch_without_generate_each() -> None:
 
 async def test_bad_requests_fail_alone(bus: Bus, model_dir: Path) -> None:
     backend = HFBackend(model_dir, seed=0)
-    good = [request(f"good{i}", messages=[MESSAGES[0], {"role": "user", "content": "Hi " * (i + 1)}])
-            for i in range(3)]
+    good = [request(f"good{i}", messages=[MESSAGES[0], {"role": "user", "content": "Hi " * (i + 1)}]) for i in range(3)]
     first = (await backend.generate([GenRequest(episode_id="m", env_id="x", messages=MESSAGES)]))[0]
     turn2 = MESSAGES + [{"role": "assistant", "content": first.text}, {"role": "tool", "content": "No."}]
-    mismatch = request("mismatch", seq=1, messages=turn2, prompt_ids=(first.prompt_ids + first.token_ids)[:-2],
-                       n_seen=3)
+    mismatch = request(
+        "mismatch", seq=1, messages=turn2, prompt_ids=(first.prompt_ids + first.token_ids)[:-2], n_seen=3
+    )
     overflow = request("overflow", sampling={"temperature": 0.0, "max_new_tokens": 9000})
     bad_sampling = request("sampling", sampling={"temperature": -1.0})
     for r in [good[0], mismatch, good[1], overflow, bad_sampling, good[2]]:
@@ -162,16 +163,21 @@ async def test_bad_requests_fail_alone(bus: Bus, model_dir: Path) -> None:
     for r in good:
         reply = got[r.episode_id]
         assert reply.error is None and reply.token_ids and reply.worker == "pol-0"
-        solo = (await backend.generate([GenRequest(episode_id="s", env_id="x", messages=r.messages,
-                                                   sampling=Sampling(**GREEDY))]))[0]
+        solo = (
+            await backend.generate(
+                [GenRequest(episode_id="s", env_id="x", messages=r.messages, sampling=Sampling(**GREEDY))]
+            )
+        )[0]
         assert reply.token_ids == solo.token_ids  # generated in the same batch as the bad ones
     errors = {e: got[e].error for e in ("mismatch", "overflow", "sampling")}
     assert all(err is not None for err in errors.values())
     assert "mismatch" in errors["mismatch"].message and "do not match" in errors["mismatch"].message  # type: ignore[union-attr]
     assert "exceed the model's context" in errors["overflow"].message  # type: ignore[union-attr]
     assert "bad sampling" in errors["sampling"].message  # type: ignore[union-attr]
-    assert all(err.kind == "policy" and not err.retryable and not got[e].token_ids  # type: ignore[union-attr]
-               for e, err in errors.items())
+    assert all(
+        err.kind == "policy" and not err.retryable and not got[e].token_ids  # type: ignore[union-attr]
+        for e, err in errors.items()
+    )
     assert w.stats["committed"] == 6 and w.stats["errors"] == 0
 
 
@@ -188,12 +194,21 @@ class EachEchoBackend(EchoBackend):
 
 
 async def test_transient_failures_are_retried_per_request(bus: Bus) -> None:
-    backend = EachEchoBackend({"flaky": [PolicyError("server timeout", transient=True)],
-                           "down": [PolicyError("server down", transient=True)] * 10})
+    backend = EachEchoBackend(
+        {
+            "flaky": [PolicyError("server timeout", transient=True)],
+            "down": [PolicyError("server down", transient=True)] * 10,
+        }
+    )
     for ep in ("a", "flaky", "down", "b"):
         await bus.send(bus.keys.stream("policy"), request(ep))
-    w = PolicyWorker(bus, settings("pol-0", burst=True), backend=backend, retries=2,  # type: ignore[arg-type]
-                     retry_backoff_s=0.01)
+    w = PolicyWorker(
+        bus,
+        settings("pol-0", burst=True),
+        backend=backend,
+        retries=2,  # type: ignore[arg-type]
+        retry_backoff_s=0.01,
+    )
     with anyio.fail_after(30):
         await w.async_run()
     got = {r.episode_id: r for r in await replies(bus)}
@@ -263,11 +278,16 @@ async def test_weight_reload_between_batches(bus: Bus, model_dir: Path, tmp_path
         await bus.send(bus.keys.stream("policy"), request("e0", sampling=sampling))
         (before,) = await wait_replies(bus, 1)
         gen = torch.Generator().manual_seed(0)
-        state = {k: v + 0.05 * torch.randn(v.shape, generator=gen)
-                 for k, v in backend.model.state_dict().items() if k != "lm_head.weight"}
+        state = {
+            k: v + 0.05 * torch.randn(v.shape, generator=gen)
+            for k, v in backend.model.state_dict().items()
+            if k != "lm_head.weight"
+        }
         save_file(state, str(tmp_path / "v1.safetensors"))
-        await bus.send(bus.keys.weights, WeightsAnnouncement(episode_id="weights", seq=1, version=1,
-                                                             path=str(tmp_path / "v1.safetensors")))
+        await bus.send(
+            bus.keys.weights,
+            WeightsAnnouncement(episode_id="weights", seq=1, version=1, path=str(tmp_path / "v1.safetensors")),
+        )
         await bus.send(bus.keys.stream("policy"), request("e0", seq=1, sampling=sampling))
         after = (await wait_replies(bus, 2))[1]
         with anyio.fail_after(5):
@@ -277,8 +297,9 @@ async def test_weight_reload_between_batches(bus: Bus, model_dir: Path, tmp_path
     assert after.prompt_ids == before.prompt_ids
     assert after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
     model = backend.model
-    assert torch.allclose(torch.tensor(after.logprobs), teacher_forced(model, after.prompt_ids, after.token_ids),
-                          atol=1e-4)
+    assert torch.allclose(
+        torch.tensor(after.logprobs), teacher_forced(model, after.prompt_ids, after.token_ids), atol=1e-4
+    )
     assert hb["swaps"] == 1 and hb["swap_s"] is not None and hb["swap_s"] >= 0 and hb["swap_error"] is None
     assert w.swaps == [{"version": 1, "seconds": hb["swap_s"], "error": None}]
 
@@ -302,13 +323,22 @@ async def test_failed_weight_load_keeps_serving(bus: Bus) -> None:
 
 # ---- token-in/token-out end to end -------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id", ["userrl/Telepathy-v0", "userrl/Intention-v0"])
 async def test_dialogues_are_token_in_token_out(bus: Bus, model_dir: Path, env_id: str) -> None:
-    resets = make_resets(env_id, load_tasks(env_id, "test")[:3], group_size=2, seed=1, max_turns=3,
-                         sampling={"temperature": 1.0, "max_new_tokens": 8})
-    policies = [PolicyWorker(bus, settings(f"pol-{i}"), backend=HFBackend(model_dir, seed=i))  # type: ignore[arg-type]
-                for i in range(2)]
+    resets = make_resets(
+        env_id,
+        load_tasks(env_id, "test")[:3],
+        group_size=2,
+        seed=1,
+        max_turns=3,
+        sampling={"temperature": 1.0, "max_new_tokens": 8},
+    )
+    policies = [
+        PolicyWorker(bus, settings(f"pol-{i}"), backend=HFBackend(model_dir, seed=i))  # type: ignore[arg-type]
+        for i in range(2)
+    ]
     workers: list[Worker] = [EnvWorker(bus, settings("env-0")), UserWorker(bus, settings("usr-0")), *policies]
     async with running(*workers):
         await send_resets(bus, resets)
@@ -352,4 +382,3 @@ def test_make_policy_backend_vllm_without_vllm(monkeypatch: pytest.MonkeyPatch, 
     cfg = load_config(None, [f"run_dir={tmp_path}", "policy.backend=vllm", f"policy.model={tmp_path}"])
     with pytest.raises(PolicyError, match="vllm is not installed"):
         make_policy_backend(cfg)
-

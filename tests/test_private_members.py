@@ -55,7 +55,9 @@ def _imports(tree: ast.Module, module: str) -> dict[str, str]:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for a in node.names:
                 names[a.asname or a.name] = f"{base}.{a.name}"
         elif isinstance(node, ast.Import):
@@ -78,7 +80,7 @@ def _dotted(node: ast.expr) -> str | None:
 def _is_self_or_super(node: ast.expr) -> bool:
     if isinstance(node, ast.Name) and node.id in ("self", "cls"):
         return True
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super")
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
 
 
 def _class_info(cls: ast.ClassDef, module: str, imports: dict[str, str], local: set[str]) -> ClassInfo:
@@ -158,18 +160,24 @@ def violations(classes: dict[str, ClassInfo]) -> list[str]:
 def test_the_scan_sees_the_roles() -> None:
     """The check is not vacuous: it finds every role and its first-party base."""
     classes = all_classes()
-    for role in ("userrl.agents.worker.PolicyWorker", "userrl.envs.worker.EnvWorker",
-                 "userrl.sim_users.worker.UserWorker", "userrl.learner.reward.worker.RewardWorker"):
+    for role in (
+        "userrl.agents.worker.PolicyWorker",
+        "userrl.envs.worker.EnvWorker",
+        "userrl.sim_users.worker.UserWorker",
+        "userrl.learner.reward.worker.RewardWorker",
+    ):
         assert role in classes, sorted(classes)[:20]
         assert "userrl.bus.worker.Worker" in [a.qualname for a in ancestors(role, classes)], role
     assert "_in_flight" in classes["userrl.bus.worker.Worker"].defines
 
 
 def test_detects_an_override_and_a_use(tmp_path: Path) -> None:
-    src = ("class Base:\n    def __init__(self):\n        self._state = 1\n    def _step(self):\n        pass\n"
-           "class Child(Base):\n    def _step(self):\n        return super()._step()\n"
-           "    def public(self):\n        return self._state\n"
-           "class Fine(Base):\n    def _own(self):\n        return self._own\n")
+    src = (
+        "class Base:\n    def __init__(self):\n        self._state = 1\n    def _step(self):\n        pass\n"
+        "class Child(Base):\n    def _step(self):\n        return super()._step()\n"
+        "    def public(self):\n        return self._state\n"
+        "class Fine(Base):\n    def _own(self):\n        return self._own\n"
+    )
     tree = ast.parse(src)
     local = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     classes = {f"m.{n.name}": _class_info(n, "m", {}, local) for n in tree.body if isinstance(n, ast.ClassDef)}

@@ -39,11 +39,16 @@ def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     srv.stop()
 
 
-def _worker(args: list[str], name: str, url: str, env: dict[str, str], python: str, tmp: Path,
-            **extra_env: str) -> subprocess.Popen[bytes]:
+def _worker(
+    args: list[str], name: str, url: str, env: dict[str, str], python: str, tmp: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
     log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen([python, "-m", "userrl", "worker", *args, "--name", name, "--config", str(CI)],
-                         env={**env, "USERRL_REDIS_URL": url, **extra_env}, stdout=log, stderr=log)
+    p = subprocess.Popen(
+        [python, "-m", "userrl", "worker", *args, "--name", name, "--config", str(CI)],
+        env={**env, "USERRL_REDIS_URL": url, **extra_env},
+        stdout=log,
+        stderr=log,
+    )
     log.close()
     return p
 
@@ -82,8 +87,15 @@ def test_sigterm_while_redis_is_down(server: EmbeddedRedis, outage: str, subproc
     q = {"env_id": "userrl/Telepathy-v0", "kind": "respond", "name": "yes_no", "payload": {}}
     for i in range(4):
         r.xadd(stream, {b"p": encode(UserRequest(episode_id=f"e{i}", seq=1, hop=1, query=q))})
-    w = _worker(["--class", "tests.slow_user_worker:SlowUserWorker", "--set", "run=crash"], "slow-0",
-                server.url, subprocess_env, python, tmp_path, SLOW_USER_S="30")
+    w = _worker(
+        ["--class", "tests.slow_user_worker:SlowUserWorker", "--set", "run=crash"],
+        "slow-0",
+        server.url,
+        subprocess_env,
+        python,
+        tmp_path,
+        SLOW_USER_S="30",
+    )
     try:
         _wait(lambda: _pending(r, stream) == 4, 60, "the worker to take the requests")
         time.sleep(1.5)  # AOF everysec: the deliveries are on disk before the server dies
@@ -119,16 +131,20 @@ def test_redis_kill_mid_run_loses_nothing_silently(aof: bool, tmp_path, subproce
     (tmp_path / "redis").mkdir()
     srv = EmbeddedRedis(data_dir=tmp_path / "redis", persist=aof).start()
     bus_args = ["--set", "run=crash", "--set", "bus.min_idle_ms=1500", "--set", "bus.stall_timeout_ms=20000"]
-    procs = [_worker([role, *bus_args], f"{role}-0", srv.url, subprocess_env, python, tmp_path)
-             for role in ("env", "policy", "user", "reward")]
+    procs = [
+        _worker([role, *bus_args], f"{role}-0", srv.url, subprocess_env, python, tmp_path)
+        for role in ("env", "policy", "user", "reward")
+    ]
     tasks = load_tasks("userrl/Telepathy-v0", "train")[:30] + load_tasks("userrl/Function-v0", "train")[:30]
-    resets = make_resets("userrl/Telepathy-v0", tasks[:30], group_size=4) + \
-        make_resets("userrl/Function-v0", tasks[30:], group_size=4)
+    resets = make_resets("userrl/Telepathy-v0", tasks[:30], group_size=4) + make_resets(
+        "userrl/Function-v0", tasks[30:], group_size=4
+    )
     assert len(resets) == 240
 
     async def run() -> tuple[dict, int, int]:
-        bus = Bus(make_client(srv.url, block_ms=200, retries=2), Keys("crash"),
-                  BusSettings(block_ms=200, min_idle_ms=1500))
+        bus = Bus(
+            make_client(srv.url, block_ms=200, retries=2), Keys("crash"), BusSettings(block_ms=200, min_idle_ms=1500)
+        )
         waiter = Waiter(bus, [], resets=resets, stall_s=20.0, check_s=1.0)
         await waiter.start(from_start=False)
         await send_resets(bus, resets)
@@ -170,8 +186,9 @@ def test_redis_kill_mid_run_loses_nothing_silently(aof: bool, tmp_path, subproce
 
 
 @pytest.mark.parametrize("role", ["env", "policy", "reward"])
-def test_every_role_honours_sigterm_while_redis_is_frozen(server: EmbeddedRedis, role: str, subprocess_env,
-                                                          python, tmp_path) -> None:
+def test_every_role_honours_sigterm_while_redis_is_frozen(
+    server: EmbeddedRedis, role: str, subprocess_env, python, tmp_path
+) -> None:
     """The same for the other roles, idle in a blocking read when Redis freezes."""
     r = sync_redis.Redis.from_url(server.url)
     w = _worker([role, "--set", "run=crash"], f"{role}-0", server.url, subprocess_env, python, tmp_path)

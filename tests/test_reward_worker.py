@@ -17,15 +17,26 @@ EXAMPLE = [[0, 0, 1], [0, 0.5], [0, 0, 0, 0.2], [1]]  # docs/gyms.md's worked ex
 
 
 def traj(group: str, i: int, rewards: list[float], size: int, status: str = "ok") -> Trajectory:
-    turns = [{"reward": r, "prompt_ids": [1], "token_ids": [7, 8], "logprobs": [-0.1, -0.2], "policy_version": 0}
-             for r in rewards]
-    return Trajectory(episode_id=f"{group}/{i}", group_id=group, env_id="userrl/Function-v0", task_id="t",
-                      turns=turns, status=status, meta={"group_size": size})
+    turns = [
+        {"reward": r, "prompt_ids": [1], "token_ids": [7, 8], "logprobs": [-0.1, -0.2], "policy_version": 0}
+        for r in rewards
+    ]
+    return Trajectory(
+        episode_id=f"{group}/{i}",
+        group_id=group,
+        env_id="userrl/Function-v0",
+        task_id="t",
+        turns=turns,
+        status=status,
+        meta={"group_size": size},
+    )
 
 
 async def run_workers(bus: Bus, n_workers: int = 1, **kw) -> list[ScoredGroup]:
-    workers = [RewardWorker(bus, WorkerSettings(name=f"r{i}", burst=True, reclaim_interval_s=0.2), **kw)
-               for i in range(n_workers)]
+    workers = [
+        RewardWorker(bus, WorkerSettings(name=f"r{i}", burst=True, reclaim_interval_s=0.2), **kw)
+        for i in range(n_workers)
+    ]
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             for w in workers:
@@ -38,9 +49,14 @@ async def send(bus: Bus, trajs: list[Trajectory]) -> None:
         await bus.send(bus.keys.stream("reward"), t)
 
 
-@pytest.mark.parametrize(("credit", "score", "first_turn_adv"),
-                         [("equalized", "sum", [-0.1821] * 3), ("r2g", "r2g", [0.2163, 0.2704, 0.338]),
-                          ("em", "sum", [-0.1366, -0.1366, -0.2732])])
+@pytest.mark.parametrize(
+    ("credit", "score", "first_turn_adv"),
+    [
+        ("equalized", "sum", [-0.1821] * 3),
+        ("r2g", "r2g", [0.2163, 0.2704, 0.338]),
+        ("em", "sum", [-0.1366, -0.1366, -0.2732]),
+    ],
+)
 async def test_worked_example_over_the_bus(bus: Bus, credit: str, score: str, first_turn_adv: list[float]) -> None:
     await send(bus, [traj("g", i, r, 4) for i, r in enumerate(EXAMPLE)])
     (sg,) = await run_workers(bus, config=RewardConfig(credit=credit, score=score))
@@ -70,15 +86,14 @@ async def test_failed_member_drops_the_group_and_late_members_are_discarded(bus:
 
 async def test_incomplete_group_is_dropped_at_the_deadline(bus: Bus) -> None:
     await send(bus, [traj("g", 0, [1.0], 3)])
-    w = RewardWorker(bus, WorkerSettings(name="r", reclaim_interval_s=0.2), group_timeout_s=0.3,
-                     sweep_interval_s=0.1)
+    w = RewardWorker(bus, WorkerSettings(name="r", reclaim_interval_s=0.2), group_timeout_s=0.3, sweep_interval_s=0.1)
     async with anyio.create_task_group() as tg:
         tg.start_soon(w.async_run)
         with anyio.fail_after(10):
             while not await bus.redis.xlen(bus.keys.stream("learner")):
                 await anyio.sleep(0.05)
         w.stop()
-    (_, f), = await bus.redis.xrange(bus.keys.stream("learner"))
+    ((_, f),) = await bus.redis.xrange(bus.keys.stream("learner"))
     sg = decode(f[b"p"])
     assert sg.status == "dropped" and "1/3 members by the deadline" in sg.meta["reason"]  # type: ignore[attr-defined]
     await send(bus, [traj("g", 1, [0.0], 3)])  # a member that arrives after its group was dropped

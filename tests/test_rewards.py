@@ -43,17 +43,13 @@ TABLE = {
     ),
     ("r2g", "sum"): (
         SUM_SCORES,
-        [[-0.1433, -0.1791, -0.2239], [-0.3416, -0.427],
-         [-0.6034, -0.7543, -0.9428, -1.1786], [1.4362]],
-        [[-0.059, -0.0738, -0.0922], [-0.1407, -0.1759],
-         [-0.2486, -0.3107, -0.3884, -0.4855], [0.5917]],
+        [[-0.1433, -0.1791, -0.2239], [-0.3416, -0.427], [-0.6034, -0.7543, -0.9428, -1.1786], [1.4362]],
+        [[-0.059, -0.0738, -0.0922], [-0.1407, -0.1759], [-0.2486, -0.3107, -0.3884, -0.4855], [0.5917]],
     ),
     ("r2g", "r2g"): (
         R2G_SCORES,
-        [[0.2163, 0.2704, 0.338], [-0.3174, -0.3968],
-         [-0.7914, -0.9893, -1.2366, -1.5458], [1.2229]],
-        [[0.0822, 0.1027, 0.1284], [-0.1205, -0.1507],
-         [-0.3005, -0.3757, -0.4696, -0.587], [0.4644]],
+        [[0.2163, 0.2704, 0.338], [-0.3174, -0.3968], [-0.7914, -0.9893, -1.2366, -1.5458], [1.2229]],
+        [[0.0822, 0.1027, 0.1284], [-0.1205, -0.1507], [-0.3005, -0.3757, -0.4696, -0.587], [0.4644]],
     ),
     ("em", "sum"): (
         SUM_SCORES,
@@ -72,9 +68,7 @@ CELLS = [(c, s, std) for (c, s) in TABLE for std in (True, False)]
 @pytest.mark.parametrize(("credit", "score", "use_std"), CELLS)
 def test_worked_example_cell(credit: str, score: str, use_std: bool) -> None:
     expected_scores, with_std, without_std = TABLE[(credit, score)]
-    scores, advantages = group_advantages(
-        GROUP, TWO_TOKENS, credit=credit, score=score, gamma=0.8, use_std=use_std
-    )
+    scores, advantages = group_advantages(GROUP, TWO_TOKENS, credit=credit, score=score, gamma=0.8, use_std=use_std)
     assert [round(s, 4) for s in scores] == expected_scores
     expected = with_std if use_std else without_std
     for traj, (turns, want) in enumerate(zip(advantages, expected, strict=True)):
@@ -241,6 +235,4 @@ def test_group_normalize_has_mean_zero(scores: list[float], use_std: bool) -> No
 
 @given(rewards=unit_rewards, gamma=st.floats(0.0, 1.0))
 def test_r2g_first_credit_is_r2g_score(rewards: list[float], gamma: float) -> None:
-    assert turn_credits(rewards, "r2g", gamma)[0] == pytest.approx(
-        trajectory_score(rewards, "r2g", gamma)
-    )
+    assert turn_credits(rewards, "r2g", gamma)[0] == pytest.approx(trajectory_score(rewards, "r2g", gamma))

@@ -52,12 +52,14 @@ PROBE = textwrap.dedent("""
 
 
 def test_no_runtime_module_imports_the_data_tools() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(REPO), TOOLS], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(REPO), TOOLS], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # the run-time entry points were among what was imported
-    assert {"userrl.cli", "userrl.envs.worker", "userrl.agents.worker",
-            "userrl.sim_users.worker"} <= set(got["imported"]), got["missing"]
+    assert {"userrl.cli", "userrl.envs.worker", "userrl.agents.worker", "userrl.sim_users.worker"} <= set(
+        got["imported"]
+    ), got["missing"]
     assert got["loaded"] == [], f"run-time modules import the build-time tools: {got['loaded']}"
     assert f"{TOOLS}.importer.pipeline" in got["control"]

@@ -29,8 +29,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_scripted_expert(registry: None) -> None:
     b = ScriptedExpertBackend()
     msgs = [{"role": "user", "content": "hi"}]
-    reqs = [GenRequest("e1", "userrl/Fake-v0", msgs, task={"answer": 42}),
-            GenRequest("e2", "userrl/Fake-v0", msgs)]
+    reqs = [GenRequest("e1", "userrl/Fake-v0", msgs, task={"answer": 42}), GenRequest("e2", "userrl/Fake-v0", msgs)]
     out = anyio.run(b.generate, reqs)
     assert [r.text for r in out] == ["[answer] 42 after 1", "[answer] ? after 1"]
     assert all(r.token_ids == [] and r.logprobs == [] and r.version == 0 for r in out)

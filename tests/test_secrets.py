@@ -49,16 +49,33 @@ class Deploy:
         return sync_redis.connection.parse_url(self.url)["password"]
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "userrl", *args, "-c", CI, "--set", f"run_dir={self.run_dir}",
-                               "--set", f"run={RUN}"], env=cli_env(), capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "userrl",
+                *args,
+                "-c",
+                CI,
+                "--set",
+                f"run_dir={self.run_dir}",
+                "--set",
+                f"run={RUN}",
+            ],
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
 
     def workers(self) -> set[int]:
         return {p for p in descendants(self.proc.pid) if " worker " in cmdline(p)}
 
     def server_pid(self) -> int | None:
-        return next((p for p in descendants(self.proc.pid) if "redis-server" in cmdline(p)
-                     or "valkey" in cmdline(p)), None)
+        return next(
+            (p for p in descendants(self.proc.pid) if "redis-server" in cmdline(p) or "valkey" in cmdline(p)), None
+        )
 
 
 def _ready(run_dir: Path) -> bool:
@@ -94,8 +111,10 @@ def test_password_never_leaks(deploy: Deploy) -> None:
     assert len(pw) >= 20
     assert stat.S_IMODE((deploy.run_dir / "redis.url").stat().st_mode) == 0o600
     assert stat.S_IMODE((deploy.run_dir / "redis" / "redis.conf").stat().st_mode) == 0o600
-    with pytest.raises(sync_redis.AuthenticationError), \
-            sync_redis.Redis(port=sync_redis.connection.parse_url(deploy.url)["port"]) as anonymous:
+    with (
+        pytest.raises(sync_redis.AuthenticationError),
+        sync_redis.Redis(port=sync_redis.connection.parse_url(deploy.url)["port"]) as anonymous,
+    ):
         anonymous.ping()
     status = deploy.cli("status", "--json", "--sample", "0")
     assert status.returncode == 0, status.stderr
@@ -105,8 +124,11 @@ def test_password_never_leaks(deploy: Deploy) -> None:
         raw = r.get(f"userrl:{RUN}:deploy:supervisor")
     pids = descendants(deploy.proc.pid) | {deploy.proc.pid}
     assert len(deploy.workers()) == 4
-    haystacks = {"status --json": status.stdout + status.stderr, "deploy:supervisor": raw.decode(),
-                 "up.log": deploy.log.read_text()}
+    haystacks = {
+        "status --json": status.stdout + status.stderr,
+        "deploy:supervisor": raw.decode(),
+        "up.log": deploy.log.read_text(),
+    }
     haystacks.update({f"/proc/{p}/cmdline": cmdline(p) for p in pids})
     haystacks.update({str(f): f.read_text() for f in (deploy.run_dir / "logs").glob("*.log")})
     assert "launcher.started" in haystacks["up.log"]
@@ -115,14 +137,43 @@ def test_password_never_leaks(deploy: Deploy) -> None:
 
 
 def test_dispatch_wait_and_sigterm(deploy: Deploy) -> None:
-    ok = deploy.cli("dispatch", "--wait", "--gyms", "userrl/Function-v0", "--tasks", "3", "--prefix", "a:",
-                    "--timeout", "120", timeout=150)
+    ok = deploy.cli(
+        "dispatch",
+        "--wait",
+        "--gyms",
+        "userrl/Function-v0",
+        "--tasks",
+        "3",
+        "--prefix",
+        "a:",
+        "--timeout",
+        "120",
+        timeout=150,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "finished 3 (3 ok)" in ok.stdout
     log = deploy.run_dir / "dispatch.log"
-    proc = start_cli(["dispatch", "--wait", "--gyms", "userrl/Function-v0", "--tasks", "20", "--group-size", "4",
-                      "--prefix", "b:", "-c", CI,
-                      "--set", f"run_dir={deploy.run_dir}", "--set", f"run={RUN}"], log)
+    proc = start_cli(
+        [
+            "dispatch",
+            "--wait",
+            "--gyms",
+            "userrl/Function-v0",
+            "--tasks",
+            "20",
+            "--group-size",
+            "4",
+            "--prefix",
+            "b:",
+            "-c",
+            CI,
+            "--set",
+            f"run_dir={deploy.run_dir}",
+            "--set",
+            f"run={RUN}",
+        ],
+        log,
+    )
     try:
         wait_until(lambda: "dispatched" in log.read_text(), 60, "dispatch to send its episodes")
         proc.send_signal(signal.SIGTERM)
@@ -158,8 +209,19 @@ def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deplo
         assert r.get(f"userrl:{RUN}:probe") == b"committed"
         assert r.zcard(f"userrl:{RUN}:episodes:finished") >= finished_before
     assert {p for p in workers if alive(p)} == workers  # nobody crashed on the outage
-    after = deploy.cli("dispatch", "--wait", "--gyms", "userrl/Function-v0", "--tasks", "3", "--prefix", "c:",
-                       "--timeout", "120", timeout=150)
+    after = deploy.cli(
+        "dispatch",
+        "--wait",
+        "--gyms",
+        "userrl/Function-v0",
+        "--tasks",
+        "3",
+        "--prefix",
+        "c:",
+        "--timeout",
+        "120",
+        timeout=150,
+    )
     assert after.returncode == 0, after.stderr
     assert "finished 3 (3 ok)" in after.stdout
     assert alive(new)

@@ -10,10 +10,14 @@ from userrl.learner.sequences import assemble, collate, per_token_advantages
 
 # system+task = [1, 2, 3]; gen0 = [10, 11]; env reply = [4]; gen1 = [12, 13, 14]
 TURNS = [
-    {"prompt_ids": [1, 2, 3], "token_ids": [10, 11], "logprobs": [-0.1, -0.2],
-     "policy_version": 3, "reward": 0.0},
-    {"prompt_ids": [1, 2, 3, 10, 11, 4], "token_ids": [12, 13, 14],
-     "logprobs": [-0.3, -0.4, -0.5], "policy_version": 4, "reward": 1.0},
+    {"prompt_ids": [1, 2, 3], "token_ids": [10, 11], "logprobs": [-0.1, -0.2], "policy_version": 3, "reward": 0.0},
+    {
+        "prompt_ids": [1, 2, 3, 10, 11, 4],
+        "token_ids": [12, 13, 14],
+        "logprobs": [-0.3, -0.4, -0.5],
+        "policy_version": 4,
+        "reward": 1.0,
+    },
 ]
 
 
@@ -66,7 +70,8 @@ def test_per_token_advantages_from_group_advantages() -> None:
     seq = assemble(TURNS)
     other = assemble(TURNS[:1])
     _, adv = group_advantages(
-        [seq.turn_rewards, other.turn_rewards], [seq.turn_lengths, other.turn_lengths],
+        [seq.turn_rewards, other.turn_rewards],
+        [seq.turn_lengths, other.turn_lengths],
         use_std=False,
     )
     # scores (sum = mean) 0.5 and 0 -> z = +0.25 / -0.25; equalized credits -> A = z per token
@@ -90,8 +95,7 @@ def test_collate_right_pads() -> None:
         per_token_advantages(short_seq, [[3, 3]]),
     ]
     batch = collate([long_seq, short_seq], pad_id=0, advantages=adv)
-    assert batch["input_ids"].tolist() == [[1, 2, 3, 10, 11, 4, 12, 13, 14],
-                                           [1, 2, 3, 10, 11, 0, 0, 0, 0]]
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 10, 11, 4, 12, 13, 14], [1, 2, 3, 10, 11, 0, 0, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1] * 9, [1] * 5 + [0] * 4]
     assert batch["loss_mask"].tolist() == [[0, 0, 0, 1, 1, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0, 0]]
     assert batch["turn_index"][1].tolist() == [-1, -1, -1, 0, 0, -1, -1, -1, -1]

@@ -69,9 +69,19 @@ async def build_situation(bus: Bus) -> None:
     await bus.dead_letter(d, f"undecodable: {d.error}")
     now = time.time()
     for role, name, handled in (("env", "env-0", 7), ("env", "env-1", 3), ("user", "user-0", 1)):
-        hb = {"role": role, "worker": name, "pid": 100 + handled, "host": "h", "at": now, "in_flight": 1,
-              "handled": handled, "committed": handled, "duplicates": 0, "dead_lettered": int(role == "user"),
-              "errors": 0}
+        hb = {
+            "role": role,
+            "worker": name,
+            "pid": 100 + handled,
+            "host": "h",
+            "at": now,
+            "in_flight": 1,
+            "handled": handled,
+            "committed": handled,
+            "duplicates": 0,
+            "dead_lettered": int(role == "user"),
+            "errors": 0,
+        }
         await bus.redis.set(bus.keys.heartbeat(role, name), json.dumps(hb), px=10_000)
     await bus.redis.hset(bus.keys.replicas, mapping={"env": 2, "policy": 1, "user": 1, "reward": 0})
     await bus.redis.zadd(bus.keys.live, {"Telepathy:t1/0": now - 5, "Telepathy:t1/1": now - 1})
@@ -145,8 +155,13 @@ async def test_episodes_ls_and_show_are_readable(bus: Bus, redis_url: str, capsy
     rows = {r["episode"]: r for r in await list_episodes(bus)}
     assert set(rows) == {"Telepathy:t1/0", "Telepathy:t1/1", "Telepathy:t0/0"}
     done = rows["Telepathy:t0/0"]
-    assert (done["state"], done["turns"], done["last_reward"], done["score"], done["end"]) == \
-        ("finished", 2, 1.0, 1.0, "terminated")
+    assert (done["state"], done["turns"], done["last_reward"], done["score"], done["end"]) == (
+        "finished",
+        2,
+        1.0,
+        1.0,
+        "terminated",
+    )
     live = rows["Telepathy:t1/0"]
     assert (live["state"], live["turns"], live["last_reward"], live["end"]) == ("live", 1, 0.0, None)
     assert rows["Telepathy:t1/1"]["expired"]

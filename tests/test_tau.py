@@ -44,8 +44,10 @@ def _retail(pred: Any) -> tuple[str, Any]:
 def _other_variant(product_id: str, item_id: str) -> tuple[str, float]:
     """The cheapest other available variant of the product."""
     variants = load("tau-bench-retail")["tables"]["products"][product_id]["variants"]
-    return min(((v["item_id"], v["price"]) for v in variants.values()
-                if v["available"] and v["item_id"] != item_id), key=lambda v: v[1])
+    return min(
+        ((v["item_id"], v["price"]) for v in variants.values() if v["available"] and v["item_id"] != item_id),
+        key=lambda v: v[1],
+    )
 
 
 def _methods(db: EpisodeDB, user_id: str) -> dict[str, Any]:
@@ -80,35 +82,67 @@ def test_episode_copies_never_parse_or_touch_the_template(monkeypatch: pytest.Mo
 
 # -- retail tools ------------------------------------------------------------------------------
 def test_exchange_and_return_of_delivered_items() -> None:
-    oid, order = _retail(lambda o: o["status"] == "delivered" and len(o["items"]) >= 2
-                         and "gift_card" not in o["payment_history"][0]["payment_method_id"])
+    oid, order = _retail(
+        lambda o: (
+            o["status"] == "delivered"
+            and len(o["items"]) >= 2
+            and "gift_card" not in o["payment_history"][0]["payment_method_id"]
+        )
+    )
     first = order["items"][0]
     new, price = _other_variant(first["product_id"], first["item_id"])
     pay = order["payment_history"][0]["payment_method_id"]
     db = EpisodeDB("tau-bench-retail")
     with pytest.raises(ToolError, match="not found"):  # more copies than the order holds
-        _run(db, RETAIL, "exchange_delivered_order_items", order_id=oid,
-             item_ids=[first["item_id"]] * 2, new_item_ids=[new] * 2, payment_method_id=pay)
+        _run(
+            db,
+            RETAIL,
+            "exchange_delivered_order_items",
+            order_id=oid,
+            item_ids=[first["item_id"]] * 2,
+            new_item_ids=[new] * 2,
+            payment_method_id=pay,
+        )
     with pytest.raises(ToolError, match="should match"):
-        _run(db, RETAIL, "exchange_delivered_order_items", order_id=oid,
-             item_ids=[first["item_id"]], new_item_ids=[], payment_method_id=pay)
-    out = _run(db, RETAIL, "exchange_delivered_order_items", order_id=oid, item_ids=[first["item_id"]],
-               new_item_ids=[new], payment_method_id=pay)
+        _run(
+            db,
+            RETAIL,
+            "exchange_delivered_order_items",
+            order_id=oid,
+            item_ids=[first["item_id"]],
+            new_item_ids=[],
+            payment_method_id=pay,
+        )
+    out = _run(
+        db,
+        RETAIL,
+        "exchange_delivered_order_items",
+        order_id=oid,
+        item_ids=[first["item_id"]],
+        new_item_ids=[new],
+        payment_method_id=pay,
+    )
     assert out["status"] == "exchange requested" and out["exchange_new_items"] == [new]
     assert out["exchange_price_difference"] == round(price - first["price"], 2)
     assert out["items"] == order["items"]  # the items change when the exchange is processed
     with pytest.raises(ToolError, match="non-delivered order cannot be returned"):
-        _run(db, RETAIL, "return_delivered_order_items", order_id=oid,
-             item_ids=[first["item_id"]], payment_method_id=pay)
+        _run(
+            db, RETAIL, "return_delivered_order_items", order_id=oid, item_ids=[first["item_id"]], payment_method_id=pay
+        )
     fresh = EpisodeDB("tau-bench-retail")
     other = next((m for m in _methods(fresh, order["user_id"]) if m != pay and "gift_card" not in m), None)
     if other is not None:
         with pytest.raises(ToolError, match="original payment method or a gift card"):
-            _run(fresh, RETAIL, "return_delivered_order_items", order_id=oid,
-                 item_ids=[first["item_id"]], payment_method_id=other)
+            _run(
+                fresh,
+                RETAIL,
+                "return_delivered_order_items",
+                order_id=oid,
+                item_ids=[first["item_id"]],
+                payment_method_id=other,
+            )
     ids = [it["item_id"] for it in order["items"]][::-1]
-    out = _run(fresh, RETAIL, "return_delivered_order_items", order_id=oid, item_ids=ids,
-               payment_method_id=pay)
+    out = _run(fresh, RETAIL, "return_delivered_order_items", order_id=oid, item_ids=ids, payment_method_id=pay)
     assert (out["status"], out["return_items"]) == ("return requested", sorted(ids))
 
 
@@ -116,37 +150,63 @@ def test_modify_pending_items_pays_the_difference_from_a_gift_card() -> None:
     def fits(o: dict[str, Any]) -> bool:  # a gift card that covers the cheapest swap
         user = load("tau-bench-retail")["tables"]["users"][o["user_id"]]
         diff = _other_variant(o["items"][0]["product_id"], o["items"][0]["item_id"])[1] - o["items"][0]["price"]
-        return o["status"] == "pending" and any(m["source"] == "gift_card" and m["balance"] >= diff
-                                                for m in user["payment_methods"].values())
+        return o["status"] == "pending" and any(
+            m["source"] == "gift_card" and m["balance"] >= diff for m in user["payment_methods"].values()
+        )
+
     oid, order = _retail(fits)
     item = order["items"][0]
     new, price = _other_variant(item["product_id"], item["item_id"])
     db = EpisodeDB("tau-bench-retail")
-    card = next(k for k, m in _methods(db, order["user_id"]).items() if m["source"] == "gift_card"
-                and m["balance"] >= price - item["price"])
+    card = next(
+        k
+        for k, m in _methods(db, order["user_id"]).items()
+        if m["source"] == "gift_card" and m["balance"] >= price - item["price"]
+    )
     before = _methods(db, order["user_id"])[card]["balance"]
-    out = _run(db, RETAIL, "modify_pending_order_items", order_id=oid, item_ids=[item["item_id"]],
-               new_item_ids=[new], payment_method_id=card)
+    out = _run(
+        db,
+        RETAIL,
+        "modify_pending_order_items",
+        order_id=oid,
+        item_ids=[item["item_id"]],
+        new_item_ids=[new],
+        payment_method_id=card,
+    )
     diff = price - item["price"]
     assert out["status"] == "pending (item modified)" and out["items"][0]["item_id"] == new
-    assert out["payment_history"][-1] == {"transaction_type": "payment" if diff > 0 else "refund",
-                                          "amount": abs(diff), "payment_method_id": card}
+    assert out["payment_history"][-1] == {
+        "transaction_type": "payment" if diff > 0 else "refund",
+        "amount": abs(diff),
+        "payment_method_id": card,
+    }
     assert _methods(db, order["user_id"])[card]["balance"] == round(before - diff, 2)
     with pytest.raises(ToolError, match="non-pending order cannot be modified"):
-        _run(db, RETAIL, "modify_pending_order_items", order_id=oid, item_ids=[new],
-             new_item_ids=[item["item_id"]], payment_method_id=card)
+        _run(
+            db,
+            RETAIL,
+            "modify_pending_order_items",
+            order_id=oid,
+            item_ids=[new],
+            new_item_ids=[item["item_id"]],
+            payment_method_id=card,
+        )
 
 
 def test_payment_change_and_cancellation_refund_gift_cards() -> None:
-    oid, order = _retail(lambda o: o["status"] == "pending" and len(o["payment_history"]) == 1
-                         and "gift_card" in o["payment_history"][0]["payment_method_id"])
+    oid, order = _retail(
+        lambda o: (
+            o["status"] == "pending"
+            and len(o["payment_history"]) == 1
+            and "gift_card" in o["payment_history"][0]["payment_method_id"]
+        )
+    )
     card, amount = order["payment_history"][0]["payment_method_id"], order["payment_history"][0]["amount"]
     db = EpisodeDB("tau-bench-retail")
     balance = _methods(db, order["user_id"])[card]["balance"]
     out = _run(db, RETAIL, "cancel_pending_order", order_id=oid, reason="ordered by mistake")
     assert (out["status"], out["cancel_reason"]) == ("cancelled", "ordered by mistake")
-    assert out["payment_history"][-1] == {"transaction_type": "refund", "amount": amount,
-                                          "payment_method_id": card}
+    assert out["payment_history"][-1] == {"transaction_type": "refund", "amount": amount, "payment_method_id": card}
     assert _methods(db, order["user_id"])[card]["balance"] == round(balance + amount, 2)
     db = EpisodeDB("tau-bench-retail")
     with pytest.raises(ToolError, match="invalid reason"):
@@ -165,8 +225,7 @@ def test_argument_checks_and_calculate() -> None:
     with pytest.raises(ToolError, match="takes the arguments"):
         RETAIL["cancel_pending_order"](db, {"order_id": "#W0"})
     with pytest.raises(ToolError, match="type strings"):
-        RETAIL["return_delivered_order_items"](db, {"order_id": "#W0", "item_ids": "1",
-                                                    "payment_method_id": "x"})
+        RETAIL["return_delivered_order_items"](db, {"order_id": "#W0", "item_ids": "1", "payment_method_id": "x"})
     assert RETAIL["calculate"](db, {"expression": "(2 + 3) * 4 / 3"}) == "6.67"
     for bad in ("__import__('os')", "2 ** 3", "1 / 0"):
         with pytest.raises(ToolError):
@@ -176,11 +235,15 @@ def test_argument_checks_and_calculate() -> None:
 # -- airline tools -----------------------------------------------------------------------------
 def test_booking_with_a_certificate_and_a_gift_card() -> None:
     db = EpisodeDB("tau-bench-airline")
-    found = json.loads(AIRLINE["search_direct_flight"](db, {"origin": "JFK", "destination": "SEA",
-                                                            "date": "2024-05-20"}))
+    found = json.loads(
+        AIRLINE["search_direct_flight"](db, {"origin": "JFK", "destination": "SEA", "date": "2024-05-20"})
+    )
     users = load("tau-bench-airline")["tables"]["users"]
-    uid = next(u for u, p in users.items()
-               if {m["source"] for m in p["payment_methods"].values()} >= {"certificate", "gift_card"})
+    uid = next(
+        u
+        for u, p in users.items()
+        if {m["source"] for m in p["payment_methods"].values()} >= {"certificate", "gift_card"}
+    )
     methods = users[uid]["payment_methods"]
     cert = next(k for k, m in methods.items() if m["source"] == "certificate")
     card = next(k for k, m in methods.items() if m["source"] == "gift_card")
@@ -188,10 +251,18 @@ def test_booking_with_a_certificate_and_a_gift_card() -> None:
     seats = 1
     price = flight["prices"]["economy"] * seats + 30 + 50
     cert_part = min(methods[cert]["amount"], price)
-    args = {"user_id": uid, "origin": "JFK", "destination": "SEA", "flight_type": "one_way",
-            "cabin": "economy", "flights": [{"flight_number": flight["flight_number"], "date": "2024-05-20"}],
-            "passengers": [{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}],
-            "total_baggages": 2, "nonfree_baggages": 1, "insurance": "yes"}
+    args = {
+        "user_id": uid,
+        "origin": "JFK",
+        "destination": "SEA",
+        "flight_type": "one_way",
+        "cabin": "economy",
+        "flights": [{"flight_number": flight["flight_number"], "date": "2024-05-20"}],
+        "passengers": [{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}],
+        "total_baggages": 2,
+        "nonfree_baggages": 1,
+        "insurance": "yes",
+    }
     with pytest.raises(ToolError, match=f"total price is {price}"):
         _run(db, AIRLINE, "book_reservation", **args, payment_methods=[{"payment_id": cert, "amount": 1}])
     if price - cert_part > methods[card]["amount"]:
@@ -202,10 +273,19 @@ def test_booking_with_a_certificate_and_a_gift_card() -> None:
     user = db.get("users", uid)
     assert cert not in user["payment_methods"] and user["reservations"][-1] == "HATHAT"
     assert user["payment_methods"][card]["amount"] == methods[card]["amount"] - (price - cert_part)
-    again = _run(db, AIRLINE, "book_reservation", **args,
-                 payment_methods=[{"payment_id": next(k for k, m in methods.items()
-                                                      if m["source"] == "credit_card"), "amount": price}]) \
-        if any(m["source"] == "credit_card" for m in methods.values()) else {"reservation_id": "HATHAU"}
+    again = (
+        _run(
+            db,
+            AIRLINE,
+            "book_reservation",
+            **args,
+            payment_methods=[
+                {"payment_id": next(k for k, m in methods.items() if m["source"] == "credit_card"), "amount": price}
+            ],
+        )
+        if any(m["source"] == "credit_card" for m in methods.values())
+        else {"reservation_id": "HATHAU"}
+    )
     assert again["reservation_id"] == "HATHAU"
 
 
@@ -214,29 +294,47 @@ def test_airline_changes_and_cancellation() -> None:
     res = load("tau-bench-airline")["tables"]["reservations"]["4WQ150"]
     methods = db.get("users", res["user_id"])["payment_methods"]
     with pytest.raises(ToolError, match="payment method not found"):
-        _run(db, AIRLINE, "update_reservation_baggages", reservation_id="4WQ150", total_baggages=9,
-             nonfree_baggages=res["nonfree_baggages"] + 2, payment_id="certificate_0")
+        _run(
+            db,
+            AIRLINE,
+            "update_reservation_baggages",
+            reservation_id="4WQ150",
+            total_baggages=9,
+            nonfree_baggages=res["nonfree_baggages"] + 2,
+            payment_id="certificate_0",
+        )
     pay = next(iter(methods))
     if methods[pay]["source"] == "certificate":
         pytest.skip("the first method is a certificate")
-    out = _run(db, AIRLINE, "update_reservation_baggages", reservation_id="4WQ150", total_baggages=9,
-               nonfree_baggages=res["nonfree_baggages"] + 2, payment_id=pay)
+    out = _run(
+        db,
+        AIRLINE,
+        "update_reservation_baggages",
+        reservation_id="4WQ150",
+        total_baggages=9,
+        nonfree_baggages=res["nonfree_baggages"] + 2,
+        payment_id=pay,
+    )
     assert out["payment_history"][-1] == {"payment_id": pay, "amount": 100}
     with pytest.raises(ToolError, match="number of passengers"):
         _run(db, AIRLINE, "update_reservation_passengers", reservation_id="4WQ150", passengers=[])
     out = _run(db, AIRLINE, "cancel_reservation", reservation_id="4WQ150")
     paid = res["payment_history"] + [{"payment_id": pay, "amount": 100}]
     assert out["status"] == "cancelled"
-    assert out["payment_history"] == paid + [{"payment_id": p["payment_id"], "amount": -p["amount"]}
-                                             for p in paid]
+    assert out["payment_history"] == paid + [{"payment_id": p["payment_id"], "amount": -p["amount"]} for p in paid]
     msg = AIRLINE["send_certificate"](db, {"user_id": res["user_id"], "amount": 150})
     assert "certificate_3221322" in msg
     assert db.get("users", res["user_id"])["payment_methods"]["certificate_3221322"]["amount"] == 150
 
 
 def test_scripted_customer_of_a_tau_bench_task() -> None:
-    task = {"id": "retail-x", "db": "tau-bench-retail", "opening": "Hi", "actions": [],
-            "instruction": "Your name is Ann Lee and your zip is 10001. You want to cancel #W1."}
+    task = {
+        "id": "retail-x",
+        "db": "tau-bench-retail",
+        "opening": "Hi",
+        "actions": [],
+        "instruction": "Your name is Ann Lee and your zip is 10001. You want to cancel #W1.",
+    }
     said = "My name is Ann Lee and my zip is 10001. I want to cancel #W1."
     assert customer_reply(task, "Anything else?", 0) == {"reply": said, "stated": 1, "done": False}
     assert customer_reply(task, "What is your name and zip code?", 1)["reply"] == said
@@ -244,8 +342,9 @@ def test_scripted_customer_of_a_tau_bench_task() -> None:
     assert customer_reply(task, "Is there anything else?", 1)["done"] is True
     assert outputs_said({**task, "outputs": ["1,000.5", "Camera"]}, "It is 1,000.5 for the CAMERA") == [1]
     spec = get_env_class("userrl/Tau-v0").user_spec
-    query = UserQuery("userrl/Tau-v0", "respond", "reply", {"message": "Hi", "stated": 0},
-                      {**task, "db": "tau-bench-airline"}, [])
+    query = UserQuery(
+        "userrl/Tau-v0", "respond", "reply", {"message": "Hi", "stated": 0}, {**task, "db": "tau-bench-airline"}, []
+    )
     system = spec.llm_messages(query)[0]["content"]  # type: ignore[attr-defined]
     assert "an airline" in system and task["instruction"] in system
 
@@ -261,13 +360,16 @@ def _first(pred: Any) -> dict[str, Any]:
 
 @needs_shared
 def test_action_is_always_speech_never_a_tool_call() -> None:
-    task = _first(lambda t: t["db"] == "tau-bench-retail" and any(
-        a["name"] == "cancel_pending_order" for a in t["actions"]))
+    task = _first(
+        lambda t: t["db"] == "tau-bench-retail" and any(a["name"] == "cancel_pending_order" for a in t["actions"])
+    )
     cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")
     text = f"{cancel['name']} {json.dumps(cancel['arguments'])}"
-    res = play("userrl/Tau-v0", task, [f"[action] {text}",
-                                       "[action] " + json.dumps({"name": cancel["name"],
-                                                                 "arguments": cancel["arguments"]})])
+    res = play(
+        "userrl/Tau-v0",
+        task,
+        [f"[action] {text}", "[action] " + json.dumps({"name": cancel["name"], "arguments": cancel["arguments"]})],
+    )
     assert all(r.observation.startswith("Customer:") for r in res)
     assert all(r.state["writes"] == [] for r in res)
     done = play("userrl/Tau-v0", task, [f"[answer] {text}"])
@@ -276,13 +378,14 @@ def test_action_is_always_speech_never_a_tool_call() -> None:
 
 @needs_shared
 def test_wrong_or_missing_change_scores_zero() -> None:
-    task = _first(lambda t: any(a["name"] == "cancel_pending_order" for a in t["actions"])
-                  and not t["outputs"])
+    task = _first(lambda t: any(a["name"] == "cancel_pending_order" for a in t["actions"]) and not t["outputs"])
     cancel = next(a for a in task["actions"] if a["name"] == "cancel_pending_order")["arguments"]
-    wrong = {**cancel, "reason": "no longer needed" if cancel["reason"] != "no longer needed"
-             else "ordered by mistake"}
-    res = play("userrl/Tau-v0", task, ["[action] Hi!", f"[answer] cancel_pending_order {json.dumps(wrong)}",
-                                       "[action] Anything else?"])
+    wrong = {**cancel, "reason": "no longer needed" if cancel["reason"] != "no longer needed" else "ordered by mistake"}
+    res = play(
+        "userrl/Tau-v0",
+        task,
+        ["[action] Hi!", f"[answer] cancel_pending_order {json.dumps(wrong)}", "[action] Anything else?"],
+    )
     assert res[1].state["writes"] and rewards(res) == [0.0, 0.0, 0.0] and res[-1].terminated
     assert res[-1].info == {"db_match": False, "outputs_match": True, "score": 0.0}
     nothing = play("userrl/Tau-v0", task, ["[action] Hi!", "[action] Anything else?"])
@@ -299,23 +402,26 @@ def test_outputs_must_be_said_and_transfer_ends_the_episode() -> None:
     said = "[action] " + ", ".join(task["outputs"]) + ". Anything else?"
     told = play("userrl/Tau-v0", task, ["[action] Hi!", *calls, said])
     assert told[-1].reward == 1.0
-    moved = play("userrl/Tau-v0", task, ["[action] Hi!", *calls,
-                                         '[answer] transfer_to_human_agents {"summary": "x"}'])
+    moved = play("userrl/Tau-v0", task, ["[action] Hi!", *calls, '[answer] transfer_to_human_agents {"summary": "x"}'])
     assert moved[-1].terminated and moved[-1].info["db_match"] is True
 
 
 @needs_shared
 def test_concurrent_episodes_of_one_task_keep_their_own_database() -> None:
-    task = _first(lambda t: t["db"] == "tau-bench-airline" and any(
-        a["name"] == "cancel_reservation" for a in t["actions"]))
+    task = _first(
+        lambda t: t["db"] == "tau-bench-airline" and any(a["name"] == "cancel_reservation" for a in t["actions"])
+    )
     rid = next(a for a in task["actions"] if a["name"] == "cancel_reservation")["arguments"]
     before = json.dumps(load("tau-bench-airline")["tables"]["reservations"][rid["reservation_id"]])
 
     async def episode(i: int) -> Any:
         env, user = make("userrl/Tau-v0"), InProcessUser()
         state, _, _ = await env.reset(task, i)
-        for text in ["[action] Hi!", f"[answer] cancel_reservation {json.dumps(rid)}" if i % 2
-                     else "[action] One moment.", "[action] Anything else?"]:
+        for text in [
+            "[action] Hi!",
+            f"[answer] cancel_reservation {json.dumps(rid)}" if i % 2 else "[action] One moment.",
+            "[action] Anything else?",
+        ]:
             await asyncio.sleep(0)  # interleave the episodes
             res = await env.step(state, parse_prefixed(text), user)
             state = res.state

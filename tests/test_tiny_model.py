@@ -17,7 +17,8 @@ from userrl.envs.actions import TOOL_SCHEMA, format_tool_call  # noqa: E402
 pytestmark = pytest.mark.train
 
 CORPUS = ["The user asks a question and the assistant answers it politely."] * 20 + [
-    "Is it an animal? Yes. Is it bigger than a cat? No. The answer is a mouse."] * 20
+    "Is it an animal? Yes. Is it bigger than a cat? No. The answer is a mouse."
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +42,19 @@ def test_reloads_offline(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_chat_template(tiny: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny)
-    msgs = [{"role": "system", "content": "Play."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": format_tool_call("action", "Is it red?")},
-            {"role": "tool", "content": "No.\nReward: 0.0"}]
+    msgs = [
+        {"role": "system", "content": "Play."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": format_tool_call("action", "Is it red?")},
+        {"role": "tool", "content": "No.\nReward: 0.0"},
+    ]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert text == (
         "<|im_start|>system\nPlay.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         f"<|im_start|>assistant\n{msgs[2]['content']}<|im_end|>\n"
         "<|im_start|>user\n<tool_response>\nNo.\nReward: 0.0\n</tool_response><|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
     no_prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
     assert text == no_prompt + "<|im_start|>assistant\n"
     with_tools = tok.apply_chat_template(msgs, tools=[TOOL_SCHEMA], tokenize=False)
@@ -70,8 +75,15 @@ def test_deterministic(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_default_corpus_and_size(tmp_path: Path) -> None:
-    path = build_tiny_model(tmp_path, hidden_size=32, num_hidden_layers=1, intermediate_size=64,
-                            num_attention_heads=2, num_key_value_heads=1, vocab_size=1000)
+    path = build_tiny_model(
+        tmp_path,
+        hidden_size=32,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=1000,
+    )
     model = AutoModelForCausalLM.from_pretrained(path)
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (32, 1)
     assert len(AutoTokenizer.from_pretrained(path)) <= 1000 + len(TEXT_TOKENS)

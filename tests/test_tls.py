@@ -33,16 +33,36 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def make_certs(d: Path) -> None:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=userrl test CA",
-            cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                                  "authorityKeyIdentifier=keyid\nextendedKeyUsage=serverAuth\n")
-    (d / "client.ext").write_text("basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid\n"
-                                  "extendedKeyUsage=clientAuth\n")
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=userrl test CA", cwd=d
+    )
+    (d / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "authorityKeyIdentifier=keyid\nextendedKeyUsage=serverAuth\n"
+    )
+    (d / "client.ext").write_text(
+        "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid\nextendedKeyUsage=clientAuth\n"
+    )
     for who in ("server", "client"):
         openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
-        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{who}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{who}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{who}.ext",
+            cwd=d,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +74,20 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     make_certs(d)
     port = free_port()
     conf = d / "redis.conf"
-    conf.write_text(f"port 0\ntls-port {port}\nbind 127.0.0.1\nrequirepass {PASSWORD}\nsave \"\"\n"
-                    f"appendonly no\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\n"
-                    f"tls-ca-cert-file {d}/ca.pem\ntls-auth-clients yes\ndir {d}\n")
-    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent())
+    conf.write_text(
+        f'port 0\ntls-port {port}\nbind 127.0.0.1\nrequirepass {PASSWORD}\nsave ""\n'
+        f"appendonly no\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\n"
+        f"tls-ca-cert-file {d}/ca.pem\ntls-auth-clients yes\ndir {d}\n"
+    )
+    proc = subprocess.Popen(
+        [binary, str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+    )
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0"
-    kwargs = {"ssl_ca_certs": str(d / "ca.pem"), "ssl_certfile": str(d / "client.pem"),
-              "ssl_keyfile": str(d / "client.key")}
+    kwargs = {
+        "ssl_ca_certs": str(d / "ca.pem"),
+        "ssl_certfile": str(d / "client.pem"),
+        "ssl_keyfile": str(d / "client.key"),
+    }
     try:
         for _ in range(100):
             if proc.poll() is not None:
@@ -81,8 +107,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 
 def tls_overrides(d: Path) -> list[str]:
-    return [f"redis_tls.ca_file={d}/ca.pem", f"redis_tls.cert_file={d}/client.pem",
-            f"redis_tls.key_file={d}/client.key"]
+    return [
+        f"redis_tls.ca_file={d}/ca.pem",
+        f"redis_tls.cert_file={d}/client.pem",
+        f"redis_tls.key_file={d}/client.key",
+    ]
 
 
 def test_bus_over_tls_with_ca_and_client_certificate(tls_server: tuple[str, Path], run_name: str) -> None:
@@ -103,8 +132,15 @@ def test_bus_over_tls_with_ca_and_client_certificate(tls_server: tuple[str, Path
 
 def test_without_the_ca_the_server_is_not_trusted(tls_server: tuple[str, Path], run_name: str) -> None:
     url, d = tls_server
-    cfg = load_config(None, [f"redis={url}", f"run={run_name}", f"redis_tls.cert_file={d}/client.pem",
-                             f"redis_tls.key_file={d}/client.key"])
+    cfg = load_config(
+        None,
+        [
+            f"redis={url}",
+            f"run={run_name}",
+            f"redis_tls.cert_file={d}/client.pem",
+            f"redis_tls.key_file={d}/client.key",
+        ],
+    )
 
     async def main() -> None:
         bus = make_bus(cfg)
@@ -127,8 +163,14 @@ def test_launcher_and_cli_over_tls(tls_server: tuple[str, Path], run_name: str, 
     finally:
         la.stop()
     args = [a for ov in ovs for a in ("--set", ov)]
-    out = subprocess.run([sys.executable, "-m", "userrl", "check", "env", *args], env=cli_env(),
-                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "userrl", "check", "env", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert out.returncode == 1, out.stderr  # Redis answered over TLS; no env worker runs
     assert "no live heartbeat" in out.stdout
 

@@ -39,11 +39,13 @@ def test_metrics_log_writes_tensorboard_scalars(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["wandb", "trackio", "tensorboard"])
-def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  kind: str) -> None:
+def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     monkeypatch.setitem(sys.modules, kind, None)  # import fails as if not installed
-    with pytest.raises(ConfigError, match=rf"train.report_to: {kind} needs the {kind} package "
-                                          rf"\(pip install 'userrl\[{kind}\]'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"train.report_to: {kind} needs the {kind} package "
+        rf"\(pip install 'userrl\[{kind}\]'\)",
+    ):
         MetricsLog(tmp_path / "metrics.jsonl", [kind])
 
 
@@ -67,13 +69,24 @@ async def test_grpo_run_reports_to_tensorboard(model_dir: Path, tmp_path: Path, 
     learner = GRPOLearner(model_dir, tmp_path / "learner", lr=1e-2, loss=LossConfig(max_staleness=100))
     for i in range(3):
         g = group(learner)
-        await bus.send(bus.keys.stream("learner"), ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}",
-                                                               env_id=g["env_id"], items=g["items"]))
+        await bus.send(
+            bus.keys.stream("learner"),
+            ScoredGroup(episode_id=f"g{i}", group_id=f"g{i}", env_id=g["env_id"], items=g["items"]),
+        )
     tasks = {"userrl/Function-v0": load_tasks("userrl/Function-v0", "train")}
     dispatcher = Dispatcher(bus, tasks, group_size=2, max_in_flight=0, max_turns=2, sampling={})
     with MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"]) as metrics:
-        rows = await learn(bus, learner, dispatcher, steps=3, groups_per_step=1, metrics=metrics,
-                           time_budget_s=600, checkpoint_every=10, group_timeout_s=10)
+        rows = await learn(
+            bus,
+            learner,
+            dispatcher,
+            steps=3,
+            groups_per_step=1,
+            metrics=metrics,
+            time_budget_s=600,
+            checkpoint_every=10,
+            group_timeout_s=10,
+        )
     got = scalars(tmp_path / "tensorboard")
     assert [v for _, v in got["policy/version"]] == [1.0, 2.0, 3.0]
     for row in rows:
@@ -118,5 +131,8 @@ def test_trackio_calls_follow_its_api(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("TRACKIO_PROJECT", raising=False)
     with MetricsLog(tmp_path / "metrics.jsonl", ["trackio"], run_name="r1", config={"seed": 0}) as m:
         m.log(3, {"rollout/score_mean": 0.5, "policy/version": 3})
-    assert calls == [("init", "userrl", "r1", {"seed": 0}),
-                     ("log", {"rollout/score_mean": 0.5, "policy/version": 3.0}, 3), ("finish",)]
+    assert calls == [
+        ("init", "userrl", "r1", {"seed": 0}),
+        ("log", {"rollout/score_mean": 0.5, "policy/version": 3.0}, 3),
+        ("finish",),
+    ]

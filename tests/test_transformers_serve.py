@@ -34,9 +34,17 @@ CORPUS = ["Is it an animal? Yes. No. Maybe. The answer is a cat. [action] [answe
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("served"), corpus=CORPUS, vocab_size=300,
-                            hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            num_key_value_heads=1, intermediate_size=64, head_dim=16)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("served"),
+        corpus=CORPUS,
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        head_dim=16,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +55,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port = s.getsockname()[1]
     exe = Path(sys.executable).parent / "transformers"
     # its own HF cache: /v1/models scans the cache, which other tests may leave half-written
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(tmp_path_factory.mktemp("hf-home"))}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path_factory.mktemp("hf-home")),
+    }
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--device", "cpu"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     root = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     try:
@@ -78,20 +94,38 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def request(text: str) -> GenRequest:
-    return GenRequest(episode_id="e1", env_id="userrl/Telepathy-v0",
-                      messages=[{"role": "system", "content": "Guess the animal."},
-                                {"role": "user", "content": text}],
-                      sampling=Sampling(temperature=1.0, max_new_tokens=8, seed=0))
+    return GenRequest(
+        episode_id="e1",
+        env_id="userrl/Telepathy-v0",
+        messages=[{"role": "system", "content": "Guess the animal."}, {"role": "user", "content": text}],
+        sampling=Sampling(temperature=1.0, max_new_tokens=8, seed=0),
+    )
 
 
 def config(base_url: str, model: str, **kw: Any) -> OpenAIConfig:
-    return OpenAIConfig(base_url=base_url, model=model, api_key_env="", timeout_s=60,
-                        max_retries=3, backoff_base_s=0.5, backoff_max_s=2.0, **kw)
+    return OpenAIConfig(
+        base_url=base_url,
+        model=model,
+        api_key_env="",
+        timeout_s=60,
+        max_retries=3,
+        backoff_base_s=0.5,
+        backoff_max_s=2.0,
+        **kw,
+    )
 
 
 async def test_policy_turns_from_transformers_serve(server: str, tiny_dir: Path) -> None:
-    cfg = load_config(None, ["policy.backend=openai", f"policy.base_url={server}/v1",
-                             f"policy.model={tiny_dir}", "policy.api_key_env=", "policy.tools=false"])
+    cfg = load_config(
+        None,
+        [
+            "policy.backend=openai",
+            f"policy.base_url={server}/v1",
+            f"policy.model={tiny_dir}",
+            "policy.api_key_env=",
+            "policy.tools=false",
+        ],
+    )
     async with from_deploy_config(cfg) as pb:
         results = await pb.generate([request("Is it an animal?"), request("Is it a cat?")])
     assert len(results) == 2

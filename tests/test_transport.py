@@ -23,8 +23,12 @@ async def test_read_and_commit_forward_and_ack(bus: Bus) -> None:
     ds = await bus.read(bus.keys.stream(IN), GROUP, "c1")
     assert [d.msg.episode_id for d in ds] == ["e0", "e1", "e2"]  # type: ignore[union-attr]
     out = bus.keys.stream("out")
-    applied = await bus.commit([(d, Effects().send(out, Probe(episode_id=d.msg.episode_id, hop=1)))  # type: ignore[union-attr]
-                                for d in ds])
+    applied = await bus.commit(
+        [
+            (d, Effects().send(out, Probe(episode_id=d.msg.episode_id, hop=1)))  # type: ignore[union-attr]
+            for d in ds
+        ]
+    )
     assert applied == [True, True, True]
     assert await bus.redis.xlen(out) == 3
     assert (await bus.redis.xpending(bus.keys.stream(IN), GROUP))["pending"] == 0
@@ -36,8 +40,9 @@ async def test_commit_is_idempotent_per_message_identity(bus: Bus) -> None:
     await bus.send(stream, Probe(episode_id="e", seq=1))  # the same message sent twice
     ds = await bus.read(stream, GROUP, "c1")
     assert len(ds) == 2
-    eff = [(d, Effects().send(out, Probe(episode_id="e", hop=1)).hset(bus.keys.state("e"), {"state": b"x"}))
-           for d in ds]
+    eff = [
+        (d, Effects().send(out, Probe(episode_id="e", hop=1)).hset(bus.keys.state("e"), {"state": b"x"})) for d in ds
+    ]
     assert await bus.commit(eff) == [True, False]
     assert await bus.redis.xlen(out) == 1
     assert (await bus.redis.xpending(stream, GROUP))["pending"] == 0  # both acked
@@ -47,14 +52,18 @@ async def test_effects_apply_atomically_with_readable_fields(bus: Bus) -> None:
     await _send(bus, 1)
     (d,) = await bus.read(bus.keys.stream(IN), GROUP, "c1")
     ep = bus.keys.episode("e0")
-    eff = (Effects().send(bus.keys.stream("out"), Probe(episode_id="e0"), {"role": "env", "text": "hello"})
-           .append(ep, {"role": "user", "turn": 1, "text": "hi", "reward": 0.5})
-           .hset(bus.keys.state("e0"), {"state": b"\x00\x01", "seq": 2})
-           .zadd(bus.keys.live, 123.0, "e0").incr(bus.keys.counters, "turns", 2))
+    eff = (
+        Effects()
+        .send(bus.keys.stream("out"), Probe(episode_id="e0"), {"role": "env", "text": "hello"})
+        .append(ep, {"role": "user", "turn": 1, "text": "hi", "reward": 0.5})
+        .hset(bus.keys.state("e0"), {"state": b"\x00\x01", "seq": 2})
+        .zadd(bus.keys.live, 123.0, "e0")
+        .incr(bus.keys.counters, "turns", 2)
+    )
     assert await bus.commit([(d, eff)]) == [True]
-    (eid, fields), = await bus.redis.xrange(ep)
+    ((eid, fields),) = await bus.redis.xrange(ep)
     assert fields == {b"role": b"user", b"turn": b"1", b"text": b"hi", b"reward": b"0.5"}
-    (_, out_fields), = await bus.redis.xrange(bus.keys.stream("out"))
+    ((_, out_fields),) = await bus.redis.xrange(bus.keys.stream("out"))
     assert out_fields[b"text"] == b"hello" and decode(out_fields[b"p"]).episode_id == "e0"
     assert await bus.redis.hget(bus.keys.state("e0"), "state") == b"\x00\x01"
     assert await bus.redis.zscore(bus.keys.live, "e0") == 123.0

@@ -63,14 +63,37 @@ TOKEN = "s3cret-token-for-tests"
 def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
     run = "ui" + uuid.uuid4().hex[:8]
     run_dir = tmp_path_factory.mktemp("ui-run")
-    overrides = [f"run={run}", f"redis={redis_url}", f"run_dir={run_dir}", "workers.env.replicas=1",
-                 "workers.user.replicas=1", "workers.reward.replicas=1", "workers.policy.replicas=0"]
-    env = {**os.environ, "USERRL_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "UI_TEST_POLICY_DELAY": "0.7",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    overrides = [
+        f"run={run}",
+        f"redis={redis_url}",
+        f"run_dir={run_dir}",
+        "workers.env.replicas=1",
+        "workers.user.replicas=1",
+        "workers.reward.replicas=1",
+        "workers.policy.replicas=0",
+    ]
+    env = {
+        **os.environ,
+        "USERRL_REDIS_URL": redis_url,
+        "PYTHONUNBUFFERED": "1",
+        "UI_TEST_POLICY_DELAY": "0.7",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     d = Deploy(redis_url, run, run_dir, overrides)
     la = Launcher(d.cfg, CI, overrides, env=env, stop_timeout_s=15).start().start_background()
-    argv = [sys.executable, "-m", "userrl", "worker", "--class", "tests.ui_policy:SlowPolicyWorker",
-            "--name", "policy-0", "--config", CI, *sum((["--set", o] for o in overrides), [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "userrl",
+        "worker",
+        "--class",
+        "tests.ui_policy:SlowPolicyWorker",
+        "--name",
+        "policy-0",
+        "--config",
+        CI,
+        *sum((["--set", o] for o in overrides), []),
+    ]
     with open(run_dir / "slow-policy.log", "wb") as log:
         policy = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
     try:
@@ -78,8 +101,9 @@ def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         deadline = time.monotonic() + 90
         for role, name in (("env", "env-0"), ("user", "user-0"), ("reward", "reward-0"), ("policy", "policy-0")):
             while not r.exists(Keys(run).heartbeat(role, name)):
-                assert time.monotonic() < deadline and policy.poll() is None, \
-                    (run_dir / "slow-policy.log").read_text()[-2000:]
+                assert time.monotonic() < deadline and policy.poll() is None, (run_dir / "slow-policy.log").read_text()[
+                    -2000:
+                ]
                 time.sleep(0.1)
         r.close()
         yield d
@@ -102,8 +126,9 @@ def readonly_url(redis_url: str) -> Iterator[str]:
     of that user may have been refused (the ACL log names the user of each refusal)."""
     name, password = "ui-ro-" + uuid.uuid4().hex[:6], uuid.uuid4().hex
     with redis.Redis.from_url(redis_url) as r:
-        r.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*",
-                          "+@read", "+@connection", "-@write")
+        r.execute_command(
+            "ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", "&*", "+@read", "+@connection", "-@write"
+        )
         parts = urlsplit(redis_url)  # the session's URL may carry the default user's password
         url = urlunsplit(parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port}"))
         try:
@@ -128,8 +153,15 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
     add_dead_letter(deploy)
     metrics = MetricsLog(deploy.run_dir / "metrics.jsonl")
     for step in range(3):
-        metrics.log(step, {"rollout/score_mean": 0.1 * step, "rollout/score/Telepathy-v0": 0.2 * step,
-                           "loss/policy": 1.0 - step / 10, "policy/clip_frac": 0.01})
+        metrics.log(
+            step,
+            {
+                "rollout/score_mean": 0.1 * step,
+                "rollout/score/Telepathy-v0": 0.2 * step,
+                "loss/policy": 1.0 - step / 10,
+                "policy/clip_frac": 0.01,
+            },
+        )
     with Server(make_ui(deploy, readonly_url)) as srv, httpx.Client(base_url=srv.url) as c:
         # pages and static files
         r = c.get("/", follow_redirects=False)
@@ -165,8 +197,12 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
         events = sse_events(c, f"/api/stream/episode?id={ids[0]}", lambda ev: ev[-1][0] == "end")
         entries = [d for n, d in events if n == "entry"]
         assert [e["role"] for e in entries] == [e["role"] for e in ep["entries"]]
-        resumed = sse_events(c, f"/api/stream/episode?id={ids[0]}", lambda ev: ev[-1][0] == "end",
-                             headers={"Last-Event-ID": entries[2]["_id"]})
+        resumed = sse_events(
+            c,
+            f"/api/stream/episode?id={ids[0]}",
+            lambda ev: ev[-1][0] == "end",
+            headers={"Last-Event-ID": entries[2]["_id"]},
+        )
         assert [d["_id"] for n, d in resumed if n == "entry"] == [e["_id"] for e in entries[3:]]
 
         # system: workers, lag/pending, the dead letter and its reason, the supervisor
@@ -176,7 +212,7 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
         assert s["dead_letters"] == 1 and s["dead"][0]["error"] == "undecodable: <b>not msgpack</b>"
         assert set(s["supervisor"]["restarts"]) == {"env", "policy", "user", "reward"}
         assert s["episodes"]["finished"] >= len(ids)
-        (name, snap), = sse_events(c, "/api/stream/system", lambda ev: len(ev) == 1)
+        ((name, snap),) = sse_events(c, "/api/stream/system", lambda ev: len(ev) == 1)
         assert name == "system" and "env" in snap["roles"]
 
         # learning: the rows so far, then the stream sends rows appended later
@@ -187,17 +223,22 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
             if steps == [0, 1, 2]:
                 metrics.log(3, {"rollout/score_mean": 0.5})
             return steps == [0, 1, 2, 3]
+
         sse_events(c, "/api/stream/metrics", grown)
 
         # the episodes stream: a snapshot of the list; a filter applies to it
-        (name, data), = sse_events(c, "/api/stream/episodes?gym=Telepathy-v0", lambda ev: len(ev) == 1)
+        ((name, data),) = sse_events(c, "/api/stream/episodes?gym=Telepathy-v0", lambda ev: len(ev) == 1)
         assert name == "episodes" and {r["gym"] for r in data["rows"]} == {"Telepathy-v0"}
 
         # an episode that finished and expired says so instead of waiting forever
-        run_async(lambda bus: bus.redis.zadd(bus.keys.finished, {"gone:Telepathy-v0:x/0": time.time()}),
-                  deploy.redis_url, deploy.run)
-        assert sse_events(c, "/api/stream/episode?id=gone:Telepathy-v0:x/0", lambda ev: True) == \
-            [("expired", {"episode": "gone:Telepathy-v0:x/0"})]
+        run_async(
+            lambda bus: bus.redis.zadd(bus.keys.finished, {"gone:Telepathy-v0:x/0": time.time()}),
+            deploy.redis_url,
+            deploy.run,
+        )
+        assert sse_events(c, "/api/stream/episode?id=gone:Telepathy-v0:x/0", lambda ev: True) == [
+            ("expired", {"episode": "gone:Telepathy-v0:x/0"})
+        ]
         gone = c.get("/api/episodes", params={"gym": "Telepathy-v0"}).json()["rows"]
         assert next(r for r in gone if r["episode"] == "gone:Telepathy-v0:x/0")["expired"]
 
@@ -210,6 +251,7 @@ def test_live_episode_stream_sends_turns_as_they_happen(deploy: Deploy, readonly
         def arrived(ev: list[tuple[str, Any]]) -> bool:
             stamps.append(time.monotonic())
             return ev[-1][0] == "end"
+
         events = sse_events(c, f"/api/stream/episode?id={eid}", arrived, timeout=60)
     roles = [d["role"] for n, d in events if n == "entry"]
     assert roles[:3] == ["system", "user", "assistant"] and roles[-1] == "end"
@@ -234,8 +276,15 @@ def test_non_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_request_needs_the_token() -> None:
     app = create_app(UISettings(host="0.0.0.0", token=TOKEN), lambda: pytest.fail("no Redis needed"))
     c = TestClient(app)
-    for path in ("/", "/episodes", "/static/ui.js", "/api/episodes", "/api/system", "/api/stream/episode?id=x",
-                 "/api/metrics"):
+    for path in (
+        "/",
+        "/episodes",
+        "/static/ui.js",
+        "/api/episodes",
+        "/api/system",
+        "/api/stream/episode?id=x",
+        "/api/metrics",
+    ):
         r = c.get(path, follow_redirects=False)
         assert r.status_code == 401, path
         assert "content-security-policy" in r.headers
@@ -275,8 +324,17 @@ def test_redis_down_is_a_503_and_a_problem_event() -> None:
 
 def test_ui_command_serves(deploy: Deploy, tmp_path: Path) -> None:
     port = free_port()
-    argv = [sys.executable, "-m", "userrl", "ui", "--port", str(port), "--config", CI,
-            *sum((["--set", o] for o in deploy.overrides), [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "userrl",
+        "ui",
+        "--port",
+        str(port),
+        "--config",
+        CI,
+        *sum((["--set", o] for o in deploy.overrides), []),
+    ]
     with open(tmp_path / "ui.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "USERRL_UI_TOKEN": TOKEN})
     try:
@@ -339,8 +397,15 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for downloads
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_bin))
     try:
@@ -351,8 +416,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_browser_shows_live_dialogues_as_text(browser: Any, deploy: Deploy, readonly_url: str,
-                                              tmp_path: Path) -> None:
+def test_browser_shows_live_dialogues_as_text(browser: Any, deploy: Deploy, readonly_url: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     MetricsLog(deploy.run_dir / "metrics.jsonl").log(0, {"rollout/score_mean": 0.2, "loss/policy": 0.9})
@@ -360,19 +424,30 @@ def test_browser_shows_live_dialogues_as_text(browser: Any, deploy: Deploy, read
         browser.get(srv.url + "/episodes")
         deploy.dispatch(["userrl/Telepathy-v0"], 2, "browser:", wait=False)
         # an episode appears in the list while it runs
-        link = wait_until(lambda: browser.find_element(By.CSS_SELECTOR, 'tr.st-live[data-episode^="browser:"] a'),
-                          60, "a live episode in the list")
+        link = wait_until(
+            lambda: browser.find_element(By.CSS_SELECTOR, 'tr.st-live[data-episode^="browser:"] a'),
+            60,
+            "a live episode in the list",
+        )
         browser.save_screenshot(str(tmp_path / "episodes.png"))
         link.click()
         wait_until(lambda: "/episode?id=" in browser.current_url, 10, "the episode page")
 
         def count() -> int:
             return len(browser.find_elements(By.CSS_SELECTOR, "#dialogue .entry"))
+
         first = wait_until(count, 30, "the first turns")
         assert wait_until(lambda: count() > first, 30, "a turn arriving live"), "no turn arrived"
         # a policy turn that contains markup is shown as that text, never run or parsed
-        policy = wait_until(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, "#dialogue .role-assistant pre")
-                                     if "<script>" in e.text], 30, "the injected policy turn")
+        policy = wait_until(
+            lambda: [
+                e
+                for e in browser.find_elements(By.CSS_SELECTOR, "#dialogue .role-assistant pre")
+                if "<script>" in e.text
+            ],
+            30,
+            "the injected policy turn",
+        )
         assert INJECTED in policy[0].text
         assert browser.find_elements(By.CSS_SELECTOR, "#dialogue script, #dialogue img") == []
         assert browser.execute_script("return window.__pwned === undefined")
@@ -387,6 +462,7 @@ def test_browser_shows_live_dialogues_as_text(browser: Any, deploy: Deploy, read
 
         def points() -> int:  # one per role and snapshot on the throughput chart
             return len(browser.find_elements(By.CSS_SELECTOR, "#rate circle"))
+
         seen = wait_until(points, 20, "a throughput point")
         wait_until(lambda: points() > seen, 20, "the next system snapshot")
         browser.save_screenshot(str(tmp_path / "system.png"))

@@ -45,12 +45,14 @@ def subprocesses(f: Any) -> Any:
     """Marks a test that runs workers as subprocesses."""
     return pytest.mark.integration(pytest.mark.slow(f))
 
+
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
 GYMS = ["userrl/Function-v0", "userrl/Telepathy-v0", "userrl/Turtle-v0", "userrl/Intention-v0"]
 LLM_GYMS = GYMS[1:]
 
 
 # -- a fake LLM user that answers each gym's prompt as the scripted user would -------------------
+
 
 def _task_key(env_id: str, task: dict[str, Any]) -> str:
     """A string of the task that the gym's LLM prompt quotes verbatim."""
@@ -66,8 +68,12 @@ class ScriptedLLM:
     reconstructs the query, and answers with the scripted user's reply as JSON."""
 
     def __init__(self, gyms: list[str] = LLM_GYMS) -> None:
-        self.index = [(env_id, _task_key(env_id, t), t) for env_id in gyms
-                      for split in ("test", "train") for t in load_tasks(env_id, split)]
+        self.index = [
+            (env_id, _task_key(env_id, t), t)
+            for env_id in gyms
+            for split in ("test", "train")
+            for t in load_tasks(env_id, split)
+        ]
 
     def query(self, body: dict[str, Any]) -> UserQuery:
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
@@ -76,15 +82,16 @@ class ScriptedLLM:
         env_id, task = max(hits, key=lambda h: len(_task_key(*h)))
         if env_id == "userrl/Telepathy-v0":
             if user.startswith("Guess: "):
-                return UserQuery(env_id, "judge", "judge_guess", {"guess": user[len("Guess: "):]}, task)
+                return UserQuery(env_id, "judge", "judge_guess", {"guess": user[len("Guess: ") :]}, task)
             return UserQuery(env_id, "respond", "yes_no", {"question": user.rsplit("Question: ", 1)[1]}, task)
         if env_id == "userrl/Turtle-v0":
             if user.startswith("Explanation: "):
-                return UserQuery(env_id, "judge", "grade", {"story": user[len("Explanation: "):]}, task)
+                return UserQuery(env_id, "judge", "grade", {"story": user[len("Explanation: ") :]}, task)
             return UserQuery(env_id, "respond", "yes_no", {"question": user.rsplit("Question: ", 1)[1]}, task)
         remaining = [int(i) for i in re.findall(r'"index": (\d+)', system)]
-        return UserQuery(env_id, "respond", "clarify",
-                         {"question": user.rsplit("Question: ", 1)[1], "remaining": remaining}, task)
+        return UserQuery(
+            env_id, "respond", "clarify", {"question": user.rsplit("Question: ", 1)[1], "remaining": remaining}, task
+        )
 
     def __call__(self, body: dict[str, Any]) -> str:
         q = self.query(body)
@@ -101,16 +108,31 @@ def scripted_llm() -> ScriptedLLM:
 
 # -- helpers ------------------------------------------------------------------------------------
 
+
 async def reference_rewards(env_id: str, task: dict, seed: int) -> list[float]:
     """The same episode in process: gym + scripted expert + scripted user."""
     return (await expert_dialogue(env_id, task, seed=seed))["rewards"]
 
 
-def start(role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path,
-          *sets: str, concurrency: int = 0) -> subprocess.Popen[bytes]:
+def start(
+    role: str, name: str, run: str, env: dict[str, str], python: str, tmp: Path, *sets: str, concurrency: int = 0
+) -> subprocess.Popen[bytes]:
     log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
-    cmd = [python, "-m", "userrl", "worker", role, "--name", name, "--config", str(CI),
-           "--set", f"run={run}", "--set", "log_level=warning"]
+    cmd = [
+        python,
+        "-m",
+        "userrl",
+        "worker",
+        role,
+        "--name",
+        name,
+        "--config",
+        str(CI),
+        "--set",
+        f"run={run}",
+        "--set",
+        "log_level=warning",
+    ]
     for s in sets:
         cmd += ["--set", s]
     if concurrency:
@@ -154,17 +176,26 @@ async def assert_like_reference(trajs: dict[str, Trajectory], resets: list[Reset
 
 # -- 1. every gym end to end with a separate user process ------------------------------------------
 
+
 @subprocesses
 @pytest.mark.parametrize("backend", ["scripted", "openai"])
-async def test_every_gym_with_user_process(backend: str, bus: Bus, run_name: str, subprocess_env: dict[str, str],
-                                           python: str, tmp_path: Path, scripted_llm: ScriptedLLM) -> None:
+async def test_every_gym_with_user_process(
+    backend: str,
+    bus: Bus,
+    run_name: str,
+    subprocess_env: dict[str, str],
+    python: str,
+    tmp_path: Path,
+    scripted_llm: ScriptedLLM,
+) -> None:
     resets: list[Reset] = []
     for env_id in GYMS:
         resets += make_resets(env_id, load_tasks(env_id, "test")[:3], group_size=2, seed=5)
     with FakeOpenAIServer(scripted_llm) as srv:
         sets = openai_sets(srv) if backend == "openai" else []
-        procs = [start(role, f"{role}-0", run_name, subprocess_env, python, tmp_path)
-                 for role in ("env", "policy", "reward")]
+        procs = [
+            start(role, f"{role}-0", run_name, subprocess_env, python, tmp_path) for role in ("env", "policy", "reward")
+        ]
         procs.append(start("user", "user-0", run_name, subprocess_env, python, tmp_path, *sets))
         try:
             await send_resets(bus, resets)
@@ -191,6 +222,7 @@ async def test_every_gym_with_user_process(backend: str, bus: Bus, run_name: str
 
 # -- 2. 256 concurrent episodes, 1 and 4 user replicas -------------------------------------------
 
+
 def many_resets(n: int = 256) -> list[Reset]:
     resets: list[Reset] = []
     rnd = 0
@@ -204,9 +236,17 @@ def many_resets(n: int = 256) -> list[Reset]:
 @subprocesses
 @pytest.mark.parametrize("backend", ["scripted", "openai"])
 @pytest.mark.parametrize("replicas", [1, 4])
-async def test_256_episodes(replicas: int, backend: str, bus: Bus, run_name: str, subprocess_env: dict[str, str],
-                            python: str, tmp_path: Path, scripted_llm: ScriptedLLM,
-                            record_property: Any) -> None:
+async def test_256_episodes(
+    replicas: int,
+    backend: str,
+    bus: Bus,
+    run_name: str,
+    subprocess_env: dict[str, str],
+    python: str,
+    tmp_path: Path,
+    scripted_llm: ScriptedLLM,
+    record_property: Any,
+) -> None:
     resets = many_resets(256)
     assert len({r.episode_id for r in resets}) == 256
     # openai: a model server taking 50 ms per request, 4 requests at a time per user worker
@@ -216,20 +256,23 @@ async def test_256_episodes(replicas: int, backend: str, bus: Bus, run_name: str
         conc = 4 if backend == "openai" else 64
         users = [f"user-{i}" for i in range(replicas)]
         slow = "bus.min_idle_ms=10000"  # 2-core CI: 9 busy processes must not look dead to each other
-        procs = [start("env", f"env-{i}", run_name, subprocess_env, python, tmp_path, slow, concurrency=256)
-                 for i in range(2)]
-        procs.append(start("policy", "policy-0", run_name, subprocess_env, python, tmp_path, slow,
-                           concurrency=256))
-        procs += [start("user", n, run_name, subprocess_env, python, tmp_path, slow, *sets, concurrency=conc)
-                  for n in users]
+        procs = [
+            start("env", f"env-{i}", run_name, subprocess_env, python, tmp_path, slow, concurrency=256)
+            for i in range(2)
+        ]
+        procs.append(start("policy", "policy-0", run_name, subprocess_env, python, tmp_path, slow, concurrency=256))
+        procs += [
+            start("user", n, run_name, subprocess_env, python, tmp_path, slow, *sets, concurrency=conc) for n in users
+        ]
         try:
             await wait_heartbeats(bus, "user", users)
             await wait_heartbeats(bus, "env", ["env-0", "env-1"])
             t0 = time.perf_counter()
             await send_resets(bus, resets)
             with anyio.fail_after(120):  # poll a counter, not the stream: the test's CPU is shared
-                while sum(int(v or 0) for v in await bus.redis.hmget(
-                        bus.keys.counters, ["episodes_ok", "episodes_failed"])) < len(resets):
+                while sum(
+                    int(v or 0) for v in await bus.redis.hmget(bus.keys.counters, ["episodes_ok", "episodes_failed"])
+                ) < len(resets):
                     await anyio.sleep(0.05)
             wall = time.perf_counter() - t0
             await anyio.sleep(0.5)  # a late duplicate would show up here
@@ -252,16 +295,20 @@ async def test_256_episodes(replicas: int, backend: str, bus: Bus, run_name: str
 
 # -- 3. a user worker killed while it holds requests ---------------------------------------------
 
+
 @subprocesses
-async def test_user_worker_killed_mid_request(bus: Bus, run_name: str, subprocess_env: dict[str, str],
-                                             python: str, tmp_path: Path, scripted_llm: ScriptedLLM) -> None:
+async def test_user_worker_killed_mid_request(
+    bus: Bus, run_name: str, subprocess_env: dict[str, str], python: str, tmp_path: Path, scripted_llm: ScriptedLLM
+) -> None:
     resets: list[Reset] = []
     for env_id in LLM_GYMS:
         resets += make_resets(env_id, load_tasks(env_id, "test")[:4], group_size=2, seed=7)
     with FakeOpenAIServer(scripted_llm, delay_s=0.5) as srv:
         sets = openai_sets(srv)
-        procs = [start("env", "env-0", run_name, subprocess_env, python, tmp_path),
-                 start("policy", "policy-0", run_name, subprocess_env, python, tmp_path)]
+        procs = [
+            start("env", "env-0", run_name, subprocess_env, python, tmp_path),
+            start("policy", "policy-0", run_name, subprocess_env, python, tmp_path),
+        ]
         victim = start("user", "user-0", run_name, subprocess_env, python, tmp_path, *sets)
         procs.append(victim)
         try:
@@ -292,17 +339,21 @@ FAST_RETRIES = ["user.max_retries=1", "user.retries=1", "user.backoff_s=0.05", "
 
 @subprocesses
 async def test_persistent_outage_fails_episodes_as_infra_errors(
-        bus: Bus, run_name: str, subprocess_env: dict[str, str], python: str, tmp_path: Path,
-        scripted_llm: ScriptedLLM) -> None:
-    resets = (make_resets("userrl/Telepathy-v0", load_tasks("userrl/Telepathy-v0", "test")[:2], seed=1)
-              + make_resets("userrl/Intention-v0", load_tasks("userrl/Intention-v0", "test")[:2], seed=1)
-              + make_resets("userrl/Function-v0", load_tasks("userrl/Function-v0", "test")[:2], seed=1))
+    bus: Bus, run_name: str, subprocess_env: dict[str, str], python: str, tmp_path: Path, scripted_llm: ScriptedLLM
+) -> None:
+    resets = (
+        make_resets("userrl/Telepathy-v0", load_tasks("userrl/Telepathy-v0", "test")[:2], seed=1)
+        + make_resets("userrl/Intention-v0", load_tasks("userrl/Intention-v0", "test")[:2], seed=1)
+        + make_resets("userrl/Function-v0", load_tasks("userrl/Function-v0", "test")[:2], seed=1)
+    )
     env = subprocess_env
     with FakeOpenAIServer(scripted_llm) as srv:
         srv.fail_next(100_000, status=500)  # down for good
-        procs = [start("env", "env-0", run_name, env, python, tmp_path),
-                 start("policy", "policy-0", run_name, env, python, tmp_path),
-                 start("user", "user-0", run_name, env, python, tmp_path, *openai_sets(srv), *FAST_RETRIES)]
+        procs = [
+            start("env", "env-0", run_name, env, python, tmp_path),
+            start("policy", "policy-0", run_name, env, python, tmp_path),
+            start("user", "user-0", run_name, env, python, tmp_path, *openai_sets(srv), *FAST_RETRIES),
+        ]
         try:
             await send_resets(bus, resets)
             got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=60)
@@ -330,16 +381,20 @@ async def test_persistent_outage_fails_episodes_as_infra_errors(
 
 
 @subprocesses
-async def test_transient_429s_are_retried(bus: Bus, run_name: str, subprocess_env: dict[str, str], python: str,
-                                          tmp_path: Path, scripted_llm: ScriptedLLM) -> None:
-    resets = (make_resets("userrl/Telepathy-v0", load_tasks("userrl/Telepathy-v0", "test")[:2], seed=2)
-              + make_resets("userrl/Turtle-v0", load_tasks("userrl/Turtle-v0", "test")[:2], seed=2))
+async def test_transient_429s_are_retried(
+    bus: Bus, run_name: str, subprocess_env: dict[str, str], python: str, tmp_path: Path, scripted_llm: ScriptedLLM
+) -> None:
+    resets = make_resets("userrl/Telepathy-v0", load_tasks("userrl/Telepathy-v0", "test")[:2], seed=2) + make_resets(
+        "userrl/Turtle-v0", load_tasks("userrl/Turtle-v0", "test")[:2], seed=2
+    )
     env = subprocess_env
     with FakeOpenAIServer(scripted_llm) as srv:
         srv.fail_next(3, status=429, retry_after=0.05)  # the first requests are throttled, then served
-        procs = [start("env", "env-0", run_name, env, python, tmp_path),
-                 start("policy", "policy-0", run_name, env, python, tmp_path),
-                 start("user", "user-0", run_name, env, python, tmp_path, *openai_sets(srv), *FAST_RETRIES)]
+        procs = [
+            start("env", "env-0", run_name, env, python, tmp_path),
+            start("policy", "policy-0", run_name, env, python, tmp_path),
+            start("user", "user-0", run_name, env, python, tmp_path, *openai_sets(srv), *FAST_RETRIES),
+        ]
         try:
             await send_resets(bus, resets)
             got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=60)
@@ -352,6 +407,7 @@ async def test_transient_429s_are_retried(bus: Bus, run_name: str, subprocess_en
 
 
 # -- 5. the leak guard -----------------------------------------------------------------------------
+
 
 def test_find_leaks_is_verbatim_in_words() -> None:
     assert find_leaks("Is it the eiffel-TOWER?", ["Eiffel Tower"]) == ["Eiffel Tower"]
@@ -366,7 +422,10 @@ def test_redact_blanks_only_the_leaked_words() -> None:
     assert redact("Yes, it's the Eiffel Tower, in Paris.", ["eiffel tower"]) == f"Yes, it's the {REDACTED}, in Paris."
     assert redact("nothing here", ["eiffel tower"]) == "nothing here"
     reply = {"uncovered": [0], "reply": "Five days; we stay at a small boutique hotel."}
-    assert redact_reply(reply, ["a small boutique hotel"]) == {"uncovered": [0], "reply": f"Five days; we stay at {REDACTED}."}
+    assert redact_reply(reply, ["a small boutique hotel"]) == {
+        "uncovered": [0],
+        "reply": f"Five days; we stay at {REDACTED}.",
+    }
 
 
 def intention_task() -> dict[str, Any]:
@@ -397,8 +456,9 @@ def test_scripted_users_never_trip_the_guard() -> None:
     for task in load_tasks("userrl/Intention-v0", "test"):
         remaining = list(range(len(task["missing_details"])))
         for d in task["missing_details"]:
-            q = UserQuery("userrl/Intention-v0", "respond", "clarify",
-                          {"question": d["inquiry"], "remaining": remaining}, task)
+            q = UserQuery(
+                "userrl/Intention-v0", "respond", "clarify", {"question": d["inquiry"], "remaining": remaining}, task
+            )
             spec = get_env_class(q.env_id).user_spec
             reply = spec.scripted(q)
             assert reply_leaks(q, reply, spec) == [], (task["id"], reply)
@@ -422,8 +482,13 @@ class Scripted:
 
 def clarify_query() -> tuple[UserQuery, list[str]]:
     task = intention_task()
-    q = UserQuery("userrl/Intention-v0", "respond", "clarify",
-                  {"question": "How long is the trip?", "remaining": list(range(len(task["missing_details"])))}, task)
+    q = UserQuery(
+        "userrl/Intention-v0",
+        "respond",
+        "clarify",
+        {"question": "How long is the trip?", "remaining": list(range(len(task["missing_details"])))},
+        task,
+    )
     return q, [d["answer"] for d in task["missing_details"]]
 
 

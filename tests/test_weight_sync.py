@@ -38,8 +38,12 @@ def test_learner_weights_reach_a_receiver_process_in_memory(tmp_path: Path) -> N
     learner.step(make_groups(2))
     port, out = free_port(), tmp_path / "received.pt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    receiver = subprocess.Popen([sys.executable, str(REPO / "tests" / "weight_receiver.py"), str(model), str(port),
-                                 str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    receiver = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "weight_receiver.py"), str(model), str(port), str(out)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         group = WeightGroup("127.0.0.1", port, rank=0, world=2, timeout_s=60)
         state = learner.full_state_dict()

@@ -51,13 +51,18 @@ async def test_failures_are_retried_then_dead_lettered(bus: Bus) -> None:
     assert (await bus.redis.xpending(bus.keys.stream("relay"), "relay"))["pending"] == 0
 
 
-async def test_heartbeat_and_check_command(bus: Bus, redis_url: str, run_name: str,
-                                           subprocess_env: dict[str, str], python: str) -> None:
+async def test_heartbeat_and_check_command(
+    bus: Bus, redis_url: str, run_name: str, subprocess_env: dict[str, str], python: str
+) -> None:
     w = RelayWorker(bus, WorkerSettings(name="hb1", burst=False, heartbeat_interval_s=0.1, heartbeat_ttl_s=1.0))
 
     def check(*extra: str) -> int:
-        return subprocess.run([python, "-m", "userrl", "check", "relay", "--set", f"run={run_name}", *extra],
-                              env=subprocess_env, capture_output=True, timeout=30).returncode
+        return subprocess.run(
+            [python, "-m", "userrl", "check", "relay", "--set", f"run={run_name}", *extra],
+            env=subprocess_env,
+            capture_output=True,
+            timeout=30,
+        ).returncode
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(w.async_run)
@@ -71,8 +76,9 @@ async def test_heartbeat_and_check_command(bus: Bus, redis_url: str, run_name: s
     assert not await bus.redis.exists(bus.keys.heartbeat("relay", "hb1"))
     assert await anyio.to_thread.run_sync(check) == 1
     env = dict(subprocess_env, USERRL_REDIS_URL="redis://127.0.0.1:1/0")
-    bad = subprocess.run([python, "-m", "userrl", "check", "relay", "--timeout", "2"], env=env,
-                         capture_output=True, timeout=30)
+    bad = subprocess.run(
+        [python, "-m", "userrl", "check", "relay", "--timeout", "2"], env=env, capture_output=True, timeout=30
+    )
     assert bad.returncode == 2
 
 

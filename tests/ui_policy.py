@@ -16,7 +16,7 @@ from userrl.agents.worker import PolicyWorker
 from userrl.bus.transport import Bus
 from userrl.bus.worker import WorkerSettings
 
-INJECTED = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+INJECTED = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
 
 class SlowInjectingBackend(ScriptedExpertBackend):
@@ -27,9 +27,12 @@ class SlowInjectingBackend(ScriptedExpertBackend):
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         await anyio.sleep(self.delay_s)
         results = await super().generate(requests)
-        return [dataclasses.replace(res, text=f"{res.text}\n{INJECTED}")
-                if not any(m.get("role") == "assistant" for m in req.messages) else res
-                for req, res in zip(requests, results, strict=True)]
+        return [
+            dataclasses.replace(res, text=f"{res.text}\n{INJECTED}")
+            if not any(m.get("role") == "assistant" for m in req.messages)
+            else res
+            for req, res in zip(requests, results, strict=True)
+        ]
 
 
 class SlowPolicyWorker(PolicyWorker):

@@ -38,8 +38,11 @@ class Server:
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws="none", timeout_graceful_shutdown=1))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", timeout_graceful_shutdown=1
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -60,8 +63,13 @@ class Server:
         assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
-def sse_events(client: httpx.Client, path: str, until: Callable[[list[tuple[str, Any]]], bool],
-               timeout: float = 30.0, headers: dict[str, str] | None = None) -> list[tuple[str, Any]]:
+def sse_events(
+    client: httpx.Client,
+    path: str,
+    until: Callable[[list[tuple[str, Any]]], bool],
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> list[tuple[str, Any]]:
     """Read ``(event, data)`` pairs (``id`` joined into data as ``_id``) until ``until`` holds."""
     events: list[tuple[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -92,6 +100,7 @@ def run_async(fn: Callable[[Bus], Any], url: str, run: str) -> Any:
             return await fn(bus)
         finally:
             await bus.redis.aclose()
+
     return anyio.run(go)
 
 
@@ -100,8 +109,7 @@ class Deploy:
         self.redis_url, self.run, self.run_dir, self.overrides = redis_url, run, run_dir, overrides
         self.cfg = load_config(CI, overrides)
 
-    def dispatch(self, gyms: list[str], tasks: int, prefix: str, wait: bool = True,
-                 max_turns: int = 0) -> list[str]:
+    def dispatch(self, gyms: list[str], tasks: int, prefix: str, wait: bool = True, max_turns: int = 0) -> list[str]:
         resets = []
         for gym in gyms:
             resets += make_resets(gym, load_tasks(gym, "test")[:tasks], seed=3, prefix=prefix, max_turns=max_turns)
@@ -110,12 +118,15 @@ class Deploy:
             await send_resets(bus, resets)
             if wait:
                 await wait_trajectories(bus, [r.episode_id for r in resets], timeout=120)
+
         run_async(go, self.redis_url, self.run)
         return [r.episode_id for r in resets]
 
 
 def refusals(r: redis.Redis, user: str) -> list[dict[str, Any]]:
-    return [{"count": int(e["count"]), "object": e["object"]} for e in r.acl_log(count=128) if e.get("username") == user]
+    return [
+        {"count": int(e["count"]), "object": e["object"]} for e in r.acl_log(count=128) if e.get("username") == user
+    ]
 
 
 def make_ui(deploy: Deploy, url: str, **kw: Any) -> Any:
@@ -131,6 +142,7 @@ def add_dead_letter(deploy: Deploy) -> None:
         await bus.redis.xadd(stream, {"p": b"\xc1 not msgpack"})
         (d,) = await bus.read(stream, "audit", "audit-0")
         await bus.dead_letter(d, "undecodable: <b>not msgpack</b>")
+
     run_async(go, deploy.redis_url, deploy.run)
 
 

@@ -60,10 +60,19 @@ def _preflight(cfg: DeployConfig) -> None:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="deploy YAML (default: built-in defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set workers.env.concurrency=512")
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
-                   help="stderr log format (auto: console on a terminal, JSON lines otherwise)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set workers.env.concurrency=512",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="stderr log format (auto: console on a terminal, JSON lines otherwise)",
+    )
 
 
 def load_class(spec: str) -> Any:
@@ -85,16 +94,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     watch_parent()  # started by a launcher: do not outlive it
     spec = args.cls or WORKER_CLASSES.get(args.role or "")
     if spec is None:
-        raise UserRLError(f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class")
+        raise UserRLError(
+            f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class"
+        )
     cls = load_class(spec)
     role = getattr(cls, "role", args.role)
     rc = cfg.workers.get(role)
     b = cfg.bus
-    settings = WorkerSettings(name=args.name or "", burst=args.burst,
-                              concurrency=args.concurrency or (rc.concurrency if rc else 64),
-                              reclaim_interval_s=b.reclaim_interval_ms / 1000,
-                              heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
-                              heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000)
+    settings = WorkerSettings(
+        name=args.name or "",
+        burst=args.burst,
+        concurrency=args.concurrency or (rc.concurrency if rc else 64),
+        reclaim_interval_s=b.reclaim_interval_ms / 1000,
+        heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
+        heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000,
+    )
     bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
     worker = cls.from_config(bus, settings, cfg) if hasattr(cls, "from_config") else cls(bus, settings)
     return int(worker.run())
@@ -109,8 +123,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
-        print(f"data {cfg.data or '(bundled)'}: " + "; ".join(
-            f"{g} " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in counts.items()))
+        print(
+            f"data {cfg.data or '(bundled)'}: "
+            + "; ".join(f"{g} " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in counts.items())
+        )
 
     async def check() -> int:
         bus = make_bus(cfg)
@@ -129,8 +145,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 2
         finally:
             await bus.redis.aclose()
-        print("healthy" if ok else f"unhealthy: no live heartbeat for role {args.role}"
-              + (f" worker {args.worker}" if args.worker else ""))
+        print(
+            "healthy"
+            if ok
+            else f"unhealthy: no live heartbeat for role {args.role}"
+            + (f" worker {args.worker}" if args.worker else "")
+        )
         return 0 if ok else 1
 
     return anyio.run(check)
@@ -202,8 +222,9 @@ def _check_model_dir(model: str, field: str) -> None:
     from transformers in the middle of a job (hub names look like ``org/name``)."""
     from pathlib import Path
 
-    if (model.startswith(("/", ".", "~")) or model.count("/") >= 2) and \
-            not (Path(model).expanduser() / "config.json").is_file():
+    if (model.startswith(("/", ".", "~")) or model.count("/") >= 2) and not (
+        Path(model).expanduser() / "config.json"
+    ).is_file():
         raise UserRLError(f"{field}: {model!r} is not a model folder (no config.json in it)")
 
 
@@ -214,9 +235,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _preflight(cfg)
     configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/eval.log")  # stderr: bar + warnings
     enable_progress(headers=False)
-    report = run_eval(cfg, args.config, args.set, model=args.model, gyms=args.gyms or cfg.gyms, n_tasks=args.tasks,
-                      k=args.k, temperature=args.temperature, max_turns=args.max_turns, api_model=args.api_model,
-                      out_dir=args.out, attach=args.attach, timeout_s=args.timeout)
+    report = run_eval(
+        cfg,
+        args.config,
+        args.set,
+        model=args.model,
+        gyms=args.gyms or cfg.gyms,
+        n_tasks=args.tasks,
+        k=args.k,
+        temperature=args.temperature,
+        max_turns=args.max_turns,
+        api_model=args.api_model,
+        out_dir=args.out,
+        attach=args.attach,
+        timeout_s=args.timeout,
+    )
     print(format_report(report, args.k))
     print(f"report: {args.out or cfg.run_dir + '/eval'}/report.json and report.png")
     if report.get("all_failed"):
@@ -231,8 +264,18 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     src = args.archive or f"{cfg.run_dir}/learner/groups.msgpack"
     dst = args.out or src.replace(".msgpack", f".{cfg.reward.credit}-{cfg.reward.score}.msgpack")
     stats = rescore_archive(src, dst, cfg.reward)
-    print(json.dumps({"archive": src, "out": dst, "credit": cfg.reward.credit, "score": cfg.reward.score,
-                      "use_std": cfg.reward.use_std, **stats}))
+    print(
+        json.dumps(
+            {
+                "archive": src,
+                "out": dst,
+                "credit": cfg.reward.credit,
+                "score": cfg.reward.score,
+                "use_std": cfg.reward.use_std,
+                **stats,
+            }
+        )
+    )
     return 0
 
 
@@ -245,12 +288,17 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     enable_progress(headers=False)
     resets = []
     for gym in args.gyms or cfg.gyms:
-        resets += make_resets(gym, data_tasks(gym, args.split, cfg.data)[:args.tasks], group_size=args.group_size,
-                              seed=cfg.seed, max_turns=args.max_turns, prefix=args.prefix,
-                              sampling={"temperature": cfg.policy.temperature,
-                                        "max_new_tokens": cfg.policy.max_new_tokens},
-                              meta={"split": args.split},  # make_resets adds group_size
-                              options=gym_options_for(cfg, gym, evaluation=args.split == "test"))
+        resets += make_resets(
+            gym,
+            data_tasks(gym, args.split, cfg.data)[: args.tasks],
+            group_size=args.group_size,
+            seed=cfg.seed,
+            max_turns=args.max_turns,
+            prefix=args.prefix,
+            sampling={"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens},
+            meta={"split": args.split},  # make_resets adds group_size
+            options=gym_options_for(cfg, gym, evaluation=args.split == "test"),
+        )
     wanted = {r.episode_id for r in resets}  # the reward stream also holds other runs' episodes
 
     async def run() -> int:
@@ -259,9 +307,16 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await send_resets(bus, resets)
             print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
             if args.wait:
-                got = await wait_watching(bus, lambda: wait_trajectories(  # a deploy that gives up ends the wait
-                    bus, [r.episode_id for r in resets], timeout=args.timeout, resets=resets,
-                    stall_s=cfg.bus.stall_timeout_ms / 1000))
+                got = await wait_watching(
+                    bus,
+                    lambda: wait_trajectories(  # a deploy that gives up ends the wait
+                        bus,
+                        [r.episode_id for r in resets],
+                        timeout=args.timeout,
+                        resets=resets,
+                        stall_s=cfg.bus.stall_timeout_ms / 1000,
+                    ),
+                )
                 done = [t[0] for t in got.values() if t[0].episode_id in wanted]
                 ok = [t for t in done if t.status == "ok"]
                 mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
@@ -277,9 +332,13 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 
 
 def _add_accelerate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accelerate-config", default="", metavar="FILE",
-                   help="run the learner under `accelerate launch --config_file FILE` (DDP, FSDP2); "
-                        "same as --set train.accelerate_config=FILE")
+    p.add_argument(
+        "--accelerate-config",
+        default="",
+        metavar="FILE",
+        help="run the learner under `accelerate launch --config_file FILE` (DDP, FSDP2); "
+        "same as --set train.accelerate_config=FILE",
+    )
 
 
 def _accelerate_overrides(args: argparse.Namespace) -> None:
@@ -300,13 +359,22 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if cfg.train.accelerate_config and not os.environ.get("USERRL_UNDER_ACCELERATE"):
         from userrl.learner.distributed import accelerate_command, relaunch_env
 
-        argv = ["learn", *(["--config", args.config] if args.config else []),
-                *[x for ov in args.set for x in ("--set", ov)]]
-        return subprocess.run(accelerate_command(cfg.train.accelerate_config, argv), env=relaunch_env(),
-                              check=False).returncode
+        argv = [
+            "learn",
+            *(["--config", args.config] if args.config else []),
+            *[x for ov in args.set for x in ("--set", ov)],
+        ]
+        return subprocess.run(
+            accelerate_command(cfg.train.accelerate_config, argv), env=relaunch_env(), check=False
+        ).returncode
     run_dir = Path(cfg.run_dir)
-    learner, _rows = run_grpo(cfg, resolve_model_path(cfg), run_dir, tag="learn",  # checkpoints at the end
-                              final_dir=run_dir / "final-model")
+    learner, _rows = run_grpo(
+        cfg,
+        resolve_model_path(cfg),
+        run_dir,
+        tag="learn",  # checkpoints at the end
+        final_dir=run_dir / "final-model",
+    )
     if not learner.is_main:
         return 0
     final = run_dir / "final-model"
@@ -345,15 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="health check of a role (exit 0 healthy, 1 no heartbeat, 2 no Redis)")
     c.add_argument("role")
     c.add_argument("--worker", help="check this worker's heartbeat only")
-    c.add_argument("gym", nargs="?", help="with role env: check this gym id (or 'all') offline on "
-                   "the config's task data: env checks, experts at the maximum, and the exploit "
-                   "suite (exit 1 on failure)")
+    c.add_argument(
+        "gym",
+        nargs="?",
+        help="with role env: check this gym id (or 'all') offline on "
+        "the config's task data: env checks, experts at the maximum, and the exploit "
+        "suite (exit 1 on failure)",
+    )
     c.add_argument("--split", default="test", help="gym check: the split to play (default test)")
-    c.add_argument("--sample", type=int, default=None,
-                   help="gym check: play at most this many tasks (a stable sample)")
+    c.add_argument("--sample", type=int, default=None, help="gym check: play at most this many tasks (a stable sample)")
     c.add_argument("--timeout", type=float, default=5.0)
-    c.add_argument("--data", action="store_true",
-                   help="also load the config's task data (data:) of every gym in gyms: (exit 2 if it fails)")
+    c.add_argument(
+        "--data",
+        action="store_true",
+        help="also load the config's task data (data:) of every gym in gyms: (exit 2 if it fails)",
+    )
     _add_config_args(c)
     c.set_defaults(func=cmd_check)
 
@@ -379,15 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a model on the test splits through the workers")
-    ev.add_argument("--model", required=True,
-                    help="a local model folder (hf), an OpenAI-compatible base URL (http...), or 'scripted'")
+    ev.add_argument(
+        "--model",
+        required=True,
+        help="a local model folder (hf), an OpenAI-compatible base URL (http...), or 'scripted'",
+    )
     ev.add_argument("--api-model", default="", help="model name at the endpoint, for an http(s) --model")
     ev.add_argument("--gyms", nargs="+", help="env ids (default: the config's gyms)")
     ev.add_argument("--tasks", type=int, default=10_000, help="test tasks per gym (default: all)")
     ev.add_argument("--k", type=int, default=1, help="samples per task: reports pass@1 and pass@k")
     ev.add_argument("--temperature", type=float, default=0.0)
-    ev.add_argument("--max-turns", type=int, default=0,
-                    help="turn cap (default 0: each gym's own; the paper's evaluation used 16)")
+    ev.add_argument(
+        "--max-turns", type=int, default=0, help="turn cap (default 0: each gym's own; the paper's evaluation used 16)"
+    )
     ev.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
     ev.add_argument("--attach", action="store_true", help="use the deploy's running workers instead of starting them")
     ev.add_argument("--timeout", type=float, default=3600.0)

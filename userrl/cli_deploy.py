@@ -49,8 +49,7 @@ def _with_bus(cfg: DeployConfig, fn: Callable[[Any], Awaitable[T]]) -> T:
 def cmd_up(args: argparse.Namespace) -> int:
     args.config = args.config_file or args.config
     cfg = _config(args)
-    launcher = Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout,
-                        keep_data=args.keep_data)
+    launcher = Launcher(cfg, args.config, list(args.set), stop_timeout_s=args.stop_timeout, keep_data=args.keep_data)
     rc = launcher.run()
     if launcher.failure:
         print(f"userrl: error: {launcher.failure}", file=sys.stderr)
@@ -84,7 +83,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
         if not await bus.redis.exists(bus.keys.supervisor):
             raise UserRLError(
                 f"no supervisor is running for run {cfg.run!r} (no heartbeat at {bus.keys.supervisor}); "
-                "start the deploy with `userrl up CONFIG`, or scale a compose/k8s deploy with its own tools")
+                "start the deploy with `userrl up CONFIG`, or scale a compose/k8s deploy with its own tools"
+            )
         old = await bus.redis.hmget(bus.keys.replicas, list(wanted))
         await bus.redis.hset(bus.keys.replicas, mapping=wanted)
         return {r: (int(o) if o is not None else None) for r, o in zip(wanted, old, strict=True)}
@@ -133,9 +133,14 @@ def cmd_episodes(args: argparse.Namespace) -> int:
             print(json.dumps(entries) if args.json else ep.format_dialogue(args.id, entries))
             return 0 if entries else 1
         else:
-            watch = ep.Watch(bus, lambda line: print(line, flush=True), episode_id=args.id,
-                             limit=args.limit, exit_when_done=args.exit_when_done,
-                             idle_timeout_s=args.idle_timeout)
+            watch = ep.Watch(
+                bus,
+                lambda line: print(line, flush=True),
+                episode_id=args.id,
+                limit=args.limit,
+                exit_when_done=args.exit_when_done,
+                idle_timeout_s=args.idle_timeout,
+            )
             await watch.run()
         return 0
 
@@ -179,10 +184,17 @@ def register(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None
     """Add this module's subcommands to the ``userrl`` parser."""
     up = sub.add_parser("up", help="start and supervise every role's workers (blocks until Ctrl-C/SIGTERM)")
     up.add_argument("config_file", nargs="?", metavar="CONFIG", help="deploy YAML (same as --config)")
-    up.add_argument("--stop-timeout", type=float, default=20.0,
-                    help="seconds workers get to finish in-flight work at stop before SIGKILL")
-    up.add_argument("--keep-data", action="store_true",
-                    help="start the embedded Redis on the run dir's data (its AOF) instead of moving it aside")
+    up.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=20.0,
+        help="seconds workers get to finish in-flight work at stop before SIGKILL",
+    )
+    up.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="start the embedded Redis on the run dir's data (its AOF) instead of moving it aside",
+    )
     add_config_args(up)
     up.set_defaults(func=cmd_up)
 
@@ -195,8 +207,12 @@ def register(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None
     st.add_argument("--json", action="store_true", help="one JSON object per sample")
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
-    st.add_argument("--sample", type=float, default=1.0,
-                    help="seconds between the two samples throughput is computed from (0: skip)")
+    st.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="seconds between the two samples throughput is computed from (0: skip)",
+    )
     add_config_args(st)
     st.set_defaults(func=cmd_status)
 

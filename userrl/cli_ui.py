@@ -18,16 +18,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from userrl.ui import UISettings, create_app
 
     cfg = load_config(args.config, args.set)
-    settings = UISettings(host=args.host, port=args.port, token=args.token or os.environ.get("USERRL_UI_TOKEN", ""),
-                          run_dir=cfg.run_dir, gyms=tuple(cfg.gyms))
+    settings = UISettings(
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get("USERRL_UI_TOKEN", ""),
+        run_dir=cfg.run_dir,
+        gyms=tuple(cfg.gyms),
+    )
     configure_logging(cfg.log_level)
     url = redis_url(cfg)  # fails here, with the fix, when the deploy's Redis is not up
     app = create_app(settings, lambda: make_bus(cfg, url, client_name="userrl:ui"))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"userrl ui: http://{host}:{settings.port}/" + ("?token=..." if settings.token else ""), flush=True)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                    ws="none", timeout_graceful_shutdown=2)
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="warning", ws="none", timeout_graceful_shutdown=2
+        )
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on
         pass
     return 0

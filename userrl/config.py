@@ -66,22 +66,52 @@ class BusConfig:
     waiters: dispatch --wait, eval); a waiter first re-dispatches one whose state vanished."""
 
     def __post_init__(self) -> None:
-        _positive(self, "bus", ("read_count", "block_ms", "min_idle_ms", "max_deliveries",
-                                "stream_cap", "max_message_bytes", "max_connections",
-                                "reclaim_interval_ms", "heartbeat_interval_ms", "heartbeat_ttl_ms"))
-        _positive(self, "bus", ("dead_cap", "dead_payload_bytes", "results_cap", "finished_cap",
-                                "episode_log_ttl_ms", "episode_log_cap", "stall_timeout_ms"))
+        _positive(
+            self,
+            "bus",
+            (
+                "read_count",
+                "block_ms",
+                "min_idle_ms",
+                "max_deliveries",
+                "stream_cap",
+                "max_message_bytes",
+                "max_connections",
+                "reclaim_interval_ms",
+                "heartbeat_interval_ms",
+                "heartbeat_ttl_ms",
+            ),
+        )
+        _positive(
+            self,
+            "bus",
+            (
+                "dead_cap",
+                "dead_payload_bytes",
+                "results_cap",
+                "finished_cap",
+                "episode_log_ttl_ms",
+                "episode_log_cap",
+                "stall_timeout_ms",
+            ),
+        )
         window = self.min_idle_ms * (self.max_deliveries + 1)
         if self.idempotency_ttl_ms and self.idempotency_ttl_ms < window:
-            raise ConfigError(f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
-                              f"(max_deliveries + 1) = {window}, or be 0 (auto)")
+            raise ConfigError(
+                f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
+                f"(max_deliveries + 1) = {window}, or be 0 (auto)"
+            )
         if self.stall_timeout_ms <= window:
-            raise ConfigError(f"bus.stall_timeout_ms ({self.stall_timeout_ms}) must be longer than min_idle_ms x "
-                              f"(max_deliveries + 1) = {window}: a redelivered step is not a stall")
+            raise ConfigError(
+                f"bus.stall_timeout_ms ({self.stall_timeout_ms}) must be longer than min_idle_ms x "
+                f"(max_deliveries + 1) = {window}: a redelivered step is not a stall"
+            )
         if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms:
             raise ConfigError("bus.heartbeat_ttl_ms must be larger than bus.heartbeat_interval_ms")
         if self.min_idle_ms <= self.block_ms:
-            raise ConfigError(f"bus.min_idle_ms ({self.min_idle_ms}) must be larger than bus.block_ms ({self.block_ms})")
+            raise ConfigError(
+                f"bus.min_idle_ms ({self.min_idle_ms}) must be larger than bus.block_ms ({self.block_ms})"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,8 +129,12 @@ class RoleConfig:
 
 
 def _default_workers() -> dict[str, RoleConfig]:
-    return {"env": RoleConfig(replicas=1, concurrency=256), "policy": RoleConfig(replicas=1, concurrency=64),
-            "user": RoleConfig(replicas=1, concurrency=64), "reward": RoleConfig(replicas=1, concurrency=64)}
+    return {
+        "env": RoleConfig(replicas=1, concurrency=256),
+        "policy": RoleConfig(replicas=1, concurrency=64),
+        "user": RoleConfig(replicas=1, concurrency=64),
+        "reward": RoleConfig(replicas=1, concurrency=64),
+    }
 
 
 @dataclass(frozen=True)
@@ -124,21 +158,29 @@ class VLLMOptions:
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"policy.vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ConfigError("policy.vllm.gpu_memory_utilization must be in (0, 1], "
-                              f"got {self.gpu_memory_utilization}")
+            raise ConfigError(
+                f"policy.vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
         if self.max_model_len < 0:
             raise ConfigError(f"policy.vllm.max_model_len must be >= 0 (0 = the model's), got {self.max_model_len}")
-        clash = sorted(set(self.engine_kwargs) & {"model", "seed", "worker_extension_cls", "logprobs_mode",
-                                                   *(f.name for f in dataclasses.fields(self))})
+        clash = sorted(
+            set(self.engine_kwargs)
+            & {"model", "seed", "worker_extension_cls", "logprobs_mode", *(f.name for f in dataclasses.fields(self))}
+        )
         if clash:
-            raise ConfigError(f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, "
-                              "or their own policy.vllm field); remove them from engine_kwargs")
+            raise ConfigError(
+                f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, "
+                "or their own policy.vllm field); remove them from engine_kwargs"
+            )
 
     def engine_args(self) -> dict[str, Any]:
         """Keyword arguments for the engine: the named options, then engine_kwargs."""
-        out: dict[str, Any] = {"tensor_parallel_size": self.tensor_parallel_size,
-                               "gpu_memory_utilization": self.gpu_memory_utilization, "dtype": self.dtype,
-                               "enable_prefix_caching": self.enable_prefix_caching}
+        out: dict[str, Any] = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "dtype": self.dtype,
+            "enable_prefix_caching": self.enable_prefix_caching,
+        }
         if self.max_model_len:
             out["max_model_len"] = self.max_model_len
         return {**out, **self.engine_kwargs}
@@ -161,9 +203,16 @@ class PolicyConfig:
     tools: bool = False
     """Render the interact_with_env tool schema into the system turn (Hermes tool calls, for real
     Qwen-style models). The tiny model learns the plain [action]/[answer] prefixes instead."""
-    tiny_size: dict[str, int] = field(default_factory=lambda: {
-        "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 32})
+    tiny_size: dict[str, int] = field(
+        default_factory=lambda: {
+            "hidden_size": 128,
+            "intermediate_size": 384,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+        }
+    )
     """Qwen3Config fields of the locally built tiny model (model: tiny)."""
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
     """Engine settings of the vllm backend (tensor parallelism, memory, context, dtype, ...)."""
@@ -318,11 +367,25 @@ class TrainConfig:
     (tensorboard: run_dir/tensorboard; wandb offline unless WANDB_API_KEY or WANDB_MODE)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "train", ("max_turns", "steps", "groups_per_step", "group_size", "eval_tasks",
-                                  "eval_samples", "checkpoint_every", "max_tokens_per_microbatch"))
+        _positive(
+            self,
+            "train",
+            (
+                "max_turns",
+                "steps",
+                "groups_per_step",
+                "group_size",
+                "eval_tasks",
+                "eval_samples",
+                "checkpoint_every",
+                "max_tokens_per_microbatch",
+            ),
+        )
         if self.keep_weights < 2:
-            raise ConfigError(f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
-                              f"version), got {self.keep_weights}")
+            raise ConfigError(
+                f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
+                f"version), got {self.keep_weights}"
+            )
         if self.eval_temperature < 0:
             raise ConfigError(f"train.eval_temperature must be >= 0, got {self.eval_temperature}")
         if self.sft_epochs < 0:
@@ -360,8 +423,7 @@ class RedisTLSConfig:
     def redis_kwargs(self) -> dict[str, Any]:
         """Connection arguments for redis-py (only meaningful with a ``rediss://`` URL)."""
         out: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": self.check_hostname}
-        for ours, theirs in (("ca_file", "ssl_ca_certs"), ("cert_file", "ssl_certfile"),
-                             ("key_file", "ssl_keyfile")):
+        for ours, theirs in (("ca_file", "ssl_ca_certs"), ("cert_file", "ssl_certfile"), ("key_file", "ssl_keyfile")):
             if getattr(self, ours):
                 out[theirs] = getattr(self, ours)
         return out
@@ -476,8 +538,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     workers = data.get("workers")
     if isinstance(workers, dict):  # roles left out keep their defaults
         defaults = {r: dataclasses.asdict(c) for r, c in _default_workers().items()}
-        data["workers"] = {**defaults, **{r: ({**defaults.get(r, {}), **v} if isinstance(v, dict) else v)
-                                          for r, v in workers.items()}}
+        data["workers"] = {
+            **defaults,
+            **{r: ({**defaults.get(r, {}), **v} if isinstance(v, dict) else v) for r, v in workers.items()},
+        }
     cfg = build(DeployConfig, data, "")
     check_deploy(cfg)
     return cfg
@@ -497,19 +561,18 @@ def check_deploy(cfg: DeployConfig) -> None:
     """Cross-field checks of what would otherwise fail later in a worker: unknown gym ids and
     backends without the fields they need."""
     known = list_envs()
-    for where, ids in (("gyms", cfg.gyms), ("train.gyms", cfg.train.gyms),
-                       ("user.per_gym", list(cfg.user.per_gym))):
+    for where, ids in (("gyms", cfg.gyms), ("train.gyms", cfg.train.gyms), ("user.per_gym", list(cfg.user.per_gym))):
         bad = [g for g in ids if g not in known]
         if bad:
             raise ConfigError(f"{where}: unknown gym id(s) {bad}; known ids: {known}")
     bad_trackers = [r for r in cfg.train.report_to if r not in ("tensorboard", "wandb", "trackio")]
     if bad_trackers:
-        raise ConfigError(f"train.report_to: {bad_trackers} not allowed; choose from "
-                          f"['tensorboard', 'wandb', 'trackio']")
+        raise ConfigError(
+            f"train.report_to: {bad_trackers} not allowed; choose from ['tensorboard', 'wandb', 'trackio']"
+        )
     p, u = cfg.policy, cfg.user
     if p.backend == "openai" and not p.base_url:
-        raise ConfigError("policy.base_url is required for policy.backend: openai "
-                          "(e.g. http://localhost:8000/v1)")
+        raise ConfigError("policy.base_url is required for policy.backend: openai (e.g. http://localhost:8000/v1)")
     if p.timeout_s <= 0:
         raise ConfigError(f"policy.timeout_s must be > 0, got {p.timeout_s}")
     if p.max_retries < 0:
@@ -517,11 +580,14 @@ def check_deploy(cfg: DeployConfig) -> None:
     user_backends = {u.backend, *u.per_gym.values()}
     bad_kinds = user_backends - {"scripted", "openai", "hf"}
     if bad_kinds:
-        raise ConfigError(f"user.per_gym: backend(s) {sorted(bad_kinds)} not allowed; "
-                          f"choose from ['scripted', 'openai', 'hf']")
+        raise ConfigError(
+            f"user.per_gym: backend(s) {sorted(bad_kinds)} not allowed; choose from ['scripted', 'openai', 'hf']"
+        )
     if "openai" in user_backends and not (u.base_url and u.model):
-        raise ConfigError("user.base_url and user.model are required for user.backend: openai "
-                          "(e.g. user.base_url=http://localhost:8000/v1 user.model=Qwen/Qwen3-32B)")
+        raise ConfigError(
+            "user.base_url and user.model are required for user.backend: openai "
+            "(e.g. user.base_url=http://localhost:8000/v1 user.model=Qwen/Qwen3-32B)"
+        )
     if "hf" in user_backends and not u.model:
         raise ConfigError("user.model (a local model folder) is required for user.backend: hf")
 

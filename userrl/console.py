@@ -63,8 +63,9 @@ def progress(total: int | None, desc: str, unit: str = "it", initial: int = 0) -
         return bar
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
-                mininterval=0.5, file=sys.stderr)
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5, file=sys.stderr
+    )
 
 
 class EpisodeBar:

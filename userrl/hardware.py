@@ -30,8 +30,10 @@ def resolve_device(name: str) -> str:
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"device {name!r} is not a torch device ({exc})") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device "
-                          "(install a CUDA build of torch, or set device: cpu / auto)")
+        raise ConfigError(
+            f"device {name!r} asked for, but torch sees no CUDA device "
+            "(install a CUDA build of torch, or set device: cpu / auto)"
+        )
     return name
 
 

@@ -111,8 +111,10 @@ def job_signals() -> Iterator[list[int]]:
         return
     # default_int_handler even where the shell started us with SIGINT ignored (`cmd &`): asyncio's
     # runner installs its own cancelling handler only over that one.
-    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-           signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+    old = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+    }
     _in_job.set()
     try:
         yield got

@@ -69,8 +69,7 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None,
-                      log_file: str | Path | None = None) -> None:
+def configure_logging(level: str = "info", *, json: bool | None = None, log_file: str | Path | None = None) -> None:
     """Configure structlog for a CLI process (see the module docstring)."""
     lvl = _LEVELS.get(level, logging.INFO)
     if log_file is not None:
@@ -95,9 +94,13 @@ def _configure_with_file(lvl: int, json: bool, path: Path) -> None:
 
     def formatter(renderer: Any) -> logging.Formatter:
         return structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info, renderer],
-            foreign_pre_chain=_SHARED)
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=_SHARED,
+        )
 
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(formatter(structlog.processors.JSONRenderer()))

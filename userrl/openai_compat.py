@@ -78,8 +78,7 @@ class OpenAIConfig:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not self.model:
             raise ConfigError("model must name the model to call, got ''")
         checks: list[tuple[str, bool, str]] = [
@@ -117,8 +116,7 @@ class ChatClient:
     which calls raise ``RuntimeError``. One client belongs to one event loop.
     """
 
-    def __init__(self, config: OpenAIConfig, *,
-                 error_cls: type[RolloutError] = RolloutError) -> None:
+    def __init__(self, config: OpenAIConfig, *, error_cls: type[RolloutError] = RolloutError) -> None:
         self.config = config
         self.error_cls = error_cls
         self.state = ClientState.UNOPENED
@@ -131,8 +129,9 @@ class ChatClient:
         self._open()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -151,23 +150,28 @@ class ChatClient:
                 headers["Authorization"] = f"Bearer {key}"
             n = self.config.concurrency
             self._http = httpx.AsyncClient(
-                headers=headers, timeout=httpx.Timeout(self.config.timeout_s),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+                headers=headers,
+                timeout=httpx.Timeout(self.config.timeout_s),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
             self.state = ClientState.OPENED
         return self._http
 
-    async def complete(self, messages: list[dict[str, Any]],
-                       **overrides: Any) -> tuple[str, dict[str, Any]]:
+    async def complete(self, messages: list[dict[str, Any]], **overrides: Any) -> tuple[str, dict[str, Any]]:
         """Send one chat request; return ``(assistant text, raw response JSON)``.
 
         ``overrides`` are merged into the request body (``temperature``, ``max_tokens``,
         ``tools``, ``seed``...). The text is ``""`` when the model answered only with
         ``tool_calls``; read those from the raw response.
         """
-        body: dict[str, Any] = {"model": self.config.model, "messages": messages,
-                                "temperature": self.config.temperature,
-                                "max_tokens": self.config.max_tokens, **self.config.extra_body,
-                                **overrides}
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            **self.config.extra_body,
+            **overrides,
+        }
         raw = await self._post_with_retries(body)
         return _extract_text(raw, self.error_cls), raw
 
@@ -182,17 +186,15 @@ class ChatClient:
                 if attempt + 1 == attempts:
                     break
                 delay = self._backoff(attempt, exc.retry_after)
-                log.warning("openai.retry", url=self._url, attempt=attempt + 1,
-                            error=last, delay_s=round(delay, 3))
+                log.warning("openai.retry", url=self._url, attempt=attempt + 1, error=last, delay_s=round(delay, 3))
                 await anyio.sleep(delay)
-        raise self.error_cls(f"{self._url}: gave up after {attempts} attempts: {last}",
-                             transient=True)
+        raise self.error_cls(f"{self._url}: gave up after {attempts} attempts: {last}", transient=True)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cap = self.config.backoff_max_s
         if retry_after is not None:
             return min(max(retry_after, 0.0), cap)
-        d = min(cap, self.config.backoff_base_s * 2 ** attempt)
+        d = min(cap, self.config.backoff_base_s * 2**attempt)
         return d / 2 + random.uniform(0, d / 2)  # "equal jitter": spreads clients, keeps a floor
 
     async def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -226,19 +228,21 @@ class ChatClient:
                 raise self.error_cls(
                     f"{self._url}: HTTP {status} for model {self.config.model!r}, which the server "
                     f"does not list (served: {served[:5]}): is the model name right? "
-                    f"Server said: {detail}", transient=False)
+                    f"Server said: {detail}",
+                    transient=False,
+                )
         if status in (408, 429) or (status >= 500 and not model_named):
             raise _Transient(f"HTTP {status}: {detail}", _retry_after(resp.headers))
         hint = ""
         if status in (401, 403):
             hint = f" (is ${self.config.api_key_env} set?)"
         elif status == 404 and not _has_version(self.config.base_url):
-            hint = (f" (base_url {self.config.base_url!r} has no version path: "
-                    f"try {self.config.base_url.rstrip('/')}/v1)")
+            hint = (
+                f" (base_url {self.config.base_url!r} has no version path: try {self.config.base_url.rstrip('/')}/v1)"
+            )
         elif model_named:
             hint = f" (is the model name {self.config.model!r} right for this server?)"
         raise self.error_cls(f"{self._url}: HTTP {status}{hint}: {detail}", transient=False)
-
 
     async def _served_models(self) -> list[str] | None:
         """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""

@@ -27,16 +27,35 @@ from userrl.console import EpisodeBar
 log = structlog.get_logger(__name__)
 
 
-def make_resets(env_id: str, tasks: Iterable[dict[str, Any]], *, group_size: int = 1, seed: int = 0,
-                max_turns: int = 0, sampling: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
-                prefix: str = "", options: dict[str, Any] | None = None) -> list[Reset]:
+def make_resets(
+    env_id: str,
+    tasks: Iterable[dict[str, Any]],
+    *,
+    group_size: int = 1,
+    seed: int = 0,
+    max_turns: int = 0,
+    sampling: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    prefix: str = "",
+    options: dict[str, Any] | None = None,
+) -> list[Reset]:
     out = []
     for task in tasks:
         group = f"{prefix}{env_id.split('/')[-1]}:{task['id']}"
         for i in range(group_size):
-            out.append(Reset(episode_id=f"{group}/{i}", group_id=group, env_id=env_id, task=task,
-                             seed=seed * 1_000_003 + i, max_turns=max_turns, sampling=dict(sampling or {}),
-                             meta={**(meta or {}), "group_size": group_size}, options=dict(options or {})))
+            out.append(
+                Reset(
+                    episode_id=f"{group}/{i}",
+                    group_id=group,
+                    env_id=env_id,
+                    task=task,
+                    seed=seed * 1_000_003 + i,
+                    max_turns=max_turns,
+                    sampling=dict(sampling or {}),
+                    meta={**(meta or {}), "group_size": group_size},
+                    options=dict(options or {}),
+                )
+            )
     return out
 
 
@@ -67,8 +86,16 @@ class Waiter:
     a waiter that died without closing is dropped by the next trim once it is stale.
     """
 
-    def __init__(self, bus: Bus, episode_ids: Iterable[str], *, resets: Sequence[Reset] = (),
-                 stall_s: float = 900.0, max_attempts: int = 2, check_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        episode_ids: Iterable[str],
+        *,
+        resets: Sequence[Reset] = (),
+        stall_s: float = 900.0,
+        max_attempts: int = 2,
+        check_s: float = 5.0,
+    ) -> None:
         self.bus = bus
         self.want = set(episode_ids) | {r.episode_id for r in resets}
         self.got: dict[str, list[Trajectory]] = {}
@@ -76,8 +103,9 @@ class Waiter:
         self.group = bus.keys.waiter_group(self.name)
         self.stream = bus.keys.stream("reward")
         self.check_s = check_s
-        self.reconciler = Reconciler(bus, resets, stall_s=stall_s, max_attempts=max_attempts,
-                                     name=self.name) if resets else None
+        self.reconciler = (
+            Reconciler(bus, resets, stall_s=stall_s, max_attempts=max_attempts, name=self.name) if resets else None
+        )
 
     async def start(self, *, from_start: bool = True) -> None:
         """Create the group: from the start of the stream (trajectories that arrived before the
@@ -111,8 +139,9 @@ class Waiter:
     def missing(self) -> set[str]:
         return self.want - self.got.keys()
 
-    async def wait(self, timeout: float = 60.0, poll_s: float = 0.1,
-                   on_progress: Callable[[], None] | None = None) -> dict[str, list[Trajectory]]:
+    async def wait(
+        self, timeout: float = 60.0, poll_s: float = 0.1, on_progress: Callable[[], None] | None = None
+    ) -> dict[str, list[Trajectory]]:
         """Until every episode has a trajectory; TimeoutError otherwise. ``on_progress`` is
         called after each read (a progress bar)."""
         deadline = time.monotonic() + timeout
@@ -143,9 +172,15 @@ class Waiter:
                 await self.reconciler.close()
 
 
-async def wait_trajectories(bus: Bus, episode_ids: Iterable[str], timeout: float = 60.0,
-                            poll_s: float = 0.1, *, resets: Sequence[Reset] = (),
-                            stall_s: float = 900.0) -> dict[str, list[Trajectory]]:
+async def wait_trajectories(
+    bus: Bus,
+    episode_ids: Iterable[str],
+    timeout: float = 60.0,
+    poll_s: float = 0.1,
+    *,
+    resets: Sequence[Reset] = (),
+    stall_s: float = 900.0,
+) -> dict[str, list[Trajectory]]:
     """Wait until every episode has a trajectory on the reward stream; TimeoutError otherwise.
     With ``resets``, lost or stalled episodes are re-sent or reported failed (:class:`Waiter`).
     Trajectories already on the stream count too (call it right after sending)."""

@@ -66,17 +66,30 @@ def tls_kwargs(cfg: DeployConfig) -> dict[str, Any]:
 
 def bus_settings(cfg: DeployConfig) -> BusSettings:
     b = cfg.bus
-    return BusSettings(read_count=b.read_count, block_ms=b.block_ms, min_idle_ms=b.min_idle_ms,
-                       max_deliveries=b.max_deliveries, stream_cap=b.stream_cap,
-                       max_message_bytes=b.max_message_bytes,
-                       idempotency_ttl_ms=b.idempotency_ttl_ms, dead_cap=b.dead_cap,
-                       dead_payload_bytes=b.dead_payload_bytes, results_cap=b.results_cap,
-                       finished_cap=b.finished_cap, episode_log_ttl_ms=b.episode_log_ttl_ms,
-                       episode_log_cap=b.episode_log_cap)
+    return BusSettings(
+        read_count=b.read_count,
+        block_ms=b.block_ms,
+        min_idle_ms=b.min_idle_ms,
+        max_deliveries=b.max_deliveries,
+        stream_cap=b.stream_cap,
+        max_message_bytes=b.max_message_bytes,
+        idempotency_ttl_ms=b.idempotency_ttl_ms,
+        dead_cap=b.dead_cap,
+        dead_payload_bytes=b.dead_payload_bytes,
+        results_cap=b.results_cap,
+        finished_cap=b.finished_cap,
+        episode_log_ttl_ms=b.episode_log_ttl_ms,
+        episode_log_cap=b.episode_log_cap,
+    )
 
 
 def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None = None) -> Bus:
     url = url or redis_url(cfg)
-    client = make_client(url, block_ms=cfg.bus.block_ms, max_connections=cfg.bus.max_connections,
-                         client_name=client_name, tls=tls_kwargs(cfg))
+    client = make_client(
+        url,
+        block_ms=cfg.bus.block_ms,
+        max_connections=cfg.bus.max_connections,
+        client_name=client_name,
+        tls=tls_kwargs(cfg),
+    )
     return Bus(client, Keys(cfg.run), bus_settings(cfg))

@@ -62,7 +62,7 @@ def _random_rule(rng: random.Random) -> str:
         if rng.random() < 0.15 and len(left) == 1:
             left = f"{left} ** 2"
         expr = f"{left} {op} {right}"
-        terms[i:i + 2] = [f"({expr})" if len(terms) > 2 and rng.random() < 0.6 else expr]
+        terms[i : i + 2] = [f"({expr})" if len(terms) > 2 and rng.random() < 0.6 else expr]
     return terms[0]
 
 
@@ -83,8 +83,14 @@ def function_tasks() -> dict[str, list[dict[str, Any]]]:
             if rule in seen or abs(value) > 1e5 or round(value, 4) in taken:
                 continue
             seen.add(rule)
-            out[split].append({"id": f"fn-{split}-{len(out[split]) + 1:03d}", "rule": rule,
-                               "test_case": case, "expected_result": round(value, 4)})
+            out[split].append(
+                {
+                    "id": f"fn-{split}-{len(out[split]) + 1:03d}",
+                    "rule": rule,
+                    "test_case": case,
+                    "expected_result": round(value, 4),
+                }
+            )
     return out
 
 
@@ -94,12 +100,16 @@ def telepathy_tasks() -> dict[str, list[dict[str, Any]]]:
 
 
 def turtle_tasks() -> dict[str, list[dict[str, Any]]]:
-    items = [{
-        "title": title, "surface": surface, "bottom": bottom,
-        "key_points": [{"statement": s, "weight": w, "keywords": parse_groups(k)}
-                       for s, w, k in points],
-        "facts": [{"question": q, "answer": a, "keywords": parse_groups(k)} for q, a, k in facts],
-    } for title, surface, bottom, points, facts in turtle.STORIES]
+    items = [
+        {
+            "title": title,
+            "surface": surface,
+            "bottom": bottom,
+            "key_points": [{"statement": s, "weight": w, "keywords": parse_groups(k)} for s, w, k in points],
+            "facts": [{"question": q, "answer": a, "keywords": parse_groups(k)} for q, a, k in facts],
+        }
+        for title, surface, bottom, points, facts in turtle.STORIES
+    ]
     return _split_every_fourth(items, "turtle")
 
 
@@ -115,19 +125,30 @@ def intention_tasks() -> dict[str, list[dict[str, Any]]]:
             details = []
             for k in chosen:
                 desc, imp, kws, inquiry, answers = pool[k]  # type: ignore[index]
-                details.append({"description": desc, "importance": imp, "keywords": kws,
-                                "inquiry": inquiry, "answer": rng.choice(answers)})
-            items.append({"category": domain["category"], "task": template.format(x=fill),
-                          "missing_details": details})
+                details.append(
+                    {
+                        "description": desc,
+                        "importance": imp,
+                        "keywords": kws,
+                        "inquiry": inquiry,
+                        "answer": rng.choice(answers),
+                    }
+                )
+            items.append({"category": domain["category"], "task": template.format(x=fill), "missing_details": details})
     return _split_every_fourth(items, "int")
 
 
 # -- PersuadeGym / TravelGym / SearchGym / TauGym ------------------------------------------------
 def persuade_tasks() -> dict[str, list[dict[str, Any]]]:
-    items = [{"claim": claim, "argument": argument, "initial_stance": 0,
-              "counters": [{"argument": a, "keywords": parse_groups(k), "levels": n}
-                           for a, k, n in counters]}
-             for claim, argument, counters in persuade.CLAIMS]
+    items = [
+        {
+            "claim": claim,
+            "argument": argument,
+            "initial_stance": 0,
+            "counters": [{"argument": a, "keywords": parse_groups(k), "levels": n} for a, k, n in counters],
+        }
+        for claim, argument, counters in persuade.CLAIMS
+    ]
     return _split_every_fourth(items, "persuade")
 
 
@@ -143,9 +164,16 @@ def tau_tasks() -> dict[str, list[dict[str, Any]]]:
     return tau.build(SEED + 4)[1]
 
 
-BUILDERS = {"function": function_tasks, "telepathy": telepathy_tasks, "turtle": turtle_tasks,
-            "intention": intention_tasks, "persuade": persuade_tasks, "travel": travel_tasks,
-            "search": search_tasks, "tau": tau_tasks}
+BUILDERS = {
+    "function": function_tasks,
+    "telepathy": telepathy_tasks,
+    "turtle": turtle_tasks,
+    "intention": intention_tasks,
+    "persuade": persuade_tasks,
+    "travel": travel_tasks,
+    "search": search_tasks,
+    "tau": tau_tasks,
+}
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -160,8 +188,9 @@ def render(root: Path = DATA_DIR) -> dict[Path, str]:
             files[root / gym / f"{split}.jsonl"] = _jsonl(tasks)
     files[root / "search" / "corpus.jsonl"] = _jsonl(search.build(SEED + 3)[0])
     db = tau.build(SEED + 4)[0]
-    tables = [f'"{t}": [\n' + ",\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n]"
-              for t, rows in db.items()]  # one row per line: readable diffs
+    tables = [
+        f'"{t}": [\n' + ",\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n]" for t, rows in db.items()
+    ]  # one row per line: readable diffs
     files[root / "tau" / "retail_db.json"] = "{\n" + ",\n".join(tables) + "\n}\n"
     return files
 
@@ -169,8 +198,9 @@ def render(root: Path = DATA_DIR) -> dict[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
-    parser.add_argument("--out", type=Path, default=DATA_DIR,
-                        help="the folder to write (or check) instead of envs/data")
+    parser.add_argument(
+        "--out", type=Path, default=DATA_DIR, help="the folder to write (or check) instead of envs/data"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path, content in render(args.out).items():

@@ -37,7 +37,7 @@ def parse_json_object(text: str, required: dict[str, type | tuple[type, ...]]) -
     if start < 0 or end <= start:
         raise ValueError(f"expected a JSON object, got {text[:200]!r}")
     try:
-        obj = json.loads(raw[start:end + 1])
+        obj = json.loads(raw[start : end + 1])
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON reply: {exc.msg}") from exc
     if not isinstance(obj, dict):

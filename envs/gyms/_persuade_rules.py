@@ -16,18 +16,18 @@ from userrl.envs.gyms._text import content_words, normalize, stems
 
 Task = dict[str, Any]
 
-STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Disagree",
-           "Disagree", "Strongly Disagree")
+STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Disagree", "Disagree", "Strongly Disagree")
 LAST = len(STANCES) - 1
-UNFOCUSED_REPLY = ("Make one clear point of your own at a time, in a sentence; bare words, lists "
-                   "of talking points or my own reasoning repeated back do not move me.")
+UNFOCUSED_REPLY = (
+    "Make one clear point of your own at a time, in a sentence; bare words, lists "
+    "of talking points or my own reasoning repeated back do not move me."
+)
 #: an argument that makes more new points than this at once is a list of talking points
 MAX_POINTS = 2
 #: copying this many consecutive words of the user's own reasoning is an echo
 ECHO_WINDOW = 8
 #: hostile words that make the scripted user dig in (one level back toward agreement)
-BACKFIRE = ("stupid", "idiot", "dumb", "moron", "shut up", "ignorant", "brainwashed",
-            "pathetic", "ridiculous")
+BACKFIRE = ("stupid", "idiot", "dumb", "moron", "shut up", "ignorant", "brainwashed", "pathetic", "ridiculous")
 
 
 SYSTEM_PROMPT = (
@@ -71,8 +71,7 @@ def _prefix_pattern(phrase: str) -> re.Pattern[str] | None:
 MIN_ARGUMENT_WORDS, MAX_ARGUMENT_WORDS = 4, 40
 
 
-def counter_hit(counter: dict[str, Any], text_stems: Sequence[str],
-                shown: Sequence[str] = ()) -> bool:
+def counter_hit(counter: dict[str, Any], text_stems: Sequence[str], shown: Sequence[str] = ()) -> bool:
     """A counter-argument is made when ``min_hits`` of its keyword groups are hit (default all).
 
     Keywords the agent was shown (``shown``: the rules, the claim, the user's messages) do not count: they are
@@ -80,8 +79,7 @@ def counter_hit(counter: dict[str, Any], text_stems: Sequence[str],
     words is dropped.
     """
     groups = live_groups(counter, shown)
-    return _hits(counter, text_stems, shown) >= min(int(counter.get("min_hits", len(groups))),
-                                                     len(groups))
+    return _hits(counter, text_stems, shown) >= min(int(counter.get("min_hits", len(groups))), len(groups))
 
 
 def _hits(counter: dict[str, Any], text_stems: Sequence[str], shown: Sequence[str]) -> int:
@@ -101,24 +99,29 @@ def live_groups(counter: dict[str, Any], shown: Sequence[str]) -> list[list[str]
     return [[w] for w in words[:6]] or counter["keywords"]
 
 
-def react(task: Task, argument: str, stance: int, used: list[int],
-          history: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+def react(
+    task: Task, argument: str, stance: int, used: list[int], history: Sequence[dict[str, str]] = ()
+) -> dict[str, Any]:
     """The scripted user's reaction to one argument (see :class:`PersuadeUserSpec`);
     ``history``: the dialogue so far, whose user messages the agent has seen."""
     said = [str(m.get("content", "")) for m in history if m.get("role") == "user"]
     s, shown = stems(argument), stems("\n".join([SYSTEM_PROMPT, task["claim"], *said]))
     if any(prefix_hit(s, w) for w in BACKFIRE):
         new = max(0, stance - 1)
-        return {"stance": STANCES[new], "new_points": [],
-                "reply": f"There is no need to be rude. That only makes me more sure. "
-                         f"My stance: {STANCES[new]}."}
+        return {
+            "stance": STANCES[new],
+            "new_points": [],
+            "reply": f"There is no need to be rude. That only makes me more sure. My stance: {STANCES[new]}.",
+        }
     hit = [i for i, c in enumerate(task["counters"]) if counter_hit(c, s, shown)]
     fresh = [i for i in hit if i not in used]
     n_words = len(content_words(argument))
-    if (not MIN_ARGUMENT_WORDS <= n_words <= MAX_ARGUMENT_WORDS or len(fresh) > MAX_POINTS
-            or echoes(task, argument)):
-        return {"stance": STANCES[stance], "new_points": [],
-                "reply": f"{UNFOCUSED_REPLY} My stance: {STANCES[stance]}."}
+    if not MIN_ARGUMENT_WORDS <= n_words <= MAX_ARGUMENT_WORDS or len(fresh) > MAX_POINTS or echoes(task, argument):
+        return {
+            "stance": STANCES[stance],
+            "new_points": [],
+            "reply": f"{UNFOCUSED_REPLY} My stance: {STANCES[stance]}.",
+        }
     # one point per argument: the counter it makes best (most keyword groups hit) counts
     fresh = sorted(fresh, key=lambda i: -_hits(task["counters"][i], s, shown))[:1]
     new = min(LAST, stance + sum(int(task["counters"][i]["levels"]) for i in fresh))
@@ -135,5 +138,4 @@ def echoes(task: Task, argument: str) -> bool:
     """Whether the argument copies the user's own reasoning: :data:`ECHO_WINDOW` consecutive
     words of it, verbatim (case and punctuation aside)."""
     own, said = normalize(task["argument"]).split(), f" {normalize(argument)} "
-    return any(f" {' '.join(own[i:i + ECHO_WINDOW])} " in said
-               for i in range(len(own) - ECHO_WINDOW + 1))
+    return any(f" {' '.join(own[i : i + ECHO_WINDOW])} " in said for i in range(len(own) - ECHO_WINDOW + 1))

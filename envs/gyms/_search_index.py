@@ -91,8 +91,10 @@ class SearchIndex:
         if self.engine == "fts5":
             self._db = sqlite3.connect(":memory:", check_same_thread=False)
             self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(title, text)")
-            self._db.executemany("INSERT INTO docs(rowid, title, text) VALUES (?, ?, ?)",
-                                 [(i, d.title, d.text) for i, d in enumerate(docs)])
+            self._db.executemany(
+                "INSERT INTO docs(rowid, title, text) VALUES (?, ?, ?)",
+                [(i, d.title, d.text) for i, d in enumerate(docs)],
+            )
         else:
             self._tf = [Counter(words(f"{d.title} {d.text}")) for d in docs]
             self._len = [sum(c.values()) for c in self._tf]
@@ -109,14 +111,16 @@ class SearchIndex:
             match = " OR ".join(f'"{t}"' for t in terms)
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY bm25(docs), rowid LIMIT ?",
-                    (match, k)).fetchall()
+                    "SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY bm25(docs), rowid LIMIT ?", (match, k)
+                ).fetchall()
             return [self.docs[r[0]] for r in rows]
         scores = []
         for i, tf in enumerate(self._tf):
-            s = sum(self._idf[t] * tf[t] * (K1 + 1)
-                    / (tf[t] + K1 * (1 - B + B * self._len[i] / self._avg))
-                    for t in terms if tf.get(t))
+            s = sum(
+                self._idf[t] * tf[t] * (K1 + 1) / (tf[t] + K1 * (1 - B + B * self._len[i] / self._avg))
+                for t in terms
+                if tf.get(t)
+            )
             if s > 0:
                 scores.append((-round(s, 9), i))
         return [self.docs[i] for _, i in sorted(scores)[:k]]
@@ -132,8 +136,7 @@ def get_index(path: Path = CORPUS, engine: Engine | None = None) -> SearchIndex:
     with _build_lock:
         if key not in _indexes:
             _indexes[key] = SearchIndex(load_corpus(path), engine)
-            log.debug("search_index_built", path=str(path), engine=_indexes[key].engine,
-                      n=len(_indexes[key].docs))
+            log.debug("search_index_built", path=str(path), engine=_indexes[key].engine, n=len(_indexes[key].docs))
         return _indexes[key]
 
 

@@ -45,8 +45,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "payment_methods": ("payment_method_id", "user_id", "description"),
     "products": ("product_id", "name"),
     "items": ("item_id", "product_id", "options", "price", "available"),
-    "orders": ("order_id", "user_id", "status", "address", "payment_method_id",
-               "cancel_reason", "refund_method_id"),
+    "orders": ("order_id", "user_id", "status", "address", "payment_method_id", "cancel_reason", "refund_method_id"),
     "order_items": ("order_id", "item_id", "price", "status", "new_item_id"),
 }
 

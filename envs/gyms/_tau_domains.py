@@ -24,10 +24,12 @@ from userrl.errors import DataError, EnvError
 
 BUNDLED = "userrl-retail"
 Call = dict[str, Any]  # {"name": str, "arguments": {...}}
-SHOP_HELP = ("Verify the customer's identity first (name and zip code, or email), find their "
-             "user id, look up what you need with read tools, explain what you will change and "
-             "get an explicit yes before any write tool (cancel, modify, return, exchange), tell "
-             "the customer any figures they asked for, and ask whether there is anything else.")
+SHOP_HELP = (
+    "Verify the customer's identity first (name and zip code, or email), find their "
+    "user id, look up what you need with read tools, explain what you will change and "
+    "get an explicit yes before any write tool (cancel, modify, return, exchange), tell "
+    "the customer any figures they asked for, and ask whether there is anything else."
+)
 
 
 class Domain(ABC):
@@ -89,8 +91,7 @@ class ShopDomain(Domain):
     def call(self, writes: list[Call], name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         conn = episode_db(writes)
         try:
-            return json.dumps(shop.call_tool(conn, name, arguments), sort_keys=True,
-                              ensure_ascii=False), True
+            return json.dumps(shop.call_tool(conn, name, arguments), sort_keys=True, ensure_ascii=False), True
         except shop.ToolError as exc:
             return f"Error: {exc}", False
         finally:
@@ -161,11 +162,14 @@ class TauBenchDomain(Domain):
         return db.fingerprint()
 
 
-DOMAINS: dict[str, Domain] = {d.name: d for d in (
-    ShopDomain(),
-    TauBenchDomain("tau-bench-retail", "an online retail store", RETAIL_TOOLS),
-    TauBenchDomain("tau-bench-airline", "an airline", AIRLINE_TOOLS),
-)}
+DOMAINS: dict[str, Domain] = {
+    d.name: d
+    for d in (
+        ShopDomain(),
+        TauBenchDomain("tau-bench-retail", "an online retail store", RETAIL_TOOLS),
+        TauBenchDomain("tau-bench-airline", "an airline", AIRLINE_TOOLS),
+    )
+}
 
 
 def domain_of(task: dict[str, Any]) -> Domain:

@@ -12,10 +12,19 @@ from userrl.sim_users.base import UserQuery
 
 Task = dict[str, Any]
 CLOSING = ("anything else", "anything more", "something else i can")
-CONFIRM = ("proceed", "confirm", "shall i", "should i", "go ahead", "would you like me to",
-           "do you want me to", "is that correct", "is that ok", "is that okay")
-IDENTITY = ("name", "zip", "zip code", "postcode", "email", "e mail", "verify", "identify",
-            "identity", "authenticate")
+CONFIRM = (
+    "proceed",
+    "confirm",
+    "shall i",
+    "should i",
+    "go ahead",
+    "would you like me to",
+    "do you want me to",
+    "is that correct",
+    "is that ok",
+    "is that okay",
+)
+IDENTITY = ("name", "zip", "zip code", "postcode", "email", "e mail", "verify", "identify", "identity", "authenticate")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -31,8 +40,14 @@ def requests_of(task: Task) -> list[str]:
     return [first_person(str(task.get("instruction", "")))]
 
 
-_SWAPS = ((r"\byou are\b", "I am"), (r"\byou were\b", "I was"), (r"\byourself\b", "myself"),
-          (r"\byours\b", "mine"), (r"\byour\b", "my"), (r"\byou\b", "I"))
+_SWAPS = (
+    (r"\byou are\b", "I am"),
+    (r"\byou were\b", "I was"),
+    (r"\byourself\b", "myself"),
+    (r"\byours\b", "mine"),
+    (r"\byour\b", "my"),
+    (r"\byou\b", "I"),
+)
 
 
 def first_person(instruction: str) -> str:
@@ -40,8 +55,9 @@ def first_person(instruction: str) -> str:
     scripted customer says them as their own ("My name is ..., I want to ...")."""
     text = instruction.strip()
     for pattern, repl in _SWAPS:
-        text = re.sub(pattern, lambda m, r=repl: r if m.group(0)[0].islower() else r[0].upper() + r[1:],
-                      text, flags=re.IGNORECASE)
+        text = re.sub(
+            pattern, lambda m, r=repl: r if m.group(0)[0].islower() else r[0].upper() + r[1:], text, flags=re.IGNORECASE
+        )
     return text
 
 
@@ -51,8 +67,7 @@ def identity_reply(task: Task, message: str) -> str:
     c = task.get("customer", {})
     if task.get("identify_by") == "email" or has_phrase(stems(message), "email"):
         return f"Sure, my email is {c.get('email', 'not something I remember')}."
-    return (f"My name is {c.get('first_name', '')} {c.get('last_name', '')} and my zip code is "
-            f"{c.get('zip', '')}.")
+    return f"My name is {c.get('first_name', '')} {c.get('last_name', '')} and my zip code is {c.get('zip', '')}."
 
 
 def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
@@ -75,8 +90,11 @@ def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
         return {"reply": identity_reply(task, message), "stated": stated, "done": False}
     if stated < len(requests):
         return {"reply": requests[stated], "stated": stated + 1, "done": False}
-    return {"reply": "That's everything I asked for. Could you please take care of it?",
-            "stated": stated, "done": False}
+    return {
+        "reply": "That's everything I asked for. Could you please take care of it?",
+        "stated": stated,
+        "done": False,
+    }
 
 
 def outputs_said(task: Task, message: str) -> list[int]:
@@ -110,8 +128,7 @@ class TauUserSpec:
     def scripted(self, query: UserQuery) -> dict[str, Any]:
         if query.name != "reply":
             raise ValueError(f"TauGym has no query {query.name!r}")
-        return customer_reply(query.task, str(query.payload["message"]),
-                              int(query.payload["stated"]))
+        return customer_reply(query.task, str(query.payload["message"]), int(query.payload["stated"]))
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
@@ -127,7 +144,7 @@ class TauUserSpec:
             "only if it matches what you want. Do not make up information you were not given. "
             "When everything you wanted is done and the agent asks if you need anything else, "
             'end the conversation. Reply with JSON only: {"reply": "...", "done": false} '
-            '(done true only when you end the conversation).'
+            "(done true only when you end the conversation)."
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAgent: {query.payload['message']}"
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

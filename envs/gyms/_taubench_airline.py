@@ -24,11 +24,28 @@ from typing import Any
 from userrl.envs.gyms._taubench_db import EpisodeDB
 from userrl.envs.gyms._taubench_tools import COMMON, Tool, ToolError
 
-AIRPORTS = {"SFO": "San Francisco", "JFK": "New York", "LAX": "Los Angeles", "ORD": "Chicago",
-            "DFW": "Dallas", "DEN": "Denver", "SEA": "Seattle", "ATL": "Atlanta", "MIA": "Miami",
-            "BOS": "Boston", "PHX": "Phoenix", "IAH": "Houston", "LAS": "Las Vegas",
-            "MCO": "Orlando", "EWR": "Newark", "CLT": "Charlotte", "MSP": "Minneapolis",
-            "DTW": "Detroit", "PHL": "Philadelphia", "LGA": "LaGuardia"}
+AIRPORTS = {
+    "SFO": "San Francisco",
+    "JFK": "New York",
+    "LAX": "Los Angeles",
+    "ORD": "Chicago",
+    "DFW": "Dallas",
+    "DEN": "Denver",
+    "SEA": "Seattle",
+    "ATL": "Atlanta",
+    "MIA": "Miami",
+    "BOS": "Boston",
+    "PHX": "Phoenix",
+    "IAH": "Houston",
+    "LAS": "Las Vegas",
+    "MCO": "Orlando",
+    "EWR": "Newark",
+    "CLT": "Charlotte",
+    "MSP": "Minneapolis",
+    "DTW": "Detroit",
+    "PHL": "Philadelphia",
+    "LGA": "LaGuardia",
+}
 #: ids τ-bench gives new reservations and certificates (it assumes at most 3 per task)
 NEW_RESERVATIONS = ("HATHAT", "HATHAU", "HATHAV")
 NEW_CERTIFICATES = ("certificate_3221322", "certificate_3221323", "certificate_3221324")
@@ -103,8 +120,9 @@ def _on(flight: dict[str, Any], date: str) -> dict[str, Any]:
 def search_direct_flight(db: EpisodeDB, origin: str, destination: str, date: str) -> str:
     found = []
     for _, f in db.items("flights"):
-        if (f["origin"], f["destination"]) == (origin, destination) and \
-                f["dates"].get(date, {}).get("status") == "available":
+        if (f["origin"], f["destination"]) == (origin, destination) and f["dates"].get(date, {}).get(
+            "status"
+        ) == "available":
             found.append({k: v for k, v in _on(f, date).items() if k != "date"})
     return json.dumps(found)
 
@@ -128,20 +146,31 @@ def search_onestop_flight(db: EpisodeDB, origin: str, destination: str, date: st
             # τ-bench's connection rule: compares the schedule strings as they are
             if first["scheduled_arrival_time_est"] > second["scheduled_departure_time_est"]:
                 continue
-            if (first["dates"].get(date, {}).get("status") == "available"
-                    and second["dates"].get(date2, {}).get("status") == "available"):
+            if (
+                first["dates"].get(date, {}).get("status") == "available"
+                and second["dates"].get(date2, {}).get("status") == "available"
+            ):
                 found.append([_on(first, date), _on(second, date2)])
     return json.dumps(found)
 
 
 # -- write tools -------------------------------------------------------------------------------
-def book_reservation(db: EpisodeDB, user_id: str, origin: str, destination: str,
-                     flight_type: str, cabin: str, flights: list[dict[str, Any]],
-                     passengers: list[dict[str, Any]], payment_methods: list[dict[str, Any]],
-                     total_baggages: int, nonfree_baggages: int, insurance: str) -> str:
+def book_reservation(
+    db: EpisodeDB,
+    user_id: str,
+    origin: str,
+    destination: str,
+    flight_type: str,
+    cabin: str,
+    flights: list[dict[str, Any]],
+    passengers: list[dict[str, Any]],
+    payment_methods: list[dict[str, Any]],
+    total_baggages: int,
+    nonfree_baggages: int,
+    insurance: str,
+) -> str:
     user = _need(db, "users", user_id, "user")
-    reservation_id = next((r for r in NEW_RESERVATIONS if db.get("reservations", r) is None),
-                          NEW_RESERVATIONS[-1])
+    reservation_id = next((r for r in NEW_RESERVATIONS if db.get("reservations", r) is None), NEW_RESERVATIONS[-1])
     total: float = 0  # an int while prices are, as τ-bench's (amounts are compared and stored)
     for flight in flights:
         _priced(db, flight, cabin, len(passengers))
@@ -156,8 +185,9 @@ def book_reservation(db: EpisodeDB, user_id: str, origin: str, destination: str,
     paid = sum(p["amount"] for p in payment_methods)
     if paid != total:
         raise ToolError(f"payment amount does not add up, total price is {total}, but paid {paid}")
-    certificates = [p["payment_id"] for p in payment_methods
-                    if user["payment_methods"][p["payment_id"]]["source"] == "certificate"]
+    certificates = [
+        p["payment_id"] for p in payment_methods if user["payment_methods"][p["payment_id"]]["source"] == "certificate"
+    ]
     if len(set(certificates)) != len(certificates):  # τ-bench fails half-way on this one
         raise ToolError("a certificate can pay once")
     user = db.edit("users", user_id)
@@ -167,11 +197,20 @@ def book_reservation(db: EpisodeDB, user_id: str, origin: str, destination: str,
         elif user["payment_methods"][p["payment_id"]]["source"] == "certificate":
             del user["payment_methods"][p["payment_id"]]
     reservation = {
-        "reservation_id": reservation_id, "user_id": user_id, "origin": origin,
-        "destination": destination, "flight_type": flight_type, "cabin": cabin,
-        "flights": flights, "passengers": passengers, "payment_history": payment_methods,
-        "created_at": BOOKED_AT, "total_baggages": total_baggages,
-        "nonfree_baggages": nonfree_baggages, "insurance": insurance}
+        "reservation_id": reservation_id,
+        "user_id": user_id,
+        "origin": origin,
+        "destination": destination,
+        "flight_type": flight_type,
+        "cabin": cabin,
+        "flights": flights,
+        "passengers": passengers,
+        "payment_history": payment_methods,
+        "created_at": BOOKED_AT,
+        "total_baggages": total_baggages,
+        "nonfree_baggages": nonfree_baggages,
+        "insurance": insurance,
+    }
     db.add("reservations", reservation_id, reservation)
     user["reservations"].append(reservation_id)
     return json.dumps(reservation)
@@ -181,13 +220,15 @@ def cancel_reservation(db: EpisodeDB, reservation_id: str) -> str:
     _need(db, "reservations", reservation_id, "reservation")
     reservation = db.edit("reservations", reservation_id)
     reservation["payment_history"].extend(
-        [{"payment_id": p["payment_id"], "amount": -p["amount"]} for p in reservation["payment_history"]])
+        [{"payment_id": p["payment_id"], "amount": -p["amount"]} for p in reservation["payment_history"]]
+    )
     reservation["status"] = "cancelled"
     return json.dumps(reservation)
 
 
-def update_reservation_baggages(db: EpisodeDB, reservation_id: str, total_baggages: int,
-                                nonfree_baggages: int, payment_id: str) -> str:
+def update_reservation_baggages(
+    db: EpisodeDB, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str
+) -> str:
     reservation = _need(db, "reservations", reservation_id, "reservation")
     price = 50 * max(0, nonfree_baggages - reservation["nonfree_baggages"])
     _change_method(db, reservation["user_id"], payment_id, price)
@@ -196,17 +237,21 @@ def update_reservation_baggages(db: EpisodeDB, reservation_id: str, total_baggag
     return json.dumps(reservation)
 
 
-def update_reservation_flights(db: EpisodeDB, reservation_id: str, cabin: str,
-                               flights: list[dict[str, Any]], payment_id: str) -> str:
+def update_reservation_flights(
+    db: EpisodeDB, reservation_id: str, cabin: str, flights: list[dict[str, Any]], payment_id: str
+) -> str:
     reservation = _need(db, "reservations", reservation_id, "reservation")
     seats = len(reservation["passengers"])
     total: float = 0
     for flight in flights:
-        kept = [f for f in reservation["flights"] if cabin == reservation["cabin"]
-                and (f["flight_number"], f["date"]) == (flight["flight_number"], flight["date"])]
+        kept = [
+            f
+            for f in reservation["flights"]
+            if cabin == reservation["cabin"]
+            and (f["flight_number"], f["date"]) == (flight["flight_number"], flight["date"])
+        ]
         if kept:  # an unchanged segment keeps the price it was booked at
-            flight.update(price=kept[0]["price"], origin=kept[0]["origin"],
-                          destination=kept[0]["destination"])
+            flight.update(price=kept[0]["price"], origin=kept[0]["origin"], destination=kept[0]["destination"])
         else:
             _priced(db, flight, cabin, seats)
         total += flight["price"] * seats
@@ -217,8 +262,7 @@ def update_reservation_flights(db: EpisodeDB, reservation_id: str, cabin: str,
     return json.dumps(reservation)
 
 
-def update_reservation_passengers(db: EpisodeDB, reservation_id: str,
-                                  passengers: list[dict[str, Any]]) -> str:
+def update_reservation_passengers(db: EpisodeDB, reservation_id: str, passengers: list[dict[str, Any]]) -> str:
     reservation = _need(db, "reservations", reservation_id, "reservation")
     if len(passengers) != len(reservation["passengers"]):
         raise ToolError("number of passengers does not match")
@@ -232,8 +276,7 @@ def send_certificate(db: EpisodeDB, user_id: str, amount: float) -> str:
     free = [c for c in NEW_CERTIFICATES if c not in user["payment_methods"]]
     if not free:
         raise ToolError("no more certificates can be sent to this user")
-    db.edit("users", user_id)["payment_methods"][free[0]] = {
-        "source": "certificate", "amount": amount, "id": free[0]}
+    db.edit("users", user_id)["payment_methods"][free[0]] = {"source": "certificate", "amount": amount, "id": free[0]}
     return f"Certificate {free[0]} added to user {user_id} with amount {amount}."
 
 
@@ -241,36 +284,70 @@ _FLIGHT = {"flight_number": "string", "date": "string"}
 _PERSON = {"first_name": "string", "last_name": "string", "dob": "string"}
 _RES = {"reservation_id": "string"}
 _ROUTE = {"origin": "string", "destination": "string", "date": "string"}
-TOOLS: dict[str, Tool] = {t.name: t for t in (
-    *COMMON,
-    Tool(get_user_details, {"user_id": "string"},
-         "a user's profile: payment methods, saved passengers, membership, reservation ids"),
-    Tool(get_reservation_details, _RES, "a reservation's flights, passengers and payments"),
-    Tool(list_all_airports, {}, "every airport code with its city"),
-    Tool(search_direct_flight, _ROUTE, "available direct flights on a date (YYYY-MM-DD)"),
-    Tool(search_onestop_flight, _ROUTE, "available one-stop connections on a date"),
-    Tool(book_reservation, {
-        "user_id": "string", "origin": "string", "destination": "string",
-        "flight_type": "string", "cabin": "string", "flights": "objects", "passengers": "objects",
-        "payment_methods": "objects", "total_baggages": "integer", "nonfree_baggages": "integer",
-        "insurance": "string"},
-        "book flights (flight_type one_way|round_trip, cabin basic_economy|economy|business, "
-        "insurance yes|no); payments [{payment_id, amount}] must add up to the price", write=True,
-        fields={"flights": _FLIGHT, "passengers": _PERSON,
-                "payment_methods": {"payment_id": "string", "amount": "number"}}),
-    Tool(cancel_reservation, _RES, "cancel a whole reservation (its payments are refunded)",
-         write=True),
-    Tool(update_reservation_baggages, {**_RES, "total_baggages": "integer",
-                                       "nonfree_baggages": "integer", "payment_id": "string"},
-         "change a reservation's bags; 50 per added non-free bag", write=True),
-    Tool(update_reservation_flights, {**_RES, "cabin": "string", "flights": "objects",
-                                      "payment_id": "string"},
-         "change a reservation's cabin or flights (list every segment of the new itinerary); "
-         "the fare difference is paid or refunded on payment_id", write=True,
-         fields={"flights": _FLIGHT}),
-    Tool(update_reservation_passengers, {**_RES, "passengers": "objects"},
-         "replace a reservation's passengers (same number)", write=True,
-         fields={"passengers": _PERSON}),
-    Tool(send_certificate, {"user_id": "string", "amount": "number"},
-         "send a user a travel certificate as compensation (be careful)", write=True),
-)}
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        *COMMON,
+        Tool(
+            get_user_details,
+            {"user_id": "string"},
+            "a user's profile: payment methods, saved passengers, membership, reservation ids",
+        ),
+        Tool(get_reservation_details, _RES, "a reservation's flights, passengers and payments"),
+        Tool(list_all_airports, {}, "every airport code with its city"),
+        Tool(search_direct_flight, _ROUTE, "available direct flights on a date (YYYY-MM-DD)"),
+        Tool(search_onestop_flight, _ROUTE, "available one-stop connections on a date"),
+        Tool(
+            book_reservation,
+            {
+                "user_id": "string",
+                "origin": "string",
+                "destination": "string",
+                "flight_type": "string",
+                "cabin": "string",
+                "flights": "objects",
+                "passengers": "objects",
+                "payment_methods": "objects",
+                "total_baggages": "integer",
+                "nonfree_baggages": "integer",
+                "insurance": "string",
+            },
+            "book flights (flight_type one_way|round_trip, cabin basic_economy|economy|business, "
+            "insurance yes|no); payments [{payment_id, amount}] must add up to the price",
+            write=True,
+            fields={
+                "flights": _FLIGHT,
+                "passengers": _PERSON,
+                "payment_methods": {"payment_id": "string", "amount": "number"},
+            },
+        ),
+        Tool(cancel_reservation, _RES, "cancel a whole reservation (its payments are refunded)", write=True),
+        Tool(
+            update_reservation_baggages,
+            {**_RES, "total_baggages": "integer", "nonfree_baggages": "integer", "payment_id": "string"},
+            "change a reservation's bags; 50 per added non-free bag",
+            write=True,
+        ),
+        Tool(
+            update_reservation_flights,
+            {**_RES, "cabin": "string", "flights": "objects", "payment_id": "string"},
+            "change a reservation's cabin or flights (list every segment of the new itinerary); "
+            "the fare difference is paid or refunded on payment_id",
+            write=True,
+            fields={"flights": _FLIGHT},
+        ),
+        Tool(
+            update_reservation_passengers,
+            {**_RES, "passengers": "objects"},
+            "replace a reservation's passengers (same number)",
+            write=True,
+            fields={"passengers": _PERSON},
+        ),
+        Tool(
+            send_certificate,
+            {"user_id": "string", "amount": "number"},
+            "send a user a travel certificate as compensation (be careful)",
+            write=True,
+        ),
+    )
+}

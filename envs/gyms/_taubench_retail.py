@@ -75,9 +75,11 @@ def find_user_id_by_email(db: EpisodeDB, email: str) -> str:
 
 def find_user_id_by_name_zip(db: EpisodeDB, first_name: str, last_name: str, zip: str) -> str:  # noqa: A002
     for user_id, user in db.items("users"):
-        if (user["name"]["first_name"].lower() == first_name.lower()
-                and user["name"]["last_name"].lower() == last_name.lower()
-                and user["address"]["zip"] == zip):
+        if (
+            user["name"]["first_name"].lower() == first_name.lower()
+            and user["name"]["last_name"].lower() == last_name.lower()
+            and user["address"]["zip"] == zip
+        ):
             return str(user_id)
     raise ToolError("user not found")
 
@@ -108,8 +110,10 @@ def cancel_pending_order(db: EpisodeDB, order_id: str, reason: str) -> str:
         if "gift_card" in p["payment_method_id"]:
             _method(db, order, p["payment_method_id"])
     order = db.edit("orders", order_id)
-    refunds = [{"transaction_type": "refund", "amount": p["amount"],
-                "payment_method_id": p["payment_method_id"]} for p in order["payment_history"]]
+    refunds = [
+        {"transaction_type": "refund", "amount": p["amount"], "payment_method_id": p["payment_method_id"]}
+        for p in order["payment_history"]
+    ]
     for r in refunds:  # a gift card is refunded at once; other methods take days (not modelled)
         if "gift_card" in r["payment_method_id"]:
             card = db.edit("users", order["user_id"])["payment_methods"][r["payment_method_id"]]
@@ -119,8 +123,9 @@ def cancel_pending_order(db: EpisodeDB, order_id: str, reason: str) -> str:
     return json.dumps(order)
 
 
-def modify_pending_order_address(db: EpisodeDB, order_id: str, address1: str, address2: str,
-                                 city: str, state: str, country: str, zip: str) -> str:  # noqa: A002
+def modify_pending_order_address(
+    db: EpisodeDB, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+) -> str:  # noqa: A002
     _order(db, order_id, "pending", "modified")
     order = db.edit("orders", order_id)
     order["address"] = dict(zip_fields(address1, address2, city, state, country, zip))
@@ -131,8 +136,9 @@ def zip_fields(*values: str) -> list[tuple[str, str]]:
     return list(zip(ADDRESS, values, strict=True))
 
 
-def modify_user_address(db: EpisodeDB, user_id: str, address1: str, address2: str, city: str,
-                        state: str, country: str, zip: str) -> str:  # noqa: A002
+def modify_user_address(
+    db: EpisodeDB, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+) -> str:  # noqa: A002
     _need(db, "users", user_id, "user")
     user = db.edit("users", user_id)
     user["address"] = dict(zip_fields(address1, address2, city, state, country, zip))
@@ -153,9 +159,12 @@ def modify_pending_order_payment(db: EpisodeDB, order_id: str, payment_method_id
     if "gift_card" in old_id:
         _method(db, order, old_id)
     order = db.edit("orders", order_id)
-    order["payment_history"].extend([
-        {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
-        {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id}])
+    order["payment_history"].extend(
+        [
+            {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
+            {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id},
+        ]
+    )
     methods = db.edit("users", order["user_id"])["payment_methods"]
     if methods[payment_method_id]["source"] == "gift_card":
         methods[payment_method_id]["balance"] = round(methods[payment_method_id]["balance"] - amount, 2)
@@ -164,8 +173,9 @@ def modify_pending_order_payment(db: EpisodeDB, order_id: str, payment_method_id
     return json.dumps(order)
 
 
-def modify_pending_order_items(db: EpisodeDB, order_id: str, item_ids: list[str],
-                               new_item_ids: list[str], payment_method_id: str) -> str:
+def modify_pending_order_items(
+    db: EpisodeDB, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+) -> str:
     order = _order(db, order_id, "pending", "modified")
     _check_items(order, item_ids)
     diff = _price_difference(db, order, item_ids, new_item_ids)  # unrounded, as τ-bench
@@ -173,8 +183,13 @@ def modify_pending_order_items(db: EpisodeDB, order_id: str, item_ids: list[str]
     if method["source"] == "gift_card" and method["balance"] < diff:
         raise ToolError("insufficient gift card balance to pay for the new item")
     order = db.edit("orders", order_id)
-    order["payment_history"].append({"transaction_type": "payment" if diff > 0 else "refund",
-                                     "amount": abs(diff), "payment_method_id": payment_method_id})
+    order["payment_history"].append(
+        {
+            "transaction_type": "payment" if diff > 0 else "refund",
+            "amount": abs(diff),
+            "payment_method_id": payment_method_id,
+        }
+    )
     if method["source"] == "gift_card":
         card = db.edit("users", order["user_id"])["payment_methods"][payment_method_id]
         card["balance"] = round(card["balance"] - diff, 2)
@@ -187,12 +202,10 @@ def modify_pending_order_items(db: EpisodeDB, order_id: str, item_ids: list[str]
     return json.dumps(order)
 
 
-def return_delivered_order_items(db: EpisodeDB, order_id: str, item_ids: list[str],
-                                 payment_method_id: str) -> str:
+def return_delivered_order_items(db: EpisodeDB, order_id: str, item_ids: list[str], payment_method_id: str) -> str:
     order = _order(db, order_id, "delivered", "returned")
     _method(db, order, payment_method_id)
-    if ("gift_card" not in payment_method_id
-            and payment_method_id != order["payment_history"][0]["payment_method_id"]):
+    if "gift_card" not in payment_method_id and payment_method_id != order["payment_history"][0]["payment_method_id"]:
         raise ToolError("payment method should be either the original payment method or a gift card")
     _check_items(order, item_ids, "some item not found")
     order = db.edit("orders", order_id)
@@ -202,8 +215,9 @@ def return_delivered_order_items(db: EpisodeDB, order_id: str, item_ids: list[st
     return json.dumps(order)
 
 
-def exchange_delivered_order_items(db: EpisodeDB, order_id: str, item_ids: list[str],
-                                   new_item_ids: list[str], payment_method_id: str) -> str:
+def exchange_delivered_order_items(
+    db: EpisodeDB, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+) -> str:
     order = _order(db, order_id, "delivered", "exchanged")
     _check_items(order, item_ids)
     diff = round(_price_difference(db, order, item_ids, new_item_ids), 2)
@@ -220,36 +234,65 @@ def exchange_delivered_order_items(db: EpisodeDB, order_id: str, item_ids: list[
 
 _ID = {"order_id": "string"}
 _ADDR = dict.fromkeys(ADDRESS, "string")
-TOOLS: dict[str, Tool] = {t.name: t for t in (
-    *COMMON,
-    Tool(find_user_id_by_email, {"email": "string"}, "a customer's user id from their email"),
-    Tool(find_user_id_by_name_zip, {"first_name": "string", "last_name": "string", "zip": "string"},
-         "a customer's user id from first name, last name and zip code"),
-    Tool(get_user_details, {"user_id": "string"},
-         "a customer's profile: name, address, email, payment methods, order ids"),
-    Tool(get_order_details, _ID, "an order's status, address, items, fulfillments and payments"),
-    Tool(get_product_details, {"product_id": "string"},
-         "a product's variants (item ids, options, price, availability); not an item id"),
-    Tool(list_all_product_types, {}, "every product name with its product id (50 products)"),
-    Tool(cancel_pending_order, {**_ID, "reason": "string"},
-         f"cancel a pending order; reason is one of {list(CANCEL_REASONS)}; every payment is "
-         "refunded (to a gift card at once, otherwise in 5-7 business days)", write=True),
-    Tool(modify_pending_order_address, {**_ID, **_ADDR},
-         "change the shipping address of a pending order", write=True),
-    Tool(modify_pending_order_items, {**_ID, "item_ids": "strings", "new_item_ids": "strings",
-                                      "payment_method_id": "string"},
-         "swap items of a pending order for other variants of the same products (paired "
-         "lists; once per order); the price difference is paid or refunded on the method",
-         write=True),
-    Tool(modify_pending_order_payment, {**_ID, "payment_method_id": "string"},
-         "pay a pending order with another of the customer's payment methods", write=True),
-    Tool(modify_user_address, {"user_id": "string", **_ADDR},
-         "change a customer's default address", write=True),
-    Tool(return_delivered_order_items, {**_ID, "item_ids": "strings", "payment_method_id": "string"},
-         "request the return of items of a delivered order; the refund goes to the original "
-         "payment method or a gift card", write=True),
-    Tool(exchange_delivered_order_items, {**_ID, "item_ids": "strings", "new_item_ids": "strings",
-                                          "payment_method_id": "string"},
-         "request an exchange of items of a delivered order for available variants of the "
-         "same products (paired lists); the price difference goes to the method", write=True),
-)}
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        *COMMON,
+        Tool(find_user_id_by_email, {"email": "string"}, "a customer's user id from their email"),
+        Tool(
+            find_user_id_by_name_zip,
+            {"first_name": "string", "last_name": "string", "zip": "string"},
+            "a customer's user id from first name, last name and zip code",
+        ),
+        Tool(
+            get_user_details,
+            {"user_id": "string"},
+            "a customer's profile: name, address, email, payment methods, order ids",
+        ),
+        Tool(get_order_details, _ID, "an order's status, address, items, fulfillments and payments"),
+        Tool(
+            get_product_details,
+            {"product_id": "string"},
+            "a product's variants (item ids, options, price, availability); not an item id",
+        ),
+        Tool(list_all_product_types, {}, "every product name with its product id (50 products)"),
+        Tool(
+            cancel_pending_order,
+            {**_ID, "reason": "string"},
+            f"cancel a pending order; reason is one of {list(CANCEL_REASONS)}; every payment is "
+            "refunded (to a gift card at once, otherwise in 5-7 business days)",
+            write=True,
+        ),
+        Tool(
+            modify_pending_order_address, {**_ID, **_ADDR}, "change the shipping address of a pending order", write=True
+        ),
+        Tool(
+            modify_pending_order_items,
+            {**_ID, "item_ids": "strings", "new_item_ids": "strings", "payment_method_id": "string"},
+            "swap items of a pending order for other variants of the same products (paired "
+            "lists; once per order); the price difference is paid or refunded on the method",
+            write=True,
+        ),
+        Tool(
+            modify_pending_order_payment,
+            {**_ID, "payment_method_id": "string"},
+            "pay a pending order with another of the customer's payment methods",
+            write=True,
+        ),
+        Tool(modify_user_address, {"user_id": "string", **_ADDR}, "change a customer's default address", write=True),
+        Tool(
+            return_delivered_order_items,
+            {**_ID, "item_ids": "strings", "payment_method_id": "string"},
+            "request the return of items of a delivered order; the refund goes to the original "
+            "payment method or a gift card",
+            write=True,
+        ),
+        Tool(
+            exchange_delivered_order_items,
+            {**_ID, "item_ids": "strings", "new_item_ids": "strings", "payment_method_id": "string"},
+            "request an exchange of items of a delivered order for available variants of the "
+            "same products (paired lists); the price difference goes to the method",
+            write=True,
+        ),
+    )
+}

@@ -58,23 +58,25 @@ class Tool:
 
     def __call__(self, db: EpisodeDB, arguments: dict[str, Any]) -> str:
         if set(arguments) != set(self.params):
-            raise ToolError(f"{self.name} takes the arguments {sorted(self.params)}, "
-                            f"got {sorted(arguments)}")
+            raise ToolError(f"{self.name} takes the arguments {sorted(self.params)}, got {sorted(arguments)}")
         for p, kind in self.params.items():
             if not _TYPES[kind](arguments[p]):
                 raise ToolError(f"{self.name}: {p!r} must be of type {kind}")
             for obj in arguments[p] if kind == "objects" else ():
                 for key, key_kind in self.fields.get(p, {}).items():
                     if key not in obj or not _TYPES[key_kind](obj[key]):
-                        raise ToolError(f"{self.name}: every object of {p!r} needs {key!r} "
-                                        f"of type {key_kind}")
+                        raise ToolError(f"{self.name}: every object of {p!r} needs {key!r} of type {key_kind}")
         # the tool may keep the arguments in the database: never alias the caller's objects
         return self.fn(db, **copy.deepcopy(arguments))
 
 
 _OPS: dict[type, Callable[..., Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.USub: operator.neg, ast.UAdd: operator.pos,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
 }
 
 
@@ -109,10 +111,16 @@ def transfer_to_human_agents(db: EpisodeDB, summary: str) -> str:
 
 
 COMMON = (
-    Tool(calculate, {"expression": "string"},
-         "evaluate an arithmetic expression (numbers, + - * /, parentheses), rounded to 2 decimals"),
+    Tool(
+        calculate,
+        {"expression": "string"},
+        "evaluate an arithmetic expression (numbers, + - * /, parentheses), rounded to 2 decimals",
+    ),
     Tool(think, {"thought": "string"}, "note a thought; changes nothing"),
-    Tool(transfer_to_human_agents, {"summary": "string"},
-         "hand the customer to a human agent with a summary of the issue (ends the conversation)",
-         terminal=True),
+    Tool(
+        transfer_to_human_agents,
+        {"summary": "string"},
+        "hand the customer to a human agent with a summary of the issue (ends the conversation)",
+        terminal=True,
+    ),
 )

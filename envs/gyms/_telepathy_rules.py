@@ -31,35 +31,83 @@ from userrl.envs.gyms._text import content_words, has_phrase, normalize, stems
 
 #: (attribute, phrases, inverted): phrases are checked in this order
 LEXICON: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("alive_today", ("still alive", "alive today", "living today", "currently alive",
-                     "still living", "alive now"), False),
-    ("man_made", ("man made", "manmade", "human made", "made by human", "made by people",
-                  "made by person", "artificial", "manufactured", "invented", "invention",
-                  "built by", "handmade", "created by human"), False),
-    ("fictional", ("fictional", "fiction", "imaginary", "made up", "myth", "mythical",
-                   "mythological", "legend", "legendary", "fantasy", "cartoon"), False),
+    (
+        "alive_today",
+        ("still alive", "alive today", "living today", "currently alive", "still living", "alive now"),
+        False,
+    ),
+    (
+        "man_made",
+        (
+            "man made",
+            "manmade",
+            "human made",
+            "made by human",
+            "made by people",
+            "made by person",
+            "artificial",
+            "manufactured",
+            "invented",
+            "invention",
+            "built by",
+            "handmade",
+            "created by human",
+        ),
+        False,
+    ),
+    (
+        "fictional",
+        (
+            "fictional",
+            "fiction",
+            "imaginary",
+            "made up",
+            "myth",
+            "mythical",
+            "mythological",
+            "legend",
+            "legendary",
+            "fantasy",
+            "cartoon",
+        ),
+        False,
+    ),
     ("fictional", ("real", "exist", "existed", "really exist"), True),
-    ("person", ("a person", "a real person", "human being", "a human", "a man", "a woman",
-                "someone", "somebody", "an individual", "he", "she", "him", "her"), False),
+    (
+        "person",
+        (
+            "a person",
+            "a real person",
+            "human being",
+            "a human",
+            "a man",
+            "a woman",
+            "someone",
+            "somebody",
+            "an individual",
+            "he",
+            "she",
+            "him",
+            "her",
+        ),
+        False,
+    ),
     ("animal", ("animal", "creature", "beast", "wildlife"), False),
     ("plant", ("plant", "vegetation", "botanical"), False),
-    ("in_water", ("water", "sea", "ocean", "swim", "aquatic", "underwater", "river", "lake",
-                  "marine"), False),
+    ("in_water", ("water", "sea", "ocean", "swim", "aquatic", "underwater", "river", "lake", "marine"), False),
     ("can_fly", ("fly", "flying", "wing", "airborne"), False),
     ("alive", ("alive", "living", "live", "organism", "breathe"), False),
     ("place", ("place", "location", "somewhere", "visit", "destination", "travel to"), False),
-    ("food", ("food", "eat", "edible", "eaten", "dish", "meal", "drink", "taste", "cook"),
-     False),
-    ("electronic", ("electronic", "electricity", "electric", "battery", "digital", "plug in",
-                    "charge"), False),
-    ("big", ("bigger", "larger", "big", "large", "huge", "giant", "enormous", "heavy"),
-     False),
-    ("big", ("small", "smaller", "tiny", "little", "fit in", "pocket", "hold in",
-             "handheld"), True),
-    ("historical", ("historical", "history", "ancient", "old", "century", "centuries",
-                    "past", "medieval", "died", "dead"), False),
-    ("historical", ("modern", "recent", "new", "contemporary", "today", "nowadays",
-                    "current"), True),
+    ("food", ("food", "eat", "edible", "eaten", "dish", "meal", "drink", "taste", "cook"), False),
+    ("electronic", ("electronic", "electricity", "electric", "battery", "digital", "plug in", "charge"), False),
+    ("big", ("bigger", "larger", "big", "large", "huge", "giant", "enormous", "heavy"), False),
+    ("big", ("small", "smaller", "tiny", "little", "fit in", "pocket", "hold in", "handheld"), True),
+    (
+        "historical",
+        ("historical", "history", "ancient", "old", "century", "centuries", "past", "medieval", "died", "dead"),
+        False,
+    ),
+    ("historical", ("modern", "recent", "new", "contemporary", "today", "nowadays", "current"), True),
     ("object", ("object", "item", "tool", "device", "gadget", "product"), False),
     ("famous", ("famous", "well known", "popular", "celebrity"), False),
 )
@@ -77,8 +125,7 @@ VOCAB: tuple[str, ...] = tuple(
     sport music art science vehicle instrument weather planet star game toy furniture
     clothing building city country mountain river island desert jungle forest""".split()
 )
-VOCAB = tuple(sorted(set(VOCAB) | {"north america", "south america", "united states"}, key=len,
-                     reverse=True))
+VOCAB = tuple(sorted(set(VOCAB) | {"north america", "south america", "united states"}, key=len, reverse=True))
 
 #: words a plain guess may use besides the entity's names ("my final answer is ...")
 _GUESS_WORDS = frozenset(stems("think guess believe answer final say sure certain"))
@@ -109,8 +156,8 @@ def _take(q: list[str], free: list[bool], phrase: str) -> bool:
     p = stems(phrase)
     n = len(p)
     for i in range(len(q) - n + 1):
-        if n and q[i:i + n] == p and all(free[i:i + n]):
-            free[i:i + n] = [False] * n
+        if n and q[i : i + n] == p and all(free[i : i + n]):
+            free[i : i + n] = [False] * n
             return True
     return False
 
@@ -121,7 +168,7 @@ def answer_question(task: dict[str, Any], question: str) -> str:
     if any(has_phrase(q, n) for n in names(task)):
         return "Yes"
     if "than" in q:  # "bigger than a person": the comparison's object is not a condition
-        q = q[:q.index("than")]
+        q = q[: q.index("than")]
     free = [True] * len(q)
     conds: list[bool | None] = [True for t in _tag_phrases(task) if _take(q, free, t)]
     attrs = task.get("attributes", {})

@@ -105,5 +105,4 @@ def groups_hit(text: str, groups: Sequence[Sequence[str]]) -> int:
 
 def parse_groups(spec: str) -> list[list[str]]:
     """``"blind|sight;cane"`` -> ``[["blind", "sight"], ["cane"]]`` (authoring shorthand)."""
-    return [[alt.strip() for alt in grp.split("|") if alt.strip()]
-            for grp in spec.split(";") if grp.strip()]
+    return [[alt.strip() for alt in grp.split("|") if alt.strip()] for grp in spec.split(";") if grp.strip()]

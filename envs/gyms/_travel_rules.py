@@ -20,7 +20,8 @@ MAX_MESSAGE_WORDS = 15
 MAX_TOPICS = 2
 UNFOCUSED_REPLY = "That is a lot at once. Please ask me about one thing at a time."
 ASPECT_WORDS: dict[str, list[str]] = {
-    "flight": ["flight", "fly", "plane", "airline"], "hotel": ["hotel"],
+    "flight": ["flight", "fly", "plane", "airline"],
+    "hotel": ["hotel"],
     "apartment": ["apartment", "flat", "rental home"],
     "rental_car": ["rental car", "car", "rental", "vehicle"],
     "restaurant": ["restaurant", "dinner", "dining", "eat"],
@@ -41,8 +42,7 @@ def is_focused(task: Task, message: str) -> bool:
     """Not a keyword list: at most :data:`MAX_MESSAGE_WORDS` content words and about at most
     :data:`MAX_TOPICS` of the task's preferences (revealed or not)."""
     every = list(range(len(task.get("preferences", []))))
-    return (len(content_words(message)) <= MAX_MESSAGE_WORDS
-            and len(revealed_by(task, message, every)) <= MAX_TOPICS)
+    return len(content_words(message)) <= MAX_MESSAGE_WORDS and len(revealed_by(task, message, every)) <= MAX_TOPICS
 
 
 def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[str, Any]:
@@ -62,23 +62,30 @@ def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[
         return out if out["volunteered"] else {**out, "reply": UNFOCUSED_REPLY}
     new = revealed_by(task, message, hidden)[:1]
     if new:
-        return {"reveal": new, "volunteered": False,
-                "reply": " ".join(prefs[i]["statement"] for i in new)}
+        return {"reveal": new, "volunteered": False, "reply": " ".join(prefs[i]["statement"] for i in new)}
     again = revealed_by(task, message, list(revealed))
     if again:
-        return {"reveal": [], "volunteered": False,
-                "reply": "As I said, " + " ".join(prefs[i]["statement"] for i in again)}
+        return {
+            "reveal": [],
+            "volunteered": False,
+            "reply": "As I said, " + " ".join(prefs[i]["statement"] for i in again),
+        }
     return off_topic_reply(task, hidden, off_topic)
 
 
 def off_topic_reply(task: Task, hidden: list[int], off_topic: int) -> dict[str, Any]:
     if hidden and off_topic + 1 >= OFF_TOPIC_LIMIT:
         pref = task["preferences"][hidden[0]]
-        return {"reveal": [hidden[0]], "volunteered": True,
-                "reply": f"By the way, about the {pref['aspect'].replace('_', ' ')}: {pref['statement']}"}
-    return {"reveal": [], "volunteered": False,
-            "reply": "I'm not sure what you mean. I do have some wishes for this trip, "
-                     "so feel free to ask me about them."}
+        return {
+            "reveal": [hidden[0]],
+            "volunteered": True,
+            "reply": f"By the way, about the {pref['aspect'].replace('_', ' ')}: {pref['statement']}",
+        }
+    return {
+        "reveal": [],
+        "volunteered": False,
+        "reply": "I'm not sure what you mean. I do have some wishes for this trip, so feel free to ask me about them.",
+    }
 
 
 class TravelUserSpec:
@@ -95,15 +102,17 @@ class TravelUserSpec:
         if query.name != "talk":
             raise ValueError(f"TravelGym has no query {query.name!r}")
         p = query.payload
-        return talk(query.task, str(p["message"]), [int(i) for i in p["revealed"]],
-                    int(p["off_topic"]))
+        return talk(query.task, str(p["message"]), [int(i) for i in p["revealed"]], int(p["off_topic"]))
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t, p = query.task, query.payload
-        hidden = [{"index": i, "aspect": x["aspect"], "preference": x["statement"]}
-                  for i, x in enumerate(t.get("preferences", [])) if i not in p["revealed"]]
+        hidden = [
+            {"index": i, "aspect": x["aspect"], "preference": x["statement"]}
+            for i, x in enumerate(t.get("preferences", []))
+            if i not in p["revealed"]
+        ]
         system = (
-            f"You are a traveller who asked a travel agent: \"{t['request']}\"\n"
+            f'You are a traveller who asked a travel agent: "{t["request"]}"\n'
             f"You have hidden preferences not yet discussed: {json.dumps(hidden, ensure_ascii=False)}\n"
             "Reveal a preference only when the agent's message actually asks about that topic, "
             "and at most one preference per message; a list of keywords or topics is not a "
@@ -121,8 +130,7 @@ class TravelUserSpec:
         p = query.payload
         n = len(query.task.get("preferences", []))
         hidden = [i for i in range(n) if i not in p["revealed"]]
-        if not all(isinstance(i, int) and not isinstance(i, bool) and i in hidden
-                   for i in obj["reveal"]):
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i in hidden for i in obj["reveal"]):
             raise ValueError(f"'reveal' must list indices from {hidden}")
         if len(set(obj["reveal"])) > 1:
             raise ValueError("'reveal' may name at most one preference per message")
@@ -178,22 +186,29 @@ def option_label(task: Task, option_id: str) -> tuple[str, str] | None:
         if not cat.get("options") and PREFIX_ASPECT.get(option_id[:1]) == aspect:
             ids.add(option_id)
         if option_id in ids:
-            label = ("best" if option_id in cat["best"] else
-                     "acceptable" if option_id in cat.get("acceptable", []) else "wrong")
+            label = (
+                "best"
+                if option_id in cat["best"]
+                else "acceptable"
+                if option_id in cat.get("acceptable", [])
+                else "wrong"
+            )
             return aspect, label
     return None
 
 
 #: words an answer may use besides the option id ("I recommend H12 for the hotel")
-_ANSWER_WORDS = frozenset(stems(
-    "recommend recommendation choose choice pick option book go take select suggest answer "
-    "final best think believe flight hotel apartment rental car restaurant"))
+_ANSWER_WORDS = frozenset(
+    stems(
+        "recommend recommendation choose choice pick option book go take select suggest answer "
+        "final best think believe flight hotel apartment rental car restaurant"
+    )
+)
 
 
 def is_plain_answer(content: str) -> bool:
     """The id and filler only: an answer padded with other words is not one recommendation."""
-    return all(w in _ANSWER_WORDS or _ID.fullmatch(w.upper())
-               for w in content_words(content, min_len=1))
+    return all(w in _ANSWER_WORDS or _ID.fullmatch(w.upper()) for w in content_words(content, min_len=1))
 
 
 def answer_ids(content: str) -> list[str]:

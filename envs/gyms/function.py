@@ -26,8 +26,11 @@ MAX_INPUT = 1_000_000
 #: values one by one scores without probing at all. ``max_answers: null`` restores UserRL's rule.
 DEFAULT_MAX_ANSWERS = 3
 _BINOPS: dict[type, Callable[[float, float], float]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
 }
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
@@ -43,8 +46,7 @@ def _parse_rule(rule: str) -> ast.Expression:
     except SyntaxError as exc:
         raise RuleError(f"rule {rule!r} is not an expression") from exc
     for node in ast.walk(tree):
-        ok = isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Load, ast.USub,
-                               ast.UAdd, *_BINOPS))
+        ok = isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Load, ast.USub, ast.UAdd, *_BINOPS))
         ok = ok or isinstance(node, ast.Name) and node.id in VARS
         ok = ok or isinstance(node, ast.Constant) and type(node.value) in (int, float)
         if not ok:
@@ -175,8 +177,11 @@ class FunctionGym(Env):
     @classmethod
     def validate_task(cls, task: Task) -> None:
         tc = task.get("test_case")
-        if not isinstance(tc, list) or len(tc) != 4 or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in tc):
+        if (
+            not isinstance(tc, list)
+            or len(tc) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in tc)
+        ):
             raise ValueError("'test_case' must be a list of four integers")
         if not isinstance(task.get("rule"), str):
             raise ValueError("'rule' must be a string")
@@ -199,8 +204,12 @@ class FunctionGym(Env):
             "- [answer] x : a single number, the function's value on the test case.\n"
             "- [finish] : give up and end the episode.\n"
             "Start with small numbers and change one input at a time. A right answer ends the "
-            "game" + (f"; so does wrong answer number {self.max_answers}." if self.max_answers
-                      else "; you may answer several times.")
+            "game"
+            + (
+                f"; so does wrong answer number {self.max_answers}."
+                if self.max_answers
+                else "; you may answer several times."
+            )
         )
 
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
@@ -216,27 +225,29 @@ class FunctionGym(Env):
             return StepResult(state, self._probe(task, action.content), 0.0, False, False, {})
         x = parse_answer_number(action.content)
         if x is None:
-            return StepResult(state, "Your answer must be a single number.", 0.0, False, False,
-                              {"score": 0.0})
+            return StepResult(state, "Your answer must be a single number.", 0.0, False, False, {"score": 0.0})
         right = is_right(task, x)
         reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
         state["answers"] = int(state.get("answers", 0)) + 1
         last = self.max_answers is not None and state["answers"] >= self.max_answers
-        obs = ("Correct! Your answer matches the function's value on the test case." if right
-               else f"Wrong: {fmt_number(x)} is not the function's value on the test case."
-               + (" That was your last answer." if last else ""))
-        return StepResult(state, obs, reward, right or last, False,
-                          {"score": 1.0 if right else 0.0})
+        obs = (
+            "Correct! Your answer matches the function's value on the test case."
+            if right
+            else f"Wrong: {fmt_number(x)} is not the function's value on the test case."
+            + (" That was your last answer." if last else "")
+        )
+        return StepResult(state, obs, reward, right or last, False, {"score": 1.0 if right else 0.0})
 
     @staticmethod
     def _search(state: State, content: str) -> StepResult:
         if content.strip().strip("'\"").lower() != "test":
-            return StepResult(state, "Search only accepts 'test', which reveals the test case.",
-                              0.0, False, False, {})
+            return StepResult(state, "Search only accepts 'test', which reveals the test case.", 0.0, False, False, {})
         state["revealed"] = True
         a, b, c, d = state["task"]["test_case"]
-        obs = (f"The test case is: {a} {b} {c} {d}. Answer with [answer] followed by "
-               "the function's output for these four numbers.")
+        obs = (
+            f"The test case is: {a} {b} {c} {d}. Answer with [answer] followed by "
+            "the function's output for these four numbers."
+        )
         return StepResult(state, obs, 0.0, False, False, {})
 
     @staticmethod

@@ -55,8 +55,11 @@ def live_keywords(detail: dict[str, Any], shown: list[str]) -> list[str]:
     if kept:
         return kept
     seen = set(shown)
-    words = [w for w in normalize(str(detail.get("description", ""))).split()
-             if w not in STOPWORDS and len(w) >= 3 and stem(w) not in seen]
+    words = [
+        w
+        for w in normalize(str(detail.get("description", ""))).split()
+        if w not in STOPWORDS and len(w) >= 3 and stem(w) not in seen
+    ]
     return list(dict.fromkeys(words)) or list(detail["keywords"])
 
 
@@ -71,8 +74,10 @@ def is_focused(task: Task, question: str, shown: str = "") -> bool:
     """Not a keyword list: short, and about at most two of the task's details (all of them,
     uncovered or not, so a list cannot sneak through once a few are known)."""
     every = list(range(len(task["missing_details"])))
-    return (len(content_words(question)) <= MAX_QUESTION_WORDS
-            and len(touched_by(task, question, every, shown)) <= MAX_DETAILS_PER_QUESTION)
+    return (
+        len(content_words(question)) <= MAX_QUESTION_WORDS
+        and len(touched_by(task, question, every, shown)) <= MAX_DETAILS_PER_QUESTION
+    )
 
 
 def uncovered_by(task: Task, question: str, remaining: list[int], shown: str = "") -> list[int]:
@@ -93,6 +98,7 @@ def turn_reward(task: Task, uncovered: list[int]) -> float:
 
 def _reply_text(task: Task, uncovered: list[int], repeated: list[int], focused: bool = True) -> str:
     details = task["missing_details"]
+
     def said(i: int) -> str:
         return f"{details[i]['description']}: {details[i]['answer'].rstrip('.')}."
 
@@ -133,10 +139,13 @@ class IntentionUserSpec:
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
         remaining = [int(i) for i in query.payload["remaining"]]
-        hidden = [{"index": i, "detail": d["description"], "your_answer": d["answer"]}
-                  for i, d in enumerate(t["missing_details"]) if i in remaining]
+        hidden = [
+            {"index": i, "detail": d["description"], "your_answer": d["answer"]}
+            for i, d in enumerate(t["missing_details"])
+            if i in remaining
+        ]
         system = (
-            f"You are a user who asked an assistant: \"{t['task']}\". You left out details; "
+            f'You are a user who asked an assistant: "{t["task"]}". You left out details; '
             f"the ones not yet discussed, with your answers: {json.dumps(hidden, ensure_ascii=False)}\n"
             "Decide which of these details the assistant's latest question actually asks "
             "about, and answer only those, briefly and naturally. Do not volunteer the others. "
@@ -221,8 +230,7 @@ class IntentionGym(Env):
 
     @classmethod
     def max_score(cls, task: Task) -> float:
-        return round(sum(IMPORTANCE_REWARD[int(d["importance"])]
-                         for d in task["missing_details"]), 4)
+        return round(sum(IMPORTANCE_REWARD[int(d["importance"])] for d in task["missing_details"]), 4)
 
     def system_prompt(self, task: Task) -> str:
         return SYSTEM_PROMPT
@@ -240,16 +248,23 @@ class IntentionGym(Env):
             obs = "Please ask me a clarifying question with [action] so I can tell you more."
             state["dialogue"].append({"role": "user", "content": obs})
             return StepResult(state, obs, 0.0, False, False, {"uncovered": []})
-        reply = await user.ask(UserQuery(
-            self.id, "respond", "clarify",
-            {"question": action.content, "remaining": list(state["remaining"])}, task,
-            history_for_query(state)))
+        reply = await user.ask(
+            UserQuery(
+                self.id,
+                "respond",
+                "clarify",
+                {"question": action.content, "remaining": list(state["remaining"])},
+                task,
+                history_for_query(state),
+            )
+        )
         uncovered = [i for i in reply["uncovered"] if i in state["remaining"]]
         state["remaining"] = [i for i in state["remaining"] if i not in uncovered]
         obs = str(reply["reply"])
         state["dialogue"].append({"role": "user", "content": obs})
-        return StepResult(state, obs, turn_reward(task, uncovered), not state["remaining"],
-                          False, {"uncovered": uncovered})
+        return StepResult(
+            state, obs, turn_reward(task, uncovered), not state["remaining"], False, {"uncovered": uncovered}
+        )
 
     @classmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
@@ -263,8 +278,9 @@ class IntentionGym(Env):
         d = details[target]
         candidates = [str(d.get("inquiry") or "")]
         shown = shown_text(messages)
-        candidates += [f"Could you tell me about the {kw}?"
-                       for kw in live_keywords(d, stems(shown)) + list(d["keywords"])]
+        candidates += [
+            f"Could you tell me about the {kw}?" for kw in live_keywords(d, stems(shown)) + list(d["keywords"])
+        ]
         for q in candidates:
             if q and uncovered_by(task, q, remaining, shown) == [target]:
                 return f"[action] {q}"

@@ -47,13 +47,18 @@ class PersuadeUserSpec:
         if query.name != "react":
             raise ValueError(f"PersuadeGym has no query {query.name!r}")
         p = query.payload
-        return react(query.task, str(p["argument"]), stance_index(str(p["stance"])),
-                     [int(i) for i in p.get("used", [])], query.history)
+        return react(
+            query.task,
+            str(p["argument"]),
+            stance_index(str(p["stance"])),
+            [int(i) for i in p.get("used", [])],
+            query.history,
+        )
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t, p = query.task, query.payload
         system = (
-            f"You firmly believe this claim: \"{t['claim']}\". Your reasoning: {t['argument']}\n"
+            f'You firmly believe this claim: "{t["claim"]}". Your reasoning: {t["argument"]}\n'
             f"Your current stance on the claim: {p['stance']}. The possible stances, from "
             f"agreement to disagreement: {json.dumps(list(STANCES))}.\n"
             "Someone is trying to change your mind. Be a reasonable but stubborn person: move "
@@ -146,11 +151,12 @@ class PersuadeGym(Env):
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         stance = int(task.get("initial_stance", 0))
         # UserRL's opening shows the claim only: the user's own reasoning stays hidden
-        obs = (f"Claim that you oppose but the user holds: {task['claim']}\n"
-               f"User: My stance: {STANCES[stance]}.\n"
-               "Try to persuade the user to change their position regarding this claim!")
-        state = {"stance": stance, "furthest": stance, "used": [],
-                 "dialogue": [{"role": "user", "content": obs}]}
+        obs = (
+            f"Claim that you oppose but the user holds: {task['claim']}\n"
+            f"User: My stance: {STANCES[stance]}.\n"
+            "Try to persuade the user to change their position regarding this claim!"
+        )
+        state = {"stance": stance, "furthest": stance, "used": [], "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
@@ -160,10 +166,16 @@ class PersuadeGym(Env):
             obs = "There is nothing to search here: make your argument with [action]."
             state["dialogue"].append({"role": "user", "content": obs})
             return StepResult(state, obs, 0.0, False, False, {"stance": STANCES[state["stance"]]})
-        reply = await user.ask(UserQuery(
-            self.id, "respond", "react",
-            {"argument": action.content, "stance": STANCES[state["stance"]],
-             "used": list(state["used"])}, task, history_for_query(state)))
+        reply = await user.ask(
+            UserQuery(
+                self.id,
+                "respond",
+                "react",
+                {"argument": action.content, "stance": STANCES[state["stance"]], "used": list(state["used"])},
+                task,
+                history_for_query(state),
+            )
+        )
         old, new = state["stance"], stance_index(str(reply["stance"]))
         base = state["stance"] if self.reward_mode == "delta" else state["furthest"]
         # differences of rounded positions, so an episode's rewards sum exactly to its progress
@@ -172,8 +184,7 @@ class PersuadeGym(Env):
         state["stance"], state["furthest"] = new, max(state["furthest"], new)
         obs = str(reply["reply"])
         state["dialogue"].append({"role": "user", "content": obs})
-        return StepResult(state, obs, reward, new == LAST, False,
-                          {"stance": STANCES[new], "previous": STANCES[old]})
+        return StepResult(state, obs, reward, new == LAST, False, {"stance": STANCES[new], "previous": STANCES[old]})
 
     @classmethod
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
@@ -189,16 +200,17 @@ class PersuadeGym(Env):
             if m.get("role") == "assistant":
                 out = react(task, _argument_of(m["content"]), stance, used, history)
                 stance, used = stance_index(out["stance"]), used + out["new_points"]
-                history = [x for x in messages[:i + 2] if x.get("role") == "user"]
-        order = sorted(range(len(task["counters"])),
-                       key=lambda i: (-int(task["counters"][i]["levels"]), i))
+                history = [x for x in messages[: i + 2] if x.get("role") == "user"]
+        order = sorted(range(len(task["counters"])), key=lambda i: (-int(task["counters"][i]["levels"]), i))
         history = [m for m in messages if m.get("role") == "user"]
         shown = stems("\n".join([SYSTEM_PROMPT, task["claim"], *(m["content"] for m in history)]))
         for i in (i for i in order if i not in used):
             c = task["counters"][i]
             words = [g[0] for g in live_groups(c, shown)]
-            for text in (c["argument"], f"Consider {' and '.join(words[:2])} from the other side: "
-                                        "the evidence points the other way."):
+            for text in (
+                c["argument"],
+                f"Consider {' and '.join(words[:2])} from the other side: the evidence points the other way.",
+            ):
                 if react(task, text, stance, used, history)["stance"] != STANCES[stance]:
                     return f"[action] {text}"
         return "[finish]"
@@ -207,5 +219,5 @@ class PersuadeGym(Env):
 def _argument_of(text: str) -> str:
     for prefix in ("[action]", "[answer]"):
         if text.strip().lower().startswith(prefix):
-            return text.strip()[len(prefix):].strip()
+            return text.strip()[len(prefix) :].strip()
     return text

@@ -48,9 +48,8 @@ def match_answer(task: Task, answer: str) -> bool:
         want = _norm_words(str(gold))
         n = len(want)
         for i in range(len(got) - n + 1):
-            extra = got[:i] + got[i + n:]
-            if n and got[i:i + n] == want and len(extra) <= EXTRA_WORDS and all(
-                    w in allowed for w in extra):
+            extra = got[:i] + got[i + n :]
+            if n and got[i : i + n] == want and len(extra) <= EXTRA_WORDS and all(w in allowed for w in extra):
                 return True
     return False
 
@@ -72,7 +71,8 @@ class SearchUserSpec:
         t = query.task
         golds = [t["answer"], *t.get("aliases", [])]
         system = (
-            "You judge answers to a question. Question: " f"{t['question']}\n"
+            "You judge answers to a question. Question: "
+            f"{t['question']}\n"
             f"Gold answer (or accepted aliases): {golds}\n"
             "An answer is correct if it gives the same entity, number or fact as the gold answer "
             "(ignore case, articles and harmless extra words); it is wrong if it is different, "
@@ -166,10 +166,15 @@ class SearchGym(Env):
         )
 
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
-        obs = (f"{task['question']}\nPlease make a plan to search for information step by step "
-               "and provide your answer to my question!")
-        return {"best": 0.0, "searches": 0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
-            "task_id": task["id"]}
+        obs = (
+            f"{task['question']}\nPlease make a plan to search for information step by step "
+            "and provide your answer to my question!"
+        )
+        return (
+            {"best": 0.0, "searches": 0, "dialogue": [{"role": "user", "content": obs}]},
+            obs,
+            {"task_id": task["id"]},
+        )
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
@@ -180,9 +185,9 @@ class SearchGym(Env):
         elif action.choice == "action":
             obs = "There is no one to talk to here: use [search] query or [answer] text."
         else:
-            verdict = await user.ask(UserQuery(self.id, "judge", "judge_answer",
-                                               {"answer": action.content}, task,
-                                               history_for_query(state)))
+            verdict = await user.ask(
+                UserQuery(self.id, "judge", "judge_answer", {"answer": action.content}, task, history_for_query(state))
+            )
             right = bool(verdict["correct"])
             reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
             obs = "Correct!" if right else "That answer is not correct."
@@ -207,7 +212,7 @@ class SearchGym(Env):
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
         """Search the task's planned queries (at most 4), then answer."""
         k = assistant_turns(messages)
-        queries = list(task.get("queries") or [task["question"]])[:MAX_SEARCHES - 1]
+        queries = list(task.get("queries") or [task["question"]])[: MAX_SEARCHES - 1]
         if k < len(queries):
             return f"[search] {queries[k]}"
         return f"[answer] {task['answer']}"

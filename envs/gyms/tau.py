@@ -86,14 +86,17 @@ class TauGym(Env):
 
     def system_prompt(self, task: Task) -> str:
         domain = domain_of(task)
-        example = ('get_order_details {"order_id": "#W2611340"}' if domain.name != "tau-bench-airline"
-                   else 'get_reservation_details {"reservation_id": "4WQ150"}')
+        example = (
+            'get_order_details {"order_id": "#W2611340"}'
+            if domain.name != "tau-bench-airline"
+            else 'get_reservation_details {"reservation_id": "4WQ150"}'
+        )
         return (
             f"TauGym: you are a customer-service agent of {domain.business}. Fulfil the "
             "customer's request by talking to them and calling the internal tools, following "
             "the policy.\nActions:\n"
             "- [action] message : say something to the customer (never a tool call).\n"
-            f"- [answer] tool_name {{\"arg\": \"value\"}} : call a tool with JSON arguments, "
+            f'- [answer] tool_name {{"arg": "value"}} : call a tool with JSON arguments, '
             f"e.g. [answer] {example}.\n"
             "- [search] tools : list the tools and their arguments. [search] help : the policy.\n"
             "- [finish] : give up (the conversation ends without success).\n"
@@ -107,8 +110,7 @@ class TauGym(Env):
         except (DataError, ValueError, KeyError) as exc:
             raise EnvError(f"task {task['id']}: the goal's actions do not apply: {exc}") from exc
         obs = f"Customer: {task['opening']}"
-        state = {"writes": [], "goal": goal, "stated": 0, "said": [],
-                 "dialogue": [{"role": "user", "content": obs}]}
+        state = {"writes": [], "goal": goal, "stated": 0, "said": [], "dialogue": [{"role": "user", "content": obs}]}
         return state, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
@@ -152,9 +154,16 @@ class TauGym(Env):
     async def _talk(self, state: State, message: str, user: SimUser) -> StepResult:
         task = state["task"]
         state["said"] = sorted(set(state["said"]) | set(outputs_said(task, message)))
-        reply = await user.ask(UserQuery(self.id, "respond", "reply",
-                                         {"message": message, "stated": state["stated"]},
-                                         task, history_for_query(state)))
+        reply = await user.ask(
+            UserQuery(
+                self.id,
+                "respond",
+                "reply",
+                {"message": message, "stated": state["stated"]},
+                task,
+                history_for_query(state),
+            )
+        )
         state["stated"] = int(reply.get("stated", state["stated"]))
         obs = f"Customer: {reply['reply']}"
         state["dialogue"].append({"role": "user", "content": obs})
@@ -170,10 +179,12 @@ class TauGym(Env):
         (or, when the gold ends with a transfer, make it)."""
         domain = domain_of(task)
         if domain.name == BUNDLED:
-            plan = ["[action] Hello! Could you please tell me your name and zip code so I can "
-                    "verify your identity?" if task.get("identify_by", "zip") == "zip" else
-                    "[action] Hello! Could you please tell me your email so I can verify your "
-                    "identity?", "[action] How can I help you today?"]
+            plan = [
+                "[action] Hello! Could you please tell me your name and zip code so I can verify your identity?"
+                if task.get("identify_by", "zip") == "zip"
+                else "[action] Hello! Could you please tell me your email so I can verify your identity?",
+                "[action] How can I help you today?",
+            ]
             plan += ["[action] Got it. What else do you need help with?"] * (len(task["requests"]) - 1)
         else:
             plan = ["[action] Hello! How can I help you today?"]
@@ -187,10 +198,11 @@ class TauGym(Env):
         said = f"Here is what you asked for: {outputs}. " if outputs else ""
         transfer = next((a for a in task["actions"] if domain.is_terminal(a["name"])), None)
         if transfer is None:
-            plan.append(f"[action] Everything is taken care of. {said}"
-                        "Is there anything else I can help you with?")
+            plan.append(f"[action] Everything is taken care of. {said}Is there anything else I can help you with?")
         else:
-            plan += [f"[action] {said}I will now transfer you to a human agent.",
-                     f"[answer] {transfer['name']} {json.dumps(transfer['arguments'], sort_keys=True)}"]
+            plan += [
+                f"[action] {said}I will now transfer you to a human agent.",
+                f"[answer] {transfer['name']} {json.dumps(transfer['arguments'], sort_keys=True)}",
+            ]
         k = sum(1 for m in messages if m.get("role") == "assistant")
         return plan[k] if k < len(plan) else "[finish]"

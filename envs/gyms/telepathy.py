@@ -21,8 +21,7 @@ ANSWERS = ("Yes", "No", "Maybe")
 
 
 def _entity_facts(task: Task) -> str:
-    facts = {k: task.get(k) for k in ("title", "category", "synonyms", "details", "attributes",
-                                       "tags") if task.get(k)}
+    facts = {k: task.get(k) for k in ("title", "category", "synonyms", "details", "attributes", "tags") if task.get(k)}
     return json.dumps(facts, ensure_ascii=False)
 
 
@@ -52,8 +51,7 @@ class TelepathyUserSpec:
                 "Never name the entity or give hints beyond the answer. "
                 'Reply with JSON only: {"answer": "Yes"} or {"answer": "No"} or {"answer": "Maybe"}.'
             )
-            user = (f"Dialogue so far:\n{dialogue_text(query)}\n\n"
-                    f"Question: {query.payload['question']}")
+            user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
         else:
             system = (
                 "You judge a guessing game. The hidden entity: "
@@ -137,8 +135,7 @@ class TelepathyGym(Env):
 
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = f"{task['description']}\nTry to find out what I am thinking of!"
-        return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
-            "task_id": task["id"]}
+        return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
@@ -148,19 +145,22 @@ class TelepathyGym(Env):
             obs = "There is nothing to search here: ask yes/no questions or guess."
             reward, info = 0.0, {}
         elif action.choice == "action":
-            reply = await user.ask(UserQuery(self.id, "respond", "yes_no",
-                                             {"question": action.content}, task,
-                                             history_for_query(state)))
+            reply = await user.ask(
+                UserQuery(self.id, "respond", "yes_no", {"question": action.content}, task, history_for_query(state))
+            )
             obs = f"{reply['answer']}."
             reward, info = 0.0, {"user_answer": reply["answer"]}
         else:
-            verdict = await user.ask(UserQuery(self.id, "judge", "judge_guess",
-                                               {"guess": action.content}, task,
-                                               history_for_query(state)))
+            verdict = await user.ask(
+                UserQuery(self.id, "judge", "judge_guess", {"guess": action.content}, task, history_for_query(state))
+            )
             score = 1.0 if verdict["correct"] else 0.0
             reward, state["best"] = gain_over_best(state["best"], score)
-            obs = ("Correct! That is exactly what I was thinking of." if score
-                   else "No, that is not what I am thinking of.")
+            obs = (
+                "Correct! That is exactly what I was thinking of."
+                if score
+                else "No, that is not what I am thinking of."
+            )
             info = {"score": score}
         dialogue.append({"role": "user", "content": obs})
         done = bool(info.get("score"))

@@ -22,9 +22,11 @@ from userrl.sim_users.base import SimUser, UserQuery
 DEFAULT_ELICIT_REWARD = 0.8
 DEFAULT_FAIL_EVERY = 5
 SYSTEM_ERROR = "System error: the search service is temporarily unavailable. Please try again."
-_REPLIES = {"best": "Great choice, that is exactly what I was hoping for!",
-            "acceptable": "That works for me, although I wonder whether something cheaper fit too.",
-            "wrong": "Hmm, that does not really fit what I need, but I will go with it."}
+_REPLIES = {
+    "best": "Great choice, that is exactly what I was hoping for!",
+    "acceptable": "That works for me, although I wonder whether something cheaper fit too.",
+    "wrong": "Hmm, that does not really fit what I need, but I will go with it.",
+}
 
 
 class TravelGym(Env):
@@ -72,9 +74,11 @@ class TravelGym(Env):
     user_spec = TravelUserSpec()
     default_max_turns = 20
 
-    option_defaults: ClassVar[dict[str, Any]] = {"elicit_reward": DEFAULT_ELICIT_REWARD,
-                                                  "search_fail_every": DEFAULT_FAIL_EVERY,
-                                                  "require_search": True}
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "elicit_reward": DEFAULT_ELICIT_REWARD,
+        "search_fail_every": DEFAULT_FAIL_EVERY,
+        "require_search": True,
+    }
 
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
@@ -97,8 +101,7 @@ class TravelGym(Env):
                 raise ValueError(f"catalog[{a!r}] needs a non-empty 'best' list of option ids")
         for p in task.get("preferences", []):
             if p.get("aspect") not in aspects or not p.get("keywords") or not p.get("statement"):
-                raise ValueError("each preference needs an 'aspect' of the task, 'keywords' "
-                                 "and a 'statement'")
+                raise ValueError("each preference needs an 'aspect' of the task, 'keywords' and a 'statement'")
 
     @classmethod
     def episode_score(cls, rewards: Sequence[float], state: State) -> float:
@@ -130,8 +133,13 @@ class TravelGym(Env):
 
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
         obs = str(task["request"])
-        state = {"revealed": [], "off_topic": 0, "searches": 0, "choices": {},
-                 "dialogue": [{"role": "user", "content": obs}]}
+        state = {
+            "revealed": [],
+            "off_topic": 0,
+            "searches": 0,
+            "choices": {},
+            "dialogue": [{"role": "user", "content": obs}],
+        }
         return state, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
@@ -144,17 +152,22 @@ class TravelGym(Env):
             obs = SYSTEM_ERROR if failed else search_catalog(task, action.content)
             state["seen"] = sorted(set(state.get("seen", [])) | set(answer_ids(obs)))
         elif action.choice == "action":
-            reply = await user.ask(UserQuery(
-                self.id, "respond", "talk",
-                {"message": action.content, "revealed": list(state["revealed"]),
-                 "off_topic": state["off_topic"]}, task, history_for_query(state)))
+            reply = await user.ask(
+                UserQuery(
+                    self.id,
+                    "respond",
+                    "talk",
+                    {"message": action.content, "revealed": list(state["revealed"]), "off_topic": state["off_topic"]},
+                    task,
+                    history_for_query(state),
+                )
+            )
             new = [int(i) for i in reply["reveal"] if int(i) not in state["revealed"]]
             state["revealed"] += new
             state["off_topic"] = 0 if new else state["off_topic"] + 1
             if not reply.get("volunteered"):
                 reward = round(self.elicit_reward * len(new), 4)
-            obs, info = str(reply["reply"]), {"revealed": new,
-                                              "volunteered": bool(reply.get("volunteered"))}
+            obs, info = str(reply["reply"]), {"revealed": new, "volunteered": bool(reply.get("volunteered"))}
         else:
             obs, reward, info = self._answer(state, action.content, self.require_search)
         state["dialogue"].append({"role": "user", "content": obs})
@@ -169,18 +182,23 @@ class TravelGym(Env):
         task = state["task"]
         ids = answer_ids(content)
         if len(ids) != 1 or not is_plain_answer(content):
-            return ("Please recommend exactly one option id, e.g. [answer] H12.", 0.0,
-                    {"answer_error": "one id"})
+            return ("Please recommend exactly one option id, e.g. [answer] H12.", 0.0, {"answer_error": "one id"})
         found = option_label(task, ids[0])
         if found is None:
             return f"{ids[0]} is not an option in the catalog.", 0.0, {"answer_error": "unknown id"}
         aspect, label = found
         if require_search and task["catalog"][aspect].get("options") and ids[0] not in state.get("seen", []):
-            return (f"{ids[0]} has not come up in your searches; search the catalog first.", 0.0,
-                    {"answer_error": "not searched"})
+            return (
+                f"{ids[0]} has not come up in your searches; search the catalog first.",
+                0.0,
+                {"answer_error": "not searched"},
+            )
         if aspect in state["choices"]:
-            return (f"You already recommended an option for the {aspect.replace('_', ' ')}; "
-                    "only the first choice counts.", 0.0, {"answer_error": "already chosen"})
+            return (
+                f"You already recommended an option for the {aspect.replace('_', ' ')}; only the first choice counts.",
+                0.0,
+                {"answer_error": "already chosen"},
+            )
         score = ANSWER_SCORES[label]
         state["choices"][aspect] = score
         return _REPLIES[label], score, {"aspect": aspect, "label": label}
@@ -193,15 +211,12 @@ class TravelGym(Env):
         """
         plan = []
         for aspect in task["aspects"]:
-            plan += [f"[action] {p['question']}" for p in task.get("preferences", [])
-                     if p["aspect"] == aspect]
-            plan += [f"[search] {aspect.replace('_', ' ')} options",
-                     f"[answer] {task['catalog'][aspect]['best'][0]}"]
+            plan += [f"[action] {p['question']}" for p in task.get("preferences", []) if p["aspect"] == aspect]
+            plan += [f"[search] {aspect.replace('_', ' ')} options", f"[answer] {task['catalog'][aspect]['best'][0]}"]
         step = 0
         for i, m in enumerate(messages):
             if m.get("role") != "assistant":
                 continue
-            reply = next((x.get("content", "") for x in messages[i + 1:]
-                          if x.get("role") != "assistant"), "")
+            reply = next((x.get("content", "") for x in messages[i + 1 :] if x.get("role") != "assistant"), "")
             step += 0 if SYSTEM_ERROR in reply else 1
         return plan[step] if step < len(plan) else "[finish]"

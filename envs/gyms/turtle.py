@@ -60,8 +60,7 @@ def answer_question(task: Task, question: str) -> str:
             best = (ratio, hits, str(fact["answer"]))
     if best is not None:
         return "Yes" if best[2].lower().startswith("y") else "No"
-    if any(kp["keywords"] and _coverage(question, kp["keywords"]) >= 0.5
-           for kp in task["key_points"]):
+    if any(kp["keywords"] and _coverage(question, kp["keywords"]) >= 0.5 for kp in task["key_points"]):
         return "Yes"
     if not task.get("facts"):
         words = content_words(question)
@@ -129,8 +128,7 @@ class TurtleUserSpec:
     def hidden_facts(self, query: UserQuery, reply: dict[str, Any]) -> list[str]:
         """The leak guard's facts: the full story and the checklist statements, always."""
         t = query.task
-        return [str(t.get("bottom") or ""),
-                *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
+        return [str(t.get("bottom") or ""), *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
 
 
 class TurtleGym(Env):
@@ -204,10 +202,8 @@ class TurtleGym(Env):
         )
 
     async def on_reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:
-        obs = (f"Title: {task['title']}\nSurface: {task['surface']}\n"
-               "Uncover the hidden story behind this surface!")
-        return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {
-            "task_id": task["id"]}
+        obs = f"Title: {task['title']}\nSurface: {task['surface']}\nUncover the hidden story behind this surface!"
+        return {"best": 0.0, "dialogue": [{"role": "user", "content": obs}]}, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
         task = state["task"]
@@ -217,14 +213,14 @@ class TurtleGym(Env):
         if action.choice == "search":
             obs = "There is nothing to search here: ask yes/no questions or answer."
         elif action.choice == "action":
-            reply = await user.ask(UserQuery(self.id, "respond", "yes_no",
-                                             {"question": action.content}, task,
-                                             history_for_query(state)))
+            reply = await user.ask(
+                UserQuery(self.id, "respond", "yes_no", {"question": action.content}, task, history_for_query(state))
+            )
             obs, info = f"{reply['answer']}.", {"user_answer": reply["answer"]}
         else:
-            verdict = await user.ask(UserQuery(self.id, "judge", "grade",
-                                               {"story": action.content}, task,
-                                               history_for_query(state)))
+            verdict = await user.ask(
+                UserQuery(self.id, "judge", "grade", {"story": action.content}, task, history_for_query(state))
+            )
             score = float(verdict["score"])
             reward, state["best"] = gain_over_best(state["best"], score)
             judgments = [float(j) for j in verdict.get("judgments", [])]
@@ -240,8 +236,11 @@ class TurtleGym(Env):
     def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
         """Ask up to two questions the story answers with yes, then tell the key points."""
         k = assistant_turns(messages)
-        yes = [f["question"] for f in task.get("facts", [])
-               if str(f.get("answer", "")).lower().startswith("y") and f.get("question")]
+        yes = [
+            f["question"]
+            for f in task.get("facts", [])
+            if str(f.get("answer", "")).lower().startswith("y") and f.get("question")
+        ]
         if not yes:
             yes = [f"Is it true that {task['key_points'][0]['statement'].rstrip('.').lower()}?"]
         if k < min(2, len(yes)):

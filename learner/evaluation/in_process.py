@@ -44,9 +44,16 @@ class LocalEpisode(Transcript):
         return self.terminated or self.truncated
 
 
-async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]], *, max_turns: int,
-               sampling: Sampling, seed: int = 0, show_reward: bool = False,
-               options: dict[str, dict[str, Any]] | None = None) -> list[LocalEpisode]:
+async def play(
+    backend: PolicyBackend,
+    episodes: list[tuple[str, dict[str, Any]]],
+    *,
+    max_turns: int,
+    sampling: Sampling,
+    seed: int = 0,
+    show_reward: bool = False,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> list[LocalEpisode]:
     """Run every (env_id, task) episode to its end; return them with their turn rewards.
     ``options``: gym options by env id (a gym not listed plays with its defaults)."""
     user = InProcessUser()
@@ -58,8 +65,18 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
         state, messages = await reset_episode(envs[env_id], task, seed)
         eps.append(LocalEpisode(envs[env_id], messages, states=[state], task=task))
     while live := [e for e in eps if not e.done]:
-        reqs = [GenRequest(episode_id=str(i), env_id=e.env_id, messages=list(e.messages), prompt_ids=e.prompt_ids,
-                           n_seen=e.n_seen, sampling=sampling, task=e.task) for i, e in enumerate(live)]
+        reqs = [
+            GenRequest(
+                episode_id=str(i),
+                env_id=e.env_id,
+                messages=list(e.messages),
+                prompt_ids=e.prompt_ids,
+                n_seen=e.n_seen,
+                sampling=sampling,
+                task=e.task,
+            )
+            for i, e in enumerate(live)
+        ]
         results = await backend.generate(reqs)
         for e, r in zip(live, results, strict=True):
             e.add(await play_turn(e.env, e.state, r.text, user, show_reward=show_reward))
@@ -68,22 +85,42 @@ async def play(backend: PolicyBackend, episodes: list[tuple[str, dict[str, Any]]
     return eps
 
 
-async def evaluate(backend: PolicyBackend, gyms: list[str], *, split: str = "test", n_tasks: int = 15,
-                   max_turns: int = 6, temperature: float = 0.0, max_new_tokens: int = 48,
-                   show_reward: bool = False, samples: int = 1, seed: int = 0, data: str = "",
-                   options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+async def evaluate(
+    backend: PolicyBackend,
+    gyms: list[str],
+    *,
+    split: str = "test",
+    n_tasks: int = 15,
+    max_turns: int = 6,
+    temperature: float = 0.0,
+    max_new_tokens: int = 48,
+    show_reward: bool = False,
+    samples: int = 1,
+    seed: int = 0,
+    data: str = "",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Per-gym mean episode score (the gym's ``episode_score``) and format-error rate on ``split`` of
     ``data`` (a deploy config's data folder; "" = bundled), gyms built with ``options``;
     with ``samples`` > 1 each task is played that many times (sampling) and all are averaged."""
     episodes = [(g, t) for g in gyms for t in data_tasks(g, split, data)[:n_tasks] for _ in range(samples)]
-    played = await play(backend, episodes, max_turns=max_turns, show_reward=show_reward, options=options,
-                        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed))
+    played = await play(
+        backend,
+        episodes,
+        max_turns=max_turns,
+        show_reward=show_reward,
+        options=options,
+        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+    )
     report: dict[str, Any] = {"gyms": {}}
     for g in gyms:
         mine = [e for e in played if e.env_id == g]
         turns = sum(len(e.rewards) for e in mine)
-        report["gyms"][g] = {"score": sum(e.score for e in mine) / max(len(mine), 1), "episodes": len(mine),
-                             "format_error_rate": sum(e.format_errors for e in mine) / max(turns, 1)}
+        report["gyms"][g] = {
+            "score": sum(e.score for e in mine) / max(len(mine), 1),
+            "episodes": len(mine),
+            "format_error_rate": sum(e.format_errors for e in mine) / max(turns, 1),
+        }
     n = sum(v["episodes"] for v in report["gyms"].values())
     report["overall"] = sum(v["score"] * v["episodes"] for v in report["gyms"].values()) / max(n, 1)
     return report

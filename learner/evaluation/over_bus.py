@@ -62,7 +62,9 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
         cls = get_env_class(gym)
         maxes = [float(cls.max_score(task)) for task in gym_tasks]
         report["gyms"][gym] = {
-            "tasks": len(gym_tasks), "episodes": len(scores), "failed": failed,
+            "tasks": len(gym_tasks),
+            "episodes": len(scores),
+            "failed": failed,
             "pass@1": sum(scores) / max(len(scores), 1),
             f"pass@{k}": sum(max(v) for v in by_task.values()) / max(len(by_task), 1),
             "max": sum(maxes) / max(len(maxes), 1),
@@ -108,37 +110,83 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def eval_resets(gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float, max_turns: int,
-                max_new_tokens: int, tag: str, data: str = "",
-                options: dict[str, dict[str, Any]] | None = None) -> tuple[list[Reset], dict]:
+def eval_resets(
+    gyms: Sequence[str],
+    *,
+    n_tasks: int,
+    k: int,
+    temperature: float,
+    max_turns: int,
+    max_new_tokens: int,
+    tag: str,
+    data: str = "",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[Reset], dict]:
     """The resets of an evaluation: ``k`` episodes of each of the first ``n_tasks`` tasks of
     each gym's test split of ``data`` ("" = bundled), each gym with its ``options``."""
     tasks = {g: data_tasks(g, "test", data)[:n_tasks] for g in gyms}
     resets = []
     for g, ts in tasks.items():
-        resets += make_resets(g, ts, group_size=k, max_turns=max_turns, prefix=f"{tag}:",
-                              sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
-                              meta={"split": "test", "show_reward": False, "eval": tag},
-                              options=(options or {}).get(g))
+        resets += make_resets(
+            g,
+            ts,
+            group_size=k,
+            max_turns=max_turns,
+            prefix=f"{tag}:",
+            sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
+            meta={"split": "test", "show_reward": False, "eval": tag},
+            options=(options or {}).get(g),
+        )
     return resets, tasks
 
 
-async def play_test_split(bus: Any, gyms: Sequence[str], *, n_tasks: int, k: int, temperature: float,
-                          max_turns: int, max_new_tokens: int, timeout_s: float, tag: str, data: str = "",
-                          options: dict[str, dict[str, Any]] | None = None) -> tuple[dict, dict]:
+async def play_test_split(
+    bus: Any,
+    gyms: Sequence[str],
+    *,
+    n_tasks: int,
+    k: int,
+    temperature: float,
+    max_turns: int,
+    max_new_tokens: int,
+    timeout_s: float,
+    tag: str,
+    data: str = "",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict, dict]:
     """Play the evaluation of :func:`eval_resets` and collect its trajectories."""
-    resets, tasks = eval_resets(gyms, n_tasks=n_tasks, k=k, temperature=temperature, max_turns=max_turns,
-                                max_new_tokens=max_new_tokens, tag=tag, data=data, options=options)
+    resets, tasks = eval_resets(
+        gyms,
+        n_tasks=n_tasks,
+        k=k,
+        temperature=temperature,
+        max_turns=max_turns,
+        max_new_tokens=max_new_tokens,
+        tag=tag,
+        data=data,
+        options=options,
+    )
     await send_resets(bus, resets)
-    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25,
-                                  resets=resets)
+    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25, resets=resets)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
 
 
-def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], *, model: str,
-             gyms: Sequence[str], n_tasks: int = 10_000, k: int = 1, temperature: float = 0.0, max_turns: int = 0,
-             api_model: str = "", out_dir: str | Path | None = None, timeout_s: float = 3600.0,
-             attach: bool = False) -> dict[str, Any]:
+def run_eval(
+    cfg: DeployConfig,
+    config_path: str | None,
+    overrides: Sequence[str],
+    *,
+    model: str,
+    gyms: Sequence[str],
+    n_tasks: int = 10_000,
+    k: int = 1,
+    temperature: float = 0.0,
+    max_turns: int = 0,
+    api_model: str = "",
+    out_dir: str | Path | None = None,
+    timeout_s: float = 3600.0,
+    attach: bool = False,
+) -> dict[str, Any]:
     out = Path(out_dir or Path(cfg.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"eval{int(time.time())}"
@@ -154,11 +202,19 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
         async def main() -> tuple[dict, dict]:
             bus = make_bus(cfg, url=url)
             try:
-                return await play_test_split(bus, gyms, n_tasks=n_tasks, k=k, temperature=temperature,
-                                             max_turns=max_turns, max_new_tokens=cfg.policy.max_new_tokens,
-                                             timeout_s=timeout_s, tag=tag, data=cfg.data,
-                                             options={g: gym_options_for(cfg, g, evaluation=True)
-                                                      for g in gyms})
+                return await play_test_split(
+                    bus,
+                    gyms,
+                    n_tasks=n_tasks,
+                    k=k,
+                    temperature=temperature,
+                    max_turns=max_turns,
+                    max_new_tokens=cfg.policy.max_new_tokens,
+                    timeout_s=timeout_s,
+                    tag=tag,
+                    data=cfg.data,
+                    options={g: gym_options_for(cfg, g, evaluation=True) for g in gyms},
+                )
             finally:
                 await bus.redis.aclose()
 
@@ -167,8 +223,15 @@ def run_eval(cfg: DeployConfig, config_path: str | None, overrides: Sequence[str
         if launcher:
             launcher.stop()
     report = summarize(trajs, tasks, k)
-    report.update({"model": model, "k": k, "temperature": temperature, "max_turns": max_turns,
-                   "all_failed": all_failed_message([t for t, *_ in trajs.values()])})
+    report.update(
+        {
+            "model": model,
+            "k": k,
+            "temperature": temperature,
+            "max_turns": max_turns,
+            "all_failed": all_failed_message([t for t, *_ in trajs.values()]),
+        }
+    )
     (out / "report.json").write_text(json.dumps(report, indent=2))
     plot_report(report, out / "report.png")
     log.info("eval.done", out=str(out), overall=round(report["overall"], 4))

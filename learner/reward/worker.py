@@ -47,12 +47,28 @@ def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, An
     scores, advantages = group_advantages(rewards, lengths, **kw)
     items = []
     for tr, s, adv in zip(trajs, scores, advantages, strict=True):
-        turns = [{"prompt_ids": t.get("prompt_ids") or [], "token_ids": t.get("token_ids") or [],
-                  "logprobs": t.get("logprobs") or [], "policy_version": int(t.get("policy_version", 0)),
-                  "reward": float(t["reward"]), "advantages": a} for t, a in zip(tr.turns, adv, strict=True)]
-        items.append({"episode_id": tr.episode_id, "task_id": tr.task_id, "score": s,
-                      "return": episode_return(tr), "n_turns": len(tr.turns), "turns": turns,
-                      "meta": tr.meta})
+        turns = [
+            {
+                "prompt_ids": t.get("prompt_ids") or [],
+                "token_ids": t.get("token_ids") or [],
+                "logprobs": t.get("logprobs") or [],
+                "policy_version": int(t.get("policy_version", 0)),
+                "reward": float(t["reward"]),
+                "advantages": a,
+            }
+            for t, a in zip(tr.turns, adv, strict=True)
+        ]
+        items.append(
+            {
+                "episode_id": tr.episode_id,
+                "task_id": tr.task_id,
+                "score": s,
+                "return": episode_return(tr),
+                "n_turns": len(tr.turns),
+                "turns": turns,
+                "meta": tr.meta,
+            }
+        )
     return items
 
 
@@ -60,8 +76,16 @@ class RewardWorker(Worker):
     role = "reward"
     accepts = (Trajectory, ScoreGroup)
 
-    def __init__(self, bus: Bus, settings: WorkerSettings | None = None, *, config: RewardConfig | None = None,
-                 group_timeout_s: float = 600.0, sweep_interval_s: float = 2.0, stall_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: WorkerSettings | None = None,
+        *,
+        config: RewardConfig | None = None,
+        group_timeout_s: float = 600.0,
+        sweep_interval_s: float = 2.0,
+        stall_s: float = 900.0,
+    ) -> None:
         super().__init__(bus, settings)
         self.config = config or RewardConfig()
         self.stall_s = stall_s
@@ -70,8 +94,13 @@ class RewardWorker(Worker):
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> RewardWorker:
-        return cls(bus, settings, config=cfg.reward, group_timeout_s=cfg.reward.group_timeout_s,
-                   stall_s=cfg.bus.stall_timeout_ms / 1000)
+        return cls(
+            bus,
+            settings,
+            config=cfg.reward,
+            group_timeout_s=cfg.reward.group_timeout_s,
+            stall_s=cfg.bus.stall_timeout_ms / 1000,
+        )
 
     async def async_run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -96,8 +125,7 @@ class RewardWorker(Worker):
         size = int(t.meta.get("group_size", 1))
         members = k.group_members(t.group_id)
         eff.hset(members, {t.episode_id: encode(t)}).zadd(k.groups_open, time.time(), t.group_id, nx=True)
-        return eff.send_if_hash_len(self.stream, ScoreGroup(episode_id=t.group_id, group_id=t.group_id),
-                                    members, size)
+        return eff.send_if_hash_len(self.stream, ScoreGroup(episode_id=t.group_id, group_id=t.group_id), members, size)
 
     async def on_score_group(self, m: ScoreGroup) -> Effects | None:
         k = self.bus.keys
@@ -113,29 +141,51 @@ class RewardWorker(Worker):
         env_id = trajs[0].env_id  # type: ignore[attr-defined]
         if failed or len(trajs) < size:
             reason = f"failed members {failed}" if failed else f"{len(trajs)}/{size} members by the deadline"
-            summary = [{"episode_id": t.episode_id, "status": t.status,  # type: ignore[attr-defined]
-                        "error": t.error.to_wire() if t.error else None,  # type: ignore[attr-defined]
-                        "return": episode_return(t)} for t in trajs]  # type: ignore[arg-type]
-            out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=summary,
-                              status="dropped", meta={"reason": reason})
+            summary = [
+                {
+                    "episode_id": t.episode_id,
+                    "status": t.status,  # type: ignore[attr-defined]
+                    "error": t.error.to_wire() if t.error else None,  # type: ignore[attr-defined]
+                    "return": episode_return(t),
+                }
+                for t in trajs
+            ]  # type: ignore[arg-type]
+            out = ScoredGroup(
+                episode_id=m.group_id,
+                group_id=m.group_id,
+                env_id=env_id,
+                items=summary,
+                status="dropped",
+                meta={"reason": reason},
+            )
             self.log.warning("reward.group_dropped", group_id=m.group_id, reason=reason)
             eff.send(k.stream("learner"), out, maxlen=cap).send(k.results, out, maxlen=cap)
             status = f"dropped:{reason}"
             eff.incr(k.counters, "groups_dropped")
         else:
             items = score_group(trajs, self.config)  # type: ignore[arg-type]
-            out = ScoredGroup(episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=items,
-                              meta=dict(trajs[0].meta))  # type: ignore[attr-defined]
-            summary_items = [{key: it[key] for key in ("episode_id", "task_id", "score", "return", "n_turns", "meta")}
-                             for it in items]
+            out = ScoredGroup(
+                episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=items, meta=dict(trajs[0].meta)
+            )  # type: ignore[attr-defined]
+            summary_items = [
+                {key: it[key] for key in ("episode_id", "task_id", "score", "return", "n_turns", "meta")}
+                for it in items
+            ]
             eff.send(k.stream("learner"), out, {"group": m.group_id, "env": env_id}, maxlen=cap)
-            eff.send(k.results, dataclasses.replace(out, items=summary_items), {"group": m.group_id, "env": env_id},
-                     maxlen=cap)
+            eff.send(
+                k.results,
+                dataclasses.replace(out, items=summary_items),
+                {"group": m.group_id, "env": env_id},
+                maxlen=cap,
+            )
             status = "scored"
             eff.incr(k.counters, "groups_scored")
         eff.zadd(k.groups_done_at, time.time(), m.group_id)
-        return eff.delete(k.group_members(m.group_id)).zrem(k.groups_open, m.group_id).hset(
-            k.groups_done, {m.group_id: status})
+        return (
+            eff.delete(k.group_members(m.group_id))
+            .zrem(k.groups_open, m.group_id)
+            .hset(k.groups_done, {m.group_id: status})
+        )
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -143,11 +193,13 @@ class RewardWorker(Worker):
             try:
                 await self.bus.cap_finished()
                 await sweep_stalled(self.bus, self.stall_s)
-                overdue = await self.bus.redis.zrangebyscore(self.bus.keys.groups_open, "-inf",
-                                                             time.time() - self.group_timeout_s)
+                overdue = await self.bus.redis.zrangebyscore(
+                    self.bus.keys.groups_open, "-inf", time.time() - self.group_timeout_s
+                )
                 for gid in overdue:
                     g = gid.decode()
-                    await self.bus.send(self.stream, ScoreGroup(episode_id=g, group_id=g, hop=1, force=True,
-                                                                reason="deadline"))
+                    await self.bus.send(
+                        self.stream, ScoreGroup(episode_id=g, group_id=g, hop=1, force=True, reason="deadline")
+                    )
             except Exception as exc:  # the sweep retries next round
                 self.log.warning("reward.sweep_failed", error=repr(exc))

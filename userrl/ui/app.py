@@ -36,8 +36,12 @@ from userrl.ui.streams import event_stream, follow_episode, resume_id, snapshots
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"/episodes": "episodes.html", "/episode": "episode.html", "/system": "system.html",
-         "/learning": "learning.html"}
+PAGES = {
+    "/episodes": "episodes.html",
+    "/episode": "episode.html",
+    "/system": "system.html",
+    "/learning": "learning.html",
+}
 _TOKEN_OK = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")
 
 
@@ -148,9 +152,16 @@ class Views:
         gym, task = await self.episodes.gym_task(eid)
         live = await r.zscore(k.live, eid) is not None
         finished = await r.zscore(k.finished, eid) is not None
-        return JSONResponse({"episode": eid, "gym": gym, "task": task, "entries": entries,
-                             "state": "live" if live else "finished" if finished else "unknown",
-                             **summarize(entries)})
+        return JSONResponse(
+            {
+                "episode": eid,
+                "gym": gym,
+                "task": task,
+                "entries": entries,
+                "state": "live" if live else "finished" if finished else "unknown",
+                **summarize(entries),
+            }
+        )
 
     async def api_system(self, request: Request) -> Response:
         try:
@@ -169,18 +180,19 @@ class Views:
             gym, status, limit = self.filters(request)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return event_stream(snapshots("episodes", lambda: self.episode_list(gym, status, limit),
-                                      self.settings.refresh_s))
+        return event_stream(
+            snapshots("episodes", lambda: self.episode_list(gym, status, limit), self.settings.refresh_s)
+        )
 
     async def stream_episode(self, request: Request) -> Response:
         start = resume_id(request.headers.get("last-event-id"))  # a reconnecting EventSource resumes
-        return event_stream(follow_episode(self.bus, request.query_params.get("id", ""), start,
-                                           self.settings.block_ms))
+        return event_stream(follow_episode(self.bus, request.query_params.get("id", ""), start, self.settings.block_ms))
 
     async def stream_system(self, request: Request) -> Response:
         sample = min(1.0, self.settings.refresh_s)
-        return event_stream(snapshots("system", lambda: system_snapshot(self.bus, sample_s=sample),
-                                      self.settings.refresh_s))
+        return event_stream(
+            snapshots("system", lambda: system_snapshot(self.bus, sample_s=sample), self.settings.refresh_s)
+        )
 
     async def stream_metrics(self, request: Request) -> Response:
         return event_stream(tail_metrics(MetricsTail(self.metrics_path), self.settings.refresh_s))
@@ -194,15 +206,23 @@ async def _redis_unavailable(request: Request, exc: Exception) -> Response:
 def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
     """The ASGI app; ``connect`` makes the (read-only) Bus when the server starts."""
     v = Views(settings, connect)
-    routes = [Route("/", v.home), *(Route(path, v.page) for path in PAGES),
-              Route("/api/episodes", v.api_episodes), Route("/api/episode", v.api_episode),
-              Route("/api/system", v.api_system), Route("/api/metrics", v.api_metrics),
-              Route("/api/stream/episodes", v.stream_episodes), Route("/api/stream/episode", v.stream_episode),
-              Route("/api/stream/system", v.stream_system), Route("/api/stream/metrics", v.stream_metrics),
-              Mount("/static", StaticFiles(directory=STATIC))]
+    routes = [
+        Route("/", v.home),
+        *(Route(path, v.page) for path in PAGES),
+        Route("/api/episodes", v.api_episodes),
+        Route("/api/episode", v.api_episode),
+        Route("/api/system", v.api_system),
+        Route("/api/metrics", v.api_metrics),
+        Route("/api/stream/episodes", v.stream_episodes),
+        Route("/api/stream/episode", v.stream_episode),
+        Route("/api/stream/system", v.stream_system),
+        Route("/api/stream/metrics", v.stream_metrics),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
     middleware = [Middleware(Guard, token=settings.token)]
     if is_loopback(settings.host) and not settings.token:
         # no token: only loopback names, so a page elsewhere cannot reach us by DNS rebinding
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=v.lifespan,
-                     exception_handlers={RedisError: _redis_unavailable})
+    return Starlette(
+        routes=routes, middleware=middleware, lifespan=v.lifespan, exception_handlers={RedisError: _redis_unavailable}
+    )

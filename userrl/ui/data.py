@@ -43,8 +43,9 @@ def _gym_task_from_snapshot(raw: bytes | None) -> tuple[str, str] | None:
         return None
 
 
-def episode_row(eid: str, state: str, since: float, entries: list[dict[str, str]],
-                gym_task: tuple[str, str], now: float) -> dict[str, Any]:
+def episode_row(
+    eid: str, state: str, since: float, entries: list[dict[str, str]], gym_task: tuple[str, str], now: float
+) -> dict[str, Any]:
     """One line of the episodes list."""
     s = summarize(entries)
     last_policy = next((e for e in reversed(entries) if e.get("role") == "assistant"), {})
@@ -52,11 +53,20 @@ def episode_row(eid: str, state: str, since: float, entries: list[dict[str, str]
     if state == "finished" and (s["end"] or "").startswith("failed"):
         status = "failed"
     version = last_policy.get("version")
-    return {"episode": eid, "gym": gym_task[0], "task": gym_task[1], "status": status,
-            "turn": s["turns"], "last_reward": s["last_reward"], "score": s["score"], "end": s["end"],
-            "version": int(version) if version not in (None, "") else None,
-            "worker": last_policy.get("worker", ""), "age_s": round(max(0.0, now - since), 1),
-            "expired": not entries}
+    return {
+        "episode": eid,
+        "gym": gym_task[0],
+        "task": gym_task[1],
+        "status": status,
+        "turn": s["turns"],
+        "last_reward": s["last_reward"],
+        "score": s["score"],
+        "end": s["end"],
+        "version": int(version) if version not in (None, "") else None,
+        "worker": last_policy.get("worker", ""),
+        "age_s": round(max(0.0, now - since), 1),
+        "expired": not entries,
+    }
 
 
 class EpisodeReader:
@@ -79,8 +89,10 @@ class EpisodeReader:
         scan = max(limit, 5000) if gym else limit
         members: list[tuple[str, str, float]] = []
         for state, key in sets:
-            got = [(m.decode(errors="replace"), state, float(score))
-                   for m, score in await r.zrevrange(key, 0, scan - 1, withscores=True)]
+            got = [
+                (m.decode(errors="replace"), state, float(score))
+                for m, score in await r.zrevrange(key, 0, scan - 1, withscores=True)
+            ]
             await self._learn_gym_tasks([eid for eid, _, _ in got])
             members += [m for m in got if not gym or self._gym_task[m[0]][0] == gym][:limit]
         if not members:
@@ -90,8 +102,10 @@ class EpisodeReader:
                 pipe.xrange(k.episode(eid))
             streams = await pipe.execute()
         now = time.time()
-        rows = [episode_row(eid, state, since, [_entry(f) for _, f in stream], self._gym_task[eid], now)
-                for (eid, state, since), stream in zip(members, streams, strict=True)]
+        rows = [
+            episode_row(eid, state, since, [_entry(f) for _, f in stream], self._gym_task[eid], now)
+            for (eid, state, since), stream in zip(members, streams, strict=True)
+        ]
         return [row for row in rows if not status or row["status"] == status]
 
     async def _learn_gym_tasks(self, ids: list[str]) -> None:

@@ -20,8 +20,11 @@ from userrl.errors import ConfigError
 
 COOKIE = "userrl_ui_token"
 HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                 b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -40,8 +43,10 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str) -> None:
     """Refuse to serve a non-loopback address without a token."""
     if not is_loopback(host) and not token:
-        raise ConfigError(f"--host {host} is reachable from other machines: pass --token TOKEN or set "
-                          "USERRL_UI_TOKEN (or bind 127.0.0.1 and use an SSH tunnel)")
+        raise ConfigError(
+            f"--host {host} is reachable from other machines: pass --token TOKEN or set "
+            "USERRL_UI_TOKEN (or bind 127.0.0.1 and use an SSH tunnel)"
+        )
 
 
 def _supplied(scope: Scope) -> tuple[str, bool]:
@@ -100,18 +105,40 @@ class Guard:
     async def _drop_token_from_url(self, scope: Scope, send: Send) -> None:
         """A page opened with ?token=: set the cookie and redirect to the URL without the token,
         so it stays out of the address bar, the history and bookmarks."""
-        query = [(k, v) for k, vs in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
-                 for v in vs if k != "token"]
+        query = [
+            (k, v)
+            for k, vs in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
+            for v in vs
+            if k != "token"
+        ]
         location = scope["path"] + ("?" + urlencode(query) if query else "")
-        await send({"type": "http.response.start", "status": 303,
-                    "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
-                                self._cookie(), *HEADERS]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [
+                    (b"location", location.encode("latin-1")),
+                    (b"content-length", b"0"),
+                    self._cookie(),
+                    *HEADERS,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _unauthorized(send: Send) -> None:
         body = b"401 unauthorized: open the page with ?token=YOUR_TOKEN (or send Authorization: Bearer)\n"
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode()), *HEADERS]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode()),
+                    *HEADERS,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

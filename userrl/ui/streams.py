@@ -39,8 +39,9 @@ def resume_id(last_event_id: str | None) -> str:
 
 
 def event_stream(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(_guarded(gen), media_type="text/event-stream",
-                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        _guarded(gen), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+    )
 
 
 async def _guarded(gen: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -14,9 +14,22 @@ what a yes/no question can confirm. Every fourth row goes to the test split.
 from __future__ import annotations
 
 FLAGS: dict[str, str] = {
-    "a": "alive", "t": "alive_today", "m": "man_made", "f": "fictional", "p": "person",
-    "n": "animal", "l": "plant", "w": "in_water", "y": "can_fly", "c": "place", "e": "food",
-    "x": "electronic", "b": "big", "h": "historical", "o": "object", "s": "famous",
+    "a": "alive",
+    "t": "alive_today",
+    "m": "man_made",
+    "f": "fictional",
+    "p": "person",
+    "n": "animal",
+    "l": "plant",
+    "w": "in_water",
+    "y": "can_fly",
+    "c": "place",
+    "e": "food",
+    "x": "electronic",
+    "b": "big",
+    "h": "historical",
+    "o": "object",
+    "s": "famous",
 }
 
 # title | category | flags | tags (comma separated) | synonyms (comma separated)
@@ -91,13 +104,16 @@ def entities() -> list[dict[str, object]]:
         title, category, flags, tags, syns = (part.strip() for part in line.split("|"))
         kind = "who it is" if "p" in flags else "what it is"
         article = "an" if category[0] in "aeiou" else "a"
-        out.append({
-            "title": title,
-            "category": category,
-            "description": (f"I am thinking of {article} {category}. Try to guess {kind} by "
-                            "asking yes/no questions!"),
-            "synonyms": [s.strip() for s in syns.split(",") if s.strip()],
-            "attributes": {name: letter in flags for letter, name in FLAGS.items()},
-            "tags": [t.strip() for t in tags.split(",") if t.strip()],
-        })
+        out.append(
+            {
+                "title": title,
+                "category": category,
+                "description": (
+                    f"I am thinking of {article} {category}. Try to guess {kind} by asking yes/no questions!"
+                ),
+                "synonyms": [s.strip() for s in syns.split(",") if s.strip()],
+                "attributes": {name: letter in flags for letter, name in FLAGS.items()},
+                "tags": [t.strip() for t in tags.split(",") if t.strip()],
+            }
+        )
     return out

@@ -65,21 +65,55 @@ from userrl.envs.gyms.persuade import BACKFIRE
 from userrl.errors import DataError
 
 #: words too generic to identify a key point or a detail
-_GENERIC = frozenset("""story include includes included reveal reveals revealed explain
+_GENERIC = frozenset(
+    """story include includes included reveal reveals revealed explain
     explains explained mention mentions mentioned actually original even different logical
     logically justifiable clearly also specific preference preferences type details detail
     information particular kind level protagonist known commonly found used often produces
-    typically usually various many prefer preferred method""".split())
+    typically usually various many prefer preferred method""".split()
+)
 _GENERIC_STEMS = frozenset(stem(w) for w in _GENERIC)
-_PERSON = ("person", "figure", "singer", "artist", "composer", "athlete", "scientist", "painter",
-           "philosopher", "author", "celebrity", "entertainer", "leader", "mathematician",
-           "humanitarian", "actor", "icon", "entrepreneur", "personality")
+_PERSON = (
+    "person",
+    "figure",
+    "singer",
+    "artist",
+    "composer",
+    "athlete",
+    "scientist",
+    "painter",
+    "philosopher",
+    "author",
+    "celebrity",
+    "entertainer",
+    "leader",
+    "mathematician",
+    "humanitarian",
+    "actor",
+    "icon",
+    "entrepreneur",
+    "personality",
+)
 _ANIMAL = ("animal", "bird", "fish", "creature", "reptile", "marsupial", "dog_breed", "dinosaur")
 _FOOD = ("food", "fruit", "dessert", "dish", "beverage", "vegetable", "cuisine")
-_PLACE = ("place", "city", "cities", "landmark", "mountain", "park", "country", "location",
-          "site", "waterfall", "forest", "island", "museum", "body_of_water", "monument")
-_FICTIONAL = ("fictional", "mythical", "legendary", "cartoon", "superhero", "vampire",
-              "mythology", "animated")
+_PLACE = (
+    "place",
+    "city",
+    "cities",
+    "landmark",
+    "mountain",
+    "park",
+    "country",
+    "location",
+    "site",
+    "waterfall",
+    "forest",
+    "island",
+    "museum",
+    "body_of_water",
+    "monument",
+)
+_FICTIONAL = ("fictional", "mythical", "legendary", "cartoon", "superhero", "vampire", "mythology", "animated")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -98,8 +132,14 @@ def convert_function(path: Path) -> list[dict[str, Any]]:
     out = []
     for i, rec in enumerate(load_json(path, list)):
         rec = require_keys(path, f"entry {i}", rec, ("id", "rule", "test_case", "expected_result"))
-        out.append({"id": str(rec["id"]), "rule": rec["rule"], "test_case": rec["test_case"],
-                    "expected_result": rec["expected_result"]})
+        out.append(
+            {
+                "id": str(rec["id"]),
+                "rule": rec["rule"],
+                "test_case": rec["test_case"],
+                "expected_result": rec["expected_result"],
+            }
+        )
     return out
 
 
@@ -135,10 +175,18 @@ def convert_telepathy(path: Path) -> list[dict[str, Any]]:
         if attrs.get("person") and len(title.split()) > 1:
             synonyms.append(title.split()[-1])
         title_stems = {stem(w) for w in normalize(title).split()}
-        out.append({"id": str(rec["id"]), "title": title, "category": category,
-                    "description": str(rec["description"]), "synonyms": synonyms,
-                    "details": details, "attributes": attrs,
-                    "tags": keywords_from(about, title_stems, limit=20)})
+        out.append(
+            {
+                "id": str(rec["id"]),
+                "title": title,
+                "category": category,
+                "description": str(rec["description"]),
+                "synonyms": synonyms,
+                "details": details,
+                "attributes": attrs,
+                "tags": keywords_from(about, title_stems, limit=20),
+            }
+        )
     return out
 
 
@@ -151,11 +199,24 @@ def convert_turtle(path: Path) -> list[dict[str, Any]]:
         points = []
         for j, ev in enumerate(rec["evaluation"]):
             ev = require_keys(path, f"story {key!r} evaluation {j}", ev, ("statement", "score"))
-            points.append({"statement": str(ev["statement"]), "weight": float(ev["score"]),
-                           "keywords": [[w] for w in keywords_from(ev["statement"])]})
-        out.append({"id": f"turtle-{key}", "title": rec["new_title"],
-                    "surface": rec["new_surface"], "bottom": rec["new_bottom"],
-                    "key_points": points, "facts": [], "grading": {"full": 0.6, "half": 0.3}})
+            points.append(
+                {
+                    "statement": str(ev["statement"]),
+                    "weight": float(ev["score"]),
+                    "keywords": [[w] for w in keywords_from(ev["statement"])],
+                }
+            )
+        out.append(
+            {
+                "id": f"turtle-{key}",
+                "title": rec["new_title"],
+                "surface": rec["new_surface"],
+                "bottom": rec["new_bottom"],
+                "key_points": points,
+                "facts": [],
+                "grading": {"full": 0.6, "half": 0.3},
+            }
+        )
     return out
 
 
@@ -186,13 +247,24 @@ def convert_intention(path: Path) -> list[dict[str, Any]]:
         for j, d in enumerate(raw):
             require_keys(path, f"entry {i} detail {j}", d, ("description", "importance"))
         kws = _intention_keywords(str(rec["task"]), [str(d["description"]) for d in raw])
-        details = [{
-            "description": str(d["description"]), "importance": int(d["importance"]),
-            "keywords": k, "inquiry": str(d.get("inquiry", "")),
-            "answer": str((d.get("options") or ["I have no preference"])[0]),
-        } for d, k in zip(raw, kws, strict=True)]
-        out.append({"id": str(rec["id"]), "category": str(rec.get("category", "")),
-                    "task": str(rec["task"]), "missing_details": details})
+        details = [
+            {
+                "description": str(d["description"]),
+                "importance": int(d["importance"]),
+                "keywords": k,
+                "inquiry": str(d.get("inquiry", "")),
+                "answer": str((d.get("options") or ["I have no preference"])[0]),
+            }
+            for d, k in zip(raw, kws, strict=True)
+        ]
+        out.append(
+            {
+                "id": str(rec["id"]),
+                "category": str(rec.get("category", "")),
+                "task": str(rec["task"]),
+                "missing_details": details,
+            }
+        )
     return out
 
 
@@ -201,8 +273,9 @@ def convert_search(path: Path) -> list[dict[str, Any]]:
     out = []
     for i, rec in enumerate(load_json(path, list)):
         rec = require_keys(path, f"entry {i}", rec, ("id", "question", "answer"))
-        out.append({"id": str(rec["id"]), "question": str(rec["question"]),
-                    "answer": str(rec["answer"]), "aliases": []})
+        out.append(
+            {"id": str(rec["id"]), "question": str(rec["question"]), "answer": str(rec["answer"]), "aliases": []}
+        )
     return out
 
 
@@ -221,15 +294,24 @@ def convert_tau(path: Path) -> list[dict[str, Any]]:
             actions.append({"name": str(a["name"]), "arguments": dict(a["kwargs"])})
         db = f"tau-bench-{str(rec['id']).split('-')[0]}"
         if db not in DOMAINS:
-            raise DataError(f"{path}: entry {i}: id {rec['id']!r} names no τ-bench domain "
-                            "(expected retail-... or airline-...)")
+            raise DataError(
+                f"{path}: entry {i}: id {rec['id']!r} names no τ-bench domain (expected retail-... or airline-...)"
+            )
         try:
             check_actions(DOMAINS[db], actions)
         except ValueError as exc:
             raise DataError(f"{path}: entry {i} ({rec['id']}): {exc}") from exc
-        out.append({"id": str(rec["id"]), "db": db, "opening": str(rec["obs"]),
-                    "instruction": str(task["instruction"]), "user_id": str(task["user_id"]),
-                    "actions": actions, "outputs": [str(o) for o in task.get("outputs") or []]})
+        out.append(
+            {
+                "id": str(rec["id"]),
+                "db": db,
+                "opening": str(rec["obs"]),
+                "instruction": str(task["instruction"]),
+                "user_id": str(task["user_id"]),
+                "actions": actions,
+                "outputs": [str(o) for o in task.get("outputs") or []],
+            }
+        )
     return out
 
 
@@ -254,16 +336,22 @@ def convert_travel(path: Path, dataset: str = "") -> list[dict[str, Any]]:
             variant = "".join(n.split("-")[0] for _, n in parts)
         except (ValueError, SyntaxError) as exc:
             raise DataError(f"{path}: row {i}: malformed travel id or ground truth ({exc})") from exc
-        catalog: dict[str, dict[str, Any]] = {a: {"options": [], "best": [], "acceptable": []}
-                                              for a in aspects}
+        catalog: dict[str, dict[str, Any]] = {a: {"options": [], "best": [], "acceptable": []} for a in aspects}
         for g in gold:
             aspect = PREFIX_ASPECT.get(str(g)[:1])
             if aspect not in catalog:
                 raise DataError(f"{path}: row {i}: option {g!r} matches no aspect of {rm['id']!r}")
             catalog[aspect]["best"].append(str(g))
-        out.append({"id": f"{dataset}:{rm['id']}" if dataset else str(rm["id"]), "variant": variant,
-                    "request": _user_prompt(path, i, row).strip(), "aspects": aspects,
-                    "preferences": [], "catalog": catalog})
+        out.append(
+            {
+                "id": f"{dataset}:{rm['id']}" if dataset else str(rm["id"]),
+                "variant": variant,
+                "request": _user_prompt(path, i, row).strip(),
+                "aspects": aspects,
+                "preferences": [],
+                "catalog": catalog,
+            }
+        )
     return out
 
 
@@ -289,9 +377,23 @@ def convert_persuade(path: Path) -> list[dict[str, Any]]:
         if not points[0][1]:
             raise DataError(f"{path}: row {i}: the claim and argument have no content words")
         levels = [6 // len(points) + (1 if j < 6 % len(points) else 0) for j in range(len(points))]
-        counters = [{"argument": f"You point to {', '.join(k)}; consider the other side of that.",
-                     "point": p, "keywords": [[w] for w in k], "min_hits": min(2, len(k)),
-                     "levels": n} for (p, k), n in zip(points, levels, strict=True)]
-        out.append({"id": str(rm["id"]), "claim": str(rm["claim"]), "argument": str(rm["argument"]),
-                    "initial_stance": 0, "counters": counters})
+        counters = [
+            {
+                "argument": f"You point to {', '.join(k)}; consider the other side of that.",
+                "point": p,
+                "keywords": [[w] for w in k],
+                "min_hits": min(2, len(k)),
+                "levels": n,
+            }
+            for (p, k), n in zip(points, levels, strict=True)
+        ]
+        out.append(
+            {
+                "id": str(rm["id"]),
+                "claim": str(rm["claim"]),
+                "argument": str(rm["argument"]),
+                "initial_stance": 0,
+                "counters": counters,
+            }
+        )
     return out

@@ -49,15 +49,20 @@ _GYMS: dict[str, tuple[str, str]] = {  # source folder -> (our dataset folder, e
     "TauGym": ("tau", "userrl/Tau-v0"),
 }
 _CONVERTERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
-    "FunctionGym": converters.convert_function, "TelepathyGym": converters.convert_telepathy,
-    "TurtleGym": converters.convert_turtle, "IntentionGym": converters.convert_intention,
-    "SearchGym": converters.convert_search, "TauGym": converters.convert_tau}
+    "FunctionGym": converters.convert_function,
+    "TelepathyGym": converters.convert_telepathy,
+    "TurtleGym": converters.convert_turtle,
+    "IntentionGym": converters.convert_intention,
+    "SearchGym": converters.convert_search,
+    "TauGym": converters.convert_tau,
+}
 
 TRAVEL_VARIANTS = ("22", "33", "44", "233", "333", "334", "444", "2222")
 #: gym -> its parquet folders (Travel: one per sub-dataset)
 PARQUET: dict[str, tuple[str, ...]] = {
     "travel": tuple(f"travel{v}_multiturn_onechoice" for v in TRAVEL_VARIANTS),
-    "persuade": ("persuasion_multiturn",)}
+    "persuade": ("persuasion_multiturn",),
+}
 _PARQUET_GYMS = {"travel": "userrl/Travel-v0", "persuade": "userrl/Persuade-v0"}
 
 
@@ -76,8 +81,7 @@ def _validate(env_id: str, items: list[Item]) -> None:
         try:
             validate(task)
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: task {task.get('id')!r} cannot be used by "
-                            f"{env_id}: {exc}") from exc
+            raise DataError(f"{path}: task {task.get('id')!r} cannot be used by {env_id}: {exc}") from exc
 
 
 def _check_folder(folder: str, src: Path) -> None:
@@ -87,8 +91,7 @@ def _check_folder(folder: str, src: Path) -> None:
             raise DataError(f"{src / name}: missing; {folder}/ must contain {', '.join(expected)}")
     for p in sorted(src.glob("*.json")):
         if p.name not in expected:
-            raise DataError(f"{p}: unknown file; {folder}/ is expected to hold only "
-                            f"{', '.join(expected)}")
+            raise DataError(f"{p}: unknown file; {folder}/ is expected to hold only {', '.join(expected)}")
 
 
 def parquet_splits(src: Path, gym: str) -> dict[str, list[Item]]:
@@ -102,12 +105,14 @@ def parquet_splits(src: Path, gym: str) -> dict[str, list[Item]]:
         check_parquet_folder(folder)
         for split in out:
             if not (folder / f"{split}.parquet").is_file():
-                raise DataError(f"{folder / split}.parquet: missing; {name}/ must hold train.parquet "
-                                "and test.parquet")
+                raise DataError(f"{folder / split}.parquet: missing; {name}/ must hold train.parquet and test.parquet")
         for split in out:
             path = folder / f"{split}.parquet"
-            tasks = (converters.convert_travel(path, name.split("_")[0]) if gym == "travel"
-                     else converters.convert_persuade(path))
+            tasks = (
+                converters.convert_travel(path, name.split("_")[0])
+                if gym == "travel"
+                else converters.convert_persuade(path)
+            )
             out[split] += [(path, t) for t in tasks]
     return out
 
@@ -132,9 +137,12 @@ def import_userrl(src_dir: str | Path, out_dir: str | Path) -> dict[str, dict[st
     present = [f for f in _GYMS if (src_root / f).is_dir()]
     parquet = parquet_present(src_root)
     if not present and not parquet:
-        raise DataError(f"{src_root}: no UserRL gym folders found; expected any of "
-                        + ", ".join(f"{f}/{'|'.join(SOURCES[f])}" for f in _GYMS)
-                        + ", " + ", ".join(f"parquet/{d}/" for ds in PARQUET.values() for d in ds))
+        raise DataError(
+            f"{src_root}: no UserRL gym folders found; expected any of "
+            + ", ".join(f"{f}/{'|'.join(SOURCES[f])}" for f in _GYMS)
+            + ", "
+            + ", ".join(f"parquet/{d}/" for ds in PARQUET.values() for d in ds)
+        )
     counts: dict[str, dict[str, int]] = {}
     for folder in present:
         _check_folder(folder, src_root / folder)

@@ -37,8 +37,9 @@ def read_parquet(path: Path) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise DataError(f"{path}: reading UserRL's parquet files needs pyarrow "
-                        "(pip install pyarrow, or the 'dev'/'train' extra)") from exc
+        raise DataError(
+            f"{path}: reading UserRL's parquet files needs pyarrow (pip install pyarrow, or the 'dev'/'train' extra)"
+        ) from exc
     try:
         return list(pq.read_table(path).to_pylist())
     except Exception as exc:  # pyarrow raises its own error types
@@ -49,5 +50,6 @@ def check_parquet_folder(folder: Path) -> None:
     """A parquet folder of the release holds nothing but ``train.parquet`` and ``test.parquet``."""
     for p in sorted(folder.iterdir()):
         if p.name not in ("train.parquet", "test.parquet"):
-            raise DataError(f"{p}: unknown file; {folder.name}/ is expected to hold only "
-                            "train.parquet and test.parquet")
+            raise DataError(
+                f"{p}: unknown file; {folder.name}/ is expected to hold only train.parquet and test.parquet"
+            )

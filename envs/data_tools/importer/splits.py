@@ -24,9 +24,14 @@ from userrl.errors import DataError
 
 SPLITS = ("train", "test")
 #: our dataset folder -> the parquet folder holding the reference split
-SPLIT_FOLDERS = {"function": "function_multiturn", "telepathy": "telepathy_multiturn",
-                 "turtle": "turtle_multiturn", "intention": "intention_multiturn",
-                 "search": "bamboogle_multiturn", "tau": "tau_multiturn"}
+SPLIT_FOLDERS = {
+    "function": "function_multiturn",
+    "telepathy": "telepathy_multiturn",
+    "turtle": "turtle_multiturn",
+    "intention": "intention_multiturn",
+    "search": "bamboogle_multiturn",
+    "tau": "tau_multiturn",
+}
 #: the field of ``reward_model`` (and of our converted task) that names a task; default id
 _KEY = {"telepathy": "title", "turtle": "title"}
 
@@ -42,16 +47,20 @@ def reference_keys(parquet_root: Path, gym: str) -> dict[str, list[str]]:
     """The task keys of each reference split of ``gym``, in the parquet files' order."""
     folder = parquet_root / SPLIT_FOLDERS[gym]
     if not folder.is_dir():
-        raise DataError(f"{folder}: missing; the train/test split of {gym} comes from the reference's "
-                        f"parquet files there (train.parquet, test.parquet)")
+        raise DataError(
+            f"{folder}: missing; the train/test split of {gym} comes from the reference's "
+            f"parquet files there (train.parquet, test.parquet)"
+        )
     check_parquet_folder(folder)
     field = _KEY.get(gym, "id")
     out: dict[str, list[str]] = {}
     for split in SPLITS:
         path = folder / f"{split}.parquet"
         rows = read_parquet(path) if path.is_file() else []  # Bamboogle has no train file
-        out[split] = [str(require_keys(path, f"row {i} reward_model", r.get("reward_model"), (field,))[field])
-                      for i, r in enumerate(rows)]
+        out[split] = [
+            str(require_keys(path, f"row {i} reward_model", r.get("reward_model"), (field,))[field])
+            for i, r in enumerate(rows)
+        ]
     if not any(out.values()):
         raise DataError(f"{folder}: holds neither train.parquet nor test.parquet")
     both = set(out["train"]) & set(out["test"])
@@ -71,7 +80,9 @@ def assign(parquet_root: Path, gym: str, items: list[Item]) -> dict[str, list[It
     for split, keys in ref.items():
         missing = [k for k in keys if k not in have]
         if missing:
-            raise DataError(f"{parquet_root / SPLIT_FOLDERS[gym] / split}.parquet: {len(missing)} task(s) "
-                            f"not found in the {gym} JSON files, e.g. {missing[0]!r}")
+            raise DataError(
+                f"{parquet_root / SPLIT_FOLDERS[gym] / split}.parquet: {len(missing)} task(s) "
+                f"not found in the {gym} JSON files, e.g. {missing[0]!r}"
+            )
     wanted = {split: set(keys) for split, keys in ref.items()}
     return {split: [(p, t) for p, t in items if task_key(gym, t) in wanted[split]] for split in SPLITS}
