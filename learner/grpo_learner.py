@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,26 @@ from userrl.learner.sequences import TrainingSequence, assemble, collate, per_to
 from userrl.learner.weights import prune_versions, write_version
 
 log = structlog.get_logger(__name__)
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a fraction of ``train.lr``:
+    a linear warmup from 0 over ``warmup_steps``, then ``constant``, or decayed to 0 at
+    ``total_steps`` (``linear``, or half a cosine), as TRL's and transformers' schedulers do.
+    Steps past ``total_steps`` (a resumed run given more steps) keep the last value."""
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return 1.0
+    done = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - done
+    return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 class GRPOLearner:
@@ -56,6 +77,9 @@ class GRPOLearner:
         lora: Any = None,
         keep_weights: int = 0,
         base_model_path: str | Path | None = None,
+        lr_schedule: str = "constant",
+        total_steps: int = 0,
+        warmup_steps: int = 0,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -106,6 +130,8 @@ class GRPOLearner:
         self.loss_cfg = loss
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+        self.lr, self.lr_schedule, self.total_steps, self.warmup_steps = lr, lr_schedule, total_steps, warmup_steps
+        lr_factor(lr_schedule, 0, total_steps, warmup_steps)  # a bad schedule fails before training
         # the forward pass the engines wrap; the inner HF model keeps the masked-head fast path
         self.net: Any = TokenLogprobs(self.model.get_base_model() if self.lora else self.model)
         if self.dist:
@@ -165,6 +191,8 @@ class GRPOLearner:
 
     def _step(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         torch = self.torch
+        # the schedule follows the version, so a resumed run continues it where it stopped
+        lr = self.lr * lr_factor(self.lr_schedule, self.version, self.total_steps, self.warmup_steps)
         seqs, advs = self.sequences(groups)
         if not seqs:
             return {"learner/skipped": 1}
@@ -177,6 +205,8 @@ class GRPOLearner:
                 if self.dist
                 else float(torch.nn.utils.clip_grad_norm_(params, 1.0))
             )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             self.optimizer.step()
         else:
             grad_norm = 0.0
@@ -185,6 +215,7 @@ class GRPOLearner:
         metrics.update(
             {
                 "policy/grad_norm": grad_norm,
+                "policy/lr": lr,
                 "policy/version": self.version,
                 "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
             }

@@ -103,6 +103,9 @@ def run_grpo(
         "max_tokens_per_microbatch": t.max_tokens_per_microbatch,
         "lora": t.lora,
         "keep_weights": t.keep_weights,
+        "lr_schedule": t.lr_schedule,
+        "total_steps": t.steps,
+        "warmup_steps": t.warmup_steps,
     }
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():

@@ -52,6 +52,8 @@ def test_defaults_and_overrides_merge_per_role() -> None:
         ("gyms=notalist", "gyms: expected a list"),
         ("policy.temperature=hot", "policy.temperature: expected a number"),
         ("noequals", "expected key.path=value"),
+        ("train.lr_schedule=step", "train.lr_schedule: 'step' is not allowed"),
+        ("train.warmup_steps=-1", "train.warmup_steps must be >= 0"),
     ],
 )
 def test_bad_values_name_the_field(override: str, needle: str) -> None:

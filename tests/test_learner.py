@@ -217,3 +217,34 @@ async def test_killed_learner_resumes_from_its_checkpoint_without_losing_groups(
     trained = [g["group_id"] for g in read_groups(tmp_path / "run" / "groups.msgpack")]
     assert trained == ["g0", "g1", "g2", "g2", "g3", "g4"]  # g2 again after the resume; none lost
     assert (await bus.redis.xpending(stream, "learner"))["pending"] == 0
+
+
+def test_lr_schedules_warm_up_then_decay_to_zero() -> None:
+    from userrl.errors import ConfigError
+    from userrl.learner.grpo_learner import lr_factor
+
+    assert [lr_factor("constant", s, 10) for s in (0, 5, 9, 50)] == [1.0] * 4
+    linear = [lr_factor("linear", s, 10) for s in range(10)]
+    assert linear[0] == 1.0 and linear[5] == pytest.approx(0.5) and linear[9] == pytest.approx(0.1)
+    cosine = [lr_factor("cosine", s, 10) for s in range(10)]
+    assert cosine[0] == 1.0 and cosine[5] == pytest.approx(0.5) and cosine[9] < 0.03
+    assert all(a > b for a, b in zip(cosine, cosine[1:], strict=False))
+    # warmup: 1/3, 2/3 of the peak, then the decay over the remaining steps
+    warm = [lr_factor("linear", s, 6, warmup_steps=2) for s in range(6)]
+    assert warm == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+    assert lr_factor("linear", 12, 10) == 0.0  # past the end (a resumed run given more steps)
+    with pytest.raises(ConfigError, match="unknown lr schedule 'step'"):
+        lr_factor("step", 0, 10)
+
+
+def test_learner_follows_its_lr_schedule_across_a_resume(model_dir: Path, tmp_path: Path) -> None:
+    kw = {"lr": 1e-2, "loss": LossConfig(max_staleness=100), "lr_schedule": "linear", "total_steps": 4}
+    learner = GRPOLearner(model_dir, tmp_path, **kw)
+    seen = [learner.step([group(learner)])["policy/lr"] for _ in range(2)]
+    assert seen == pytest.approx([1e-2, 0.75e-2])
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.75e-2)  # what AdamW stepped with
+    learner.checkpoint({"step": 2})
+    resumed, _ = GRPOLearner.resume(tmp_path, **kw)
+    assert resumed.step([group(resumed)])["policy/lr"] == pytest.approx(0.5e-2)  # continues, no restart
+    with pytest.raises(Exception, match="unknown lr schedule"):
+        GRPOLearner(model_dir, tmp_path / "bad", **{**kw, "lr_schedule": "exp"})

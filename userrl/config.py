@@ -320,7 +320,11 @@ class TrainConfig:
     group_size: int = 4
     """G: episodes per task, the GRPO group."""
     lr: float = 1e-3
-    """GRPO learning rate."""
+    """GRPO learning rate (the peak, with a schedule)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """GRPO learning-rate schedule over ``steps``: constant, or decayed to 0 (linear, cosine)."""
+    warmup_steps: int = 0
+    """GRPO steps of linear learning-rate warmup from 0 before the schedule."""
     clip_low: float = 0.2
     """PPO clip epsilon below 1."""
     clip_high: float = 0.2
@@ -388,6 +392,8 @@ class TrainConfig:
             )
         if self.eval_temperature < 0:
             raise ConfigError(f"train.eval_temperature must be >= 0, got {self.eval_temperature}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.sft_epochs < 0:
             raise ConfigError(f"train.sft_epochs must be >= 0, got {self.sft_epochs}")
         if self.max_staleness < 0:
