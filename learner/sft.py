@@ -11,8 +11,8 @@ spans with ``{% generation %}``).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,12 @@ def load_dialogues(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def checkpointing_field(config_class: type) -> str:
+    """The name of the activation-checkpointing switch of a transformers ``TrainingArguments``."""
+    fields = getattr(config_class, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
 def run_sft(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -130,7 +136,8 @@ def run_sft(
         use_cpu=dev == "cpu",
         bf16=precision == "bf16",
         fp16=False,
-        gradient_checkpointing=gradient_checkpointing,
+        # transformers 5 renamed it (the old name warns); older ones only know the old name
+        **{checkpointing_field(SFTConfig): gradient_checkpointing},
         dataloader_pin_memory=dev != "cpu",
         disable_tqdm=False,
     )
@@ -146,8 +153,11 @@ def run_sft(
     if lora is not None and lora.r > 0:
         peft_config = lora_config(lora)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
-    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its summary; stdout is for results
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the trainer prints its summary: to the log, not the console
         result = trainer.train()
+    if printed.getvalue().strip():
+        log.info("sft.trainer_output", text=printed.getvalue().strip())
     if peft_config is not None:
         model = trainer.model.merge_and_unload()  # policy workers and GRPO start from full weights
     model.save_pretrained(out)
