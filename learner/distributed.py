@@ -140,6 +140,16 @@ class Distributed:
     def prepare(self, net: torch.nn.Module, optimizer: Any) -> tuple[torch.nn.Module, Any]:
         return self.acc.prepare(net, optimizer)
 
+    def close(self) -> None:
+        """Tear the process group down before the interpreter exits: left to exit-time
+        destructors, gloo's threads can abort the process ("terminate called without an active
+        exception", SIGABRT) after a run that finished fine."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank gets here before any tears down: a rank still inside the last
+            # collective when its peer destroys the group is what aborts
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         box = [obj]
@@ -178,5 +188,6 @@ def follow(learner: Any) -> None:
         if cmd not in COMMANDS:
             raise RuntimeError(f"rank {learner.dist.rank}: unknown learner command {cmd!r} from rank 0")
         if cmd == "stop":
+            learner.dist.close()
             return
         getattr(learner, f"_{cmd}")(*args)

@@ -168,8 +168,11 @@ class GRPOLearner:
         return self._checkpoint(extra)
 
     def stop(self) -> None:
-        """Release the other ranks (rank 0, at the end of a run); nothing without accelerate."""
+        """Release the other ranks (rank 0, at the end of a run) and close the process group;
+        nothing without accelerate."""
         self._lead("stop")
+        if self.dist is not None:
+            self.dist.close()
 
     # -- one update ---------------------------------------------------------------------------
     def sequences(self, groups: list[dict[str, Any]]) -> tuple[list[TrainingSequence], list[list[float]]]:
