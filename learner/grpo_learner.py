@@ -21,11 +21,13 @@ import contextlib
 import json
 import math
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from userrl.config import LRSchedule
 from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.distributed import Distributed, TokenLogprobs, launched
@@ -38,7 +40,7 @@ from userrl.learner.weights import prune_versions, write_version
 log = structlog.get_logger(__name__)
 
 
-LR_SCHEDULES = ("constant", "linear", "cosine")
+LR_SCHEDULES: tuple[str, ...] = typing.get_args(LRSchedule)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:

@@ -299,6 +299,10 @@ class LoraSection:
             raise ConfigError("train.lora.target_modules must name at least one layer when r > 0")
 
 
+#: GRPO learning-rate schedules (:func:`userrl.learner.grpo_learner.lr_factor` computes them)
+LRSchedule = Literal["constant", "linear", "cosine"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The main job: SFT cold start, then GRPO, then evaluation (``userrl train``)."""
@@ -321,7 +325,7 @@ class TrainConfig:
     """G: episodes per task, the GRPO group."""
     lr: float = 1e-3
     """GRPO learning rate (the peak, with a schedule)."""
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_schedule: LRSchedule = "constant"
     """GRPO learning-rate schedule over ``steps``: constant, or decayed to 0 (linear, cosine)."""
     warmup_steps: int = 0
     """GRPO steps of linear learning-rate warmup from 0 before the schedule."""
