@@ -10,7 +10,7 @@ declares for the reply, as ``response_format`` ``json_schema`` (strict). The ser
 under that schema, so even an untrained model answers in the judge's format; the OpenAI API and
 vLLM both take it. ``auto`` (the default) sends it and, where a server refuses it (HTTP 400/422
 about the schema or ``response_format``), asks that query again without it and stops sending
-that schema; ``on`` fails the query instead; ``off`` never sends one. Forbidding free whitespace
+that schema; ``always`` fails the query instead; ``never`` sends none. Forbidding free whitespace
 inside the JSON is a setting of the vLLM server, not of the request (``userrl serve`` sets it):
 a small model left free to add whitespace fills ``max_tokens`` with it.
 """
@@ -32,7 +32,8 @@ __all__ = ["OpenAIUserBackend", "StructuredOutput"]
 
 log = structlog.get_logger(__name__)
 
-StructuredOutput = Literal["auto", "on", "off"]
+#: not on/off: YAML reads those as booleans
+StructuredOutput = Literal["auto", "always", "never"]
 
 
 class OpenAIUserBackend:
@@ -42,7 +43,7 @@ class OpenAIUserBackend:
         config: endpoint, model, sampling defaults, concurrency and retry policy.
         spec_lookup: ``env_id -> UserSpec``; defaults to the env registry.
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
-        structured_output: ``auto``, ``on`` or ``off`` (see the module docstring).
+        structured_output: ``auto``, ``always`` or ``never`` (see the module docstring).
     """
 
     def __init__(
@@ -56,7 +57,9 @@ class OpenAIUserBackend:
         if max_reasks < 0:
             raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}")
         if structured_output not in get_args(StructuredOutput):
-            raise ConfigError(f"structured_output must be one of {get_args(StructuredOutput)}, got {structured_output!r}")
+            raise ConfigError(
+                f"structured_output must be one of {get_args(StructuredOutput)}, got {structured_output!r}"
+            )
         self.config = config
         self.client = ChatClient(config, error_cls=UserError)
         self.spec_lookup = spec_lookup or default_spec_lookup
@@ -69,7 +72,7 @@ class OpenAIUserBackend:
         return await ask_llm_user(query, self.spec_lookup, generate, max_reasks=self.max_reasks)
 
     def _response_format(self, query: UserQuery) -> dict[str, Any] | None:
-        if self.structured_output == "off":
+        if self.structured_output == "never":
             return None
         schema = reply_schema(query, self.spec_lookup)
         name = schema_name(query)

