@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,25 @@ def test_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
         srv.wait_ready(2)
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left
         os.killpg(pid, 0)
+
+
+def test_a_server_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        subprocess.Popen([sys.executable, "-c", grandchild])
+        print("up", flush=True)
+        time.sleep(600)
+        """
+    )
+    srv = launcher(tmp_path, code).start()
+    assert srv.proc is not None
+    deadline = time.monotonic() + 60
+    while "up" not in (tmp_path / "server.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    group = {srv.proc.pid, *descendants(srv.proc.pid)}
+    assert len(group) == 2, group
+    assert srv.stop(grace_s=1) == -signal.SIGKILL
+    assert wait_gone(group, 10) == set()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import importlib.util
 import json
 import os
@@ -128,7 +129,7 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            what = "is in use" if exc.errno == 98 else f"cannot be bound ({exc.strerror})"
+            what = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
             raise ConfigError(f"port {port} on {host} {what}: choose another with --port") from exc
 
 
@@ -258,25 +259,25 @@ class VLLMServer:
         return self.proc.wait()
 
     def stop(self, grace_s: float = 30.0) -> int | None:
-        """SIGTERM the server, then its group; SIGKILL what is left after ``grace_s``."""
+        """SIGTERM the server (it shuts its engine down), then what is left of its group;
+        SIGKILL whatever still runs ``grace_s`` after the first signal."""
         if self.proc is None:
             return None
-        pgid = self.proc.pid  # the group leader (start_new_session)
-        with contextlib.suppress(ProcessLookupError):
-            if self.proc.poll() is None:
-                self.proc.terminate()  # the server shuts its engine down itself
+        proc, pgid = self.proc, self.proc.pid  # the group leader (start_new_session)
         deadline = time.monotonic() + grace_s
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=grace_s)
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # engine processes the server left behind
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, sig)
-                time.sleep(0.2)
-            deadline = time.monotonic() + 5
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_s)
+        for sig, end in ((signal.SIGTERM, deadline), (signal.SIGKILL, deadline + 5)):
+            if not _group_alive(pgid, proc):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            until = max(end, time.monotonic() + 1)  # each signal gets at least a second
+            while _group_alive(pgid, proc) and time.monotonic() < until:
+                time.sleep(0.1)
+        return proc.wait()
 
     def __enter__(self) -> VLLMServer:
         return self.start()
@@ -287,12 +288,14 @@ class VLLMServer:
         self.stop()
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_alive(pgid: int, leader: subprocess.Popen[bytes]) -> bool:
+    """Whether any process of the group runs (the leader is reaped first: a zombie counts)."""
+    leader.poll()
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # a member we cannot signal still exists
         return True
     return True
 
