@@ -70,6 +70,11 @@ class UserSpec(Protocol):
     A spec may also define ``hidden_facts(query, reply) -> list[str]``: the hidden task facts
     that ``reply`` must not state verbatim (see :mod:`userrl.sim_users.guards`); without it an
     LLM user's replies are not guarded.
+
+    And ``reply_schema(query) -> dict | None``: the JSON schema of the reply ``parse_llm``
+    expects (built with :func:`reply_object`), which the ``openai`` backend sends as structured
+    output so the server can only generate replies of that shape; without it (or for None) the
+    reply is free text.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
@@ -80,6 +85,16 @@ class UserSpec(Protocol):
 
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         """Turn an LLM's reply into the reply dict; raise ValueError on malformed output."""
+
+
+def reply_object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a reply object with exactly ``properties``, every one required.
+
+    Stay within what both OpenAI's strict structured outputs and vLLM's grammars take: ``type``,
+    ``enum``, ``properties``, ``items``, ``minItems``/``maxItems``; no string lengths or formats
+    (OpenAI rejects the whole request for a keyword it does not support).
+    """
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 @runtime_checkable

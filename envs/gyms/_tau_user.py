@@ -8,7 +8,7 @@ from typing import Any
 
 from userrl.envs.gyms._common import dialogue_text, parse_json_object
 from userrl.envs.gyms._text import has_phrase, stems
-from userrl.sim_users.base import UserQuery
+from userrl.sim_users.base import UserQuery, reply_object
 
 Task = dict[str, Any]
 CLOSING = ("anything else", "anything more", "something else i can")
@@ -152,3 +152,7 @@ class TauUserSpec:
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         obj = parse_json_object(text, {"reply": str, "done": bool})
         return {"reply": obj["reply"], "done": obj["done"], "stated": int(query.payload["stated"])}
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply, for structured output (``parse_llm`` reads it)."""
+        return reply_object(reply={"type": "string"}, done={"type": "boolean"})

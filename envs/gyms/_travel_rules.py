@@ -8,7 +8,7 @@ from typing import Any
 
 from userrl.envs.gyms._common import dialogue_text, parse_json_object
 from userrl.envs.gyms._text import content_words, group_hit, stems
-from userrl.sim_users.base import UserQuery
+from userrl.sim_users.base import UserQuery, reply_object
 
 Task = dict[str, Any]
 #: consecutive turns without a revealed preference after which the user volunteers one
@@ -148,6 +148,15 @@ class TravelUserSpec:
         allowed = {int(i) for i in reply.get("reveal") or [] if isinstance(i, int)}
         allowed |= {int(i) for i in query.payload.get("revealed") or []}
         return [str(p.get("statement") or "") for i, p in enumerate(prefs) if i not in allowed]
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply, for structured output: ``reveal`` names at most one hidden preference."""
+        n = len(query.task.get("preferences", []))
+        hidden = [i for i in range(n) if i not in query.payload["revealed"]]
+        index = {"type": "integer", "enum": hidden} if hidden else {"type": "integer"}
+        return reply_object(
+            reveal={"type": "array", "items": index, "maxItems": min(1, len(hidden))}, reply={"type": "string"}
+        )
 
 
 def find_aspect(task: Task, query: str) -> str | None:

@@ -16,7 +16,7 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._text import STOPWORDS, content_words, has_phrase, normalize, stem, stems
 from userrl.sim_users import guards
-from userrl.sim_users.base import SimUser, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
 #: turn reward by the highest importance a question uncovers
 IMPORTANCE_REWARD: dict[int, float] = {3: 1.0, 2: 0.7, 1: 0.4}
@@ -174,6 +174,14 @@ class IntentionUserSpec:
         facts = [str(details[i].get("answer") or "") for i in hidden if 0 <= i < len(details)]
         # one short word ("yes", "two") is too common to be a leak of anything
         return [f for f in facts if len(guards.words(f)) > 1 or len(f.strip()) > 3]
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply, for structured output: ``uncovered`` lists indices still hidden."""
+        remaining = sorted({int(i) for i in query.payload["remaining"]})
+        index = {"type": "integer", "enum": remaining} if remaining else {"type": "integer"}
+        return reply_object(
+            uncovered={"type": "array", "items": index, "maxItems": len(remaining)}, reply={"type": "string"}
+        )
 
 
 class IntentionGym(Env):

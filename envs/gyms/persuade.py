@@ -23,7 +23,7 @@ from userrl.envs.gyms._persuade_rules import (  # noqa: F401  (BACKFIRE: used by
     stance_index,
 )
 from userrl.envs.gyms._text import stems
-from userrl.sim_users.base import SimUser, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
 
 class PersuadeUserSpec:
@@ -76,6 +76,10 @@ class PersuadeUserSpec:
         obj = parse_json_object(text, {"stance": str, "reply": str})
         label = STANCES[stance_index(obj["stance"])]
         return {"stance": label, "new_points": [], "reply": f"{obj['reply']} My stance: {label}."}
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply, for structured output (``parse_llm`` reads it)."""
+        return reply_object(stance={"type": "string", "enum": list(STANCES)}, reply={"type": "string"})
 
 
 class PersuadeGym(Env):

@@ -20,7 +20,7 @@ from userrl.envs.gyms._common import (
 from userrl.envs.gyms._search_index import get_index, snippet
 from userrl.envs.gyms._text import STOPWORDS, normalize
 from userrl.errors import EnvError
-from userrl.sim_users.base import SimUser, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +85,10 @@ class SearchUserSpec:
 
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         return {"correct": parse_json_object(text, {"correct": bool})["correct"]}
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON verdict, for structured output (``parse_llm`` reads it)."""
+        return reply_object(correct={"type": "boolean"})
 
 
 async def serper_search(query: str, k: int = TOP_K, api_key: str | None = None) -> list[str]:

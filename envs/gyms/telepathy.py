@@ -15,7 +15,7 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.sim_users.base import SimUser, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
 ANSWERS = ("Yes", "No", "Maybe")
 
@@ -77,6 +77,12 @@ class TelepathyUserSpec:
         """The leak guard's facts: the entity's title and synonyms, always."""
         t = query.task
         return [str(t.get("title") or ""), *(str(s) for s in t.get("synonyms") or [])]
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply of each query, for structured output (``parse_llm`` reads it)."""
+        if query.name == "yes_no":
+            return reply_object(answer={"type": "string", "enum": list(ANSWERS)})
+        return reply_object(correct={"type": "boolean"})
 
 
 class TelepathyGym(Env):

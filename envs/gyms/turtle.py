@@ -16,7 +16,7 @@ from userrl.envs.gyms._common import (
 )
 from userrl.envs.gyms._text import content_words, groups_hit
 from userrl.envs.gyms._turtle_rules import grade_story
-from userrl.sim_users.base import SimUser, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
 #: UserRL's success threshold: the episode ends when every key point is covered
 DEFAULT_THRESHOLD = 1.0
@@ -129,6 +129,15 @@ class TurtleUserSpec:
         """The leak guard's facts: the full story and the checklist statements, always."""
         t = query.task
         return [str(t.get("bottom") or ""), *(str(kp.get("statement") or "") for kp in t.get("key_points") or [])]
+
+    def reply_schema(self, query: UserQuery) -> dict[str, Any]:
+        """The JSON reply of each query, for structured output: the grade has one judgment per
+        checklist item."""
+        if query.name == "yes_no":
+            return reply_object(answer={"type": "string", "enum": ["Yes", "No"]})
+        n = len(query.task["key_points"])
+        judgment = {"type": "number", "enum": [0, 0.5, 1]}
+        return reply_object(judgments={"type": "array", "items": judgment, "minItems": n, "maxItems": n})
 
 
 class TurtleGym(Env):
