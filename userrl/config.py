@@ -252,8 +252,20 @@ class UserConfig:
     """First backoff delay of the client and the worker (doubles, capped)."""
     retries: int = 2
     """Worker retries after the client gave up; then the episode fails as an infrastructure error."""
+    model_version: str = ""
+    """The user model's version, stamped on every user turn with its name (``hf:NAME@VERSION``),
+    e.g. a checkpoint step. Empty: the hf backend stamps a fingerprint of the weight files, the
+    openai backend the model name alone."""
+    seat: bool = False
+    """Let a person with the web view's token take the user's seat of a live episode
+    (docs/users.md). Off: user workers never look for claims and the view stays read-only."""
+    seat_timeout_s: float = 60.0
+    """A claim on the user's seat that its page stops renewing for this long expires, and the
+    simulator answers the episode's questions again."""
 
     def __post_init__(self) -> None:
+        if self.seat_timeout_s < 1:
+            raise ConfigError(f"user.seat_timeout_s must be >= 1, got {self.seat_timeout_s}")
         for name in ("temperature", "timeout_s", "backoff_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"user.{name} must be >= 0, got {getattr(self, name)}")
@@ -600,6 +612,8 @@ def check_deploy(cfg: DeployConfig) -> None:
         )
     if "hf" in user_backends and not u.model:
         raise ConfigError("user.model (a local model folder) is required for user.backend: hf")
+    if u.seat and "user" in cfg.workers and cfg.workers["user"].concurrency < 2:
+        raise ConfigError("user.seat: needs workers.user.concurrency >= 2 (a parked question holds a slot)")
 
 
 def _apply_override(data: dict[str, Any], ov: str) -> None:
