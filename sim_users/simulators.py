@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import yaml
 
 from userrl.bus.keys import Keys
@@ -47,6 +48,9 @@ __all__ = [
     "read_target",
     "stamp_for",
     "target_key",
+    "targets_of",
+    "user_workers",
+    "wait_applied",
     "with_user",
     "write_target",
 ]
@@ -92,8 +96,14 @@ class Simulators:
 
 
 def build_simulators(cfg: DeployConfig, make: MakeBackend) -> Simulators:
-    """The simulators of ``cfg.user`` (backends of one kind are shared by the gyms using it)."""
+    """The simulators of ``cfg.user`` (backends of one kind are shared by the gyms using it).
+    An hf model named by a path must be a model folder here (a swap to a wrong path fails at
+    once, in the worker's heartbeat, not in the first episode)."""
     u = cfg.user
+    kinds = {u.backend, *u.per_gym.values()}
+    folder = Path(u.model).expanduser()
+    if "hf" in kinds and u.model.startswith(("/", ".", "~")) and not (folder / "config.json").is_file():
+        raise ConfigError(f"user.model: {u.model!r} is not a model folder (no config.json in it)")
     by_kind: dict[str, UserBackend] = {u.backend: make(u.backend, cfg)}
     per_gym: dict[str, UserBackend] = {}
     for gym, kind in u.per_gym.items():
@@ -205,3 +215,34 @@ def targets_of(specs: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     if dup:
         raise ConfigError(f"simulators need distinct labels; repeated: {sorted(dup)} (name them LABEL=SPEC)")
     return out
+
+
+async def user_workers(redis: Any, keys: Keys) -> list[dict[str, Any]]:
+    """The live user workers' heartbeats (each says its stamp, ``target`` and ``target_error``)."""
+    out = []
+    async for key in redis.scan_iter(match=keys.heartbeat_pattern("user"), count=200):
+        raw = await redis.get(key)
+        try:
+            hb = json.loads(raw) if raw else None
+        except ValueError:
+            continue
+        if isinstance(hb, dict):
+            out.append(hb)
+    return sorted(out, key=lambda hb: str(hb.get("worker", "")))
+
+
+async def wait_applied(redis: Any, keys: Keys, target_id: str, timeout_s: float) -> list[dict[str, Any]]:
+    """Wait until every live user worker (at least one) applied ``target_id`` ("" = the
+    config's own); :class:`ConfigError` when one could not (its reason) or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        hbs = await user_workers(redis, keys)
+        failed = [hb for hb in hbs if hb.get("target") == target_id and hb.get("target_error")]
+        if failed:
+            raise ConfigError(f"user worker {failed[0].get('worker')} could not switch: {failed[0]['target_error']}")
+        if hbs and all(hb.get("target") == target_id for hb in hbs):
+            return hbs
+        if time.monotonic() > deadline:
+            seen = {str(hb.get("worker")): hb.get("target") for hb in hbs} or "no user worker is alive"
+            raise ConfigError(f"the user workers did not switch to target {target_id!r} in {timeout_s:g}s: {seen}")
+        await anyio.sleep(0.2)

@@ -95,7 +95,7 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
     if kind == "hf":
         if not u.model:
             raise ConfigError("user.model (a local model path) is required for user.backend: hf")
-        return HFUserBackend(u.model)
+        return HFUserBackend(u.model, max_new_tokens=max(1, int(backend_option(cfg, "max_tokens"))))
     raise ConfigError(f"user.backend: {kind!r} is not one of {list(BACKENDS)}")
 
 

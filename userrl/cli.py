@@ -45,6 +45,7 @@ WORKER_CLASSES = {
 #: modules that add subcommands: each has ``register(subparsers, add_config_args)``
 EXTRA_COMMANDS = ["userrl.cli_deploy"]
 EXTRA_COMMANDS.append("userrl.cli_ui")  # userrl ui: the live web view
+EXTRA_COMMANDS.append("userrl.cli_users")  # userrl users eval|swap|show: the simulated-user role
 
 
 def _config(args: argparse.Namespace) -> DeployConfig:

@@ -243,7 +243,7 @@ class UserConfig:
     temperature: float = 0.0
     """Sampling temperature of LLM users and judges (the paper: 0)."""
     max_tokens: int = 512
-    """Reply length cap of LLM users (Qwen3 thinking needs more, or disable it)."""
+    """Reply length cap of LLM users, openai and hf (Qwen3 thinking needs more, or disable it)."""
     timeout_s: float = 60.0
     """Deadline of one HTTP attempt."""
     max_retries: int = 4
