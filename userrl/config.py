@@ -252,8 +252,8 @@ class UserConfig:
     """First backoff delay of the client and the worker (doubles, capped)."""
     retries: int = 2
     """Worker retries after the client gave up; then the episode fails as an infrastructure error."""
-    model_version: str = ""
-    """The user model's version, stamped on every user turn with its name (``hf:NAME@VERSION``),
+    model_version: str | int = ""
+    """The user model's version (text; a number is read as text), stamped on every user turn with its name (``hf:NAME@VERSION``),
     e.g. a checkpoint step. Empty: the hf backend stamps a fingerprint of the weight files, the
     openai backend the model name alone."""
     seat: bool = False
@@ -264,6 +264,7 @@ class UserConfig:
     simulator answers the episode's questions again."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "model_version", str(self.model_version))  # `--set ...=3` reads as a number
         if self.seat_timeout_s < 1:
             raise ConfigError(f"user.seat_timeout_s must be >= 1, got {self.seat_timeout_s}")
         for name in ("temperature", "timeout_s", "backoff_s"):
