@@ -29,15 +29,23 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from userrl.bus.keys import Keys
+from userrl.bus.messages import HumanReply, UserRequest
 from userrl.envs.registry import user_spec
+from userrl.errors import MessageError
 from userrl.sim_users.base import UserQuery
+from userrl.sim_users.stamp import HUMAN, human_stamp
 
 __all__ = [
     "ASKS_TTL_S",
+    "accept",
+    "wait_for_seat",
     "Claim",
     "SeatError",
     "answered_by",
@@ -191,3 +199,59 @@ def human_reply(query: UserQuery, text: str) -> dict[str, Any]:
     if key is None:
         raise ValueError(f"write this reply as JSON in the gym's format, e.g. {json.dumps(template)}")
     return spec.parse_llm(query, json.dumps({**template, key: t}))
+
+
+# ---- the user worker's side -----------------------------------------------------------------------
+
+
+async def wait_for_seat(
+    redis: Any,
+    keys: Keys,
+    m: UserRequest,
+    query: UserQuery,
+    simulator: str,
+    poll_s: float,
+    on_park: Callable[[UserRequest], None] = lambda m: None,
+) -> str:
+    """Who answers the user question ``m``: the person (``human:<who>``: their reply's commit
+    announces it) or ``simulator``. Without a claim on the episode that is the simulator at once;
+    with one the question is parked until the person's reply wins it or the claim ends."""
+    ep = m.episode_id
+    winner = await answered_by(redis, keys, ep, m.seq, m.hop)
+    if not winner and await read_claim(redis, keys, ep) is None:
+        return simulator  # the common case: nobody in the seat, nothing parked
+    if not winner:
+        await park(redis, keys, ep, m.seq, m.hop, query)
+        on_park(m)
+    while not winner:
+        if await read_claim(redis, keys, ep) is None:  # released or timed out: back to the simulator
+            return await take(redis, keys, ep, m.seq, m.hop, simulator)
+        await anyio.sleep(poll_s)
+        winner = await answered_by(redis, keys, ep, m.seq, m.hop)
+    return winner if winner.startswith(HUMAN) else simulator
+
+
+async def accept(redis: Any, keys: Keys, h: HumanReply) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``(reply, stamp, stats)`` of a person's reply that is still theirs to give: they hold the
+    claim, the question is open (or already won by them: a redelivery), the gym accepts the
+    reply. :class:`SeatError` with the reason otherwise."""
+    ep = h.episode_id
+    try:
+        by = human_stamp(h.who)
+    except ValueError as exc:
+        raise MessageError(f"human_reply {ep}:{h.seq}:{h.hop}: {exc}") from exc
+    claim = await read_claim(redis, keys, ep)
+    if claim is None or claim.holder != h.holder:
+        raise SeatError("the claim on the user's seat expired or is someone else's")
+    ask = await read_ask(redis, keys, ep, h.seq, h.hop)
+    if ask is None:
+        raise SeatError("no such question is waiting for the user")
+    try:
+        reply = human_reply(UserQuery.from_dict(ask["query"]), h.text)
+    except ValueError as exc:
+        raise SeatError(f"the reply does not fit the gym: {exc}") from exc
+    winner = await take(redis, keys, ep, h.seq, h.hop, by)
+    if winner != by:
+        raise SeatError(f"already answered by {winner}")
+    ms = max(0.0, time.time() - float(ask.get("at", time.time()))) * 1000
+    return reply, by, {"ms": round(ms, 1), "attempts": 1, "malformed": 0, "empty": 0, "leaks": 0, "redacted": False}

@@ -55,7 +55,7 @@ from userrl.sim_users.base import UserBackend, UserQuery
 from userrl.sim_users.hf_backend import HFUserBackend
 from userrl.sim_users.openai_backend import OpenAIUserBackend
 from userrl.sim_users.simulators import Simulators, build_simulators, read_target, with_user
-from userrl.sim_users.stamp import human_stamp, recording
+from userrl.sim_users.stamp import HUMAN, recording
 
 __all__ = ["UserWorker", "backend_option", "make_user_backend"]
 
@@ -245,16 +245,10 @@ class UserWorker(Worker):
         self.retired = keep
 
     # -- one request ----------------------------------------------------------------------------
-    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, ErrorRecord | None]:
-        """``(reply, None)`` or ``(None, error)``: retries transient failures, classifies the rest
-        as a :class:`~userrl.errors.UserError`."""
-        reply, error, _, _ = await self.answer_stamped(query)
-        return reply, error
-
-    async def answer_stamped(
-        self, query: UserQuery
-    ) -> tuple[dict[str, Any] | None, ErrorRecord | None, str, dict[str, Any]]:
-        """:meth:`answer` with the stamp of the simulator that answered and the call's stats."""
+    async def answer(self, query: UserQuery) -> tuple[dict[str, Any] | None, ErrorRecord | None, str, dict[str, Any]]:
+        """``(reply, None, stamp, stats)`` or ``(None, error, stamp, stats)``: retries transient
+        failures, classifies the rest as a :class:`~userrl.errors.UserError`; ``stamp`` names the
+        simulator that answered, ``stats`` how the call went."""
         backend, by = self.sims.pick(query.env_id)
         self.active[id(backend)] = self.active.get(id(backend), 0) + 1
         t0 = time.perf_counter()
@@ -309,7 +303,7 @@ class UserWorker(Worker):
             raise MessageError(f"user_request {m.episode_id}:{m.seq}:{m.hop}: bad query: {exc}") from exc
         if self.seat and query.kind == "respond" and not await self.simulator_may_answer(m, query):
             return Effects()  # a person answered it: their reply's commit announced it
-        reply, error, by, stats = await self.answer_stamped(query)
+        reply, error, by, stats = await self.answer(query)
         return self.reply_effects(m, reply, error, by, stats)
 
     def reply_effects(
@@ -344,52 +338,22 @@ class UserWorker(Worker):
 
     # -- the user's seat (docs/users.md) ------------------------------------------------------------
     async def simulator_may_answer(self, m: UserRequest, query: UserQuery) -> bool:
-        """False when a person answers this question. While the episode's seat is claimed the
-        question is parked (held in flight) until the person's reply wins it or the claim ends."""
-        r, k, ep = self.bus.redis, self.bus.keys, m.episode_id
-        winner = await seat.answered_by(r, k, ep, m.seq, m.hop)
-        if not winner and await seat.read_claim(r, k, ep) is None:
-            return True  # the common case: nobody in the seat, nothing parked
-        if not winner:
-            await seat.park(r, k, ep, m.seq, m.hop, query)
-            self.stats["parked"] += 1
-            self.log.info("user.parked", episode_id=ep, seq=m.seq, hop=m.hop)
-        while not winner:
-            if await seat.read_claim(r, k, ep) is None:  # released or timed out: back to the simulator
-                winner = await seat.take(r, k, ep, m.seq, m.hop, self.sims.pick(query.env_id)[1])
-                break
-            await anyio.sleep(self.seat_poll_s)
-            winner = await seat.answered_by(r, k, ep, m.seq, m.hop)
-        return not winner.startswith("human:")
+        """False when a person answers this question (:func:`userrl.sim_users.seat.wait_for_seat`)."""
+        by = await seat.wait_for_seat(
+            self.bus.redis, self.bus.keys, m, query, self.sims.pick(query.env_id)[1], self.seat_poll_s, self.parked
+        )
+        return not by.startswith(HUMAN)
+
+    def parked(self, m: UserRequest) -> None:
+        self.stats["parked"] += 1
+        self.log.info("user.parked", episode_id=m.episode_id, seq=m.seq, hop=m.hop)
 
     async def on_human_reply(self, h: HumanReply) -> Effects:
         """Commit a person's reply like a simulator's, if it is still theirs to give."""
-        r, k, ep = self.bus.redis, self.bus.keys, h.episode_id
-        why = ""
-        claim = await seat.read_claim(r, k, ep)
-        ask = await seat.read_ask(r, k, ep, h.seq, h.hop)
         try:
-            by = human_stamp(h.who)
-        except ValueError as exc:
-            raise MessageError(f"human_reply {ep}:{h.seq}:{h.hop}: {exc}") from exc
-        if claim is None or claim.holder != h.holder:
-            why = "the claim on the user's seat expired or is someone else's"
-        elif ask is None:
-            why = "no such question is waiting for the user"
-        if not why:
-            query = UserQuery.from_dict(ask["query"])  # type: ignore[index]
-            try:
-                reply = seat.human_reply(query, h.text)
-            except ValueError as exc:
-                why = f"the reply does not fit the gym: {exc}"
-        if not why:
-            winner = await seat.take(r, k, ep, h.seq, h.hop, by)
-            if winner != by:
-                why = f"already answered by {winner}"
-        if why:
-            self.log.warning("user.human_reply_refused", episode_id=ep, seq=h.seq, hop=h.hop, why=why)
+            reply, by, stats = await seat.accept(self.bus.redis, self.bus.keys, h)
+        except seat.SeatError as exc:
+            self.log.warning("user.human_reply_refused", episode_id=h.episode_id, seq=h.seq, hop=h.hop, why=str(exc))
             return Effects()
         self.stats["human"] += 1
-        ms = max(0.0, time.time() - float(ask.get("at", time.time()))) * 1000  # type: ignore[union-attr]
-        stats = {"ms": round(ms, 1), "attempts": 1, "malformed": 0, "empty": 0, "leaks": 0, "redacted": False}
         return self.reply_effects(h, reply, None, by, stats)
