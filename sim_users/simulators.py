@@ -46,6 +46,7 @@ __all__ = [
     "clear_target",
     "parse_simulator",
     "read_target",
+    "restore_target",
     "stamp_for",
     "target_key",
     "targets_of",
@@ -192,6 +193,14 @@ async def write_target(redis: Any, keys: Keys, cfg: DeployConfig, fields: dict[s
 async def clear_target(redis: Any, keys: Keys) -> None:
     """Back to each worker's own config."""
     await redis.delete(target_key(keys))
+
+
+async def restore_target(redis: Any, keys: Keys, target: Target | None) -> None:
+    """Put back a target read earlier with :func:`read_target` (None: clear it)."""
+    if target is None:
+        await clear_target(redis, keys)
+        return
+    await redis.set(target_key(keys), json.dumps({"fields": target.fields, "id": target.id, "at": target.at}))
 
 
 async def read_target(redis: Any, keys: Keys) -> Target | None:

@@ -33,6 +33,8 @@ from userrl.bus.messages import Trajectory
 from userrl.bus.transport import Bus
 from userrl.deploy.launcher import Launcher
 from userrl.errors import ConfigError
+from userrl.learner.metrics import MetricsLog
+from userrl.learner.sim_health import simulator_metrics
 from userrl.rollouts import wait_trajectories
 from userrl.ui import UISettings, create_app
 
@@ -250,9 +252,21 @@ def test_browser_a_person_takes_the_seat_and_replies(
         browser.save_screenshot(str(tmp_path / "seat-reply.png"))
         browser.find_element(By.ID, "seat-release").click()
         wait_until(lambda: browser.find_element(By.ID, "state").text == "finished", 60, "the episode's end")
+        assert wait_until(lambda: browser.find_element(By.ID, "seat-closed"), 30, "the seat closing").is_displayed()
+        t = trajectory(deploy, eid)
+        assert t.status == "ok" and calls(t)[0] == ("respond", "yes_no", "human:alice")
+
+        # the Learning page draws the simulator's health from the learner's metrics
+        health = simulator_metrics([{"items": [{"meta": t.meta, "turns": t.turns}]}])
+        MetricsLog(deploy.run_dir / "metrics.jsonl").log(1, health)
+        browser.get(f"{srv.url}/learning")
+        titles = lambda: {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#charts .chart-title")}  # noqa: E731
+        wait_until(lambda: {"how episodes ended", "user latency (ms)"} <= titles(), 30, "the health charts")
+        assert "user calls by simulator" in titles()
+        info = browser.find_element(By.ID, "info").text
+        assert "user turns by " in info and "human:alice (1)" in info and "scripted (" in info
+        browser.save_screenshot(str(tmp_path / "learning-health.png"))
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, f"the page logged errors: {errors}"
+        assert not errors, f"the pages logged errors: {errors}"
         browser.get("about:blank")  # closes the page's event stream before the server stops
-    t = trajectory(deploy, eid)
-    assert t.status == "ok" and calls(t)[0] == ("respond", "yes_no", "human:alice")
     assert (tmp_path / "seat-reply.png").stat().st_size > 10_000

@@ -32,7 +32,7 @@ from userrl.envs.datasets import data_tasks
 from userrl.learner.evaluation.over_bus import model_overrides, play_test_split, summarize
 from userrl.lifecycle import job_launcher_options
 from userrl.runtime import make_bus, redis_url
-from userrl.sim_users.simulators import clear_target, wait_applied, with_user, write_target
+from userrl.sim_users.simulators import read_target, restore_target, wait_applied, with_user, write_target
 
 log = structlog.get_logger(__name__)
 
@@ -145,6 +145,7 @@ def run_cross_sim(
 
         async def main() -> None:
             bus = make_bus(cfg, url=url)
+            before = await read_target(bus.redis, bus.keys)  # an attached deploy's own target
             try:
                 for i, (label, fields) in enumerate(simulators):
                     target = await write_target(bus.redis, bus.keys, cfg, fields)
@@ -172,7 +173,7 @@ def run_cross_sim(
                     }
             finally:
                 try:
-                    await clear_target(bus.redis, bus.keys)  # the deploy goes back to its config
+                    await restore_target(bus.redis, bus.keys, before)  # the deploy's user role as it was
                 finally:
                     await bus.redis.aclose()
 

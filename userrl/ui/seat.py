@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -96,13 +97,13 @@ def describe_ask(ask: dict[str, Any]) -> dict[str, Any]:
 class SeatViews:
     """The seat's routes over the view's (read-write) bus."""
 
-    def __init__(self, bus: Any, timeout_s: float) -> None:
-        self._bus = bus  #: a callable returning the app's Bus (it exists once the app started)
+    def __init__(self, get_bus: Callable[[], Bus], timeout_s: float) -> None:
+        self.get_bus = get_bus  #: the app's Bus (it exists once the app has started)
         self.timeout_s = timeout_s
 
     @property
     def bus(self) -> Bus:
-        return self._bus()
+        return self.get_bus()
 
     async def seat_workers(self) -> int:
         """User workers alive with the seat on (without one, a claim would change nothing)."""
