@@ -141,9 +141,27 @@ class UserReply(Message):
     """Notification that the reply of ``(episode, seq, hop)`` is stored (user -> env)."""
 
     KIND: ClassVar[str] = "user_reply"
+    VERSION: ClassVar[int] = 2  #: 2 added ``by`` and ``stats``
     reply: dict[str, Any] = field(default_factory=dict)
     error: ErrorRecord | None = None  #: set when the backend failed (then nothing is stored)
     worker: str = ""
+    #: who wrote the reply: ``scripted``, ``<backend>:<model>@<version>`` or ``human:<who>``
+    #: ("" from senders older than version 2)
+    by: str = ""
+    #: how the answer went: ``ms`` (latency), ``attempts``, ``malformed``, ``empty``, ``leaks``,
+    #: ``redacted`` (:class:`userrl.sim_users.stamp.CallRecord`)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HumanReply(Message):
+    """A person's reply for the user's seat of ``(episode, seq, hop)`` (web view -> user): the
+    user worker checks the claim and the reply, then commits it like a simulator's."""
+
+    KIND: ClassVar[str] = "human_reply"
+    text: str  #: what the person wrote (the gym's reply JSON, or plain words)
+    holder: str  #: the claim's secret id: only the claim's holder may answer
+    who: str  #: the person's name, stamped as ``human:<who>``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +233,7 @@ for _cls in (
     PolicyReply,
     UserRequest,
     UserReply,
+    HumanReply,
     Trajectory,
     ScoreGroup,
     ScoredGroup,

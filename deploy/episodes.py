@@ -1,8 +1,9 @@
 """Read dialogues out of Redis while they run (``userrl episodes ls|show|watch``).
 
 Every episode has a readable stream (``Keys.episode``) whose entries carry plain fields
-``role`` (system, user, assistant, env, end), ``turn``, ``text``, ``reward``, ``version`` and
-``worker``; the ``live`` and ``finished`` sorted sets index episodes by start and end time.
+``role`` (system, user, assistant, env, end), ``turn``, ``text``, ``reward``, ``version``,
+``worker``, ``by`` (an ``env`` entry: who answered the turn's user questions) and ``error``
+(an ``end`` entry: the kind of a failure); the ``live`` and ``finished`` sorted sets index episodes by start and end time.
 Finished episodes' streams expire after the env worker's episode TTL.
 """
 
@@ -85,6 +86,10 @@ def format_entry(e: Entry, episode_id: str | None = None) -> str:
         meta.append(f"v{e['version']}")
     if role == "assistant" and e.get("worker"):
         meta.append(e["worker"])
+    if e.get("by"):  # who answered this turn's user questions (scripted, a model, a person)
+        meta.append(f"user: {e['by']}")
+    if e.get("error"):  # the typed kind of a failure (user_malformed, user_empty, policy, ...)
+        meta.append(f"error: {e['error']}")
     head = f"{tag}t{e.get('turn', '?')} {role}" + (f" ({', '.join(meta)})" if meta else "") + ":"
     text = e.get("text", "").rstrip()
     if "\n" not in text and len(head) + len(text) < 120:

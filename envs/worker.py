@@ -12,7 +12,13 @@ episode snapshot, so every step of the episode, re-executed ones included, uses 
 
 A malformed action gets the gym's format-error observation and zero reward; a gym exception,
 a policy or user backend failure ends the episode as a failed trajectory (an infrastructure
-error, never training text).
+error, never training text), its kind (``user_malformed``, ``user_empty``, ``policy``, ...) on
+the trajectory and on the log's ``end`` entry.
+
+Each user/judge call of a turn is recorded on it (``turns[i]["users"]``: query kind and name,
+the stamp of who answered, latency and the call's counters, whether the user hung up), and the
+log's ``env`` entry names who answered (``by``). An episode the user ended (a reply with
+``done``) below the task's best score carries ``meta["hangup"] = "early"``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from userrl.envs.base import Env
 from userrl.envs.episode import Episode, NeedReply, ReplayUser, Turn, play_turn, reset_episode
 from userrl.envs.registry import get_env_class, make
 from userrl.errors import EnvError, RolloutError
+from userrl.sim_users.stamp import turn_user
 
 log = structlog.get_logger(__name__)
 
@@ -179,6 +186,10 @@ class EnvWorker(Worker):
         eff = Effects()
         if msg.error:
             return self.fail(eff, ep, msg.error.exception("user failed"))
+        call = ep.pending.setdefault("users", {}).setdefault(str(msg.hop), {})
+        call.update({**msg.stats, "by": msg.by})
+        if call.get("kind") == "respond" and msg.reply.get("done") is True:
+            call["hangup"] = True
         stored = await self.stored_replies(ep.episode_id)
         replies: dict[int, dict[str, Any]] = {}
         prefix = f"{ep.seq}:"
@@ -200,6 +211,7 @@ class EnvWorker(Worker):
         except NeedReply as need:
             req = UserRequest(episode_id=ep.episode_id, seq=ep.seq, hop=need.hop, query=need.query.to_dict())
             eff.send(self.bus.keys.stream("user"), req)
+            ep.pending.setdefault("users", {})[str(need.hop)] = {"kind": need.query.kind, "name": need.query.name}
             return self.save(eff, ep)
         except Exception as exc:
             return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
@@ -210,6 +222,11 @@ class EnvWorker(Worker):
         assert p is not None
         action, res = turn.action, turn.result
         reward = float(res.reward)
+        calls = p.get("users") or {}
+        users = [
+            turn_user(int(h), c.get("kind", ""), c.get("name", ""), c.get("by", ""), _call_stats(c))
+            for h, c in sorted(calls.items(), key=lambda hc: int(hc[0]))
+        ]
         ep.turns.append(
             {
                 "seq": ep.seq,
@@ -226,6 +243,7 @@ class EnvWorker(Worker):
                 "terminated": res.terminated,
                 "truncated": res.truncated,
                 **({"info_score": float(res.info["score"])} if "score" in res.info else {}),
+                "users": users,
             }
         )
         ep.messages += turn.messages
@@ -234,7 +252,8 @@ class EnvWorker(Worker):
         ep.prompt_ids = (p["prompt_ids"] + p["token_ids"]) if p["token_ids"] else None
         ep.n_seen = n_seen if p["token_ids"] else 0
         ep.pending = None
-        self.log_turn(eff, ep, role="env", text=turn.feedback["content"], reward=reward)
+        by = ",".join(dict.fromkeys(u["by"] for u in users if u["by"]))
+        self.log_turn(eff, ep, role="env", text=turn.feedback["content"], reward=reward, by=by)
         if res.terminated or res.truncated:
             return self.complete(eff, ep, "terminated" if res.terminated else "truncated")
         ep.seq += 1
@@ -267,6 +286,11 @@ class EnvWorker(Worker):
     def complete(self, eff: Effects, ep: Episode, end: str, error: RolloutError | None = None) -> Effects:
         status = "failed" if error else "ok"
         err = ErrorRecord.of(error) if error else None
+        score = self.score(ep)
+        hung_up = bool(ep.turns) and end == "terminated" and any(u.get("hangup") for u in ep.turns[-1].get("users", []))
+        if hung_up:  # the user ended it: early when the task was not done for them
+            best = get_env_class(ep.env_id).max_score(ep.env_state.get("task") or {})
+            ep.meta["hangup"] = "early" if score < best - 1e-9 else "done"
         traj = Trajectory(
             episode_id=ep.episode_id,
             group_id=ep.group_id,
@@ -275,15 +299,16 @@ class EnvWorker(Worker):
             turns=ep.turns,
             status=status,
             error=err,
-            meta={**ep.meta, "end": end, "score": self.score(ep)},
+            meta={**ep.meta, "end": end, "score": score},
         )
         eff.send(self.bus.keys.stream("reward"), traj, {"episode": ep.episode_id, "status": status})
         self.log_turn(
             eff,
             ep,
             role="end",
-            text=end if not err else f"{end}: {err.message}",
+            text=end if not err else f"{end}: {err.kind}: {err.message}",
             reward=sum(t["reward"] for t in ep.turns),
+            error=err.kind if err else "",
         )
         return release_episode(eff, self.bus, ep.episode_id, status)
 
@@ -309,11 +334,21 @@ class EnvWorker(Worker):
         reward: float | None = None,
         version: int | None = None,
         worker: str = "",
+        by: str = "",
+        error: str = "",
     ) -> None:
         fields: dict[str, Any] = {"role": role, "turn": ep.seq, "text": text}
         if reward is not None:
             fields["reward"] = reward
         if version is not None:
             fields["version"] = version
+        if by:
+            fields["by"] = by  # who answered the user questions of this turn
+        if error:
+            fields["error"] = error
         fields["worker"] = worker or self.name
         eff.append(self.bus.keys.episode(ep.episode_id), fields, maxlen=self.bus.settings.episode_log_cap)
+
+
+def _call_stats(call: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in call.items() if k not in ("kind", "name", "by")}

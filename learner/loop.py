@@ -22,6 +22,7 @@ from userrl.learner.dispatch import Dispatcher
 from userrl.learner.grpo_learner import GRPOLearner
 from userrl.learner.metrics import MetricsLog
 from userrl.learner.rescore import append_groups
+from userrl.learner.sim_health import simulator_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -34,9 +35,11 @@ async def collect_groups(
     timeout_s: float,
     version: int = 0,
     backlog: list[Delivery] | None = None,
+    dropped_items: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Delivery], int]:
     """Take ``n`` usable scored groups: first from ``backlog`` (groups read before a restart and
-    not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted."""
+    not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted (their
+    members' summaries appended to ``dropped_items``, for the simulator-health metrics)."""
     stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
     got: list[Delivery] = []
     dropped = 0
@@ -56,6 +59,8 @@ async def collect_groups(
             dispatcher.done(msg.group_id, dropped=msg.status != "ok")
             if msg.status != "ok":
                 dropped += 1
+                if dropped_items is not None:
+                    dropped_items += msg.items
                 await bus.commit([(d, Effects())])
                 continue
             got.append(d)
@@ -108,8 +113,9 @@ async def learn(
         t0 = time.monotonic()
         await dispatcher.fill(learner.version)
         replayed = min(len(backlog), groups_per_step)
+        dropped_items: list[dict[str, Any]] = []
         ds, dropped = await collect_groups(
-            bus, dispatcher, groups_per_step, consumer, group_timeout_s, learner.version, backlog
+            bus, dispatcher, groups_per_step, consumer, group_timeout_s, learner.version, backlog, dropped_items
         )
         groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
         t_roll = time.monotonic() - t0
@@ -129,6 +135,7 @@ async def learn(
         )
         unacked += ds
         m.update(rollout_metrics(groups))
+        m.update(simulator_metrics(groups, dropped_items))
         m.update(
             {
                 "rollout/groups_dropped": dropped,

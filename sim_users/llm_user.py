@@ -3,8 +3,13 @@
 A backend supplies only ``generate(messages) -> text``; :func:`ask_llm_user` asks the gym's
 :class:`~userrl.sim_users.base.UserSpec` for the messages, parses the reply with
 ``spec.parse_llm`` and, when that raises ``ValueError``, appends the bad reply and a correction
-and asks again, at most ``max_reasks`` times. Whatever still fails becomes a
-:class:`~userrl.errors.UserError`; malformed text is never passed on as the user's words.
+and asks again, at most ``max_reasks`` times. An empty reply (no text, or a user reply whose
+``reply`` text is blank) is re-asked the same way. What still fails is a typed error:
+:class:`~userrl.errors.UserEmptyError` when the last reply was empty, else
+:class:`~userrl.errors.UserMalformedError` (both ``UserError``s, not transient); malformed text
+is never passed on as the user's words, and the episode fails with that kind on the record.
+Each generation, rejected reply and leak is counted on the call's
+:class:`~userrl.sim_users.stamp.CallRecord` when the user worker opened one.
 
 The leak guard (:mod:`userrl.sim_users.guards`) checks each parsed reply: a reply that states a
 hidden task fact verbatim, where the gym does not allow it, is re-asked the same way (the
@@ -25,9 +30,10 @@ from typing import Any
 import structlog
 
 from userrl.envs.registry import user_spec
-from userrl.errors import UserError, boundary
+from userrl.errors import UserEmptyError, UserError, UserMalformedError, boundary
 from userrl.sim_users.base import UserQuery, UserSpec
 from userrl.sim_users.guards import redact_reply, reply_leaks
+from userrl.sim_users.stamp import CallRecord, current_record
 
 __all__ = [
     "CORRECTION",
@@ -83,14 +89,22 @@ async def ask_llm_user(
     with boundary(UserError):
         spec = spec_lookup(query.env_id)
         messages = list(spec.llm_messages(query))
-    error = ""
+    error, empty = "", False
+    rec = current_record() or CallRecord()
     for attempt in range(max_reasks + 1):
+        rec.attempts += 1
         with boundary(UserError):
             text = await generate(messages)
         try:
+            if not text.strip():
+                raise _Empty("the reply was empty")
             reply = spec.parse_llm(query, text)
+            if _blank_reply(query, reply):
+                raise _Empty("the reply's text was empty")
         except ValueError as exc:
-            error = str(exc) or type(exc).__name__
+            error, empty = str(exc) or type(exc).__name__, isinstance(exc, _Empty)
+            rec.empty += empty
+            rec.malformed += not empty
             log.warning(
                 "user.malformed_reply",
                 env_id=query.env_id,
@@ -113,8 +127,10 @@ async def ask_llm_user(
             leaked = reply_leaks(query, reply, spec)
         if not leaked:
             return reply
+        rec.leaks += 1
         if attempt == max_reasks:
             log.warning("user.leak_redacted", env_id=query.env_id, name=query.name, n_facts=len(leaked))
+            rec.redacted = True
             return redact_reply(reply, leaked)
         log.warning("user.leak", env_id=query.env_id, name=query.name, attempt=attempt + 1, n_facts=len(leaked))
         facts = "; ".join(f'"{f}"' for f in leaked)
@@ -123,7 +139,16 @@ async def ask_llm_user(
             {"role": "assistant", "content": text},
             {"role": "user", "content": LEAK_CORRECTION.format(facts=facts)},
         ]
-    raise UserError(
-        f"{query.env_id} {query.kind}/{query.name}: malformed reply after {max_reasks + 1} attempts: {error}",
-        transient=False,
-    )
+    what = "empty" if empty else "malformed"
+    cls = UserEmptyError if empty else UserMalformedError
+    raise cls(f"{query.env_id} {query.kind}/{query.name}: {what} reply after {max_reasks + 1} attempts: {error}")
+
+
+class _Empty(ValueError):
+    """An empty reply (re-asked like a malformed one, reported as empty)."""
+
+
+def _blank_reply(query: UserQuery, reply: dict[str, Any]) -> bool:
+    """A user's reply (not a verdict) whose words are blank: the user said nothing."""
+    text = reply.get("reply", reply.get("text")) if query.kind == "respond" else None
+    return isinstance(text, str) and not text.strip()

@@ -33,7 +33,9 @@ from userrl.errors import (
     PolicyError,
     RewardError,
     RolloutError,
+    UserEmptyError,
     UserError,
+    UserMalformedError,
     rollout_error,
 )
 from userrl.rollouts import make_resets, read_trajectories, send_resets
@@ -44,6 +46,8 @@ def test_every_rollout_error_class_has_its_kind() -> None:
         "rollout": RolloutError,
         "policy": PolicyError,
         "user": UserError,
+        "user_malformed": UserMalformedError,
+        "user_empty": UserEmptyError,
         "env": EnvError,
         "reward": RewardError,
         "bus": BusError,

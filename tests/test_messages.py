@@ -41,6 +41,16 @@ SAMPLES: list[m.Message] = [
     m.PolicyReply(episode_id="e1", seq=3, text="", error=m.ErrorRecord("policy", "down", retryable=True)),
     m.UserRequest(episode_id="e1", seq=3, hop=1, query={"env_id": "x", "kind": "respond", "name": "yes_no"}),
     m.UserReply(episode_id="e1", seq=3, hop=1, reply={"text": "Yes"}, worker="u-0"),
+    m.UserReply(
+        episode_id="e1",
+        seq=3,
+        hop=2,
+        reply={"answer": "No"},
+        worker="u-0",
+        by="openai:tiny-user@step3",
+        stats={"ms": 12.5, "attempts": 2, "malformed": 1, "empty": 0, "leaks": 0, "redacted": False},
+    ),
+    m.HumanReply(episode_id="e1", seq=3, hop=1, text="Maybe", holder="h0ld3r", who="alice"),
     m.Trajectory(
         episode_id="e1",
         group_id="g1",
@@ -108,3 +118,15 @@ def test_size_cap_on_encode_and_decode() -> None:
 def test_unencodable_value_is_a_message_error() -> None:
     with pytest.raises(MessageError, match="cannot encode"):
         m.encode(m.Probe(episode_id="e", body={"x": object()}))
+
+
+def test_a_user_reply_of_version_1_still_decodes() -> None:
+    """Senders older than the simulator stamp (UserReply v1: no ``by``/``stats``) decode, with
+    the stamp empty."""
+    raw = msgpack.packb(
+        {"k": "user_reply", "v": 1, "d": {"episode_id": "e1", "seq": 2, "hop": 1, "reply": {"answer": "Yes"}}},
+        use_bin_type=True,
+    )
+    msg = m.decode(raw)
+    assert isinstance(msg, m.UserReply) and msg.reply == {"answer": "Yes"}
+    assert (msg.by, msg.stats, msg.error) == ("", {}, None)

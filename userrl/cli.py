@@ -46,6 +46,7 @@ WORKER_CLASSES = {
 EXTRA_COMMANDS = ["userrl.cli_deploy"]
 EXTRA_COMMANDS.append("userrl.cli_ui")  # userrl ui: the live web view
 EXTRA_COMMANDS.append("userrl.serve")  # userrl serve: a model behind vLLM's OpenAI-compatible API
+EXTRA_COMMANDS.append("userrl.cli_users")  # userrl users eval|swap|show: the simulated-user role
 
 
 def _config(args: argparse.Namespace) -> DeployConfig:

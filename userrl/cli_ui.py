@@ -1,4 +1,4 @@
-"""``userrl ui``: serve the live web view of a deploy (read-only; see ``userrl/ui``)."""
+"""``userrl ui``: serve the live web view of a deploy (read-only unless ``user.seat``; see ``userrl/ui``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("USERRL_UI_TOKEN", ""),
         run_dir=cfg.run_dir,
         gyms=tuple(cfg.gyms),
+        seat=cfg.user.seat,
+        seat_timeout_s=cfg.user.seat_timeout_s,
     )
     configure_logging(cfg.log_level)
     url = redis_url(cfg)  # fails here, with the fix, when the deploy's Redis is not up

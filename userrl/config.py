@@ -243,7 +243,7 @@ class UserConfig:
     temperature: float = 0.0
     """Sampling temperature of LLM users and judges (the paper: 0)."""
     max_tokens: int = 512
-    """Reply length cap of LLM users (Qwen3 thinking needs more, or disable it)."""
+    """Reply length cap of LLM users, openai and hf (Qwen3 thinking needs more, or disable it)."""
     timeout_s: float = 60.0
     """Deadline of one HTTP attempt."""
     max_retries: int = 4
@@ -256,8 +256,21 @@ class UserConfig:
     """openai backend: send each query's reply schema as response_format json_schema, so the server
     can only generate replies of the gym's format (docs/users.md). auto: asks again without it
     where the server refuses it; always: a refusal fails the query; never: send none."""
+    model_version: str | int = ""
+    """The user model's version (text; a number is read as text), stamped on every user turn with its name (``hf:NAME@VERSION``),
+    e.g. a checkpoint step. Empty: the hf backend stamps a fingerprint of the weight files, the
+    openai backend the model name alone."""
+    seat: bool = False
+    """Let a person with the web view's token take the user's seat of a live episode
+    (docs/users.md). Off: user workers never look for claims and the view stays read-only."""
+    seat_timeout_s: float = 60.0
+    """A claim on the user's seat that its page stops renewing for this long expires, and the
+    simulator answers the episode's questions again."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "model_version", str(self.model_version))  # `--set ...=3` reads as a number
+        if self.seat_timeout_s < 1:
+            raise ConfigError(f"user.seat_timeout_s must be >= 1, got {self.seat_timeout_s}")
         for name in ("temperature", "timeout_s", "backoff_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"user.{name} must be >= 0, got {getattr(self, name)}")
@@ -604,6 +617,8 @@ def check_deploy(cfg: DeployConfig) -> None:
         )
     if "hf" in user_backends and not u.model:
         raise ConfigError("user.model (a local model folder) is required for user.backend: hf")
+    if u.seat and "user" in cfg.workers and cfg.workers["user"].concurrency < 2:
+        raise ConfigError("user.seat: needs workers.user.concurrency >= 2 (a parked question holds a slot)")
 
 
 def _apply_override(data: dict[str, Any], ov: str) -> None:

@@ -10,6 +10,8 @@
     └── RolloutError           a rollout failed; recorded on the episode as data, never trained on
         ├── PolicyError        the policy backend failed (model server down, bad weights)
         ├── UserError          the simulated user/judge backend failed
+        │   ├── UserMalformedError  the user model's reply stayed malformed after the re-asks
+        │   └── UserEmptyError      the user model's reply stayed empty after the re-asks
         ├── EnvError           the gym raised
         ├── RewardError        scoring failed
         └── BusError           the bus lost an episode (stalled, or its state vanished)
@@ -70,6 +72,19 @@ class UserError(RolloutError):
     kind = "user"
 
 
+class UserMalformedError(UserError):
+    """The user model kept answering in a form the gym cannot use (a verdict that is not the
+    JSON the gym asked for), after the bounded re-asks."""
+
+    kind = "user_malformed"
+
+
+class UserEmptyError(UserError):
+    """The user model kept answering nothing (an empty reply), after the bounded re-asks."""
+
+    kind = "user_empty"
+
+
 class EnvError(RolloutError):
     kind = "env"
 
@@ -84,7 +99,8 @@ class BusError(RolloutError):
 
 #: ``kind`` -> error class (each class's ``kind`` attribute is the other direction)
 ROLLOUT_ERRORS: dict[str, type[RolloutError]] = {
-    c.kind: c for c in (RolloutError, PolicyError, UserError, EnvError, RewardError, BusError)
+    c.kind: c
+    for c in (RolloutError, PolicyError, UserError, UserMalformedError, UserEmptyError, EnvError, RewardError, BusError)
 }
 
 

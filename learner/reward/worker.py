@@ -55,6 +55,7 @@ def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, An
                 "policy_version": int(t.get("policy_version", 0)),
                 "reward": float(t["reward"]),
                 "advantages": a,
+                "users": t.get("users") or [],  #: who answered this turn's user calls, and how
             }
             for t, a in zip(tr.turns, adv, strict=True)
         ]
@@ -147,6 +148,8 @@ class RewardWorker(Worker):
                     "status": t.status,  # type: ignore[attr-defined]
                     "error": t.error.to_wire() if t.error else None,  # type: ignore[attr-defined]
                     "return": episode_return(t),
+                    "meta": t.meta,  # type: ignore[attr-defined]
+                    "users": [u for turn in t.turns for u in turn.get("users") or []],  # type: ignore[attr-defined]
                 }
                 for t in trajs
             ]  # type: ignore[arg-type]

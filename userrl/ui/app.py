@@ -1,9 +1,11 @@
 """The web view's routes: four pages, JSON snapshots, and Server-Sent Event streams.
 
 Every route is a GET and every Redis command it sends is a read (XRANGE, XREAD, ZREVRANGE,
-HGET, XINFO, SCAN, MGET, ...): the view cannot change the bus. The pages are static HTML with
-a little JS that builds the DOM with ``textContent``, so text from models and users is shown,
-never interpreted.
+HGET, XINFO, SCAN, MGET, ...): the view cannot change the bus. The one exception is opt-in:
+with ``user.seat`` on (and a token), the seat's routes (:mod:`userrl.ui.seat`) let a person
+claim a live episode and write its user's replies. The pages are static HTML with a little JS
+that builds the DOM with ``textContent``, so text from models and users is shown, never
+interpreted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from userrl.bus.transport import Bus
 from userrl.deploy.episodes import read_episode, summarize
 from userrl.errors import ConfigError
 from userrl.ui.data import STATUSES, EpisodeReader, MetricsTail, system_snapshot
+from userrl.ui.seat import SeatViews, seat_routes
 from userrl.ui.security import Guard, check_bind, is_loopback
 from userrl.ui.streams import event_stream, follow_episode, resume_id, snapshots, tail_metrics
 
@@ -65,6 +68,11 @@ class UISettings:
     """XREAD BLOCK time of an episode stream (a keep-alive comment is sent after each)."""
     gyms: tuple[str, ...] = ()
     """Gyms offered by the list's filter besides those seen in Redis (the deploy's ``gyms``)."""
+    seat: bool = False
+    """Serve the user's seat (the deploy's ``user.seat``): a person may claim a live episode and
+    write its user's replies. Needs ``token``; off, the view only reads."""
+    seat_timeout_s: float = 60.0
+    """A claim its page stops renewing expires after this long (the deploy's ``user.seat_timeout_s``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -78,6 +86,11 @@ class UISettings:
         if self.block_ms < 10:
             raise ConfigError(f"ui.block_ms: must be >= 10, got {self.block_ms}")
         check_bind(self.host, self.token)
+        if self.seat and not self.token:
+            raise ConfigError(
+                "user.seat: the web view's user seat writes into live episodes, so it needs a token "
+                "(--token or USERRL_UI_TOKEN)"
+            )
 
 
 class Views:
@@ -159,6 +172,7 @@ class Views:
                 "task": task,
                 "entries": entries,
                 "state": "live" if live else "finished" if finished else "unknown",
+                "seat": self.settings.seat,
                 **summarize(entries),
             }
         )
@@ -219,6 +233,8 @@ def create_app(settings: UISettings, connect: Callable[[], Bus]) -> Starlette:
         Route("/api/stream/metrics", v.stream_metrics),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
+    if settings.seat:
+        routes += seat_routes(SeatViews(lambda: v.bus, settings.seat_timeout_s))
     middleware = [Middleware(Guard, token=settings.token)]
     if is_loopback(settings.host) and not settings.token:
         # no token: only loopback names, so a page elsewhere cannot reach us by DNS rebinding

@@ -30,6 +30,11 @@
     const meta = [];
     if (e.reward !== undefined) meta.push(el("span", { class: "reward" }, "reward " + fmt(Number(e.reward), 3)));
     if (e.version !== undefined) meta.push(el("span", { class: "version" }, "policy v" + e.version));
+    if (e.by) {
+      const human = e.by.split(",").some((b) => b.startsWith("human:"));
+      meta.push(el("span", { class: "by" + (human ? " human" : "") }, "user: " + e.by));
+    }
+    if (e.error) meta.push(el("span", { class: "badge failed error-kind" }, e.error));
     if (e.worker) meta.push(el("span", { class: "worker" }, e.worker));
     const head = el("div", { class: "head" }, el("span", { class: "turnno" }, "t" + (e.turn ?? "?")),
       el("span", { class: "role" }, LABEL[role] || role), meta);
@@ -52,6 +57,7 @@
     try {
       const meta = await (await fetch("/api/episode?id=" + encodeURIComponent(id))).json();
       info.textContent = `gym ${meta.gym || "?"} · task ${meta.task || "?"}`;
+      if (meta.seat && meta.state !== "finished" && typeof Seat !== "undefined") Seat.start(id, document.getElementById("main"));
       if (meta.state === "unknown" && !meta.entries.length) {
         info.textContent += " · not started yet (or an unknown id): waiting for its first turn";
       }
@@ -60,7 +66,7 @@
     }
     const es = UI.stream("/api/stream/episode?id=" + encodeURIComponent(id), {
       entry: onEntry,
-      end: () => { es.close(); UI.setConn("episode ended", true); },
+      end: () => { es.close(); UI.setConn("episode ended", true); if (typeof Seat !== "undefined") Seat.stop("the episode is over: the seat is closed"); },
       expired: () => {
         es.close();
         state = "expired";

@@ -13,6 +13,14 @@
     { title: "turns / s", match: (k) => k === "perf/turns_per_s" },
     { title: "tokens / s", match: (k) => k === "perf/tokens_per_s" },
     { title: "KL / ratio", match: (k) => k === "policy/kl" || k === "policy/ratio_mean" },
+    // simulator health (learner/sim_health.py)
+    { title: "how episodes ended", match: (k) => k.startsWith("sim/ended/") },
+    { title: "user format errors, leaks, early hang-ups (rates)",
+      match: (k) => ["sim/format_error_rate", "sim/leak_rate", "sim/early_hangup_rate"].includes(k) },
+    { title: "user latency (ms)", match: (k) => k.startsWith("sim/user_latency_ms") },
+    { title: "user calls by simulator", match: (k) => k.startsWith("sim/by/") },
+    { title: "simulator counts",
+      match: (k) => ["sim/episodes", "sim/user_calls", "sim/early_hangups", "sim/leak_hits", "sim/empty_replies"].includes(k) },
   ];
   const SKIP = new Set(["step", "time"]);
 
@@ -21,7 +29,7 @@
 
   function seriesFor(keys) {
     return keys.sort().map((k) => ({
-      name: k.replace("rollout/score/", "").replace("rollout/", ""),
+      name: k.replace("rollout/score/", "").replace("rollout/", "").replace(/^sim\/(ended|by)\//, "").replace("sim/", ""),
       points: rows.filter((r) => typeof r[k] === "number").map((r) => [r.step, r[k]]),
     }));
   }
@@ -40,7 +48,8 @@
       charts.push(Plot.lineChart(k, seriesFor([k])));
     }
     const last = rows[rows.length - 1];
-    info.textContent = rows.length ? `${rows.length} steps, last step ${last.step}` : "no metrics yet";
+    const users = rows.length && last["sim/user"] ? ` · user turns by ${last["sim/user"]}` : "";
+    info.textContent = rows.length ? `${rows.length} steps, last step ${last.step}${users}` : "no metrics yet";
     UI.replace("charts", el("div", { class: "charts" }, charts.map((c) => el("div", { class: "card" }, c))));
   }
 

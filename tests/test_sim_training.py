@@ -1,0 +1,124 @@
+"""Issue 22: GRPO steps log the simulator's health, and the user role swaps mid-training.
+
+The learner trains the tiny model for a few steps over the bus (in process: env, policy, user
+and reward workers, the GRPO loop), with an LLM user served over HTTP (a local OpenAI-compatible
+server answering like the scripted user, so its verdicts are well-formed). After step 2 the
+run's user target points the user role at the scripted user, while the learner keeps training:
+the steps' health metrics in ``metrics.jsonl`` say which simulator answered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.expert_policy import TeacherForcedExpert  # noqa: E402
+from tests.openai_server import FakeOpenAIServer  # noqa: E402
+from tests.test_user_worker import ScriptedLLM  # noqa: E402
+from userrl.agents.tiny import build_tiny_model  # noqa: E402
+from userrl.agents.worker import PolicyWorker  # noqa: E402
+from userrl.bus.transport import Bus  # noqa: E402
+from userrl.bus.worker import WorkerSettings  # noqa: E402
+from userrl.config import load_config  # noqa: E402
+from userrl.envs.datasets import load_tasks  # noqa: E402
+from userrl.envs.worker import EnvWorker  # noqa: E402
+from userrl.learner.dispatch import Dispatcher  # noqa: E402
+from userrl.learner.grpo_learner import GRPOLearner  # noqa: E402
+from userrl.learner.loop import learn  # noqa: E402
+from userrl.learner.losses import LossConfig  # noqa: E402
+from userrl.learner.metrics import MetricsLog  # noqa: E402
+from userrl.learner.reward.worker import RewardWorker  # noqa: E402
+from userrl.sim_users.simulators import wait_applied, write_target  # noqa: E402
+from userrl.sim_users.worker import UserWorker  # noqa: E402
+
+pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
+
+CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
+FAST = dict(reclaim_interval_s=0.2, heartbeat_interval_s=0.1, heartbeat_ttl_s=1.0)
+GYM = "userrl/Telepathy-v0"
+LLM = "openai:user-a@1"
+
+
+@pytest.mark.timeout(300)
+async def test_grpo_logs_simulator_health_and_trains_through_a_user_swap(
+    bus: Bus, run_name: str, tmp_path: Path
+) -> None:
+    model = build_tiny_model(tmp_path / "policy", seed=0)
+    metrics_path = tmp_path / "metrics.jsonl"
+    with FakeOpenAIServer(ScriptedLLM([GYM]), model="user-a") as srv:
+        cfg = load_config(
+            CI,
+            [
+                f"run={run_name}",
+                f"run_dir={tmp_path}",
+                "user.backend=openai",
+                f"user.base_url={srv.base_url}",
+                "user.model=user-a",
+                "user.model_version=1",
+                "user.api_key_env=",
+            ],
+        )
+        s = lambda n: WorkerSettings(name=n, **FAST)  # noqa: E731
+        workers = [
+            EnvWorker(bus, s("env-0"), send_task_to_policy=True),
+            PolicyWorker(bus, s("policy-0"), backend=TeacherForcedExpert(model)),
+            UserWorker.from_config(bus, s("user-0"), cfg),
+            RewardWorker(bus, s("reward-0"), group_timeout_s=120),
+        ]
+        dispatcher = Dispatcher(
+            bus,
+            {GYM: load_tasks(GYM, "train")},
+            group_size=2,
+            max_in_flight=4,
+            max_turns=4,
+            sampling={"temperature": 1.0, "max_new_tokens": 48},
+            groups_per_step=2,
+            max_staleness=1,
+        )
+        learner = GRPOLearner(model, tmp_path / "learner", lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
+        metrics = MetricsLog(metrics_path)
+
+        async def swap_after_step_2() -> None:
+            while len(metrics.read()) < 2:
+                await anyio.sleep(0.05)
+            target = await write_target(bus.redis, bus.keys, cfg, {"backend": "scripted"})
+            await wait_applied(bus.redis, bus.keys, target.id, 30)
+
+        async with anyio.create_task_group() as tg:
+            for w in workers:
+                tg.start_soon(w.async_run)
+            tg.start_soon(swap_after_step_2)
+            rows = await learn(
+                bus,
+                learner,
+                dispatcher,
+                steps=6,
+                groups_per_step=2,
+                metrics=metrics,
+                time_budget_s=600,
+                group_timeout_s=120,
+            )
+            for w in workers:
+                w.stop()
+    assert learner.version == 6 and [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    logged = metrics.read()
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    for r in logged:
+        assert r["rollout/trained_tokens"] > 0, "GRPO trains on every step"
+        assert r["sim/episodes"] >= 4 and r["sim/user_calls"] > 0
+        assert r["sim/format_error_rate"] == 0.0 and r["sim/leak_hits"] == 0, "well-formed verdicts"
+        assert (
+            r["sim/early_hangups"] == 0
+            and sum(v for k, v in r.items() if k.startswith("sim/ended/")) == r["sim/episodes"]
+        )
+        assert r["sim/user_latency_ms"] > 0 and r["sim/user_latency_ms_p95"] > 0
+        assert isinstance(r["sim/user"], str)
+    first, last = logged[0], logged[-1]
+    assert first[f"sim/by/{LLM}"] == first["sim/user_calls"] and "sim/by/scripted" not in first
+    assert last.get("sim/by/scripted", 0) > 0, "after the swap the scripted user answers"
+    assert last.get(f"sim/by/{LLM}", 0) < last["sim/user_calls"]
+    assert srv.chat_requests, "the LLM user was asked over HTTP before the swap"
