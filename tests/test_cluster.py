@@ -5,6 +5,7 @@ once on two different nodes, reached through a third."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -191,6 +192,18 @@ async def test_episodes_survive_a_killed_worker_on_a_3_node_cluster(
                     await anyio.sleep(0.05)
             groups[victim] = [decode(f[b"p"]) for _, f in await bus.redis.xrange(bus.keys.stream("learner"))]
             assert await bus.redis.zcard(bus.keys.live) == 0
+        # the CLI reads a run on a cluster too (SCAN over the nodes, MGET within the run's slot)
+        out = subprocess.run(
+            [python, "-m", "userrl", "status", "--json", "--config", str(CI), "--set", f"run={runs['env']}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        status = json.loads(out.stdout)
+        assert status["episodes"]["finished"] == len(resets) and status["episodes"]["live"] == 0
+        assert f"env-1-{runs['env']}" in {w["worker"] for w in status["roles"]["env"]["workers"]}
     finally:
         for p in procs:
             if p.poll() is None:
