@@ -20,6 +20,8 @@ the range. Background traffic of idle workers (heartbeats, reclaim scans, blocki
 time out) is measured apart, per second.
 
     python benchmarks/capacity.py [--groups 48] [--group-size 8] [--repeats 3]
+    python benchmarks/capacity.py --at-cap           # 16-turn episodes, the user asked every turn
+    python benchmarks/capacity.py --tokens 0         # text only: what the token ids cost
     python benchmarks/capacity.py --cluster          # on a local 3-node Redis Cluster
     python benchmarks/capacity.py --url redis://...  # an existing server (keep it otherwise idle)
 """
@@ -62,6 +64,7 @@ from userrl.sim_users.worker import UserWorker
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
 GYMS = ["userrl/Travel-v0", "userrl/Tau-v0", "userrl/Turtle-v0", "userrl/Persuade-v0", "userrl/Function-v0"]
 MAX_TURNS = 16
+CAP_GYM = "userrl/Telepathy-v0"  #: --at-cap: a policy that keeps asking this gym's user
 REGIMES = {"batched": 128, "unbatched": 1}  #: regime -> bus.read_count
 OWN = {"info", "memory|usage", "scan", "xrange", "client|setinfo", "hello", "auth", "ping", "cluster|slots"}
 
@@ -78,7 +81,6 @@ def counters(info: dict[str, Any]) -> dict[str, float]:
     for k, v in info.items():
         if k.startswith("cmdstat_") and isinstance(v, dict):
             out[f"calls:{k[8:]}"] = v["calls"]
-            out[f"usec:{k[8:]}"] = v["usec"]
     return out
 
 
@@ -87,7 +89,6 @@ def diff(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     # the benchmark's own reads (INFO, the memory census) are not the deploy's cost
     d = {k: v for k, v in d.items() if k.split(":", 1)[-1] not in OWN or k in ("in", "out")}
     d["calls"] = sum(v for k, v in d.items() if k.startswith("calls:"))
-    d["usec"] = sum(v for k, v in d.items() if k.startswith("usec:"))
     if not d["main_us"]:  # a server without per-thread CPU: the process's
         d["main_us"] = d["cpu_us"]
     return d
@@ -98,6 +99,7 @@ async def node_client(bus: Bus, url: str) -> Redis:
     plain, _ = split_cluster_flag(url)
     if not is_cluster(bus.redis):
         return Redis.from_url(plain)
+    await bus.redis.initialize()  # type: ignore[attr-defined]  # the slot map
     node = bus.redis.get_node_from_key(bus.keys.epoch)  # type: ignore[attr-defined]
     pw = bus.redis.get_connection_kwargs().get("password")  # type: ignore[attr-defined]
     return Redis(host=node.host, port=node.port, password=pw)
@@ -108,16 +110,19 @@ class TokenExpert(ScriptedExpertBackend):
     newly seen messages (about 4 characters a token), ``tokens`` generated ids and their
     logprobs, ids drawn from a Qwen3-sized vocabulary (their msgpack size is a real one's)."""
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, asking: bool = False) -> None:
         super().__init__()
-        self.tokens = tokens
+        self.tokens, self.asking = tokens, asking
         self.rng = random.Random(0)
 
     def ids(self, n: int) -> list[int]:
         return [self.rng.randrange(151_936) for _ in range(n)]
 
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        out = await super().generate(requests)
+        if self.asking:  # keeps asking the user: every episode runs to the turn cap
+            out = [GenResult(text="[action] Is it a living thing?") for _ in requests]
+        else:
+            out = await super().generate(requests)
         if not self.tokens:
             return out
         results = []
@@ -131,11 +136,11 @@ class TokenExpert(ScriptedExpertBackend):
         return results
 
 
-def workers(bus: Bus, cfg: DeployConfig, tokens: int) -> list[Worker]:
+def workers(bus: Bus, cfg: DeployConfig, tokens: int, asking: bool) -> list[Worker]:
     ws = lambda role: WorkerSettings(name=f"{role}-0", concurrency=256, heartbeat_interval_s=1.0)  # noqa: E731
     return [
         EnvWorker.from_config(bus, ws("env"), cfg),
-        PolicyWorker(bus, ws("policy"), backend=TokenExpert(tokens)),
+        PolicyWorker(bus, ws("policy"), backend=TokenExpert(tokens, asking)),
         UserWorker.from_config(bus, ws("user"), cfg),
         RewardWorker.from_config(bus, ws("reward"), cfg),
     ]
@@ -165,13 +170,13 @@ async def census(r: Redis, prefix: str) -> Counter[str]:
     return out
 
 
-def make_groups(groups: int, group_size: int) -> list[Reset]:
+def make_groups(groups: int, group_size: int, gyms: list[str]) -> list[Reset]:
     """``groups`` GRPO groups, the gyms taking turns, each task under a fresh id."""
-    tasks = {g: load_tasks(g, "train") for g in GYMS}
+    tasks = {g: load_tasks(g, "train") for g in gyms}
     out: list[Reset] = []
     for i in range(groups):
-        g = GYMS[i % len(GYMS)]
-        task = tasks[g][(i // len(GYMS)) % len(tasks[g])]
+        g = gyms[i % len(gyms)]
+        task = tasks[g][(i // len(gyms)) % len(tasks[g])]
         out += make_resets(g, [dict(task, id=f"{task['id']}-{i}")], group_size=group_size, max_turns=MAX_TURNS)
     return out
 
@@ -188,8 +193,8 @@ async def one_run(url: str, regime: str, args: argparse.Namespace) -> dict[str, 
     cfg = load_config(CI, [f"run={run}", f"bus.read_count={REGIMES[regime]}", "bus.block_ms=200"])
     bus = make_bus(cfg, url)
     r = await node_client(bus, url)
-    resets = make_groups(args.groups, args.group_size)
-    ws = workers(bus, cfg, args.tokens)
+    resets = make_groups(args.groups, args.group_size, [CAP_GYM] if args.at_cap else GYMS)
+    ws = workers(bus, cfg, args.tokens, args.at_cap)
     turns, done, peak = [0], anyio.Event(), [0.0]
     try:
         async with anyio.create_task_group() as tg:
@@ -248,18 +253,17 @@ ROWS = [
     ("  reads (XREADGROUP)", lambda d: d.get("calls:xreadgroup", 0)),
     ("server CPU µs, main thread", lambda d: d["main_us"]),
     ("server CPU µs, process", lambda d: d["cpu_us"]),
-    ("  of it inside commands", lambda d: d["usec"]),
     ("bytes in", lambda d: d["in"]),
     ("bytes out", lambda d: d["out"]),
     ("bytes of memory kept", lambda d: d["held"]),
 ]
 
 
-def report(results: dict[str, list[dict[str, Any]]], tokens: int) -> None:
+def report(results: dict[str, list[dict[str, Any]]], tokens: int, at_cap: bool) -> None:
     for regime, runs in results.items():
         r0 = runs[0]
         print(
-            f"\n{regime} (bus.read_count {REGIMES[regime]}): {len(runs)} runs of {r0['groups']} groups x "
+            f"\n{regime} (bus.read_count {REGIMES[regime]}){' at the turn cap' if at_cap else ''}: {len(runs)} runs of {r0['groups']} groups x "
             f"{r0['episodes'] // r0['groups']} episodes, {tokens} generated tokens a turn; turns/episode "
             f"{med([r['turns'] / r['episodes'] for r in runs])}, user replies/turn "
             f"{med([r['load']['user'] / r['turns'] for r in runs])}"
@@ -304,7 +308,7 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.repeats):  # interleaved: drift in the machine's load hits both regimes
             for regime in args.regimes:
                 results.setdefault(regime, []).append(await one_run(url, regime, args))
-        report(results, args.tokens)
+        report(results, args.tokens, args.at_cap)
 
 
 if __name__ == "__main__":
@@ -313,6 +317,9 @@ if __name__ == "__main__":
     ap.add_argument("--group-size", type=int, default=8, help="episodes per group (the paper: 8)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=200, help="generated tokens per policy turn (0: text only)")
+    ap.add_argument(
+        "--at-cap", action="store_true", help="every episode runs to the 16-turn cap, the user asked every turn"
+    )
     ap.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES))
     ap.add_argument("--idle-seconds", type=float, default=3.0, help="idle window measured before each run")
     ap.add_argument("--url", help="an existing server (keep it otherwise idle: its counters are server-wide)")
