@@ -190,7 +190,9 @@ async def sample_peak(r: Redis, peak: list[float]) -> None:
 
 async def one_run(url: str, regime: str, args: argparse.Namespace) -> dict[str, Any]:
     run = f"cap-{regime}-{uuid.uuid4().hex[:6]}"
-    cfg = load_config(CI, [f"run={run}", f"bus.read_count={REGIMES[regime]}", "bus.block_ms=200"])
+    # commit keys live an hour here (6 minutes by default) so none expires before the census
+    sets = [f"run={run}", f"bus.read_count={REGIMES[regime]}", "bus.block_ms=200", "bus.idempotency_ttl_ms=3600000"]
+    cfg = load_config(CI, sets)
     bus = make_bus(cfg, url)
     r = await node_client(bus, url)
     resets = make_groups(args.groups, args.group_size, [CAP_GYM] if args.at_cap else GYMS)
