@@ -21,13 +21,13 @@ from userrl.bus import scripts
 from userrl.bus.client import GatedCluster, is_cluster, make_client, make_sync_client, split_cluster_flag
 from userrl.bus.keys import Keys
 from userrl.bus.local_cluster import SLOTS, LocalCluster, node_for_slot, slot_of, slot_ranges
-from userrl.bus.messages import Probe, decode
+from userrl.bus.messages import Probe, Trajectory, decode
 from userrl.bus.transport import Bus, BusSettings, Effects
 from userrl.config import load_config
 from userrl.console import check_redis
 from userrl.envs.datasets import load_tasks
 from userrl.errors import ConfigError
-from userrl.rollouts import make_resets, read_trajectories, send_resets, wait_trajectories
+from userrl.rollouts import make_resets, read_trajectories, send_resets
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
 
@@ -142,6 +142,21 @@ def test_check_redis_wants_the_cluster_client_on_a_cluster(cluster: LocalCluster
         check_redis("redis://127.0.0.1:1/0?cluster=true", timeout_s=1)
 
 
+async def collect(bus: Bus, want: set[str], timeout: float) -> dict[str, list[Trajectory]]:
+    """Every trajectory on the reward stream through the group ``test``, by episode (a list:
+    a doubled episode shows), until each of ``want`` has one."""
+    stream, got = bus.keys.stream("reward"), {}
+    with anyio.fail_after(timeout):
+        while not want <= set(got):
+            ds = await bus.read(stream, "test", "t", count=256, block_ms=200)
+            for d in ds:
+                if isinstance(d.msg, Trajectory):
+                    got.setdefault(d.msg.episode_id, []).append(d.msg)
+            if ds:
+                await bus.redis.xack(stream, "test", *[d.entry_id for d in ds])
+    return got
+
+
 def _resets(n_tasks: int) -> list:
     out = []
     for env_id in GYMS:
@@ -170,6 +185,9 @@ async def test_episodes_survive_a_killed_worker_on_a_3_node_cluster(
             for role in ("env", "policy", "user", "reward"):
                 procs.append(start(role, f"{role}-0-{run}", run, env, python, tmp_path))
         for bus in buses.values():
+            # our own group on the reward stream, made before any episode ends: reward workers
+            # trim the stream to its slowest group, so nothing is trimmed before we read it
+            await bus.ensure_group(bus.keys.stream("reward"), "test", "0")
             await send_resets(bus, resets)
         # kill each run's victim once 5 of its episodes are done and others are mid-dialogue
         with anyio.fail_after(120):
@@ -185,7 +203,7 @@ async def test_episodes_survive_a_killed_worker_on_a_3_node_cluster(
                     procs.append(start(victim, f"{victim}-1-{run}", run, env, python, tmp_path))
                 await anyio.sleep(0.02)
         for victim, bus in buses.items():
-            got[victim] = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=180)
+            got[victim] = await collect(bus, {r.episode_id for r in resets}, timeout=180)
             n_groups = len({r.group_id for r in resets})
             with anyio.fail_after(60):
                 while await bus.redis.xlen(bus.keys.stream("learner")) < n_groups:
