@@ -57,7 +57,7 @@ def _preflight(cfg: DeployConfig) -> None:
     """A redis:// URL that does not answer fails the command at start, in one line (an
     embedded server is started by the command itself)."""
     if cfg.redis != "embedded":
-        check_redis(cfg.redis)
+        check_redis(cfg.redis, cluster=cfg.redis_cluster)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from userrl.bus.keys import RESERVED
 from userrl.envs.registry import get_env_class, list_envs
 from userrl.errors import ConfigError, UnknownEnvError
 from userrl.learner.rewards import RewardConfig
@@ -459,9 +460,10 @@ class RedisTLSConfig:
 @dataclass(frozen=True)
 class DeployConfig:
     run: str = "default"
-    """Run name; every Redis key lives under userrl:{run}:."""
+    """Run name; every Redis key lives under userrl:{<run>}: (the braces: one Redis Cluster slot per run)."""
     redis: str = "embedded"
-    """'embedded' (a private server started for the run) or a redis:// / rediss:// URL."""
+    """'embedded' (a private server started for the run) or a redis:// / rediss:// URL; a URL
+    ending in ?cluster=true selects the cluster client like redis_cluster does."""
     run_dir: str = "runs/default"
     """Where weights, metrics, logs and the embedded server's address go."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -496,6 +498,9 @@ class DeployConfig:
 
     redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
     """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
+    redis_cluster: bool = False
+    """The redis URL is one node of a Redis Cluster (or a managed Redis/Valkey in cluster mode):
+    use redis-py's cluster client, which finds the other nodes itself (docs/scaling.md: the bus)."""
 
     def __post_init__(self) -> None:
         _check_gym_options(self.gym_options, "gym_options")
@@ -508,8 +513,10 @@ class DeployConfig:
             raise ConfigError(f"workers: unknown role(s) {sorted(bad)}; allowed: {list(ROLE_NAMES)}")
         if not (self.redis == "embedded" or self.redis.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {self.redis!r}")
-        if not self.run or any(c in self.run for c in " :*?"):
-            raise ConfigError(f"run: {self.run!r} must be non-empty without spaces, ':', '*' or '?'")
+        if not self.run or any(c in self.run for c in RESERVED):
+            raise ConfigError(f"run: {self.run!r} must be non-empty without spaces or any of : * ? [ ] {{ }}")
+        if self.redis_cluster and (self.redis == "embedded" or self.redis.startswith("unix://")):
+            raise ConfigError("redis_cluster: true needs a redis:// or rediss:// URL of a cluster node in redis")
 
 
 def _check_gym_options(options: dict[str, dict[str, Any]], name: str) -> None:

@@ -91,5 +91,6 @@ def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None 
         max_connections=cfg.bus.max_connections,
         client_name=client_name,
         tls=tls_kwargs(cfg),
+        cluster=cfg.redis_cluster,
     )
     return Bus(client, Keys(cfg.run), bus_settings(cfg))
