@@ -26,7 +26,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from userrl.bus import scripts
+from userrl.bus import budget, scripts
 from userrl.bus.effects import (
     PAYLOAD,
     BusSettings,
@@ -74,6 +74,7 @@ class Bus:
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
         self._cap_index = redis.register_script(scripts.CAP_INDEX)
+        self._pop_oldest = redis.register_script(scripts.POP_OLDEST)
         self._groups_ready: set[tuple[str, str]] = set()
         self.epoch: bytes | None = None  #: the epoch token commits are made under (see Keys.epoch)
         self.nogroup_recreated = 0
@@ -104,6 +105,22 @@ class Bus:
         fields = dict(zip(args[::2], args[1::2], strict=True))
         entry = await self.redis.xadd(stream, fields, maxlen=self.settings.stream_cap, approximate=True)
         return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def send_many(self, stream: str, items: Sequence[tuple[Message, dict[str, Any] | None]]) -> list[str]:
+        """:meth:`send` for many messages in one pipeline (one round trip); returns their entry
+        ids. Not atomic: after a connection error some may have been added, so a retry must
+        tolerate duplicates (resets do)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for msg, readable in items:
+                args = Effects().send(stream, msg, readable, max_bytes=self.settings.max_message_bytes).ops[0][2]
+                pipe.xadd(
+                    stream,
+                    dict(zip(args[::2], args[1::2], strict=True)),
+                    maxlen=self.settings.stream_cap,
+                    approximate=True,
+                )
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     # -- reading --------------------------------------------------------------------------------
     async def read(
@@ -437,11 +454,15 @@ class Bus:
         return True
 
     async def cap_finished(self) -> int:
-        """Keep the newest ``finished_cap`` members of episodes:finished and groups:done."""
-        cap = self.settings.finished_cap
-        k = self.keys
-        n = int(await self._cap_index(keys=[k.finished], args=[cap]))
-        return n + int(await self._cap_index(keys=[k.groups_done_at, k.groups_done], args=[cap]))
+        """Keep the newest ``finished_cap`` members of episodes:finished (the logs of those
+        removed are deleted) and groups:done; with ``finished_cap`` auto, the cap follows the
+        memory budget at the measured size of recent logs (:mod:`userrl.bus.budget`)."""
+        s, k = self.settings, self.keys
+        cap = await budget.measured_finished_cap(self.redis, k, s.memory_mb) if s.finished_auto else s.finished_cap
+        n = await budget.cap_episode_logs(self.redis, k, cap, self._pop_oldest)
+        n += int(await self._cap_index(keys=[k.groups_done_at, k.groups_done], args=[cap]))
+        await budget.check_budget(self.redis, s.memory_mb)
+        return n
 
     async def group_info(self, stream: str) -> list[dict[str, Any]]:
         try:
