@@ -131,6 +131,7 @@ class Reconciler:
         self._by_id = {r.episode_id: r for r in self.resets}
         self._marker = self.bus.keys.waiter_marker(self.name)
         self._run_id: str | None = None
+        self._suspect = False  #: a loss was seen and not yet reconciled by a completed check
 
     def track(self, resets: Sequence[Reset]) -> None:
         """Watch more episodes (a dispatcher that keeps sending)."""
@@ -191,32 +192,41 @@ class Reconciler:
     ) -> list[str]:
         """Re-send or report the unfinished episodes that need it; returns those reported failed.
         ``refresh`` reads the trajectories that arrived meanwhile and returns what is still
-        unfinished. The order of the reads is what makes "lost" safe to conclude: first whether
-        each reset still waits on the env stream, then the snapshots, then ``refresh``, because a
+        unfinished. The order of the reads is what makes "lost" safe to conclude: whether each
+        reset still waits on the env stream, then the snapshots, then ``refresh``, because a
         reset is acked in the commit that writes its snapshot, and a snapshot is deleted in the
-        commit that sends its trajectory."""
+        commit that sends its trajectory. (A first read of the snapshots only narrows the work
+        to the episodes without one.)"""
         todo = [e for e in unfinished if e in self._by_id and e not in self.failed]
-        lost = await self.lost_data()
+        # a loss stays suspected until a check has run through: a check cut short by the
+        # server going away again must not forget it
+        lost = self._suspect = await self.lost_data() or self._suspect
         if not todo:
+            self._suspect = False
             return []
-        waiting = await self._waiting(todo)
-        progress = await self._progress(todo)
+        out: list[str] = []
+        now = time.time()
+        cands = []
+        for ep, at in (await self._progress(todo)).items():
+            if at is None:
+                cands.append(ep)
+                continue
+            self.missing_since.pop(ep, None)
+            if now - at > self.stall_s:
+                out += [ep] if await self.report_failed(ep, f"stalled: no progress for {now - at:.0f}s") else []
+        waiting = await self._waiting(cands, verify=lost)
+        for ep in waiting:
+            self.missing_since.pop(ep, None)
+        cands = [e for e in cands if e not in waiting]
+        started = {e for e, at in (await self._progress(cands)).items() if at is not None}
         backlog = await self._env_backlog()
         if refresh is not None:
             still = await refresh()
-            todo = [e for e in todo if e in still]
+            cands = [e for e in cands if e in still]
         now = time.time()
-        out: list[str] = []
         resend: list[str] = []
-        for ep in todo:
-            at = progress[ep]
-            if at is not None:
-                self.missing_since.pop(ep, None)
-                if now - at > self.stall_s:
-                    out += [ep] if await self.report_failed(ep, f"stalled: no progress for {now - at:.0f}s") else []
-                continue
-            if ep in waiting:
-                self.missing_since.pop(ep, None)
+        for ep in cands:
+            if ep in started:
                 continue
             since = self.missing_since.setdefault(ep, now)
             # a known reset that is neither queued nor being handled, without a snapshot or a
@@ -229,22 +239,24 @@ class Reconciler:
                 continue
             resend.append(ep)
         await self.redispatch(resend)
+        self._suspect = False
         return out
 
-    async def _waiting(self, eps: Sequence[str]) -> set[str]:
+    async def _waiting(self, eps: Sequence[str], *, verify: bool) -> set[str]:
         """Episodes whose last reset still waits on the env stream: undelivered (after the env
-        group's last delivered id, and still in the stream) or pending (being handled)."""
+        group's last delivered id) or pending (being handled). Entries after the last delivered
+        id are looked up only when ``verify`` (a loss is suspected): else they exist, as nothing
+        deletes undelivered entries of the env stream."""
         stream, group = self.bus.keys.stream("env"), self.bus.keys.group("env")
         known = [e for e in eps if e in self.entry_ids]
-        if not known:
-            return set()
         delivered = _id("0-0")
-        for g in await self.bus.group_info(stream):
+        for g in await self.bus.group_info(stream) if known else []:
             if g.get("name") == group:
                 delivered = _id(str(g.get("last-delivered-id") or "0-0"))
-        out: set[str] = set()
-        for i in range(0, len(known), 500):
-            chunk = known[i : i + 500]
+        out = {e for e in known if not verify and _id(self.entry_ids[e]) > delivered}
+        ask = [e for e in known if e not in out]
+        for i in range(0, len(ask), 500):
+            chunk = ask[i : i + 500]
             async with self.bus.redis.pipeline(transaction=False) as pipe:
                 for ep in chunk:
                     eid = self.entry_ids[ep]

@@ -58,6 +58,12 @@ log = structlog.get_logger(__name__)
 WAITER_STALE_MS = 600_000
 
 
+def _group_lost(exc: ResponseError) -> bool:
+    """The group is gone: ``NOGROUP``, or ``UNBLOCKED`` (a blocked read whose stream was deleted
+    under it: the server lost its data, e.g. a FLUSHALL)."""
+    return "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc)
+
+
 class EpochChanged(RuntimeError):
     """A commit was refused: the server lost its data since the work was read (see
     ``Keys.epoch``). Nothing was applied; the entries, if they still exist, stay pending."""
@@ -147,7 +153,7 @@ class Bus:
                 block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms),
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _group_lost(exc):
                 raise
             await self._recreate_group(stream, group, exc)
             return []
@@ -180,7 +186,7 @@ class Bus:
                 block=self.settings.block_ms if block else None,
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _group_lost(exc):
                 raise
             for s in streams:
                 await self._recreate_group(s, group, exc)

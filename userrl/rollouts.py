@@ -242,6 +242,7 @@ async def dispatch_and_wait(
     timeout: float = 600.0,
     poll_s: float = 0.1,
     stall_s: float = 900.0,
+    check_s: float = 5.0,
     on_sent: Callable[[], None] | None = None,
     on_batch: Callable[[int], Awaitable[None]] | None = None,
 ) -> dict[str, list[Trajectory]]:
@@ -249,7 +250,7 @@ async def dispatch_and_wait(
     waiter's group (from the stream's end) and the reconciler's marker first, then the resets
     in pipelined batches (``on_batch`` after each, ``on_sent`` once all are out), then the wait.
     A data loss at any moment re-sends or reports failed what it took (:class:`Waiter`)."""
-    w = Waiter(bus, [], stall_s=stall_s)
+    w = Waiter(bus, [], stall_s=stall_s, check_s=check_s)
     await w.start(from_start=False)
     try:
         await w.send(resets, on_batch=on_batch)
