@@ -195,26 +195,33 @@ class Reconciler:
         unfinished. The order of the reads is what makes "lost" safe to conclude: whether each
         reset still waits on the env stream, then the snapshots, then ``refresh``, because a
         reset is acked in the commit that writes its snapshot, and a snapshot is deleted in the
-        commit that sends its trajectory. (A first read of the snapshots only narrows the work
-        to the episodes without one.)"""
+        commit that sends its trajectory. (Skipping the resets still queued, and the live set,
+        only narrow the work to the episodes that might be lost.)"""
         todo = [e for e in unfinished if e in self._by_id and e not in self.failed]
         # a loss stays suspected until a check has run through: a check cut short by the
         # server going away again must not forget it
         lost = self._suspect = await self.lost_data() or self._suspect
+        delivered = await self._last_delivered()
+        if not lost:  # queued resets exist (nothing deletes undelivered env entries) and wait
+            todo = [e for e in todo if not (e in self.entry_ids and _id(self.entry_ids[e]) > delivered)]
         if not todo:
             self._suspect = False
             return []
         out: list[str] = []
         now = time.time()
         cands = []
-        for ep, at in (await self._progress(todo)).items():
-            if at is None:
+        old = []  #: live long enough to have stalled: their last progress is read
+        for ep, started in (await self._live(todo)).items():
+            if started is None:
                 cands.append(ep)
                 continue
             self.missing_since.pop(ep, None)
-            if now - at > self.stall_s:
+            if now - started > self.stall_s:
+                old.append(ep)
+        for ep, at in (await self._progress(old)).items():
+            if at is not None and now - at > self.stall_s:
                 out += [ep] if await self.report_failed(ep, f"stalled: no progress for {now - at:.0f}s") else []
-        waiting = await self._waiting(cands, verify=lost)
+        waiting = await self._waiting(cands, delivered)
         for ep in waiting:
             self.missing_since.pop(ep, None)
         cands = [e for e in cands if e not in waiting]
@@ -242,21 +249,21 @@ class Reconciler:
         self._suspect = False
         return out
 
-    async def _waiting(self, eps: Sequence[str], *, verify: bool) -> set[str]:
+    async def _last_delivered(self) -> tuple[int, int]:
+        """The env group's last delivered id (0-0 when it has none yet)."""
+        for g in await self.bus.group_info(self.bus.keys.stream("env")):
+            if g.get("name") == self.bus.keys.group("env"):
+                return _id(str(g.get("last-delivered-id") or "0-0"))
+        return (0, 0)
+
+    async def _waiting(self, eps: Sequence[str], delivered: tuple[int, int]) -> set[str]:
         """Episodes whose last reset still waits on the env stream: undelivered (after the env
-        group's last delivered id) or pending (being handled). Entries after the last delivered
-        id are looked up only when ``verify`` (a loss is suspected): else they exist, as nothing
-        deletes undelivered entries of the env stream."""
+        group's last ``delivered`` id, and still in the stream) or pending (being handled)."""
         stream, group = self.bus.keys.stream("env"), self.bus.keys.group("env")
         known = [e for e in eps if e in self.entry_ids]
-        delivered = _id("0-0")
-        for g in await self.bus.group_info(stream) if known else []:
-            if g.get("name") == group:
-                delivered = _id(str(g.get("last-delivered-id") or "0-0"))
-        out = {e for e in known if not verify and _id(self.entry_ids[e]) > delivered}
-        ask = [e for e in known if e not in out]
-        for i in range(0, len(ask), 500):
-            chunk = ask[i : i + 500]
+        out: set[str] = set()
+        for i in range(0, len(known), 500):
+            chunk = known[i : i + 500]
             async with self.bus.redis.pipeline(transaction=False) as pipe:
                 for ep in chunk:
                     eid = self.entry_ids[ep]
@@ -266,6 +273,15 @@ class Reconciler:
                         pipe.xpending_range(stream, group, min=eid, max=eid, count=1)
                 rows = await pipe.execute(raise_on_error=False)
             out |= {ep for ep, row in zip(chunk, rows, strict=True) if isinstance(row, list) and row}
+        return out
+
+    async def _live(self, eps: Sequence[str]) -> dict[str, float | None]:
+        """Start time of each episode in the live set (None: not live). An episode is live
+        exactly while it has a snapshot: both are written and removed in the same commits."""
+        out: dict[str, float | None] = {}
+        for i in range(0, len(eps), 1000):
+            chunk = list(eps[i : i + 1000])
+            out.update(zip(chunk, await self.bus.redis.zmscore(self.bus.keys.live, chunk), strict=True))
         return out
 
     async def _progress(self, eps: Sequence[str]) -> dict[str, float | None]:
