@@ -33,7 +33,7 @@ from userrl.bus.keys import Keys
 log = structlog.get_logger(__name__)
 
 MB = 1024 * 1024
-LOG_SHARE = 0.50
+LOG_SHARE = 0.40
 RESULTS_SHARE = 0.10
 DEAD_SHARE = 0.05
 WORKING_SHARE = 1.0 - LOG_SHARE - RESULTS_SHARE - DEAD_SHARE

@@ -52,7 +52,7 @@ class BusConfig:
     memory_mb: int = 512
     """Memory budget of the run's data in Redis, in megabytes (the default suits the embedded
     server on a laptop). What outlives an episode is capped from it: finished episodes' logs and
-    index entries (50%), the results and learner streams (10%), dead letters (5%); the rest is
+    index entries (40%), the results and learner streams (10%), dead letters (5%); the rest is
     the working set, which grows with the episode rate (docs/operations.md sizes it). The caps
     below set to 0 follow from it; a reward worker warns when the server's used_memory exceeds it."""
     dead_cap: int = 0
@@ -64,7 +64,7 @@ class BusConfig:
     from memory_mb (10% at 64 KB per entry)."""
     finished_cap: int = 0
     """Finished episodes kept: their readable logs and their members of the finished-episode and
-    done-group indexes (oldest dropped first); 0 = from memory_mb: as many as 50% of it holds at
+    done-group indexes (oldest dropped first); 0 = from memory_mb: as many as 40% of it holds at
     the measured size of recent logs."""
     episode_log_ttl_ms: int = 3_600_000
     """Readable episode logs expire this long after the episode ends."""
