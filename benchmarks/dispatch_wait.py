@@ -10,7 +10,7 @@ scripted policy and users from ``deploy/ci.yaml``), then:
 2. runs ``userrl dispatch --wait`` (Telepathy and Function, 40 tasks each, groups of 120) ``--runs``
    times, each with its own ``--prefix``, and prints per run: the exit code, the wall time, the
    episodes finished, and the seconds from the last episode's finish (its time in the finished
-   index) to the command's exit.
+   index) to the command's result line and to its exit (the interpreter's teardown between).
 
     python benchmarks/dispatch_wait.py             # 10 runs of 9,600
     python benchmarks/dispatch_wait.py --runs 2 --tasks 10 --group-size 20   # quick
@@ -105,26 +105,44 @@ def main(args: argparse.Namespace) -> int:
             cmd += ["--gyms", *GYMS, "--tasks", str(args.tasks), "--group-size", str(args.group_size)]
             cmd += ["--prefix", prefix, "--wait", "--timeout", str(args.timeout)]
             t0 = time.time()
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout + 120)
+            errf = tempfile.TemporaryFile("w+")  # a file, not a pipe: stdout is read to its end first
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf, text=True)
+            lines, printed = [], 0.0
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the result line's arrival: the wait is over
+                lines.append(line.strip())
+                if line.startswith("finished "):
+                    printed = time.time()
+            rc = proc.wait(timeout=args.timeout + 120)
             t1 = time.time()
+            errf.seek(0)
+            err = errf.read()
+            errf.close()
             found, last = anyio.run(last_finish, launcher.url, "dw", ids)
             row = {
                 "run": i + 1,
-                "rc": out.returncode,
+                "rc": rc,
                 "s": round(t1 - t0, 1),
                 "finished": found,
+                "printed_after_last_s": round(printed - last, 2) if last and printed else None,
                 "exit_after_last_s": round(t1 - last, 2) if last else None,
-                "stdout": out.stdout.strip().splitlines()[-1:] if out.stdout.strip() else [],
+                "stdout": lines[-1:],
             }
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
+            if rc != 0:
+                print(err[-2000:], file=sys.stderr)
     finally:
         launcher.stop()
-    print("\n| run | exit | seconds | episodes finished | last finish -> exit (s) |\n|---|---|---|---|---|")
+    print(
+        "\n| run | exit | seconds | episodes finished | last finish -> result printed (s) | last finish -> exit (s) |"
+        "\n|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['run']} | {r['rc']} | {r['s']} | {r['finished']} / {len(ids)} | {r['exit_after_last_s']} |")
+        print(
+            f"| {r['run']} | {r['rc']} | {r['s']} | {r['finished']} / {len(ids)} | {r['printed_after_last_s']} "
+            f"| {r['exit_after_last_s']} |"
+        )
     ok = sum(r["rc"] == 0 and r["finished"] == len(ids) for r in rows)
     print(f"\n{ok} of {len(rows)} runs exited 0 with all {len(ids)} episodes finished")
     return 0 if ok == len(rows) else 1

@@ -29,6 +29,17 @@ from userrl.errors import BusError
 
 log = structlog.get_logger(__name__)
 
+__all__ = [
+    "Waiter",
+    "already_dispatched",
+    "dispatch_and_wait",
+    "dispatch_resets",
+    "make_resets",
+    "read_trajectories",
+    "send_resets",
+    "wait_trajectories",
+]
+
 
 def make_resets(
     env_id: str,
@@ -60,18 +71,6 @@ def make_resets(
                 )
             )
     return out
-
-
-__all__ = [
-    "Waiter",
-    "already_dispatched",
-    "dispatch_and_wait",
-    "dispatch_resets",
-    "make_resets",
-    "read_trajectories",
-    "send_resets",
-    "wait_trajectories",
-]
 
 
 async def already_dispatched(bus: Bus, resets: Sequence[Reset]) -> list[str]:
