@@ -80,7 +80,7 @@ class Soak:
         self.kills = 0
         self.samples: list[dict[str, Any]] = []
         self.budget_mb = bus.settings.memory_mb
-        self.breakdowns: list[tuple[float, list[tuple[str, int, float, float]]]] = []
+        self.breakdowns: list[tuple[float, list[tuple[str, int, float, int, float]]]] = []
 
     async def dispatch(self) -> None:
         while len(self.pending) < self.args.inflight * 4:
@@ -145,7 +145,8 @@ class Soak:
 
     async def breakdown(self, t0: float) -> None:
         """What each kind of key holds: its count, MB (``MEMORY USAGE`` of up to 200 of them,
-        scaled to the count) and bytes per finished episode."""
+        scaled to the count), bytes per key and per episode finished so far (what is capped or
+        expires holds less per episode the longer the run)."""
         r, prefix = self.bus.redis, self.bus.keys.prefix
         kinds: Counter[str] = Counter()
         sizes: dict[str, list[int]] = {}
@@ -159,12 +160,15 @@ class Soak:
         rows = []
         for kind, n in kinds.items():
             mb = sum(sizes[kind]) / len(sizes[kind]) * n / 2**20
-            rows.append((kind, n, round(mb, 2), round(mb * 2**20 / finished, 1)))
+            rows.append((kind, n, round(mb, 2), round(mb * 2**20 / n), round(mb * 2**20 / finished, 1)))
         rows.sort(key=lambda row: -row[2])
         self.breakdowns.append((round((time.monotonic() - t0) / 60, 1), rows))
         print(f"by kind at minute {self.breakdowns[-1][0]} ({finished} episodes finished so far):")
-        for kind, n, mb, per_ep in [row for row in rows if row[2] >= 0.01]:
-            print(f"  {kind:<20} keys {n:>8}  {mb:>8.2f} MB  {per_ep:>8.1f} B per finished episode")
+        for kind, n, mb, per_key, per_ep in [row for row in rows if row[2] >= 0.01]:
+            print(
+                f"  {kind:<20} keys {n:>8}  {mb:>8.2f} MB  {per_key:>9} B per key  "
+                f"{per_ep:>8.1f} B per episode finished so far"
+            )
 
     async def run(self) -> None:
         stream = self.bus.keys.stream("reward")
