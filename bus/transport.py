@@ -429,9 +429,14 @@ class Bus:
         floor: tuple[int, int] | None = None
         for g in groups:
             name = g["name"]
-            if await self._drop_stale_waiter(stream, name):
+            try:
+                if await self._drop_stale_waiter(stream, name):
+                    continue
+                summary = await self.redis.xpending(stream, name)
+            except ResponseError as exc:  # destroyed since XINFO (a waiter that ended): not a floor
+                if "NOGROUP" not in str(exc):
+                    raise
                 continue
-            summary = await self.redis.xpending(stream, name)
             cand = summary["min"] if summary["pending"] else None
             if cand is None:
                 last = g["last-delivered-id"]

@@ -306,3 +306,43 @@ def test_dispatch_wait_of_5000_episodes_returns_once_all_finish(
             p.wait(timeout=30)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "dispatched 5000 episodes" in out.stdout and "finished 5000 (5000 ok)" in out.stdout, out.stdout
+
+
+async def test_a_blocked_read_whose_stream_vanishes_recreates_its_group(bus: Bus) -> None:
+    """A server that loses its data under a blocked XREADGROUP answers UNBLOCKED, not NOGROUP:
+    the read returns nothing and recreates the group, instead of killing the worker."""
+    stream = bus.keys.stream("reward")
+    await bus.ensure_group(stream, "reward")
+    got: list[list] = []
+
+    async def blocked() -> None:
+        got.append(await bus.read(stream, "reward", "r0", block_ms=10_000))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(blocked)
+        with anyio.fail_after(10):
+            while not [c for c in await bus.redis.client_list() if c.get("cmd") == "xreadgroup"]:
+                await anyio.sleep(0.02)
+        await bus.redis.delete(stream)
+    assert got == [[]]
+    assert [g["name"] for g in await bus.group_info(stream)] == ["reward"]
+
+
+async def test_trim_skips_a_group_destroyed_while_it_runs(bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiter that ends (its group destroyed) between the trim's XINFO GROUPS and its XPENDING
+    must not fail the reward worker's trim: the group is simply no floor any more."""
+    stream = bus.keys.stream("reward")
+    await bus.ensure_group(stream, "reward")
+    for i in range(5):
+        await bus.send(stream, Trajectory(episode_id=f"g{i}/0", group_id=f"g{i}", env_id="e", task_id="t", turns=[]))
+    for d in await bus.read(stream, "reward", "r0", count=10):
+        await bus.commit([(d, Effects())])
+    real = bus.redis.xinfo_groups
+
+    async def with_a_ghost(name: str) -> list:
+        rows = await real(name)
+        return [*rows, {**rows[0], "name": b"wait:gone", "last-delivered-id": b"0-0"}]
+
+    monkeypatch.setattr(bus.redis, "xinfo_groups", with_a_ghost)
+    await bus.trim(stream, approximate=False)
+    assert await bus.redis.xlen(stream) == 0, "trimmed to the live group's floor"
