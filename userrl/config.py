@@ -50,14 +50,23 @@ class BusConfig:
     idempotency_ttl_ms: int = 0
     """How long commit keys remember a handled message; 0 = auto: 4 x min_idle_ms x
     (max_deliveries + 1), at least a minute (a duplicate can only come while redelivery can)."""
-    dead_cap: int = 10_000
-    """MAXLEN ~ of the dead-letter stream."""
+    memory_mb: int = 512
+    """Memory budget of the run's data in Redis, in megabytes (the default suits the embedded
+    server on a laptop). What outlives an episode is capped from it: finished episodes' logs and
+    index entries (40%), the results and learner streams (10%), dead letters (5%); the rest is
+    the working set, which grows with the episode rate (docs/operations.md sizes it). The caps
+    below set to 0 follow from it; a reward worker warns when the server's used_memory exceeds it."""
+    dead_cap: int = 0
+    """MAXLEN ~ of the dead-letter stream; 0 = from memory_mb (5% / dead_payload_bytes)."""
     dead_payload_bytes: int = 65_536
     """A dead letter keeps at most this many bytes of each field (plus its size and sha256)."""
-    results_cap: int = 100_000
-    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them)."""
-    finished_cap: int = 100_000
-    """Members kept in the finished-episode and done-group indexes (oldest dropped first)."""
+    results_cap: int = 0
+    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them); 0 =
+    from memory_mb (10% at 64 KB per entry)."""
+    finished_cap: int = 0
+    """Finished episodes kept: their readable logs and their members of the finished-episode and
+    done-group indexes (oldest dropped first); 0 = from memory_mb: as many as 40% of it holds at
+    the measured size of recent logs."""
     episode_log_ttl_ms: int = 3_600_000
     """Readable episode logs expire this long after the episode ends."""
     episode_log_cap: int = 2_000
@@ -87,15 +96,16 @@ class BusConfig:
             self,
             "bus",
             (
-                "dead_cap",
+                "memory_mb",
                 "dead_payload_bytes",
-                "results_cap",
-                "finished_cap",
                 "episode_log_ttl_ms",
                 "episode_log_cap",
                 "stall_timeout_ms",
             ),
         )
+        for name in ("dead_cap", "results_cap", "finished_cap"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"bus.{name} must be >= 0 (0 = from bus.memory_mb), got {getattr(self, name)}")
         window = self.min_idle_ms * (self.max_deliveries + 1)
         if self.idempotency_ttl_ms and self.idempotency_ttl_ms < window:
             raise ConfigError(
