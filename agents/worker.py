@@ -151,9 +151,12 @@ class PolicyWorker(Worker):
         retry_backoff_s: float = 0.5,
         weights_retry_s: float = 5.0,
         orphan_prune_s: float = 300.0,
+        owns_backend: bool = False,
     ) -> None:
         super().__init__(bus, settings)
         self.backend = backend
+        self.owns_backend = owns_backend  #: close the backend (its engine) when the worker stops
+        self.fatal: BaseException | None = None  #: why the worker stopped on its own (its engine died)
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.weights_retry_s = weights_retry_s
@@ -168,7 +171,14 @@ class PolicyWorker(Worker):
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> PolicyWorker:
-        return cls(bus, settings, backend=make_policy_backend(cfg))
+        return cls(bus, settings, backend=make_policy_backend(cfg), owns_backend=True)
+
+    def run(self) -> int:
+        """As :meth:`Worker.run`; a worker whose backend died raises why, after it stopped."""
+        rc = super().run()
+        if self.fatal is not None:
+            raise self.fatal
+        return rc
 
     @property
     def version(self) -> int:
@@ -188,8 +198,28 @@ class PolicyWorker(Worker):
         await self.bus.ensure_group(self.own_stream, self.group)
         await self.bus.redis.sadd(self.bus.keys.policy_replicas, self.name)
 
+    async def on_stop(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if self.owns_backend and close is not None:
+            await anyio.to_thread.run_sync(close)
+
+    def _backend_died(self, n: int) -> list[Effects | None | BaseException] | None:
+        """When the backend can serve no more (``backend.dead``, e.g. its vLLM engine died):
+        stop the worker and leave the batch's ``n`` entries pending (a peer, or this worker
+        restarted, reclaims them), instead of answering them with errors."""
+        dead = getattr(self.backend, "dead", None)
+        if dead is None:
+            return None
+        if self.fatal is None:
+            self.fatal = dead
+            self.log.error("policy.backend_died", error=str(dead), left_pending=n)
+            self.stop()
+        return [dead] * n
+
     # -- handling -------------------------------------------------------------------------------
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
+        if (died := self._backend_died(len(ds))) is not None:
+            return died
         await self.maybe_reload()
         t0 = time.perf_counter()
         results: list[GenResult | None] = [None] * len(ds)
@@ -214,6 +244,8 @@ class PolicyWorker(Worker):
         todo = list(reqs)
         for attempt in range(self.retries + 1):
             out = await generate_isolated(self.backend, [reqs[i] for i in todo])
+            if (died := self._backend_died(len(ds))) is not None:
+                return died
             retry = []
             for i, r in zip(todo, out, strict=True):
                 results[i] = r
