@@ -104,6 +104,8 @@ class VLLMBackend:
     max_model_len, engine_kwargs, ...) go to ``AsyncEngineArgs``."""
 
     trainable = True
+    #: batches whatever is in flight: the policy worker streams requests in (``PolicyWorker.streaming``)
+    continuous = True
 
     def __init__(
         self,

@@ -166,6 +166,7 @@ class PolicyWorker(Worker):
         self._weights_cursor = "0-0"
         self._weights_retry_at = 0.0
         self._dead_since: dict[str, float] = {}
+        self._reload_lock = anyio.Lock()
         self.stats["sticky"] = 0  #: requests read from the own stream
         self.stats["failed_requests"] = 0
 
@@ -183,6 +184,19 @@ class PolicyWorker(Worker):
     @property
     def version(self) -> int:
         return int(getattr(self.backend, "version", 0))
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        """Stream requests into backends that batch continuously (vLLM): each request starts as
+        soon as it is read and is answered when it is done, instead of waiting for a batch."""
+        return bool(getattr(getattr(self, "backend", None), "continuous", False))
+
+    async def handle(self, d: Delivery) -> Effects | None:
+        """One request (streaming mode): the batch path for a batch of one."""
+        (result,) = await self.handle_batch([d])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def heartbeat_extra(self) -> dict[str, Any]:
         last = self.swaps[-1] if self.swaps else {}
@@ -298,7 +312,7 @@ class PolicyWorker(Worker):
         self.stats["sticky"] += sticky
         self.stats["failed_requests"] += failed
         n_tokens = sum(len(r.token_ids) for r in results if r is not None)
-        self.log.info(
+        (self.log.debug if self.streaming else self.log.info)(
             "policy.batch",
             n=len(ds),
             sticky=sticky,
@@ -314,7 +328,13 @@ class PolicyWorker(Worker):
         """Load the newest announced weights, if newer than ours (between batches).
 
         A load that fails keeps the current weights and is retried after ``weights_retry_s``
-        (or when a newer version is announced)."""
+        (or when a newer version is announced). In streaming mode every request checks first
+        (the learner announces a version before it dispatches the episodes meant for it); one
+        check at a time."""
+        async with self._reload_lock:
+            await self._maybe_reload()
+
+    async def _maybe_reload(self) -> None:
         rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
         if not rows:
             return
