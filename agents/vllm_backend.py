@@ -147,6 +147,8 @@ class VLLMBackend:
             worker_extension_cls=EXTENSION,
             **engine_kwargs,
         )
+        #: what the engine was started with (besides the model), for logs and benchmarks
+        self.engine_settings = {"device": self.device, "seed": seed, **engine_kwargs}
         t0 = time.perf_counter()
         try:
             self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
