@@ -254,6 +254,19 @@ class VLLMBackend:
 
     async def load_weights(self, path: str, version: int) -> float:
         """Swap in the weights at ``path`` once the requests in flight have finished."""
+        return await self._swap(version, path, None, 0)
+
+    async def receive_weights(self, rnd: dict[str, Any], rank: int, path: str, version: int) -> float:
+        """Swap in ``version`` from an in-memory round of the learner (:mod:`userrl.learner.weight_sync`;
+        ``rnd``: host, port, world, timeout_s), as rank ``rank``; the file at ``path`` if it fails."""
+        return await self._swap(version, path, rnd, rank)
+
+    @property
+    def memory_sync_ranks(self) -> int:
+        """Ranks the engine joins an in-memory round with: one per tensor-parallel worker."""
+        return int(self.engine_settings.get("tensor_parallel_size", 1))
+
+    async def _swap(self, version: int, path: str, rnd: dict[str, Any] | None, rank: int) -> float:
         gate, swap_lock = self._locks()
         t0 = time.perf_counter()
         async with swap_lock:
@@ -263,7 +276,13 @@ class VLLMBackend:
                     await gate.wait()
             waited = time.perf_counter() - t0
             try:
-                counts = await self.engine.collective_rpc("userrl_load_weights", args=(str(path),))
+                how, tensors = ("memory", await self._receive(rnd, rank, version)) if rnd else ("disk", None)
+            except Exception as exc:  # the learner's round failed: the same version is in the file
+                log.warning("vllm_memory_round_failed", version=version, error=repr(exc), fallback=path)
+                how = "disk"
+            try:
+                if how == "disk":
+                    tensors = await self.engine.collective_rpc("userrl_load_weights", args=(str(path),))
                 await self.engine.reset_prefix_cache()
                 self.version = int(version)
             except Exception as exc:
@@ -277,11 +296,20 @@ class VLLMBackend:
             "vllm_weights_loaded",
             path=str(path),
             version=version,
-            tensors=counts,
+            via=how,
+            tensors=tensors,
             seconds=round(seconds, 4),
             drain_s=round(waited, 4),
         )
         return seconds
+
+    async def _receive(self, rnd: dict[str, Any], rank: int, version: int) -> list[int]:
+        args = (str(rnd["host"]), int(rnd["port"]), int(rnd["world"]), int(rank), float(rnd.get("timeout_s", 60.0)))
+        got = await self.engine.collective_rpc("userrl_receive_round", args=args)
+        versions = {int(v) for v, _ in got}
+        if versions != {int(version)}:
+            raise PolicyError(f"the in-memory round sent version {sorted(versions)}, announced {version}")
+        return [int(n) for _, n in got]
 
     # -- helpers ----------------------------------------------------------------------------
     def prompt_ids(self, req: GenRequest) -> list[int]:

@@ -64,7 +64,6 @@ class WorkerExtension:
 
     model_runner: Any
     device: Any
-    _userrl_sync: WeightGroup | None = None
 
     def _userrl_reload(self, weights: Iterable[tuple[str, torch.Tensor]]) -> int:
         n = 0
@@ -83,24 +82,21 @@ class WorkerExtension:
         """Load a published safetensors file (or folder); returns the number of tensors."""
         return self._userrl_reload(safetensors_items(path))
 
-    # In-memory sync (userrl.learner.weight_sync): this worker joins the learner's group as rank
-    # ``rank_offset`` + its tensor-parallel rank, then receives whole tensors into the reload.
-    def userrl_join_weight_sync(self, host: str, port: int, world: int, rank_offset: int, timeout_s: float) -> int:
+    # In-memory sync (userrl.learner.weight_sync): one round per version. This worker joins the
+    # learner's group as rank ``rank`` + its tensor-parallel rank, receives whole tensors into the
+    # reload, and leaves the group; the version is the learner's header.
+    def userrl_receive_round(self, host: str, port: int, world: int, rank: int, timeout_s: float) -> tuple[int, int]:
         from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
 
-        rank = rank_offset + get_tensor_model_parallel_rank()
         backend = "gloo" if self.device.type == "cpu" else "nccl"
-        self._userrl_sync = WeightGroup(
-            host, port, rank, world, backend=backend, device=str(self.device), timeout_s=timeout_s
+        group = WeightGroup(
+            host,
+            port,
+            rank + get_tensor_model_parallel_rank(),
+            world,
+            backend=backend,
+            device=str(self.device),
+            timeout_s=timeout_s,
         )
-        return rank
-
-    def userrl_receive_weights(self) -> tuple[int, int]:
-        """Receive one version from the learner's broadcast; returns (version, tensors)."""
-        if self._userrl_sync is None:
-            raise RuntimeError("userrl_receive_weights before userrl_join_weight_sync")
-        version, tensors = receive_weights(self._userrl_sync)
+        version, tensors = receive_weights(group)
         return version, self._userrl_reload(tensors)
-
-    def userrl_leave_weight_sync(self) -> None:
-        self._userrl_sync = None

@@ -29,6 +29,7 @@ unregistered) after ``orphan_prune_s``; a replica that comes back registers agai
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,15 @@ async def generate_isolated(backend: PolicyBackend, requests: list[GenRequest]) 
     return await generate_isolated(backend, requests[:half]) + await generate_isolated(backend, requests[half:])
 
 
+def _sync_round(fields: dict[bytes, Any]) -> dict[str, Any]:
+    """The in-memory round of a weights announcement (``sync`` field), or {}."""
+    try:
+        rnd = json.loads(fields[b"sync"]) if b"sync" in fields else {}
+    except ValueError:
+        return {}
+    return rnd if isinstance(rnd, dict) and isinstance(rnd.get("ranks"), dict) else {}
+
+
 # ---- the worker --------------------------------------------------------------------------------
 
 
@@ -206,7 +216,33 @@ class PolicyWorker(Worker):
             "swaps": len(self.swaps),
             "swap_s": last.get("seconds"),
             "swap_error": last.get("error"),
+            # ranks this worker's engine joins an in-memory weight round with (0: files only)
+            "memory_sync_ranks": int(getattr(self.backend, "memory_sync_ranks", 0)),
         }
+
+    async def async_run(self) -> None:
+        """As :meth:`Worker.run`; a streaming worker also watches the ``weights`` stream, so a
+        new version loads as soon as it is announced (an in-memory round needs every receiver
+        at once), not when the next request comes."""
+        if not self.streaming:
+            await super().async_run()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_weights)
+            await super().async_run()
+            tg.cancel_scope.cancel()
+
+    async def _watch_weights(self) -> None:
+        cursor = "$"
+        while True:
+            try:
+                got = await self.bus.redis.xread({self.bus.keys.weights: cursor}, count=16, block=1000)
+                if got:
+                    cursor = got[0][1][-1][0]
+                    await self.maybe_reload()
+            except Exception as exc:  # the next request checks again; the watcher must not kill the worker
+                self.log.warning("policy.weights_watch_failed", error=repr(exc))
+                await anyio.sleep(1.0)
 
     async def on_start(self) -> None:
         await self.bus.ensure_group(self.own_stream, self.group)
@@ -356,8 +392,13 @@ class PolicyWorker(Worker):
             self.log.info("policy.weights_ignored", version=msg.version, reason="backend is not trainable")
             return
         self._weights_retry_at = 0.0
+        receive = getattr(self.backend, "receive_weights", None)
+        rnd = _sync_round(fields) if receive is not None else {}  # an in-memory round (learner.weight_sync)
         try:
-            seconds = await self.backend.load_weights(msg.path, msg.version)
+            if self.name in rnd.get("ranks", {}):
+                seconds = await receive(rnd, rnd["ranks"][self.name], msg.path, msg.version)
+            else:
+                seconds = await self.backend.load_weights(msg.path, msg.version)
         except Exception as exc:
             self._weights_retry_at = time.monotonic() + self.weights_retry_s
             self.swaps.append({"version": msg.version, "seconds": None, "error": str(exc)})

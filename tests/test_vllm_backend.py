@@ -8,6 +8,7 @@ the real bus. The tests load the weights they need first; none relies on the eng
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from userrl.bus.worker import WorkerSettings  # noqa: E402
 from userrl.config import PolicyConfig  # noqa: E402
 from userrl.errors import PolicyError  # noqa: E402
 from userrl.learner.losses import LossConfig, token_logprobs  # noqa: E402
+from userrl.learner.weight_sync import announce_version, memory_receivers  # noqa: E402
 from userrl.learner.weights import write_version  # noqa: E402
 
 pytestmark = [
@@ -280,3 +282,49 @@ def test_an_unsupported_head_size_is_a_clear_error(tmp_path: Path) -> None:
     model = build_tiny_model(tmp_path / "tiny16", head_dim=16)
     with pytest.raises(PolicyError, match=r"attention head size is 16.*supports \[32, 64"):
         VLLMBackend(model)
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+async def test_in_memory_rounds_reach_the_engine_and_fall_back_to_the_file(
+    backend: VLLMBackend, weights: dict[str, Any], bus: Bus
+) -> None:
+    """train.weight_sync: memory on CPU (gloo): the learner's broadcast lands in the engine (the
+    announced file does not exist, so nothing came from disk); a round whose other receiver never
+    joins times out, and the engine loads the announced file instead."""
+    await load(backend, weights, 0)
+    worker = PolicyWorker(
+        bus,
+        WorkerSettings(name="pol-mem", heartbeat_interval_s=0.1, heartbeat_ttl_s=1.0, reclaim_interval_s=0.5),
+        backend=backend,
+    )
+    state = {k: v for k, v in weights["states"][1].items() if k != "lm_head.weight"}  # tied: sent once
+    reqs = [request(i, Sampling(temperature=0.0, max_new_tokens=12)) for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.async_run)
+        with anyio.fail_after(30):
+            while "pol-mem" not in await memory_receivers(bus):
+                await anyio.sleep(0.05)
+        v1 = backend.version + 1
+        done = await announce_version(bus, v1, str(weights["root"] / "no-such-file.safetensors"), state)
+        assert done["mode"] == "memory" and done["receivers"] == 1, done
+        with anyio.fail_after(30):
+            while backend.version != v1:
+                await anyio.sleep(0.05)
+        for r in await backend.generate_each(reqs):
+            assert r.version == v1
+            assert greedy_deviation(hf_at(weights, 1), r.prompt_ids, r.token_ids) <= TIE
+        # a ghost receiver that never joins: the round times out, pol-mem loads the file (v0)
+        await bus.redis.set(bus.keys.heartbeat("policy", "pol-ghost"), json.dumps({"memory_sync_ranks": 1}))
+        await bus.redis.sadd(bus.keys.policy_replicas, "pol-ghost")
+        v2 = v1 + 1
+        done = await announce_version(bus, v2, str(weights["files"][0]), weights["states"][0], timeout_s=5)
+        assert done["mode"] == "disk" and "memory_error" in done, done
+        with anyio.fail_after(60):
+            while backend.version != v2:
+                await anyio.sleep(0.05)
+        worker.stop()
+    for r in await backend.generate_each(reqs):
+        assert r.version == v2
+        assert greedy_deviation(hf_at(weights, 0), r.prompt_ids, r.token_ids) <= TIE

@@ -383,6 +383,12 @@ class TrainConfig:
     keep_weights: int = 3
     """Published weight versions kept on disk (older ones are deleted); >= 2 so the version a
     policy worker may still be loading is never removed."""
+    weight_sync: Literal["disk", "memory"] = "disk"
+    """How new weights reach vLLM policy engines: disk (the engines load each published file) or
+    memory (the learner also broadcasts them into the engines, gloo on CPUs, NCCL on GPUs; the file
+    stays the fallback). One-process learners only (not under accelerate_config)."""
+    weight_sync_host: str = "127.0.0.1"
+    """The learner's address the policy engines connect to for weight_sync: memory."""
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers, as TRL's report_to: any of tensorboard, wandb, trackio (none by
     default). SFT passes them to TRL; GRPO logs its metrics.jsonl numbers to them every step
@@ -403,6 +409,11 @@ class TrainConfig:
                 "max_tokens_per_microbatch",
             ),
         )
+        if self.weight_sync == "memory" and self.accelerate_config:
+            raise ConfigError(
+                "train.weight_sync: memory needs a one-process learner (its rank 0 would have to gather "
+                "sharded weights); unset train.accelerate_config or use weight_sync: disk"
+            )
         if self.keep_weights < 2:
             raise ConfigError(
                 f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
