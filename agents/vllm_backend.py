@@ -304,7 +304,14 @@ class VLLMBackend:
         return seconds
 
     async def _receive(self, rnd: dict[str, Any], rank: int, version: int) -> list[int]:
-        args = (str(rnd["host"]), int(rnd["port"]), int(rnd["world"]), int(rank), float(rnd.get("timeout_s", 60.0)))
+        args = (
+            str(rnd["host"]),
+            int(rnd["port"]),
+            int(rnd["world"]),
+            int(rank),
+            float(rnd.get("timeout_s", 60.0)),
+            str(rnd.get("backend", "gloo")),
+        )
         got = await self.engine.collective_rpc("userrl_receive_round", args=args)
         versions = {int(v) for v, _ in got}
         if versions != {int(version)}:

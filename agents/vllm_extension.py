@@ -85,17 +85,18 @@ class WorkerExtension:
     # In-memory sync (userrl.learner.weight_sync): one round per version. This worker joins the
     # learner's group as rank ``rank`` + its tensor-parallel rank, receives whole tensors into the
     # reload, and leaves the group; the version is the learner's header.
-    def userrl_receive_round(self, host: str, port: int, world: int, rank: int, timeout_s: float) -> tuple[int, int]:
+    def userrl_receive_round(
+        self, host: str, port: int, world: int, rank: int, timeout_s: float, backend: str = "gloo"
+    ) -> tuple[int, int]:
         from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
 
-        backend = "gloo" if self.device.type == "cpu" else "nccl"
         group = WeightGroup(
             host,
             port,
             rank + get_tensor_model_parallel_rank(),
             world,
             backend=backend,
-            device=str(self.device),
+            device=str(self.device) if backend == "nccl" else "cpu",  # gloo moves CPU tensors
             timeout_s=timeout_s,
         )
         version, tensors = receive_weights(group)

@@ -1,9 +1,18 @@
 """The policy worker (``userrl worker policy``): batches of conversations in, actions out.
 
-Every batch goes to the backend in one call (hf: one padded ``generate``; vllm: all requests in
-flight at once). Each reply carries the exact prompt ids, generated ids, their logprobs and the
-policy version. New weights announced on the ``weights`` stream are loaded between batches;
-later turns carry the new version, and the swap time is logged and put in the heartbeat.
+Every batch goes to the backend in one call (hf: one padded ``generate``). A backend that batches
+continuously (vllm: ``continuous``) is fed in streaming mode instead: each request goes to the
+engine as soon as it is read and is answered as soon as it is done, so a long generation never
+holds up the others. Each reply carries the exact prompt ids, generated ids, their logprobs and
+the policy version. New weights announced on the ``weights`` stream are loaded between batches
+(streaming: before each request, and at once by a watcher of the stream); later turns carry the
+new version, and the swap time is logged and put in the heartbeat. With an in-memory round in the
+announcement (:mod:`userrl.learner.weight_sync`) a backend that offers ``receive_weights`` takes
+the tensors from the learner instead of the file.
+
+**A backend that dies** (``backend.dead``: a vLLM engine process gone) stops the worker: the
+requests it holds are not answered but stay pending for a peer (or the restarted worker) to
+reclaim, and ``userrl worker policy`` exits with one ``userrl: error:`` line.
 
 **Per-request errors.** One bad request (its token prefix does not match its messages, its
 context overflows) fails only its own episode: the backend's ``generate_each`` returns a failed

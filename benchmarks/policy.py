@@ -16,6 +16,9 @@ concurrent episodes (default 1, 16, 64), every episode keeps one request in flig
 * hf worker: the same with the hf backend on the same model.
 
 It prints tokens/s and the worker/raw ratio (target >= 0.9 at 16 and 64) and vllm/hf.
+``--backend vllm --weight-sync`` instead times one weight version from the learner to the
+engine serving it: the file path (write, announce, the engine loads it) against an in-memory
+round (``train.weight_sync: memory``, gloo on a CPU).
 
     python benchmarks/policy.py [--backend hf|vllm] [--episodes N ...] [--new-tokens 32]
                                 [--repeats 3] [--rounds 8] [--size tiny|main|small] [--model DIR]
@@ -270,6 +273,64 @@ async def bench_vllm(model: Path, episodes: list[int], new_tokens: int, repeats:
     print("target: worker/raw >= 0.9 at 16 and 64 episodes")
 
 
+async def bench_weight_sync(model: Path, repeats: int) -> None:
+    """How long a new version takes from the learner to the engine, on disk and in memory: a
+    policy worker (vLLM, over a real Redis) serves, the learner side publishes alternately."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from userrl.agents.vllm_backend import VLLMBackend
+    from userrl.agents.worker import PolicyWorker
+    from userrl.bus.client import make_client
+    from userrl.bus.embedded import EmbeddedRedis
+    from userrl.bus.keys import Keys
+    from userrl.bus.transport import Bus, BusSettings
+    from userrl.bus.worker import WorkerSettings
+    from userrl.learner.weight_sync import announce_version, memory_receivers
+    from userrl.learner.weights import write_version
+
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    tied = bool(hf.config.tie_word_embeddings)
+    state = {k: v for k, v in hf.state_dict().items() if not (tied and k == "lm_head.weight")}
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    backend = VLLMBackend(model, seed=0, max_model_len=1024)
+    times: dict[str, list[float]] = {"disk: write file": [], "disk: announce -> served": [], "memory round": []}
+    try:
+        with EmbeddedRedis() as server, tempfile.TemporaryDirectory() as tmp:
+            bus = Bus(make_client(server.url), Keys("wsync"), BusSettings(block_ms=100))
+            worker = PolicyWorker(bus, WorkerSettings(name="policy-0", heartbeat_interval_s=0.1), backend=backend)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.async_run)
+                while "policy-0" not in await memory_receivers(bus):
+                    await anyio.sleep(0.05)
+                for _ in range(repeats + 1):  # the first of each is a warm-up
+                    v = backend.version + 1
+                    t0 = time.perf_counter()
+                    path = write_version(state, Path(tmp), v, tied)
+                    t1 = time.perf_counter()
+                    await announce_version(bus, v, str(path))
+                    while backend.version != v:
+                        await anyio.sleep(0.001)
+                    t2 = time.perf_counter()
+                    done = await announce_version(bus, v + 1, str(path), state)
+                    while backend.version != v + 1:
+                        await anyio.sleep(0.001)
+                    t3 = time.perf_counter()
+                    assert done["mode"] == "memory", done
+                    for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                        times[name].append(dt)
+                worker.stop()
+            await bus.redis.flushdb()
+            await bus.redis.aclose()
+    finally:
+        backend.close()
+    print(f"\none weight version ({size / 2**20:.1f} MiB, fp32) from the learner to the engine serving it:")
+    for name, ts in times.items():
+        print(f"{name:>26}: {statistics.median(ts[1:]) * 1000:8.1f} ms (median of {repeats})")
+    disk = statistics.median(times["disk: write file"][1:]) + statistics.median(times["disk: announce -> served"][1:])
+    print(f"{'disk total':>26}: {disk * 1000:8.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -291,6 +352,11 @@ def main() -> None:
         help="size of the model built for the run (default: tiny for hf; main for vllm)",
     )
     ap.add_argument("--model", type=Path, help="an HF model folder (default: build one)")
+    ap.add_argument(
+        "--weight-sync",
+        action="store_true",
+        help="vllm: time a weight version reaching the engine from a file vs in memory, instead",
+    )
     args = ap.parse_args()
     configure_logging("warning")
     hf_logging.disable_progress_bar()
@@ -308,6 +374,8 @@ def main() -> None:
             if args.backend == "hf":
                 for n in episodes:
                     anyio.run(bench_hf, model, n, args.new_tokens, args.repeats)
+            elif args.weight_sync:
+                anyio.run(bench_weight_sync, model, args.repeats)
             else:
                 anyio.run(bench_vllm, model, episodes, args.new_tokens, args.repeats, args.rounds)
         except PolicyError as exc:

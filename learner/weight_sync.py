@@ -8,8 +8,9 @@ file for every vLLM policy worker: one **round per version** (:func:`announce_ve
    ``memory_sync_ranks`` (a vLLM engine: one rank per tensor-parallel worker), and gives each a
    first rank (the learner is rank 0).
 2. It announces the version as always (the file's path) with the round's address, world size and
-   ranks in the entry's ``sync`` field, and opens the group: a ``TCPStore`` on a free port plus
-   gloo on CPUs (vLLM's ``PyNcclCommunicator`` over a ``StatelessProcessGroup`` on GPUs).
+   ranks in the entry's ``sync`` field, and opens the group: gloo over a ``TCPStore`` on a free
+   port when its weights are on a CPU, vLLM's ``PyNcclCommunicator`` over a
+   ``StatelessProcessGroup`` when they are on a GPU (the engines' GPUs then take part directly).
 3. Each listed policy worker sees the announcement at once (it watches the ``weights`` stream),
    lets its requests in flight finish, and calls ``userrl_receive_round`` in its engine's
    workers through ``collective_rpc`` (:mod:`userrl.agents.vllm_extension`), which join the group
@@ -147,6 +148,7 @@ class SyncRound:
     world: int
     ranks: dict[str, int]  #: policy worker name -> its first rank
     timeout_s: float = ROUND_TIMEOUT_S
+    backend: str = "gloo"  #: nccl when the learner's weights are on a GPU (the engines' must be too)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -179,7 +181,8 @@ async def memory_receivers(bus: Bus) -> dict[str, int]:
 
 
 def _broadcast(rnd: SyncRound, state: Mapping[str, torch.Tensor], version: int) -> int:
-    group = WeightGroup(rnd.host, rnd.port, 0, rnd.world, timeout_s=rnd.timeout_s)
+    device = str(next(iter(state.values())).device) if rnd.backend == "nccl" else "cpu"
+    group = WeightGroup(rnd.host, rnd.port, 0, rnd.world, backend=rnd.backend, device=device, timeout_s=rnd.timeout_s)
     return send_weights(group, state, version)
 
 
@@ -202,7 +205,10 @@ async def announce_version(
     ranks, nxt = {}, 1
     for name, n in receivers.items():
         ranks[name], nxt = nxt, nxt + n
-    rnd = SyncRound(host=host, port=_free_port(), world=nxt, ranks=ranks, timeout_s=timeout_s)
+    on_gpu = next(iter(state.values())).is_cuda
+    rnd = SyncRound(
+        host=host, port=_free_port(), world=nxt, ranks=ranks, timeout_s=timeout_s, backend="nccl" if on_gpu else "gloo"
+    )
     await bus.send(bus.keys.weights, msg, {**readable, "sync": rnd.to_json()})
     t0 = time.perf_counter()
     try:

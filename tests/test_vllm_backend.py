@@ -87,7 +87,9 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def backend(weights: dict[str, Any]) -> AsyncIterator[VLLMBackend]:
-    b = VLLMBackend(weights["model"], seed=0, tools=None, max_model_len=512, kv_cache_memory_bytes=256 * 2**20)
+    b = VLLMBackend(  # fp32 on GPUs too (gpu_smoke.sh): the logprobs are compared with fp32 transformers
+        weights["model"], seed=0, tools=None, dtype="float32", max_model_len=512, kv_cache_memory_bytes=256 * 2**20
+    )
     yield b
     b.close()
 

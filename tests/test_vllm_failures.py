@@ -131,7 +131,9 @@ async def test_a_dead_engine_leaves_its_requests_to_a_peer(
         os.kill(core, signal.SIGKILL)
         _, stderr = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=120))
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed: take the engine's processes down with the worker
+            for pid in descendants(proc.pid):
+                os.kill(pid, signal.SIGKILL)
             proc.kill()
             proc.communicate()
     assert proc.returncode == 2, stderr[-3000:]
