@@ -374,19 +374,24 @@ class PolicyWorker(Worker):
 
         A load that fails keeps the current weights and is retried after ``weights_retry_s``
         (or when a newer version is announced). In streaming mode every request checks first
-        (the learner announces a version before it dispatches the episodes meant for it); one
-        check at a time."""
-        async with self._reload_lock:
-            await self._maybe_reload()
-
-    async def _maybe_reload(self) -> None:
+        (the learner announces a version before it dispatches the episodes meant for it): the
+        checks run side by side, and one at a time loads what is new."""
         rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
-        if not rows:
-            return
-        eid, fields = rows[0]
+        if rows and self._is_new(rows[0][0]):
+            async with self._reload_lock:
+                rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
+                if rows and self._is_new(rows[0][0]):
+                    await self._reload(rows[0])
+
+    def _is_new(self, eid: Any) -> bool:
         eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
-        if eid_s == self._weights_cursor or (time.monotonic() < self._weights_retry_at and self._weights_retry_at > 0):
-            return
+        return eid_s != self._weights_cursor and not (
+            0 < self._weights_retry_at and time.monotonic() < self._weights_retry_at
+        )
+
+    async def _reload(self, row: tuple[Any, dict[bytes, Any]]) -> None:
+        eid, fields = row
+        eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
         try:
             msg = decode(fields[PAYLOAD])
         except (MessageError, KeyError) as exc:
