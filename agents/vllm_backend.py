@@ -138,19 +138,19 @@ class VLLMBackend:
         engine_kwargs["dtype"] = dtype
         if self.device == "cpu":
             engine_kwargs = cpu_engine_args(self.model_path, engine_kwargs)
-        args = vllm.AsyncEngineArgs(
-            model=self.model_path,
-            seed=seed,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=enable_prefix_caching,
-            logprobs_mode="processed_logprobs",
-            worker_extension_cls=EXTENSION,
-            **engine_kwargs,
-        )
         #: what the engine was started with (besides the model), for logs and benchmarks
         self.engine_settings = {"device": self.device, "seed": seed, **engine_kwargs}
         t0 = time.perf_counter()
         try:
+            args = vllm.AsyncEngineArgs(
+                model=self.model_path,
+                seed=seed,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_prefix_caching=enable_prefix_caching,
+                logprobs_mode="processed_logprobs",
+                worker_extension_cls=EXTENSION,
+                **engine_kwargs,
+            )
             self.engine = vllm.AsyncLLMEngine.from_engine_args(args)  # V1: an alias of AsyncLLM
         except Exception as exc:
             raise PolicyError(
@@ -176,7 +176,7 @@ class VLLMBackend:
     @property
     def dead(self) -> PolicyError | None:
         """Why this backend can serve no more (its engine died), else None."""
-        if getattr(self.engine, "errored", False):
+        if getattr(getattr(self, "engine", None), "errored", False):
             return PolicyError(f"the vLLM engine for {self.model_path} died (its log shows why); restart the worker")
         return None
 
