@@ -30,7 +30,9 @@ fraction of the machine's RAM there, so unless ``kv_cache_memory_bytes`` (``poli
 or ``VLLM_CPU_KVCACHE_SPACE`` is set the backend takes :data:`CPU_KV_CACHE_GB`. It also runs
 eager (no ``torch.compile``; it starts in half the time) unless ``enforce_eager`` is given, and
 in float32 for ``dtype="auto"`` (vLLM would run an fp32 checkpoint in bf16, which most CPUs
-emulate, and the learner's logprobs on a CPU are fp32).
+emulate, and the learner's logprobs on a CPU are fp32). Everywhere, vLLM's periodic stats are
+off unless ``engine_kwargs`` turn them on (``disable_log_stats: false``): recording them per step
+took as much of the policy worker's CPU as everything else it does per request.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ class VLLMBackend:
             raise PolicyError(f"cannot load policy tokenizer from {self.model_path}: {exc}") from exc
         self.stop_ids = list(stop_token_ids) if stop_token_ids else [end_of_turn_id(self.tokenizer)]
         engine_kwargs["dtype"] = dtype
+        # vLLM's per-step stats cost the client (this process) as much CPU as our whole request path
+        engine_kwargs.setdefault("disable_log_stats", True)
         if self.device == "cpu":
             engine_kwargs = cpu_engine_args(self.model_path, engine_kwargs)
         #: what the engine was started with (besides the model), for logs and benchmarks
@@ -163,7 +167,6 @@ class VLLMBackend:
         self._swap_lock: anyio.Lock | None = None
         self._in_flight = 0
         self._swapping = False
-        self._tokenizer_slot = anyio.CapacityLimiter(1)  # the tokenizer is not safe for concurrent use
         log.info(
             "vllm_backend_ready",
             model=self.model_path,
@@ -231,7 +234,9 @@ class VLLMBackend:
 
         if not requests:
             return []
-        prompts = await anyio.to_thread.run_sync(build, limiter=self._tokenizer_slot)
+        # in the event loop: with the pieces cached (agents/chat.py) a first prompt takes ~0.1 ms,
+        # less than handing it to a thread; the template is pure Python and holds the GIL anyway
+        prompts = build()
         results: list[GenResult | None] = [None] * len(requests)
         version = await self._enter()
         try:
@@ -335,8 +340,12 @@ class VLLMBackend:
         return ids
 
     def sampling_params(self, sampling: Sampling) -> Any:
-        """vLLM ``SamplingParams`` for one request (token ids and sampled logprobs only)."""
+        """vLLM ``SamplingParams`` for one request: token ids and sampled logprobs only, the
+        final output only (no per-token partial results to build and wake up for)."""
+        from vllm.sampling_params import RequestOutputKind
+
         return self._vllm.SamplingParams(
+            output_kind=RequestOutputKind.FINAL_ONLY,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
