@@ -1,7 +1,8 @@
 """The learner process loop (``userrl learn``, or inside ``userrl train``).
 
 dispatch groups -> collect B scored groups from the ``learner`` stream -> GRPO step ->
-save weights -> announce the version on the ``weights`` stream -> ack the groups -> log.
+save weights -> announce the version on the ``weights`` stream (with ``weight_sync: memory``, also
+broadcast it into the vLLM engines: :mod:`userrl.learner.weight_sync`) -> ack the groups -> log.
 The groups are acked only after the new weights are announced: a learner that dies mid-step
 gets the same groups again when it restarts under its name.
 """
@@ -23,6 +24,7 @@ from userrl.learner.grpo_learner import GRPOLearner
 from userrl.learner.metrics import MetricsLog
 from userrl.learner.rescore import append_groups
 from userrl.learner.sim_health import simulator_metrics
+from userrl.learner.weight_sync import announce_version
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +84,8 @@ async def learn(
     consumer: str = "learner-0",
     group_timeout_s: float = 600.0,
     first_step: int = 1,
+    weight_sync: str = "disk",
+    weight_sync_host: str = "127.0.0.1",
 ) -> list[dict[str, Any]]:
     """Scored groups are acked only once a checkpoint covers them: a learner killed mid-run and
     resumed from its checkpoint finds the groups it trained on since then still pending under
@@ -127,11 +131,11 @@ async def learn(
                 for d in ds
             ],
         )
+        t_publish = time.monotonic()
         path = learner.save_weights()
-        await bus.send(
-            bus.keys.weights,
-            WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path)),
-            {"version": learner.version, "path": str(path)},
+        memory = weight_sync == "memory" and learner.dist is None  # rank 0 of a sharded learner lacks the weights
+        sync = await announce_version(
+            bus, learner.version, str(path), publishable_state(learner) if memory else None, weight_sync_host
         )
         unacked += ds
         m.update(rollout_metrics(groups))
@@ -144,6 +148,8 @@ async def learn(
                 **{f"dispatch/{k}": v for k, v in dispatcher.stats().items()},
                 "perf/step_s": round(time.monotonic() - t0, 3),
                 "perf/rollout_wait_s": round(t_roll, 3),
+                "perf/publish_s": round(time.monotonic() - t_publish, 4),
+                "weights/in_memory": int(sync["mode"] == "memory"),
             }
         )
         n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
@@ -173,6 +179,12 @@ async def learn(
         await checkpoint(step)
     bar.close()
     return rows
+
+
+def publishable_state(learner: GRPOLearner) -> dict[str, Any]:
+    """The learner's weights as the published file holds them (a tied head once)."""
+    tied = bool(getattr(learner.model.config, "tie_word_embeddings", False))
+    return {k: v for k, v in learner.full_state_dict().items() if not (tied and k == "lm_head.weight")}
 
 
 def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:

@@ -144,6 +144,8 @@ def run_grpo(
                 time_budget_s=t.time_budget_s,
                 checkpoint_every=t.checkpoint_every,
                 group_timeout_s=cfg.reward.group_timeout_s,
+                weight_sync=t.weight_sync,
+                weight_sync_host=t.weight_sync_host,
             )
         finally:
             await bus.redis.aclose()

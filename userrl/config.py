@@ -162,6 +162,9 @@ class VLLMOptions:
     """Weights and activation dtype of the engine (auto = the checkpoint's)."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prefixes: a dialogue's next turn extends its last prompt."""
+    kv_cache_gb: float = 0.0
+    """KV cache per engine in GiB (0 = from gpu_memory_utilization on GPUs; 1 GiB on CPUs, where
+    vLLM would take gpu_memory_utilization of the machine's RAM)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """Any other AsyncEngineArgs field, e.g. {enforce_eager: true, max_num_seqs: 256}."""
 
@@ -174,13 +177,22 @@ class VLLMOptions:
             )
         if self.max_model_len < 0:
             raise ConfigError(f"policy.vllm.max_model_len must be >= 0 (0 = the model's), got {self.max_model_len}")
+        if self.kv_cache_gb < 0:
+            raise ConfigError(f"policy.vllm.kv_cache_gb must be >= 0 (0 = the default), got {self.kv_cache_gb}")
         clash = sorted(
             set(self.engine_kwargs)
-            & {"model", "seed", "worker_extension_cls", "logprobs_mode", *(f.name for f in dataclasses.fields(self))}
+            & {
+                "model",
+                "seed",
+                "worker_extension_cls",
+                "logprobs_mode",
+                "kv_cache_memory_bytes",
+                *(f.name for f in dataclasses.fields(self)),
+            }
         )
         if clash:
             raise ConfigError(
-                f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, "
+                f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, kv_cache_gb, "
                 "or their own policy.vllm field); remove them from engine_kwargs"
             )
 
@@ -194,13 +206,15 @@ class VLLMOptions:
         }
         if self.max_model_len:
             out["max_model_len"] = self.max_model_len
+        if self.kv_cache_gb:
+            out["kv_cache_memory_bytes"] = int(self.kv_cache_gb * 2**30)
         return {**out, **self.engine_kwargs}
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     backend: Literal["hf", "vllm", "openai", "scripted"] = "hf"
-    """Generation backend: hf (transformers), vllm (GPU), openai (API models), scripted (gym experts)."""
+    """Generation backend: hf (transformers), vllm (GPU or CPU), openai (API models), scripted (gym experts)."""
     model: str = "tiny"
     """'tiny' (built locally in the run dir), a local path, or a hub name you have."""
     base_url: str = ""
@@ -397,6 +411,12 @@ class TrainConfig:
     keep_weights: int = 3
     """Published weight versions kept on disk (older ones are deleted); >= 2 so the version a
     policy worker may still be loading is never removed."""
+    weight_sync: Literal["disk", "memory"] = "disk"
+    """How new weights reach vLLM policy engines: disk (the engines load each published file) or
+    memory (the learner also broadcasts them into the engines, gloo on CPUs, NCCL on GPUs; the file
+    stays the fallback). One-process learners only (not under accelerate_config)."""
+    weight_sync_host: str = "127.0.0.1"
+    """The learner's address the policy engines connect to for weight_sync: memory."""
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers, as TRL's report_to: any of tensorboard, wandb, trackio (none by
     default). SFT passes them to TRL; GRPO logs its metrics.jsonl numbers to them every step
@@ -417,6 +437,11 @@ class TrainConfig:
                 "max_tokens_per_microbatch",
             ),
         )
+        if self.weight_sync == "memory" and self.accelerate_config:
+            raise ConfigError(
+                "train.weight_sync: memory needs a one-process learner (its rank 0 would have to gather "
+                "sharded weights); unset train.accelerate_config or use weight_sync: disk"
+            )
         if self.keep_weights < 2:
             raise ConfigError(
                 f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
