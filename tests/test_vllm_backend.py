@@ -40,8 +40,6 @@ from userrl.learner.weights import write_version  # noqa: E402
 pytestmark = [
     pytest.mark.train,
     pytest.mark.slow,
-    # vLLM's engine client leaves a zmq context of its start-up handshake to the garbage collector
-    pytest.mark.filterwarnings("ignore:Unclosed context:ResourceWarning"),
 ]
 
 #: |vLLM logprob - transformers logprob| of a sampled token, fp32 on both sides. Measured on this
