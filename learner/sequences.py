@@ -20,10 +20,11 @@ from userrl.errors import RewardError
 if TYPE_CHECKING:  # torch is the [train] extra; the pure assembly works without it
     import torch
 
-__all__ = ["TrainingSequence", "assemble", "collate", "per_token_advantages"]
+__all__ = ["TrainingSequence", "assemble", "collate", "pad_rows", "per_token_advantages"]
 
 Turn = Mapping[str, Any]
-"""A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``."""
+"""A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``, and
+optionally ``finish_reason`` (``length`` when the generation hit the token cap)."""
 
 
 @dataclass
@@ -48,6 +49,12 @@ class TrainingSequence:
     """The env's reward for each turn."""
     turn_versions: list[int]
     """Policy version per turn, for staleness checks without scanning tokens."""
+    cut_token_cap: bool = False
+    """A generation of this trajectory hit the token cap (finish_reason ``length``)."""
+    cut_turn_cap: bool = False
+    """The episode ended at the turn cap (set by the learner from the episode's ``end``)."""
+    group: int = -1
+    """Index of its GRPO group in the step (set by the learner)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -105,6 +112,7 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
         seq.turn_lengths.append(len(generated))
         seq.turn_rewards.append(float(_field(turn, i, "reward")))
         seq.turn_versions.append(version)
+        seq.cut_token_cap |= turn.get("finish_reason") == "length"
     return seq
 
 
@@ -140,7 +148,7 @@ def collate(
     width = max(len(s) for s in sequences)
 
     def pad(rows: Sequence[Sequence[Any]], value: Any, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
+        return pad_rows(rows, value, dtype, width)
 
     batch = {
         "input_ids": pad([s.input_ids for s in sequences], pad_id, torch.long),
@@ -153,3 +161,11 @@ def collate(
     if advantages is not None:
         batch["advantages"] = pad(advantages, 0.0, torch.float32)
     return batch
+
+
+def pad_rows(rows: Sequence[Sequence[Any]], value: Any, dtype: torch.dtype, width: int = 0) -> torch.Tensor:
+    """Right-pad per-token rows with ``value`` to ``width`` (at least the longest row) as one tensor."""
+    import torch
+
+    width = max([width, *(len(r) for r in rows)])
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
