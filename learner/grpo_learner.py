@@ -32,9 +32,9 @@ from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.distributed import Distributed, TokenLogprobs, launched
 from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
-from userrl.learner.losses import LossConfig, agg_normalizer, grpo_loss, token_logprobs
+from userrl.learner.losses import LossConfig, agg_normalizer, token_logprobs
 from userrl.learner.microbatch import step_plan
-from userrl.learner.offpolicy import WeightSnapshots, importance_weights, mismatch_metrics, mismatch_sums
+from userrl.learner.offpolicy import WeightSnapshots, corrected_loss, mismatch_metrics
 from userrl.learner.prepass import kl_in_reward, recompute_old_logprobs
 from userrl.learner.rewards import RewardConfig
 from userrl.learner.sequences import TrainingSequence, assemble, collate, pad_rows, per_token_advantages
@@ -330,7 +330,6 @@ class GRPOLearner:
         mask = pad_rows([keep[i] for i in idx], 0, torch.float32, width).to(self.device) * (0.0 if empty else 1.0)
         recomputed = pad_rows([[v is not None for v in old[i]] for i in idx], False, torch.bool, width)
         old_values = pad_rows([[0.0 if v is None else v for v in old[i]] for i in idx], 0.0, torch.float32, width)
-        behaviour = batch["behaviour_logprobs"]
         self.net.train()
         sync = self.dist.sync(self.net, last) if self.dist else contextlib.nullcontext()
         with sync:
@@ -352,36 +351,22 @@ class GRPOLearner:
             # the learner's logprob under the sampling version's weights: this very pass for
             # tokens of the current version, the recomputed one for older kept versions
             current = batch["policy_version"] == self.version
-            recomputed = recomputed.to(self.device)
             learner_old = torch.where(current, logp.detach(), old_values.to(self.device))
-            known = current | recomputed
-            if c.old_logprobs == "recompute":
-                old_logp = torch.where(known, learner_old, behaviour)
-            else:
-                old_logp = behaviour
-            weights, over = importance_weights(old_logp, behaviour, mask, c.is_correction, c.is_cap)
-            loss, m = grpo_loss(
+            loss, m, (mm, top) = corrected_loss(
                 logp,
-                old_logp,
+                entropy,
+                batch["behaviour_logprobs"],
                 batch["advantages"],
                 mask,
+                c,
+                learner_old=learner_old,
+                known=current | recomputed.to(self.device),
                 ref_logp=ref_logp,
-                kl_coef=c.kl_coef if c.kl_in == "loss" else 0.0,
-                agg=c.agg,
-                clip_low=c.clip_low,
-                clip_high=c.clip_high,
                 normalizer=norm,
-                kl_estimator=c.kl_estimator,
-                ratio_level=c.ratio_level,
-                weights=weights if c.is_correction != "off" else None,
-                entropy=entropy,
-                entropy_coef=c.entropy_coef,
-                norm_len=c.norm_len,
             )
             # DDP/FSDP average gradients over ranks; the step's loss is their sum
             (loss * world).backward()
         n = float(mask.sum())
-        mm, top = mismatch_sums(learner_old, behaviour, known, over, mask)
         part = {
             "loss": float(loss.detach()),
             "loss_policy": m["loss/policy"],

@@ -325,7 +325,7 @@ def drop_stale(
 
 OldLogprobs = Literal["recompute", "engine"]
 OLD_LOGPROBS: tuple[str, ...] = typing.get_args(OldLogprobs)
-ISCorrection = Literal["off", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"]
+ISCorrection = Literal["none", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"]
 IS_CORRECTIONS: tuple[str, ...] = typing.get_args(ISCorrection)
 KLIn = Literal["loss", "reward"]
 KL_IN: tuple[str, ...] = typing.get_args(KLIn)
@@ -380,7 +380,7 @@ class LossConfig:
     is_correction: ISCorrection = "token-truncate"
     """Importance weight π_old/μ between the learner's and the engine's probabilities of the
     sampled token: per token or per sequence (the product over its trained tokens), truncated at
-    ``is_cap`` or masked (weight 0) above it; ``off`` = no weight. Needs ``old_logprobs: recompute``."""
+    ``is_cap`` or masked (weight 0) above it; ``none`` = no weight. Needs ``old_logprobs: recompute``."""
 
     is_cap: float = 2.0
     """C of the importance weight (>= 1)."""
@@ -419,10 +419,10 @@ class LossConfig:
             raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef!r}")
         if not self.is_cap >= 1.0:
             raise ValueError(f"is_cap must be >= 1 (a cap below 1 down-weights on-policy tokens), got {self.is_cap!r}")
-        if self.is_correction != "off" and self.old_logprobs != "recompute":
+        if self.is_correction != "none" and self.old_logprobs != "recompute":
             raise ValueError(
                 f"is_correction {self.is_correction!r} needs old_logprobs 'recompute': with the engine's "
-                "logprobs as π_old the weight π_old/μ is 1 (set is_correction 'off')"
+                "logprobs as π_old the weight π_old/μ is 1 (set is_correction 'none')"
             )
         if self.agg == "dr-grpo" and self.norm_len <= 0:
             raise ValueError(f"agg 'dr-grpo' needs norm_len > 0, got {self.norm_len!r}")

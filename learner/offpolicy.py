@@ -28,18 +28,61 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["WeightSnapshots", "importance_weights", "mismatch_sums"]
+from userrl.learner.losses import LossConfig, grpo_loss
+
+__all__ = ["WeightSnapshots", "corrected_loss", "importance_weights", "mismatch_metrics", "mismatch_sums"]
+
+
+def corrected_loss(
+    logp: torch.Tensor,
+    entropy: torch.Tensor | None,
+    behaviour: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: LossConfig,
+    *,
+    learner_old: torch.Tensor,
+    known: torch.Tensor,
+    ref_logp: torch.Tensor | None = None,
+    normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float], tuple[dict[str, float], dict[str, float]]]:
+    """One micro-batch of the learner's objective under ``cfg``: π_old is ``learner_old`` where
+    ``known`` (the learner's logprob at the sampling version; else the engine's ``behaviour``)
+    with ``old_logprobs: recompute``, else ``behaviour``; the importance weights of
+    ``is_correction``; then :func:`~userrl.learner.losses.grpo_loss`. Returns the loss, its
+    metrics and the :func:`mismatch_sums` of the micro-batch."""
+    old_logp = torch.where(known, learner_old, behaviour) if cfg.old_logprobs == "recompute" else behaviour
+    weights, over = importance_weights(old_logp, behaviour, mask, cfg.is_correction, cfg.is_cap)
+    loss, metrics = grpo_loss(
+        logp,
+        old_logp,
+        adv,
+        mask,
+        ref_logp=ref_logp,
+        kl_coef=cfg.kl_coef if cfg.kl_in == "loss" else 0.0,
+        agg=cfg.agg,
+        clip_low=cfg.clip_low,
+        clip_high=cfg.clip_high,
+        normalizer=normalizer,
+        kl_estimator=cfg.kl_estimator,
+        ratio_level=cfg.ratio_level,
+        weights=weights if cfg.is_correction != "none" else None,
+        entropy=entropy,
+        entropy_coef=cfg.entropy_coef,
+        norm_len=cfg.norm_len,
+    )
+    return loss, metrics, mismatch_sums(learner_old, behaviour, known, over, mask)
 
 
 def importance_weights(
     old_logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: torch.Tensor, mode: str, cap: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Detached weights (B, L) and where the ratio exceeded ``cap`` ((B, L) per token, (B, 1) per
-    sequence). ``mode``: ``off``, ``token-truncate``, ``token-mask``, ``sequence-truncate`` or
+    sequence). ``mode``: ``none``, ``token-truncate``, ``token-mask``, ``sequence-truncate`` or
     ``sequence-mask``. Positions off ``mask`` do not enter a sequence's product (their weight is
     irrelevant: the loss masks them)."""
     with torch.no_grad():
-        if mode == "off":
+        if mode == "none":
             return torch.ones_like(old_logp), torch.zeros_like(old_logp, dtype=torch.bool)
         level, _, how = mode.partition("-")
         if level not in ("token", "sequence") or how not in ("truncate", "mask"):

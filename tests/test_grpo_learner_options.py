@@ -136,7 +136,7 @@ def test_a_version_no_longer_kept_falls_back_to_the_engine_logprobs(models: tupl
 def test_engine_old_logprobs_train_against_the_sampler_and_still_measure_it(
     models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    loss = LossConfig(old_logprobs="engine", is_correction="off")
+    loss = LossConfig(old_logprobs="engine", is_correction="none")
     learner = GRPOLearner(models[0], tmp_path, lr=1e-2, loss=loss, device="cpu")
     g = one_turn_group(learner.model, 0, noise=0.3, seed=1)
     seqs, advs = learner.sequences([g])
@@ -370,7 +370,7 @@ def test_bad_learner_settings_name_the_field(override: str, needle: str) -> None
 def test_settings_that_need_each_other() -> None:
     with pytest.raises(ConfigError, match="train.is_correction: token-truncate needs train.old_logprobs: recompute"):
         load_config(None, ["train.old_logprobs=engine"])
-    load_config(None, ["train.old_logprobs=engine", "train.is_correction=off"])
+    load_config(None, ["train.old_logprobs=engine", "train.is_correction=none"])
     with pytest.raises(ConfigError, match="train.loss_agg: dr-grpo .* reward.use_std: false"):
         load_config(None, ["train.loss_agg=dr-grpo"])
     from userrl.learner.main_job import loss_config

@@ -99,7 +99,7 @@ def weighted_sum(values: list[list[float]], weights: list[list[float]]) -> float
 def is_weights(old: list[list[float]], mu: list[list[float]], mask: list[list[float]], mode: str, cap: float):
     """TIS / MIS: ρ = π_old/μ per token, or Π_t ρ_t over a sequence's trained tokens; truncated
     min(ρ, C), or masked (0 above C). Also which units went above C."""
-    if mode == "off":
+    if mode == "none":
         return [[1.0] * len(r) for r in old], []
     level, how = mode.split("-")
     weights, over = [], []

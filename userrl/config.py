@@ -363,12 +363,12 @@ class TrainConfig:
     in memory; the current version's come free with the gradient pass; a version not kept, after
     a resume, falls back to the engine's, counted as offpolicy/missing_tokens). engine: the
     logprobs the policy workers recorded (vLLM's differ from the learner's even at staleness 0)."""
-    is_correction: Literal["off", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"] = (
+    is_correction: Literal["none", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"] = (
         "token-truncate"
     )
     """Importance weight pi_old / pi_engine on each token's loss, correcting the sampler/trainer
     mismatch: per token (TIS) or per dialogue (the product over its trained tokens), truncated
-    at is_cap or masked (weight 0) above it (MIS); off = none. Needs old_logprobs: recompute.
+    at is_cap or masked (weight 0) above it (MIS); none = no weight. Needs old_logprobs: recompute.
     The mismatch (offpolicy/kl, offpolicy/ratio_min|mean|max, offpolicy/capped_frac) is logged
     every step whatever this is."""
     is_cap: float = 2.0
@@ -458,10 +458,10 @@ class TrainConfig:
             raise ConfigError(
                 f"train.is_cap must be >= 1 (a cap below 1 down-weights on-policy tokens), got {self.is_cap}"
             )
-        if self.is_correction != "off" and self.old_logprobs != "recompute":
+        if self.is_correction != "none" and self.old_logprobs != "recompute":
             raise ConfigError(
                 f"train.is_correction: {self.is_correction} needs train.old_logprobs: recompute (with the engine's "
-                "logprobs as pi_old the weight pi_old/pi_engine is 1); set train.is_correction: off"
+                "logprobs as pi_old the weight pi_old/pi_engine is 1); set train.is_correction: none"
             )
         if self.dynamic_sampling_max_refills < 0:
             raise ConfigError(
