@@ -2,11 +2,13 @@
 
 Reads top to bottom like the algorithm (cleanrl style)::
 
-    receive B scored groups -> drop stale turns -> per-token advantages -> GRPO loss
-    -> optimizer step -> save weights (safetensors) -> announce the version -> log
+    receive B scored groups -> drop stale turns (and truncated episodes, if set) -> per-token
+    advantages (recomputed with a KL penalty, with kl_in: reward) -> old logprobs recomputed
+    with the sampling versions' weights -> GRPO loss with importance weights -> optimizer step
+    -> save weights (safetensors) -> announce the version -> log
 
-Behaviour logprobs come from the policy workers (decoupled PPO: the importance ratio is taken
-against what was actually sampled); the learner never re-tokenizes a transcript.
+The engine's logprobs come from the policy workers with the token ids (the learner never
+re-tokenizes a transcript); π_old and the importance weights are :mod:`.offpolicy`'s.
 
 A step's sequences are split into micro-batches under ``max_tokens_per_microbatch`` padded tokens
 and gradients accumulate; each micro-batch's loss is divided by the whole step's normalizer, so
