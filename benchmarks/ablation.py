@@ -7,7 +7,8 @@ GRPO on IntentionGym, B = 4, G = 4, 60 steps, the lr schedule), the same seed fo
 combination:
 
 * the base model, the SFT stage and their held-out evaluation run once (they do not depend on
-  the reward), in ``OUT/shared``;
+  the reward), in ``OUT/shared``; an SFT model already there is reused (the same seed and
+  config give the same one: delete ``OUT`` to start over);
 * each combination then runs the main job's GRPO stage from that SFT model, with its own deploy
   (embedded Redis, env / policy / user / reward workers with ``reward.credit`` and
   ``reward.score`` set), in ``OUT/<credit>-<score>``, and the main job's held-out evaluation.
@@ -41,7 +42,8 @@ ALL = [f"{c}:{s}" for c in CREDITS for s in SCORES]
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     common = [*args.set, f"seed={args.seed}"]
-    shared = load_config(args.config, [*common, f"run_dir={out / 'shared'}", "run=ablation"])
+    # train.resume here only makes sft_stage reuse OUT/shared/sft-model when it is there
+    shared = load_config(args.config, [*common, f"run_dir={out / 'shared'}", "run=ablation", "train.resume=true"])
     t0 = time.monotonic()
     base = resolve_model_path(shared)
     sft = sft_stage(shared, base, Path(shared.run_dir))
