@@ -39,7 +39,15 @@ from userrl.learner.microbatch import step_plan
 from userrl.learner.offpolicy import WeightSnapshots, corrected_loss, mismatch_metrics
 from userrl.learner.prepass import kl_in_reward, recompute_old_logprobs
 from userrl.learner.rewards import RewardConfig
-from userrl.learner.sequences import TrainingSequence, assemble, collate, pad_rows, per_token_advantages
+from userrl.learner.sequences import (
+    TrainingSequence,
+    assemble,
+    collate,
+    masked_as_truncated,
+    pad_rows,
+    per_token_advantages,
+    trained_positions,
+)
 from userrl.learner.weights import prune_versions, write_version
 
 log = structlog.get_logger(__name__)
@@ -243,30 +251,15 @@ class GRPOLearner:
                 "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
                 "rollout/truncated_turn_cap": sum(s.cut_turn_cap for s in seqs),
                 "rollout/truncated_token_cap": sum(s.cut_token_cap for s in seqs),
-                "rollout/truncated_masked": sum(self._masked_as_truncated(s) for s in seqs),
+                "rollout/truncated_masked": sum(masked_as_truncated(s, self.loss_cfg.truncated) for s in seqs),
             }
         )
         return metrics
 
-    def _masked_as_truncated(self, seq: TrainingSequence) -> bool:
-        how = self.loss_cfg.truncated
-        return (seq.cut_turn_cap and how in ("mask", "mask-turn-cap")) or (
-            seq.cut_token_cap and how in ("mask", "mask-token-cap")
-        )
-
     def train_masks(self, seqs: list[TrainingSequence]) -> list[list[int]]:
-        """Per sequence, 1 on the tokens the step trains: generated, within the staleness bound,
-        and not of an episode ``truncated`` masks."""
-        cfg = self.loss_cfg
-        return [
-            [0] * len(s)
-            if self._masked_as_truncated(s)
-            else [
-                int(bool(m) and v >= 0 and self.version - v <= cfg.max_staleness)
-                for m, v in zip(s.loss_mask, s.policy_version, strict=True)
-            ]
-            for s in seqs
-        ]
+        """Per sequence, 1 on the tokens this step trains (:func:`trained_positions`)."""
+        c = self.loss_cfg
+        return [trained_positions(s, self.version, c.max_staleness, c.truncated) for s in seqs]
 
     def accumulate(self, seqs: list[TrainingSequence], advs: list[list[float]]) -> dict[str, Any]:
         """Gradients of the step's loss over ``seqs`` into ``.grad`` (this rank's share, summed

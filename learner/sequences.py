@@ -20,7 +20,15 @@ from userrl.errors import RewardError
 if TYPE_CHECKING:  # torch is the [train] extra; the pure assembly works without it
     import torch
 
-__all__ = ["TrainingSequence", "assemble", "collate", "pad_rows", "per_token_advantages"]
+__all__ = [
+    "TrainingSequence",
+    "assemble",
+    "collate",
+    "masked_as_truncated",
+    "pad_rows",
+    "per_token_advantages",
+    "trained_positions",
+]
 
 Turn = Mapping[str, Any]
 """A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``, and
@@ -126,6 +134,25 @@ def per_token_advantages(seq: TrainingSequence, turn_advantages: Sequence[Sequen
             raise RewardError(f"turn {i}: {len(values)} advantages for {length} generated tokens")
         advantages[start : start + length] = [float(v) for v in values]
     return advantages
+
+
+def masked_as_truncated(seq: TrainingSequence, truncated: str) -> bool:
+    """Whether the ``truncated`` setting (keep, mask, mask-turn-cap, mask-token-cap) takes
+    ``seq`` out of the loss."""
+    return (seq.cut_turn_cap and truncated in ("mask", "mask-turn-cap")) or (
+        seq.cut_token_cap and truncated in ("mask", "mask-token-cap")
+    )
+
+
+def trained_positions(seq: TrainingSequence, version: int, max_staleness: int, truncated: str = "keep") -> list[int]:
+    """1 on the tokens a learner at ``version`` trains: generated, at most ``max_staleness``
+    versions old, in an episode the ``truncated`` setting keeps; 0 elsewhere."""
+    if masked_as_truncated(seq, truncated):
+        return [0] * len(seq)
+    return [
+        int(bool(m) and v >= 0 and version - v <= max_staleness)
+        for m, v in zip(seq.loss_mask, seq.policy_version, strict=True)
+    ]
 
 
 def collate(
