@@ -7,8 +7,7 @@ GRPO on IntentionGym, B = 4, G = 4, 60 steps, the lr schedule), the same seed fo
 combination:
 
 * the base model, the SFT stage and their held-out evaluation run once (they do not depend on
-  the reward), in ``OUT/shared``; an SFT model already there is reused (the same seed and
-  config give the same one: delete ``OUT`` to start over);
+  the reward), in ``OUT/shared``;
 * each combination then runs the main job's GRPO stage from that SFT model, with its own deploy
   (embedded Redis, env / policy / user / reward workers with ``reward.credit`` and
   ``reward.score`` set), in ``OUT/<credit>-<score>``, and the main job's held-out evaluation.
@@ -16,7 +15,9 @@ combination:
 It prints a table like the paper's: the held-out score per gym and overall, SFT+GRPO minus SFT,
 and the GRPO train margin (last fifth of the steps minus the first fifth), with the wall time
 of each combination; ``OUT/ablation.json`` keeps every number. Not run in CI (minutes per
-combination).
+combination). A run stopped half-way resumes: the SFT model, the base/SFT evaluation and each
+finished combination's result found under ``OUT`` are reused (the same seed and config give the
+same ones); delete ``OUT`` to start over.
 
     python benchmarks/ablation.py [--config deploy/local.yaml] [--out runs/ablation]
         [--combos equalized:sum r2g:r2g ...] [--seed 0] [--set k=v ...]
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     base = resolve_model_path(shared)
     sft = sft_stage(shared, base, Path(shared.run_dir))
-    fixed = eval_stage(shared, {"base": base, "sft": sft})
+    fixed = cached(out / "shared" / "evals.json", lambda: eval_stage(shared, {"base": base, "sft": sft}))
     result: dict[str, Any] = {
         "config": args.config,
         "seed": args.seed,
@@ -62,26 +64,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides = [*common, f"reward.credit={credit}", f"reward.score={score}"]
         overrides += [f"run_dir={out / f'{credit}-{score}'}", f"run=ablation-{credit}-{score}"]
         cfg = load_config(args.config, overrides)
-        t1 = time.monotonic()
-        final, rows = grpo_stage(cfg, args.config, overrides, sft, Path(cfg.run_dir))
-        t2 = time.monotonic()
-        trained = eval_stage(cfg, {"sft+grpo": final})["sft+grpo"]
-        t3 = time.monotonic()
-        check = learning_check(rows, {**fixed, "sft+grpo": trained})
-        result["combos"][combo] = {
-            "eval": trained,
-            "check": check,
-            "grpo_s": round(t2 - t1, 1),
-            "eval_s": round(t3 - t2, 1),
-        }
+
+        def train(cfg: Any = cfg, overrides: list[str] = overrides) -> dict[str, Any]:
+            t1 = time.monotonic()
+            final, rows = grpo_stage(cfg, args.config, overrides, sft, Path(cfg.run_dir))
+            t2 = time.monotonic()
+            trained = eval_stage(cfg, {"sft+grpo": final})["sft+grpo"]
+            check = learning_check(rows, {**fixed, "sft+grpo": trained})
+            return {
+                "eval": trained,
+                "check": check,
+                "grpo_s": round(t2 - t1, 1),
+                "eval_s": round(time.monotonic() - t2, 1),
+            }
+
+        r = result["combos"][combo] = cached(Path(cfg.run_dir) / "ablation.json", train)
         print(
-            f"{combo}: held-out {trained['overall']:.3f}, train margin {check['train_margin']:+.3f}, "
-            f"GRPO {t2 - t1:.0f}s, eval {t3 - t2:.0f}s",
+            f"{combo}: held-out {r['eval']['overall']:.3f}, train margin {r['check']['train_margin']:+.3f}, "
+            f"GRPO {r['grpo_s']:.0f}s, eval {r['eval_s']:.0f}s",
             flush=True,
         )
     result["total_s"] = round(time.monotonic() - t0, 1)
     (out / "ablation.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``, kept in ``path``; read back from there when a run resumes."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    return value
 
 
 def table(result: dict[str, Any]) -> str:
