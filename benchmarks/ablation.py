@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = load_config(args.config, overrides)
 
         def train(cfg: Any = cfg, overrides: list[str] = overrides) -> dict[str, Any]:
+            (Path(cfg.run_dir) / "metrics.jsonl").unlink(missing_ok=True)  # a run stopped half-way starts over
             t1 = time.monotonic()
             final, rows = grpo_stage(cfg, args.config, overrides, sft, Path(cfg.run_dir))
             t2 = time.monotonic()
