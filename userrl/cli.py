@@ -25,7 +25,14 @@ from userrl.envs.check import run_cli
 from userrl.envs.datasets import check_data, data_tasks
 from userrl.errors import UserRLError
 from userrl.learner.evaluation.over_bus import format_report, run_eval
-from userrl.learner.main_job import format_claims, format_table, run_grpo, run_train
+from userrl.learner.main_job import (
+    format_claims,
+    format_offpolicy,
+    format_table,
+    offpolicy_summary,
+    run_grpo,
+    run_train,
+)
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
@@ -382,7 +389,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             accelerate_command(cfg.train.accelerate_config, argv), env=relaunch_env(), check=False
         ).returncode
     run_dir = Path(cfg.run_dir)
-    learner, _rows = run_grpo(
+    learner, rows = run_grpo(
         cfg,
         resolve_model_path(cfg),
         run_dir,
@@ -393,6 +400,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return 0
     final = run_dir / "final-model"
     plot_metrics(MetricsLog(run_dir / "metrics.jsonl").read(), run_dir / "metrics.png")
+    print(format_offpolicy(offpolicy_summary(rows)))
     print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
     return 0
 
