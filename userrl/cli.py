@@ -119,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
     if args.role == "env" and args.gym:  # `check env ID`: the gym checks and exploit suite
         data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
-        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample)
+        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample, max_turns=args.max_turns)
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--split", default="test", help="gym check: the split to play (default test)")
     c.add_argument("--sample", type=int, default=None, help="gym check: play at most this many tasks (a stable sample)")
+    c.add_argument("--max-turns", type=int, default=None, help="gym check: turn cap (default: 16, the paper's)")
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument(
         "--data",

@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     clip01,
@@ -14,7 +14,16 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.gyms._text import STOPWORDS, content_words, has_phrase, normalize, stem, stems
+from userrl.envs.gyms._text import (
+    STOPWORDS,
+    content_words,
+    has_phrase,
+    is_sweep,
+    normalize,
+    parse_groups,
+    stem,
+    stems,
+)
 from userrl.sim_users import guards
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -30,7 +39,18 @@ MAX_QUESTION_WORDS = 15
 MAX_DETAILS_PER_QUESTION = 2
 UNFOCUSED_REPLY = "That is a lot at once. Please ask me one thing at a time."
 
-
+#: common clarifying topics, each a group of synonyms: an alternative a question offers ("the
+#: budget or the date?") that names one of them must be the user's, or the question sweeps
+TOPICS = parse_groups(
+    "budget|cost|price|money|spend|afford|salary;"
+    "time|date|deadline|timeline|schedule|duration|length|how long|week|month|season|year|hour;"
+    "format|style|genre|theme|mood|tone;location|city|region|place|area|country|neighborhood;"
+    "size|number|how many|people|guest|quantity|amount;"
+    "experience|skill|level|beginner|expert|proficiency|knowledge|difficulty|complexity|depth;"
+    "restriction|constraint|requirement|limitation|criteria|allergy|allergies|dietary|diet;"
+    "source|platform|tool|equipment|resource|software|device;purpose|goal|aim|focus|interest|audience|target;"
+    "language;frequency|how often;brand|manufacturer;feature;age;content|topic|subject"
+)
 SYSTEM_PROMPT = (
     "IntentionGym: a user asks you for help, but the request is vague and important "
     "details are missing. Find out what they really want before doing anything.\n"
@@ -71,13 +91,21 @@ def touched_by(task: Task, question: str, among: list[int], shown: str = "") -> 
 
 
 def is_focused(task: Task, question: str, shown: str = "") -> bool:
-    """Not a keyword list: short, and about at most two of the task's details (all of them,
-    uncovered or not, so a list cannot sneak through once a few are known)."""
-    every = list(range(len(task["missing_details"])))
-    return (
-        len(content_words(question)) <= MAX_QUESTION_WORDS
-        and len(touched_by(task, question, every, shown)) <= MAX_DETAILS_PER_QUESTION
-    )
+    """Not a keyword list or a sweep: short, about at most two of the task's details (all of
+    them, uncovered or not, so a list cannot sneak through once a few are known), and every
+    bare topic it adds ("... the budget and *the date*?", :func:`bare_topics`) is one of the
+    user's details: a topic the user has nothing on, added to one they have, is a sweep."""
+    details = task["missing_details"]
+    every = list(range(len(details)))
+    if len(content_words(question)) > MAX_QUESTION_WORDS:
+        return False
+    touched = len(touched_by(task, question, every, shown))
+    if touched > MAX_DETAILS_PER_QUESTION:
+        return False
+    seen = stems(shown)
+    live = [kw for d in details for kw in live_keywords(d, seen)]
+    own = stems(" ".join(f"{d['description']} {' '.join(d['keywords'])}" for d in details))
+    return not is_sweep(question, lambda part: any(has_phrase(part, kw) for kw in live), own, TOPICS, seen)
 
 
 def uncovered_by(task: Task, question: str, remaining: list[int], shown: str = "") -> list[int]:
@@ -201,7 +229,7 @@ class IntentionGym(Env):
 
     Episode end:
         Terminated when every missing detail is uncovered or on ``[finish]``; truncated
-        after ``max_turns`` (20).
+        after ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's IntentionGym.
@@ -210,7 +238,6 @@ class IntentionGym(Env):
     id = "userrl/Intention-v0"
     data_name: ClassVar[str] = "intention"
     user_spec = IntentionUserSpec()
-    default_max_turns = 20
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -267,7 +294,7 @@ class IntentionGym(Env):
         )
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """One focused question per detail, most important first."""
         details = task["missing_details"]
         order = sorted(range(len(details)), key=lambda i: (-int(details[i]["importance"]), i))

@@ -9,7 +9,7 @@ import httpx
 import structlog
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     dialogue_text,
@@ -31,6 +31,13 @@ SERPER_URL = "https://google.serper.dev/search"
 SERPER_KEY_ENV = "SERPER_API_KEY"
 _ARTICLES = frozenset({"a", "an", "the"})
 _FILLER = frozenset("answer think believe guess final correct sure".split())
+#: wrong answers allowed before the episode ends. UserRL allows any number, but then a policy
+#: can answer every name the search results show, one per turn, and collect the right one
+#: without reading (0.44 of the maximum on our bundled questions; 0.26 with two answers, since
+#: the top result of a one-hop question names the answer among two names). The user asked one
+#: question: the agent searches as much as it likes (5 searches), then commits to one answer.
+#: ``max_answers: null`` restores UserRL's rule
+DEFAULT_MAX_ANSWERS = 1
 
 
 def _norm_words(text: str) -> list[str]:
@@ -124,8 +131,11 @@ class SearchGym(Env):
         searches earn 0. Gain over the best answer so far, so at most 1.0 per episode.
 
     Episode end:
-        Terminated by a correct answer or ``[finish]``; truncated after ``max_turns`` (20).
-        Wrong answers do not end the episode (UserRL allows several answers).
+        Terminated by a correct answer, by the ``max_answers``-th wrong one (option, default 1:
+        the user asked one question; UserRL allows any number, which lets a policy answer every
+        name the results show, one per turn: ``max_answers: null`` restores it) or
+        ``[finish]``; truncated after
+        ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's SearchGym with a local index.
@@ -134,15 +144,18 @@ class SearchGym(Env):
     id = "userrl/Search-v0"
     data_name: ClassVar[str] = "search"
     user_spec = SearchUserSpec()
-    default_max_turns = 20
 
-    option_defaults: ClassVar[dict[str, Any]] = {"search_backend": "local"}
+    option_defaults: ClassVar[dict[str, Any]] = {"search_backend": "local", "max_answers": DEFAULT_MAX_ANSWERS}
 
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.backend = str(options.get("search_backend", "local"))
         if self.backend not in ("local", "serper"):
             raise ValueError(f"search_backend must be 'local' or 'serper', got {self.backend!r}")
+        limit = options.get("max_answers", DEFAULT_MAX_ANSWERS)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ValueError(f"max_answers must be a positive integer or null, got {limit!r}")
+        self.max_answers: int | None = limit
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -159,9 +172,14 @@ class SearchGym(Env):
             "Actions:\n"
             f"- [search] query : a search query; returns up to {TOP_K} results. At most "
             f"{MAX_SEARCHES} searches.\n"
-            "- [answer] text : a short answer (a name, a number, a place). You may answer "
-            "several times; a correct answer ends the game.\n"
-            "- [finish] : give up.\n"
+            "- [answer] text : a short answer (a name, a number, a place). A correct answer ends "
+            "the game"
+            + (
+                f"; so does wrong answer number {self.max_answers}.\n"
+                if self.max_answers
+                else "; you may answer several times.\n"
+            )
+            + "- [finish] : give up.\n"
             "Plan the hops of the question, search for one fact at a time, then answer briefly."
         )
 
@@ -190,8 +208,15 @@ class SearchGym(Env):
             )
             right = bool(verdict["correct"])
             reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
-            obs = "Correct!" if right else "That answer is not correct."
+            state["answers"] = int(state.get("answers", 0)) + 1
+            last = not right and self.max_answers is not None and state["answers"] >= self.max_answers
+            obs = (
+                "Correct!" if right else "That answer is not correct." + (" That was your last answer." if last else "")
+            )
             info = {"score": 1.0 if right else 0.0}
+            if last:
+                state["dialogue"].append({"role": "user", "content": obs})
+                return StepResult(state, obs, reward, True, False, info)
         state["dialogue"].append({"role": "user", "content": obs})
         return StepResult(state, obs, reward, state["best"] >= 1.0, False, info)
 
@@ -209,7 +234,7 @@ class SearchGym(Env):
         return "\n".join(f"{i}. {r}" for i, r in enumerate(results, 1)) + f"\n({left} searches left)"
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Search the task's planned queries (at most 4), then answer."""
         k = assistant_turns(messages)
         queries = list(task.get("queries") or [task["question"]])[: MAX_SEARCHES - 1]

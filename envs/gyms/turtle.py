@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     dialogue_text,
@@ -154,7 +154,7 @@ class TurtleGym(Env):
     Episode end:
         Terminated when the best score reaches ``success_threshold`` (option, default 1.0 as
         in UserRL: every key point covered) or on ``[finish]``; truncated after ``max_turns``
-        (20).
+        (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's TurtleGym. The scripted judge ignores words
@@ -164,7 +164,6 @@ class TurtleGym(Env):
     id = "userrl/Turtle-v0"
     data_name: ClassVar[str] = "turtle"
     user_spec = TurtleUserSpec()
-    default_max_turns = 20
 
     option_defaults: ClassVar[dict[str, Any]] = {"success_threshold": DEFAULT_THRESHOLD}
 
@@ -233,7 +232,7 @@ class TurtleGym(Env):
         return StepResult(state, obs, reward, done, False, info)
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Ask up to two questions the story answers with yes, then tell the key points."""
         k = assistant_turns(messages)
         yes = [

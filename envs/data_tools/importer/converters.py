@@ -70,7 +70,8 @@ _GENERIC = frozenset(
     explains explained mention mentions mentioned actually original even different logical
     logically justifiable clearly also specific preference preferences type details detail
     information particular kind level protagonist known commonly found used often produces
-    typically usually various many prefer preferred method""".split()
+    typically usually various many prefer preferred method user users current desired within
+    areas aspects""".split()
 )
 _GENERIC_STEMS = frozenset(stem(w) for w in _GENERIC)
 _PERSON = (
