@@ -75,10 +75,11 @@ def customer_reply(
 ) -> dict[str, Any]:
     """The scripted customer, rules in order:
 
-    1. Closing question ("anything else?") once every request was stated: when the goal is
-       met (``goal_met``: the database as the goal leaves it and every required output said),
-       thanks, done; when it is not, the customer asks again the first time (``asked_again``
-       counts it) and hangs up the next (done, scored as it stands).
+    1. Closing question ("anything else?"): when the goal is met (``goal_met``: the database
+       as the goal leaves it and every required output said), thanks, done. When it is not and
+       every request was stated, the customer asks again the first time (``asked_again``
+       counts it) and hangs up the next (done, scored as it stands); requests not yet stated
+       come first (rule 4).
     2. A request for confirmation ("shall I proceed?"): yes.
     3. A question about identity (name, zip, email, verify): the identity details (for a
        τ-bench task, which has no ``customer``: its instruction, which holds them).
@@ -88,9 +89,10 @@ def customer_reply(
     """
     s = stems(message)
     requests = requests_of(task)
-    if _any(s, CLOSING) and stated >= len(requests):
-        if goal_met:
-            return {"reply": "No, that's all. Thank you for your help!", "stated": stated, "done": True}
+    closing = _any(s, CLOSING)
+    if closing and goal_met:
+        return {"reply": "No, that's all. Thank you for your help!", "stated": stated, "done": True}
+    if closing and stated >= len(requests):
         if asked_again:
             return {
                 "reply": "You still have not done what I asked, so I will end this chat here. Goodbye.",
