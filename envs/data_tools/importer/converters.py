@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from userrl.envs.data_tools.importer.reading import load_json, read_parquet, require_keys
+from userrl.envs.gyms._lexicon import expansions
 from userrl.envs.gyms._tau_domains import DOMAINS, check_actions
 from userrl.envs.gyms._text import STOPWORDS, normalize, stem
 from userrl.envs.gyms._travel_rules import PREFIX_ASPECT
@@ -71,50 +72,277 @@ _GENERIC = frozenset(
     logically justifiable clearly also specific preference preferences type details detail
     information particular kind level protagonist known commonly found used often produces
     typically usually various many prefer preferred method user users current desired within
-    areas aspects""".split()
+    areas aspects due leading led leads action actions act concludes conclude presence reaction
+    describes describe upon decision motive context caused causing cause causes discovery initial
+    initially result results resulting situation truth involves involving involved involve
+    connects connect realization realizing reason attempt attempted setting using uses use help
+    incident indicating indicates consequence made making part belief crucial true implies one
+    set sets response conveys creating create intended subsequent moment outcome occurs occur
+    specifically takes took take despite towards event events motivation identified identify
+    perceived perception unexpected triggered triggers highlighting highlights related role form
+    behavior believes believed impact adding gives gave give key element actual revelation without
+    based clarifies statement surface symbolizes sense already thought supposed find finding get
+    captures mistakenly unknowingly misunderstanding misunderstood mistaken misinterpreted person
+    people man woman human someone character characters""".split()
 )
 _GENERIC_STEMS = frozenset(stem(w) for w in _GENERIC)
-_PERSON = (
-    "person",
-    "figure",
-    "singer",
-    "artist",
-    "composer",
-    "athlete",
-    "scientist",
-    "painter",
-    "philosopher",
-    "author",
-    "celebrity",
-    "entertainer",
-    "leader",
-    "mathematician",
-    "humanitarian",
-    "actor",
-    "icon",
-    "entrepreneur",
-    "personality",
+#: what the category of an imported entity says about the attributes the scripted user reads
+#: (``_telepathy_rules.LEXICON``), first match wins; ``None`` leaves an attribute unknown
+#: ("Maybe"). Every kind says what it is not, so "Is it an animal?" about a rainbow is "No".
+_NOT_LIVING = {"person": False, "animal": False, "plant": False, "alive": False, "alive_today": False}
+_KINDS: tuple[tuple[tuple[str, ...], dict[str, bool]], ...] = (
+    (
+        ("fictional", "cartoon", "superhero", "animated", "video_game_character", "fictional_robot"),
+        {"fictional": True, "food": False, "place": False, "plant": False, "electronic": False},
+    ),
+    (
+        ("mythical", "legendary", "vampire", "mythology", "mythical_god", "mythical_hero"),
+        {"fictional": True, "food": False, "place": False, "plant": False, "man_made": False, "electronic": False},
+    ),
+    (
+        (
+            "person",
+            "figure",
+            "singer",
+            "artist",
+            "composer",
+            "athlete",
+            "scientist",
+            "painter",
+            "philosopher",
+            "author",
+            "celebrity",
+            "entertainer",
+            "leader",
+            "mathematician",
+            "humanitarian",
+            "actor",
+            "icon",
+            "entrepreneur",
+            "personality",
+            "religious",
+        ),
+        {
+            "person": True,
+            "animal": False,
+            "plant": False,
+            "object": False,
+            "food": False,
+            "place": False,
+            "man_made": False,
+            "electronic": False,
+            "fictional": False,
+        },
+    ),
+    (
+        ("dinosaur", "extinct", "prehistoric"),
+        {
+            "animal": True,
+            "alive_today": False,
+            "person": False,
+            "plant": False,
+            "man_made": False,
+            "food": False,
+            "place": False,
+            "object": False,
+            "electronic": False,
+            "fictional": False,
+            "historical": True,
+        },
+    ),
+    (
+        ("animal", "bird", "fish", "creature", "reptile", "marsupial", "dog_breed", "insect"),
+        {
+            "animal": True,
+            "alive": True,
+            "person": False,
+            "plant": False,
+            "man_made": False,
+            "food": False,
+            "place": False,
+            "object": False,
+            "electronic": False,
+            "fictional": False,
+        },
+    ),
+    (
+        ("fruit", "vegetable"),
+        {
+            "food": True,
+            "plant": True,
+            "animal": False,
+            "person": False,
+            "place": False,
+            "man_made": False,
+            "electronic": False,
+            "object": False,
+            "fictional": False,
+        },
+    ),
+    (
+        ("food", "dessert", "dish", "beverage", "cuisine", "sweet"),
+        {
+            "food": True,
+            "animal": False,
+            "person": False,
+            "place": False,
+            "alive": False,
+            "electronic": False,
+            "object": False,
+            "fictional": False,
+        },
+    ),
+    (
+        ("plant", "flower", "tree"),
+        {
+            "plant": True,
+            "alive": True,
+            "animal": False,
+            "person": False,
+            "man_made": False,
+            "place": False,
+            "object": False,
+            "electronic": False,
+            "fictional": False,
+        },
+    ),
+    (
+        (
+            "city",
+            "cities",
+            "landmark",
+            "monument",
+            "museum",
+            "building",
+            "structure",
+            "ancient_site",
+            "ancient_city",
+            "historical_site",
+            "artistic_location",
+            "ancient_structure",
+            "ancient_wonder",
+            "historical_structure",
+        ),
+        {"place": True, "man_made": True, **_NOT_LIVING, "food": False, "electronic": False, "fictional": False},
+    ),
+    (
+        (
+            "mountain",
+            "park",
+            "country",
+            "location",
+            "site",
+            "waterfall",
+            "forest",
+            "island",
+            "body_of_water",
+            "natural_wonder",
+            "geographical",
+            "geographic",
+            "natural_feature",
+            "geological",
+            "natural_water",
+            "natural_park",
+            "mysterious_place",
+            "fictional_place",
+            "place",
+        ),
+        {"place": True, "person": False, "animal": False, "food": False, "object": False, "electronic": False},
+    ),
+    (
+        (
+            "phenomenon",
+            "weather",
+            "season",
+            "celestial",
+            "astronomical",
+            "planet",
+            "galaxy",
+            "element",
+            "molecule",
+            "chemical",
+            "process",
+            "gemstone",
+            "mathematical",
+        ),
+        {**_NOT_LIVING, "man_made": False, "food": False, "electronic": False, "fictional": False, "object": False},
+    ),
+    (
+        (
+            "device",
+            "technology",
+            "computer",
+            "gadget",
+            "appliance",
+            "console",
+            "sci-fi_device",
+            "space_artifact",
+            "astronomy_technology",
+        ),
+        {"object": True, "man_made": True, **_NOT_LIVING, "food": False, "place": False, "fictional": False},
+    ),
+    (
+        (
+            "vehicle",
+            "aircraft",
+            "transport",
+            "ship",
+            "car_brand",
+            "invention",
+            "tool",
+            "utensil",
+            "toy",
+            "instrument",
+            "object",
+            "ancient_device",
+            "amusement_ride",
+        ),
+        {"object": True, "man_made": True, **_NOT_LIVING, "food": False, "place": False},
+    ),
+    (
+        (
+            "movie",
+            "book",
+            "novel",
+            "song",
+            "television",
+            "play",
+            "literature",
+            "artwork",
+            "video_game",
+            "franchise",
+            "ballet",
+            "music",
+            "game",
+            "puzzle",
+            "sport",
+            "dance",
+            "festival",
+            "holiday",
+            "event",
+            "award",
+            "language",
+            "software",
+            "social_media",
+            "online_platform",
+            "company",
+            "brand",
+            "performing",
+            "performance",
+            "activity",
+            "period",
+            "civilization",
+            "symbol",
+            "science",
+            "astronomy",
+            "geography",
+            "motorsport",
+        ),
+        {**_NOT_LIVING, "food": False, "place": False, "object": False, "man_made": True},
+    ),
 )
-_ANIMAL = ("animal", "bird", "fish", "creature", "reptile", "marsupial", "dog_breed", "dinosaur")
-_FOOD = ("food", "fruit", "dessert", "dish", "beverage", "vegetable", "cuisine")
-_PLACE = (
-    "place",
-    "city",
-    "cities",
-    "landmark",
-    "mountain",
-    "park",
-    "country",
-    "location",
-    "site",
-    "waterfall",
-    "forest",
-    "island",
-    "museum",
-    "body_of_water",
-    "monument",
-)
-_FICTIONAL = ("fictional", "mythical", "legendary", "cartoon", "superhero", "vampire", "mythology", "animated")
+_PERSON = _KINDS[2][0]
+_FICTIONAL = _KINDS[0][0] + _KINDS[1][0]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -146,19 +374,13 @@ def convert_function(path: Path) -> list[dict[str, Any]]:
 
 # -- TelepathyGym ------------------------------------------------------------------------------
 def _attributes(category: str) -> dict[str, bool]:
-    c = category.lower()
-    attrs: dict[str, bool] = {}
-    if any(k in c for k in _FICTIONAL):
-        attrs["fictional"] = True
-    if any(k in c for k in _PERSON):
-        attrs.update(person=True, animal=False, object=False, food=False, place=False)
-    elif any(k in c for k in _ANIMAL):
-        attrs.update(animal=True, alive=True, person=False, man_made=False, food=False)
-    elif any(k in c for k in _FOOD):
-        attrs.update(food=True, person=False, animal=False, place=False)
-    elif any(k in c for k in _PLACE):
-        attrs.update(place=True, person=False, animal=False, food=False, object=False)
-    return attrs
+    """The attributes an entity's category settles (:data:`_KINDS`, the first kind whose
+    words the category contains)."""
+    c = category.lower().replace(" ", "_")
+    for words, attrs in _KINDS:
+        if any(w in c for w in words):
+            return dict(attrs)
+    return {}
 
 
 def convert_telepathy(path: Path) -> list[dict[str, Any]]:
@@ -192,11 +414,21 @@ def convert_telepathy(path: Path) -> list[dict[str, Any]]:
 
 
 # -- TurtleGym ---------------------------------------------------------------------------------
+def _variants(word: str, bottom: dict[str, str]) -> list[str]:
+    """A checklist word and the words that say it too: its family in the lexicon ("pursuing":
+    chase, follow) and the hidden story's own forms of it (a stem sharing its first 5 letters:
+    "accidentally" for "accidental"), so the story itself covers its checklist."""
+    s = stem(word)
+    forms = [w for st, w in bottom.items() if len(s) >= 5 and len(st) >= 5 and st[:5] == s[:5]]
+    return list(dict.fromkeys([word, *expansions(word), *forms]))
+
+
 def convert_turtle(path: Path) -> list[dict[str, Any]]:
     out = []
     for key, rec in load_json(path, dict).items():
         keys = ("new_title", "new_surface", "new_bottom", "evaluation")
         rec = require_keys(path, f"story {key!r}", rec, keys)
+        bottom = {stem(w): w for w in normalize(str(rec["new_bottom"])).split()}
         points = []
         for j, ev in enumerate(rec["evaluation"]):
             ev = require_keys(path, f"story {key!r} evaluation {j}", ev, ("statement", "score"))
@@ -204,7 +436,7 @@ def convert_turtle(path: Path) -> list[dict[str, Any]]:
                 {
                     "statement": str(ev["statement"]),
                     "weight": float(ev["score"]),
-                    "keywords": [[w] for w in keywords_from(ev["statement"])],
+                    "keywords": [_variants(w, bottom) for w in keywords_from(ev["statement"])],
                 }
             )
         out.append(
