@@ -26,6 +26,21 @@ CONFIRM = (
 )
 IDENTITY = ("name", "zip", "zip code", "postcode", "email", "e mail", "verify", "identify", "identity", "authenticate")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
+#: ids a proposal names: orders (#W2378156), items and products (10 digits), reservations (FQ8APE)
+_IDS = re.compile(r"#W\d+|\b\d{10}\b|\b(?=[A-Z0-9]{6}\b)(?=[A-Z0-9]*\d)[A-Z0-9]*[A-Z][A-Z0-9]*\b")
+#: what a change is called, by the verb of its tool (exchange_delivered_order_items: exchange)
+_VERBS = {
+    "cancel": "cancel",
+    "return": "return",
+    "refund": "return",
+    "exchange": "exchange",
+    "swap": "exchange",
+    "modify": "modify",
+    "change": "modify",
+    "update": "modify",
+    "upgrade": "modify",
+    "book": "book",
+}
 
 
 def _any(text_stems: list[str], phrases: tuple[str, ...]) -> bool:
@@ -80,7 +95,8 @@ def customer_reply(
        every request was stated, the customer asks again the first time (``asked_again``
        counts it) and hangs up the next (done, scored as it stands); requests not yet stated
        come first (rule 4).
-    2. A request for confirmation ("shall I proceed?"): yes.
+    2. A request for confirmation ("shall I proceed?"): yes when the change is one the
+       customer wants (:func:`wanted`), else no.
     3. A question about identity (name, zip, email, verify): the identity details (for a
        τ-bench task, which has no ``customer``: its instruction, which holds them).
     4. Otherwise: the next request not yet stated, or, when all were, a reminder (which
@@ -107,6 +123,8 @@ def customer_reply(
             "asked_again": asked_again + 1,
         }
     if _any(s, CONFIRM):
+        if not wanted(task, message):
+            return {"reply": "No, that is not what I asked for.", "stated": stated, "done": False}
         return {"reply": "Yes, please go ahead.", "stated": stated, "done": False}
     if _any(s, IDENTITY):
         return {"reply": identity_reply(task, message), "stated": stated, "done": False}
@@ -118,6 +136,19 @@ def customer_reply(
         "done": False,
         "asked_again": asked_again + 1,
     }
+
+
+def wanted(task: Task, message: str) -> bool:
+    """Whether a proposed change is one the customer wants: every id it names is in their goal
+    (the instruction or the gold calls' arguments) and every kind of change it names (cancel,
+    return, exchange, modify, book) is one the gold calls make. A proposal naming neither is
+    taken on trust."""
+    goal = json.dumps([a.get("arguments") for a in task.get("actions", [])]) + " " + str(task.get("instruction", ""))
+    if any(i not in goal for i in _IDS.findall(message)):
+        return False
+    kinds = {_VERBS[w] for w in re.findall(r"[a-z]+", message.lower()) if w in _VERBS}
+    made = {_VERBS[w] for a in task.get("actions", []) for w in str(a.get("name", "")).split("_") if w in _VERBS}
+    return kinds <= made if made else not kinds
 
 
 def outputs_said(task: Task, message: str) -> list[int]:

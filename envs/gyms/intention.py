@@ -42,14 +42,17 @@ UNFOCUSED_REPLY = "That is a lot at once. Please ask me one thing at a time."
 #: common clarifying topics, each a group of synonyms: an alternative a question offers ("the
 #: budget or the date?") that names one of them must be the user's, or the question sweeps
 TOPICS = parse_groups(
-    "budget|cost|price|money|spend|afford|salary;"
-    "time|date|deadline|timeline|schedule|duration|length|how long|week|month|season|year|hour;"
-    "format|style|genre|theme|mood|tone;location|city|region|place|area|country|neighborhood;"
-    "size|number|how many|people|guest|quantity|amount;"
-    "experience|skill|level|beginner|expert|proficiency|knowledge|difficulty|complexity|depth;"
-    "restriction|constraint|requirement|limitation|criteria|allergy|allergies|dietary|diet;"
-    "source|platform|tool|equipment|resource|software|device;purpose|goal|aim|focus|interest|audience|target;"
-    "language;frequency|how often;brand|manufacturer;feature;age;content|topic|subject"
+    "budget|cost|price|money|spend|afford|affordable|salary|expensive|cheap;"
+    "time frame|timeframe|date|dates|deadline|timeline|schedule|when|recent|latest;"
+    "duration|how long|length;frequency|how often;format|file type;style|tone|mood|theme|genre;"
+    "location|located|city|region|neighborhood|neighbourhood|country|where do you live;"
+    "size|how big|dimension|dimensions;number|how many|quantity|amount|guests;"
+    "experience|skill|level|beginner|expert|proficiency|knowledge|prepared|preparation;"
+    "restriction|constraint|requirement|limitation|allergy|allergies|dietary|diet;"
+    "source|sources|outlet|outlets|website|websites;tool|tools|library|libraries|software|framework;"
+    "equipment|hardware;purpose|goal|aim|intended use|use it for|used for;audience|readers|who will;"
+    "brand|manufacturer;feature|features|functionality;compatibility|compatible|work with;"
+    "age|how old;topic|topics|subject|subjects;language|programming language"
 )
 SYSTEM_PROMPT = (
     "IntentionGym: a user asks you for help, but the request is vague and important "

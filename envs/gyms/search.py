@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, ClassVar
 
 import httpx
@@ -40,13 +41,53 @@ _FILLER = frozenset("answer think believe guess final correct sure".split())
 DEFAULT_MAX_ANSWERS = 1
 
 
+_MONTHS = {
+    m: i
+    for i, names in enumerate(
+        (
+            "jan january",
+            "feb february",
+            "mar march",
+            "apr april",
+            "may",
+            "jun june",
+            "jul july",
+            "aug august",
+            "sep sept september",
+            "oct october",
+            "nov november",
+            "dec december",
+        ),
+        1,
+    )
+    for m in names.split()
+}
+_DAY_MONTH_YEAR = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)? (?:of )?([a-z]+),? (\d{3,4})\b")
+_MONTH_DAY_YEAR = re.compile(r"\b([a-z]+) (\d{1,2})(?:st|nd|rd|th)?,? (\d{3,4})\b")
+
+
+def _dates(text: str) -> str:
+    """Dates written either way ("20 June 1837", "June 20, 1837") as one form: "1837 6 20"."""
+
+    def dmy(m: re.Match[str]) -> str:
+        month = _MONTHS.get(m.group(2))
+        return f"{m.group(3)} {month} {int(m.group(1))}" if month else m.group(0)
+
+    def mdy(m: re.Match[str]) -> str:
+        month = _MONTHS.get(m.group(1))
+        return f"{m.group(3)} {month} {int(m.group(2))}" if month else m.group(0)
+
+    text = text.lower().replace(",", " ").replace("  ", " ")
+    return _MONTH_DAY_YEAR.sub(mdy, _DAY_MONTH_YEAR.sub(dmy, text))
+
+
 def _norm_words(text: str) -> list[str]:
-    return [w for w in normalize(text).split() if w not in _ARTICLES]
+    return [w for w in normalize(_dates(text)).split() if w not in _ARTICLES]
 
 
 def match_answer(task: Task, answer: str) -> bool:
     """Normalized-match judge: the gold answer (or an alias) occurs in the answer as whole
-    words, with at most :data:`EXTRA_WORDS` other words, each of them a function word, filler
+    words (dates compared in one form, "20 June 1837" = "June 20, 1837"), with at most :data:`EXTRA_WORDS` other words, each of them a function word, filler
     (``answer``, ``think``) or a word of the question: an answer that adds any other candidate
     (``Paris London``, ``Paris or Rome``) hedges and fails."""
     got = _norm_words(answer)

@@ -60,8 +60,9 @@ from typing import Any
 from userrl.envs.data_tools.importer.reading import load_json, read_parquet, require_keys
 from userrl.envs.gyms._lexicon import expansions
 from userrl.envs.gyms._tau_domains import DOMAINS, check_actions
-from userrl.envs.gyms._text import STOPWORDS, normalize, stem
+from userrl.envs.gyms._text import STOPWORDS, group_hit, normalize, stem, stems
 from userrl.envs.gyms._travel_rules import PREFIX_ASPECT
+from userrl.envs.gyms.intention import TOPICS as INTENTION_TOPICS
 from userrl.envs.gyms.persuade import BACKFIRE
 from userrl.errors import DataError
 
@@ -247,7 +248,15 @@ _KINDS: tuple[tuple[tuple[str, ...], dict[str, bool]], ...] = (
             "fictional_place",
             "place",
         ),
-        {"place": True, "person": False, "animal": False, "food": False, "object": False, "electronic": False},
+        {
+            "place": True,
+            "man_made": False,
+            "person": False,
+            "animal": False,
+            "food": False,
+            "object": False,
+            "electronic": False,
+        },
     ),
     (
         (
@@ -343,6 +352,27 @@ _KINDS: tuple[tuple[tuple[str, ...], dict[str, bool]], ...] = (
 )
 _PERSON = _KINDS[2][0]
 _FICTIONAL = _KINDS[0][0] + _KINDS[1][0]
+#: what the entity's description says outright: attribute -> (words saying yes, words saying no)
+_CUES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "can_fly": (
+        frozenset("fly flies flying flight wings winged aircraft aerial airborne rotorcraft".split()),
+        frozenset(),
+    ),
+    "in_water": (
+        frozenset("marine ocean oceans sea seas aquatic underwater reef river lake swim swims freshwater".split()),
+        frozenset(),
+    ),
+    "big": (
+        frozenset("largest giant huge enormous tallest highest massive tons".split()),
+        frozenset("insect small tiny handheld pocket".split()),
+    ),
+    "electronic": (
+        frozenset("electronic digital battery wireless computer software internet wi fi smartphone".split()),
+        frozenset(),
+    ),
+}
+#: attributes a settled kind answers "no" to unless the description says otherwise
+_NO_UNLESS_SAID = ("can_fly", "electronic")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -373,14 +403,22 @@ def convert_function(path: Path) -> list[dict[str, Any]]:
 
 
 # -- TelepathyGym ------------------------------------------------------------------------------
-def _attributes(category: str) -> dict[str, bool]:
+def _attributes(category: str, description: str = "") -> dict[str, bool]:
     """The attributes an entity's category settles (:data:`_KINDS`, the first kind whose
-    words the category contains)."""
+    words the category contains), then what its description says outright (:data:`_CUES`:
+    "flies", "marine", "largest"); a settled, non-fictional kind that no cue says flies or is
+    electronic is not (a hula hoop does not fly)."""
     c = category.lower().replace(" ", "_")
-    for words, attrs in _KINDS:
-        if any(w in c for w in words):
-            return dict(attrs)
-    return {}
+    attrs = next((dict(a) for words, a in _KINDS if any(w in c for w in words)), {})
+    said = set(normalize(description).split())
+    for attr, (yes, no) in _CUES.items():
+        if said & yes:
+            attrs[attr] = True
+        elif said & no:
+            attrs[attr] = False
+        elif attrs and not attrs.get("fictional") and attr in _NO_UNLESS_SAID:
+            attrs.setdefault(attr, False)
+    return attrs
 
 
 def convert_telepathy(path: Path) -> list[dict[str, Any]]:
@@ -394,7 +432,11 @@ def convert_telepathy(path: Path) -> list[dict[str, Any]]:
         synonyms = []
         if "(" in title:
             synonyms.append(title.split("(")[0].strip())
-        attrs = _attributes(category)
+        plain = re.sub(r"^(?:the|a|an)\s+", "", title.split("(")[0].strip(), flags=re.IGNORECASE)
+        plain = re.sub(r"\bMt\.?\s", "Mount ", re.sub(r"\bSt\.?\s", "Saint ", plain))
+        if plain != title:
+            synonyms.append(plain)
+        attrs = _attributes(category, about)
         if attrs.get("person") and len(title.split()) > 1:
             synonyms.append(title.split()[-1])
         title_stems = {stem(w) for w in normalize(title).split()}
@@ -467,6 +509,17 @@ def _intention_keywords(task_text: str, descriptions: list[str]) -> list[list[st
         others = set().union(*(s for j, s in enumerate(desc_stems) if j != i))
         unique = [w for w in keywords_from(desc, exclude) if stem(w) not in others]
         out.append(unique or [normalize(desc)])
+    # the common topic a detail is about says it in other words too ("duration": how long),
+    # unless another detail of the task is about the same topic, or the request says it
+    topics = [
+        [g for g in INTENTION_TOPICS if group_hit(stems(f"{d} {' '.join(k)}"), g)]
+        for d, k in zip(descriptions, out, strict=True)
+    ]
+    for i, groups in enumerate(topics):
+        shared = [g for j, gs in enumerate(topics) if j != i for g in gs]
+        for g in groups:
+            if g not in shared:
+                out[i] += [p for p in g if p not in out[i] and not set(stems(p)) <= exclude]
     return out
 
 
@@ -595,18 +648,30 @@ def _points(argument: str) -> list[str]:
     return [s for s in sentences if s in longest]
 
 
-def _keywords(text: str) -> list[str]:
-    """Up to 6 content words, never one that makes the scripted user dig in."""
+#: words that link an argument's sentences, never what a point is about
+_DISCOURSE = frozenset(
+    stem(w)
+    for w in """however though although furthermore moreover meanwhile therefore thus today summary first
+    second third finally also ladies gentlemen friends yet still simply indeed rather""".split()
+)
+
+
+def _keywords(text: str, claim: str = "") -> list[str]:
+    """Up to 10 content words of a point, none of the claim's (saying the claim back is no
+    rebuttal), no linking word, never one that makes the scripted user dig in."""
     bad = set(BACKFIRE)
-    return [w for w in keywords_from(text, limit=10) if not any(w.startswith(b) for b in bad)][:6]
+    skip = _DISCOURSE | {stem(w) for w in normalize(claim).split()}
+    words = keywords_from(text, skip, limit=16)  # type: ignore[arg-type]
+    return [w for w in words if not any(w.startswith(b) for b in bad)][:10]
 
 
 def convert_persuade(path: Path) -> list[dict[str, Any]]:
     out = []
     for i, row in enumerate(read_parquet(path)):
         rm = require_keys(path, f"row {i} reward_model", row.get("reward_model"), ("id", "claim", "argument"))
-        points = [(p, _keywords(p)) for p in _points(str(rm["argument"]))]
-        points = [(p, k) for p, k in points if k] or [(str(rm["claim"]), _keywords(str(rm["claim"])))]
+        claim = str(rm["claim"])
+        points = [(p, _keywords(p, claim)) for p in _points(str(rm["argument"]))]
+        points = [(p, k) for p, k in points if len(k) >= 2] or [(claim, _keywords(claim))]
         if not points[0][1]:
             raise DataError(f"{path}: row {i}: the claim and argument have no content words")
         levels = [6 // len(points) + (1 if j < 6 % len(points) else 0) for j in range(len(points))]
