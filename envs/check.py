@@ -237,8 +237,13 @@ async def exploit_scores(
     golds = await _expert_golds(env, tasks)
     train_golds = [g for gs in (await _expert_golds(env, train)).values() for g in gs]
     out: dict[str, list[float]] = {}
-    for name, policy in exploits.policies(train, train_golds, golds).items():
+    every = exploits.policies(train, train_golds, golds)
+    for name, policy in every.items():
         out[name] = [(await rollout(env, t, policy, seed=i)).total_reward for i, t in enumerate(tasks)]
+    longer = get_env_class(env_id)(max_turns=exploits.FLOOR_TURNS * env.max_turns)
+    for floor in sorted(set(exploits.FLOORS.values())):
+        key = f"{floor}@{longer.max_turns}"
+        out[key] = [(await rollout(longer, t, every[floor], seed=i)).total_reward for i, t in enumerate(tasks)]
     return out
 
 
@@ -286,18 +291,14 @@ def check_exploits(
         notes = {"suite": why}
     if reported is not None:
         reported.update(notes)
-    held = {} if "suite" in notes else {k: m for k, m in means.items() if k not in notes}
-    # a sweep asked in pairs is held to the same sweep asked one topic per question, by the
-    # relative margin: both pay for the user's topics, and only the packing may not pay
-    rel = tolerance * sum(best) / max(1, len(best))
-    bad = {
-        k: m
-        for k, m in held.items()
-        if m > (max(means[f] for f in exploits.FLOORS[k]) + rel if k in exploits.FLOORS else floor + margin)
-    }
+    # "sweep_single@32": the floor of the packed sweeps (exploits.FLOORS), not a trick itself
+    held = {} if "suite" in notes else {k: m for k, m in means.items() if k not in notes and "@" not in k}
+    cap = get_env_class(env_id)(max_turns=max_turns).max_turns
+    floors = {k: means[f"{f}@{exploits.FLOOR_TURNS * cap}"] for k, f in exploits.FLOORS.items()}
+    bad = {k: m for k, m in held.items() if m > floors.get(k, floor) + margin}
     assert not bad, (
-        f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}; sweeps: asking one topic "
-        f"per question): {bad}; per task: { {k: scores[k] for k in bad} }"
+        f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}; packed sweeps: the same "
+        f"topics asked one per question, {floors}): {bad}; per task: { {k: scores[k] for k in bad} }"
     )
     return means
 

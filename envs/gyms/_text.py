@@ -97,22 +97,27 @@ _DETERMINERS = frozenset("the a an your my any some this that these those their 
 BARE_WORDS = 3
 
 
-def bare_parts(text: str, shown: Sequence[str] = ()) -> tuple[list[list[str]], list[list[str]]]:
-    """The bare topics a question adds after its first part, before any examples ("such as"):
-    parts of at most :data:`BARE_WORDS` words (determiners aside) with a content word not in
-    ``shown``, as stems; those added with "and" (a list of topics: "... the budget and *the
-    date*?") and those offered with "or" or a comma (alternatives or values of one topic:
-    "... inside or *outside*?"). A longer part is a clause of its own, not a bare topic."""
+def bare_parts(text: str, shown: Sequence[str] = ()) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """A question's topics, as stems: the end of its first part (the words after the frame:
+    "could you tell me about *the budget*"), and the bare topics it adds after it, before any
+    examples ("such as"): parts of at most :data:`BARE_WORDS` words (determiners aside) with a
+    content word not in ``shown``; those added with "and" (a list of topics: "... the budget
+    and *the date*?") and those offered with "or" or a comma (alternatives or values of one
+    topic: "... inside or *outside*?"). A longer part is a clause of its own, not a bare
+    topic. Returns (first part's last words, added, offered)."""
     seen = set(shown)
+    head: list[str] = []
     added: list[list[str]] = []
     offered: list[list[str]] = []
     asked = [q for q in _QUESTION.findall(text) if q.strip()] or [text]
     for i, chunk in enumerate(_AND.split(" ".join(_EXAMPLES.split(q)[0] for q in asked))):
         for j, part in enumerate(_OR.split(chunk)):
             words = [w for w in normalize(part).split() if w not in _DETERMINERS]
-            if (i or j) and 1 <= len(words) <= BARE_WORDS and any(w not in seen for w in content_words(part)):
+            if not (i or j):
+                head = stems(" ".join(words[-BARE_WORDS:]))
+            elif 1 <= len(words) <= BARE_WORDS and any(w not in seen for w in content_words(part)):
                 (offered if j else added).append(stems(part))
-    return added, offered
+    return head, added, offered
 
 
 def is_sweep(
@@ -123,14 +128,16 @@ def is_sweep(
     shown: Sequence[str] = (),
 ) -> bool:
     """Whether a question sweeps topics instead of asking one: a bare topic it adds with "and"
-    is none of the user's (``theirs(stems)`` is false), or an alternative it offers names one
-    of the ``common`` topics (keyword groups such as budget|cost|price) none of whose phrases
-    the user's own words (``own``: stems of their details) use. Alternatives that name no
-    common topic ("wired or wireless") are values of one topic."""
-    added, offered = bare_parts(text, shown)
+    is none of the user's (``theirs(stems)`` is false); or a topic it names first, or offers
+    as an alternative, beside other topics, is one of the ``common`` topics (keyword groups
+    such as budget|cost|price) none of whose phrases the user's own words (``own``: stems of
+    their details) use. Alternatives that name no common topic ("wired or wireless") are
+    values of one topic."""
+    head, added, offered = bare_parts(text, shown)
     if any(not theirs(part) for part in added):
         return True
-    return any(group_hit(part, g) and not group_hit(own, g) for part in offered for g in common)
+    foreign = [part for part in ([head] if added or offered else []) + offered]
+    return any(group_hit(part, g) and not group_hit(own, g) for part in foreign for g in common)
 
 
 _ASKING = frozenset(

@@ -47,7 +47,7 @@ TOPICS = parse_groups(
     "duration|how long|length;frequency|how often;format|file type;style|tone|mood|theme|genre;"
     "location|located|city|region|neighborhood|neighbourhood|country|where do you live;"
     "size|how big|dimension|dimensions;number|how many|quantity|amount|guests;"
-    "experience|skill|level|beginner|expert|proficiency|knowledge|prepared|preparation;"
+    "experience|skill|skill level|experience level|beginner|expert|proficiency|knowledge|prepared|preparation;"
     "restriction|constraint|requirement|limitation|allergy|allergies|dietary|diet;"
     "source|sources|outlet|outlets|website|websites;tool|tools|library|libraries|software|framework;"
     "equipment|hardware;purpose|goal|aim|intended use|use it for|used for;audience|readers|who will;"
