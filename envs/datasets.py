@@ -98,7 +98,11 @@ def final_pick_only(env_id: str, data: str | Path = "") -> str | None:
     if not data:
         return None
     cls = get_env_class(env_id)
-    reasons = {cls.final_pick_only(t) for t in data_tasks(env_id, "test", data)}
+    try:
+        tasks = data_tasks(env_id, "test", data)
+    except DataError:
+        return None  # missing data is the loading command's error to report, with its path
+    reasons = {cls.final_pick_only(t) for t in tasks}
     return next(iter(reasons)) if len(reasons) == 1 and None not in reasons else None
 
 

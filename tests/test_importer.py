@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms import _telepathy_rules, turtle
 from userrl.errors import DataError
 
-SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
+#: the UserRL release (USERRL_REFERENCE_DATA overrides where it lives, e.g. from a worktree)
+SRC = Path(os.environ.get("USERRL_REFERENCE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "userrl-data")
 needs_data = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
 IDS = {
     "function": "userrl/Function-v0",

@@ -127,14 +127,15 @@ def is_sweep(
     common: Sequence[Sequence[str]],
     shown: Sequence[str] = (),
 ) -> bool:
-    """Whether a question sweeps topics instead of asking one: a bare topic it adds with "and"
-    is none of the user's (``theirs(stems)`` is false); or a topic it names first, or offers
+    """Whether a question sweeps topics instead of asking one: it lists topics with "and" and
+    the first or an added one is none of the user's (``theirs(stems)`` is false); or a topic it
+    names first, or offers
     as an alternative, beside other topics, is one of the ``common`` topics (keyword groups
     such as budget|cost|price) none of whose phrases the user's own words (``own``: stems of
     their details) use. Alternatives that name no common topic ("wired or wireless") are
     values of one topic."""
     head, added, offered = bare_parts(text, shown)
-    if any(not theirs(part) for part in added):
+    if added and any(not theirs(part) for part in [*added, head]):  # a list of topics: each theirs
         return True
     foreign = [part for part in ([head] if added or offered else []) + offered]
     return any(group_hit(part, g) and not group_hit(own, g) for part in foreign for g in common)

@@ -35,7 +35,7 @@ def feedback(task: Task, judgments: list[float], solved: bool) -> str:
     if not full:
         return "Your answer does not effectively cover any evaluation points."
     lines = ["Here's the evaluation points that your story effectively covers:"]
-    lines += [f"{st}: Covered" for st in full]
+    lines += [f"{st.rstrip('.')}: Covered" for st in full]
     lines.append(
         "You uncovered it!"
         if solved
