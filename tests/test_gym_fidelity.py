@@ -141,3 +141,10 @@ def test_check_env_reports_final_pick_only_data(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "ok   userrl/Travel-v0 (16 turns)" in out and "only the final pick is judged" in out
     assert "the exploits are reported, not held" in out
+
+
+def test_persuade_speaks_userrls_stance_labels_and_reads_the_old_ones() -> None:
+    from userrl.envs.gyms._persuade_rules import STANCES, stance_index
+
+    assert STANCES[2] == "Partly Agree" and STANCES[4] == "Partly Disagree"
+    assert stance_index("Slightly Disagree") == stance_index("partly disagree.") == 4

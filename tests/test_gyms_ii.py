@@ -249,7 +249,7 @@ def test_persuade_backfire_and_reward_modes() -> None:
         "[action] Breeding programmes rescue endangered species.",
     ]
     delta = play("userrl/Persuade-v0", PERSUADE, acts)
-    assert [r.info["stance"] for r in delta] == ["Slightly Agree", "Agree", "Slightly Disagree"]
+    assert [r.info["stance"] for r in delta] == ["Partly Agree", "Agree", "Partly Disagree"]  # UserRL's labels
     assert rewards(delta) == [0.3333, 0.0, 0.5]
     best = play("userrl/Persuade-v0", PERSUADE, acts, reward_mode="best")
     assert rewards(best) == [0.3333, 0.0, 0.3334]

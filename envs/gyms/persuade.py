@@ -84,8 +84,8 @@ class PersuadeGym(Env):
     Description:
         The user holds a claim and starts agreeing with it (``initial_stance``, default
         Strongly Agree). The agent argues against it; after each argument the user states a
-        stance on a 7-level scale: Strongly Agree, Agree, Slightly Agree, Neutral, Slightly
-        Disagree, Disagree, Strongly Disagree.
+        stance on a 7-level scale (UserRL's labels): Strongly Agree, Agree, Partly Agree,
+        Neutral, Partly Disagree, Disagree, Strongly Disagree.
 
     Actions:
         ``[action] argument`` or ``[answer] argument`` (UserRL's prompt uses answer): one
