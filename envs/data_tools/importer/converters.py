@@ -24,28 +24,37 @@ A Travel id carries its sub-dataset: ``travel233:`` followed by the reference id
 
 What the sources lack, and how the scripted user degrades on imported tasks:
 
-- Telepathy: no attribute table or tags. Attributes are guessed from the category (person,
-  animal, food, place, fictional); tags are the words of ``target_entity``'s description. So
-  questions about those words or the category are answered well, other attribute questions
-  get ``Maybe``, and anything else ``No``. Synonyms: only the title (and a person's surname).
-- Turtle: no yes/no facts and no keywords. Key-point keywords are the statement's content
-  words, graded leniently (full credit at 60% coverage, half at 30%); yes/no questions are
-  answered by word overlap with the hidden story. An LLM judge is much better here.
+- Telepathy: no attribute table or tags. Attributes come from a taxonomy of the categories
+  (``_KINDS``: every kind says what it is and is not, so a rainbow is no animal) and from what
+  the description says outright (``_CUES``: "flies", "marine", "largest"); tags are the words
+  of ``target_entity``'s description. Synonyms: the title without a leading article or with
+  "Mount" for "Mt.", and a person's surname.
+- Turtle: no yes/no facts and no keywords. Key-point keywords are the statement's content words
+  (checklist language such as "reveals", "due to", "leading to" dropped), each with the words
+  that say it too (its family in ``_lexicon`` and the hidden story's own forms of it), graded
+  leniently (full credit at 60% coverage, half at 30%, the hidden story's own coverage as the
+  bar where lower); yes/no questions are answered from the hidden story's words. An LLM judge
+  is still better here (docs/users.md).
 - Intention: no keywords and no chosen answers. Keywords are the description's words that
   the request itself does not use (words shared by two details are dropped, falling back on
-  the whole description as a phrase); the user's answer is the first listed option.
+  the whole description as a phrase), plus the other words of the common topic a detail is
+  about (``IntentionGym.TOPICS``: "duration" also says "how long") when no other detail of the
+  task is about it; the user's answer is the first listed option.
 - Search: no documents. The bundled local index cannot answer Bamboogle questions; play them
   with ``search_backend="serper"`` (web search). The expert searches the question, then answers.
 - Tau: the τ-bench databases (retail, airline) are not in the release; TauGym ships them.
   Tasks keep the customer's opening, the instruction (the customer's goal), the gold tool
   calls and outputs, with ``db`` naming τ-bench's database (``tau-bench-retail`` or
   ``tau-bench-airline``).
-- Travel: only the request and the gold option id per aspect (no catalog, no preferences).
-  Searches find no options and the user has nothing to reveal; a recommendation is scored
-  against the gold id (any other id of that aspect's letter is wrong).
+- Travel: only the request and the gold option id per aspect (no catalog, no preferences: no
+  prompt of the release names an option or a price). Searches find no options and the user has
+  nothing to reveal; a recommendation is scored against the gold id (any other id of that
+  aspect's letter is wrong). Only the final pick is judged (``TravelGym.final_pick_only``), so
+  train and eval leave these tasks out unless asked for.
 - Persuade: the claim and the user's own argument, no counter-arguments. The argument's three
-  longest sentences become the points to rebut: an argument using at least two of a point's
-  content words (or all of them when it has fewer) moves the stance by 2 levels.
+  longest sentences become the points to rebut (their content words, neither the claim's nor
+  linking words such as "however"): an argument using at least two of a point's words moves the
+  stance by 2 levels.
 
 The expert still reaches the maximum on imported tasks: its answers come from the data.
 """
