@@ -135,7 +135,7 @@ def is_sweep(
     their details) use. Alternatives that name no common topic ("wired or wireless") are
     values of one topic."""
     head, added, offered = bare_parts(text, shown)
-    if added and any(not theirs(part) for part in [*added, head]):  # a list of topics: each theirs
+    if added and any(not theirs(part) for part in [*added, *([head] if head else [])]):  # each theirs
         return True
     foreign = [part for part in ([head] if added or offered else []) + offered]
     return any(group_hit(part, g) and not group_hit(own, g) for part in foreign for g in common)
