@@ -599,6 +599,10 @@ class DeployConfig:
     eval_gym_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-gym options of evaluation episodes (userrl eval, the main job's final evaluation),
     e.g. {userrl/Travel-v0: {elicit_reward: 0.6}}; a gym not listed here uses gym_options."""
+    include_final_pick_only: bool = False
+    """Train and evaluate on gyms whose tasks in ``data`` are judged on the final pick only
+    (imported TravelGym: the release has no catalog and no preferences). False leaves them out
+    of train, learn and eval, with a message saying why (docs/gyms.md)."""
 
     redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
     """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
