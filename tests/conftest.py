@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -25,6 +26,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SHARED_DATA = REPO.parent / "shared" / "userrl-data"
+
+
+@pytest.fixture(autouse=True)
+def _drop_userrl_log_handlers() -> Iterator[None]:
+    """A CLI command run in-process (``configure_logging`` with a log file) adds a handler on the
+    test's captured stderr, which pytest closes after the test: later tests' warnings then hit a
+    closed file. Remove ours after each test (the next command adds its own)."""
+    yield
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_userrl", False):
+            root.removeHandler(h)
+            h.close()
 
 
 @pytest.fixture(scope="session")
