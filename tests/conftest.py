@@ -16,6 +16,10 @@ from userrl.bus.client import make_client
 from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus, BusSettings
+from userrl.runtime import cpu_thread_defaults
+
+# as every userrl process: on a loaded CI machine spinning OpenMP threads slow torch many times
+cpu_thread_defaults()
 
 # Property tests draw the same examples on every run: CI must not fail by luck. Set
 # HYPOTHESIS_PROFILE=explore locally to search with fresh random examples.

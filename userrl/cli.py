@@ -38,7 +38,7 @@ from userrl.learner.rescore import rescore_archive
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import already_dispatched, dispatch_and_wait, dispatch_resets, make_resets
-from userrl.runtime import make_bus, write_url_file
+from userrl.runtime import cpu_thread_defaults, make_bus, write_url_file
 
 #: where each role's worker class lives (``--class module:Class`` names any other)
 WORKER_CLASSES = {
@@ -555,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cpu_thread_defaults()  # before anything imports torch; the workers started here inherit it
     args = build_parser().parse_args(argv)
     logs.log_format = getattr(args, "log_format", "auto")
     with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go
