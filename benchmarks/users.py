@@ -43,6 +43,7 @@ from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
 from userrl.bus.messages import UserReply, UserRequest
 from userrl.bus.transport import Bus, BusSettings
+from userrl.config import load_config
 from userrl.envs.registry import user_spec
 from userrl.learner.user_sft import collect_examples
 from userrl.logs import configure_logging
@@ -87,7 +88,8 @@ async def raw(base_url: str, queries: list[UserQuery], n: int, seconds: float, m
             k = i
             while True:
                 r = await http.post(f"{base_url}/chat/completions", json=bodies[k % len(bodies)])
-                r.raise_for_status()
+                if r.status_code != 200:
+                    raise RuntimeError(f"the server answered {r.status_code}: {r.text[:300]}")
                 r.json()["choices"][0]["message"]["content"]
                 turns += counting
                 k += n
@@ -100,20 +102,22 @@ async def raw(base_url: str, queries: list[UserQuery], n: int, seconds: float, m
             await anyio.sleep(seconds)
             done, dt = turns, time.perf_counter() - t0
             tg.cancel_scope.cancel()
-    return {"turns_s": done / dt, "gens_per_turn": 1.0}
+    return {"turns": done, "s": dt, "gens": done, "failed": 0, "cpu": 0.0}
 
 
-async def through_worker(url: str, queries: list[UserQuery], n: int, seconds: float, tag: str) -> dict[str, float]:
+async def through_worker(
+    url: str, queries: list[UserQuery], n: int, seconds: float, tag: str, pid: int
+) -> dict[str, float]:
     keys = Keys(RUN)
     bus = Bus(make_client(url, block_ms=200, max_connections=n + 8), keys, BusSettings(block_ms=200))
     env = keys.stream("env")
     await bus.ensure_group(env, "bench", start="$")
     waiting: dict[tuple[str, int], anyio.Event] = {}
-    turns = gens = 0
+    turns = gens = failed = 0
     counting = False
 
     async def replies() -> None:
-        nonlocal turns, gens
+        nonlocal turns, gens, failed
         while True:
             got = await bus.read(env, "bench", "bench", count=256, block_ms=200)
             if got:
@@ -121,8 +125,7 @@ async def through_worker(url: str, queries: list[UserQuery], n: int, seconds: fl
             for d in got:
                 m = d.msg
                 if isinstance(m, UserReply) and (ev := waiting.pop((m.episode_id, m.seq), None)) is not None:
-                    if m.error is not None:
-                        raise RuntimeError(f"the user worker failed a query: {m.error.message}")
+                    failed += counting * (m.error is not None)  # answered all the same: re-asked, then failed
                     turns += counting
                     gens += counting * int(m.stats.get("attempts", 1))
                     ev.set()
@@ -143,12 +146,12 @@ async def through_worker(url: str, queries: list[UserQuery], n: int, seconds: fl
         for i in range(n):
             tg.start_soon(dialogue, i)
         await anyio.sleep(2.0)
-        counting, t0 = True, time.perf_counter()
+        counting, t0, c0 = True, time.perf_counter(), cpu_s(pid)
         await anyio.sleep(seconds)
-        done, g, dt = turns, gens, time.perf_counter() - t0
+        done, g, bad, dt, cpu = turns, gens, failed, time.perf_counter() - t0, cpu_s(pid) - c0
         tg.cancel_scope.cancel()
     await bus.redis.aclose()
-    return {"turns_s": done / dt, "gens_per_turn": g / max(done, 1)}
+    return {"turns": done, "s": dt, "gens": g, "failed": bad, "cpu": cpu}
 
 
 def start_worker(
@@ -163,6 +166,7 @@ def start_worker(
         "user.api_key_env=",
         f"user.max_tokens={max_tokens}",
         "user.timeout_s=300",
+        "user.share_ttl_s=0",  # the pool repeats: only the server's own caching on either side
         f"workers.user.concurrency={concurrency}",
     ]
     cmd = [sys.executable, "-m", "userrl", "worker", "user", "--name", "user-0", "--config", str(CI)]
@@ -189,7 +193,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="", help="user model folder (default: runs/llm-user/user-model, else tiny)")
     ap.add_argument("--dialogues", type=int, nargs="+", default=[1, 16, 64])
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=15.0, help="per side and round")
+    ap.add_argument("--rounds", type=int, default=2, help="raw and worker alternate, this many times each")
     ap.add_argument("--gyms", nargs="+", default=["userrl/Intention-v0", "userrl/Telepathy-v0"])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--kv-cache", default="1G")
@@ -200,7 +205,7 @@ def main() -> None:
     if not (Path(model) / "config.json").is_file():
         if args.model:
             sys.exit(f"--model {args.model}: no config.json there")
-        model = str(build_tiny_model(work / "tiny", seed=0))
+        model = str(build_tiny_model(work / "tiny", seed=0, **load_config(CI).policy.tiny_size))  # vLLM's head_dim
     examples, _ = anyio.run(lambda: collect_examples(args.gyms, "test", episodes_per_task=2, max_turns=6))
     queries = [e.query for e in examples]
     port = free_port()
@@ -217,20 +222,47 @@ def main() -> None:
         worker = start_worker(redis.url, base_url, concurrency, args.max_tokens, work / "worker.log")
         try:
             anyio.run(wait_worker, redis.url, worker)
-            rows = []
-            for n in args.dialogues:
-                r = anyio.run(raw, base_url, queries, n, args.seconds, args.max_tokens)
-                w = anyio.run(through_worker, redis.url, queries, n, args.seconds, f"d{n}")
-                rows.append((n, r, w))
-                print(f"  {n} dialogues: raw {r['turns_s']:.1f}, worker {w['turns_s']:.1f} turns/s", flush=True)
+            rows = [(n, measure_both(redis.url, base_url, queries, n, args, worker.pid)) for n in args.dialogues]
         finally:
             worker.terminate()
             worker.wait(60)
-    print(f"\n{'dialogues':>9} | {'raw turns/s':>11} | {'worker turns/s':>14} | {'ratio':>5} | worker gens/turn")
-    print("-" * 66)
-    for n, r, w in rows:
-        ratio = w["turns_s"] / r["turns_s"] if r["turns_s"] else 0.0
-        print(f"{n:>9} | {r['turns_s']:>11.1f} | {w['turns_s']:>14.1f} | {ratio:>5.2f} | {w['gens_per_turn']:.2f}")
+    print(
+        f"\n{'dialogues':>9} | {'raw turns/s':>11} | {'worker turns/s':>14} | {'ratio':>5} | gens/turn | failed", end=""
+    )
+    print(" | worker CPU ms/turn")
+    print("-" * 91)
+    for n, (r, w, cpu) in rows:
+        rate_r, rate_w = r["turns"] / r["s"], w["turns"] / w["s"]
+        cells = f"{n:>9} | {rate_r:>11.1f} | {rate_w:>14.1f} | {rate_w / rate_r if rate_r else 0.0:>5.2f}"
+        gens, failed = w["gens"] / max(w["turns"], 1), w["failed"] / max(w["turns"], 1)
+        print(f"{cells} | {gens:>9.2f} | {failed:>6.2f} | {cpu:>18.1f}")
+    print("gens/turn: the worker's generations per answered query (re-asks of unusable replies); failed: the share")
+    print("of queries it answered with a typed error after the re-asks; worker CPU: the user worker process's")
+    print("CPU time per turn (user + system)")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_both(
+    redis_url: str, base_url: str, queries: list[UserQuery], n: int, args: argparse.Namespace, pid: int
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """``args.rounds`` rounds of raw and worker, alternating which goes first (the machine's
+    load drifts); totals of each side, and the worker's CPU ms per turn."""
+    tot = {side: {"turns": 0, "s": 0.0, "gens": 0, "failed": 0, "cpu": 0.0} for side in ("raw", "worker")}
+    for i in range(args.rounds):
+        for side in ("raw", "worker") if i % 2 == 0 else ("worker", "raw"):
+            if side == "raw":
+                got = anyio.run(raw, base_url, queries, n, args.seconds, args.max_tokens)
+            else:
+                got = anyio.run(through_worker, redis_url, queries, n, args.seconds, f"d{n}r{i}", pid)
+            for k, v in got.items():
+                tot[side][k] += v
+            print(f"  {n} dialogues, round {i + 1}: {side} {got['turns'] / got['s']:.1f} turns/s", flush=True)
+    return tot["raw"], tot["worker"], 1000 * tot["worker"]["cpu"] / max(tot["worker"]["turns"], 1)
 
 
 if __name__ == "__main__":

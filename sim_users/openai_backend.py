@@ -48,6 +48,7 @@ class OpenAIUserBackend:
         spec_lookup: ``env_id -> UserSpec``; defaults to the env registry.
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
         structured_output: ``auto``, ``always`` or ``never`` (see the module docstring).
+        share_ttl_s: identical greedy requests within this many seconds are sent once (0: never).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class OpenAIUserBackend:
         *,
         max_reasks: int = 2,
         structured_output: StructuredOutput = "auto",
+        share_ttl_s: float = 30.0,
     ) -> None:
         if max_reasks < 0:
             raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}")
@@ -71,7 +73,7 @@ class OpenAIUserBackend:
         self.structured_output = structured_output
         self.refused: set[str] = set()  #: schema names the server refused (``auto`` asks without them)
         #: identical greedy requests sent once; None when sampling (each caller gets its own sample)
-        self.shared = SharedGenerations() if config.temperature == 0 else None
+        self.shared = SharedGenerations(share_ttl_s) if config.temperature == 0 and share_ttl_s > 0 else None
 
     async def ask(self, query: UserQuery) -> dict[str, Any]:
         generate = partial(self._generate, self._response_format(query))

@@ -236,13 +236,13 @@ class UserSFTConfig:
     gyms: list[str] = field(default_factory=list)
     """Gyms whose user and judge it learns (their train split; held out: their test split);
     empty = train.gyms."""
-    episodes_per_task: int = 6
+    episodes_per_task: int = 3
     """Episodes played per train task to collect the user's queries: the first by the scripted
     expert, the rest mixing in other tasks' expert actions, other steps and garbled text."""
     mix: float = 0.5
     """In the mixed episodes, the chance that a turn's action is another task's or another
     step's expert action (questions and guesses the user must turn down), not this task's."""
-    epochs: int = 6
+    epochs: int = 4
     """SFT epochs."""
     lr: float = 3e-3
     """SFT learning rate (the tiny model wants a large one)."""
@@ -306,6 +306,9 @@ class UserConfig:
     seat_timeout_s: float = 60.0
     """A claim on the user's seat that its page stops renewing for this long expires, and the
     simulator answers the episode's questions again."""
+    share_ttl_s: float = 30.0
+    """LLM backends at temperature 0: identical prompts within this many seconds are generated
+    once and the reply shared (the judge calls of a GRPO group on the same answer); 0 = never."""
     sft: UserSFTConfig = field(default_factory=UserSFTConfig)
     """How ``userrl sft-user`` builds the user model (a tiny stand-in for an LLM user; docs/users.md)."""
 
@@ -313,7 +316,7 @@ class UserConfig:
         object.__setattr__(self, "model_version", str(self.model_version))  # `--set ...=3` reads as a number
         if self.seat_timeout_s < 1:
             raise ConfigError(f"user.seat_timeout_s must be >= 1, got {self.seat_timeout_s}")
-        for name in ("temperature", "timeout_s", "backoff_s"):
+        for name in ("temperature", "timeout_s", "backoff_s", "share_ttl_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"user.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_tokens", "timeout_s"):
