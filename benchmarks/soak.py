@@ -1,16 +1,21 @@
-"""Soak: continuous episodes under random kill -9 of workers; Redis memory must stay flat.
+"""Soak: continuous episodes under random kill -9 of workers; Redis memory must stay under the
+bus's memory budget (``bus.memory_mb``) and flat.
 
 Starts a deploy the way ``userrl up`` does (the launcher: a private Redis, 2 replicas per role,
-scripted policy and users from ``deploy/ci.yaml``), keeps ``--inflight`` GRPO groups of 4
-episodes in flight (a new group whenever one finishes), SIGKILLs a random worker every
+scripted policy and users from ``deploy/ci.yaml``, with the ``bus`` section at its defaults, the
+embedded server's: budget, caps, log TTL, idempotency window), keeps ``--inflight`` GRPO groups of
+4 episodes in flight (a new group whenever one finishes), SIGKILLs a random worker every
 ``--kill-every`` seconds (the launcher restarts it), and every ``--sample-s`` seconds prints Redis
-``used_memory``, the number of keys, the mean worker RSS and the stream lengths. At the end it
-stops dispatching, drains, and prints the growth between minute ``--warmup`` and the end (target
-<= 10%) and the episodes lost (dispatched, never finished) and doubled (two trajectories),
-counted from the reward stream through the soak's own consumer group.
+``used_memory`` against the budget, the number of keys, the mean worker RSS and the stream
+lengths. Halfway and at the end it measures what each kind of key holds (``MEMORY USAGE`` of a
+sample of each, times their count) and per finished episode. At the end it stops dispatching,
+drains, and prints the peak against the budget, the growth between minute ``--warmup`` and the
+end, and the episodes lost (dispatched, never finished) and doubled (two trajectories), counted
+from the reward stream through the soak's own consumer group.
 
     python benchmarks/soak.py                # 30 minutes
     python benchmarks/soak.py --minutes 6    # quick
+    python benchmarks/soak.py --set bus.memory_mb=128   # another budget (any config override)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +37,11 @@ from userrl.bus.client import make_client
 from userrl.bus.messages import Trajectory
 from userrl.bus.reconcile import Reconciler
 from userrl.bus.transport import Bus
-from userrl.config import load_config
+from userrl.config import BusConfig, load_config
 from userrl.deploy.launcher import Launcher
 from userrl.envs.datasets import load_tasks
 from userrl.logs import configure_logging
-from userrl.rollouts import make_resets, send_resets
+from userrl.rollouts import make_resets
 from userrl.runtime import bus_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,19 +49,12 @@ GYMS = ("userrl/Telepathy-v0", "userrl/Function-v0")
 STREAMS = ("env", "policy", "user", "reward", "learner")
 
 
-def overrides(run_dir: str) -> list[str]:
-    """Two replicas per role; short logs TTL and small caps so a flat state is reached in minutes
-    (the production defaults are sized in docs/operations.md)."""
-    out = [
-        f"run_dir={run_dir}",
-        "run=soak",
-        "log_level=warning",
-        "bus.min_idle_ms=3000",
-        "bus.episode_log_ttl_ms=60000",
-        "bus.results_cap=2000",
-        "bus.finished_cap=5000",
-    ]
-    return out + [f"workers.{r}.replicas=2" for r in ("env", "policy", "user", "reward")]
+def overrides(run_dir: str, extra: list[str]) -> list[str]:
+    """Two replicas per role; every ``bus`` field at its default (deploy/ci.yaml shortens some
+    for the tests), then ``extra``."""
+    out = [f"run_dir={run_dir}", "run=soak", "log_level=warning"]
+    out += [f"bus.{f.name}={getattr(BusConfig(), f.name)}" for f in fields(BusConfig)]
+    return out + [f"workers.{r}.replicas=2" for r in ("env", "policy", "user", "reward")] + extra
 
 
 def rss_mb(pid: int) -> float | None:
@@ -80,6 +79,8 @@ class Soak:
         self.dispatched = 0
         self.kills = 0
         self.samples: list[dict[str, Any]] = []
+        self.budget_mb = bus.settings.memory_mb
+        self.breakdowns: list[tuple[float, list[tuple[str, int, float, int, float]]]] = []
 
     async def dispatch(self) -> None:
         while len(self.pending) < self.args.inflight * 4:
@@ -87,9 +88,8 @@ class Soak:
             task = random.choice(self.tasks[gym])
             resets = make_resets(gym, [task], group_size=4, seed=self.dispatched, prefix=f"s{self.dispatched:07d}:")
             self.dispatched += 1
-            self.reconciler.track(resets)
             self.pending |= {r.episode_id for r in resets}
-            await send_resets(self.bus, resets)
+            await self.reconciler.send(resets)
 
     async def read(self) -> set[str]:
         stream = self.bus.keys.stream("reward")
@@ -130,6 +130,7 @@ class Soak:
         row = {
             "min": round(minute, 2),
             "used_mb": round(used, 2),
+            "of_budget": f"{used / self.budget_mb:.0%}",
             "keys": int(await r.dbsize()),
             "rss_mb": round(sum(rss) / max(len(rss), 1), 1),
             "finished": finished,
@@ -142,6 +143,33 @@ class Soak:
         self.samples.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
+    async def breakdown(self, t0: float) -> None:
+        """What each kind of key holds: its count, MB (``MEMORY USAGE`` of up to 200 of them,
+        scaled to the count), bytes per key and per episode finished so far (what is capped or
+        expires holds less per episode the longer the run)."""
+        r, prefix = self.bus.redis, self.bus.keys.prefix
+        kinds: Counter[str] = Counter()
+        sizes: dict[str, list[int]] = {}
+        async for key in r.scan_iter(match=f"{prefix}*", count=2000):
+            parts = key.decode()[len(prefix) :].split(":")
+            kind = ":".join(parts[:2]) if parts[0] in ("stream", "episodes", "groups") and len(parts) > 1 else parts[0]
+            kinds[kind] += 1
+            if len(sizes.setdefault(kind, [])) < 200:
+                sizes[kind].append(int(await r.memory_usage(key, samples=0) or 0))
+        finished = max(sum(self.counts.values()), 1)
+        rows = []
+        for kind, n in kinds.items():
+            mb = sum(sizes[kind]) / len(sizes[kind]) * n / 2**20
+            rows.append((kind, n, round(mb, 2), round(mb * 2**20 / n), round(mb * 2**20 / finished, 1)))
+        rows.sort(key=lambda row: -row[2])
+        self.breakdowns.append((round((time.monotonic() - t0) / 60, 1), rows))
+        print(f"by kind at minute {self.breakdowns[-1][0]} ({finished} episodes finished so far):")
+        for kind, n, mb, per_key, per_ep in [row for row in rows if row[2] >= 0.01]:
+            print(
+                f"  {kind:<20} keys {n:>8}  {mb:>8.2f} MB  {per_key:>9} B per key  "
+                f"{per_ep:>8.1f} B per episode finished so far"
+            )
+
     async def run(self) -> None:
         stream = self.bus.keys.stream("reward")
         await self.bus.ensure_group(stream, self.group, "$")
@@ -151,8 +179,12 @@ class Soak:
         next_kill = t0 + self.args.kill_every
         next_sample = t0
         next_check = t0 + 5
+        halfway = t0 + self.args.minutes * 30
         while time.monotonic() < end:
             now = time.monotonic()
+            if halfway and now >= halfway:
+                halfway = 0
+                await self.breakdown(t0)
             await self.dispatch()
             await self.read()
             if now >= next_check:
@@ -166,6 +198,7 @@ class Soak:
                 await self.sample(t0)
         if time.monotonic() - t0 - self.samples[-1]["min"] * 60 > 10:  # a rate over a few seconds is noise
             await self.sample(t0)
+        await self.breakdown(t0)
         drain_end = time.monotonic() + self.args.drain_s
         while self.pending and time.monotonic() < drain_end:  # no new episodes: let them finish
             await self.read()
@@ -183,6 +216,17 @@ class Soak:
             return f"{first[k]} -> {last[k]} ({(last[k] - first[k]) / max(first[k], 1e-9) * 100:+.1f}%)"
 
         doubled = sum(1 for n in self.counts.values() if n > 1)
+        peak = max(self.samples, key=lambda s: s["used_mb"])
+        over = [s for s in self.samples if s["used_mb"] > self.budget_mb]
+        print(
+            f"\nmemory budget (bus.memory_mb) {self.budget_mb} MB: peak used_memory {peak['used_mb']} MB "
+            f"({peak['used_mb'] / self.budget_mb:.0%}) at minute {peak['min']}; "
+            + (
+                f"under the budget in all {len(self.samples)} samples"
+                if not over
+                else f"OVER the budget in {len(over)} of {len(self.samples)} samples"
+            )
+        )
         print(
             f"\nafter warm-up (minute {first['min']} -> {last['min']}): used_memory MB {growth('used_mb')}, "
             f"keys {growth('keys')}, mean worker RSS MB {growth('rss_mb')}, episodes/s "
@@ -197,7 +241,7 @@ class Soak:
 
 async def main(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="userrl-soak-")
-    ov = overrides(run_dir)
+    ov = overrides(run_dir, args.set)
     cfg = load_config(REPO / "deploy" / "ci.yaml", ov)
     launcher = Launcher(cfg, config_path=str(REPO / "deploy" / "ci.yaml"), overrides=ov).start()
     launcher.start_background()
@@ -220,6 +264,7 @@ if __name__ == "__main__":
     p.add_argument("--sample-s", type=float, default=30.0)
     p.add_argument("--drain-s", type=float, default=120.0)
     p.add_argument("--run-dir", default="")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = p.parse_args()
     configure_logging("warning")
     anyio.run(main, args)

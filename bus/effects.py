@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from userrl.bus.budget import derived_caps
 from userrl.bus.messages import MAX_MESSAGE_BYTES, Message, encode
 
 #: the field holding a message's msgpack payload in every stream entry
@@ -28,14 +29,24 @@ class BusSettings:
     idempotency_ttl_ms: int = 0
     stream_cap: int = 1_000_000  #: MAXLEN ~ safety cap; normal trimming is by consumption point
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    dead_cap: int = 10_000  #: MAXLEN ~ of the dead-letter stream
+    memory_mb: int = 512  #: the budget the caps below follow from when 0 (:mod:`userrl.bus.budget`)
+    dead_cap: int = 0  #: MAXLEN ~ of the dead-letter stream (0 = from memory_mb)
     dead_payload_bytes: int = 64 * 1024  #: a dead letter keeps at most this much of each field
-    results_cap: int = 100_000  #: MAXLEN ~ of the results and learner streams (read or not)
-    finished_cap: int = 100_000  #: members kept in episodes:finished and groups:done
+    results_cap: int = 0  #: MAXLEN ~ of the results and learner streams, read or not (0 = from memory_mb)
+    #: finished episodes kept (their logs and index entries) and done groups; 0 = from memory_mb
+    #: at the measured size of recent logs
+    finished_cap: int = 0
     episode_log_ttl_ms: int = 3_600_000  #: readable episode logs expire this long after the end
     episode_log_cap: int = 2_000  #: MAXLEN ~ of one readable episode log
+    finished_auto: bool = field(init=False, default=False)  #: finished_cap follows the measured log size
 
     def __post_init__(self) -> None:
+        if self.memory_mb < 1:
+            raise ValueError(f"bus.memory_mb must be >= 1, got {self.memory_mb}")
+        object.__setattr__(self, "finished_auto", self.finished_cap == 0)
+        for name, cap in derived_caps(self.memory_mb, self.dead_payload_bytes).items():
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, cap)
         for name in (
             "read_count",
             "block_ms",

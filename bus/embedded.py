@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -61,6 +62,7 @@ class EmbeddedRedis:
         persist: bool = False,
         password: str | None = None,
         auth: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
@@ -71,6 +73,7 @@ class EmbeddedRedis:
         self.password = password or (secrets.token_urlsafe(24) if auth else "")
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.extra_args = list(extra_args)  #: more server options (a cluster node's, see local_cluster)
         self._atexit = False
 
     @property
@@ -120,6 +123,7 @@ class EmbeddedRedis:
             if self.persist
             else ["--save", "", "--appendonly", "no"]
         )
+        args += self.extra_args
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,

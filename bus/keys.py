@@ -1,8 +1,12 @@
 """Every Redis name userrl uses, in one place.
 
-All names live under ``userrl:{run}:`` so several runs share one server without touching each
-other. Streams carry msgpack payloads in the field ``p``; episode streams add plain readable
-fields next to it so ``redis-cli XRANGE`` shows a dialogue while it runs.
+All names live under ``userrl:{<run>}:`` so several runs share one server without touching each
+other. The braces are a Redis Cluster hash tag: only ``<run>`` is hashed, so every key of a
+run lives in one slot and a commit (one Lua script over the idempotency key, the outgoing
+streams, the snapshot and the consumed stream) never spans slots (CROSSSLOT); different runs
+land on different slots, so a cluster spreads runs over its nodes. Streams carry msgpack
+payloads in the field ``p``; episode streams add plain readable fields next to it so
+``redis-cli XRANGE`` shows a dialogue while it runs.
 """
 
 from __future__ import annotations
@@ -12,14 +16,23 @@ from dataclasses import dataclass
 #: roles that consume a stream, each with one consumer group named after the role
 ROLES: tuple[str, ...] = ("env", "policy", "user", "reward", "learner")
 
+#: characters a run name may not hold: key separators, glob characters (SCAN patterns) and the
+#: braces of the hash tag (a '}' in the name would end the tag early and split the run's slots)
+RESERVED: tuple[str, ...] = (" ", ":", "*", "?", "[", "]", "{", "}")
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     run: str = "default"
 
+    def __post_init__(self) -> None:
+        if not self.run or any(c in self.run for c in RESERVED):
+            raise ValueError(f"run name {self.run!r} must be non-empty without {' '.join(RESERVED)}")
+
     @property
     def prefix(self) -> str:
-        return f"userrl:{self.run}:"
+        """``userrl:{<run>}:``: the braces make the run name the key's cluster hash tag."""
+        return f"userrl:{{{self.run}}}:"
 
     # -- work streams (one consumer group per role) ------------------------------------------
     def stream(self, role: str) -> str:

@@ -99,3 +99,15 @@ if #KEYS > 1 then
 end
 return #old
 """
+
+#: Remove and return the oldest members of a sorted set beyond the newest ARGV[1], at most
+#: ARGV[2] per call (the caller deletes what they index, e.g. finished episodes' logs).
+#: KEYS[1] sorted set.
+POP_OLDEST = """
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if extra <= 0 then return {} end
+extra = math.min(extra, tonumber(ARGV[2]))
+local old = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+return old
+"""

@@ -26,7 +26,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from userrl.bus import scripts
+from userrl.bus import budget, scripts
 from userrl.bus.effects import (
     PAYLOAD,
     BusSettings,
@@ -58,6 +58,12 @@ log = structlog.get_logger(__name__)
 WAITER_STALE_MS = 600_000
 
 
+def _group_lost(exc: ResponseError) -> bool:
+    """The group is gone: ``NOGROUP``, or ``UNBLOCKED`` (a blocked read whose stream was deleted
+    under it: the server lost its data, e.g. a FLUSHALL)."""
+    return "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc)
+
+
 class EpochChanged(RuntimeError):
     """A commit was refused: the server lost its data since the work was read (see
     ``Keys.epoch``). Nothing was applied; the entries, if they still exist, stay pending."""
@@ -74,6 +80,7 @@ class Bus:
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
         self._cap_index = redis.register_script(scripts.CAP_INDEX)
+        self._pop_oldest = redis.register_script(scripts.POP_OLDEST)
         self._groups_ready: set[tuple[str, str]] = set()
         self.epoch: bytes | None = None  #: the epoch token commits are made under (see Keys.epoch)
         self.nogroup_recreated = 0
@@ -105,6 +112,22 @@ class Bus:
         entry = await self.redis.xadd(stream, fields, maxlen=self.settings.stream_cap, approximate=True)
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
+    async def send_many(self, stream: str, items: Sequence[tuple[Message, dict[str, Any] | None]]) -> list[str]:
+        """:meth:`send` for many messages in one pipeline (one round trip); returns their entry
+        ids. Not atomic: after a connection error some may have been added, so a retry must
+        tolerate duplicates (resets do)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for msg, readable in items:
+                args = Effects().send(stream, msg, readable, max_bytes=self.settings.max_message_bytes).ops[0][2]
+                pipe.xadd(
+                    stream,
+                    dict(zip(args[::2], args[1::2], strict=True)),
+                    maxlen=self.settings.stream_cap,
+                    approximate=True,
+                )
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
     # -- reading --------------------------------------------------------------------------------
     async def read(
         self,
@@ -130,7 +153,7 @@ class Bus:
                 block=None if pending else (block_ms if block_ms is not None else self.settings.block_ms),
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _group_lost(exc):
                 raise
             await self._recreate_group(stream, group, exc)
             return []
@@ -163,7 +186,7 @@ class Bus:
                 block=self.settings.block_ms if block else None,
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _group_lost(exc):
                 raise
             for s in streams:
                 await self._recreate_group(s, group, exc)
@@ -406,9 +429,14 @@ class Bus:
         floor: tuple[int, int] | None = None
         for g in groups:
             name = g["name"]
-            if await self._drop_stale_waiter(stream, name):
+            try:
+                if await self._drop_stale_waiter(stream, name):
+                    continue
+                summary = await self.redis.xpending(stream, name)
+            except ResponseError as exc:  # destroyed since XINFO (a waiter that ended): not a floor
+                if "NOGROUP" not in str(exc):
+                    raise
                 continue
-            summary = await self.redis.xpending(stream, name)
             cand = summary["min"] if summary["pending"] else None
             if cand is None:
                 last = g["last-delivered-id"]
@@ -437,11 +465,15 @@ class Bus:
         return True
 
     async def cap_finished(self) -> int:
-        """Keep the newest ``finished_cap`` members of episodes:finished and groups:done."""
-        cap = self.settings.finished_cap
-        k = self.keys
-        n = int(await self._cap_index(keys=[k.finished], args=[cap]))
-        return n + int(await self._cap_index(keys=[k.groups_done_at, k.groups_done], args=[cap]))
+        """Keep the newest ``finished_cap`` members of episodes:finished (the logs of those
+        removed are deleted) and groups:done; with ``finished_cap`` auto, the cap follows the
+        memory budget at the measured size of recent logs (:mod:`userrl.bus.budget`)."""
+        s, k = self.settings, self.keys
+        cap = await budget.measured_finished_cap(self.redis, k, s.memory_mb) if s.finished_auto else s.finished_cap
+        n = await budget.cap_episode_logs(self.redis, k, cap, self._pop_oldest)
+        n += int(await self._cap_index(keys=[k.groups_done_at, k.groups_done], args=[cap]))
+        await budget.check_budget(self.redis, s.memory_mb)
+        return n
 
     async def group_info(self, stream: str) -> list[dict[str, Any]]:
         try:

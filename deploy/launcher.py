@@ -39,6 +39,7 @@ from typing import Any
 import redis
 import structlog
 
+from userrl.bus.client import make_sync_client
 from userrl.bus.keys import Keys
 from userrl.config import DeployConfig
 from userrl.deploy.children import Child, spawn, stop_all, terminate, worker_command
@@ -116,7 +117,7 @@ class Launcher:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.url = self._local.resolve()
         tls = tls_kwargs(self.cfg) if self.url.startswith("rediss://") else {}
-        self._redis = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5, **tls)
+        self._redis = make_sync_client(self.url, timeout_s=5, tls=tls, cluster=self.cfg.redis_cluster)
         try:
             other = self._redis.get(self.keys.supervisor)
             if other:

@@ -140,6 +140,8 @@ async def learn(
             {
                 "rollout/groups_dropped": dropped,
                 "rollout/replayed_groups": replayed,
+                # cumulative: what data losses on the server cost (learner.dispatch)
+                **{f"dispatch/{k}": v for k, v in dispatcher.stats().items()},
                 "perf/step_s": round(time.monotonic() - t0, 3),
                 "perf/rollout_wait_s": round(t_roll, 3),
             }

@@ -58,7 +58,7 @@ async def bus(redis_url: str, run_name: str, fast_settings: BusSettings) -> Asyn
     client = make_client(redis_url, block_ms=fast_settings.block_ms)
     b = Bus(client, Keys(run_name), fast_settings)
     yield b
-    async for key in client.scan_iter(match=f"userrl:{run_name}:*", count=500):
+    async for key in client.scan_iter(match=b.keys.prefix + "*", count=500):
         await client.delete(key)
     await client.aclose()
 

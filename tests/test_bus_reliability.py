@@ -138,7 +138,7 @@ async def test_oversized_dead_letter_keeps_prefix_size_and_hash(redis_url: str, 
         assert f[b"sha256:p"] == hashlib.sha256(big).hexdigest().encode() and f[b"truncated"] == b"1"
         assert await bus.replay_dead() == 0, "a truncated letter cannot be replayed"
     finally:
-        async for key in bus.redis.scan_iter(match=f"userrl:{run_name}:*", count=500):
+        async for key in bus.redis.scan_iter(match=bus.keys.prefix + "*", count=500):
             await bus.redis.delete(key)
         await bus.redis.aclose()
 
@@ -198,7 +198,7 @@ async def test_finished_episodes_release_their_keys(redis_url: str, run_name: st
         assert await bus.redis.zcard(bus.keys.finished) == 3
         assert await bus.redis.hlen(bus.keys.groups_done) == 3 and await bus.redis.zcard(bus.keys.groups_done_at) == 3
     finally:
-        async for key in bus.redis.scan_iter(match=f"userrl:{run_name}:*", count=500):
+        async for key in bus.redis.scan_iter(match=bus.keys.prefix + "*", count=500):
             await bus.redis.delete(key)
         await bus.redis.aclose()
 

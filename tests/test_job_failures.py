@@ -18,6 +18,7 @@ import pytest
 import redis as sync_redis
 
 from tests.proc_utils import CI, REPO, cli_env, descendants, start_cli, wait_gone, wait_until
+from userrl.bus.keys import Keys
 from userrl.config import load_config
 from userrl.deploy.launcher import Launcher
 from userrl.deploy.watch import last_error_line
@@ -184,7 +185,7 @@ import redis
 name = sys.argv[sys.argv.index("--name") + 1]
 role = name.split("-")[0]
 r = redis.Redis.from_url(os.environ["USERRL_REDIS_URL"])
-r.set(f"userrl:{run}:hb:{{role}}:{{name}}", json.dumps({{"pid": os.getpid()}}), px=5000)
+r.set("{prefix}hb:" + role + ":" + name, json.dumps({{"pid": os.getpid()}}), px=5000)
 time.sleep(1.2)
 print("Traceback (most recent call last):", file=sys.stderr)
 print("RuntimeError: the handler blew up on message 7", file=sys.stderr)
@@ -194,7 +195,7 @@ sys.exit(1)
 
 def test_a_crash_looping_worker_stops_the_launcher(tmp_path: Path, redis_url: str, run_name: str) -> None:
     script = tmp_path / "crasher"
-    script.write_text(CRASHER.format(python=sys.executable, run=run_name))
+    script.write_text(CRASHER.format(python=sys.executable, prefix=Keys(run_name).prefix))
     script.chmod(0o755)
     cfg = load_config(
         CI,

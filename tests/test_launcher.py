@@ -14,6 +14,7 @@ import anyio
 import pytest
 import redis
 
+from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus
 from userrl.cli import main
 from userrl.config import load_config
@@ -249,18 +250,18 @@ def test_up_command_runs_until_sigterm(tmp_path, redis_url, run_name, subprocess
     try:
         with redis.Redis.from_url(redis_url) as r:
             deadline = time.monotonic() + 30
-            while not r.exists(f"userrl:{run_name}:hb:env:env-0"):
+            while not r.exists(Keys(run_name).heartbeat("env", "env-0")):
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up.log").read_text()
                 time.sleep(0.05)
-            sup = json.loads(r.get(f"userrl:{run_name}:deploy:supervisor"))
+            sup = json.loads(r.get(Keys(run_name).supervisor))
             assert sup["pid"] == proc.pid and sup["roles"]["env"][0]["name"] == "env-0"
             worker_pid = sup["roles"]["env"][0]["pid"]
             for _ in range(5):  # a burst of signals (Ctrl-C mashed) must not deadlock the handler
                 proc.send_signal(signal.SIGTERM)
                 time.sleep(0.05)
             assert proc.wait(timeout=30) == 0
-            assert not r.exists(f"userrl:{run_name}:deploy:supervisor")
-            assert not r.exists(f"userrl:{run_name}:hb:env:env-0")
+            assert not r.exists(Keys(run_name).supervisor)
+            assert not r.exists(Keys(run_name).heartbeat("env", "env-0"))
         assert gone(worker_pid)
     finally:
         if proc.poll() is None:

@@ -27,6 +27,7 @@ from tests.proc_utils import (
     wait_gone,
     wait_until,
 )
+from userrl.bus.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def heartbeats(run_dir: Path, run: str, roles: tuple[str, ...]) -> bool:
         return False
     try:
         with sync_redis.Redis.from_url(url_file.read_text(), socket_timeout=2) as r:
-            return all(r.exists(f"userrl:{run}:hb:{role}:{role}-0") for role in roles)
+            return all(r.exists(Keys(run).heartbeat(role, f"{role}-0")) for role in roles)
     except sync_redis.RedisError:
         return False
 

@@ -193,7 +193,7 @@ def test_every_role_honours_sigterm_while_redis_is_frozen(
     r = sync_redis.Redis.from_url(server.url)
     w = _worker([role, "--set", "run=crash"], f"{role}-0", server.url, subprocess_env, python, tmp_path)
     try:
-        _wait(lambda: bool(r.keys(f"userrl:crash:hb:{role}:*")), 60, "the worker's heartbeat")
+        _wait(lambda: bool(r.keys(Keys("crash").heartbeat_pattern(role))), 60, "the worker's heartbeat")
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSTOP)
         rc, took = _sigterm(w)

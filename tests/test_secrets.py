@@ -28,6 +28,7 @@ from tests.proc_utils import (
     wait_gone,
     wait_until,
 )
+from userrl.bus.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,7 +82,7 @@ class Deploy:
 def _ready(run_dir: Path) -> bool:
     try:
         with sync_redis.Redis.from_url((run_dir / "redis.url").read_text(), socket_timeout=2) as r:
-            return all(r.exists(f"userrl:{RUN}:hb:{role}:{role}-0") for role in ("env", "policy", "user", "reward"))
+            return all(r.exists(Keys(RUN).heartbeat(role, f"{role}-0")) for role in ("env", "policy", "user", "reward"))
     except (OSError, sync_redis.RedisError):
         return False
 
@@ -121,7 +122,7 @@ def test_password_never_leaks(deploy: Deploy) -> None:
     sup = json.loads(status.stdout)["supervisor"]
     assert sup["url"].startswith("redis://:***@127.0.0.1:")
     with sync_redis.Redis.from_url(deploy.url) as r:
-        raw = r.get(f"userrl:{RUN}:deploy:supervisor")
+        raw = r.get(Keys(RUN).supervisor)
     pids = descendants(deploy.proc.pid) | {deploy.proc.pid}
     assert len(deploy.workers()) == 4
     haystacks = {
@@ -187,8 +188,8 @@ def test_dispatch_wait_and_sigterm(deploy: Deploy) -> None:
 def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deploy) -> None:
     url, workers = deploy.url, deploy.workers()
     with sync_redis.Redis.from_url(url) as r:
-        r.set(f"userrl:{RUN}:probe", "committed")
-        finished_before = r.zcard(f"userrl:{RUN}:episodes:finished")
+        r.set(Keys(RUN).prefix + "probe", "committed")
+        finished_before = r.zcard(Keys(RUN).finished)
     assert finished_before >= 3  # the dispatch test's episodes
     time.sleep(1.5)  # appendfsync everysec
     old = deploy.server_pid()
@@ -206,8 +207,8 @@ def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deplo
 
     wait_until(answers, 30, "the restarted server to answer")
     with sync_redis.Redis.from_url(url) as r:
-        assert r.get(f"userrl:{RUN}:probe") == b"committed"
-        assert r.zcard(f"userrl:{RUN}:episodes:finished") >= finished_before
+        assert r.get(Keys(RUN).prefix + "probe") == b"committed"
+        assert r.zcard(Keys(RUN).finished) >= finished_before
     assert {p for p in workers if alive(p)} == workers  # nobody crashed on the outage
     after = deploy.cli(
         "dispatch",

@@ -122,8 +122,8 @@ def test_bus_over_tls_with_ca_and_client_certificate(tls_server: tuple[str, Path
         bus = make_bus(cfg)
         try:
             assert await bus.redis.ping()
-            await bus.redis.set(f"userrl:{run_name}:x", "over tls")
-            assert await bus.redis.get(f"userrl:{run_name}:x") == b"over tls"
+            await bus.redis.set(bus.keys.prefix + "x", "over tls")
+            assert await bus.redis.get(bus.keys.prefix + "x") == b"over tls"
         finally:
             await bus.redis.aclose()
 

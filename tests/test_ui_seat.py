@@ -90,7 +90,7 @@ def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             policy.wait()
         la.stop()
         with redis.Redis.from_url(redis_url) as r:
-            for key in r.scan_iter(match=f"userrl:{run}:*", count=500):
+            for key in r.scan_iter(match=Keys(run).prefix + "*", count=500):
                 r.delete(key)
 
 

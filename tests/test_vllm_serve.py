@@ -122,7 +122,7 @@ async def test_the_schema_is_what_makes_the_untrained_model_answer(served: str) 
     assert replies[2]["answer"] in ("Yes", "No", "Maybe")
     async with OpenAIUserBackend(cfg, structured_output="never") as free:
         for q in queries:
-            with pytest.raises(UserError, match="malformed reply after 3 attempts"):
+            with pytest.raises(UserError, match="(malformed|empty) reply after 3 attempts"):
                 await free.ask(q)
 
 

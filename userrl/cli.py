@@ -31,7 +31,7 @@ from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
-from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.rollouts import already_dispatched, dispatch_and_wait, dispatch_resets, make_resets
 from userrl.runtime import make_bus, write_url_file
 
 #: where each role's worker class lives (``--class module:Class`` names any other)
@@ -59,7 +59,7 @@ def _preflight(cfg: DeployConfig) -> None:
     """A redis:// URL that does not answer fails the command at start, in one line (an
     embedded server is started by the command itself)."""
     if cfg.redis != "embedded":
-        check_redis(cfg.redis)
+        check_redis(cfg.redis, cluster=cfg.redis_cluster)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -304,31 +304,43 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             meta={"split": args.split},  # make_resets adds group_size
             options=gym_options_for(cfg, gym, evaluation=args.split == "test"),
         )
-    wanted = {r.episode_id for r in resets}  # the reward stream also holds other runs' episodes
+    if not resets:
+        raise UserRLError("nothing to dispatch: no tasks in the chosen gyms and split")
+
+    def announce() -> None:
+        print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}", flush=True)
 
     async def run() -> int:
         bus = make_bus(cfg)
         try:
-            await send_resets(bus, resets)
-            print(f"dispatched {len(resets)} episodes: {resets[0].episode_id} ... {resets[-1].episode_id}")
-            if args.wait:
-                got = await wait_watching(
-                    bus,
-                    lambda: wait_trajectories(  # a deploy that gives up ends the wait
-                        bus,
-                        [r.episode_id for r in resets],
-                        timeout=args.timeout,
-                        resets=resets,
-                        stall_s=cfg.bus.stall_timeout_ms / 1000,
-                    ),
+            if dup := await already_dispatched(bus, resets):
+                raise UserRLError(
+                    f"{len(dup)} of the {len(resets)} episode ids run now or ran in the last "
+                    f"{bus.settings.idempotency_window_ms // 60_000} min (e.g. {dup[0]}); the env workers would "
+                    "ignore their resets: choose another --prefix"
                 )
-                done = [t[0] for t in got.values() if t[0].episode_id in wanted]
-                ok = [t for t in done if t.status == "ok"]
-                mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
-                print(f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}")
-                if (verdict := all_failed_message(done)) is not None:
-                    print(f"userrl: error: {verdict}", file=sys.stderr)
-                    return 1
+            if not args.wait:
+                if rounds := await dispatch_resets(bus, resets):
+                    print(f"the server lost its data during the send: sent all {len(resets)} again ({rounds}x)")
+                announce()
+                return 0
+            got = await wait_watching(
+                bus,
+                lambda: dispatch_and_wait(  # a deploy that gives up ends the wait
+                    bus, resets, timeout=args.timeout, stall_s=cfg.bus.stall_timeout_ms / 1000, on_sent=announce
+                ),
+            )
+            done = [t[0] for t in got.values()]
+            ok = [t for t in done if t.status == "ok"]
+            mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
+            reconciled = sum("reconciled" in t.meta for t in done)
+            print(
+                f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}"
+                + (f"; {reconciled} reported failed by the reconciler" if reconciled else "")
+            )
+            if (verdict := all_failed_message(done)) is not None:
+                print(f"userrl: error: {verdict}", file=sys.stderr)
+                return 1
         finally:
             await bus.redis.aclose()
         return 0

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from userrl.bus.keys import RESERVED
 from userrl.envs.registry import get_env_class, list_envs
 from userrl.errors import ConfigError, UnknownEnvError
 from userrl.learner.rewards import RewardConfig
@@ -49,14 +50,23 @@ class BusConfig:
     idempotency_ttl_ms: int = 0
     """How long commit keys remember a handled message; 0 = auto: 4 x min_idle_ms x
     (max_deliveries + 1), at least a minute (a duplicate can only come while redelivery can)."""
-    dead_cap: int = 10_000
-    """MAXLEN ~ of the dead-letter stream."""
+    memory_mb: int = 512
+    """Memory budget of the run's data in Redis, in megabytes (the default suits the embedded
+    server on a laptop). What outlives an episode is capped from it: finished episodes' logs and
+    index entries (40%), the results and learner streams (10%), dead letters (5%); the rest is
+    the working set, which grows with the episode rate (docs/operations.md sizes it). The caps
+    below set to 0 follow from it; a reward worker warns when the server's used_memory exceeds it."""
+    dead_cap: int = 0
+    """MAXLEN ~ of the dead-letter stream; 0 = from memory_mb (5% / dead_payload_bytes)."""
     dead_payload_bytes: int = 65_536
     """A dead letter keeps at most this many bytes of each field (plus its size and sha256)."""
-    results_cap: int = 100_000
-    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them)."""
-    finished_cap: int = 100_000
-    """Members kept in the finished-episode and done-group indexes (oldest dropped first)."""
+    results_cap: int = 0
+    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them); 0 =
+    from memory_mb (10% at 64 KB per entry)."""
+    finished_cap: int = 0
+    """Finished episodes kept: their readable logs and their members of the finished-episode and
+    done-group indexes (oldest dropped first); 0 = from memory_mb: as many as 40% of it holds at
+    the measured size of recent logs."""
     episode_log_ttl_ms: int = 3_600_000
     """Readable episode logs expire this long after the episode ends."""
     episode_log_cap: int = 2_000
@@ -86,15 +96,16 @@ class BusConfig:
             self,
             "bus",
             (
-                "dead_cap",
+                "memory_mb",
                 "dead_payload_bytes",
-                "results_cap",
-                "finished_cap",
                 "episode_log_ttl_ms",
                 "episode_log_cap",
                 "stall_timeout_ms",
             ),
         )
+        for name in ("dead_cap", "results_cap", "finished_cap"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"bus.{name} must be >= 0 (0 = from bus.memory_mb), got {getattr(self, name)}")
         window = self.min_idle_ms * (self.max_deliveries + 1)
         if self.idempotency_ttl_ms and self.idempotency_ttl_ms < window:
             raise ConfigError(
@@ -504,9 +515,10 @@ class RedisTLSConfig:
 @dataclass(frozen=True)
 class DeployConfig:
     run: str = "default"
-    """Run name; every Redis key lives under userrl:{run}:."""
+    """Run name; every Redis key lives under userrl:{<run>}: (the braces: one Redis Cluster slot per run)."""
     redis: str = "embedded"
-    """'embedded' (a private server started for the run) or a redis:// / rediss:// URL."""
+    """'embedded' (a private server started for the run) or a redis:// / rediss:// URL; a URL
+    ending in ?cluster=true selects the cluster client like redis_cluster does."""
     run_dir: str = "runs/default"
     """Where weights, metrics, logs and the embedded server's address go."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -541,6 +553,9 @@ class DeployConfig:
 
     redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
     """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
+    redis_cluster: bool = False
+    """The redis URL is one node of a Redis Cluster (or a managed Redis/Valkey in cluster mode):
+    use redis-py's cluster client, which finds the other nodes itself (docs/scaling.md: the bus)."""
 
     def __post_init__(self) -> None:
         _check_gym_options(self.gym_options, "gym_options")
@@ -553,8 +568,10 @@ class DeployConfig:
             raise ConfigError(f"workers: unknown role(s) {sorted(bad)}; allowed: {list(ROLE_NAMES)}")
         if not (self.redis == "embedded" or self.redis.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError(f"redis: expected 'embedded' or a redis://, rediss:// or unix:// URL, got {self.redis!r}")
-        if not self.run or any(c in self.run for c in " :*?"):
-            raise ConfigError(f"run: {self.run!r} must be non-empty without spaces, ':', '*' or '?'")
+        if not self.run or any(c in self.run for c in RESERVED):
+            raise ConfigError(f"run: {self.run!r} must be non-empty without spaces or any of : * ? [ ] {{ }}")
+        if self.redis_cluster and (self.redis == "embedded" or self.redis.startswith("unix://")):
+            raise ConfigError("redis_cluster: true needs a redis:// or rediss:// URL of a cluster node in redis")
 
 
 def _check_gym_options(options: dict[str, dict[str, Any]], name: str) -> None:

@@ -3,7 +3,9 @@
 A GRPO group is G episodes of one task with different seeds; episode ids are
 ``{group_id}/{i}``. Sending a reset twice is harmless: the env worker's commit is idempotent on
 the reset's identity. :class:`Waiter` collects trajectories as they arrive (its own consumer
-group, never a re-read of a stream that reward workers trim).
+group, never a re-read of a stream that reward workers trim). :func:`dispatch_and_wait` is the
+order that cannot miss a finish: the waiter's group and the reconciler's marker exist before the
+first reset is sent, and the resets go out in pipelined batches.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -20,11 +22,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from userrl.bus.messages import Reset, Trajectory, decode
-from userrl.bus.reconcile import Reconciler
+from userrl.bus.reconcile import Reconciler, send_resets
 from userrl.bus.transport import Bus
 from userrl.console import EpisodeBar
+from userrl.errors import BusError
 
 log = structlog.get_logger(__name__)
+
+__all__ = [
+    "Waiter",
+    "already_dispatched",
+    "dispatch_and_wait",
+    "dispatch_resets",
+    "make_resets",
+    "read_trajectories",
+    "send_resets",
+    "wait_trajectories",
+]
 
 
 def make_resets(
@@ -59,10 +73,19 @@ def make_resets(
     return out
 
 
-async def send_resets(bus: Bus, resets: Sequence[Reset]) -> None:
-    stream = bus.keys.stream("env")
-    for r in resets:
-        await bus.send(stream, r, {"episode": r.episode_id, "env": r.env_id})
+async def already_dispatched(bus: Bus, resets: Sequence[Reset]) -> list[str]:
+    """Episodes of ``resets`` that run now or ran within the idempotency window: the env worker
+    would ignore their resets (same episode ids), so a wait for them would be in vain."""
+    k = bus.keys
+    out: list[str] = []
+    for i in range(0, len(resets), 500):
+        chunk = resets[i : i + 500]
+        async with bus.redis.pipeline(transaction=False) as pipe:
+            for r in chunk:
+                pipe.exists(k.state(r.episode_id), k.done(k.group("env"), Reset.KIND, r.episode_id, 0, 0))
+            rows = await pipe.execute()
+        out += [r.episode_id for r, n in zip(chunk, rows, strict=True) if n]
+    return out
 
 
 async def read_trajectories(bus: Bus, stream: str | None = None) -> dict[str, list[Trajectory]]:
@@ -103,16 +126,32 @@ class Waiter:
         self.group = bus.keys.waiter_group(self.name)
         self.stream = bus.keys.stream("reward")
         self.check_s = check_s
+        self.stall_s = stall_s
+        self._read: set[str] = set()  #: entry ids taken into ``got``
         self.reconciler = (
             Reconciler(bus, resets, stall_s=stall_s, max_attempts=max_attempts, name=self.name) if resets else None
         )
 
     async def start(self, *, from_start: bool = True) -> None:
         """Create the group: from the start of the stream (trajectories that arrived before the
-        waiter), or only what comes next (``from_start=False``, for a waiter made before sending)."""
+        waiter), or only what comes next (``from_start=False``, for a waiter made before sending,
+        see :func:`dispatch_and_wait`); then set the reconciler's marker. The consumer is created
+        with the group, so a waiter killed before its first read still shows as idle, and the
+        reward workers' trim drops its group once it is stale."""
         await self.bus.ensure_group(self.stream, self.group, "0" if from_start else "$")
+        await self.bus.redis.xgroup_createconsumer(self.stream, self.group, self.name)
         if self.reconciler is not None:
             await self.reconciler.start()
+
+    async def send(self, resets: Sequence[Reset], on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """Send resets (pipelined batches) after :meth:`start`; the reconciler remembers their
+        entry ids. Resets sent otherwise are still reconciled, more slowly (module docstring of
+        :mod:`userrl.bus.reconcile`)."""
+        self.want |= {r.episode_id for r in resets}
+        if self.reconciler is None:
+            self.reconciler = Reconciler(self.bus, resets, stall_s=self.stall_s, name=self.name)
+            await self.reconciler.start()
+        await self.reconciler.send(resets, on_batch=on_batch)
 
     async def poll(self, block_ms: int = 100) -> int:
         """Read what arrived (blocking up to ``block_ms`` for the first entry); returns how many."""
@@ -127,7 +166,9 @@ class Waiter:
                 return n
             await self.bus.redis.xack(self.stream, self.group, *[d.entry_id for d in ds])
             for d in ds:
-                if isinstance(d.msg, Trajectory) and d.msg.episode_id in self.want:
+                # an entry read twice (a server restarted from an AOF that missed our ack) counts once
+                if isinstance(d.msg, Trajectory) and d.msg.episode_id in self.want and d.entry_id not in self._read:
+                    self._read.add(d.entry_id)
                     self.got.setdefault(d.msg.episode_id, []).append(d.msg)
                     n += 1
 
@@ -166,10 +207,13 @@ class Waiter:
         return self.got
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):  # best effort: a stale group is dropped by the next trim
-            await self.bus.redis.xgroup_destroy(self.stream, self.group)
-            if self.reconciler is not None:
-                await self.reconciler.close()
+        # shielded: a wait that was cancelled (Ctrl-C, a deploy that gave up) still cleans up
+        with anyio.move_on_after(5, shield=True):
+            with contextlib.suppress(Exception):  # best effort: a stale group is dropped by the next trim
+                await self.bus.redis.xgroup_destroy(self.stream, self.group)
+            with contextlib.suppress(Exception):  # the marker expires on its own
+                if self.reconciler is not None:
+                    await self.reconciler.close()
 
 
 async def wait_trajectories(
@@ -183,14 +227,75 @@ async def wait_trajectories(
 ) -> dict[str, list[Trajectory]]:
     """Wait until every episode has a trajectory on the reward stream; TimeoutError otherwise.
     With ``resets``, lost or stalled episodes are re-sent or reported failed (:class:`Waiter`).
-    Trajectories already on the stream count too (call it right after sending)."""
+    Trajectories already on the stream count too, but only while the reward workers have not
+    trimmed them: to send and wait, use :func:`dispatch_and_wait`, which cannot miss one."""
     w = Waiter(bus, episode_ids, resets=resets, stall_s=stall_s)
+    await w.start(from_start=True)
+    return await _wait_closing(w, timeout, poll_s)
+
+
+async def dispatch_and_wait(
+    bus: Bus,
+    resets: Sequence[Reset],
+    *,
+    timeout: float = 600.0,
+    poll_s: float = 0.1,
+    stall_s: float = 900.0,
+    check_s: float = 5.0,
+    on_sent: Callable[[], None] | None = None,
+    on_batch: Callable[[int], Awaitable[None]] | None = None,
+) -> dict[str, list[Trajectory]]:
+    """Send ``resets`` and wait for all their trajectories, in the order that misses none: the
+    waiter's group (from the stream's end) and the reconciler's marker first, then the resets
+    in pipelined batches (``on_batch`` after each, ``on_sent`` once all are out), then the wait.
+    A data loss at any moment re-sends or reports failed what it took (:class:`Waiter`)."""
+    w = Waiter(bus, [], stall_s=stall_s, check_s=check_s)
+    await w.start(from_start=False)
+    try:
+        await w.send(resets, on_batch=on_batch)
+    except BaseException:
+        await w.close()
+        raise
+    if on_sent is not None:
+        on_sent()
+    return await _wait_closing(w, timeout, poll_s)
+
+
+async def dispatch_resets(
+    bus: Bus,
+    resets: Sequence[Reset],
+    *,
+    on_batch: Callable[[int], Awaitable[None]] | None = None,
+    max_rounds: int = 3,
+) -> int:
+    """Send ``resets`` without waiting for them (``userrl dispatch``), and make sure the server
+    still holds them when this returns: the reconciler's marker is set first, and if the server
+    lost its data during the send (the marker vanished, or the server restarted), everything is
+    sent again, up to ``max_rounds`` times. Returns how many times it sent again. A loss after
+    this returns is not watched: that needs a waiter (``--wait``)."""
+    rec = Reconciler(bus, resets)
+    await rec.start()
+    try:
+        await rec.send(resets, on_batch=on_batch)
+        rounds = 0
+        while await rec.lost_data():
+            if rounds >= max_rounds:
+                raise BusError(f"the server lost its data during each of {rounds + 1} sends of {len(resets)} resets")
+            rounds += 1
+            log.warning("dispatch.resent_after_data_loss", n=len(resets), round=rounds)
+            await rec.send(resets)
+        return rounds
+    finally:
+        with anyio.move_on_after(5, shield=True), contextlib.suppress(Exception):
+            await rec.close()
+
+
+async def _wait_closing(w: Waiter, timeout: float, poll_s: float) -> dict[str, list[Trajectory]]:
     bar = EpisodeBar(len(w.want))  # draws only on a terminal under the CLI (userrl.console)
 
     def progress() -> None:
         bar.update_to(len(w.got), sum(ts[0].status != "ok" for ts in w.got.values()))
 
-    await w.start(from_start=True)
     try:
         return await w.wait(timeout=timeout, poll_s=poll_s, on_progress=progress)
     finally:

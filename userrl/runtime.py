@@ -74,6 +74,7 @@ def bus_settings(cfg: DeployConfig) -> BusSettings:
         stream_cap=b.stream_cap,
         max_message_bytes=b.max_message_bytes,
         idempotency_ttl_ms=b.idempotency_ttl_ms,
+        memory_mb=b.memory_mb,
         dead_cap=b.dead_cap,
         dead_payload_bytes=b.dead_payload_bytes,
         results_cap=b.results_cap,
@@ -91,5 +92,6 @@ def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None 
         max_connections=cfg.bus.max_connections,
         client_name=client_name,
         tls=tls_kwargs(cfg),
+        cluster=cfg.redis_cluster,
     )
     return Bus(client, Keys(cfg.run), bus_settings(cfg))

@@ -31,7 +31,7 @@ from userrl.deploy.watch import all_failed_message, count_reasons
 from userrl.envs.datasets import data_tasks
 from userrl.envs.registry import get_env_class
 from userrl.lifecycle import job_launcher_options
-from userrl.rollouts import make_resets, send_resets, wait_trajectories
+from userrl.rollouts import dispatch_and_wait, make_resets
 from userrl.runtime import make_bus, redis_url
 
 log = structlog.get_logger(__name__)
@@ -166,8 +166,8 @@ async def play_test_split(
         data=data,
         options=options,
     )
-    await send_resets(bus, resets)
-    got = await wait_trajectories(bus, [r.episode_id for r in resets], timeout=timeout_s, poll_s=0.25, resets=resets)
+    # the waiter's group and marker exist before the first reset: no finish can be missed
+    got = await dispatch_and_wait(bus, resets, timeout=timeout_s, poll_s=0.25)
     return {e: v for e, v in got.items() if e.startswith(f"{tag}:")}, tasks
 
 
