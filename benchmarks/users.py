@@ -6,17 +6,20 @@ split (:func:`userrl.learner.user_sft.collect_examples`), each sent with the gym
 reply schema at temperature 0. At 1, 16 and 64 concurrent dialogues (each asks its next
 question when the last one is answered), for the same number of seconds each, in one run:
 
-- **raw**: each dialogue posts ``/v1/chat/completions`` straight to the server (httpx, one
-  connection per dialogue) and waits for the answer;
+- **raw**: each dialogue posts ``/v1/chat/completions`` straight to the server (httpx, a client of
+  one connection per dialogue) and waits for the answer;
 - **worker**: each dialogue puts a ``user_request`` on the ``user`` stream of a private Redis
   and waits for the ``user_reply`` on the ``env`` stream, as an env worker does; a
   ``userrl worker user`` process (``user.backend: openai``) answers through the same server:
   stream read, prompt, structured output, parse, leak guard, the atomic commit.
 
-Prints turns/s of both and the ratio worker / raw (target >= 0.9 at 16 and 64), and the worker's
-generations per turn (re-asks of replies that did not parse show there).
+The two sides alternate (``--rounds`` each, ``--seconds`` a round, which side goes first
+swapping each round: a shared machine's load drifts). Prints turns/s of both and the ratio
+worker / raw (target >= 0.9 at 16 and 64), the worker's generations per turn (re-asks of replies
+that did not parse show there), the share of queries it failed after its re-asks, and the user
+worker process's CPU time per turn.
 
-    python benchmarks/users.py [--model runs/llm-user/user-model] [--dialogues 1 16 64] [--seconds 20]
+    python benchmarks/users.py [--model runs/llm-user/user-model] [--dialogues 1 16 64] [--seconds 15] [--rounds 2]
 
 Without ``--model`` it serves ``runs/llm-user/user-model`` when that exists (``userrl sft-user
 --config deploy/llm-user.yaml`` builds it), else the untrained tiny model.
@@ -80,20 +83,22 @@ async def raw(base_url: str, queries: list[UserQuery], n: int, seconds: float, m
     bodies = [body(q, max_tokens) for q in queries]
     turns = 0
     counting = False
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+    # a client of one connection per dialogue: the cheapest httpx can do (one pool of n
+    # connections costs ms of CPU per request at 64, see userrl.openai_compat)
+    clients = [httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=1)) for _ in range(n)]
 
-        async def dialogue(i: int) -> None:
-            nonlocal turns
-            k = i
-            while True:
-                r = await http.post(f"{base_url}/chat/completions", json=bodies[k % len(bodies)])
-                if r.status_code != 200:
-                    raise RuntimeError(f"the server answered {r.status_code}: {r.text[:300]}")
-                r.json()["choices"][0]["message"]["content"]
-                turns += counting
-                k += n
+    async def dialogue(i: int) -> None:
+        nonlocal turns
+        k = i
+        while True:
+            r = await clients[i].post(f"{base_url}/chat/completions", json=bodies[k % len(bodies)])
+            if r.status_code != 200:
+                raise RuntimeError(f"the server answered {r.status_code}: {r.text[:300]}")
+            r.json()["choices"][0]["message"]["content"]
+            turns += counting
+            k += n
 
+    try:
         async with anyio.create_task_group() as tg:
             for i in range(n):
                 tg.start_soon(dialogue, i)
@@ -102,6 +107,9 @@ async def raw(base_url: str, queries: list[UserQuery], n: int, seconds: float, m
             await anyio.sleep(seconds)
             done, dt = turns, time.perf_counter() - t0
             tg.cancel_scope.cancel()
+    finally:
+        for c in clients:
+            await c.aclose()
     return {"turns": done, "s": dt, "gens": done, "failed": 0, "cpu": 0.0}
 
 
