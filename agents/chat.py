@@ -21,6 +21,9 @@ the end-of-turn token itself before the new messages. That token is context, not
 
 from __future__ import annotations
 
+import functools
+import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,8 +65,50 @@ def render_text(
     return text
 
 
+class _PieceEncoder:
+    """``tokenizer.encode(text)``, piece by piece between special tokens, with the pieces cached.
+
+    A fast tokenizer splits special tokens out of the text before anything else, so the pieces
+    between them are encoded independently and the result is the same; every first prompt of
+    an episode repeats the system turn and the tool schemas (most of its tokens), which are then
+    encoded once. Used only where a probe agrees with the plain encoding (special tokens that
+    strip no whitespace); otherwise the plain encoding."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        special = {t.content: int(i) for i, t in added.items() if getattr(t, "special", False)}
+        plain = all(not (t.lstrip or t.rstrip or t.single_word) for t in added.values() if t.content in special)
+        self.special = special
+        self.split = re.compile("(" + "|".join(re.escape(t) for t in sorted(special, key=len, reverse=True)) + ")")
+        self.piece = functools.lru_cache(maxsize=4096)(self._piece)
+        probe = "".join(f"x {t}\n y" for t in special) + " z"
+        self.ok = bool(special) and plain and self(probe) == self.whole(probe)
+
+    def whole(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _piece(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def __call__(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for part in self.split.split(text):
+            if part in self.special:
+                ids.append(self.special[part])
+            elif part:
+                ids.extend(self.piece(part))
+        return ids
+
+
+_ENCODERS: weakref.WeakKeyDictionary[Any, _PieceEncoder] = weakref.WeakKeyDictionary()
+
+
 def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    enc = _ENCODERS.get(tokenizer)
+    if enc is None:
+        enc = _ENCODERS[tokenizer] = _PieceEncoder(tokenizer)
+    return enc(text) if enc.ok else enc.whole(text)
 
 
 def render_prefix_ids(

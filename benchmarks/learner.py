@@ -3,10 +3,18 @@
 DESIGN.md §8 asks for a GRPO step no slower than TRL's GRPO loss on the same model and batch.
 Both sides get the same randomly initialised Qwen3-architecture model (built from a config,
 no downloads), the same single-turn batch (equal-length prompts, right-padded completions),
-the same behaviour logprobs and per-sequence advantages. TRL is reached through a real, minimal
+the same engine logprobs and per-sequence advantages. TRL is reached through a real, minimal
 ``GRPOTrainer`` (offline tokenizer, dummy reward) with ``loss_type="bnpo"``, which is the
 token-mean loss; the Equalized credit of a single-turn trajectory makes every token's advantage
-the group z-score, so both losses must agree.
+the group z-score, so both losses must agree. Two pairs, each measured side by side:
+
+* **default**: userrl's default objective (``train.*`` defaults: π_old recomputed by the learner,
+  which at staleness 0 is its own detached logprobs, token-level TIS at 2, entropy and the
+  mismatch metrics computed) vs TRL with its vLLM importance-sampling correction in the same
+  mode (``token_truncate``, cap 2; TRL computes the ratio outside ``_compute_loss``, so its
+  extra old-logprob forward is not timed here, while ours needs none) and its entropy.
+* **engine**: π_old = the engine's logprobs, no weight (``old_logprobs: engine``,
+  ``is_correction: none``) vs TRL's plain loss against the same ``old_per_token_logps``.
 
     python benchmarks/learner.py [--vocab 8192 --hidden 256 --layers 2 --batch 8 ...]
 """
@@ -27,7 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from userrl.learner.losses import grpo_loss, token_logprobs  # noqa: E402
+from userrl.learner.losses import LossConfig, token_logprobs  # noqa: E402
+from userrl.learner.offpolicy import corrected_loss, importance_weights  # noqa: E402
 from userrl.learner.rewards import group_advantages  # noqa: E402
 from userrl.learner.sequences import assemble, collate, per_token_advantages  # noqa: E402
 
@@ -118,21 +127,32 @@ def build_batch(args: argparse.Namespace, device: torch.device) -> tuple[dict, d
     return ours, trl_inputs
 
 
-def timed(step: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module) -> tuple[float, float]:
-    """Median seconds of loss + backward, and the loss value."""
-    times, loss = [], torch.tensor(0.0)
-    for _ in range(repeats + 2):  # two warm-up runs
-        model.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss = step()
-        loss.backward()
-        loss = loss.detach()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:]), loss.item()
+def once(step: Callable[[], torch.Tensor], model: torch.nn.Module) -> tuple[float, float]:
+    """Seconds of one loss + backward, and the loss value."""
+    model.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    loss = step()
+    loss.backward()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, loss.detach().item()
+
+
+def timed_pair(
+    ours: Callable[[], torch.Tensor], theirs: Callable[[], torch.Tensor], repeats: int, model: torch.nn.Module
+) -> tuple[float, float, float, float]:
+    """Median seconds of each side and their losses; the two sides alternate run by run (after
+    two warm-up runs each), so a machine whose load changes slows both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    losses = [0.0, 0.0]
+    for k in range(repeats + 2):
+        for side, step in enumerate((ours, theirs)):
+            t, losses[side] = once(step, model)
+            if k >= 2:
+                times[side].append(t)
+    return statistics.median(times[0]), statistics.median(times[1]), losses[0], losses[1]
 
 
 def main() -> None:
@@ -155,28 +175,68 @@ def main() -> None:
     model = trainer.model  # patched with TRL's fused LM head; plain forwards are unchanged
     ours, trl_inputs = build_batch(args, device)
 
-    def userrl_step() -> torch.Tensor:
-        logp = token_logprobs(model, ours["input_ids"], ours["attention_mask"], mask=ours["loss_mask"])
-        loss, _ = grpo_loss(logp, ours["behaviour_logprobs"], ours["advantages"], ours["loss_mask"])
-        return loss
+    default, engine = LossConfig(), LossConfig(old_logprobs="engine", is_correction="none")
+    mask = ours["loss_mask"]
 
-    def trl_step() -> torch.Tensor:
-        return trainer._compute_loss(model, trl_inputs)
+    def userrl_step(cfg: LossConfig) -> Callable[[], torch.Tensor]:
+        """What the learner's micro-batch runs: logprobs and entropy of the trained positions,
+        then :func:`corrected_loss` (staleness 0: every token is of the current version)."""
 
-    t_ours, loss_ours = timed(userrl_step, args.repeats, model)
-    t_trl, loss_trl = timed(trl_step, args.repeats, model)
+        def step() -> torch.Tensor:
+            logp, entropy = token_logprobs(model, ours["input_ids"], ours["attention_mask"], mask=mask, entropy="value")
+            loss, _, _ = corrected_loss(
+                logp,
+                entropy,
+                ours["behaviour_logprobs"],
+                ours["advantages"],
+                mask,
+                cfg,
+                learner_old=logp.detach(),
+                known=mask > 0,
+            )
+            return loss
+
+        return step
+
+    with torch.no_grad():  # TRL's old logprobs (its generation step computes them when IS is on)
+        learner_old = token_logprobs(model, ours["input_ids"], ours["attention_mask"], mask=mask)
+    p = args.prompt_len
+    weights, _ = importance_weights(learner_old, ours["behaviour_logprobs"], mask, "token-truncate", 2.0)
+    trl_default = {**trl_inputs, "old_per_token_logps": learner_old[:, p:], "importance_sampling_ratio": weights[:, p:]}
+
+    def trl_step(inputs: dict, vllm_is: bool) -> Callable[[], torch.Tensor]:
+        def step() -> torch.Tensor:
+            trainer.use_vllm = trainer.vllm_importance_sampling_correction = vllm_is
+            return trainer._compute_loss(model, inputs)
+
+        return step
+
+    trainer.vllm_importance_sampling_mode = "token_truncate"
+    trainer.vllm_importance_sampling_clip_max = 2.0
+    rows = []
+    for name, ours_step, theirs_step in (
+        ("default", userrl_step(default), trl_step(trl_default, True)),
+        ("engine", userrl_step(engine), trl_step(trl_inputs, False)),
+    ):
+        t_ours, t_trl, loss_ours, loss_trl = timed_pair(ours_step, theirs_step, args.repeats, model)
+        rows.append((name, t_ours, t_trl, loss_ours, loss_trl))
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    tokens = int(ours["loss_mask"].sum())
+    tokens = int(mask.sum())
     print(
         f"device {device_name}; model vocab={args.vocab} hidden={args.hidden} "
         f"layers={args.layers}; batch {args.batch} x ({args.prompt_len} prompt + "
-        f"<= {args.completion_len} completion), {tokens} trained tokens"
+        f"<= {args.completion_len} completion), {tokens} trained tokens; median of {args.repeats}"
     )
-    print(f"userrl grpo_loss+backward  {t_ours * 1e3:8.2f} ms  loss {loss_ours:+.6f}")
-    print(f"trl _compute_loss+backward {t_trl * 1e3:8.2f} ms  loss {loss_trl:+.6f}")
-    diff = abs(loss_ours - loss_trl)
-    print(f"losses agree: {diff < 1e-4}  (|diff| {diff:.2e})")
-    print(f"time ratio userrl/trl: {t_ours / t_trl:.2f} (target <= 1.0); speed-up {t_trl / t_ours:.2f}x")
+    print(
+        f"{'loss':>8} | {'userrl ms':>9} | {'trl ms':>8} | {'ratio':>6} | {'userrl loss':>12} | {'trl loss':>12} | agree"
+    )
+    for name, t_ours, t_trl, loss_ours, loss_trl in rows:
+        agree = abs(loss_ours - loss_trl) < 1e-4
+        print(
+            f"{name:>8} | {t_ours * 1e3:9.2f} | {t_trl * 1e3:8.2f} | {t_ours / t_trl:6.2f} | "
+            f"{loss_ours:+12.6f} | {loss_trl:+12.6f} | {agree}"
+        )
+    print("ratio = userrl time / TRL time (target <= 1.0 for the default loss)")
 
 
 if __name__ == "__main__":

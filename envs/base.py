@@ -38,6 +38,10 @@ from userrl.sim_users.base import SimUser, UserSpec
 State = dict[str, Any]
 Task = dict[str, Any]
 
+#: the paper's turn cap: UserRL's rollout (``multi_turn.max_turns: 16``) and its evaluation
+#: (``eval.py --max_turns 16``) give every gym 16 turns
+PAPER_MAX_TURNS = 16
+
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
@@ -61,8 +65,9 @@ class Env(ABC):
     id: ClassVar[str]
     #: the gym's user/judge rules for every backend (scripted, openai, hf)
     user_spec: ClassVar[UserSpec]
-    #: default turn cap (truncation)
-    default_max_turns: ClassVar[int] = 20
+    #: default turn cap (truncation): UserRL's, for every gym (its rollout stops after 16
+    #: generations and its evaluation builds every gym with ``max_steps=16``)
+    default_max_turns: ClassVar[int] = PAPER_MAX_TURNS
     format_error_observation: ClassVar[str] = (
         "Invalid action. Use interact_with_env with choice 'action', 'answer' or 'search', "
         "or write [action] ..., [answer] ..., [search] ... or [finish]."
@@ -103,8 +108,10 @@ class Env(ABC):
 
     @classmethod
     @abstractmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
-        """Scripted expert: the next action text given the hidden task and the chat so far."""
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
+        """Scripted expert: the next action text given the hidden task and the chat so far,
+        for an episode of at most ``max_turns`` turns (it reaches :meth:`max_score` and
+        collects :meth:`max_return_within` reward in them)."""
 
     # -- scores (override where the gym's rule differs) -------------------------------------
     @classmethod
@@ -123,6 +130,21 @@ class Env(ABC):
         """The most reward (sum of turn rewards) an episode of ``task`` can collect; the same
         as :meth:`max_score` where the score is the sum of the rewards."""
         return cls.max_score(task)
+
+    @classmethod
+    def final_pick_only(cls, task: Task) -> str | None:
+        """Why ``task`` can only be judged on its final answer (its data lacks what the gym
+        plays on: imported TravelGym tasks have no catalog and no preferences), or None for a
+        task that plays in full. Such tasks are left out of training and evaluation unless
+        asked for (:func:`userrl.envs.datasets.select_gyms`)."""
+        return None
+
+    @classmethod
+    def max_return_within(cls, task: Task, max_turns: int) -> float:
+        """The most reward an episode that reaches :meth:`max_score` can collect within
+        ``max_turns`` turns: :meth:`max_return` unless the gym says the cap cuts it (TravelGym,
+        where each preference asked for costs a turn)."""
+        return cls.max_return(task)
 
     # -- shared ---------------------------------------------------------------------------
     async def reset(self, task: Task, seed: int) -> tuple[State, str, dict[str, Any]]:

@@ -6,9 +6,14 @@
 3. A seed reproduces a rollout: same seed + task + actions -> same observations and rewards,
    through the async API and through the adapter.
 4. The scripted expert reaches the maximum score (the gym's ``max_score``) and collects the
-   most reward (``max_return``) on every task of the split, ending the episode by termination.
+   most reward an episode at that score can collect in the turn cap (``max_return_within``;
+   ``max_return`` unless the cap cuts it) on every task of the split, ending the episode by
+   termination. Everything plays at the gym's turn cap, 16 by default (the paper's).
 5. The exploit suite (:mod:`userrl.envs.exploits`): no adversarial scripted policy collects
-   more reward than doing nothing (:func:`check_exploits`).
+   more reward than doing nothing (:func:`check_exploits`), except the tricks a gym's reward
+   pays by design (:data:`userrl.envs.exploits.REPORTED`), which are reported. On data whose
+   tasks can only be judged on the final pick (imported TravelGym: ``final_pick_only``) the
+   suite is reported too: a prior over the training answers is all any policy can use there.
 
 All of it runs with the in-process scripted user, so it needs no network and no model.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +74,13 @@ def _assert_serializable(env_id: str, state: State) -> None:
     assert back == state, f"{env_id}: state changes in a msgpack round trip (tuples? int keys?)"
 
 
-def expert_policy(cls: type[Env]) -> Policy:
-    return cls.expert_action
+def expert_policy(env: Env) -> Policy:
+    """The gym's scripted expert, planning for ``env``'s turn cap."""
+
+    def policy(task: Task, messages: list[dict[str, str]]) -> str:
+        return env.expert_action(task, messages, env.max_turns)
+
+    return policy
 
 
 def probing_policy(cls: type[Env]) -> Policy:
@@ -82,6 +93,40 @@ def probing_policy(cls: type[Env]) -> Policy:
         return cls.expert_action(task, [m for m in messages if m.get("role") != "assistant"] + own[len(PROBES) :])
 
     return policy
+
+
+@dataclass
+class GymReport:
+    """What ``check_env`` found on one gym: the expert's return against the most a task
+    offers, the exploit suite's mean returns, and what was only reported (with why)."""
+
+    env_id: str
+    max_turns: int
+    tasks: int = 0
+    expert_return: float = 0.0  #: mean over the tasks
+    max_return: float = 0.0  #: mean ``max_return`` (what a task offers without a turn cap)
+    exploits: dict[str, float] = field(default_factory=dict)
+    reported: dict[str, str] = field(default_factory=dict)  #: trick (or "suite") -> why not held
+
+    def line(self) -> str:
+        """The ``check env`` line of a passing gym."""
+        share = self.expert_return / self.max_return if self.max_return else 1.0
+        head = f"ok   {self.env_id} ({self.max_turns} turns): experts at the maximum score"
+        if share < 1 - 1e-9:
+            head += (
+                f"; their return {self.expert_return:g} of {self.max_return:g} per episode ({share:.1%}): "
+                f"{self.max_turns} turns leave no room for the rest"
+            )
+        cells = " ".join(f"{k}={v:g}" for k, v in self.exploits.items())
+        out = [f"{head}; exploits {cells}"]
+        for k, why in self.reported.items():
+            out.append(
+                f"     {why}: the exploits are reported, not held to the tolerance (a prior over the training "
+                "answers is all any policy can use here); train and eval leave this data out unless asked"
+                if k == "suite"
+                else f"     reported, not held to the tolerance: {k}: {why}"
+            )
+        return "\n".join(out)
 
 
 def check_gymnasium(env_id: str, split: str = "test", data_path: str | Path | None = None) -> None:
@@ -124,8 +169,9 @@ def check_adapter_determinism(
     assert runs[0] == runs[1], f"{env_id}: same seed and actions gave different episodes"
 
 
-async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
-    env = cls()
+async def _check_tasks(cls: type[Env], tasks: list[Task], max_turns: int | None = None) -> tuple[float, float]:
+    env = cls(max_turns=max_turns)
+    got = offered = 0.0
     for i, task in enumerate(tasks):
         if i < 3:  # replay + determinism on a few tasks keeps the check fast
             runs = [await rollout(env, task, probing_policy(cls), seed=11, check_replay=True) for _ in range(2)]
@@ -133,52 +179,79 @@ async def _check_tasks(cls: type[Env], tasks: list[Task]) -> None:
             assert (a.observations, a.rewards) == (b.observations, b.rewards), (
                 f"{cls.id}: task {task['id']}: same seed and actions gave different episodes"
             )
-        tr = await rollout(env, task, expert_policy(cls), seed=i)
-        best, most = float(cls.max_score(task)), float(cls.max_return(task))
+        tr = await rollout(env, task, expert_policy(env), seed=i)
+        best, most = float(cls.max_score(task)), float(cls.max_return_within(task, env.max_turns))
         assert math.isclose(tr.score, best, abs_tol=1e-6) and math.isclose(tr.total_reward, most, abs_tol=1e-6), (
             f"{cls.id}: expert scored {tr.score} (max {best}) with rewards {tr.total_reward} "
-            f"(max {most}) on task {task['id']}; transcript: {tr.messages[2:]}"
+            f"(max {most} in {env.max_turns} turns) on task {task['id']}; transcript: {tr.messages[2:]}"
         )
         assert tr.terminated and not tr.truncated, (
-            f"{cls.id}: expert episode on task {task['id']} did not terminate by itself"
+            f"{cls.id}: expert episode on task {task['id']} did not terminate by itself in {env.max_turns} turns"
         )
+        got, offered = got + tr.total_reward, offered + float(cls.max_return(task))
+    return got, offered
 
 
-def check_tasks(env_id: str, tasks: list[Task]) -> None:
-    """Checks 2-4 of the module docstring (without Gymnasium) on the given tasks."""
-    asyncio.run(_check_tasks(get_env_class(env_id), tasks))
+def check_tasks(env_id: str, tasks: list[Task], max_turns: int | None = None) -> tuple[float, float]:
+    """Checks 2-4 of the module docstring (without Gymnasium) on the given tasks, at the
+    gym's turn cap or ``max_turns``; returns the expert's total return and the tasks' total
+    ``max_return``."""
+    return asyncio.run(_check_tasks(get_env_class(env_id), tasks, max_turns))
 
 
 def check_env(
-    env_id: str, split: str = "test", data_path: str | Path | None = None, sample: int | None = None
-) -> dict[str, float]:
+    env_id: str,
+    split: str = "test",
+    data_path: str | Path | None = None,
+    sample: int | None = None,
+    max_turns: int | None = None,
+) -> GymReport:
     """Run every check in the module docstring; AssertionError says what failed and where.
 
     ``sample`` limits checks 4 and 5 to that many tasks (a stable hash of their ids picks
-    them). Returns the exploit suite's mean score per policy.
+    them); ``max_turns`` overrides the gym's turn cap (16, the paper's).
     """
     check_gymnasium(env_id, split, data_path)
     check_adapter_determinism(env_id, split, data_path)
-    check_tasks(env_id, exploits.sample_tasks(load_tasks(env_id, split, data_path), sample))
-    return check_exploits(env_id, split, data_path, sample=sample)
+    tasks = exploits.sample_tasks(load_tasks(env_id, split, data_path), sample)
+    got, offered = check_tasks(env_id, tasks, max_turns)
+    report = GymReport(env_id, get_env_class(env_id)(max_turns=max_turns).max_turns, len(tasks))
+    report.expert_return = round(got / max(1, len(tasks)), 4)
+    report.max_return = round(offered / max(1, len(tasks)), 4)
+    report.exploits = check_exploits(
+        env_id, split, data_path, sample=sample, max_turns=max_turns, reported=report.reported
+    )
+    return report
 
 
-async def _expert_golds(cls: type[Env], tasks: list[Task]) -> dict[str, list[str]]:
-    env = cls()
-    return {str(t["id"]): exploits.answers_of((await rollout(env, t, expert_policy(cls))).messages) for t in tasks}
+async def _expert_golds(env: Env, tasks: list[Task]) -> dict[str, list[str]]:
+    return {str(t["id"]): exploits.answers_of((await rollout(env, t, expert_policy(env))).messages) for t in tasks}
 
 
-async def exploit_scores(env_id: str, tasks: list[Task], train: list[Task]) -> dict[str, list[float]]:
+async def exploit_scores(
+    env_id: str, tasks: list[Task], train: list[Task], max_turns: int | None = None
+) -> dict[str, list[float]]:
     """Each exploit policy's episode returns on ``tasks`` (vocabulary from ``train``): the
     reward a policy trained on the gym would collect by exploiting it."""
-    cls = get_env_class(env_id)
-    env = cls()
-    golds = await _expert_golds(cls, tasks)
-    train_golds = [g for gs in (await _expert_golds(cls, train)).values() for g in gs]
+    env = get_env_class(env_id)(max_turns=max_turns)
+    golds = await _expert_golds(env, tasks)
+    train_golds = [g for gs in (await _expert_golds(env, train)).values() for g in gs]
     out: dict[str, list[float]] = {}
-    for name, policy in exploits.policies(train, train_golds, golds).items():
+    every = exploits.policies(train, train_golds, golds)
+    for name, policy in every.items():
         out[name] = [(await rollout(env, t, policy, seed=i)).total_reward for i, t in enumerate(tasks)]
+    longer = get_env_class(env_id)(max_turns=exploits.FLOOR_TURNS * env.max_turns)
+    for floor in sorted(set(exploits.FLOORS.values())):
+        key = f"{floor}@{longer.max_turns}"
+        out[key] = [(await rollout(longer, t, every[floor], seed=i)).total_reward for i, t in enumerate(tasks)]
     return out
+
+
+def final_pick_only(env_id: str, tasks: list[Task]) -> str | None:
+    """The gym's reason when every one of ``tasks`` can be judged on its final pick only."""
+    cls = get_env_class(env_id)
+    why = {cls.final_pick_only(t) for t in tasks}
+    return next(iter(why)) if len(why) == 1 and None not in why else None
 
 
 def check_exploits(
@@ -187,10 +260,16 @@ def check_exploits(
     data_path: str | Path | None = None,
     sample: int | None = None,
     tolerance: float = exploits.TOLERANCE,
+    abs_tolerance: float = exploits.ABS_TOLERANCE,
+    max_turns: int | None = None,
+    reported: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Fail if an exploit's mean return (sum of turn rewards) exceeds the best do-nothing
     baseline's by more than ``tolerance`` times the mean most reward a task offers (the gym's
-    ``max_return``; see :data:`userrl.envs.exploits.TOLERANCE`).
+    ``max_return``; see :data:`userrl.envs.exploits.TOLERANCE`) or by more than
+    ``abs_tolerance``. Tricks the gym's reward pays by design
+    (:data:`userrl.envs.exploits.REPORTED`) and every trick on final-pick-only data are
+    returned but not held to it; ``reported`` (when given) gets their names and reasons.
 
     The vocabulary the dumps use comes from the same data's train split, or
     the bundled one where the data has none (imported SearchGym is test-only); 30 of them
@@ -201,31 +280,46 @@ def check_exploits(
         train = load_tasks(env_id, "train", data_path)
     except DataError:
         train = load_tasks(env_id, "train")
-    scores = asyncio.run(exploit_scores(env_id, tasks, exploits.sample_tasks(train, 30)))
+    scores = asyncio.run(exploit_scores(env_id, tasks, exploits.sample_tasks(train, 30), max_turns))
     means = {k: round(sum(v) / len(v), 4) if v else 0.0 for k, v in scores.items()}
     cls = get_env_class(env_id)
     best = [float(cls.max_return(t)) for t in tasks]
     floor = max(means[b] for b in exploits.BASELINES)
-    margin = tolerance * sum(best) / max(1, len(best))
-    bad = {k: m for k, m in means.items() if m > floor + margin}
+    margin = min(tolerance * sum(best) / max(1, len(best)), abs_tolerance)
+    notes = dict(exploits.REPORTED.get(cls.id, {}))
+    if (why := final_pick_only(env_id, tasks)) is not None:
+        notes = {"suite": why}
+    if reported is not None:
+        reported.update(notes)
+    # "sweep_single@32": the floor of the packed sweeps (exploits.FLOORS), not a trick itself
+    held = {} if "suite" in notes else {k: m for k, m in means.items() if k not in notes and "@" not in k}
+    cap = get_env_class(env_id)(max_turns=max_turns).max_turns
+    floors = {k: means[f"{f}@{exploits.FLOOR_TURNS * cap}"] for k, f in exploits.FLOORS.items()}
+    bad = {k: m for k, m in held.items() if m > floors.get(k, floor) + margin}
     assert not bad, (
-        f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}): "
-        f"{bad}; per task: { {k: scores[k] for k in bad} }"
+        f"{env_id}: exploit policies beat doing nothing ({floor} + {margin:.3f}; packed sweeps: the same "
+        f"topics asked one per question, {floors}): {bad}; per task: { {k: scores[k] for k in bad} }"
     )
     return means
 
 
-def run_cli(gym: str, split: str = "test", data_path: str | Path | None = None, sample: int | None = None) -> int:
-    """``userrl check env ID|all``: every check of one gym (or all), a line per exploit
-    policy on stdout; exit code 1 when a check fails."""
+def run_cli(
+    gym: str,
+    split: str = "test",
+    data_path: str | Path | None = None,
+    sample: int | None = None,
+    max_turns: int | None = None,
+) -> int:
+    """``userrl check env ID|all``: every check of one gym (or all), lines per gym on stdout
+    (the expert's return where the cap cuts it, each exploit's mean return, what is only
+    reported and why); exit code 1 when a check fails."""
     failed = 0
     for env_id in list_envs() if gym == "all" else [get_env_class(gym).id]:
         try:
-            means = check_env(env_id, split, data_path, sample=sample)
+            report = check_env(env_id, split, data_path, sample=sample, max_turns=max_turns)
         except (AssertionError, UserRLError) as exc:  # a task that cannot reset fails too
             failed += 1
             print(f"FAIL {env_id}: {exc}")
             continue
-        cells = " ".join(f"{k}={v:g}" for k, v in means.items())
-        print(f"ok   {env_id}: experts at the maximum; exploits {cells}")
+        print(report.line())
     return 1 if failed else 0

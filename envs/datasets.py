@@ -92,6 +92,43 @@ def check_data(data: str | Path, env_ids: Sequence[str]) -> dict[str, dict[str, 
     return out
 
 
+def final_pick_only(env_id: str, data: str | Path = "") -> str | None:
+    """Why ``env_id``'s tasks in ``data`` can be judged on their final pick only (every test
+    task says so: :meth:`Env.final_pick_only`, e.g. imported TravelGym), or None."""
+    if not data:
+        return None
+    cls = get_env_class(env_id)
+    try:
+        tasks = data_tasks(env_id, "test", data)
+    except DataError:
+        return None  # missing data is the loading command's error to report, with its path
+    reasons = {cls.final_pick_only(t) for t in tasks}
+    return next(iter(reasons)) if len(reasons) == 1 and None not in reasons else None
+
+
+def select_gyms(
+    gyms: Sequence[str], data: str | Path = "", include_final_pick_only: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """The gyms of ``gyms`` that training and evaluation on ``data`` play, and those left out
+    with why: a gym whose tasks there are judged on the final pick only (imported TravelGym)
+    teaches nothing but a prior over the answers and would weigh in averages for it, so it is
+    left out unless ``include_final_pick_only``. A :class:`DataError` when nothing is left."""
+    kept: list[str] = []
+    left: dict[str, str] = {}
+    for g in gyms:
+        why = None if include_final_pick_only else final_pick_only(g, data)
+        if why is None:
+            kept.append(g)
+        else:
+            left[g] = why
+    if gyms and not kept:
+        raise DataError(
+            f"data: {data}: every gym asked for is left out ({'; '.join(f'{g}: {w}' for g, w in left.items())}); "
+            "set include_final_pick_only: true to use them anyway"
+        )
+    return kept, left
+
+
 def load_tasks(env_id: str, split: str, path: str | Path | None = None) -> list[dict[str, Any]]:
     """The tasks of ``env_id``'s ``split`` (bundled, or from ``path``); fresh copies each call."""
     file = dataset_path(env_id, split, path)

@@ -237,6 +237,7 @@ class EnvWorker(Worker):
                 "token_ids": p["token_ids"],
                 "logprobs": p["logprobs"],
                 "policy_version": p["version"],
+                "finish_reason": p.get("finish_reason", "stop"),
                 "observation": res.observation,
                 "format_error": action.choice == "invalid",
                 "worker": p["worker"],

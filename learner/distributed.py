@@ -108,9 +108,14 @@ class TokenLogprobs(torch.nn.Module):
         self._no_split_modules = getattr(model, "_no_split_modules", None)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, temperature: float
-    ) -> torch.Tensor:
-        return token_logprobs(self.model, input_ids, attention_mask, temperature, mask=mask)
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask: torch.Tensor,
+        temperature: float,
+        entropy: str = "none",
+    ) -> Any:
+        return token_logprobs(self.model, input_ids, attention_mask, temperature, mask=mask, entropy=entropy)
 
 
 class Distributed:
@@ -159,6 +164,11 @@ class Distributed:
     def sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
         torch.distributed.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
+    def max(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return [float(v) for v in t.tolist()]
 
     @contextlib.contextmanager

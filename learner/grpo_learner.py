@@ -2,11 +2,13 @@
 
 Reads top to bottom like the algorithm (cleanrl style)::
 
-    receive B scored groups -> drop stale turns -> per-token advantages -> GRPO loss
-    -> optimizer step -> save weights (safetensors) -> announce the version -> log
+    receive B scored groups -> drop stale turns (and truncated episodes, if set) -> per-token
+    advantages (recomputed with a KL penalty, with kl_in: reward) -> old logprobs recomputed
+    with the sampling versions' weights -> GRPO loss with importance weights -> optimizer step
+    -> save weights (safetensors) -> announce the version -> log
 
-Behaviour logprobs come from the policy workers (decoupled PPO: the importance ratio is taken
-against what was actually sampled); the learner never re-tokenizes a transcript.
+The engine's logprobs come from the policy workers with the token ids (the learner never
+re-tokenizes a transcript); π_old and the importance weights are :mod:`.offpolicy`'s.
 
 A step's sequences are split into micro-batches under ``max_tokens_per_microbatch`` padded tokens
 and gradients accumulate; each micro-batch's loss is divided by the whole step's normalizer, so
@@ -32,9 +34,20 @@ from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_device, resolve_dtype
 from userrl.learner.distributed import Distributed, TokenLogprobs, launched
 from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
-from userrl.learner.losses import LossConfig, agg_normalizer, drop_stale, grpo_loss, token_logprobs
+from userrl.learner.losses import LossConfig, agg_normalizer, token_logprobs
 from userrl.learner.microbatch import step_plan
-from userrl.learner.sequences import TrainingSequence, assemble, collate, per_token_advantages
+from userrl.learner.offpolicy import WeightSnapshots, corrected_loss, mismatch_metrics
+from userrl.learner.prepass import kl_in_reward, recompute_old_logprobs
+from userrl.learner.rewards import RewardConfig
+from userrl.learner.sequences import (
+    TrainingSequence,
+    assemble,
+    collate,
+    masked_as_truncated,
+    pad_rows,
+    per_token_advantages,
+    trained_positions,
+)
 from userrl.learner.weights import prune_versions, write_version
 
 log = structlog.get_logger(__name__)
@@ -82,6 +95,7 @@ class GRPOLearner:
         lr_schedule: str = "constant",
         total_steps: int = 0,
         warmup_steps: int = 0,
+        reward: RewardConfig | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -138,6 +152,10 @@ class GRPOLearner:
         self.net: Any = TokenLogprobs(self.model.get_base_model() if self.lora else self.model)
         if self.dist:
             self.net, self.optimizer = self.dist.prepare(self.net, self.optimizer)
+        # the trainable weights of recent versions (old_logprobs: recompute); taken from the
+        # prepared module, whose parameters FSDP may have replaced by sharded ones
+        self.snapshots = WeightSnapshots([p for p in self.net.parameters() if p.requires_grad])
+        self.reward_cfg = reward  # kl_in: reward recomputes advantages with it
         self.ref = None
         if loss.kl_coef > 0:
             self.ref = (
@@ -180,7 +198,7 @@ class GRPOLearner:
     def sequences(self, groups: list[dict[str, Any]]) -> tuple[list[TrainingSequence], list[list[float]]]:
         """Every trainable trajectory of the batch as one token sequence, with its advantages."""
         seqs, advs = [], []
-        for g in groups:
+        for gi, g in enumerate(groups):
             for item in g["items"]:
                 turns = [t for t in item["turns"] if t["token_ids"]]
                 if not turns:
@@ -191,6 +209,8 @@ class GRPOLearner:
                 except RewardError as exc:
                     log.warning("learner.bad_trajectory", episode_id=item.get("episode_id"), error=str(exc))
                     continue
+                seq.group = gi
+                seq.cut_turn_cap = (item.get("meta") or {}).get("end") == "truncated"
                 seqs.append(seq)
         return seqs, advs
 
@@ -201,6 +221,9 @@ class GRPOLearner:
         seqs, advs = self.sequences(groups)
         if not seqs:
             return {"learner/skipped": 1}
+        extra: dict[str, Any] = {}
+        if self.ref is not None and self.loss_cfg.kl_in == "reward":
+            advs, extra = kl_in_reward(self, seqs)
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.accumulate(seqs, advs)
         if metrics["rollout/trained_tokens"] > 0:
@@ -216,107 +239,143 @@ class GRPOLearner:
         else:
             grad_norm = 0.0
         self.version += 1
+        # versions older than this can only sample turns the staleness bound drops
+        self.snapshots.prune(self.version - self.loss_cfg.max_staleness)
         lags = [self.version - 1 - v for s in seqs for v in s.policy_version if v >= 0]
+        metrics.update(extra)
         metrics.update(
             {
                 "policy/grad_norm": grad_norm,
                 "policy/lr": lr,
                 "policy/version": self.version,
                 "rollout/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
+                "rollout/truncated_turn_cap": sum(s.cut_turn_cap for s in seqs),
+                "rollout/truncated_token_cap": sum(s.cut_token_cap for s in seqs),
+                "rollout/truncated_masked": sum(masked_as_truncated(s, self.loss_cfg.truncated) for s in seqs),
             }
         )
         return metrics
+
+    def train_masks(self, seqs: list[TrainingSequence]) -> list[list[int]]:
+        """Per sequence, 1 on the tokens this step trains (:func:`trained_positions`)."""
+        c = self.loss_cfg
+        return [trained_positions(s, self.version, c.max_staleness, c.truncated) for s in seqs]
 
     def accumulate(self, seqs: list[TrainingSequence], advs: list[list[float]]) -> dict[str, Any]:
         """Gradients of the step's loss over ``seqs`` into ``.grad`` (this rank's share, summed
         over micro-batches; the engine sums the ranks'), and the step's loss metrics."""
         cfg = self.loss_cfg
-        fresh = [
-            [
-                m and v >= 0 and self.version - v <= cfg.max_staleness
-                for m, v in zip(s.loss_mask, s.policy_version, strict=True)
-            ]
-            for s in seqs
-        ]
-        trained = [sum(f) for f in fresh]
-        generated = sum(v >= 0 for s in seqs for v in s.policy_version)
-        norm = agg_normalizer(trained, cfg.agg)
+        keep = self.train_masks(seqs)
+        trained = [sum(k) for k in keep]
+        stale = sum(v >= 0 and self.version - v > cfg.max_staleness for s in seqs for v in s.policy_version)
+        norm = agg_normalizer(trained, cfg.agg, cfg.norm_len)
         world, rank = (self.dist.world, self.dist.rank) if self.dist else (1, 0)
         mine, n_micro = step_plan([len(s) for s in seqs], world, rank, self.max_tokens)
-        totals = [0.0] * 6  # loss, loss/policy, and token-weighted clip, kl, ratio, tokens
+        plan = [(mine[k], False) if k < len(mine) else ([0], True) for k in range(n_micro)]
+        # a rank with fewer micro-batches runs empty ones: collectives must line up
+        old, recomputed, missing = recompute_old_logprobs(self, seqs, keep, plan)
+        sums: dict[str, float] = {}
+        maxes: dict[str, float] = {}
         if sum(trained) > 0:  # the same on every rank: all see the whole batch
-            for k in range(n_micro):
-                # a rank with fewer micro-batches runs an empty one: collectives must line up
-                idx, empty = (mine[k], False) if k < len(mine) else ([0], True)
-                part = self._micro(seqs, advs, idx, norm, world, empty, last=k == n_micro - 1)
-                totals = [a + b for a, b in zip(totals, part, strict=True)]
+            for k, (idx, empty) in enumerate(plan):
+                part, top = self._micro(seqs, advs, keep, old, idx, norm, world, empty, last=k == n_micro - 1)
+                for key, v in part.items():
+                    sums[key] = sums.get(key, 0.0) + v
+                for key, v in top.items():
+                    maxes[key] = max(maxes.get(key, -math.inf), v)
         if self.dist:
-            totals = self.dist.sum(totals)
-        n = max(totals[5], 1.0)
-        return {
-            "loss/total": totals[0],
-            "loss/policy": totals[1],
-            "policy/clip_frac": totals[2] / n,
-            "policy/kl": totals[3] / n,
-            "policy/ratio_mean": totals[4] / n,
-            "rollout/stale_tokens": generated - sum(trained),
+            sums = dict(zip(sums, self.dist.sum(list(sums.values())), strict=True))
+            maxes = dict(zip(maxes, self.dist.max(list(maxes.values())), strict=True))
+        n = max(sums.get("tokens", 0.0), 1.0)
+        out = {
+            "loss/total": sums.get("loss", 0.0),
+            "loss/policy": sums.get("loss_policy", 0.0),
+            "policy/clip_frac": sums.get("clip", 0.0) / n,
+            "policy/kl": sums.get("kl", 0.0) / n,
+            "policy/ratio_mean": sums.get("ratio", 0.0) / n,
+            "policy/entropy": sums.get("entropy", 0.0) / n,
+            "rollout/stale_tokens": stale,
             "rollout/trained_tokens": sum(trained),
+            "offpolicy/recomputed_tokens": recomputed,
+            "offpolicy/missing_tokens": missing,
         }
+        if "mm_n" in sums:
+            out.update(mismatch_metrics({k[3:]: v for k, v in sums.items() if k.startswith("mm_")}, maxes))
+        return out
 
     def _micro(
         self,
         seqs: list[TrainingSequence],
         advs: list[list[float]],
+        keep: list[list[int]],
+        old: list[list[float | None]],
         idx: list[int],
         norm: float,
         world: int,
         empty: bool,
         last: bool,
-    ) -> list[float]:
+    ) -> tuple[dict[str, float], dict[str, float]]:
         torch = self.torch
+        c = self.loss_cfg
         batch = {
             k: v.to(self.device)
             for k, v in collate([seqs[i] for i in idx], self.pad_id, [advs[i] for i in idx]).items()
         }
-        keep, _ = drop_stale(batch["policy_version"].cpu(), self.version, self.loss_cfg.max_staleness)
-        mask = batch["loss_mask"] * keep.to(self.device, batch["loss_mask"].dtype) * (0.0 if empty else 1.0)
+        width = batch["input_ids"].shape[1]
+        mask = pad_rows([keep[i] for i in idx], 0, torch.float32, width).to(self.device) * (0.0 if empty else 1.0)
+        recomputed = pad_rows([[v is not None for v in old[i]] for i in idx], False, torch.bool, width)
+        old_values = pad_rows([[0.0 if v is None else v for v in old[i]] for i in idx], 0.0, torch.float32, width)
         self.net.train()
         sync = self.dist.sync(self.net, last) if self.dist else contextlib.nullcontext()
         with sync:
-            with self._autocast():
-                logp = self.net(batch["input_ids"], batch["attention_mask"], mask, self.loss_cfg.temperature).float()
+            with self.autocast():
+                logp, entropy = self.net(
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    mask,
+                    c.temperature,
+                    "grad" if c.entropy_coef else "value",
+                )
+                logp, entropy = logp.float(), entropy.float()
                 ref_logp = None
-                if self.ref is not None:
+                if self.ref is not None and c.kl_in == "loss":
                     with torch.no_grad():
                         ref_logp = token_logprobs(
-                            self.ref, batch["input_ids"], batch["attention_mask"], self.loss_cfg.temperature, mask=mask
+                            self.ref, batch["input_ids"], batch["attention_mask"], c.temperature, mask=mask
                         ).float()
-            c = self.loss_cfg
-            loss, m = grpo_loss(
+            # the learner's logprob under the sampling version's weights: this very pass for
+            # tokens of the current version, the recomputed one for older kept versions
+            current = batch["policy_version"] == self.version
+            learner_old = torch.where(current, logp.detach(), old_values.to(self.device))
+            loss, m, (mm, top) = corrected_loss(
                 logp,
+                entropy,
                 batch["behaviour_logprobs"],
                 batch["advantages"],
                 mask,
+                c,
+                learner_old=learner_old,
+                known=current | recomputed.to(self.device),
                 ref_logp=ref_logp,
-                kl_coef=c.kl_coef,
-                agg=c.agg,
-                clip_low=c.clip_low,
-                clip_high=c.clip_high,
                 normalizer=norm,
             )
             # DDP/FSDP average gradients over ranks; the step's loss is their sum
             (loss * world).backward()
         n = float(mask.sum())
-        return [
-            float(loss.detach()),
-            m["loss/policy"],
-            m["policy/clip_frac"] * n,
-            m["policy/kl"] * n,
-            m["policy/ratio_mean"] * n,
-            n,
-        ]
+        part = {
+            "loss": float(loss.detach()),
+            "loss_policy": m["loss/policy"],
+            "clip": m["policy/clip_frac"] * n,
+            "kl": m["policy/kl"] * n,
+            "ratio": m["policy/ratio_mean"] * n,
+            "entropy": m["policy/entropy"] * n,
+            "tokens": n,
+            **{f"mm_{k}": v for k, v in mm.items()},
+        }
+        return part, top
 
-    def _autocast(self) -> Any:
+    def autocast(self) -> Any:
+        """bf16 autocast for forward passes when the learner trains in bf16, else nothing."""
         if self.dtype != "bf16":
             return contextlib.nullcontext()
         return self.torch.autocast(self.torch.device(self.device).type, dtype=self.torch.bfloat16)

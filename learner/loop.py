@@ -1,7 +1,8 @@
 """The learner process loop (``userrl learn``, or inside ``userrl train``).
 
 dispatch groups -> collect B scored groups from the ``learner`` stream -> GRPO step ->
-save weights -> announce the version on the ``weights`` stream -> ack the groups -> log.
+save weights -> announce the version on the ``weights`` stream (with ``weight_sync: memory``, also
+broadcast it into the vLLM engines: :mod:`userrl.learner.weight_sync`) -> ack the groups -> log.
 The groups are acked only after the new weights are announced: a learner that dies mid-step
 gets the same groups again when it restarts under its name.
 """
@@ -23,8 +24,15 @@ from userrl.learner.grpo_learner import GRPOLearner
 from userrl.learner.metrics import MetricsLog
 from userrl.learner.rescore import append_groups
 from userrl.learner.sim_health import simulator_metrics
+from userrl.learner.weight_sync import announce_version
 
 log = structlog.get_logger(__name__)
+
+
+def zero_variance(msg: ScoredGroup) -> bool:
+    """All episodes of the group scored the same: every advantage is 0, GRPO learns nothing."""
+    scores = [float(it.get("score", 0.0)) for it in msg.items]
+    return len(scores) > 0 and max(scores) - min(scores) <= 1e-12
 
 
 async def collect_groups(
@@ -36,13 +44,19 @@ async def collect_groups(
     version: int = 0,
     backlog: list[Delivery] | None = None,
     dropped_items: list[dict[str, Any]] | None = None,
-) -> tuple[list[Delivery], int]:
+    max_refills: int = 0,
+) -> tuple[list[Delivery], dict[str, int]]:
     """Take ``n`` usable scored groups: first from ``backlog`` (groups read before a restart and
     not yet covered by a checkpoint), then new ones. Dropped groups are acked and counted (their
-    members' summaries appended to ``dropped_items``, for the simulator-health metrics)."""
+    members' summaries appended to ``dropped_items``, for the simulator-health metrics).
+
+    With ``max_refills`` > 0 (DAPO's dynamic sampling) a group whose scores all tie is dropped
+    too and its admission slot goes back to the dispatcher, which dispatches a replacement; after
+    ``max_refills`` such drops in one call the rest are kept. Counts: ``dropped`` (failed
+    groups), ``zero_variance_dropped``, ``zero_variance_kept`` (among the groups returned)."""
     stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
     got: list[Delivery] = []
-    dropped = 0
+    counts = {"dropped": 0, "zero_variance_dropped": 0, "zero_variance_kept": 0}
     deadline = time.monotonic() + timeout_s
     while len(got) < n:
         if backlog:
@@ -56,17 +70,20 @@ async def collect_groups(
             if not isinstance(msg, ScoredGroup):
                 await bus.dead_letter(d, f"learner expected scored_group, got {d.error or type(msg).__name__}")
                 continue
-            dispatcher.done(msg.group_id, dropped=msg.status != "ok")
-            if msg.status != "ok":
-                dropped += 1
-                if dropped_items is not None:
+            flat = msg.status == "ok" and zero_variance(msg)
+            refill = flat and counts["zero_variance_dropped"] < max_refills
+            dispatcher.done(msg.group_id, dropped=msg.status != "ok" or refill)
+            if msg.status != "ok" or refill:
+                counts["dropped" if msg.status != "ok" else "zero_variance_dropped"] += 1
+                if msg.status != "ok" and dropped_items is not None:
                     dropped_items += msg.items
                 await bus.commit([(d, Effects())])
                 continue
+            counts["zero_variance_kept"] += flat
             got.append(d)
         if len(got) < n and not backlog:
             await dispatcher.fill(version)
-    return got, dropped
+    return got, counts
 
 
 async def learn(
@@ -82,10 +99,14 @@ async def learn(
     consumer: str = "learner-0",
     group_timeout_s: float = 600.0,
     first_step: int = 1,
+    weight_sync: str = "disk",
+    weight_sync_host: str = "127.0.0.1",
+    max_refills: int = 0,
 ) -> list[dict[str, Any]]:
     """Scored groups are acked only once a checkpoint covers them: a learner killed mid-run and
     resumed from its checkpoint finds the groups it trained on since then still pending under
-    its consumer name, and trains on them again first; no scored group is lost."""
+    its consumer name, and trains on them again first; no scored group is lost. ``max_refills``:
+    dynamic sampling (:func:`collect_groups`)."""
     stream, group = bus.keys.stream("learner"), bus.keys.group("learner")
     await bus.ensure_group(stream, group)
     if learner.version > 0:  # resumed: the policy workers start from the checkpoint's weights
@@ -114,8 +135,16 @@ async def learn(
         await dispatcher.fill(learner.version)
         replayed = min(len(backlog), groups_per_step)
         dropped_items: list[dict[str, Any]] = []
-        ds, dropped = await collect_groups(
-            bus, dispatcher, groups_per_step, consumer, group_timeout_s, learner.version, backlog, dropped_items
+        ds, counts = await collect_groups(
+            bus,
+            dispatcher,
+            groups_per_step,
+            consumer,
+            group_timeout_s,
+            learner.version,
+            backlog,
+            dropped_items=dropped_items,
+            max_refills=max_refills,
         )
         groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
         t_roll = time.monotonic() - t0
@@ -127,23 +156,27 @@ async def learn(
                 for d in ds
             ],
         )
+        t_publish = time.monotonic()
         path = learner.save_weights()
-        await bus.send(
-            bus.keys.weights,
-            WeightsAnnouncement(episode_id="weights", seq=learner.version, version=learner.version, path=str(path)),
-            {"version": learner.version, "path": str(path)},
+        memory = weight_sync == "memory" and learner.dist is None  # rank 0 of a sharded learner lacks the weights
+        sync = await announce_version(
+            bus, learner.version, str(path), publishable_state(learner) if memory else None, weight_sync_host
         )
         unacked += ds
         m.update(rollout_metrics(groups))
         m.update(simulator_metrics(groups, dropped_items))
         m.update(
             {
-                "rollout/groups_dropped": dropped,
+                "rollout/groups_dropped": counts["dropped"],
+                "rollout/zero_variance_dropped": counts["zero_variance_dropped"],
+                "rollout/zero_variance_kept": counts["zero_variance_kept"],
                 "rollout/replayed_groups": replayed,
                 # cumulative: what data losses on the server cost (learner.dispatch)
                 **{f"dispatch/{k}": v for k, v in dispatcher.stats().items()},
                 "perf/step_s": round(time.monotonic() - t0, 3),
                 "perf/rollout_wait_s": round(t_roll, 3),
+                "perf/publish_s": round(time.monotonic() - t_publish, 4),
+                "weights/in_memory": int(sync["mode"] == "memory"),
             }
         )
         n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
@@ -153,7 +186,11 @@ async def learn(
         metrics.log(step, m)
         rows.append({"step": step, **m})
         bar.update(1)
-        bar.set_postfix(score=f"{m['rollout/score_mean']:.3f}", loss=f"{m.get('loss/policy', 0):.3f}")
+        bar.set_postfix(
+            score=f"{m['rollout/score_mean']:.3f}",
+            loss=f"{m.get('loss/policy', 0):.3f}",
+            mismatch_kl=f"{m.get('offpolicy/kl', 0.0):.1e}",
+        )
         log.info(
             "learner.step",
             step=step,
@@ -162,6 +199,11 @@ async def learn(
             loss=round(m.get("loss/policy", 0.0), 4),
             clip=round(m.get("policy/clip_frac", 0.0), 3),
             stale=m.get("rollout/stale_tokens", 0),
+            entropy=round(m.get("policy/entropy", 0.0), 4),
+            mismatch_kl=m.get("offpolicy/kl", 0.0),
+            ratio_min=round(m.get("offpolicy/ratio_min", 1.0), 4),
+            ratio_max=round(m.get("offpolicy/ratio_max", 1.0), 4),
+            capped=round(m.get("offpolicy/capped_frac", 0.0), 4),
             seconds=m["perf/step_s"],
         )
         if step % checkpoint_every == 0:
@@ -173,6 +215,12 @@ async def learn(
         await checkpoint(step)
     bar.close()
     return rows
+
+
+def publishable_state(learner: GRPOLearner) -> dict[str, Any]:
+    """The learner's weights as the published file holds them (a tied head once)."""
+    tied = bool(getattr(learner.model.config, "tie_word_embeddings", False))
+    return {k: v for k, v in learner.full_state_dict().items() if not (tied and k == "lm_head.weight")}
 
 
 def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:

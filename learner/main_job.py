@@ -70,6 +70,31 @@ def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
     return {g: data_tasks(g, "train", cfg.data) for g in cfg.train.gyms}
 
 
+def loss_config(cfg: DeployConfig) -> Any:
+    """The GRPO objective of ``cfg.train`` (Dr. GRPO's constant: the most tokens a dialogue can
+    generate, max_turns x policy.max_new_tokens)."""
+    from userrl.learner.losses import LossConfig
+
+    t = cfg.train
+    return LossConfig(
+        clip_low=t.clip_low,
+        clip_high=t.clip_high,
+        kl_coef=t.kl_coef,
+        agg=t.loss_agg,
+        max_staleness=t.max_staleness,
+        temperature=cfg.policy.temperature,
+        kl_estimator=t.kl_estimator,
+        kl_in=t.kl_in,
+        ratio_level=t.ratio_level,
+        entropy_coef=t.entropy_coef,
+        old_logprobs=t.old_logprobs,
+        is_correction=t.is_correction,
+        is_cap=t.is_cap,
+        truncated=t.truncated_episodes,
+        norm_len=t.max_turns * cfg.policy.max_new_tokens,
+    )
+
+
 def run_grpo(
     cfg: DeployConfig,
     start_model: str,
@@ -85,17 +110,10 @@ def run_grpo(
     there (every rank takes part)."""
     from userrl.learner.grpo_learner import GRPOLearner
     from userrl.learner.loop import learn
-    from userrl.learner.losses import LossConfig
 
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
-    loss = LossConfig(
-        clip_low=t.clip_low,
-        clip_high=t.clip_high,
-        kl_coef=t.kl_coef,
-        max_staleness=t.max_staleness,
-        temperature=cfg.policy.temperature,
-    )
+    loss = loss_config(cfg)
     hw = {
         "device": t.device,
         "dtype": t.dtype,
@@ -106,6 +124,7 @@ def run_grpo(
         "lr_schedule": t.lr_schedule,
         "total_steps": t.steps,
         "warmup_steps": t.warmup_steps,
+        "reward": cfg.reward,
     }
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
@@ -144,6 +163,9 @@ def run_grpo(
                 time_budget_s=t.time_budget_s,
                 checkpoint_every=t.checkpoint_every,
                 group_timeout_s=cfg.reward.group_timeout_s,
+                weight_sync=t.weight_sync,
+                weight_sync_host=t.weight_sync_host,
+                max_refills=t.dynamic_sampling_max_refills if t.dynamic_sampling else 0,
             )
         finally:
             await bus.redis.aclose()
@@ -235,6 +257,51 @@ def learning_check(rows: list[dict[str, Any]], evals: dict[str, Any]) -> dict[st
     }
 
 
+def offpolicy_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The run's sampler/learner mismatch, entropy and dropped work, over all GRPO steps."""
+    steps = [r for r in rows if "offpolicy/kl" in r]
+    if not steps:
+        return {}
+
+    def mean(key: str) -> float:
+        return sum(float(r.get(key, 0.0)) for r in steps) / len(steps)
+
+    def total(key: str) -> int:
+        return int(sum(r.get(key, 0) for r in steps))
+
+    return {
+        "mismatch_kl_mean": mean("offpolicy/kl"),
+        "mismatch_kl_max": max(float(r["offpolicy/kl"]) for r in steps),
+        "ratio_min": min(float(r.get("offpolicy/ratio_min", 1.0)) for r in steps),
+        "ratio_max": max(float(r.get("offpolicy/ratio_max", 1.0)) for r in steps),
+        "capped_frac_mean": mean("offpolicy/capped_frac"),
+        "entropy_first": float(steps[0].get("policy/entropy", 0.0)),
+        "entropy_last": float(steps[-1].get("policy/entropy", 0.0)),
+        "stale_tokens": total("rollout/stale_tokens"),
+        "missing_tokens": total("offpolicy/missing_tokens"),
+        "zero_variance_dropped": total("rollout/zero_variance_dropped"),
+        "zero_variance_kept": total("rollout/zero_variance_kept"),
+        "truncated_turn_cap": total("rollout/truncated_turn_cap"),
+        "truncated_token_cap": total("rollout/truncated_token_cap"),
+        "truncated_masked": total("rollout/truncated_masked"),
+    }
+
+
+def format_offpolicy(summary: dict[str, float]) -> str:
+    """One line: the engine/learner mismatch and what the step's filters dropped."""
+    if not summary:
+        return "off-policy: no GRPO step"
+    s = summary
+    return (
+        f"off-policy: engine vs learner KL {s['mismatch_kl_mean']:.2e} per token (max step {s['mismatch_kl_max']:.2e}), "
+        f"ratio {s['ratio_min']:.3f}..{s['ratio_max']:.3f}, {100 * s['capped_frac_mean']:.2f}% above the cap; "
+        f"entropy {s['entropy_first']:.3f} -> {s['entropy_last']:.3f}; stale tokens {s['stale_tokens']}; "
+        f"zero-variance groups dropped {s['zero_variance_dropped']}, kept {s['zero_variance_kept']}; "
+        f"truncated episodes: turn cap {s['truncated_turn_cap']}, token cap {s['truncated_token_cap']}, "
+        f"masked {s['truncated_masked']}"
+    )
+
+
 def format_claims(report: dict[str, Any]) -> str:
     """The claims of the run, each saying whether it held, and the stage times."""
     c, s = report["check"], report["seconds"]
@@ -245,6 +312,7 @@ def format_claims(report: dict[str, Any]) -> str:
             f"{c['steps']} steps (+{c['train_margin']:.3f}; claim >= +{TRAIN_MARGIN}: {yes[c['train_margin_holds']]})",
             f"held-out SFT+GRPO - SFT: {c['heldout_margin']:+.3f} (claim >= +{HELDOUT_MARGIN}: "
             f"{yes[c['heldout_margin_holds']]}); SFT beats base: {c['sft_beats_base']}",
+            format_offpolicy(report.get("offpolicy", {})),
             f"stages: model {s['model']:.0f}s, SFT {s['sft']:.0f}s, GRPO {s['grpo']:.0f}s, eval {s['eval']:.0f}s; "
             f"total {s['total']:.0f}s",
         ]
@@ -317,6 +385,7 @@ def run_train(cfg: DeployConfig, config_path: str | None = None, overrides: Sequ
     report = {
         "eval": evals,
         "check": check,
+        "offpolicy": offpolicy_summary(rows),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "models": {"base": base, "sft": sft, "final": final},
     }

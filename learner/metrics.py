@@ -1,8 +1,15 @@
 """Learner metrics: one JSON line per step, experiment trackers, and a PNG plot at the end.
 
 Metric names are fixed (cleanrl style): ``rollout/score_mean``, ``rollout/score/<gym>``,
-``loss/policy``, ``policy/clip_frac``, ``policy/kl``, ``policy/ratio_mean``, ``policy/version``,
-``rollout/stale_tokens``, ``rollout/staleness_mean``, ``perf/tokens_per_s``, ``perf/turns_per_s``.
+``loss/policy``, ``policy/clip_frac``, ``policy/kl``, ``policy/ratio_mean``, ``policy/entropy``,
+``policy/version``, ``rollout/stale_tokens``, ``rollout/staleness_mean``, ``perf/tokens_per_s``,
+``perf/turns_per_s``; the sampler/learner mismatch (:mod:`userrl.learner.offpolicy`):
+``offpolicy/kl`` (k3) and ``offpolicy/kl_k1`` of KL(engine‖learner), ``offpolicy/ratio_min``,
+``_mean``, ``_max``, ``offpolicy/capped_frac``, ``offpolicy/tokens``, ``offpolicy/recomputed_tokens``,
+``offpolicy/missing_tokens``; dropped work: ``rollout/groups_dropped``,
+``rollout/zero_variance_dropped``, ``rollout/zero_variance_kept``, ``rollout/truncated_turn_cap``,
+``rollout/truncated_token_cap``, ``rollout/truncated_masked``; with ``kl_in: reward``
+``reward/kl_penalty``.
 
 ``train.report_to`` sends the same numbers, under the same names and with the GRPO step as the
 step, to the trackers TRL users know (:mod:`userrl.learner.trackers`).

@@ -20,10 +20,19 @@ from userrl.errors import RewardError
 if TYPE_CHECKING:  # torch is the [train] extra; the pure assembly works without it
     import torch
 
-__all__ = ["TrainingSequence", "assemble", "collate", "per_token_advantages"]
+__all__ = [
+    "TrainingSequence",
+    "assemble",
+    "collate",
+    "masked_as_truncated",
+    "pad_rows",
+    "per_token_advantages",
+    "trained_positions",
+]
 
 Turn = Mapping[str, Any]
-"""A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``."""
+"""A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``, and
+optionally ``finish_reason`` (``length`` when the generation hit the token cap)."""
 
 
 @dataclass
@@ -48,6 +57,12 @@ class TrainingSequence:
     """The env's reward for each turn."""
     turn_versions: list[int]
     """Policy version per turn, for staleness checks without scanning tokens."""
+    cut_token_cap: bool = False
+    """A generation of this trajectory hit the token cap (finish_reason ``length``)."""
+    cut_turn_cap: bool = False
+    """The episode ended at the turn cap (set by the learner from the episode's ``end``)."""
+    group: int = -1
+    """Index of its GRPO group in the step (set by the learner)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -105,6 +120,7 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
         seq.turn_lengths.append(len(generated))
         seq.turn_rewards.append(float(_field(turn, i, "reward")))
         seq.turn_versions.append(version)
+        seq.cut_token_cap |= turn.get("finish_reason") == "length"
     return seq
 
 
@@ -118,6 +134,25 @@ def per_token_advantages(seq: TrainingSequence, turn_advantages: Sequence[Sequen
             raise RewardError(f"turn {i}: {len(values)} advantages for {length} generated tokens")
         advantages[start : start + length] = [float(v) for v in values]
     return advantages
+
+
+def masked_as_truncated(seq: TrainingSequence, truncated: str) -> bool:
+    """Whether the ``truncated`` setting (keep, mask, mask-turn-cap, mask-token-cap) takes
+    ``seq`` out of the loss."""
+    return (seq.cut_turn_cap and truncated in ("mask", "mask-turn-cap")) or (
+        seq.cut_token_cap and truncated in ("mask", "mask-token-cap")
+    )
+
+
+def trained_positions(seq: TrainingSequence, version: int, max_staleness: int, truncated: str = "keep") -> list[int]:
+    """1 on the tokens a learner at ``version`` trains: generated, at most ``max_staleness``
+    versions old, in an episode the ``truncated`` setting keeps; 0 elsewhere."""
+    if masked_as_truncated(seq, truncated):
+        return [0] * len(seq)
+    return [
+        int(bool(m) and v >= 0 and version - v <= max_staleness)
+        for m, v in zip(seq.loss_mask, seq.policy_version, strict=True)
+    ]
 
 
 def collate(
@@ -140,7 +175,7 @@ def collate(
     width = max(len(s) for s in sequences)
 
     def pad(rows: Sequence[Sequence[Any]], value: Any, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
+        return pad_rows(rows, value, dtype, width)
 
     batch = {
         "input_ids": pad([s.input_ids for s in sequences], pad_id, torch.long),
@@ -153,3 +188,11 @@ def collate(
     if advantages is not None:
         batch["advantages"] = pad(advantages, 0.0, torch.float32)
     return batch
+
+
+def pad_rows(rows: Sequence[Sequence[Any]], value: Any, dtype: torch.dtype, width: int = 0) -> torch.Tensor:
+    """Right-pad per-token rows with ``value`` to ``width`` (at least the longest row) as one tensor."""
+    import torch
+
+    width = max([width, *(len(r) for r in rows)])
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)

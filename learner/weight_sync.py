@@ -1,32 +1,61 @@
-"""In-memory weight sync: the learner broadcasts updated tensors straight to the policy engines.
+"""In-memory weight sync: the learner broadcasts updated tensors straight into the policy engines.
 
 The disk path (``weights/vNNNNN.safetensors`` on a shared volume, :mod:`userrl.learner.weights`)
-always works and stays the fallback. This path skips the file: the learner (rank 0) and every
-vLLM worker process (ranks 1..N, one per tensor-parallel shard of each engine) join a process
-group of their own, separate from any training group, as TRL's ``vllm-serve``/``VLLMClient`` and
-verl do; the learner then broadcasts a small header (names, dtypes, shapes) and each tensor, and
-the receivers stream them into the model's own ``load_weights`` (which shards them for tensor
-parallelism). On GPUs the group is vLLM's ``PyNcclCommunicator`` over a
-``StatelessProcessGroup`` (NVLink/InfiniBand bandwidth); on CPUs (and in the tests) it is a
-gloo group over a ``TCPStore``.
+always runs and stays the fallback. With ``train.weight_sync: memory`` the learner also skips the
+file for every vLLM policy worker: one **round per version** (:func:`announce_version`).
 
-The vLLM side is :meth:`userrl.agents.vllm_backend.WorkerExtension.userrl_join_weight_sync` and
-``userrl_receive_weights`` (called through ``collective_rpc``). Wiring it into the announcement
-protocol (announce ``mem://vN``, each policy worker enters ``receive`` between batches, the
-learner falls back to the file when a receiver does not join in time) is designed in
-docs/scaling.md and not enabled yet: the GPU path cannot be tested in this repository's CI.
+1. The learner finds the receivers: live policy workers whose heartbeat offers
+   ``memory_sync_ranks`` (a vLLM engine: one rank per tensor-parallel worker), and gives each a
+   first rank (the learner is rank 0).
+2. It announces the version as always (the file's path) with the round's address, world size and
+   ranks in the entry's ``sync`` field, and opens the group: gloo over a ``TCPStore`` on a free
+   port when its weights are on a CPU, vLLM's ``PyNcclCommunicator`` over a
+   ``StatelessProcessGroup`` when they are on a GPU (the engines' GPUs then take part directly).
+3. Each listed policy worker sees the announcement at once (it watches the ``weights`` stream),
+   lets its requests in flight finish, and calls ``userrl_receive_round`` in its engine's
+   workers through ``collective_rpc`` (:mod:`userrl.agents.vllm_extension`), which join the group
+   and stream what arrives into vLLM's in-place reload.
+4. The learner broadcasts a header (names, dtypes, shapes, version) and each tensor, then closes
+   the group. The group is separate from any training group and lives for one version only, so
+   workers that come and go need no bookkeeping.
+
+A round that fails (a receiver died or never joined within :data:`ROUND_TIMEOUT_S`) costs the
+timeout and nothing else: every listed worker that did not get the tensors loads the file of the
+same announcement instead, and unlisted workers (hf backends, workers started after the round
+began) always load the file.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import socket
+import time
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import anyio
+import structlog
 import torch
 
-__all__ = ["WeightGroup", "receive_weights", "send_weights"]
+from userrl.bus.messages import WeightsAnnouncement
+from userrl.bus.transport import Bus
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "ROUND_TIMEOUT_S",
+    "SyncRound",
+    "WeightGroup",
+    "announce_version",
+    "memory_receivers",
+    "receive_weights",
+    "send_weights",
+]
+
+#: how long a round waits for its receivers to join and take every tensor
+ROUND_TIMEOUT_S = 60.0
 
 _DTYPES = {
     str(d): d for d in (torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool)
@@ -105,3 +134,88 @@ def receive_weights(group: WeightGroup) -> tuple[int, Iterator[tuple[str, torch.
             yield name, group.broadcast(torch.empty(shape, dtype=_DTYPES[dtype], device=group.device))
 
     return int(header["version"]), tensors()
+
+
+# ---- one round per version (the learner side) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncRound:
+    """Where and how the receivers of one version meet the learner (rank 0)."""
+
+    host: str
+    port: int
+    world: int
+    ranks: dict[str, int]  #: policy worker name -> its first rank
+    timeout_s: float = ROUND_TIMEOUT_S
+    backend: str = "gloo"  #: nccl when the learner's weights are on a GPU (the engines' must be too)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SyncRound:
+        return cls(**json.loads(raw))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+async def memory_receivers(bus: Bus) -> dict[str, int]:
+    """Live policy workers that take weights in memory -> how many ranks each needs."""
+    names = sorted(
+        n.decode() if isinstance(n, bytes) else str(n) for n in await bus.redis.smembers(bus.keys.policy_replicas)
+    )
+    if not names:
+        return {}
+    beats = await bus.redis.mget([bus.keys.heartbeat("policy", n) for n in names])
+    out = {}
+    for name, raw in zip(names, beats, strict=True):
+        ranks = int(json.loads(raw).get("memory_sync_ranks") or 0) if raw else 0
+        if ranks > 0:
+            out[name] = ranks
+    return out
+
+
+def _broadcast(rnd: SyncRound, state: Mapping[str, torch.Tensor], version: int) -> int:
+    device = str(next(iter(state.values())).device) if rnd.backend == "nccl" else "cpu"
+    group = WeightGroup(rnd.host, rnd.port, 0, rnd.world, backend=rnd.backend, device=device, timeout_s=rnd.timeout_s)
+    return send_weights(group, state, version)
+
+
+async def announce_version(
+    bus: Bus,
+    version: int,
+    path: str,
+    state: Mapping[str, torch.Tensor] | None = None,
+    host: str = "127.0.0.1",
+    timeout_s: float = ROUND_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Announce ``version`` (its file at ``path``); with ``state``, also broadcast it to the live
+    in-memory receivers (one round, see the module docstring). Returns what happened."""
+    msg = WeightsAnnouncement(episode_id="weights", seq=version, version=version, path=str(path))
+    readable: dict[str, Any] = {"version": version, "path": str(path)}
+    receivers = await memory_receivers(bus) if state is not None else {}
+    if state is None or not receivers:
+        await bus.send(bus.keys.weights, msg, readable)
+        return {"mode": "disk"}
+    ranks, nxt = {}, 1
+    for name, n in receivers.items():
+        ranks[name], nxt = nxt, nxt + n
+    on_gpu = next(iter(state.values())).is_cuda
+    rnd = SyncRound(
+        host=host, port=_free_port(), world=nxt, ranks=ranks, timeout_s=timeout_s, backend="nccl" if on_gpu else "gloo"
+    )
+    await bus.send(bus.keys.weights, msg, {**readable, "sync": rnd.to_json()})
+    t0 = time.perf_counter()
+    try:
+        sent = await anyio.to_thread.run_sync(_broadcast, rnd, state, version)
+    except Exception as exc:  # the receivers load the file of the same announcement instead
+        log.warning("weights.memory_round_failed", version=version, receivers=sorted(ranks), error=repr(exc))
+        return {"mode": "disk", "memory_error": repr(exc)}
+    seconds = time.perf_counter() - t0
+    log.info("weights.memory_round", version=version, receivers=sorted(ranks), bytes=sent, seconds=round(seconds, 4))
+    return {"mode": "memory", "seconds": seconds, "bytes": sent, "receivers": len(ranks)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -15,6 +16,10 @@ from userrl.bus.client import make_client
 from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus, BusSettings
+from userrl.runtime import cpu_thread_defaults
+
+# as every userrl process: on a loaded CI machine spinning OpenMP threads slow torch many times
+cpu_thread_defaults()
 
 # Property tests draw the same examples on every run: CI must not fail by luck. Set
 # HYPOTHESIS_PROFILE=explore locally to search with fresh random examples.
@@ -25,6 +30,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SHARED_DATA = REPO.parent / "shared" / "userrl-data"
+
+
+@pytest.fixture(autouse=True)
+def _drop_userrl_log_handlers() -> Iterator[None]:
+    """A CLI command run in-process (``configure_logging`` with a log file) adds a handler on the
+    test's captured stderr, which pytest closes after the test: later tests' warnings then hit a
+    closed file. Remove ours after each test (the next command adds its own)."""
+    yield
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_userrl", False):
+            root.removeHandler(h)
+            h.close()
 
 
 @pytest.fixture(scope="session")

@@ -125,3 +125,20 @@ def test_any_generation_extends(tok: Any, data: st.DataObject) -> None:
     msgs = msgs + [{"role": "assistant", "content": text}, {"role": "user", "content": "Go on."}]
     new = extend_ids(tok, prompt + gen_ids, msgs, 3)
     assert new[: len(prompt) + len(gen_ids)] == prompt + gen_ids
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.text(max_size=40) | st.sampled_from(["<|im_start|>", "<|im_end|>", "<tool_call>", "\n", " "]), max_size=12
+    )
+)
+def test_encoding_between_special_tokens_equals_the_plain_encoding(tok: Any, parts: list[str]) -> None:
+    """Prompts are encoded piece by piece between special tokens, pieces cached (agents/chat.py):
+    the ids must be exactly the tokenizer's own, for any text and the real first prompts."""
+    from userrl.agents.chat import _encode
+
+    text = "".join(parts)
+    assert _encode(tok, text) == tok.encode(text, add_special_tokens=False)
+    prompt = render_text(tok, first_turn(), True, [TOOL_SCHEMA])
+    assert _encode(tok, prompt) == tok.encode(prompt, add_special_tokens=False)

@@ -215,8 +215,8 @@ async def test_the_learners_dispatcher_resends_or_reports_what_a_loss_took(pbus:
         for w in ws:
             tg.start_soon(w.async_run)
         with anyio.fail_after(60):
-            got, dropped = await collect_groups(pbus, d, 4, "learner-0", timeout_s=55)
-        assert dropped == 0 and sorted(g.msg.group_id for g in got) == sorted({r.group_id for r in sent})  # type: ignore[union-attr]
+            got, counts = await collect_groups(pbus, d, 4, "learner-0", timeout_s=55)
+        assert counts["dropped"] == 0 and sorted(g.msg.group_id for g in got) == sorted({r.group_id for r in sent})  # type: ignore[union-attr]
         for w in ws:
             w.stop()
 

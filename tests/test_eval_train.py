@@ -109,6 +109,8 @@ def test_train_main_job_smoke(tmp_path: Path) -> None:
     assert "claim >= +0.15" in out.stdout and "stages: model" in out.stdout
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("loss/policy" in r for r in rows)
+    # the sampler/learner mismatch and the entropy are logged every step and summed up on stdout
+    assert all("offpolicy/kl" in r and "policy/entropy" in r for r in rows) and "off-policy: engine vs" in out.stdout
     assert (tmp_path / "metrics.png").is_file() and (tmp_path / "eval.png").is_file()
     assert (tmp_path / "learner" / "groups.msgpack").stat().st_size > 0
     assert "sft+grpo" in out.stdout

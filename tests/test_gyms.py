@@ -244,9 +244,13 @@ def test_turtle_partial_then_full_answer_gains_and_shows_covered_points() -> Non
     assert [r.info["score"] for r in res] == [0.6, 0.4, 1.0] and res[-1].terminated
     assert res[1].info["judgments"] == [0.0, 1.0]
     # UserRL shows the covered checklist points, not a number
-    assert "Covered: The pool was empty." in res[0].observation
+    assert "The pool was empty: Covered" in res[0].observation
     assert "workman" not in res[0].observation and "0.6" not in res[0].observation
-    assert "2 of the 2 key points" in res[2].observation
+    assert "of the 2" not in res[0].observation and "partly" not in res[0].observation  # nothing on the rest
+    assert "You uncovered it!" in res[2].observation
+    assert play("userrl/Turtle-v0", TURTLE, ["[answer] A ghost of a tiger dreamed it."])[0].observation == (
+        "Your answer does not effectively cover any evaluation points."
+    )
 
 
 def test_turtle_threshold_is_1_and_yes_no() -> None:

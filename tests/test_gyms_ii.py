@@ -132,12 +132,29 @@ def test_travel_acceptable_wrong_and_bad_answers() -> None:
     res = play(
         "userrl/Travel-v0",
         TRAVEL,
-        ["[answer] F1 or F2", "[answer] X9", "[answer] F2", "[answer] H1"],
+        ["[answer] X9", "[answer] F2", "[answer] H1"],
         require_search=False,
     )
-    assert rewards(res) == [0.0, 0.0, 0.8, 0.0] and res[-1].terminated
+    assert rewards(res) == [0.0, 0.8, 0.0] and res[-1].terminated
     assert res[-1].info["aspect_scores"] == {"flight": 0.8, "hotel": 0.0}
     assert res[-1].info["score"] == 0.4
+
+
+def test_travel_answers_list_ids_of_several_aspects_one_choice_each_as_userrl() -> None:
+    both = play("userrl/Travel-v0", TRAVEL, ["[answer] F1, H2"], require_search=False)
+    assert rewards(both) == [2.0] and both[0].terminated and both[0].info["score"] == 1.0
+    # a second option of an aspect (a hedge) earns nothing and burns the aspects it names
+    hedge = play("userrl/Travel-v0", TRAVEL, ["[answer] F1 or F2", "[answer] F1", "[answer] H2"], require_search=False)
+    assert rewards(hedge) == [0.0, 0.0, 1.0] and "only one choice" in hedge[0].observation
+    assert hedge[-1].info["aspect_scores"] == {"flight": 0.0, "hotel": 1.0}
+    late = play("userrl/Travel-v0", TRAVEL, ["[answer] F2", "[answer] H2, F1"], require_search=False)
+    assert rewards(late) == [0.8, 0.0] and late[-1].info["aspect_scores"] == {"flight": 0.8, "hotel": 0.0}
+
+
+def test_travel_search_lists_an_aspect_once_and_pays_search_reward_once() -> None:
+    res = play("userrl/Travel-v0", TRAVEL, ["[search] flight", "[search] flights again"], search_reward=0.2)
+    assert rewards(res) == [0.2, 0.0] and "already have the search results" in res[1].observation
+    assert rewards(play("userrl/Travel-v0", TRAVEL, ["[search] flight"])) == [0.0]  # the training default
 
 
 def test_travel_blind_and_padded_answers_are_refused() -> None:
@@ -148,19 +165,18 @@ def test_travel_blind_and_padded_answers_are_refused() -> None:
     )
     assert rewards(res) == [0.0, 0.0, 0.0, 1.0]
     assert "search the catalog first" in res[0].observation
-    assert "exactly one option id" in res[2].observation
+    assert "option ids only" in res[2].observation
 
 
-def test_travel_volunteers_after_three_off_topic_turns_and_every_fifth_search_fails() -> None:
-    res = play(
-        "userrl/Travel-v0",
-        TRAVEL,
-        ["[action] Nice weather?", "[action] Hello?", "[action] What is up?", "[action] And now?"],
-    )
-    assert rewards(res) == [0.0] * 4
-    assert res[2].info == {"revealed": [0], "volunteered": True}
-    assert "Layovers" in res[2].observation and res[3].info["revealed"] == []
-    searches = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 6 + ["[search] spaceship"])
+def test_travel_volunteers_on_the_fourth_off_topic_turn_at_random_and_every_fifth_search_fails() -> None:
+    chat = ["[action] Nice weather?", "[action] Hello?", "[action] What is up?", "[action] And now?", "[action] Hm?"]
+    res = play("userrl/Travel-v0", TRAVEL, chat)
+    assert rewards(res) == [0.0] * 5
+    assert [r.info["volunteered"] for r in res] == [False, False, False, True, False]  # UserRL: the 4th
+    assert len(res[3].info["revealed"]) == 1 and res[4].info["revealed"] == []
+    picked = {play("userrl/Travel-v0", TRAVEL, chat[:4], seed=s)[3].info["revealed"][0] for s in range(12)}
+    assert len(picked) > 1  # a random preference, as UserRL's (from the episode's seed and turn)
+    searches = play("userrl/Travel-v0", TRAVEL, ["[search] hotel", "[search] flight"] * 3 + ["[search] spaceship"])
     assert [("System error" in r.observation) for r in searches] == [False] * 4 + [True] + [False] * 2
     assert "Please name the travel aspect" in searches[-1].observation
     never = play("userrl/Travel-v0", TRAVEL, ["[search] hotel"] * 5, search_fail_every=0)
@@ -233,7 +249,7 @@ def test_persuade_backfire_and_reward_modes() -> None:
         "[action] Breeding programmes rescue endangered species.",
     ]
     delta = play("userrl/Persuade-v0", PERSUADE, acts)
-    assert [r.info["stance"] for r in delta] == ["Slightly Agree", "Agree", "Slightly Disagree"]
+    assert [r.info["stance"] for r in delta] == ["Partly Agree", "Agree", "Partly Disagree"]  # UserRL's labels
     assert rewards(delta) == [0.3333, 0.0, 0.5]
     best = play("userrl/Persuade-v0", PERSUADE, acts, reward_mode="best")
     assert rewards(best) == [0.3333, 0.0, 0.3334]
@@ -253,11 +269,16 @@ def test_search_answers_judged_by_normalized_match() -> None:
             "[action] hello",
             "[answer] It was the Ada LOVELACE.",
         ],
+        max_answers=None,  # UserRL's rule: any number of answers
     )
     assert rewards(res) == [0.0, 0.0, 0.0, 1.0] and res[-1].terminated
     assert not any(r.terminated for r in res[:3])
+    once = play("userrl/Search-v0", SEARCH, ["[answer] Charles Babbage", "[answer] Ada Lovelace"])
+    assert len(once) == 1 and once[0].terminated and "last answer" in once[0].observation  # default: one answer
+    dates = {"id": "t-d", "question": "When?", "answer": "20 June 1837"}
+    assert rewards(play("userrl/Search-v0", dates, ["[answer] June 20, 1837"])) == [1.0]
     hedges = ["Ada Lovelace Turing", "Turing, Ada Lovelace", "Ada Lovelace or Babbage"]
-    assert rewards(play("userrl/Search-v0", SEARCH, [f"[answer] {h}" for h in hedges])) == [0.0] * 3
+    assert rewards(play("userrl/Search-v0", SEARCH, [f"[answer] {h}" for h in hedges], max_answers=None)) == [0.0] * 3
     assert rewards(play("userrl/Search-v0", SEARCH, ["[answer] I think the answer is Ada Lovelace"])) == [1.0]
 
 
@@ -349,9 +370,11 @@ def test_tau_wrong_state_tool_errors_and_missing_outputs() -> None:
     assert obs[4].startswith("Customer:") and res[4].state["writes"] == []
     assert rewards(res) == [0.0] * 7 and res[-1].terminated and not res[-1].info["db_match"]
     total = _tau_task("total")
-    quiet = play("userrl/Tau-v0", total, ["[action] How can I help?", "[action] Anything else?"])
-    assert quiet[-1].terminated and quiet[-1].info["outputs_match"] is False
-    assert quiet[-1].reward == 0.0
+    quiet = play("userrl/Tau-v0", total, ["[action] How can I help?", "[action] Anything else?"] * 3)
+    # the customer asks again the first time nothing is done, and hangs up the next
+    assert [r.terminated for r in quiet] == [False, False, False, True]
+    assert "not done yet" in quiet[1].observation
+    assert quiet[-1].info["outputs_match"] is False and quiet[-1].reward == 0.0
 
 
 def test_tau_unknown_database_is_refused() -> None:
@@ -459,5 +482,7 @@ def test_llm_specs_prompt_and_parse(
 
 def test_travel_llm_user_volunteers_by_rule_after_off_topic_turns() -> None:
     spec = get_env_class("userrl/Travel-v0").user_spec
-    q = UserQuery("userrl/Travel-v0", "respond", "talk", {"message": "m", "revealed": [], "off_topic": 2}, TRAVEL, [])
-    assert spec.parse_llm(q, '{"reveal": [], "reply": "Hm."}')["reveal"] == [0]
+    q = UserQuery("userrl/Travel-v0", "respond", "talk", {"message": "m", "revealed": [], "off_topic": 3}, TRAVEL, [])
+    assert spec.parse_llm(q, '{"reveal": [], "reply": "Hm."}')["reveal"] in ([0], [1], [2])
+    early = UserQuery("userrl/Travel-v0", "respond", "talk", {"message": "m", "revealed": [], "off_topic": 2}, TRAVEL)
+    assert spec.parse_llm(early, '{"reveal": [], "reply": "Hm."}')["reveal"] == []

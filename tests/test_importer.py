@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms import _telepathy_rules, turtle
 from userrl.errors import DataError
 
-SRC = Path(__file__).resolve().parents[2] / "shared" / "userrl-data"
+#: the UserRL release (USERRL_REFERENCE_DATA overrides where it lives, e.g. from a worktree)
+SRC = Path(os.environ.get("USERRL_REFERENCE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "userrl-data")
 needs_data = pytest.mark.skipif(not SRC.is_dir(), reason=f"UserRL data not found at {SRC}")
 IDS = {
     "function": "userrl/Function-v0",
@@ -142,6 +144,66 @@ def test_known_items_of_search_tau_travel_persuade(imported: tuple[Path, dict[st
     assert claim["claim"] == "Anti-aging therapies should be made available even if expensive"
     assert claim["argument"].startswith("While anti-aging therapies")
     assert sum(c["levels"] for c in claim["counters"]) == 6
+
+
+@needs_data
+def test_scripted_users_on_imported_tasks_know_what_their_task_says(
+    imported: tuple[Path, dict[str, dict[str, int]]],
+) -> None:
+    out, _ = imported
+    rainbow = _task(out, "telepathy", "entity_022")
+    assert rainbow["title"] == "Rainbow"
+    assert [_telepathy_rules.answer_question(rainbow, q) for q in ("Is it an animal?", "Is it man-made?")] == ["No"] * 2
+    assert _telepathy_rules.answer_question(rainbow, "Does it appear in the sky?") == "Yes"
+    everest = _task(out, "telepathy", "entity_375")
+    assert _telepathy_rules.judge_guess(everest, "Mount Everest") and not _telepathy_rules.judge_guess(everest, "K2")
+    murder = _task(out, "turtle", "turtle-1")
+    assert "murder" in murder["bottom"]
+    answers = [turtle.answer_question(murder, q) for q in ("Did someone die?", "Was the killer a woman?")]
+    assert answers == ["Yes", "No"]
+    assert turtle.answer_question(murder, "Is the story about aliens from Mars?") == "Maybe"  # beside the story
+
+
+@needs_data
+def test_turtle_grader_gives_the_hidden_story_what_it_should(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    out, _ = imported
+    stories = load_tasks("userrl/Turtle-v0", "test", out)
+    scores = [turtle.grade_story(t, t["bottom"])[0] for t in stories]
+    assert sum(scores) / len(scores) >= 0.85  # 0.643 before the lexicon and rule 4 (issue 24)
+    assert all(turtle.grade_story(t, t["surface"])[0] == 0.0 for t in stories)  # the surface earns nothing
+
+
+@needs_data
+def test_scripted_users_are_as_accurate_as_docs_users_md_says(imported: tuple[Path, dict[str, dict[str, int]]]) -> None:
+    """The floors sit a little under the accuracy docs/users.md reports, so a change that makes a
+    scripted user worse on the paper's data fails here."""
+    from userrl.envs.data_tools.user_checks import check_user
+
+    out, _ = imported
+    floors = {
+        "userrl/Telepathy-v0": 0.85,
+        "userrl/Turtle-v0": 0.75,
+        "userrl/Intention-v0": 0.55,
+        "userrl/Search-v0": 0.85,
+        "userrl/Persuade-v0": 0.5,
+        "userrl/Tau-v0": 0.95,
+    }
+    for env_id, floor in floors.items():
+        res = check_user(env_id, out)
+        assert res.accuracy >= floor, f"{env_id}: {res.accuracy:.2f} < {floor}; misses: {res.misses}"
+
+
+@needs_data
+def test_importer_says_imported_travel_is_judged_on_the_final_pick_only(
+    imported: tuple[Path, dict[str, dict[str, int]]],
+) -> None:
+    from userrl.envs.data_tools.importer.pipeline import import_notes
+    from userrl.envs.gyms.travel import FINAL_PICK_ONLY
+
+    out, counts = imported
+    notes = import_notes(out, counts)
+    assert list(notes) == ["travel"] and notes["travel"].startswith(FINAL_PICK_ONLY)
+    assert "include_final_pick_only" in notes["travel"]
 
 
 @needs_data

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from userrl.errors import DataError
 from userrl.sim_users.base import UserQuery
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-TAU_DATA = SHARED / "userrl-data" / "TauGym"
+TAU_DATA = Path(os.environ.get("USERRL_REFERENCE_DATA") or SHARED / "userrl-data") / "TauGym"
 needs_shared = pytest.mark.skipif(not TAU_DATA.is_dir(), reason="../shared/userrl-data absent")
 
 
@@ -339,7 +340,16 @@ def test_scripted_customer_of_a_tau_bench_task() -> None:
     assert customer_reply(task, "Anything else?", 0) == {"reply": said, "stated": 1, "done": False}
     assert customer_reply(task, "What is your name and zip code?", 1)["reply"] == said
     assert customer_reply(task, "Shall I proceed?", 1)["reply"].startswith("Yes")
-    assert customer_reply(task, "Is there anything else?", 1)["done"] is True
+    # the call ends at "anything else?" once the goal is met, or after the customer asked again
+    assert customer_reply(task, "Is there anything else?", 1, goal_met=True)["done"] is True
+    again = customer_reply(task, "Is there anything else?", 1)
+    assert again["done"] is False and again["asked_again"] == 1 and "not done yet" in again["reply"]
+    assert customer_reply(task, "Is there anything else?", 1, asked_again=1)["done"] is True
+    # a proposal is agreed to only when it is the change the customer wants
+    wants = {**task, "actions": [{"name": "cancel_pending_order", "arguments": {"order_id": "#W1"}}]}
+    assert customer_reply(wants, "Shall I cancel order #W1?", 1)["reply"].startswith("Yes")
+    assert customer_reply(wants, "Shall I cancel order #W2?", 1)["reply"].startswith("No")
+    assert customer_reply(wants, "Shall I return the items of order #W1?", 1)["reply"].startswith("No")
     assert outputs_said({**task, "outputs": ["1,000.5", "Camera"]}, "It is 1,000.5 for the CAMERA") == [1]
     spec = get_env_class("userrl/Tau-v0").user_spec
     query = UserQuery(
@@ -384,12 +394,13 @@ def test_wrong_or_missing_change_scores_zero() -> None:
     res = play(
         "userrl/Tau-v0",
         task,
-        ["[action] Hi!", f"[answer] cancel_pending_order {json.dumps(wrong)}", "[action] Anything else?"],
+        ["[action] Hi!", f"[answer] cancel_pending_order {json.dumps(wrong)}", *["[action] Anything else?"] * 2],
     )
-    assert res[1].state["writes"] and rewards(res) == [0.0, 0.0, 0.0] and res[-1].terminated
+    # the goal is not met: the customer asks again, then ends the call
+    assert res[1].state["writes"] and rewards(res) == [0.0] * 4 and res[-1].terminated and not res[2].terminated
     assert res[-1].info == {"db_match": False, "outputs_match": True, "score": 0.0}
-    nothing = play("userrl/Tau-v0", task, ["[action] Hi!", "[action] Anything else?"])
-    assert nothing[-1].terminated and nothing[-1].reward == 0.0
+    nothing = play("userrl/Tau-v0", task, ["[action] Hi!", *["[action] Anything else?"] * 2])
+    assert [r.terminated for r in nothing] == [False, False, True] and nothing[-1].reward == 0.0
 
 
 @needs_shared
@@ -397,7 +408,7 @@ def test_outputs_must_be_said_and_transfer_ends_the_episode() -> None:
     task = _first(lambda t: t["outputs"] and t["db"] == "tau-bench-airline")
     writes = [a for a in task["actions"] if a["name"] in AIRLINE and AIRLINE[a["name"]].write]
     calls = [f"[answer] {a['name']} {json.dumps(a['arguments'])}" for a in writes]
-    quiet = play("userrl/Tau-v0", task, ["[action] Hi!", *calls, "[action] Anything else?"])
+    quiet = play("userrl/Tau-v0", task, ["[action] Hi!", *calls, *["[action] Anything else?"] * 2])
     assert quiet[-1].info["outputs_match"] is False and quiet[-1].reward == 0.0
     said = "[action] " + ", ".join(task["outputs"]) + ". Anything else?"
     told = play("userrl/Tau-v0", task, ["[action] Hi!", *calls, said])

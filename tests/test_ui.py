@@ -25,7 +25,6 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from tests.conftest import REPO
 from tests.ui_policy import INJECTED
 from tests.ui_support import (
     CI,
@@ -33,6 +32,7 @@ from tests.ui_support import (
     Server,
     add_dead_letter,
     free_port,
+    live_deploy,
     make_ui,
     refusals,
     run_async,
@@ -43,7 +43,6 @@ from userrl.bus.client import make_client
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus
 from userrl.cli import main
-from userrl.deploy.launcher import Launcher
 from userrl.envs.datasets import load_tasks
 from userrl.errors import ConfigError
 from userrl.learner.metrics import MetricsLog
@@ -63,61 +62,9 @@ TOKEN = "s3cret-token-for-tests"
 def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
     run = "ui" + uuid.uuid4().hex[:8]
     run_dir = tmp_path_factory.mktemp("ui-run")
-    overrides = [
-        f"run={run}",
-        f"redis={redis_url}",
-        f"run_dir={run_dir}",
-        "workers.env.replicas=1",
-        "workers.user.replicas=1",
-        "workers.reward.replicas=1",
-        "workers.policy.replicas=0",
-    ]
-    env = {
-        **os.environ,
-        "USERRL_REDIS_URL": redis_url,
-        "PYTHONUNBUFFERED": "1",
-        "UI_TEST_POLICY_DELAY": "0.7",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    d = Deploy(redis_url, run, run_dir, overrides)
-    la = Launcher(d.cfg, CI, overrides, env=env, stop_timeout_s=15).start().start_background()
-    argv = [
-        sys.executable,
-        "-m",
-        "userrl",
-        "worker",
-        "--class",
-        "tests.ui_policy:SlowPolicyWorker",
-        "--name",
-        "policy-0",
-        "--config",
-        CI,
-        *sum((["--set", o] for o in overrides), []),
-    ]
-    with open(run_dir / "slow-policy.log", "wb") as log:
-        policy = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
-    try:
-        r = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 90
-        for role, name in (("env", "env-0"), ("user", "user-0"), ("reward", "reward-0"), ("policy", "policy-0")):
-            while not r.exists(Keys(run).heartbeat(role, name)):
-                assert time.monotonic() < deadline and policy.poll() is None, (run_dir / "slow-policy.log").read_text()[
-                    -2000:
-                ]
-                time.sleep(0.1)
-        r.close()
+    slow = {"UI_TEST_POLICY_DELAY": "0.7"}
+    with live_deploy(redis_url, run, run_dir, [], "tests.ui_policy:SlowPolicyWorker", slow) as d:
         yield d
-    finally:
-        policy.terminate()
-        try:
-            policy.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            policy.kill()
-            policy.wait()
-        la.stop()
-        with redis.Redis.from_url(redis_url) as r:
-            for key in r.scan_iter(match=Keys(run).prefix + "*", count=500):
-                r.delete(key)
 
 
 @pytest.fixture

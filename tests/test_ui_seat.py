@@ -10,10 +10,6 @@ person wrote them. Off by default, the view has no seat at all.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +20,12 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from tests.conftest import REPO
 from tests.seat_policy import gate_key
 from tests.test_ui import browser  # noqa: F401 - the headless Chromium fixture
-from tests.ui_support import CI, Deploy, Server, make_ui, run_async, wait_until
+from tests.ui_support import Deploy, Server, live_deploy, make_ui, run_async, wait_until
 from userrl.bus.keys import Keys
 from userrl.bus.messages import Trajectory
 from userrl.bus.transport import Bus
-from userrl.deploy.launcher import Launcher
 from userrl.errors import ConfigError
 from userrl.learner.metrics import MetricsLog
 from userrl.learner.sim_health import simulator_metrics
@@ -48,50 +42,8 @@ GYM = "userrl/Telepathy-v0"
 def deploy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
     run = "seat" + uuid.uuid4().hex[:8]
     run_dir = tmp_path_factory.mktemp("seat-run")
-    overrides = [
-        f"run={run}",
-        f"redis={redis_url}",
-        f"run_dir={run_dir}",
-        "user.seat=true",
-        "workers.env.replicas=1",
-        "workers.user.replicas=1",
-        "workers.reward.replicas=1",
-        "workers.policy.replicas=0",
-    ]
-    env = {
-        **os.environ,
-        "USERRL_REDIS_URL": redis_url,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    d = Deploy(redis_url, run, run_dir, overrides)
-    la = Launcher(d.cfg, CI, overrides, env=env, stop_timeout_s=15).start().start_background()
-    argv = [sys.executable, "-m", "userrl", "worker", "--class", "tests.seat_policy:GatedPolicyWorker"]
-    argv += ["--name", "policy-0", "--config", CI, *sum((["--set", o] for o in overrides), [])]
-    with open(run_dir / "policy.log", "wb") as log:
-        policy = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
-    try:
-        r = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 90
-        for role, name in (("env", "env-0"), ("user", "user-0"), ("reward", "reward-0"), ("policy", "policy-0")):
-            while not r.exists(Keys(run).heartbeat(role, name)):
-                assert time.monotonic() < deadline and policy.poll() is None, (run_dir / "policy.log").read_text()[
-                    -2000:
-                ]
-                time.sleep(0.1)
-        r.close()
+    with live_deploy(redis_url, run, run_dir, ["user.seat=true"], "tests.seat_policy:GatedPolicyWorker", {}) as d:
         yield d
-    finally:
-        policy.terminate()
-        try:
-            policy.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            policy.kill()
-            policy.wait()
-        la.stop()
-        with redis.Redis.from_url(redis_url) as r:
-            for key in r.scan_iter(match=Keys(run).prefix + "*", count=500):
-                r.delete(key)
 
 
 def start_episode(deploy: Deploy, prefix: str) -> str:

@@ -1,5 +1,6 @@
 """In-memory weight sync on CPU: the learner broadcasts its weights over a gloo group to a
-receiver process that loads them into its model (the NCCL/vLLM variant needs GPUs)."""
+receiver process that loads them into its model. Rounds into a real vLLM engine (gloo on CPU)
+are in test_vllm_backend.py; the NCCL variant needs GPUs."""
 
 from __future__ import annotations
 

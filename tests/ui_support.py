@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from userrl.bus.client import make_client
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus
 from userrl.config import load_config
+from userrl.deploy.launcher import Launcher
 from userrl.envs.datasets import load_tasks
 from userrl.rollouts import make_resets, send_resets, wait_trajectories
 from userrl.ui import UISettings, create_app
@@ -121,6 +126,49 @@ class Deploy:
 
         run_async(go, self.redis_url, self.run)
         return [r.episode_id for r in resets]
+
+
+@contextmanager
+def live_deploy(
+    redis_url: str, run: str, run_dir: Path, overrides: list[str], policy_class: str, env: dict[str, str]
+) -> Iterator[Deploy]:
+    """The launcher's env, user and reward workers plus one policy worker of ``policy_class``
+    (a test class, ``module:Class``), once all four heartbeat; every key of the run removed after."""
+    overrides = [f"run={run}", f"redis={redis_url}", f"run_dir={run_dir}", *overrides]
+    overrides += [f"workers.{role}.replicas=1" for role in ("env", "user", "reward")] + ["workers.policy.replicas=0"]
+    env = {
+        **os.environ,
+        "USERRL_REDIS_URL": redis_url,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **env,
+    }
+    d = Deploy(redis_url, run, run_dir, overrides)
+    la = Launcher(d.cfg, CI, overrides, env=env, stop_timeout_s=15).start().start_background()
+    argv = [sys.executable, "-m", "userrl", "worker", "--class", policy_class, "--name", "policy-0", "--config", CI]
+    argv += sum((["--set", o] for o in overrides), [])
+    log_path = run_dir / "policy.log"
+    with open(log_path, "wb") as log:
+        policy = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+    try:
+        with redis.Redis.from_url(redis_url) as r:
+            deadline = time.monotonic() + 90
+            for role, name in (("env", "env-0"), ("user", "user-0"), ("reward", "reward-0"), ("policy", "policy-0")):
+                while not r.exists(Keys(run).heartbeat(role, name)):
+                    assert time.monotonic() < deadline and policy.poll() is None, log_path.read_text()[-2000:]
+                    time.sleep(0.1)
+        yield d
+    finally:
+        policy.terminate()
+        try:
+            policy.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            policy.kill()
+            policy.wait()
+        la.stop()
+        with redis.Redis.from_url(redis_url) as r:
+            for key in r.scan_iter(match=Keys(run).prefix + "*", count=500):
+                r.delete(key)
 
 
 def refusals(r: redis.Redis, user: str) -> list[dict[str, Any]]:

@@ -23,16 +23,23 @@ from userrl.config import DeployConfig, gym_options_for, load_config, to_dict
 from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
 from userrl.deploy.watch import all_failed_message, wait_watching
 from userrl.envs.check import run_cli
-from userrl.envs.datasets import check_data, data_tasks
+from userrl.envs.datasets import check_data, data_tasks, select_gyms
 from userrl.errors import UserRLError
 from userrl.learner.evaluation.over_bus import format_report, run_eval
-from userrl.learner.main_job import format_claims, format_table, run_grpo, run_train
+from userrl.learner.main_job import (
+    format_claims,
+    format_offpolicy,
+    format_table,
+    offpolicy_summary,
+    run_grpo,
+    run_train,
+)
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import already_dispatched, dispatch_and_wait, dispatch_resets, make_resets
-from userrl.runtime import make_bus, write_url_file
+from userrl.runtime import cpu_thread_defaults, make_bus, write_url_file
 
 #: where each role's worker class lives (``--class module:Class`` names any other)
 WORKER_CLASSES = {
@@ -53,6 +60,25 @@ EXTRA_COMMANDS.append("userrl.cli_user_sft")  # userrl sft-user: the user model 
 
 def _config(args: argparse.Namespace) -> DeployConfig:
     return load_config(getattr(args, "config", None), getattr(args, "set", None))
+
+
+def _played(cfg: DeployConfig, gyms: list[str]) -> list[str]:
+    """``gyms`` without those whose tasks in the config's data are judged on the final pick
+    only (unless include_final_pick_only), each left out with a line saying why."""
+    kept, left = select_gyms(gyms, cfg.data, cfg.include_final_pick_only)
+    for gym, why in left.items():
+        print(f"userrl: {gym} left out: {why} (include_final_pick_only: true keeps it)", file=sys.stderr)
+    return kept
+
+
+def _train_gyms(args: argparse.Namespace, cfg: DeployConfig) -> DeployConfig:
+    """The config with ``train.gyms`` as :func:`_played` leaves it, as an override every
+    process of the job reads."""
+    kept = _played(cfg, cfg.train.gyms)
+    if kept == cfg.train.gyms:
+        return cfg
+    args.set.append(f"train.gyms={json.dumps(kept)}")
+    return _config(args)
 
 
 def _preflight(cfg: DeployConfig) -> None:
@@ -123,7 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
     if args.role == "env" and args.gym:  # `check env ID`: the gym checks and exploit suite
         data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
-        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample)
+        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample, max_turns=args.max_turns)
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
@@ -209,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """The main job: tiny model -> SFT -> GRPO over the bus -> evaluation table."""
     _accelerate_overrides(args)
     cfg = _config(args)
+    cfg = _train_gyms(args, cfg)
     _preflight(cfg)
     # info logs go to the run's log file: stderr keeps the progress bars and warnings only
     configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/train.log")
@@ -245,7 +272,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.config,
         args.set,
         model=args.model,
-        gyms=args.gyms or cfg.gyms,
+        gyms=_played(cfg, args.gyms or cfg.gyms),
         n_tasks=args.tasks,
         k=args.k,
         temperature=args.temperature,
@@ -370,6 +397,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     _accelerate_overrides(args)
     cfg = _config(args)
+    cfg = _train_gyms(args, cfg)
     _preflight(cfg)
     configure_logging(cfg.log_level)
     enable_progress(headers=False)  # the GRPO bar, on a terminal
@@ -385,7 +413,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             accelerate_command(cfg.train.accelerate_config, argv), env=relaunch_env(), check=False
         ).returncode
     run_dir = Path(cfg.run_dir)
-    learner, _rows = run_grpo(
+    learner, rows = run_grpo(
         cfg,
         resolve_model_path(cfg),
         run_dir,
@@ -396,17 +424,21 @@ def cmd_learn(args: argparse.Namespace) -> int:
         return 0
     final = run_dir / "final-model"
     plot_metrics(MetricsLog(run_dir / "metrics.jsonl").read(), run_dir / "metrics.png")
+    print(format_offpolicy(offpolicy_summary(rows)))
     print(f"trained to version {learner.version}; model: {final}; metrics: {run_dir}/metrics.jsonl")
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     # lazily: the importer is a build-time tool, kept out of every run-time process
-    from userrl.envs.data_tools.importer.pipeline import import_userrl
+    from userrl.envs.data_tools.importer.pipeline import import_notes, import_userrl
 
     counts = import_userrl(args.src, args.out)
+    notes = import_notes(args.out, counts)
     for gym, splits in counts.items():
-        print(f"{gym}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+        print(
+            f"{gym}: " + ", ".join(f"{k} {v}" for k, v in splits.items()) + (f" ({notes[gym]})" if gym in notes else "")
+        )
     print(f"written under {args.out}; use them with --set data={args.out} (or data: {args.out} in a deploy config)")
     return 0
 
@@ -439,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--split", default="test", help="gym check: the split to play (default test)")
     c.add_argument("--sample", type=int, default=None, help="gym check: play at most this many tasks (a stable sample)")
+    c.add_argument("--max-turns", type=int, default=None, help="gym check: turn cap (default: 16, the paper's)")
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument(
         "--data",
@@ -525,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cpu_thread_defaults()  # before anything imports torch; the workers started here inherit it
     args = build_parser().parse_args(argv)
     logs.log_format = getattr(args, "log_format", "auto")
     with job_signals() as got:  # SIGTERM unwinds like Ctrl-C: workers, Redis and redis.url go

@@ -162,6 +162,9 @@ class VLLMOptions:
     """Weights and activation dtype of the engine (auto = the checkpoint's)."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prefixes: a dialogue's next turn extends its last prompt."""
+    kv_cache_gb: float = 0.0
+    """KV cache per engine in GiB (0 = from gpu_memory_utilization on GPUs; 1 GiB on CPUs, where
+    vLLM would take gpu_memory_utilization of the machine's RAM)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """Any other AsyncEngineArgs field, e.g. {enforce_eager: true, max_num_seqs: 256}."""
 
@@ -174,13 +177,22 @@ class VLLMOptions:
             )
         if self.max_model_len < 0:
             raise ConfigError(f"policy.vllm.max_model_len must be >= 0 (0 = the model's), got {self.max_model_len}")
+        if self.kv_cache_gb < 0:
+            raise ConfigError(f"policy.vllm.kv_cache_gb must be >= 0 (0 = the default), got {self.kv_cache_gb}")
         clash = sorted(
             set(self.engine_kwargs)
-            & {"model", "seed", "worker_extension_cls", "logprobs_mode", *(f.name for f in dataclasses.fields(self))}
+            & {
+                "model",
+                "seed",
+                "worker_extension_cls",
+                "logprobs_mode",
+                "kv_cache_memory_bytes",
+                *(f.name for f in dataclasses.fields(self)),
+            }
         )
         if clash:
             raise ConfigError(
-                f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, "
+                f"policy.vllm.engine_kwargs: {clash} are set elsewhere (policy.model, seed, kv_cache_gb, "
                 "or their own policy.vllm field); remove them from engine_kwargs"
             )
 
@@ -194,13 +206,15 @@ class VLLMOptions:
         }
         if self.max_model_len:
             out["max_model_len"] = self.max_model_len
+        if self.kv_cache_gb:
+            out["kv_cache_memory_bytes"] = int(self.kv_cache_gb * 2**30)
         return {**out, **self.engine_kwargs}
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     backend: Literal["hf", "vllm", "openai", "scripted"] = "hf"
-    """Generation backend: hf (transformers), vllm (GPU), openai (API models), scripted (gym experts)."""
+    """Generation backend: hf (transformers), vllm (GPU or CPU), openai (API models), scripted (gym experts)."""
     model: str = "tiny"
     """'tiny' (built locally in the run dir), a local path, or a hub name you have."""
     base_url: str = ""
@@ -410,6 +424,54 @@ class TrainConfig:
     """KL penalty to the SFT model (0 = none, as in the paper)."""
     max_staleness: int = 1
     """Turns generated more than this many versions before the learner's are dropped."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "dr-grpo"] = "token-mean"
+    """How per-token losses become the step's loss: token-mean (every trained token weighs the
+    same; the paper's), seq-mean-token-mean (each dialogue's token mean, then the mean over
+    dialogues), seq-mean-token-sum (each dialogue's token sum, then the mean), or dr-grpo
+    (Dr. GRPO: the token sum over dialogues x max_turns x policy.max_new_tokens, a constant, so
+    no length divides; needs reward.use_std: false, its other half)."""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """Importance ratio of the PPO clip: per token, or GSPO's per dialogue (the geometric mean of
+    its trained tokens' ratios, GSPO-token's form for per-token advantages; GSPO clips at
+    3e-4/4e-4: set clip_low/clip_high)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Estimator of the per-token KL to the reference (Schulman): k1 = log pi/pi_ref, k2 =
+    (log pi/pi_ref)^2 / 2, k3 = pi_ref/pi - 1 - log(pi_ref/pi) (never negative)."""
+    kl_in: Literal["loss", "reward"] = "loss"
+    """Where kl_coef x KL goes: the loss (per token, GRPO's), or the reward (each turn's reward
+    loses kl_coef x its tokens' KL of the sampling policy to the reference, and the learner
+    recomputes the advantages with the reward section's settings)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus (>= 0; 0 = none): the loss subtracts it times the policy's entropy on the
+    trained tokens, aggregated like the policy loss. policy/entropy is logged every step."""
+    old_logprobs: Literal["recompute", "engine"] = "recompute"
+    """pi_old of the PPO ratio. recompute: the learner's own logprobs under the weights of the
+    version that sampled each turn (the last max_staleness versions' trainable weights are kept
+    in memory; the current version's come free with the gradient pass; a version not kept, after
+    a resume, falls back to the engine's, counted as offpolicy/missing_tokens). engine: the
+    logprobs the policy workers recorded (vLLM's differ from the learner's even at staleness 0)."""
+    is_correction: Literal["none", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"] = (
+        "token-truncate"
+    )
+    """Importance weight pi_old / pi_engine on each token's loss, correcting the sampler/trainer
+    mismatch: per token (TIS) or per dialogue (the product over its trained tokens), truncated
+    at is_cap or masked (weight 0) above it (MIS); none = no weight. Needs old_logprobs: recompute.
+    The mismatch (offpolicy/kl, offpolicy/ratio_min|mean|max, offpolicy/capped_frac) is logged
+    every step whatever this is."""
+    is_cap: float = 2.0
+    """C, the cap of the importance weight (>= 1; TIS's 2)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: a group whose episodes all scored the same (no GRPO signal) is
+    dropped and a replacement is dispatched, until the step has groups_per_step informative
+    groups (rollout/zero_variance_dropped counts them)."""
+    dynamic_sampling_max_refills: int = 16
+    """With dynamic_sampling, at most this many groups are dropped per step; past it the step
+    trains on the zero-variance groups that come (rollout/zero_variance_kept)."""
+    truncated_episodes: Literal["keep", "mask", "mask-turn-cap", "mask-token-cap"] = "keep"
+    """Episodes cut by the turn cap (max_turns) or by the token cap (a generation that hit
+    policy.max_new_tokens): keep trains on them (the paper's), mask drops both kinds from the loss
+    (their scores still count in their group), mask-turn-cap / mask-token-cap only one kind.
+    Counted every step (rollout/truncated_turn_cap, _token_cap, _masked)."""
     eval_tasks: int = 15
     """Test tasks per gym in the final evaluation."""
     eval_temperature: float = 1.0
@@ -442,6 +504,12 @@ class TrainConfig:
     keep_weights: int = 3
     """Published weight versions kept on disk (older ones are deleted); >= 2 so the version a
     policy worker may still be loading is never removed."""
+    weight_sync: Literal["disk", "memory"] = "disk"
+    """How new weights reach vLLM policy engines: disk (the engines load each published file) or
+    memory (the learner also broadcasts them into the engines, gloo on CPUs, NCCL on GPUs; the file
+    stays the fallback). One-process learners only (not under accelerate_config)."""
+    weight_sync_host: str = "127.0.0.1"
+    """The learner's address the policy engines connect to for weight_sync: memory."""
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers, as TRL's report_to: any of tensorboard, wandb, trackio (none by
     default). SFT passes them to TRL; GRPO logs its metrics.jsonl numbers to them every step
@@ -462,6 +530,11 @@ class TrainConfig:
                 "max_tokens_per_microbatch",
             ),
         )
+        if self.weight_sync == "memory" and self.accelerate_config:
+            raise ConfigError(
+                "train.weight_sync: memory needs a one-process learner (its rank 0 would have to gather "
+                "sharded weights); unset train.accelerate_config or use weight_sync: disk"
+            )
         if self.keep_weights < 2:
             raise ConfigError(
                 f"train.keep_weights must be >= 2 (a policy worker may be loading the previous "
@@ -475,6 +548,27 @@ class TrainConfig:
             raise ConfigError(f"train.sft_epochs must be >= 0, got {self.sft_epochs}")
         if self.max_staleness < 0:
             raise ConfigError(f"train.max_staleness must be >= 0, got {self.max_staleness}")
+        if self.entropy_coef < 0:
+            raise ConfigError(f"train.entropy_coef must be >= 0, got {self.entropy_coef}")
+        if self.kl_coef < 0:
+            raise ConfigError(f"train.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.is_cap < 1:
+            raise ConfigError(
+                f"train.is_cap must be >= 1 (a cap below 1 down-weights on-policy tokens), got {self.is_cap}"
+            )
+        if self.is_correction != "none" and self.old_logprobs != "recompute":
+            raise ConfigError(
+                f"train.is_correction: {self.is_correction} needs train.old_logprobs: recompute (with the engine's "
+                "logprobs as pi_old the weight pi_old/pi_engine is 1); set train.is_correction: none"
+            )
+        if self.dynamic_sampling_max_refills < 0:
+            raise ConfigError(
+                f"train.dynamic_sampling_max_refills must be >= 0, got {self.dynamic_sampling_max_refills}"
+            )
+        if not 0 <= self.clip_low < 1 or self.clip_high < 0:
+            raise ConfigError(
+                f"train.clip_low must be in [0, 1) and train.clip_high >= 0, got {self.clip_low} and {self.clip_high}"
+            )
         if self.group_size < 2:
             raise ConfigError("train.group_size must be >= 2: GRPO normalizes scores within a group")
         for name in ("sft_lr", "lr", "time_budget_s"):
@@ -550,6 +644,10 @@ class DeployConfig:
     eval_gym_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-gym options of evaluation episodes (userrl eval, the main job's final evaluation),
     e.g. {userrl/Travel-v0: {elicit_reward: 0.6}}; a gym not listed here uses gym_options."""
+    include_final_pick_only: bool = False
+    """Train and evaluate on gyms whose tasks in ``data`` are judged on the final pick only
+    (imported TravelGym: the release has no catalog and no preferences). False leaves them out
+    of train, learn and eval, with a message saying why (docs/gyms.md)."""
 
     redis_tls: RedisTLSConfig = field(default_factory=RedisTLSConfig)
     """CA, client certificate and key for a ``rediss://`` URL (README: Deploying and inspecting)."""
@@ -654,6 +752,10 @@ def check_deploy(cfg: DeployConfig) -> None:
         bad = [g for g in ids if g not in known]
         if bad:
             raise ConfigError(f"{where}: unknown gym id(s) {bad}; known ids: {known}")
+    if cfg.train.loss_agg == "dr-grpo" and cfg.reward.use_std:
+        raise ConfigError(
+            "train.loss_agg: dr-grpo drops the std normalisation of the advantages too: set reward.use_std: false"
+        )
     bad_trackers = [r for r in cfg.train.report_to if r not in ("tensorboard", "wandb", "trackio")]
     if bad_trackers:
         raise ConfigError(

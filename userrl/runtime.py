@@ -22,6 +22,24 @@ from userrl.errors import ConfigError
 
 URL_FILE = "redis.url"
 
+#: OpenMP's wait policy for every userrl process and the workers it starts, unless set already.
+#: By default OpenMP threads spin at each barrier waiting for the others; when another process
+#: holds a core (a learner, a peer worker, CI's neighbours) the thread they wait for is off the
+#: CPU and the spinning takes the rest. PyTorch runs a small model as thousands of tiny parallel
+#: regions, so on the 2-core machine with one other busy process the hf policy generated 96-1,126
+#: tokens/s spinning against 3,014-5,590 passive (``benchmarks/policy.py``, alternating), and the
+#: main job's SFT took 201-352 s instead of 22 s. Passive threads sleep at the barrier instead.
+OMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def cpu_thread_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set :data:`OMP_DEFAULTS` in ``environ`` (``os.environ`` by default) where the user has not
+    set them; returns what was set. Must run before torch loads OpenMP (the CLI's first step)."""
+    env: Any = os.environ if environ is None else environ
+    added = {k: v for k, v in OMP_DEFAULTS.items() if k not in env}
+    env.update(added)
+    return added
+
 
 def write_url_file(run_dir: str | Path, url: str) -> Path:
     """Write ``redis.url`` readable by its owner only: it holds the password."""

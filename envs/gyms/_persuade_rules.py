@@ -16,7 +16,10 @@ from userrl.envs.gyms._text import content_words, normalize, stems
 
 Task = dict[str, Any]
 
-STANCES = ("Strongly Agree", "Agree", "Slightly Agree", "Neutral", "Slightly Disagree", "Disagree", "Strongly Disagree")
+#: UserRL's seven stances (its prompts and reward table say "Partly", not "Slightly")
+STANCES = ("Strongly Agree", "Agree", "Partly Agree", "Neutral", "Partly Disagree", "Disagree", "Strongly Disagree")
+#: other words an LLM persuadee uses for the middle stances
+_ALIASES = {"slightly": "partly", "somewhat": "partly"}
 LAST = len(STANCES) - 1
 UNFOCUSED_REPLY = (
     "Make one clear point of your own at a time, in a sentence; bare words, lists "
@@ -35,8 +38,8 @@ SYSTEM_PROMPT = (
     "their mind.\n"
     "Actions:\n"
     "- [action] argument (or [answer] argument) : one argument against the claim. The "
-    "user replies and states their stance: Strongly Agree, Agree, Slightly Agree, "
-    "Neutral, Slightly Disagree, Disagree or Strongly Disagree.\n"
+    "user replies and states their stance: Strongly Agree, Agree, Partly Agree, "
+    "Neutral, Partly Disagree, Disagree or Strongly Disagree.\n"
     "- [finish] : stop.\n"
     "Find the weak points of their position and make one specific, new point per turn. "
     "The game ends when they strongly disagree."
@@ -44,7 +47,10 @@ SYSTEM_PROMPT = (
 
 
 def stance_index(label: str) -> int:
+    """The index of a stance label (UserRL's; "Slightly" and "Somewhat" read as "Partly")."""
     clean = label.strip().strip(".!").lower()
+    first, _, rest = clean.partition(" ")
+    clean = f"{_ALIASES.get(first, first)} {rest}".strip()
     for i, s in enumerate(STANCES):
         if s.lower() == clean:
             return i

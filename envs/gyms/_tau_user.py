@@ -26,6 +26,21 @@ CONFIRM = (
 )
 IDENTITY = ("name", "zip", "zip code", "postcode", "email", "e mail", "verify", "identify", "identity", "authenticate")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
+#: ids a proposal names: orders (#W2378156), items and products (10 digits), reservations (FQ8APE)
+_IDS = re.compile(r"#W\d+|\b\d{10}\b|\b(?=[A-Z0-9]{6}\b)(?=[A-Z0-9]*\d)[A-Z0-9]*[A-Z][A-Z0-9]*\b")
+#: what a change is called, by the verb of its tool (exchange_delivered_order_items: exchange)
+_VERBS = {
+    "cancel": "cancel",
+    "return": "return",
+    "refund": "return",
+    "exchange": "exchange",
+    "swap": "exchange",
+    "modify": "modify",
+    "change": "modify",
+    "update": "modify",
+    "upgrade": "modify",
+    "book": "book",
+}
 
 
 def _any(text_stems: list[str], phrases: tuple[str, ...]) -> bool:
@@ -70,21 +85,46 @@ def identity_reply(task: Task, message: str) -> str:
     return f"My name is {c.get('first_name', '')} {c.get('last_name', '')} and my zip code is {c.get('zip', '')}."
 
 
-def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
+def customer_reply(
+    task: Task, message: str, stated: int, goal_met: bool = False, asked_again: int = 0
+) -> dict[str, Any]:
     """The scripted customer, rules in order:
 
-    1. Closing question ("anything else?") once every request was stated: thanks, done.
-    2. A request for confirmation ("shall I proceed?"): yes.
+    1. Closing question ("anything else?"): when the goal is met (``goal_met``: the database
+       as the goal leaves it and every required output said), thanks, done. When it is not and
+       every request was stated, the customer asks again the first time (``asked_again``
+       counts it) and hangs up the next (done, scored as it stands); requests not yet stated
+       come first (rule 4).
+    2. A request for confirmation ("shall I proceed?"): yes when the change is one the
+       customer wants (:func:`wanted`), else no.
     3. A question about identity (name, zip, email, verify): the identity details (for a
        τ-bench task, which has no ``customer``: its instruction, which holds them).
-    4. Otherwise: the next request not yet stated, or, when all were, a reminder (a τ-bench
-       task has one request: its instruction in the first person).
+    4. Otherwise: the next request not yet stated, or, when all were, a reminder (which
+       counts as asking again; a τ-bench task has one request: its instruction in the first
+       person).
     """
     s = stems(message)
     requests = requests_of(task)
-    if _any(s, CLOSING) and stated >= len(requests):
+    closing = _any(s, CLOSING)
+    if closing and goal_met:
         return {"reply": "No, that's all. Thank you for your help!", "stated": stated, "done": True}
+    if closing and stated >= len(requests):
+        if asked_again:
+            return {
+                "reply": "You still have not done what I asked, so I will end this chat here. Goodbye.",
+                "stated": stated,
+                "done": True,
+                "asked_again": asked_again,
+            }
+        return {
+            "reply": f"Yes: what I asked for is not done yet. {requests[-1]}",
+            "stated": stated,
+            "done": False,
+            "asked_again": asked_again + 1,
+        }
     if _any(s, CONFIRM):
+        if not wanted(task, message):
+            return {"reply": "No, that is not what I asked for.", "stated": stated, "done": False}
         return {"reply": "Yes, please go ahead.", "stated": stated, "done": False}
     if _any(s, IDENTITY):
         return {"reply": identity_reply(task, message), "stated": stated, "done": False}
@@ -94,7 +134,21 @@ def customer_reply(task: Task, message: str, stated: int) -> dict[str, Any]:
         "reply": "That's everything I asked for. Could you please take care of it?",
         "stated": stated,
         "done": False,
+        "asked_again": asked_again + 1,
     }
+
+
+def wanted(task: Task, message: str) -> bool:
+    """Whether a proposed change is one the customer wants: every id it names is in their goal
+    (the instruction or the gold calls' arguments) and every kind of change it names (cancel,
+    return, exchange, modify, book) is one the gold calls make. A proposal naming neither is
+    taken on trust."""
+    goal = json.dumps([a.get("arguments") for a in task.get("actions", [])]) + " " + str(task.get("instruction", ""))
+    if any(i not in goal for i in _IDS.findall(message)):
+        return False
+    kinds = {_VERBS[w] for w in re.findall(r"[a-z]+", message.lower()) if w in _VERBS}
+    made = {_VERBS[w] for a in task.get("actions", []) for w in str(a.get("name", "")).split("_") if w in _VERBS}
+    return kinds <= made if made else not kinds
 
 
 def outputs_said(task: Task, message: str) -> list[int]:
@@ -121,14 +175,23 @@ class TauUserSpec:
     """The customer with a goal.
 
     Query ``reply`` (payload ``message``: what the agent said, ``stated``: how many of the
-    task's requests the customer has stated) -> ``{"reply": str, "stated": int, "done":
-    bool}``; scripted rules in :func:`customer_reply`. ``done`` ends the conversation.
+    task's requests the customer has stated, ``goal_met``: whether the agent has done what
+    the customer wants so far, ``asked_again``: how often the customer had to ask again) ->
+    ``{"reply": str, "stated": int, "done": bool, "asked_again": int}``; scripted rules in
+    :func:`customer_reply`. ``done`` ends the conversation.
     """
 
     def scripted(self, query: UserQuery) -> dict[str, Any]:
         if query.name != "reply":
             raise ValueError(f"TauGym has no query {query.name!r}")
-        return customer_reply(query.task, str(query.payload["message"]), int(query.payload["stated"]))
+        p = query.payload
+        return customer_reply(
+            query.task,
+            str(p["message"]),
+            int(p["stated"]),
+            bool(p.get("goal_met", False)),
+            int(p.get("asked_again", 0)),
+        )
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
@@ -143,7 +206,15 @@ class TauUserSpec:
             "Reveal your requests one at a time, as a real customer would; confirm an action "
             "only if it matches what you want. Do not make up information you were not given. "
             "When everything you wanted is done and the agent asks if you need anything else, "
-            'end the conversation. Reply with JSON only: {"reply": "...", "done": false} '
+            "end the conversation; if it is not done, ask again, and end it only if you already "
+            "asked again and it still is not. "
+            + (
+                "So far the agent HAS done what you want. "
+                if query.payload.get("goal_met")
+                else "So far the agent has NOT done what you want. "
+            )
+            + f"You asked again {int(query.payload.get('asked_again', 0))} time(s). "
+            'Reply with JSON only: {"reply": "...", "done": false} '
             "(done true only when you end the conversation)."
         )
         user = f"Dialogue so far:\n{dialogue_text(query)}\n\nAgent: {query.payload['message']}"

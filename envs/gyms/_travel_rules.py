@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import Any
 
 from userrl.envs.gyms._common import dialogue_text, parse_json_object
-from userrl.envs.gyms._text import content_words, group_hit, stems
+from userrl.envs.gyms._text import content_words, group_hit, is_question, is_sweep, parse_groups, stems
 from userrl.sim_users.base import UserQuery, reply_object
 
 Task = dict[str, Any]
-#: consecutive turns without a revealed preference after which the user volunteers one
+#: consecutive off-topic turns after which the user volunteers a preference on the next one
+#: (UserRL's ``elicitation_interval``: 3, so the 4th off-topic turn volunteers)
 OFF_TOPIC_LIMIT = 3
 ANSWER_SCORES = {"best": 1.0, "acceptable": 0.8, "wrong": 0.0}
 #: a message with more content words than this is a keyword list, not a question
@@ -19,6 +21,18 @@ MAX_MESSAGE_WORDS = 15
 #: a message touching more preferences than this at once is a keyword list
 MAX_TOPICS = 2
 UNFOCUSED_REPLY = "That is a lot at once. Please ask me about one thing at a time."
+#: common travel topics, each a group of synonyms: an alternative a message offers ("wifi or a
+#: pool?") that names one of them must be one of the traveller's preferences
+TOPICS = parse_groups(
+    "stop|layover|nonstop|direct|connection;bag|baggage|luggage|suitcase;seat|legroom|cabin;"
+    "wifi|internet|email;depart|departure|arrive|arrival|morning|evening;airline|carrier|loyalty|miles;"
+    "breakfast;parking;pool;gym|fitness|exercise|workout;pet|dog|cat|animal;"
+    "location|neighborhood|neighbourhood|district|central;star|quality|comfort|rating;"
+    "balcony|terrace|patio|outdoor|view;kitchen|cook;washer|laundry|washing;bedroom|bed|sleep;"
+    "children|child|kid|toddler;insurance|coverage|damage;mileage|distance|kilometer;"
+    "fuel|hybrid|electric|petrol;transmission|gear|manual|automatic;suv|minivan|van;"
+    "cuisine|vegetarian|vegan|meat|dietary|diet;noise|quiet|ambience|atmosphere|music;price|budget|cost|cheap"
+)
 ASPECT_WORDS: dict[str, list[str]] = {
     "flight": ["flight", "fly", "plane", "airline"],
     "hotel": ["hotel"],
@@ -39,26 +53,48 @@ def revealed_by(task: Task, message: str, among: list[int]) -> list[int]:
 
 
 def is_focused(task: Task, message: str) -> bool:
-    """Not a keyword list: at most :data:`MAX_MESSAGE_WORDS` content words and about at most
-    :data:`MAX_TOPICS` of the task's preferences (revealed or not)."""
-    every = list(range(len(task.get("preferences", []))))
-    return len(content_words(message)) <= MAX_MESSAGE_WORDS and len(revealed_by(task, message, every)) <= MAX_TOPICS
+    """A question, not a keyword list or a sweep: it asks (:func:`is_question`), has at most
+    :data:`MAX_MESSAGE_WORDS` content words, is about at most :data:`MAX_TOPICS` of the task's
+    preferences (revealed or not), and every bare topic it adds ("... wifi *or a pool*?",
+    :func:`bare_topics`) is about one of the traveller's preferences."""
+    prefs = task.get("preferences", [])
+    every = list(range(len(prefs)))
+    if not is_question(message) or len(content_words(message)) > MAX_MESSAGE_WORDS:
+        return False
+    touched = len(revealed_by(task, message, every))
+    if touched > MAX_TOPICS:
+        return False
+    own = stems(" ".join(f"{p['statement']} {' '.join(p['keywords'])}" for p in prefs))
+    common = TOPICS + catalog_topics(task)
+    return not is_sweep(message, lambda part: any(group_hit(part, p["keywords"]) for p in prefs), own, common)
 
 
-def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[str, Any]:
+def catalog_topics(task: Task) -> list[list[str]]:
+    """The catalog's features as topics: each feature's name with every value it takes
+    ("cabin": economy, premium economy, business)."""
+    groups: dict[str, set[str]] = {}
+    for aspect in task["aspects"]:
+        for option in task["catalog"][aspect].get("options", []):
+            for name, value in option.get("features", {}).items():
+                groups.setdefault(str(name), {str(name)}).add(re.sub(r"\(.*?\)", "", str(value)).strip())
+    return [sorted(v for v in g if content_words(v)) for _, g in sorted(groups.items())]
+
+
+def talk(task: Task, message: str, revealed: list[int], off_topic: int, seed: int = 0) -> dict[str, Any]:
     """The scripted user's reply to an ``[action]`` message.
 
     0. A keyword list (see :func:`is_focused`) reveals nothing; it counts as off-topic.
     1. Otherwise one preference whose keywords the message uses is revealed (its implicit
        statement): the first such, as UserRL's user reveals at most one per utterance.
     2. Otherwise, if it asks about preferences already revealed, the user repeats them.
-    3. Otherwise the turn is off-topic; at the third off-topic turn in a row the user
-       volunteers the first unrevealed preference (``volunteered``, which earns nothing).
+    3. Otherwise the turn is off-topic; after :data:`OFF_TOPIC_LIMIT` off-topic turns in a row
+       (on the 4th, as UserRL's ``elicitation_interval``) the user volunteers an unrevealed
+       preference chosen at random (``seed``: the episode's seed and turn), which earns nothing.
     """
     prefs = task.get("preferences", [])
     hidden = [i for i in range(len(prefs)) if i not in revealed]
     if not is_focused(task, message):
-        out = off_topic_reply(task, hidden, off_topic)
+        out = off_topic_reply(task, hidden, off_topic, seed)
         return out if out["volunteered"] else {**out, "reply": UNFOCUSED_REPLY}
     new = revealed_by(task, message, hidden)[:1]
     if new:
@@ -70,14 +106,18 @@ def talk(task: Task, message: str, revealed: list[int], off_topic: int) -> dict[
             "volunteered": False,
             "reply": "As I said, " + " ".join(prefs[i]["statement"] for i in again),
         }
-    return off_topic_reply(task, hidden, off_topic)
+    return off_topic_reply(task, hidden, off_topic, seed)
 
 
-def off_topic_reply(task: Task, hidden: list[int], off_topic: int) -> dict[str, Any]:
-    if hidden and off_topic + 1 >= OFF_TOPIC_LIMIT:
-        pref = task["preferences"][hidden[0]]
+def off_topic_reply(task: Task, hidden: list[int], off_topic: int, seed: int = 0) -> dict[str, Any]:
+    """After ``off_topic`` off-topic turns in a row: a preference volunteered at random once
+    there were :data:`OFF_TOPIC_LIMIT` (UserRL: ``nonpreference_times >= elicitation_interval``
+    before this turn counts), else a nudge."""
+    if hidden and off_topic >= OFF_TOPIC_LIMIT:
+        pick = hidden[random.Random(f"volunteer:{seed}").randrange(len(hidden))]
+        pref = task["preferences"][pick]
         return {
-            "reveal": [hidden[0]],
+            "reveal": [pick],
             "volunteered": True,
             "reply": f"By the way, about the {pref['aspect'].replace('_', ' ')}: {pref['statement']}",
         }
@@ -92,7 +132,8 @@ class TravelUserSpec:
     """The traveller with hidden preferences per aspect.
 
     Query ``talk`` (payload ``message``, ``revealed``: preference indices already known,
-    ``off_topic``: consecutive turns without a revealed preference) -> ``{"reveal": [indices],
+    ``off_topic``: consecutive turns without a revealed preference, ``seed``: the randomness
+    of a volunteered preference) -> ``{"reveal": [indices],
     "volunteered": bool, "reply": str}``; scripted rules in :func:`talk`. The LLM user
     decides which preference a message asks about (at most one: a reply revealing more is
     malformed and re-asked); volunteering stays rule-based.
@@ -102,7 +143,9 @@ class TravelUserSpec:
         if query.name != "talk":
             raise ValueError(f"TravelGym has no query {query.name!r}")
         p = query.payload
-        return talk(query.task, str(p["message"]), [int(i) for i in p["revealed"]], int(p["off_topic"]))
+        return talk(
+            query.task, str(p["message"]), [int(i) for i in p["revealed"]], int(p["off_topic"]), int(p.get("seed", 0))
+        )
 
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t, p = query.task, query.payload
@@ -136,7 +179,7 @@ class TravelUserSpec:
             raise ValueError("'reveal' may name at most one preference per message")
         if obj["reveal"]:
             return {"reveal": sorted(set(obj["reveal"])), "volunteered": False, "reply": obj["reply"]}
-        fallback = off_topic_reply(query.task, hidden, int(p["off_topic"]))
+        fallback = off_topic_reply(query.task, hidden, int(p["off_topic"]), int(p.get("seed", 0)))
         if fallback["volunteered"]:
             return fallback
         return {"reveal": [], "volunteered": False, "reply": obj["reply"]}

@@ -2,8 +2,8 @@
 
 Grading an explanation (``grade_story``), on stemmed words (see :mod:`._text`):
 
-1. *What the player was shown does not count.* A keyword phrase that occurs in the title or
-   surface is dropped from its group; a group left empty is given away by the surface and
+1. *What the player was shown does not count.* A keyword group (a word and the words that say
+   it too) one of whose phrases occurs in the title or surface is given away by the surface and
    dropped from its key point. (Repeating the surface scores nothing.) A key point whose groups
    are all given is judged on the words of its statement that the surface lacks.
 2. *A story, not a list.* An explanation needs at least :data:`MIN_WORDS` content words beyond
@@ -12,6 +12,10 @@ Grading an explanation (``grade_story``), on stemmed words (see :mod:`._text`):
    (A keyword dump, several stories in one answer, or a one-word answer scores nothing.)
 3. A key point is judged 1 when the explanation hits at least ``full`` of its groups (default
    all), 0.5 at ``half`` (default half), else 0.
+4. *The hidden story is the best explanation.* A checklist says things in its own words; where
+   the hidden story itself covers less of a point's groups than ``full``, its coverage is the
+   bar (and half of it for 0.5), never less than one group. So the story scores what it
+   should, and an explanation is measured against it.
 """
 
 from __future__ import annotations
@@ -32,12 +36,8 @@ def shown_text(task: Task) -> str:
 
 
 def hidden_groups(kp: dict[str, Any], shown: list[str]) -> list[list[str]]:
-    """The key point's keyword groups without the phrases the surface shows (rule 1)."""
-    out = []
-    for group in kp["keywords"]:
-        kept = [p for p in group if not has_phrase(shown, p)]
-        if kept:
-            out.append(kept)
+    """The key point's keyword groups the surface does not give away (rule 1)."""
+    out = [list(group) for group in kp["keywords"] if not any(has_phrase(shown, p) for p in group)]
     if out:
         return out
     shown_set = set(shown)
@@ -54,19 +54,32 @@ def story_vocabulary(task: Task) -> set[str]:
 
 
 def is_story(task: Task, story: str) -> bool:
-    """Rule 2: enough new content words, and mostly the hidden story's."""
+    """Rule 2: enough new content words (:data:`MIN_WORDS`, or as many as the hidden story
+    itself has beyond the surface: "Because A is a turkey."), and mostly the hidden story's."""
     shown = set(content_words(shown_text(task)))
     novel = [w for w in content_words(story) if w not in shown]
-    if len(novel) < MIN_WORDS:
+    needed = min(MIN_WORDS, max(1, sum(1 for w in content_words(str(task.get("bottom", ""))) if w not in shown)))
+    if len(novel) < needed:
         return False
     vocab = story_vocabulary(task)
     return sum(1 for w in novel if w in vocab) >= MIN_PRECISION * len(novel)
 
 
-def judge_point(groups: list[list[str]], story_stems: list[str], full: float, half: float) -> float:
+def coverage(groups: list[list[str]], story_stems: list[str]) -> float:
+    return sum(1 for g in groups if group_hit(story_stems, g)) / len(groups) if groups else 0.0
+
+
+def judge_point(
+    groups: list[list[str]], story_stems: list[str], full: float, half: float, ceiling: float = 1.0
+) -> float:
+    """1 at ``full`` coverage of the groups, 0.5 at ``half``; both thresholds are capped at
+    ``ceiling`` (the hidden story's own coverage, when it has some: rule 4), never below one
+    group."""
     if not groups:
         return 0.0
-    cov = sum(1 for g in groups if group_hit(story_stems, g)) / len(groups)
+    least = 1 / len(groups)
+    full, half = max(least, min(full, ceiling)), max(least, min(half, ceiling / 2))
+    cov = coverage(groups, story_stems)
     return 1.0 if cov >= full - 1e-9 else 0.5 if cov >= half - 1e-9 else 0.0
 
 
@@ -77,7 +90,11 @@ def grade_story(task: Task, story: str) -> tuple[float, list[float]]:
         return 0.0, [0.0] * len(points)
     grading = task.get("grading") or {}
     full, half = float(grading.get("full", FULL)), float(grading.get("half", HALF))
-    shown, s = stems(shown_text(task)), stems(story)
-    judgments = [judge_point(hidden_groups(kp, shown), s, full, half) for kp in points]
+    shown, s, bottom = stems(shown_text(task)), stems(story), stems(str(task.get("bottom", "")))
+    judgments = []
+    for kp in points:
+        groups = hidden_groups(kp, shown)
+        ceiling = coverage(groups, bottom) or 1.0
+        judgments.append(judge_point(groups, s, full, half, ceiling))
     score = sum(float(kp["weight"]) * j for kp, j in zip(points, judgments, strict=True))
     return round(min(1.0, score), 4), judgments

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import assistant_turns, gain_over_best, parse_json_object
 from userrl.sim_users.base import SimUser, UserQuery
 
@@ -20,6 +20,12 @@ VARS = ("a", "b", "c", "d")
 #: rounded to 4 decimals as probes show it)
 ANSWER_TOL = 1e-6
 MAX_INPUT = 1_000_000
+#: a probe must differ from the test case by at least this much in some input. The test case
+#: is four integers; closer than 1 in every input, a probe is the test case blurred, and its
+#: printed value (4 decimals) is the answer without any rule behind it (UserRL refuses only the
+#: test case itself, and pays a probe at +1e-9). One step away, the value still needs a model
+#: of the rule (the rule, or its slope along an input) to reach the answer.
+MIN_PROBE_DISTANCE = 1.0
 #: wrong answers allowed before the episode ends. UserRL allows any number, but the values of
 #: its functions on their test cases are mostly small integers that recur across tasks (44 of
 #: the 64 test values we import are also training values): a policy that tries the common
@@ -137,7 +143,9 @@ class FunctionGym(Env):
 
     Actions:
         ``[action] a b c d`` four numbers (integers or decimals, as in UserRL): returns
-        f(a, b, c, d) rounded to 4 decimals (refused for the test case itself).
+        f(a, b, c, d) rounded to 4 decimals; refused for the test case itself (UserRL's rule)
+        and for any point within ``min_probe_distance`` (option, default 1; 0 restores UserRL)
+        of it in every input (ours: a probe a hair away prints the answer, which UserRL pays).
         ``[search] test``: reveals the test case. ``[answer] x``: one number, the value of f
         on the test case; anything else (a sentence, several numbers) is not an answer.
 
@@ -153,7 +161,7 @@ class FunctionGym(Env):
         Terminated by a right answer, by the ``max_answers``-th wrong one (option, default 3;
         UserRL allows any number, which lets a policy try the common values one by one: set
         ``max_answers: null`` for UserRL's rule) or ``[finish]``; truncated after
-        ``max_turns`` (20).
+        ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's FunctionGym (answer tolerance 1e-6, the
@@ -163,9 +171,11 @@ class FunctionGym(Env):
     id = "userrl/Function-v0"
     data_name: ClassVar[str] = "function"
     user_spec = FunctionUserSpec()
-    default_max_turns = 20
 
-    option_defaults: ClassVar[dict[str, Any]] = {"max_answers": DEFAULT_MAX_ANSWERS}
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "max_answers": DEFAULT_MAX_ANSWERS,
+        "min_probe_distance": MIN_PROBE_DISTANCE,
+    }
 
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
@@ -173,6 +183,9 @@ class FunctionGym(Env):
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise ValueError(f"max_answers must be a positive integer or null, got {limit!r}")
         self.max_answers: int | None = limit
+        self.min_probe_distance = float(options.get("min_probe_distance", MIN_PROBE_DISTANCE))
+        if not 0.0 <= self.min_probe_distance <= MAX_INPUT:
+            raise ValueError(f"min_probe_distance must be >= 0, got {self.min_probe_distance}")
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -222,7 +235,7 @@ class FunctionGym(Env):
         if action.choice == "search":
             return self._search(state, action.content)
         if action.choice == "action":
-            return StepResult(state, self._probe(task, action.content), 0.0, False, False, {})
+            return StepResult(state, self._probe(task, action.content, self.min_probe_distance), 0.0, False, False, {})
         x = parse_answer_number(action.content)
         if x is None:
             return StepResult(state, "Your answer must be a single number.", 0.0, False, False, {"score": 0.0})
@@ -251,7 +264,7 @@ class FunctionGym(Env):
         return StepResult(state, obs, 0.0, False, False, {})
 
     @staticmethod
-    def _probe(task: Task, content: str) -> str:
+    def _probe(task: Task, content: str, min_distance: float = MIN_PROBE_DISTANCE) -> str:
         parts = content.replace(",", " ").split()
         if len(parts) != 4 or not all(_NUMBER.match(p) for p in parts):
             return "Give exactly four numbers separated by spaces, e.g. [action] 1 2 3 4."
@@ -260,6 +273,11 @@ class FunctionGym(Env):
             return f"Inputs must be between -{MAX_INPUT} and {MAX_INPUT}."
         if values == [float(v) for v in task["test_case"]]:
             return "Those numbers are the test case; you cannot probe it directly."
+        if max(abs(v - float(t)) for v, t in zip(values, task["test_case"], strict=True)) < min_distance:
+            return (
+                f"Those numbers are within {min_distance:g} of the test case in every input; probe inputs "
+                f"that differ from it by at least {min_distance:g} somewhere."
+            )
         shown = ", ".join(_fmt_input(v) for v in values)
         try:
             out = evaluate_rule(task["rule"], values)
@@ -270,7 +288,7 @@ class FunctionGym(Env):
         return f"f({shown}) = {fmt_number(out)}"
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Retrieve the test case, make one probe, then answer exactly."""
         k = assistant_turns(messages)
         if k == 0:

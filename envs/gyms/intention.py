@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     clip01,
@@ -14,7 +14,16 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.gyms._text import STOPWORDS, content_words, has_phrase, normalize, stem, stems
+from userrl.envs.gyms._text import (
+    STOPWORDS,
+    content_words,
+    has_phrase,
+    is_sweep,
+    normalize,
+    parse_groups,
+    stem,
+    stems,
+)
 from userrl.sim_users import guards
 from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
@@ -30,7 +39,21 @@ MAX_QUESTION_WORDS = 15
 MAX_DETAILS_PER_QUESTION = 2
 UNFOCUSED_REPLY = "That is a lot at once. Please ask me one thing at a time."
 
-
+#: common clarifying topics, each a group of synonyms: an alternative a question offers ("the
+#: budget or the date?") that names one of them must be the user's, or the question sweeps
+TOPICS = parse_groups(
+    "budget|cost|price|money|spend|afford|affordable|salary|expensive|cheap;"
+    "time frame|timeframe|date|dates|deadline|timeline|schedule|when|recent|latest;"
+    "duration|how long|length;frequency|how often;format|file type;style|tone|mood|theme|genre;"
+    "location|located|city|region|neighborhood|neighbourhood|country|where do you live;"
+    "size|how big|dimension|dimensions;number|how many|quantity|amount|guests;"
+    "experience|skill|skill level|experience level|beginner|expert|proficiency|knowledge|prepared|preparation;"
+    "restriction|constraint|requirement|limitation|allergy|allergies|dietary|diet;"
+    "source|sources|outlet|outlets|website|websites;tool|tools|library|libraries|software|framework;"
+    "equipment|hardware;purpose|goal|aim|intended use|use it for|used for;audience|readers|who will;"
+    "brand|manufacturer;feature|features|functionality;compatibility|compatible|work with;"
+    "age|how old;topic|topics|subject|subjects;language|programming language"
+)
 SYSTEM_PROMPT = (
     "IntentionGym: a user asks you for help, but the request is vague and important "
     "details are missing. Find out what they really want before doing anything.\n"
@@ -71,13 +94,21 @@ def touched_by(task: Task, question: str, among: list[int], shown: str = "") -> 
 
 
 def is_focused(task: Task, question: str, shown: str = "") -> bool:
-    """Not a keyword list: short, and about at most two of the task's details (all of them,
-    uncovered or not, so a list cannot sneak through once a few are known)."""
-    every = list(range(len(task["missing_details"])))
-    return (
-        len(content_words(question)) <= MAX_QUESTION_WORDS
-        and len(touched_by(task, question, every, shown)) <= MAX_DETAILS_PER_QUESTION
-    )
+    """Not a keyword list or a sweep: short, about at most two of the task's details (all of
+    them, uncovered or not, so a list cannot sneak through once a few are known), and every
+    bare topic it adds ("... the budget and *the date*?", :func:`bare_topics`) is one of the
+    user's details: a topic the user has nothing on, added to one they have, is a sweep."""
+    details = task["missing_details"]
+    every = list(range(len(details)))
+    if len(content_words(question)) > MAX_QUESTION_WORDS:
+        return False
+    touched = len(touched_by(task, question, every, shown))
+    if touched > MAX_DETAILS_PER_QUESTION:
+        return False
+    seen = stems(shown)
+    live = [kw for d in details for kw in live_keywords(d, seen)]
+    own = stems(" ".join(f"{d['description']} {' '.join(d['keywords'])}" for d in details))
+    return not is_sweep(question, lambda part: any(has_phrase(part, kw) for kw in live), own, TOPICS, seen)
 
 
 def uncovered_by(task: Task, question: str, remaining: list[int], shown: str = "") -> list[int]:
@@ -209,7 +240,7 @@ class IntentionGym(Env):
 
     Episode end:
         Terminated when every missing detail is uncovered or on ``[finish]``; truncated
-        after ``max_turns`` (20).
+        after ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's IntentionGym.
@@ -218,7 +249,6 @@ class IntentionGym(Env):
     id = "userrl/Intention-v0"
     data_name: ClassVar[str] = "intention"
     user_spec = IntentionUserSpec()
-    default_max_turns = 20
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -275,7 +305,7 @@ class IntentionGym(Env):
         )
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """One focused question per detail, most important first."""
         details = task["missing_details"]
         order = sorted(range(len(details)), key=lambda i: (-int(details[i]["importance"]), i))

@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     dialogue_text,
     history_for_query,
@@ -88,8 +88,8 @@ class PersuadeGym(Env):
     Description:
         The user holds a claim and starts agreeing with it (``initial_stance``, default
         Strongly Agree). The agent argues against it; after each argument the user states a
-        stance on a 7-level scale: Strongly Agree, Agree, Slightly Agree, Neutral, Slightly
-        Disagree, Disagree, Strongly Disagree.
+        stance on a 7-level scale (UserRL's labels): Strongly Agree, Agree, Partly Agree,
+        Neutral, Partly Disagree, Disagree, Strongly Disagree.
 
     Actions:
         ``[action] argument`` or ``[answer] argument`` (UserRL's prompt uses answer): one
@@ -107,7 +107,7 @@ class PersuadeGym(Env):
 
     Episode end:
         Terminated when the user reaches Strongly Disagree or on ``[finish]``; truncated after
-        ``max_turns`` (20; UserRL's training used 15).
+        ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's PersuadeGym.
@@ -116,7 +116,6 @@ class PersuadeGym(Env):
     id = "userrl/Persuade-v0"
     data_name: ClassVar[str] = "persuade"
     user_spec = PersuadeUserSpec()
-    default_max_turns = 20
 
     option_defaults: ClassVar[dict[str, Any]] = {"reward_mode": "delta"}
 
@@ -191,7 +190,7 @@ class PersuadeGym(Env):
         return StepResult(state, obs, reward, new == LAST, False, {"stance": STANCES[new], "previous": STANCES[old]})
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Make the task's counter-arguments, strongest first, one per turn.
 
         The expert knows the scripted user's rules: it replays the dialogue to know which

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, ClassVar
 
 import httpx
 import structlog
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     dialogue_text,
@@ -31,15 +32,62 @@ SERPER_URL = "https://google.serper.dev/search"
 SERPER_KEY_ENV = "SERPER_API_KEY"
 _ARTICLES = frozenset({"a", "an", "the"})
 _FILLER = frozenset("answer think believe guess final correct sure".split())
+#: wrong answers allowed before the episode ends. UserRL allows any number, but then a policy
+#: can answer every name the search results show, one per turn, and collect the right one
+#: without reading (0.44 of the maximum on our bundled questions; 0.26 with two answers, since
+#: the top result of a one-hop question names the answer among two names). The user asked one
+#: question: the agent searches as much as it likes (5 searches), then commits to one answer.
+#: ``max_answers: null`` restores UserRL's rule
+DEFAULT_MAX_ANSWERS = 1
+
+
+_MONTHS = {
+    m: i
+    for i, names in enumerate(
+        (
+            "jan january",
+            "feb february",
+            "mar march",
+            "apr april",
+            "may",
+            "jun june",
+            "jul july",
+            "aug august",
+            "sep sept september",
+            "oct october",
+            "nov november",
+            "dec december",
+        ),
+        1,
+    )
+    for m in names.split()
+}
+_DAY_MONTH_YEAR = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)? (?:of )?([a-z]+),? (\d{3,4})\b")
+_MONTH_DAY_YEAR = re.compile(r"\b([a-z]+) (\d{1,2})(?:st|nd|rd|th)?,? (\d{3,4})\b")
+
+
+def _dates(text: str) -> str:
+    """Dates written either way ("20 June 1837", "June 20, 1837") as one form: "1837 6 20"."""
+
+    def dmy(m: re.Match[str]) -> str:
+        month = _MONTHS.get(m.group(2))
+        return f"{m.group(3)} {month} {int(m.group(1))}" if month else m.group(0)
+
+    def mdy(m: re.Match[str]) -> str:
+        month = _MONTHS.get(m.group(1))
+        return f"{m.group(3)} {month} {int(m.group(2))}" if month else m.group(0)
+
+    text = text.lower().replace(",", " ").replace("  ", " ")
+    return _MONTH_DAY_YEAR.sub(mdy, _DAY_MONTH_YEAR.sub(dmy, text))
 
 
 def _norm_words(text: str) -> list[str]:
-    return [w for w in normalize(text).split() if w not in _ARTICLES]
+    return [w for w in normalize(_dates(text)).split() if w not in _ARTICLES]
 
 
 def match_answer(task: Task, answer: str) -> bool:
     """Normalized-match judge: the gold answer (or an alias) occurs in the answer as whole
-    words, with at most :data:`EXTRA_WORDS` other words, each of them a function word, filler
+    words (dates compared in one form, "20 June 1837" = "June 20, 1837"), with at most :data:`EXTRA_WORDS` other words, each of them a function word, filler
     (``answer``, ``think``) or a word of the question: an answer that adds any other candidate
     (``Paris London``, ``Paris or Rome``) hedges and fails."""
     got = _norm_words(answer)
@@ -128,8 +176,11 @@ class SearchGym(Env):
         searches earn 0. Gain over the best answer so far, so at most 1.0 per episode.
 
     Episode end:
-        Terminated by a correct answer or ``[finish]``; truncated after ``max_turns`` (20).
-        Wrong answers do not end the episode (UserRL allows several answers).
+        Terminated by a correct answer, by the ``max_answers``-th wrong one (option, default 1:
+        the user asked one question; UserRL allows any number, which lets a policy answer every
+        name the results show, one per turn: ``max_answers: null`` restores it) or
+        ``[finish]``; truncated after
+        ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's SearchGym with a local index.
@@ -138,15 +189,18 @@ class SearchGym(Env):
     id = "userrl/Search-v0"
     data_name: ClassVar[str] = "search"
     user_spec = SearchUserSpec()
-    default_max_turns = 20
 
-    option_defaults: ClassVar[dict[str, Any]] = {"search_backend": "local"}
+    option_defaults: ClassVar[dict[str, Any]] = {"search_backend": "local", "max_answers": DEFAULT_MAX_ANSWERS}
 
     def __init__(self, max_turns: int | None = None, **options: Any) -> None:
         super().__init__(max_turns, **options)
         self.backend = str(options.get("search_backend", "local"))
         if self.backend not in ("local", "serper"):
             raise ValueError(f"search_backend must be 'local' or 'serper', got {self.backend!r}")
+        limit = options.get("max_answers", DEFAULT_MAX_ANSWERS)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ValueError(f"max_answers must be a positive integer or null, got {limit!r}")
+        self.max_answers: int | None = limit
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -163,9 +217,14 @@ class SearchGym(Env):
             "Actions:\n"
             f"- [search] query : a search query; returns up to {TOP_K} results. At most "
             f"{MAX_SEARCHES} searches.\n"
-            "- [answer] text : a short answer (a name, a number, a place). You may answer "
-            "several times; a correct answer ends the game.\n"
-            "- [finish] : give up.\n"
+            "- [answer] text : a short answer (a name, a number, a place). A correct answer ends "
+            "the game"
+            + (
+                f"; so does wrong answer number {self.max_answers}.\n"
+                if self.max_answers
+                else "; you may answer several times.\n"
+            )
+            + "- [finish] : give up.\n"
             "Plan the hops of the question, search for one fact at a time, then answer briefly."
         )
 
@@ -194,8 +253,15 @@ class SearchGym(Env):
             )
             right = bool(verdict["correct"])
             reward, state["best"] = gain_over_best(state["best"], 1.0 if right else 0.0)
-            obs = "Correct!" if right else "That answer is not correct."
+            state["answers"] = int(state.get("answers", 0)) + 1
+            last = not right and self.max_answers is not None and state["answers"] >= self.max_answers
+            obs = (
+                "Correct!" if right else "That answer is not correct." + (" That was your last answer." if last else "")
+            )
             info = {"score": 1.0 if right else 0.0}
+            if last:
+                state["dialogue"].append({"role": "user", "content": obs})
+                return StepResult(state, obs, reward, True, False, info)
         state["dialogue"].append({"role": "user", "content": obs})
         return StepResult(state, obs, reward, state["best"] >= 1.0, False, info)
 
@@ -213,7 +279,7 @@ class SearchGym(Env):
         return "\n".join(f"{i}. {r}" for i, r in enumerate(results, 1)) + f"\n({left} searches left)"
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Search the task's planned queries (at most 4), then answer."""
         k = assistant_turns(messages)
         queries = list(task.get("queries") or [task["question"]])[: MAX_SEARCHES - 1]

@@ -7,7 +7,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import history_for_query
 from userrl.envs.gyms._tau_domains import BUNDLED, DOMAINS, Domain, check_actions, domain_of
 from userrl.envs.gyms._tau_tools import parse_call
@@ -54,7 +54,7 @@ class TauGym(Env):
         Terminated when the customer ends the conversation (their request is handled and
         the agent asks if there is anything else), when ``transfer_to_human_agents``
         succeeds (τ-bench's terminal tool; scored like the end of a conversation), or on
-        ``[finish]`` (reward 0); truncated after ``max_turns`` (30).
+        ``[finish]`` (reward 0); truncated after ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, in the spirit of UserRL's TauGym (τ-bench retail), our own shop.
@@ -65,7 +65,6 @@ class TauGym(Env):
     id = "userrl/Tau-v0"
     data_name: ClassVar[str] = "tau"
     user_spec = TauUserSpec()
-    default_max_turns = 30
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -110,7 +109,14 @@ class TauGym(Env):
         except (DataError, ValueError, KeyError) as exc:
             raise EnvError(f"task {task['id']}: the goal's actions do not apply: {exc}") from exc
         obs = f"Customer: {task['opening']}"
-        state = {"writes": [], "goal": goal, "stated": 0, "said": [], "dialogue": [{"role": "user", "content": obs}]}
+        state = {
+            "writes": [],
+            "goal": goal,
+            "stated": 0,
+            "said": [],
+            "asked_again": 0,
+            "dialogue": [{"role": "user", "content": obs}],
+        }
         return state, obs, {"task_id": task["id"]}
 
     async def on_step(self, state: State, action: Action, user: SimUser) -> StepResult:
@@ -151,6 +157,12 @@ class TauGym(Env):
         reward = 1.0 if db_ok and out_ok else 0.0
         return reward, {"db_match": db_ok, "outputs_match": out_ok, "score": reward}
 
+    @staticmethod
+    def _goal_met(state: State) -> bool:
+        """What the customer sees of their goal: every change they wanted made (the database
+        as the gold calls leave it) and every answer they wanted given; τ-bench's reward."""
+        return TauGym._score(state)[0] == 1.0
+
     async def _talk(self, state: State, message: str, user: SimUser) -> StepResult:
         task = state["task"]
         state["said"] = sorted(set(state["said"]) | set(outputs_said(task, message)))
@@ -159,12 +171,18 @@ class TauGym(Env):
                 self.id,
                 "respond",
                 "reply",
-                {"message": message, "stated": state["stated"]},
+                {
+                    "message": message,
+                    "stated": state["stated"],
+                    "goal_met": self._goal_met(state),
+                    "asked_again": int(state.get("asked_again", 0)),
+                },
                 task,
                 history_for_query(state),
             )
         )
         state["stated"] = int(reply.get("stated", state["stated"]))
+        state["asked_again"] = int(reply.get("asked_again", state.get("asked_again", 0)))
         obs = f"Customer: {reply['reply']}"
         state["dialogue"].append({"role": "user", "content": obs})
         if not reply.get("done"):
@@ -173,11 +191,23 @@ class TauGym(Env):
         return StepResult(state, obs, reward, True, False, info)
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Hear the request (verifying identity in our shop), call the gold tools in order
-        (asking before each write), tell the outputs, then ask whether there is anything else
-        (or, when the gold ends with a transfer, make it)."""
+        (asking once, before the first write, for a yes to all of them), tell the outputs,
+        then ask whether there is anything else (or, when the gold ends with a transfer,
+        make it). When that plan is longer than ``max_turns``, the greeting and then the
+        read calls are left out (only writes change the database the reward checks)."""
         domain = domain_of(task)
+        k = sum(1 for m in messages if m.get("role") == "assistant")
+        plan = cls._expert_plan(task, domain, reads=True, greet=True)
+        if len(plan) > max_turns:
+            plan = cls._expert_plan(task, domain, reads=True, greet=False)
+        if len(plan) > max_turns:
+            plan = cls._expert_plan(task, domain, reads=False, greet=False)
+        return plan[k] if k < len(plan) else "[finish]"
+
+    @staticmethod
+    def _expert_plan(task: Task, domain: Domain, *, reads: bool, greet: bool) -> list[str]:
         if domain.name == BUNDLED:
             plan = [
                 "[action] Hello! Could you please tell me your name and zip code so I can verify your identity?"
@@ -187,13 +217,18 @@ class TauGym(Env):
             ]
             plan += ["[action] Got it. What else do you need help with?"] * (len(task["requests"]) - 1)
         else:
-            plan = ["[action] Hello! How can I help you today?"]
-        actions = [a for a in task["actions"] if not domain.is_terminal(a["name"])]
-        for a in actions:
-            call = f"{a['name']} {json.dumps(a['arguments'], sort_keys=True)}"
-            if domain.is_write(a["name"]):
-                plan.append(f"[action] I am going to run {call}. Shall I proceed?")
-            plan.append(f"[answer] {call}")
+            plan = ["[action] Hello! How can I help you today?"] if greet else []
+        calls = [
+            a for a in task["actions"] if not domain.is_terminal(a["name"]) and (reads or domain.is_write(a["name"]))
+        ]
+        text = {id(a): f"{a['name']} {json.dumps(a['arguments'], sort_keys=True)}" for a in calls}
+        writes = [text[id(a)] for a in calls if domain.is_write(a["name"])]
+        asked = False
+        for a in calls:
+            if domain.is_write(a["name"]) and not asked:
+                plan.append(f"[action] I am going to run {'; then '.join(writes)}. Shall I proceed?")
+                asked = True
+            plan.append(f"[answer] {text[id(a)]}")
         outputs = "; ".join(str(o) for o in task.get("outputs", []))
         said = f"Here is what you asked for: {outputs}. " if outputs else ""
         transfer = next((a for a in task["actions"] if domain.is_terminal(a["name"])), None)
@@ -204,5 +239,4 @@ class TauGym(Env):
                 f"[action] {said}I will now transfer you to a human agent.",
                 f"[answer] {transfer['name']} {json.dumps(transfer['arguments'], sort_keys=True)}",
             ]
-        k = sum(1 for m in messages if m.get("role") == "assistant")
-        return plan[k] if k < len(plan) else "[finish]"
+        return plan

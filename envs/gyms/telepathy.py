@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms import _telepathy_rules as rules
 from userrl.envs.gyms._common import (
     assistant_turns,
@@ -104,7 +104,8 @@ class TelepathyGym(Env):
         credit); the turn reward is the gain over the best score so far, so at most 1.0.
 
     Episode end:
-        Terminated by a correct guess or ``[finish]``; truncated after ``max_turns`` (20).
+        Terminated by a correct guess or ``[finish]``; truncated after
+        ``max_turns`` (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's TelepathyGym.
@@ -113,7 +114,6 @@ class TelepathyGym(Env):
     id = "userrl/Telepathy-v0"
     data_name: ClassVar[str] = "telepathy"
     user_spec = TelepathyUserSpec()
-    default_max_turns = 20
 
     @classmethod
     def validate_task(cls, task: Task) -> None:
@@ -173,7 +173,7 @@ class TelepathyGym(Env):
         return StepResult(state, obs, reward, done, False, info)
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Confirm the kind, confirm one distinctive trait, then name the entity."""
         k = assistant_turns(messages)
         if k == 0:

@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 
 from userrl.envs.actions import Action
-from userrl.envs.base import Env, State, StepResult, Task
+from userrl.envs.base import PAPER_MAX_TURNS, Env, State, StepResult, Task
 from userrl.envs.gyms._common import (
     assistant_turns,
     dialogue_text,
@@ -14,7 +14,8 @@ from userrl.envs.gyms._common import (
     history_for_query,
     parse_json_object,
 )
-from userrl.envs.gyms._text import content_words, groups_hit
+from userrl.envs.gyms._lexicon import expansions
+from userrl.envs.gyms._text import content_words, groups_hit, stem, stems
 from userrl.envs.gyms._turtle_rules import grade_story
 from userrl.sim_users.base import SimUser, UserQuery, reply_object
 
@@ -27,30 +28,48 @@ def _coverage(text: str, groups: list[list[str]]) -> float:
 
 
 def feedback(task: Task, judgments: list[float], solved: bool) -> str:
-    """The grade as UserRL shows it: the checklist points the explanation covers, no number.
-
-    Only fully covered points are quoted (the player said them already); partly covered ones
-    are counted, since quoting them would hand over the rest of the point.
-    """
+    """The grade as UserRL shows it: the checklist points the explanation fully covers, no
+    number, nothing about the points it misses or covers partly (not even how many there are)."""
     points = task["key_points"]
     full = [kp["statement"] for kp, j in zip(points, judgments, strict=True) if j >= 1.0]
-    half = sum(1 for j in judgments if 0.0 < j < 1.0)
-    lines = [f"Your story covers {len(full)} of the {len(points)} key points."]
-    lines += [f"- Covered: {st}" for st in full]
-    if half:
-        lines.append(f"{half} more key point(s) are only partly right.")
-    lines.append("You uncovered it!" if solved else "Some key parts are still missing or wrong.")
+    if not full:
+        return "Your answer does not effectively cover any evaluation points."
+    lines = ["Here's the evaluation points that your story effectively covers:"]
+    lines += [f"{st.rstrip('.')}: Covered" for st in full]
+    lines.append(
+        "You uncovered it!"
+        if solved
+        else "There might be more hidden twists that you haven't covered. Try to continue ask related "
+        "questions and answer with creativity."
+    )
     return "\n".join(lines)
+
+
+#: words of a question that ask about the story in general, never a fact of it
+_QUESTION_FRAME = frozenset(
+    stems(
+        "story happen happened really actually involve involved related someone something narrator protagonist main character"
+    )
+)
+
+
+def _confirmed(word: str, story: set[str], prefixes: set[str]) -> bool:
+    """Whether the story says ``word``: the word itself, a word of its lexicon family or of a
+    family implying it ("the killer" says "die"), or a form sharing its first 5 letters."""
+    return word in story or any(stem(w) in story for w in expansions(word)) or (len(word) >= 5 and word[:5] in prefixes)
 
 
 def answer_question(task: Task, question: str) -> str:
     """The scripted yes/no answer.
 
     1. The authored fact whose keyword groups the question covers best (at least half of them)
-       gives its answer. 2. Otherwise a question covering at least half of some key point's
-       keyword groups is on the right track: ``Yes``. 3. Tasks without facts (imported ones)
-       fall back on word overlap with the hidden story: ``Yes`` when at least 60% (and two) of
-       the question's content words occur in it. 4. Otherwise ``No``.
+       gives its answer. 2. Otherwise, on an authored task, a question covering at least half of
+       some key point's keyword groups is on the right track: ``Yes``; anything else ``No``.
+    3. Tasks without facts (imported ones) answer from the hidden story's words: ``Yes`` when
+       the story says at least 60% of the question's content words (a word, a word of its
+       family in :mod:`._lexicon`, or another form of it); ``Maybe`` when it says none of them
+       and neither does the surface (a question beside the story, as UserRL's host answers);
+       otherwise ``No``.
     """
     best: tuple[float, int, str] | None = None
     for fact in task.get("facts", []):
@@ -60,21 +79,25 @@ def answer_question(task: Task, question: str) -> str:
             best = (ratio, hits, str(fact["answer"]))
     if best is not None:
         return "Yes" if best[2].lower().startswith("y") else "No"
-    if any(kp["keywords"] and _coverage(question, kp["keywords"]) >= 0.5 for kp in task["key_points"]):
+    if task.get("facts"):
+        on_track = any(kp["keywords"] and _coverage(question, kp["keywords"]) >= 0.5 for kp in task["key_points"])
+        return "Yes" if on_track else "No"
+    words = [w for w in content_words(question) if w not in _QUESTION_FRAME]
+    story = set(content_words(task["bottom"]))
+    prefixes = {w[:5] for w in story if len(w) >= 5}
+    said = sum(1 for w in words if _confirmed(w, story, prefixes))
+    if words and said >= 0.6 * len(words):
         return "Yes"
-    if not task.get("facts"):
-        words = content_words(question)
-        story = set(content_words(task["bottom"]))
-        overlap = sum(1 for w in words if w in story)
-        if overlap >= 2 and overlap >= 0.6 * len(words):
-            return "Yes"
+    known = story | set(content_words(f"{task.get('title', '')} {task.get('surface', '')}"))
+    if not any(_confirmed(w, known, {k[:5] for k in known if len(k) >= 5}) for w in words):
+        return "Maybe"
     return "No"
 
 
 class TurtleUserSpec:
     """The host who knows the full story, and the judge of explanations.
 
-    Queries: ``yes_no`` (payload ``question``) -> ``{"answer": "Yes"|"No"}``; ``grade``
+    Queries: ``yes_no`` (payload ``question``) -> ``{"answer": "Yes"|"No"|"Maybe"}``; ``grade``
     (payload ``story``) -> ``{"score": float, "judgments": [0|0.5|1, ...]}``.
     """
 
@@ -93,8 +116,9 @@ class TurtleUserSpec:
                 "You host a lateral-thinking puzzle. The player saw only this surface: "
                 f"{t['surface']}\nThe hidden full story: {t['bottom']}\n"
                 "Answer the player's yes/no question truthfully from the full story with Yes or "
-                "No. Never reveal or paraphrase the story. "
-                'Reply with JSON only: {"answer": "Yes"} or {"answer": "No"}.'
+                "No; Maybe only when the question is beside the story and cannot be told from it "
+                "(use it as little as possible). Never reveal or paraphrase the story. "
+                'Reply with JSON only: {"answer": "Yes"}, {"answer": "No"} or {"answer": "Maybe"}.'
             )
             user = f"Dialogue so far:\n{dialogue_text(query)}\n\nQuestion: {query.payload['question']}"
         else:
@@ -115,8 +139,8 @@ class TurtleUserSpec:
     def parse_llm(self, query: UserQuery, text: str) -> dict[str, Any]:
         if query.name == "yes_no":
             answer = parse_json_object(text, {"answer": str})["answer"].strip().strip(".!")
-            if answer.capitalize() not in ("Yes", "No"):
-                raise ValueError(f"answer must be Yes or No, got {answer!r}")
+            if answer.capitalize() not in ("Yes", "No", "Maybe"):
+                raise ValueError(f"answer must be Yes, No or Maybe, got {answer!r}")
             return {"answer": answer.capitalize()}
         judgments = parse_json_object(text, {"judgments": list})["judgments"]
         points = query.task["key_points"]
@@ -149,12 +173,14 @@ class TurtleGym(Env):
         which a judge grades against a checklist of weighted key points.
 
     Actions:
-        ``[action] question``: a yes/no question, answered Yes or No. ``[answer] story``: the
+        ``[action] question``: a yes/no question, answered Yes or No (Maybe for a question
+        beside the story, as UserRL's host; the scripted host says it on imported tasks only,
+        whose stories have no authored facts). ``[answer] story``: the
         agent's explanation, graded. ``[search]`` is not used.
 
     Observation:
-        The user's reply (``Yes.`` / ``No.``) or, for an explanation, the checklist points it
-        covers (as in UserRL; no numeric score is shown).
+        The user's reply (``Yes.`` / ``No.`` / ``Maybe.``) or, for an explanation, the checklist points it
+        fully covers, in UserRL's words (no numeric score, nothing about the rest).
 
     Reward:
         Each key point is judged 0, 0.5 or 1; the score is the weighted sum in [0, 1]. The turn
@@ -163,7 +189,7 @@ class TurtleGym(Env):
     Episode end:
         Terminated when the best score reaches ``success_threshold`` (option, default 1.0 as
         in UserRL: every key point covered) or on ``[finish]``; truncated after ``max_turns``
-        (20).
+        (16, UserRL's rollout cap).
 
     Version history:
         v0: initial version, following UserRL's TurtleGym. The scripted judge ignores words
@@ -173,7 +199,6 @@ class TurtleGym(Env):
     id = "userrl/Turtle-v0"
     data_name: ClassVar[str] = "turtle"
     user_spec = TurtleUserSpec()
-    default_max_turns = 20
 
     option_defaults: ClassVar[dict[str, Any]] = {"success_threshold": DEFAULT_THRESHOLD}
 
@@ -242,7 +267,7 @@ class TurtleGym(Env):
         return StepResult(state, obs, reward, done, False, info)
 
     @classmethod
-    def expert_action(cls, task: Task, messages: list[dict[str, str]]) -> str:
+    def expert_action(cls, task: Task, messages: list[dict[str, str]], max_turns: int = PAPER_MAX_TURNS) -> str:
         """Ask up to two questions the story answers with yes, then tell the key points."""
         k = assistant_turns(messages)
         yes = [

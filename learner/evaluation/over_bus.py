@@ -6,7 +6,8 @@ default, and no ``Reward: r`` line shown to the policy. The turn cap defaults to
 (``--max-turns 16`` is the paper's; TravelGym's expert needs up to 18 turns). An episode's score is its gym's
 ``episode_score`` (the sum of its turn rewards; TravelGym: the mean answer score over the
 aspects) and a gym's maximum its ``max_score``. A gym's score is
-the mean over its episodes; pass@k the mean over tasks of the best of k samples; the overall
+the mean over its episodes; pass@k the mean over tasks of the best of k samples, pass^k (τ-bench's:
+all k must succeed) the mean over tasks of the worst of them; the overall
 score is the mean over gyms weighted by their number of test tasks. The tasks are the test
 split of the config's ``data`` (bundled when empty); the gyms run with ``eval_gym_options``
 (falling back on ``gym_options``), e.g. TravelGym's elicitation reward 0.6 as the paper evaluates.
@@ -67,6 +68,7 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
             "failed": failed,
             "pass@1": sum(scores) / max(len(scores), 1),
             f"pass@{k}": sum(max(v) for v in by_task.values()) / max(len(by_task), 1),
+            f"pass^{k}": sum(min(v) for v in by_task.values()) / max(len(by_task), 1),
             "max": sum(maxes) / max(len(maxes), 1),
             "failures": dict(reasons.most_common(5)),  # why episodes failed, most common first
         }
@@ -76,11 +78,11 @@ def summarize(trajs: dict[str, list[Any]], tasks: dict[str, list[dict[str, Any]]
 
 
 def format_report(report: dict[str, Any], k: int) -> str:
-    cols = ["gym", "tasks", "pass@1"] + ([f"pass@{k}"] if k > 1 else []) + ["max", "failed"]
+    cols = ["gym", "tasks", "pass@1"] + ([f"pass@{k}", f"pass^{k}"] if k > 1 else []) + ["max", "failed"]
     lines = [" | ".join(f"{c:>13}" for c in cols)]
     for gym, g in report["gyms"].items():
         cells = [gym.split("/")[-1], str(g["tasks"]), f"{g['pass@1']:.3f}"]
-        cells += [f"{g[f'pass@{k}']:.3f}"] if k > 1 else []
+        cells += [f"{g[f'pass@{k}']:.3f}", f"{g[f'pass^{k}']:.3f}"] if k > 1 else []
         cells += [f"{g['max']:.3f}", str(g["failed"])]
         lines.append(" | ".join(f"{c:>13}" for c in cells))
     lines.append(f"overall (weighted by tasks): {report['overall']:.3f}")

@@ -53,6 +53,7 @@ def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, An
                 "token_ids": t.get("token_ids") or [],
                 "logprobs": t.get("logprobs") or [],
                 "policy_version": int(t.get("policy_version", 0)),
+                "finish_reason": str(t.get("finish_reason", "stop")),  # "length": cut by the token cap
                 "reward": float(t["reward"]),
                 "advantages": a,
                 "users": t.get("users") or [],  #: who answered this turn's user calls, and how

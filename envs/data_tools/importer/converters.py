@@ -24,28 +24,37 @@ A Travel id carries its sub-dataset: ``travel233:`` followed by the reference id
 
 What the sources lack, and how the scripted user degrades on imported tasks:
 
-- Telepathy: no attribute table or tags. Attributes are guessed from the category (person,
-  animal, food, place, fictional); tags are the words of ``target_entity``'s description. So
-  questions about those words or the category are answered well, other attribute questions
-  get ``Maybe``, and anything else ``No``. Synonyms: only the title (and a person's surname).
-- Turtle: no yes/no facts and no keywords. Key-point keywords are the statement's content
-  words, graded leniently (full credit at 60% coverage, half at 30%); yes/no questions are
-  answered by word overlap with the hidden story. An LLM judge is much better here.
+- Telepathy: no attribute table or tags. Attributes come from a taxonomy of the categories
+  (``_KINDS``: every kind says what it is and is not, so a rainbow is no animal) and from what
+  the description says outright (``_CUES``: "flies", "marine", "largest"); tags are the words
+  of ``target_entity``'s description. Synonyms: the title without a leading article or with
+  "Mount" for "Mt.", and a person's surname.
+- Turtle: no yes/no facts and no keywords. Key-point keywords are the statement's content words
+  (checklist language such as "reveals", "due to", "leading to" dropped), each with the words
+  that say it too (its family in ``_lexicon`` and the hidden story's own forms of it), graded
+  leniently (full credit at 60% coverage, half at 30%, the hidden story's own coverage as the
+  bar where lower); yes/no questions are answered from the hidden story's words. An LLM judge
+  is still better here (docs/users.md).
 - Intention: no keywords and no chosen answers. Keywords are the description's words that
   the request itself does not use (words shared by two details are dropped, falling back on
-  the whole description as a phrase); the user's answer is the first listed option.
+  the whole description as a phrase), plus the other words of the common topic a detail is
+  about (``IntentionGym.TOPICS``: "duration" also says "how long") when no other detail of the
+  task is about it; the user's answer is the first listed option.
 - Search: no documents. The bundled local index cannot answer Bamboogle questions; play them
   with ``search_backend="serper"`` (web search). The expert searches the question, then answers.
 - Tau: the τ-bench databases (retail, airline) are not in the release; TauGym ships them.
   Tasks keep the customer's opening, the instruction (the customer's goal), the gold tool
   calls and outputs, with ``db`` naming τ-bench's database (``tau-bench-retail`` or
   ``tau-bench-airline``).
-- Travel: only the request and the gold option id per aspect (no catalog, no preferences).
-  Searches find no options and the user has nothing to reveal; a recommendation is scored
-  against the gold id (any other id of that aspect's letter is wrong).
+- Travel: only the request and the gold option id per aspect (no catalog, no preferences: no
+  prompt of the release names an option or a price). Searches find no options and the user has
+  nothing to reveal; a recommendation is scored against the gold id (any other id of that
+  aspect's letter is wrong). Only the final pick is judged (``TravelGym.final_pick_only``), so
+  train and eval leave these tasks out unless asked for.
 - Persuade: the claim and the user's own argument, no counter-arguments. The argument's three
-  longest sentences become the points to rebut: an argument using at least two of a point's
-  content words (or all of them when it has fewer) moves the stance by 2 levels.
+  longest sentences become the points to rebut (their content words, neither the claim's nor
+  linking words such as "however"): an argument using at least two of a point's words moves the
+  stance by 2 levels.
 
 The expert still reaches the maximum on imported tasks: its answers come from the data.
 """
@@ -57,10 +66,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from userrl.envs.data_tools.importer.entities import attributes
 from userrl.envs.data_tools.importer.reading import load_json, read_parquet, require_keys
+from userrl.envs.gyms._lexicon import expansions
 from userrl.envs.gyms._tau_domains import DOMAINS, check_actions
-from userrl.envs.gyms._text import STOPWORDS, normalize, stem
+from userrl.envs.gyms._text import STOPWORDS, group_hit, normalize, stem, stems
 from userrl.envs.gyms._travel_rules import PREFIX_ASPECT
+from userrl.envs.gyms.intention import TOPICS as INTENTION_TOPICS
 from userrl.envs.gyms.persuade import BACKFIRE
 from userrl.errors import DataError
 
@@ -70,50 +82,21 @@ _GENERIC = frozenset(
     explains explained mention mentions mentioned actually original even different logical
     logically justifiable clearly also specific preference preferences type details detail
     information particular kind level protagonist known commonly found used often produces
-    typically usually various many prefer preferred method""".split()
+    typically usually various many prefer preferred method user users current desired within
+    areas aspects due leading led leads action actions act concludes conclude presence reaction
+    describes describe upon decision motive context caused causing cause causes discovery initial
+    initially result results resulting situation truth involves involving involved involve
+    connects connect realization realizing reason attempt attempted setting using uses use help
+    incident indicating indicates consequence made making part belief crucial true implies one
+    set sets response conveys creating create intended subsequent moment outcome occurs occur
+    specifically takes took take despite towards event events motivation identified identify
+    perceived perception unexpected triggered triggers highlighting highlights related role form
+    behavior believes believed impact adding gives gave give key element actual revelation without
+    based clarifies statement surface symbolizes sense already thought supposed find finding get
+    captures mistakenly unknowingly misunderstanding misunderstood mistaken misinterpreted person
+    people man woman human someone character characters""".split()
 )
 _GENERIC_STEMS = frozenset(stem(w) for w in _GENERIC)
-_PERSON = (
-    "person",
-    "figure",
-    "singer",
-    "artist",
-    "composer",
-    "athlete",
-    "scientist",
-    "painter",
-    "philosopher",
-    "author",
-    "celebrity",
-    "entertainer",
-    "leader",
-    "mathematician",
-    "humanitarian",
-    "actor",
-    "icon",
-    "entrepreneur",
-    "personality",
-)
-_ANIMAL = ("animal", "bird", "fish", "creature", "reptile", "marsupial", "dog_breed", "dinosaur")
-_FOOD = ("food", "fruit", "dessert", "dish", "beverage", "vegetable", "cuisine")
-_PLACE = (
-    "place",
-    "city",
-    "cities",
-    "landmark",
-    "mountain",
-    "park",
-    "country",
-    "location",
-    "site",
-    "waterfall",
-    "forest",
-    "island",
-    "museum",
-    "body_of_water",
-    "monument",
-)
-_FICTIONAL = ("fictional", "mythical", "legendary", "cartoon", "superhero", "vampire", "mythology", "animated")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -144,22 +127,6 @@ def convert_function(path: Path) -> list[dict[str, Any]]:
 
 
 # -- TelepathyGym ------------------------------------------------------------------------------
-def _attributes(category: str) -> dict[str, bool]:
-    c = category.lower()
-    attrs: dict[str, bool] = {}
-    if any(k in c for k in _FICTIONAL):
-        attrs["fictional"] = True
-    if any(k in c for k in _PERSON):
-        attrs.update(person=True, animal=False, object=False, food=False, place=False)
-    elif any(k in c for k in _ANIMAL):
-        attrs.update(animal=True, alive=True, person=False, man_made=False, food=False)
-    elif any(k in c for k in _FOOD):
-        attrs.update(food=True, person=False, animal=False, place=False)
-    elif any(k in c for k in _PLACE):
-        attrs.update(place=True, person=False, animal=False, food=False, object=False)
-    return attrs
-
-
 def convert_telepathy(path: Path) -> list[dict[str, Any]]:
     out = []
     for i, rec in enumerate(load_json(path, list)):
@@ -171,7 +138,11 @@ def convert_telepathy(path: Path) -> list[dict[str, Any]]:
         synonyms = []
         if "(" in title:
             synonyms.append(title.split("(")[0].strip())
-        attrs = _attributes(category)
+        plain = re.sub(r"^(?:the|a|an)\s+", "", title.split("(")[0].strip(), flags=re.IGNORECASE)
+        plain = re.sub(r"\bMt\.?\s", "Mount ", re.sub(r"\bSt\.?\s", "Saint ", plain))
+        if plain != title:
+            synonyms.append(plain)
+        attrs = attributes(category, about)
         if attrs.get("person") and len(title.split()) > 1:
             synonyms.append(title.split()[-1])
         title_stems = {stem(w) for w in normalize(title).split()}
@@ -191,11 +162,21 @@ def convert_telepathy(path: Path) -> list[dict[str, Any]]:
 
 
 # -- TurtleGym ---------------------------------------------------------------------------------
+def _variants(word: str, bottom: dict[str, str]) -> list[str]:
+    """A checklist word and the words that say it too: its family in the lexicon ("pursuing":
+    chase, follow) and the hidden story's own forms of it (a stem sharing its first 5 letters:
+    "accidentally" for "accidental"), so the story itself covers its checklist."""
+    s = stem(word)
+    forms = [w for st, w in bottom.items() if len(s) >= 5 and len(st) >= 5 and st[:5] == s[:5]]
+    return list(dict.fromkeys([word, *expansions(word), *forms]))
+
+
 def convert_turtle(path: Path) -> list[dict[str, Any]]:
     out = []
     for key, rec in load_json(path, dict).items():
         keys = ("new_title", "new_surface", "new_bottom", "evaluation")
         rec = require_keys(path, f"story {key!r}", rec, keys)
+        bottom = {stem(w): w for w in normalize(str(rec["new_bottom"])).split()}
         points = []
         for j, ev in enumerate(rec["evaluation"]):
             ev = require_keys(path, f"story {key!r} evaluation {j}", ev, ("statement", "score"))
@@ -203,7 +184,7 @@ def convert_turtle(path: Path) -> list[dict[str, Any]]:
                 {
                     "statement": str(ev["statement"]),
                     "weight": float(ev["score"]),
-                    "keywords": [[w] for w in keywords_from(ev["statement"])],
+                    "keywords": [_variants(w, bottom) for w in keywords_from(ev["statement"])],
                 }
             )
         out.append(
@@ -234,6 +215,17 @@ def _intention_keywords(task_text: str, descriptions: list[str]) -> list[list[st
         others = set().union(*(s for j, s in enumerate(desc_stems) if j != i))
         unique = [w for w in keywords_from(desc, exclude) if stem(w) not in others]
         out.append(unique or [normalize(desc)])
+    # the common topic a detail is about says it in other words too ("duration": how long),
+    # unless another detail of the task is about the same topic, or the request says it
+    topics = [
+        [g for g in INTENTION_TOPICS if group_hit(stems(f"{d} {' '.join(k)}"), g)]
+        for d, k in zip(descriptions, out, strict=True)
+    ]
+    for i, groups in enumerate(topics):
+        shared = [g for j, gs in enumerate(topics) if j != i for g in gs]
+        for g in groups:
+            if g not in shared:
+                out[i] += [p for p in g if p not in out[i] and not set(stems(p)) <= exclude]
     return out
 
 
@@ -362,18 +354,30 @@ def _points(argument: str) -> list[str]:
     return [s for s in sentences if s in longest]
 
 
-def _keywords(text: str) -> list[str]:
-    """Up to 6 content words, never one that makes the scripted user dig in."""
+#: words that link an argument's sentences, never what a point is about
+_DISCOURSE = frozenset(
+    stem(w)
+    for w in """however though although furthermore moreover meanwhile therefore thus today summary first
+    second third finally also ladies gentlemen friends yet still simply indeed rather""".split()
+)
+
+
+def _keywords(text: str, claim: str = "") -> list[str]:
+    """Up to 10 content words of a point, none of the claim's (saying the claim back is no
+    rebuttal), no linking word, never one that makes the scripted user dig in."""
     bad = set(BACKFIRE)
-    return [w for w in keywords_from(text, limit=10) if not any(w.startswith(b) for b in bad)][:6]
+    skip = _DISCOURSE | {stem(w) for w in normalize(claim).split()}
+    words = keywords_from(text, skip, limit=16)  # type: ignore[arg-type]
+    return [w for w in words if not any(w.startswith(b) for b in bad)][:10]
 
 
 def convert_persuade(path: Path) -> list[dict[str, Any]]:
     out = []
     for i, row in enumerate(read_parquet(path)):
         rm = require_keys(path, f"row {i} reward_model", row.get("reward_model"), ("id", "claim", "argument"))
-        points = [(p, _keywords(p)) for p in _points(str(rm["argument"]))]
-        points = [(p, k) for p, k in points if k] or [(str(rm["claim"]), _keywords(str(rm["claim"])))]
+        claim = str(rm["claim"])
+        points = [(p, _keywords(p, claim)) for p in _points(str(rm["argument"]))]
+        points = [(p, k) for p, k in points if len(k) >= 2] or [(claim, _keywords(claim))]
         if not points[0][1]:
             raise DataError(f"{path}: row {i}: the claim and argument have no content words")
         levels = [6 // len(points) + (1 if j < 6 % len(points) else 0) for j in range(len(points))]

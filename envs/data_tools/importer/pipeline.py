@@ -25,6 +25,7 @@ import structlog
 
 from userrl.envs.data_tools.importer import converters, splits
 from userrl.envs.data_tools.importer.reading import check_parquet_folder
+from userrl.envs.datasets import final_pick_only
 from userrl.envs.registry import get_env_class
 from userrl.errors import DataError
 
@@ -155,6 +156,22 @@ def import_userrl(src_dir: str | Path, out_dir: str | Path) -> dict[str, dict[st
             _validate(_PARQUET_GYMS[name], items)
         counts[name] = _write(out_root, name, gym_splits)
     return counts
+
+
+#: our dataset folder -> env id, for every gym the importer writes
+ENV_IDS = {**{name: env_id for name, env_id in _GYMS.values()}, **_PARQUET_GYMS}
+
+
+def import_notes(out_dir: str | Path, counts: dict[str, dict[str, int]]) -> dict[str, str]:
+    """What a user must know about the imported gyms, per dataset folder: those whose tasks
+    can only be judged on the final pick (Travel: the release's prompts hold the request and
+    nothing else, so there is no catalog to search and no preference to elicit) and are left
+    out of training and evaluation unless asked for."""
+    notes = {}
+    for name, splits_written in counts.items():
+        if splits_written.get("test") and (why := final_pick_only(ENV_IDS[name], out_dir)):
+            notes[name] = f"{why}; left out of train and eval unless include_final_pick_only: true"
+    return notes
 
 
 def _write(out_root: Path, name: str, by_split: dict[str, list[Item]]) -> dict[str, int]:
