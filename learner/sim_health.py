@@ -20,6 +20,8 @@ episodes are in those), using what each turn records about its user calls
 ``sim/leak_hits``               replies the leak guard tripped on; ``sim/leak_rate`` per
                                 generation
 ``sim/user_latency_ms``         mean latency of a user call; ``sim/user_latency_ms_p95``
+``sim/shared_generations``      generations an identical greedy prompt's call shared (a group's
+                                judge calls on the same answer, :mod:`userrl.sim_users.shared`)
 ``sim/by/<stamp>``              user calls answered by each simulator (``scripted``,
                                 ``openai:MODEL@VERSION``, ``human:NAME``)
 ``sim/user``                    the same as text, most calls first (``metrics.jsonl`` only:
@@ -82,6 +84,7 @@ def simulator_metrics(groups: Iterable[dict[str, Any]], dropped_items: Iterable[
     out["sim/empty_replies"] = sum(int(c.get("empty") or 0) for c in calls)
     out["sim/leak_hits"] = leaks
     out["sim/leak_rate"] = leaks / generations if generations else 0.0
+    out["sim/shared_generations"] = sum(int(c.get("shared") or 0) for c in calls)
     ms = [float(c["ms"]) for c in calls if isinstance(c.get("ms"), (int, float))]
     if ms:
         out["sim/user_latency_ms"] = round(sum(ms) / len(ms), 2)

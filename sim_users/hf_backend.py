@@ -2,8 +2,9 @@
 
 Concurrent ``ask`` calls are batched: the first caller waits ``batch_window_s`` for others,
 then runs one greedy ``generate`` over all pending prompts (left-padded, chat template applied)
-in a worker thread while new arrivals queue for the next batch. Parsing and re-asks are the
-shared :func:`~userrl.sim_users.llm_user.ask_llm_user`. torch/transformers are imported on first
+in a worker thread while new arrivals queue for the next batch; identical prompts are generated
+once (:class:`~userrl.sim_users.shared.SharedGenerations`: decoding is greedy). Parsing and
+re-asks are the shared :func:`~userrl.sim_users.llm_user.ask_llm_user`. torch/transformers are imported on first
 use, so this module imports without the ``[train]`` extra.
 """
 
@@ -21,6 +22,7 @@ import structlog
 from userrl.errors import ConfigError, UserError
 from userrl.sim_users.base import UserQuery
 from userrl.sim_users.llm_user import SpecLookup, ask_llm_user, default_spec_lookup
+from userrl.sim_users.shared import SharedGenerations, prompt_key
 
 __all__ = ["HFUserBackend"]
 
@@ -48,6 +50,7 @@ class HFUserBackend:
         batch_window_s: how long the first request of a batch waits for others.
         max_batch: most prompts in one ``generate``.
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
+        share_ttl_s: identical prompts within this many seconds are generated once (0: never).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class HFUserBackend:
         batch_window_s: float = 0.02,
         max_batch: int = 16,
         max_reasks: int = 2,
+        share_ttl_s: float = 30.0,
     ) -> None:
         bounds = (
             ("max_new_tokens", max_new_tokens, 1),
@@ -80,6 +84,7 @@ class HFUserBackend:
         #: sizes of the most recent batches (observability and tests)
         self.batch_sizes: deque[int] = deque(maxlen=1024)
         self._pending: list[_Pending] = []
+        self.shared = SharedGenerations(share_ttl_s) if share_ttl_s > 0 else None
         self._lock = anyio.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -88,6 +93,11 @@ class HFUserBackend:
         return await ask_llm_user(query, self.spec_lookup, self._generate, max_reasks=self.max_reasks)
 
     async def _generate(self, messages: list[dict[str, str]]) -> str:
+        if self.shared is None:
+            return await self._batched(messages)
+        return await self.shared.generate(prompt_key(self.max_new_tokens, messages), lambda: self._batched(messages))
+
+    async def _batched(self, messages: list[dict[str, str]]) -> str:
         item = _Pending(messages)
         self._pending.append(item)
         try:

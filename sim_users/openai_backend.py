@@ -13,6 +13,9 @@ about the schema or ``response_format``), asks that query again without it and s
 that schema; ``always`` fails the query instead; ``never`` sends none. Forbidding free whitespace
 inside the JSON is a setting of the vLLM server, not of the request (``userrl serve`` sets it):
 a small model left free to add whitespace fills ``max_tokens`` with it.
+
+At temperature 0, identical requests are sent once (:class:`~userrl.sim_users.shared.SharedGenerations`):
+the judge calls of a GRPO group that grade the same answer share one generation.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from userrl.errors import ConfigError, UserError
 from userrl.openai_compat import ChatClient, OpenAIConfig, json_schema_format, rejects_structured_output
 from userrl.sim_users.base import UserQuery
 from userrl.sim_users.llm_user import SpecLookup, ask_llm_user, default_spec_lookup, reply_schema, schema_name
+from userrl.sim_users.shared import SharedGenerations, prompt_key
 
 __all__ = ["OpenAIUserBackend", "StructuredOutput"]
 
@@ -44,6 +48,7 @@ class OpenAIUserBackend:
         spec_lookup: ``env_id -> UserSpec``; defaults to the env registry.
         max_reasks: extra attempts after a reply the gym's ``parse_llm`` rejects.
         structured_output: ``auto``, ``always`` or ``never`` (see the module docstring).
+        share_ttl_s: identical greedy requests within this many seconds are sent once (0: never).
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class OpenAIUserBackend:
         *,
         max_reasks: int = 2,
         structured_output: StructuredOutput = "auto",
+        share_ttl_s: float = 30.0,
     ) -> None:
         if max_reasks < 0:
             raise ConfigError(f"max_reasks must be >= 0, got {max_reasks}")
@@ -66,6 +72,8 @@ class OpenAIUserBackend:
         self.max_reasks = max_reasks
         self.structured_output = structured_output
         self.refused: set[str] = set()  #: schema names the server refused (``auto`` asks without them)
+        #: identical greedy requests sent once; None when sampling (each caller gets its own sample)
+        self.shared = SharedGenerations(share_ttl_s) if config.temperature == 0 and share_ttl_s > 0 else None
 
     async def ask(self, query: UserQuery) -> dict[str, Any]:
         generate = partial(self._generate, self._response_format(query))
@@ -81,6 +89,12 @@ class OpenAIUserBackend:
         return json_schema_format(name, schema)
 
     async def _generate(self, response_format: dict[str, Any] | None, messages: list[dict[str, str]]) -> str:
+        if self.shared is None:
+            return await self._complete(response_format, messages)
+        key = prompt_key(self.config.model, self.config.max_tokens, response_format, messages)
+        return await self.shared.generate(key, partial(self._complete, response_format, messages))
+
+    async def _complete(self, response_format: dict[str, Any] | None, messages: list[dict[str, str]]) -> str:
         if response_format is None:
             text, _ = await self.client.complete(messages)
             return text

@@ -55,6 +55,7 @@ class CallRecord:
     empty: int = 0  #: replies with no text
     leaks: int = 0  #: replies the leak guard tripped on
     redacted: bool = False  #: the last reply still leaked and was redacted
+    shared: int = 0  #: generations taken from an identical greedy prompt's (:mod:`userrl.sim_users.shared`)
 
     def stats(self, ms: float) -> dict[str, Any]:
         """The record as ``UserReply.stats`` (``ms``: the call's latency)."""
@@ -65,6 +66,7 @@ class CallRecord:
             "empty": self.empty,
             "leaks": self.leaks,
             "redacted": self.redacted,
+            "shared": self.shared,
         }
 
 

@@ -91,11 +91,12 @@ def make_user_backend(kind: str, cfg: Any) -> UserBackend:
             backoff_base_s=backoff,
             backoff_max_s=max(30.0, backoff),
         )
-        return OpenAIUserBackend(oc, structured_output=u.structured_output)
+        return OpenAIUserBackend(oc, structured_output=u.structured_output, share_ttl_s=u.share_ttl_s)
     if kind == "hf":
         if not u.model:
             raise ConfigError("user.model (a local model path) is required for user.backend: hf")
-        return HFUserBackend(u.model, max_new_tokens=max(1, int(backend_option(cfg, "max_tokens"))))
+        max_new = max(1, int(backend_option(cfg, "max_tokens")))
+        return HFUserBackend(u.model, max_new_tokens=max_new, share_ttl_s=u.share_ttl_s)
     raise ConfigError(f"user.backend: {kind!r} is not one of {list(BACKENDS)}")
 
 

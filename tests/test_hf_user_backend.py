@@ -90,8 +90,13 @@ def outcome(r: dict[str, Any] | BaseException) -> Any:
 
 
 async def test_concurrent_asks_are_batched(tiny_dir: Path) -> None:
-    backend = HFUserBackend(
-        str(tiny_dir), spec_lookup=lambda env_id: Spec(), max_new_tokens=6, batch_window_s=0.05, max_reasks=0
+    backend = HFUserBackend(  # share_ttl_s=0: the repeated prompt below is generated again, not shared
+        str(tiny_dir),
+        spec_lookup=lambda env_id: Spec(),
+        max_new_tokens=6,
+        batch_window_s=0.05,
+        max_reasks=0,
+        share_ttl_s=0,
     )
     replies = await ask_all(backend, 4)
     assert list(backend.batch_sizes) == [4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -176,12 +177,12 @@ async def test_concurrency_limit(openai_server: FakeOpenAIServer) -> None:
     results: list[dict[str, Any]] = []
     async with user_backend(openai_server, concurrency=2) as ub:
 
-        async def one() -> None:
-            results.append(await ub.ask(RESPOND))
+        async def one(i: int) -> None:  # distinct prompts: identical greedy ones are sent once
+            results.append(await ub.ask(replace(RESPOND, payload={"q": f"hi {i}"})))
 
         async with anyio.create_task_group() as tg:
-            for _ in range(6):
-                tg.start_soon(one)
+            for i in range(6):
+                tg.start_soon(one, i)
     assert len(results) == 6
     assert openai_server.max_in_flight == 2
 

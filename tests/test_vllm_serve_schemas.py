@@ -88,7 +88,8 @@ async def test_every_gym_schema_is_strict_sent_and_parsed(env_id: str) -> None:
     llm = SchemaLLM()
     cls = get_env_class(env_id)
     with FakeOpenAIServer(llm) as srv:
-        async with OpenAIUserBackend(config(srv), max_reasks=0) as backend:
+        # share_ttl_s=0: every query its own request (an expert repeats its questions across tasks)
+        async with OpenAIUserBackend(config(srv), max_reasks=0, share_ttl_s=0) as backend:
             user = InProcessUser(backend)
             for task in load_tasks(env_id, "test")[:3]:
                 # max_reasks=0: a reply the gym cannot parse would fail the episode here

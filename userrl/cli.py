@@ -18,6 +18,7 @@ from userrl import logs
 from userrl.agents.worker import resolve_model_path
 from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.worker import WorkerSettings
+from userrl.cli_user_sft import user_model_stage
 from userrl.config import DeployConfig, gym_options_for, load_config, to_dict
 from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
 from userrl.deploy.watch import all_failed_message, wait_watching
@@ -54,6 +55,7 @@ EXTRA_COMMANDS = ["userrl.cli_deploy"]
 EXTRA_COMMANDS.append("userrl.cli_ui")  # userrl ui: the live web view
 EXTRA_COMMANDS.append("userrl.serve")  # userrl serve: a model behind vLLM's OpenAI-compatible API
 EXTRA_COMMANDS.append("userrl.cli_users")  # userrl users eval|swap|show: the simulated-user role
+EXTRA_COMMANDS.append("userrl.cli_user_sft")  # userrl sft-user: the user model (a tiny LLM user)
 
 
 def _config(args: argparse.Namespace) -> DeployConfig:
@@ -239,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level, log_file=f"{cfg.run_dir}/logs/train.log")
     enable_progress()
     _check_model_dir(cfg.policy.model, "policy.model")
-    report = run_train(cfg, args.config, args.set)
+    with user_model_stage(cfg):  # user.sft.serve: the user model, built if missing and served for the job
+        report = run_train(cfg, args.config, args.set)
     print(format_table(report["eval"]))
     print(format_claims(report))
     print(f"report: {cfg.run_dir}/report.json, plots: {cfg.run_dir}/metrics.png {cfg.run_dir}/eval.png")

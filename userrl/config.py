@@ -254,6 +254,46 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class UserSFTConfig:
+    """The user model (``userrl sft-user``, docs/users.md): a tiny model fine-tuned with TRL on
+    the scripted users' replies and judge verdicts, prompted as the LLM user is."""
+
+    gyms: list[str] = field(default_factory=list)
+    """Gyms whose user and judge it learns (their train split; held out: their test split);
+    empty = train.gyms."""
+    episodes_per_task: int = 3
+    """Episodes played per train task to collect the user's queries: the first by the scripted
+    expert, the rest mixing in other tasks' expert actions, other steps and garbled text."""
+    mix: float = 0.5
+    """In the mixed episodes, the chance that a turn's action is another task's or another
+    step's expert action (questions and guesses the user must turn down), not this task's."""
+    epochs: int = 4
+    """SFT epochs."""
+    lr: float = 3e-3
+    """SFT learning rate (the tiny model wants a large one)."""
+    max_length: int = 1024
+    """Examples longer than this many tokens (prompt and reply) are left out, not cut."""
+    heldout_tasks: int = 15
+    """Test tasks per gym whose queries measure the model (parse and agreement rates)."""
+    size: dict[str, int] = field(default_factory=dict)
+    """Qwen3Config fields of the user model; empty = policy.tiny_size (the policy's tiny model)."""
+    out: str = ""
+    """Where the model goes; empty = {run_dir}/user-model."""
+    serve: bool = False
+    """``userrl train`` builds the user model if it is missing and, with user.backend openai, serves
+    it with vLLM (``userrl serve``) at user.base_url as user.model for the job, then stops it."""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes_per_task", "epochs", "max_length", "heldout_tasks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"user.sft.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mix <= 1.0:
+            raise ConfigError(f"user.sft.mix must be in [0, 1], got {self.mix}")
+        if self.lr <= 0:
+            raise ConfigError(f"user.sft.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
 class UserConfig:
     backend: Literal["scripted", "openai", "hf"] = "scripted"
     """Simulated user/judge backend."""
@@ -291,12 +331,17 @@ class UserConfig:
     seat_timeout_s: float = 60.0
     """A claim on the user's seat that its page stops renewing for this long expires, and the
     simulator answers the episode's questions again."""
+    share_ttl_s: float = 30.0
+    """LLM backends at temperature 0: identical prompts within this many seconds are generated
+    once and the reply shared (the judge calls of a GRPO group on the same answer); 0 = never."""
+    sft: UserSFTConfig = field(default_factory=UserSFTConfig)
+    """How ``userrl sft-user`` builds the user model (a tiny stand-in for an LLM user; docs/users.md)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_version", str(self.model_version))  # `--set ...=3` reads as a number
         if self.seat_timeout_s < 1:
             raise ConfigError(f"user.seat_timeout_s must be >= 1, got {self.seat_timeout_s}")
-        for name in ("temperature", "timeout_s", "backoff_s"):
+        for name in ("temperature", "timeout_s", "backoff_s", "share_ttl_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"user.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_tokens", "timeout_s"):
@@ -736,6 +781,11 @@ def check_deploy(cfg: DeployConfig) -> None:
         )
     if "hf" in user_backends and not u.model:
         raise ConfigError("user.model (a local model folder) is required for user.backend: hf")
+    bad = [g for g in u.sft.gyms if g not in known]
+    if bad:
+        raise ConfigError(f"user.sft.gyms: unknown gym id(s) {bad}; known ids: {known}")
+    if u.sft.serve and u.backend != "openai":
+        raise ConfigError("user.sft.serve: serves the user model for user.backend: openai (set it, or serve: false)")
     if u.seat and "user" in cfg.workers and cfg.workers["user"].concurrency < 2:
         raise ConfigError("user.seat: needs workers.user.concurrency >= 2 (a parked question holds a slot)")
 

@@ -1,0 +1,277 @@
+"""User-role throughput: the user worker next to raw calls to the same model server.
+
+One vLLM server (``userrl serve``'s command line: the CPU defaults, compact structured output)
+serves a user model; the queries are the gyms' own user and judge questions from their test
+split (:func:`userrl.learner.user_sft.collect_examples`), each sent with the gym's LLM prompt and
+reply schema at temperature 0. At 1, 16 and 64 concurrent dialogues (each asks its next
+question when the last one is answered), for the same number of seconds each, in one run:
+
+- **raw**: each dialogue posts ``/v1/chat/completions`` straight to the server (httpx, a client of
+  one connection per dialogue) and waits for the answer;
+- **worker**: each dialogue puts a ``user_request`` on the ``user`` stream of a private Redis
+  and waits for the ``user_reply`` on the ``env`` stream, as an env worker does; a
+  ``userrl worker user`` process (``user.backend: openai``) answers through the same server:
+  stream read, prompt, structured output, parse, leak guard, the atomic commit.
+
+The two sides alternate (``--rounds`` each, ``--seconds`` a round, which side goes first
+swapping each round: a shared machine's load drifts). Prints turns/s of both and the ratio
+worker / raw (target >= 0.9 at 16 and 64), the worker's generations per turn (re-asks of replies
+that did not parse show there), the share of queries it failed after its re-asks, and the user
+worker process's CPU time per turn.
+
+    python benchmarks/users.py [--model runs/llm-user/user-model] [--dialogues 1 16 64] [--seconds 15] [--rounds 2]
+
+Without ``--model`` it serves ``runs/llm-user/user-model`` when that exists (``userrl sft-user
+--config deploy/llm-user.yaml`` builds it), else the untrained tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from userrl.agents.tiny import build_tiny_model
+from userrl.bus.client import make_client
+from userrl.bus.embedded import EmbeddedRedis
+from userrl.bus.keys import Keys
+from userrl.bus.messages import UserReply, UserRequest
+from userrl.bus.transport import Bus, BusSettings
+from userrl.config import load_config
+from userrl.envs.registry import user_spec
+from userrl.learner.user_sft import collect_examples
+from userrl.logs import configure_logging
+from userrl.openai_compat import json_schema_format
+from userrl.serve import ServeOptions, VLLMServer, entry_module, server_argv, server_env
+from userrl.sim_users.base import UserQuery
+from userrl.sim_users.llm_user import schema_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CI = ROOT / "deploy" / "ci.yaml"
+NAME = "user-model"
+RUN = "ubench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def body(q: UserQuery, max_tokens: int) -> dict[str, Any]:
+    """The request the openai user backend sends for ``q`` (first attempt)."""
+    spec = user_spec(q.env_id)
+    return {
+        "model": NAME,
+        "messages": spec.llm_messages(q),
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+        "response_format": json_schema_format(schema_name(q), spec.reply_schema(q)),
+    }
+
+
+async def raw(base_url: str, queries: list[UserQuery], n: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    bodies = [body(q, max_tokens) for q in queries]
+    turns = 0
+    counting = False
+    # a client of one connection per dialogue: the cheapest httpx can do (one pool of n
+    # connections costs ms of CPU per request at 64, see userrl.openai_compat)
+    clients = [httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=1)) for _ in range(n)]
+
+    async def dialogue(i: int) -> None:
+        nonlocal turns
+        k = i
+        while True:
+            r = await clients[i].post(f"{base_url}/chat/completions", json=bodies[k % len(bodies)])
+            if r.status_code != 200:
+                raise RuntimeError(f"the server answered {r.status_code}: {r.text[:300]}")
+            r.json()["choices"][0]["message"]["content"]
+            turns += counting
+            k += n
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(dialogue, i)
+            await anyio.sleep(2.0)  # warm up: every dialogue in flight
+            counting, t0 = True, time.perf_counter()
+            await anyio.sleep(seconds)
+            done, dt = turns, time.perf_counter() - t0
+            tg.cancel_scope.cancel()
+    finally:
+        for c in clients:
+            await c.aclose()
+    return {"turns": done, "s": dt, "gens": done, "failed": 0, "cpu": 0.0}
+
+
+async def through_worker(
+    url: str, queries: list[UserQuery], n: int, seconds: float, tag: str, pid: int
+) -> dict[str, float]:
+    keys = Keys(RUN)
+    bus = Bus(make_client(url, block_ms=200, max_connections=n + 8), keys, BusSettings(block_ms=200))
+    env = keys.stream("env")
+    await bus.ensure_group(env, "bench", start="$")
+    waiting: dict[tuple[str, int], anyio.Event] = {}
+    turns = gens = failed = 0
+    counting = False
+
+    async def replies() -> None:
+        nonlocal turns, gens, failed
+        while True:
+            got = await bus.read(env, "bench", "bench", count=256, block_ms=200)
+            if got:
+                await bus.redis.xack(env, "bench", *[d.entry_id for d in got])
+            for d in got:
+                m = d.msg
+                if isinstance(m, UserReply) and (ev := waiting.pop((m.episode_id, m.seq), None)) is not None:
+                    failed += counting * (m.error is not None)  # answered all the same: re-asked, then failed
+                    turns += counting
+                    gens += counting * int(m.stats.get("attempts", 1))
+                    ev.set()
+
+    async def dialogue(i: int) -> None:
+        k, seq = i, 0
+        while True:
+            seq += 1
+            ev = anyio.Event()
+            waiting[(f"{tag}-{i}", seq)] = ev
+            q = queries[k % len(queries)]
+            await bus.send(keys.stream("user"), UserRequest(episode_id=f"{tag}-{i}", seq=seq, hop=1, query=q.to_dict()))
+            await ev.wait()
+            k += n
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(replies)
+        for i in range(n):
+            tg.start_soon(dialogue, i)
+        await anyio.sleep(2.0)
+        counting, t0, c0 = True, time.perf_counter(), cpu_s(pid)
+        await anyio.sleep(seconds)
+        done, g, bad, dt, cpu = turns, gens, failed, time.perf_counter() - t0, cpu_s(pid) - c0
+        tg.cancel_scope.cancel()
+    await bus.redis.aclose()
+    return {"turns": done, "s": dt, "gens": g, "failed": bad, "cpu": cpu}
+
+
+def start_worker(
+    redis_url: str, base_url: str, concurrency: int, max_tokens: int, log: Path
+) -> subprocess.Popen[bytes]:
+    sets = [
+        f"run={RUN}",
+        "log_level=warning",
+        "user.backend=openai",
+        f"user.base_url={base_url}",
+        f"user.model={NAME}",
+        "user.api_key_env=",
+        f"user.max_tokens={max_tokens}",
+        "user.timeout_s=300",
+        "user.share_ttl_s=0",  # the pool repeats: only the server's own caching on either side
+        f"workers.user.concurrency={concurrency}",
+    ]
+    cmd = [sys.executable, "-m", "userrl", "worker", "user", "--name", "user-0", "--config", str(CI)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "USERRL_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_worker(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
+    r = make_client(url)
+    t0 = time.monotonic()
+    try:
+        while not [k async for k in r.scan_iter(match=Keys(RUN).heartbeat_pattern("user"))]:
+            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+                raise RuntimeError("the user worker did not start")
+            await anyio.sleep(0.5)
+    finally:
+        await r.aclose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="", help="user model folder (default: runs/llm-user/user-model, else tiny)")
+    ap.add_argument("--dialogues", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--seconds", type=float, default=15.0, help="per side and round")
+    ap.add_argument("--rounds", type=int, default=2, help="raw and worker alternate, this many times each")
+    ap.add_argument("--gyms", nargs="+", default=["userrl/Intention-v0", "userrl/Telepathy-v0"])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--kv-cache", default="1G")
+    args = ap.parse_args()
+    configure_logging("warning")
+    work = Path(tempfile.mkdtemp(prefix="userrl-bench-users-"))
+    model = args.model or str(ROOT / "runs" / "llm-user" / NAME)
+    if not (Path(model) / "config.json").is_file():
+        if args.model:
+            sys.exit(f"--model {args.model}: no config.json there")
+        model = str(build_tiny_model(work / "tiny", seed=0, **load_config(CI).policy.tiny_size))  # vLLM's head_dim
+    examples, _ = anyio.run(lambda: collect_examples(args.gyms, "test", episodes_per_task=2, max_turns=6))
+    queries = [e.query for e in examples]
+    port = free_port()
+    opts = ServeOptions(model=model, port=port, served_model_name=NAME, kv_cache=args.kv_cache)
+    argv = server_argv(opts, model, NAME, cpu=True, module=entry_module())
+    base_url = f"http://127.0.0.1:{port}/v1"
+    print(f"model {model}; {len(queries)} queries of {args.gyms}; serving on {base_url} ...", flush=True)
+    concurrency = max(64, *args.dialogues)
+    with (
+        VLLMServer(argv, base_url=base_url, model_name=NAME, log_path=work / "serve.log", env=server_env(True)) as srv,
+        EmbeddedRedis() as redis,
+    ):
+        print(f"vLLM ready after {srv.wait_ready(900):.0f}s", flush=True)
+        worker = start_worker(redis.url, base_url, concurrency, args.max_tokens, work / "worker.log")
+        try:
+            anyio.run(wait_worker, redis.url, worker)
+            rows = [(n, measure_both(redis.url, base_url, queries, n, args, worker.pid)) for n in args.dialogues]
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    print(
+        f"\n{'dialogues':>9} | {'raw turns/s':>11} | {'worker turns/s':>14} | {'ratio':>5} | gens/turn | failed", end=""
+    )
+    print(" | worker CPU ms/turn")
+    print("-" * 91)
+    for n, (r, w, cpu) in rows:
+        rate_r, rate_w = r["turns"] / r["s"], w["turns"] / w["s"]
+        cells = f"{n:>9} | {rate_r:>11.1f} | {rate_w:>14.1f} | {rate_w / rate_r if rate_r else 0.0:>5.2f}"
+        gens, failed = w["gens"] / max(w["turns"], 1), w["failed"] / max(w["turns"], 1)
+        print(f"{cells} | {gens:>9.2f} | {failed:>6.2f} | {cpu:>18.1f}")
+    print("gens/turn: the worker's generations per answered query (re-asks of unusable replies); failed: the share")
+    print("of queries it answered with a typed error after the re-asks; worker CPU: the user worker process's")
+    print("CPU time per turn (user + system)")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_both(
+    redis_url: str, base_url: str, queries: list[UserQuery], n: int, args: argparse.Namespace, pid: int
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """``args.rounds`` rounds of raw and worker, alternating which goes first (the machine's
+    load drifts); totals of each side, and the worker's CPU ms per turn."""
+    tot = {side: {"turns": 0, "s": 0.0, "gens": 0, "failed": 0, "cpu": 0.0} for side in ("raw", "worker")}
+    for i in range(args.rounds):
+        for side in ("raw", "worker") if i % 2 == 0 else ("worker", "raw"):
+            if side == "raw":
+                got = anyio.run(raw, base_url, queries, n, args.seconds, args.max_tokens)
+            else:
+                got = anyio.run(through_worker, redis_url, queries, n, args.seconds, f"d{n}r{i}", pid)
+            for k, v in got.items():
+                tot[side][k] += v
+            print(f"  {n} dialogues, round {i + 1}: {side} {got['turns'] / got['s']:.1f} turns/s", flush=True)
+    return tot["raw"], tot["worker"], 1000 * tot["worker"]["cpu"] / max(tot["worker"]["turns"], 1)
+
+
+if __name__ == "__main__":
+    main()
