@@ -7,6 +7,7 @@ launcher), every episode failing (eval, dispatch --wait, and their reason in `ep
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from userrl.bus.keys import Keys
 from userrl.config import load_config
 from userrl.deploy.launcher import Launcher
 from userrl.deploy.watch import last_error_line
+from userrl.envs.datasets import load_tasks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,7 +41,13 @@ DEAD_USER = [
 ]
 
 
-def run_cli(args: list[str], timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
+#: "Stops at once" in these tests means before any timeout the command would otherwise wait out
+#: (an eval's 3,600 s, a group's 600 s, the launcher's 60 s start grace): interpreter start-up and
+#: imports take seconds on a quiet machine and several times that on a loaded 2-core one.
+AT_ONCE_S = 100
+
+
+def run_cli(args: list[str], timeout: float = 110) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "userrl", *args],
@@ -73,7 +81,7 @@ def test_eval_with_a_missing_policy_model_stops_at_once(tmp_path: Path) -> None:
         ]
     )
     assert out.returncode != 0
-    assert took < 30, f"took {took:.1f}s"
+    assert took < AT_ONCE_S, f"took {took:.1f}s"
     (line,) = error_lines(out.stderr)
     assert "worker policy-0 failed at start" in line and "no-such-model" in line
     assert f"[log: {tmp_path}/logs/policy-0.log]" in line
@@ -95,7 +103,7 @@ def test_up_with_a_missing_policy_model_exits_with_the_reason(tmp_path: Path) ->
         ]
     )
     assert out.returncode == 1
-    assert took < 30, f"took {took:.1f}s"
+    assert took < AT_ONCE_S, f"took {took:.1f}s"
     (line,) = error_lines(out.stderr)
     assert "worker policy-0 failed at start" in line and "policy-0.log" in line
 
@@ -118,7 +126,7 @@ def test_eval_where_every_episode_fails_names_the_reason(tmp_path: Path) -> None
         ]
     )
     assert out.returncode == 1, out.stderr
-    assert took < 30
+    assert took < AT_ONCE_S
     (line,) = error_lines(out.stderr)
     assert line.startswith("userrl: error: all 3 episodes failed; most common reason (3x): user: ")
     assert "ConnectError" in line
@@ -144,12 +152,14 @@ def test_eval_stops_early_once_enough_episodes_failed(tmp_path: Path) -> None:
             f"run_dir={tmp_path}",
             *DEAD_USER,
         ],
-        timeout=90,
+        timeout=110,
     )
     assert out.returncode == 1, out.stderr
-    assert took < 30
     (line,) = error_lines(out.stderr)
     assert "episodes" in line and "failed" in line and "ConnectError" in line
+    # it stopped once enough had failed, before playing them all
+    failed = int(re.search(r"all (\d+) episodes so far failed", line).group(1))  # type: ignore[union-attr]
+    assert failed < 8 * len(load_tasks("userrl/Telepathy-v0", "test")), line
 
 
 def test_dispatch_wait_where_every_episode_fails_and_episodes_show_says_why(tmp_path: Path) -> None:
@@ -162,7 +172,7 @@ def test_dispatch_wait_where_every_episode_fails_and_episodes_show_says_why(tmp_
         )
         out, took = run_cli(["dispatch", "--wait", "--gyms", "userrl/Telepathy-v0", "--tasks", "2", *common])
         assert out.returncode == 1, out.stderr
-        assert took < 30
+        assert took < AT_ONCE_S
         (line,) = error_lines(out.stderr)
         assert "all 2 episodes failed" in line and "ConnectError" in line
         ls, _ = run_cli(["episodes", "ls", "--json", *common])
@@ -305,7 +315,7 @@ def test_train_with_a_missing_policy_model_fails_in_one_line(tmp_path: Path) -> 
             f"policy.model={tmp_path / 'no-such-model'}",
         ]
     )
-    assert out.returncode != 0 and took < 30
+    assert out.returncode != 0 and took < AT_ONCE_S
     (line,) = error_lines(out.stderr)
     assert "policy.model" in line and "no-such-model" in line
     assert "Traceback" not in out.stderr
@@ -347,7 +357,7 @@ def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: Path, c
     out, took = run_cli(
         [*command, "--set", "redis=redis://:hunter2-secret@127.0.0.1:9/0", "--set", f"run_dir={tmp_path}"]
     )
-    assert out.returncode == 2 and took < 30
+    assert out.returncode == 2 and took < AT_ONCE_S
     (line,) = error_lines(out.stderr)
     assert "cannot reach redis" in line.lower() and "127.0.0.1:9" in line
     assert "hunter2-secret" not in out.stderr + out.stdout

@@ -187,10 +187,25 @@ def test_dispatch_wait_and_sigterm(deploy: Deploy) -> None:
 
 def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deploy) -> None:
     url, workers = deploy.url, deploy.workers()
+    # episodes of its own before the kill (the module's other tests may or may not have run)
+    before = deploy.cli(
+        "dispatch",
+        "--wait",
+        "--gyms",
+        "userrl/Function-v0",
+        "--tasks",
+        "3",
+        "--prefix",
+        "k:",
+        "--timeout",
+        "120",
+        timeout=150,
+    )
+    assert before.returncode == 0 and "finished 3 (3 ok)" in before.stdout, before.stderr
     with sync_redis.Redis.from_url(url) as r:
         r.set(Keys(RUN).prefix + "probe", "committed")
         finished_before = r.zcard(Keys(RUN).finished)
-    assert finished_before >= 3  # the dispatch test's episodes
+    assert finished_before >= 3
     time.sleep(1.5)  # appendfsync everysec
     old = deploy.server_pid()
     assert old is not None
