@@ -22,6 +22,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,12 @@ class Distributed:
             # every rank gets here before any tears down: a rank still inside the last
             # collective when its peer destroys the group is what aborts
             torch.distributed.barrier()
+            # gloo's worker threads drop each finished work after it completes, and dropping one
+            # whose tensors Python created needs the GIL. Whoever destroys the group (here, or
+            # DDP's reducer when the model is freed) joins those threads while holding the GIL:
+            # a thread still waiting for it then deadlocks the rank at exit (seen under load).
+            # Sleeping releases the GIL so they finish first.
+            time.sleep(1.0)
             torch.distributed.destroy_process_group()
 
     def broadcast(self, obj: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` in a session of its own, so a timeout takes the ranks down with the
+    launcher (a rank left behind would outlive the test)."""
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK"))}
     env.update(
@@ -78,7 +94,7 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
     groups_file = tmp_path / "groups.json"
     groups_file.write_text(json.dumps(batches))
     env = launch_env(REF_MODEL=str(models[1]), MICRO_TOKENS="400")
-    out = subprocess.run(
+    out = launch(
         [
             *LAUNCH,
             "--main_process_port",
@@ -91,8 +107,6 @@ def test_two_processes_train_the_same_weights_as_one(models: tuple[Path, Path], 
             str(groups_file),
         ],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=170,
     )
     assert out.returncode == 0, out.stderr[-4000:]
@@ -156,7 +170,7 @@ def test_a_killed_rank_fails_the_step_and_acks_nothing(
 
     anyio.run(seed)
     env = launch_env(USERRL_REDIS_URL=redis_url, USERRL_RUN=run_name)
-    out = subprocess.run(
+    out = launch(
         [
             *LAUNCH,
             "--main_process_port",
@@ -169,8 +183,6 @@ def test_a_killed_rank_fails_the_step_and_acks_nothing(
             str(kill_step),
         ],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=170,
     )
     if not kill_step:  # the real loop under accelerate: 2 steps, a checkpoint at the end acks both groups
