@@ -16,29 +16,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.expert_policy import TeacherForcedExpert  # noqa: E402
+from tests.grpo_stack import grpo_stack  # noqa: E402
 from tests.openai_server import FakeOpenAIServer  # noqa: E402
 from tests.test_user_worker import ScriptedLLM  # noqa: E402
 from userrl.agents.tiny import build_tiny_model  # noqa: E402
-from userrl.agents.worker import PolicyWorker  # noqa: E402
 from userrl.bus.transport import Bus  # noqa: E402
-from userrl.bus.worker import WorkerSettings  # noqa: E402
 from userrl.config import load_config  # noqa: E402
-from userrl.envs.datasets import load_tasks  # noqa: E402
-from userrl.envs.worker import EnvWorker  # noqa: E402
-from userrl.learner.dispatch import Dispatcher  # noqa: E402
-from userrl.learner.grpo_learner import GRPOLearner  # noqa: E402
 from userrl.learner.loop import learn  # noqa: E402
-from userrl.learner.losses import LossConfig  # noqa: E402
 from userrl.learner.metrics import MetricsLog  # noqa: E402
-from userrl.learner.reward.worker import RewardWorker  # noqa: E402
 from userrl.sim_users.simulators import wait_applied, write_target  # noqa: E402
-from userrl.sim_users.worker import UserWorker  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
 CI = Path(__file__).resolve().parents[1] / "deploy" / "ci.yaml"
-FAST = dict(reclaim_interval_s=0.2, heartbeat_interval_s=0.1, heartbeat_ttl_s=1.0)
 GYM = "userrl/Telepathy-v0"
 LLM = "openai:user-a@1"
 
@@ -62,24 +52,7 @@ async def test_grpo_logs_simulator_health_and_trains_through_a_user_swap(
                 "user.api_key_env=",
             ],
         )
-        s = lambda n: WorkerSettings(name=n, **FAST)  # noqa: E731
-        workers = [
-            EnvWorker(bus, s("env-0"), send_task_to_policy=True),
-            PolicyWorker(bus, s("policy-0"), backend=TeacherForcedExpert(model)),
-            UserWorker.from_config(bus, s("user-0"), cfg),
-            RewardWorker(bus, s("reward-0"), group_timeout_s=120),
-        ]
-        dispatcher = Dispatcher(
-            bus,
-            {GYM: load_tasks(GYM, "train")},
-            group_size=2,
-            max_in_flight=4,
-            max_turns=4,
-            sampling={"temperature": 1.0, "max_new_tokens": 48},
-            groups_per_step=2,
-            max_staleness=1,
-        )
-        learner = GRPOLearner(model, tmp_path / "learner", lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
+        workers, dispatcher, learner = grpo_stack(bus, model, cfg, GYM, tmp_path / "learner", group_timeout_s=120)
         metrics = MetricsLog(metrics_path)
 
         async def swap_after_step_2() -> None:

