@@ -50,3 +50,22 @@ def make_groups(
             )
         groups.append({"items": items, "env_id": "userrl/Function-v0", "group_id": f"g{g}"})
     return groups
+
+
+def random_qwen3(vocab_size: int) -> Any:
+    """A one-layer Qwen3 with random weights (seed 0), in eval mode: small enough for exact
+    reference computations. Needs torch and transformers (callers importorskip them first)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        head_dim=16,
+    )
+    return transformers.Qwen3ForCausalLM(config).eval()

@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests.learner_groups import random_qwen3  # noqa: E402
 from userrl.learner.losses import (  # noqa: E402
     LossConfig,
     _has_plain_lm_head,
@@ -141,17 +142,7 @@ def test_loss_config_validation() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.Qwen3Config(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        head_dim=16,
-    )
-    return transformers.Qwen3ForCausalLM(config).eval()
+    return random_qwen3(vocab_size=64)
 
 
 def _batch() -> dict[str, torch.Tensor]:

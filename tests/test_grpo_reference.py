@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests.learner_groups import random_qwen3  # noqa: E402
 from userrl.learner.losses import grpo_loss, kl_estimate, token_logprobs  # noqa: E402
 from userrl.learner.offpolicy import importance_weights, mismatch_metrics, mismatch_sums  # noqa: E402
 
@@ -334,17 +335,7 @@ def test_mismatch_metrics(seed: int, mode: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.Qwen3Config(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        head_dim=16,
-    )
-    return transformers.Qwen3ForCausalLM(config).eval()
+    return random_qwen3(vocab_size=50)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

@@ -137,20 +137,14 @@ def test_password_never_leaks(deploy: Deploy) -> None:
     assert not leaks
 
 
+def three_episodes(deploy: Deploy, prefix: str) -> subprocess.CompletedProcess[str]:
+    """``dispatch --wait`` of 3 FunctionGym episodes with ids under ``prefix``."""
+    args = ["dispatch", "--wait", "--gyms", "userrl/Function-v0", "--tasks", "3", "--prefix", prefix]
+    return deploy.cli(*args, "--timeout", "120", timeout=150)
+
+
 def test_dispatch_wait_and_sigterm(deploy: Deploy) -> None:
-    ok = deploy.cli(
-        "dispatch",
-        "--wait",
-        "--gyms",
-        "userrl/Function-v0",
-        "--tasks",
-        "3",
-        "--prefix",
-        "a:",
-        "--timeout",
-        "120",
-        timeout=150,
-    )
+    ok = three_episodes(deploy, "a:")
     assert ok.returncode == 0, ok.stderr
     assert "finished 3 (3 ok)" in ok.stdout
     log = deploy.run_dir / "dispatch.log"
@@ -188,19 +182,7 @@ def test_dispatch_wait_and_sigterm(deploy: Deploy) -> None:
 def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deploy) -> None:
     url, workers = deploy.url, deploy.workers()
     # episodes of its own before the kill (the module's other tests may or may not have run)
-    before = deploy.cli(
-        "dispatch",
-        "--wait",
-        "--gyms",
-        "userrl/Function-v0",
-        "--tasks",
-        "3",
-        "--prefix",
-        "k:",
-        "--timeout",
-        "120",
-        timeout=150,
-    )
+    before = three_episodes(deploy, "k:")
     assert before.returncode == 0 and "finished 3 (3 ok)" in before.stdout, before.stderr
     with sync_redis.Redis.from_url(url) as r:
         r.set(Keys(RUN).prefix + "probe", "committed")
@@ -225,19 +207,7 @@ def test_redis_kill9_comes_back_with_its_data_and_workers_carry_on(deploy: Deplo
         assert r.get(Keys(RUN).prefix + "probe") == b"committed"
         assert r.zcard(Keys(RUN).finished) >= finished_before
     assert {p for p in workers if alive(p)} == workers  # nobody crashed on the outage
-    after = deploy.cli(
-        "dispatch",
-        "--wait",
-        "--gyms",
-        "userrl/Function-v0",
-        "--tasks",
-        "3",
-        "--prefix",
-        "c:",
-        "--timeout",
-        "120",
-        timeout=150,
-    )
+    after = three_episodes(deploy, "c:")
     assert after.returncode == 0, after.stderr
     assert "finished 3 (3 ok)" in after.stdout
     assert alive(new)
