@@ -4,6 +4,7 @@ hundreds of episodes ends every episode finished or reported failed, none twice,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,8 +58,15 @@ def _sigterm(w: subprocess.Popen[bytes]) -> tuple[int, float]:
     """SIGTERM the worker; its exit code and how many seconds it took to exit."""
     t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
-    rc = w.wait(timeout=30)
+    rc = w.wait(timeout=90)
     return rc, time.monotonic() - t0
+
+
+def _gave_up_on_redis(log: Path) -> bool:
+    """Whether the worker's stop abandoned its work because it saw Redis was down (the other
+    reason, ``redis_down: false``, is the 15 s grace running out: the slow exit this guards)."""
+    lines = [json.loads(x) for x in log.read_text().splitlines() if "worker.shutdown_abandoned" in x]
+    return bool(lines) and all(x["redis_down"] is True for x in lines)
 
 
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +118,9 @@ def test_sigterm_while_redis_is_down(server: EmbeddedRedis, outage: str, subproc
     finally:
         if w.poll() is None:
             w.kill()
-    assert rc == 0 and took < 8, f"exit {rc} after {took:.1f}s (log: {tmp_path})"
+    # What happened, not how fast: it saw the outage and gave up at once instead of waiting out its
+    # grace. _sigterm's 90 s wait only rules out a hang (generous for a loaded CI machine's teardown).
+    assert rc == 0 and _gave_up_on_redis(tmp_path / "slow-0.log"), f"exit {rc} after {took:.1f}s (log: {tmp_path})"
     if outage == "sigstop":
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGCONT)
@@ -202,4 +212,6 @@ def test_every_role_honours_sigterm_while_redis_is_frozen(
             w.kill()
         if server.proc is not None:
             os.kill(server.proc.pid, signal.SIGCONT)
-    assert rc == 0 and took < 8, f"exit {rc} after {took:.1f}s (log: {tmp_path})"
+    # What happened, not how fast: it saw the outage and gave up at once instead of waiting out its
+    # grace. _sigterm's 90 s wait only rules out a hang (generous for a loaded CI machine's teardown).
+    assert rc == 0 and _gave_up_on_redis(tmp_path / f"{role}-0.log"), f"exit {rc} after {took:.1f}s (log: {tmp_path})"
