@@ -28,9 +28,23 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from userrl.errors import ConfigError
+
+#: the client's errors, under names callers outside ``bus/`` catch (they never import redis):
+#: any error of a command or connection, a lost or refused connection, a timed-out command
+RedisConnectionError = ConnectionError
+RedisTimeoutError = TimeoutError
+__all__ = [
+    "RedisConnectionError",
+    "RedisError",
+    "RedisTimeoutError",
+    "is_cluster",
+    "make_client",
+    "make_sync_client",
+    "split_cluster_flag",
+]
 
 #: set while a task holds a slot of its GatedCluster: the client's own nested calls (a command
 #: split over slots runs a pipeline, then may retry parts) must not wait for a second slot

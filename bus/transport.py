@@ -42,6 +42,7 @@ from userrl.bus.groups import GroupStore
 from userrl.bus.keys import Keys
 from userrl.bus.messages import Message, decode
 from userrl.bus.routing import PolicyRoutes, WeightsChannel
+from userrl.bus.seat import SeatStore
 from userrl.bus.store import EpisodeStore
 from userrl.errors import MessageError
 
@@ -81,7 +82,7 @@ class Bus:
     parts: :attr:`store` (episode snapshots, logs, indexes), :attr:`routes` (policy routing and
     the replica registry), :attr:`weights` (the weights channel), :attr:`control` (heartbeats,
     wanted replicas, supervisor, counters, dead letters), :attr:`groups` (the reward workers'
-    GRPO groups). ``async with`` closes it."""
+    GRPO groups), :attr:`seat` (the user's seat). ``async with`` closes it."""
 
     def __init__(self, redis: Redis, keys: Keys, settings: BusSettings | None = None) -> None:
         self.redis = redis  #: the client, for the bus's own modules (and tests); nobody else
@@ -92,6 +93,7 @@ class Bus:
         self.weights = WeightsChannel(redis, keys)
         self.control = ControlPlane(redis, keys)
         self.groups = GroupStore(redis, keys)
+        self.seat = SeatStore(redis, keys)
         self._commit_many = redis.register_script(scripts.COMMIT_MANY)
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
