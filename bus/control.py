@@ -82,6 +82,21 @@ class ControlPlane:
         """The run's counters (episodes ok/failed, redispatched, dead-lettered, ...)."""
         return _int_map(await self._redis.hgetall(self.keys.counters))
 
+    # -- the user role's target (:mod:`userrl.sim_users.simulators`) ---------------------------
+    @property
+    def user_target_key(self) -> str:
+        return f"{self.keys.prefix}user:target"
+
+    async def user_target(self) -> bytes | None:
+        """The run's user target (JSON), None when the workers answer with their own config."""
+        return await self._redis.get(self.user_target_key)
+
+    async def set_user_target(self, body: str) -> None:
+        await self._redis.set(self.user_target_key, body)
+
+    async def clear_user_target(self) -> None:
+        await self._redis.delete(self.user_target_key)
+
     # -- streams and dead letters ----------------------------------------------------------------
     async def stream_length(self, stream: str) -> int:
         return int(await self._redis.xlen(stream))

@@ -214,7 +214,7 @@ class UserWorker(Worker):
     async def apply_target(self) -> None:
         assert self.config is not None
         try:
-            target = await read_target(self.bus.redis, self.bus.keys)
+            target = await read_target(self.bus)
         except ConfigError as exc:
             self.target_error = str(exc)
             return
