@@ -69,6 +69,10 @@ class ControlPlane:
         await self._redis.hset(self.keys.replicas, mapping=dict(counts))
         return {r: None if v is None else int(v) for r, v in zip(roles, old, strict=True)}
 
+    async def supervised(self) -> bool:
+        """Whether a live launcher supervises the run (its record has not expired)."""
+        return bool(await self._redis.exists(self.keys.supervisor))
+
     async def supervisor(self) -> dict[str, Any] | None:
         """The live launcher's record, None when no launcher supervises the run."""
         raw = await self._redis.get(self.keys.supervisor)

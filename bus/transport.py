@@ -153,6 +153,23 @@ class Bus:
                 raise
         self._groups_ready.add((stream, group))
 
+    async def add_consumer(self, stream: str, group: str, consumer: str) -> None:
+        """Create ``consumer`` in the group before its first read (so it shows as idle)."""
+        await self.redis.xgroup_createconsumer(stream, group, consumer)
+
+    async def drop_group(self, stream: str, group: str) -> None:
+        """Destroy a consumer group (its pending entries with it)."""
+        await self.redis.xgroup_destroy(stream, group)
+        self._groups_ready.discard((stream, group))
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """XACK entries read outside a commit (readers that commit nothing, e.g. waiters)."""
+        return int(await self.redis.xack(stream, group, *entry_ids)) if entry_ids else 0
+
+    async def entries(self, stream: str) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every entry of a stream, oldest first, as (entry id, fields)."""
+        return [(i.decode() if isinstance(i, bytes) else str(i), f) for i, f in await self.redis.xrange(stream)]
+
     async def _recreate_group(self, stream: str, group: str, exc: Exception) -> None:
         self.nogroup_recreated += 1
         log.warning("bus.nogroup_recreated", stream=stream, group=group, error=str(exc))
