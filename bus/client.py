@@ -43,6 +43,7 @@ __all__ = [
     "is_cluster",
     "make_client",
     "make_sync_client",
+    "probe",
     "split_cluster_flag",
 ]
 
@@ -128,6 +129,22 @@ def make_sync_client(
     if cluster:
         return redis.cluster.RedisCluster.from_url(url, **kw)  # type: ignore[return-value]
     return redis.Redis.from_url(url, **kw)
+
+
+def probe(url: str, timeout_s: float = 3.0, *, assume_cluster: bool = False) -> bool:
+    """PING the server at ``url`` (a plain URL: any one node of a cluster answers) and say
+    whether it is a cluster node (``INFO cluster``; where INFO is restricted, as on managed
+    services: ``assume_cluster``). Raises :class:`RedisError` or ``OSError`` when it does not
+    answer."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+        try:
+            return bool(client.info("cluster").get("cluster_enabled"))
+        except RedisError:
+            return assume_cluster
+    finally:
+        client.close()
 
 
 def is_cluster(client: Any) -> bool:
