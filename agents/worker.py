@@ -24,7 +24,7 @@ infrastructure error (never as training text).
 
 **Sticky episodes.** Every policy worker (replica) reads two streams with the ``policy`` group:
 the shared ``policy`` stream and its own ``policy:{name}`` stream (``Keys.replica_stream``). The
-env worker sends turn 2.. of an episode to the stream :func:`policy_stream_for` names for the
+env worker sends turn 2.. of an episode to the stream ``Bus.routes.stream_for`` names for the
 replica that answered the previous turn (``PolicyReply.worker``): that replica's own stream
 while its heartbeat lives, else the shared stream. So all turns of an episode prefer one
 replica (its prefix cache holds the episode), and any replica serves them when it is gone.
@@ -62,19 +62,7 @@ from userrl.hardware import resolve_device
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "policy_stream_for", "resolve_model_path"]
-
-
-# ---- routing -----------------------------------------------------------------------------------
-
-
-async def policy_stream_for(bus: Bus, replica: str) -> str:
-    """Where to send an episode's next policy request: the own stream of ``replica`` (the
-    worker that answered its previous turn) while that replica's heartbeat lives, else the
-    shared ``policy`` stream."""
-    if replica and await bus.redis.exists(bus.keys.heartbeat("policy", replica)):
-        return bus.keys.replica_stream(replica)
-    return bus.keys.stream("policy")
+__all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "resolve_model_path"]
 
 
 # ---- backends ----------------------------------------------------------------------------------
@@ -245,9 +233,9 @@ class PolicyWorker(Worker):
         cursor = "$"
         while True:
             try:
-                got = await self.bus.redis.xread({self.bus.keys.weights: cursor}, count=16, block=1000)
-                if got:
-                    cursor = got[0][1][-1][0]
+                got = await self.bus.weights.wait(cursor, block_ms=1000)
+                if got is not None:
+                    cursor = got
                     await self.maybe_reload()
             except Exception as exc:  # the next request checks again; the watcher must not kill the worker
                 self.log.warning("policy.weights_watch_failed", error=repr(exc))
@@ -255,7 +243,7 @@ class PolicyWorker(Worker):
 
     async def on_start(self) -> None:
         await self.bus.ensure_group(self.own_stream, self.group)
-        await self.bus.redis.sadd(self.bus.keys.policy_replicas, self.name)
+        await self.bus.routes.register(self.name)
 
     async def on_stop(self) -> None:
         close = getattr(self.backend, "close", None)
@@ -376,12 +364,12 @@ class PolicyWorker(Worker):
         (or when a newer version is announced). In streaming mode every request checks first
         (the learner announces a version before it dispatches the episodes meant for it): the
         checks run side by side, and one at a time loads what is new."""
-        rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
-        if rows and self._is_new(rows[0][0]):
+        row = await self.bus.weights.latest()
+        if row and self._is_new(row[0]):
             async with self._reload_lock:
-                rows = await self.bus.redis.xrevrange(self.bus.keys.weights, count=1)
-                if rows and self._is_new(rows[0][0]):
-                    await self._reload(rows[0])
+                row = await self.bus.weights.latest()
+                if row and self._is_new(row[0]):
+                    await self._reload(row)
 
     def _is_new(self, eid: Any) -> bool:
         eid_s = eid.decode() if isinstance(eid, bytes) else str(eid)
@@ -439,17 +427,12 @@ class PolicyWorker(Worker):
     async def adopt_orphans(self) -> list[Delivery]:
         """Entries in the own streams of replicas whose heartbeat expired: the never-delivered
         ones, and pending ones idle past ``min_idle``. Prunes long-dead, drained streams."""
-        r = self.bus.redis
-        key = self.bus.keys.policy_replicas
-        await r.sadd(key, self.name)  # again: a peer may have pruned us while we were stopped
-        others = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in await r.smembers(key))
-        others = [n for n in others if n != self.name]
+        routes = self.bus.routes
+        await routes.register(self.name)  # again: a peer may have pruned us while we were stopped
+        others = [n for n in await routes.replicas() if n != self.name]
         if not others:
             return []
-        async with r.pipeline(transaction=False) as pipe:
-            for n in others:
-                pipe.exists(self.bus.keys.heartbeat(self.role, n))
-            alive = await pipe.execute()
+        alive = await routes.alive(others, self.role)
         out: list[Delivery] = []
         now = time.monotonic()
         for name, is_alive in zip(others, alive, strict=True):
@@ -458,8 +441,8 @@ class PolicyWorker(Worker):
                 continue
             dead_since = self._dead_since.setdefault(name, now)
             stream = self.bus.keys.replica_stream(name)
-            if not await r.exists(stream):
-                await r.srem(key, name)
+            if not await routes.own_stream_exists(name):
+                await routes.unregister(name)
                 continue
             got = await self.bus.reclaim(stream, self.group, self.name)
             got += await self.bus.read_many([stream], self.group, self.name, block=False)
@@ -473,8 +456,7 @@ class PolicyWorker(Worker):
     async def _prune(self, name: str, stream: str) -> None:
         await self.bus.trim(stream, approximate=False)
         pending = sum(int(g.get("pending") or 0) for g in await self.bus.group_info(stream))
-        if pending == 0 and await self.bus.redis.xlen(stream) == 0:
-            await self.bus.redis.srem(self.bus.keys.policy_replicas, name)
-            await self.bus.redis.delete(stream)
+        if pending == 0 and await self.bus.routes.own_stream_length(name) == 0:
+            await self.bus.routes.drop(name)
             self._dead_since.pop(name, None)
             self.log.info("policy.pruned_replica", replica=name)

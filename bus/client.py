@@ -28,9 +28,24 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from userrl.errors import ConfigError
+
+#: the client's errors, under names callers outside ``bus/`` catch (they never import redis):
+#: any error of a command or connection, a lost or refused connection, a timed-out command
+RedisConnectionError = ConnectionError
+RedisTimeoutError = TimeoutError
+__all__ = [
+    "RedisConnectionError",
+    "RedisError",
+    "RedisTimeoutError",
+    "is_cluster",
+    "make_client",
+    "make_sync_client",
+    "probe",
+    "split_cluster_flag",
+]
 
 #: set while a task holds a slot of its GatedCluster: the client's own nested calls (a command
 #: split over slots runs a pipeline, then may retry parts) must not wait for a second slot
@@ -114,6 +129,22 @@ def make_sync_client(
     if cluster:
         return redis.cluster.RedisCluster.from_url(url, **kw)  # type: ignore[return-value]
     return redis.Redis.from_url(url, **kw)
+
+
+def probe(url: str, timeout_s: float = 3.0, *, assume_cluster: bool = False) -> bool:
+    """PING the server at ``url`` (a plain URL: any one node of a cluster answers) and say
+    whether it is a cluster node (``INFO cluster``; where INFO is restricted, as on managed
+    services: ``assume_cluster``). Raises :class:`RedisError` or ``OSError`` when it does not
+    answer."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+        try:
+            return bool(client.info("cluster").get("cluster_enabled"))
+        except RedisError:
+            return assume_cluster
+    finally:
+        client.close()
 
 
 def is_cluster(client: Any) -> bool:

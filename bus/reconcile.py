@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import msgpack
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from userrl.bus.messages import ErrorRecord, Reset, Trajectory
+from userrl.bus.store import snapshot_fields
 from userrl.bus.transport import Bus, Effects
 from userrl.errors import BusError
 
@@ -372,15 +372,13 @@ async def sweep_stalled(bus: Bus, stall_s: float, limit: int = 200) -> int:
     message of theirs was dead-lettered, or lost) or vanished. Needs no dispatcher: the reward
     workers run it, so training runs drop such groups too. Returns how many were reported."""
     now = time.time()
-    old = await bus.redis.zrangebyscore(bus.keys.live, "-inf", now - stall_s, start=0, num=limit)
     n = 0
-    for raw_ep in old:
-        ep = raw_ep.decode() if isinstance(raw_ep, bytes) else str(raw_ep)
-        at, blob = await bus.redis.hmget(bus.keys.state(ep), ["at", "episode"])
-        if at is not None and now - float(at) <= stall_s:
+    for ep in await bus.store.older_than("live", now - stall_s, limit):
+        at, blob = await bus.store.progress(ep)
+        if at is not None and now - at <= stall_s:
             continue
-        snap = _snapshot_fields(blob)
-        reason = f"stalled: no progress for {now - float(at):.0f}s" if at is not None else "lost: state vanished"
+        snap = snapshot_fields(blob)
+        reason = f"stalled: no progress for {now - at:.0f}s" if at is not None else "lost: state vanished"
         n += await report_failed(
             bus,
             ep,
@@ -391,14 +389,3 @@ async def sweep_stalled(bus: Bus, stall_s: float, limit: int = 200) -> int:
             meta=snap.get("meta") or {},
         )
     return n
-
-
-def _snapshot_fields(blob: bytes | None) -> dict[str, Any]:
-    """group_id, env_id, task_id and meta of an env snapshot (a msgpack map), if readable."""
-    if not blob:
-        return {}
-    try:
-        d = msgpack.unpackb(blob, raw=False)
-    except Exception:  # a corrupt snapshot still gets its episode reported
-        return {}
-    return {k: d[k] for k in ("group_id", "env_id", "task_id", "meta") if isinstance(d, dict) and k in d}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -27,6 +27,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from userrl.bus import budget, scripts
+from userrl.bus.client import make_client
+from userrl.bus.control import ControlPlane
 from userrl.bus.effects import (
     PAYLOAD,
     BusSettings,
@@ -36,8 +38,12 @@ from userrl.bus.effects import (
     dead_letter_fields,
     idempotency_identity,
 )
+from userrl.bus.groups import GroupStore
 from userrl.bus.keys import Keys
 from userrl.bus.messages import Message, decode
+from userrl.bus.routing import PolicyRoutes, WeightsChannel
+from userrl.bus.seat import SeatStore
+from userrl.bus.store import EpisodeStore
 from userrl.errors import MessageError
 
 __all__ = [
@@ -70,12 +76,24 @@ class EpochChanged(RuntimeError):
 
 
 class Bus:
-    """Transport over one Redis server. See the module docstring."""
+    """Transport over one Redis server. See the module docstring.
+
+    The only door to Redis: roles and tools use its verbs, here (the streams) and in its
+    parts: :attr:`store` (episode snapshots, logs, indexes), :attr:`routes` (policy routing and
+    the replica registry), :attr:`weights` (the weights channel), :attr:`control` (heartbeats,
+    wanted replicas, supervisor, counters, dead letters), :attr:`groups` (the reward workers'
+    GRPO groups), :attr:`seat` (the user's seat). ``async with`` closes it."""
 
     def __init__(self, redis: Redis, keys: Keys, settings: BusSettings | None = None) -> None:
-        self.redis = redis
+        self.redis = redis  #: the client, for the bus's own modules (and tests); nobody else
         self.keys = keys
         self.settings = settings or BusSettings()
+        self.store = EpisodeStore(redis, keys)
+        self.routes = PolicyRoutes(redis, keys)
+        self.weights = WeightsChannel(redis, keys)
+        self.control = ControlPlane(redis, keys)
+        self.groups = GroupStore(redis, keys)
+        self.seat = SeatStore(redis, keys)
         self._commit_many = redis.register_script(scripts.COMMIT_MANY)
         self._renew = redis.register_script(scripts.RENEW)
         self._dead = redis.register_script(scripts.DEAD_LETTER)
@@ -84,6 +102,45 @@ class Bus:
         self._groups_ready: set[tuple[str, str]] = set()
         self.epoch: bytes | None = None  #: the epoch token commits are made under (see Keys.epoch)
         self.nogroup_recreated = 0
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        run: str | Keys,
+        settings: BusSettings | None = None,
+        *,
+        max_connections: int = 32,
+        client_name: str | None = None,
+        tls: Mapping[str, Any] | None = None,
+        cluster: bool = False,
+    ) -> Bus:
+        """A bus on a new client for ``url`` (see :func:`userrl.bus.client.make_client`) for the
+        run ``run`` (a name, or its :class:`Keys`); close it with :meth:`close` or ``async with``."""
+        settings = settings or BusSettings()
+        client = make_client(
+            url,
+            block_ms=settings.block_ms,
+            max_connections=max_connections,
+            client_name=client_name,
+            tls=tls,
+            cluster=cluster,
+        )
+        return cls(client, run if isinstance(run, Keys) else Keys(run), settings)
+
+    async def close(self) -> None:
+        """Close the client and its connections (the bus cannot be used after)."""
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def ping(self) -> bool:
+        """Whether the server answers (raises when it cannot be reached)."""
+        return bool(await self.redis.ping())
 
     # -- groups ---------------------------------------------------------------------------------
     async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
@@ -95,6 +152,23 @@ class Bus:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._groups_ready.add((stream, group))
+
+    async def add_consumer(self, stream: str, group: str, consumer: str) -> None:
+        """Create ``consumer`` in the group before its first read (so it shows as idle)."""
+        await self.redis.xgroup_createconsumer(stream, group, consumer)
+
+    async def drop_group(self, stream: str, group: str) -> None:
+        """Destroy a consumer group (its pending entries with it)."""
+        await self.redis.xgroup_destroy(stream, group)
+        self._groups_ready.discard((stream, group))
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """XACK entries read outside a commit (readers that commit nothing, e.g. waiters)."""
+        return int(await self.redis.xack(stream, group, *entry_ids)) if entry_ids else 0
+
+    async def entries(self, stream: str) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every entry of a stream, oldest first, as (entry id, fields)."""
+        return [(i.decode() if isinstance(i, bytes) else str(i), f) for i, f in await self.redis.xrange(stream)]
 
     async def _recreate_group(self, stream: str, group: str, exc: Exception) -> None:
         self.nogroup_recreated += 1

@@ -16,18 +16,13 @@ from typing import Any
 
 import anyio
 
+from userrl.bus.store import Entry
 from userrl.bus.transport import Bus
-
-Entry = dict[str, str]
-
-
-def _entry(fields: dict[bytes, bytes]) -> Entry:
-    return {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k != b"p"}
 
 
 async def read_episode(bus: Bus, episode_id: str) -> list[Entry]:
     """Every entry of an episode's stream, oldest first (``[]`` when unknown or expired)."""
-    return [_entry(f) for _, f in await bus.redis.xrange(bus.keys.episode(episode_id))]
+    return await bus.store.log(episode_id)
 
 
 def summarize(entries: list[Entry]) -> dict[str, Any]:
@@ -45,12 +40,11 @@ def summarize(entries: list[Entry]) -> dict[str, Any]:
 
 async def list_episodes(bus: Bus, limit: int = 20) -> list[dict[str, Any]]:
     """The newest ``limit`` live episodes and the ``limit`` most recently finished ones."""
-    live = await bus.redis.zrevrange(bus.keys.live, 0, limit - 1, withscores=True)
-    done = await bus.redis.zrevrange(bus.keys.finished, 0, limit - 1, withscores=True)
+    live = await bus.store.newest("live", limit)
+    done = await bus.store.newest("finished", limit)
     rows: list[dict[str, Any]] = []
     for state, items in (("live", live), ("finished", done)):
-        for member, score in items:
-            eid = member.decode()
+        for eid, score in items:
             entries = await read_episode(bus, eid)
             rows.append(
                 {"episode": eid, "state": state, "since": float(score), **summarize(entries), "expired": not entries}
@@ -139,16 +133,15 @@ class Watch:
                     continue
                 seen.add(current)
                 self.out(f"--- following episode {current}")
-            resp = await self.bus.redis.xread({self.bus.keys.episode(current): last_id}, count=64, block=self.block_ms)
-            if not resp:
+            got = await self.bus.store.tail(current, last_id, count=64, block_ms=self.block_ms)
+            if not got:
                 if self._idle(idle_since):
                     break
                 continue
             idle_since = time.monotonic()
             ended = False
-            for eid, fields in resp[0][1]:
-                last_id = eid.decode()
-                e = _entry(fields)
+            for entry_id, e in got:
+                last_id = entry_id
                 self.out(format_entry(e, None if self.episode_id else current))
                 shown += 1
                 ended = ended or e.get("role") == "end"
@@ -164,8 +157,7 @@ class Watch:
         return self.idle_timeout_s is not None and time.monotonic() - since > self.idle_timeout_s
 
     async def _newest_live(self, seen: set[str]) -> str | None:
-        for member in await self.bus.redis.zrevrange(self.bus.keys.live, 0, 31):
-            eid = member.decode()
+        for eid, _ in await self.bus.store.newest("live", 32):
             if eid not in seen:
                 return eid
         # nothing new is live: poll again shortly (bounded by block_ms so Ctrl-C stays quick)

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import structlog
 
-from userrl.bus.client import make_sync_client
+from userrl.bus.client import RedisConnectionError, RedisError
 from userrl.bus.keys import Keys
+from userrl.bus.supervision import SupervisorLink
 from userrl.config import DeployConfig
 from userrl.deploy.children import Child, spawn, stop_all, terminate, worker_command
 from userrl.deploy.local_redis import LocalRedis
@@ -96,7 +96,7 @@ class Launcher:
     """The Redis URL the workers were given (set by :meth:`start`)."""
     _children: dict[tuple[str, int], Child] = field(default_factory=dict, init=False, repr=False)
     _wanted: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _redis: redis.Redis | None = field(default=None, init=False, repr=False)
+    _link: SupervisorLink | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _signalled: int = field(default=0, init=False, repr=False)
@@ -117,9 +117,9 @@ class Launcher:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.url = self._local.resolve()
         tls = tls_kwargs(self.cfg) if self.url.startswith("rediss://") else {}
-        self._redis = make_sync_client(self.url, timeout_s=5, tls=tls, cluster=self.cfg.redis_cluster)
+        self._link = SupervisorLink(self.url, self.keys, timeout_s=5, tls=tls, cluster=self.cfg.redis_cluster)
         try:
-            other = self._redis.get(self.keys.supervisor)
+            other = self._link.supervisor()
             if other:
                 raise ConfigError(
                     f"run {self.cfg.run!r} already has a live supervisor ({other.decode()}); "
@@ -127,10 +127,8 @@ class Launcher:
                 )
             self._warn_leftovers()
             self._wanted = {r: self.cfg.workers[r].replicas for r in self.roles}
-            self._redis.delete(self.keys.replicas, self.keys.failure)
-            if self._wanted:
-                self._redis.hset(self.keys.replicas, mapping=self._wanted)
-        except redis.ConnectionError as exc:  # unreachable, refused TLS, wrong password: one line
+            self._link.publish(self._wanted)
+        except RedisConnectionError as exc:  # unreachable, refused TLS, wrong password: one line
             self._close()
             raise ConfigError(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from None
         except BaseException:
@@ -143,10 +141,10 @@ class Launcher:
     def _warn_leftovers(self) -> None:
         """Workers of an earlier launcher that was killed -9 keep running in their own sessions;
         new ones under the same names would share their consumer identity."""
-        assert self._redis is not None
+        assert self._link is not None
         for role in self.roles:
             for i in range(self.cfg.workers[role].replicas):
-                raw = self._redis.get(self.keys.heartbeat(role, f"{role}-{i}"))
+                (raw,) = self._link.heartbeats([(role, f"{role}-{i}")])
                 if raw:
                     hb = json.loads(raw)
                     self.log.warning(
@@ -194,7 +192,7 @@ class Launcher:
                 break
             try:
                 self.supervise_once()
-            except redis.RedisError as exc:  # Redis down: keep the workers, retry next poll
+            except RedisError as exc:  # Redis down: keep the workers, retry next poll
                 self.log.warning("launcher.redis_unavailable", error=repr(exc))
             except Exception:  # a supervisor that dies quietly is worse than one that logs and retries
                 self.log.exception("launcher.supervise_failed")
@@ -213,23 +211,23 @@ class Launcher:
             self._stopped = True
             stop_all(self._children.values(), self.stop_timeout_s, self.log)
             self._children.clear()
-            with contextlib.suppress(redis.RedisError):
-                if self._redis is not None:
-                    self._redis.delete(self.keys.supervisor, self.keys.replicas)
+            with contextlib.suppress(RedisError):
+                if self._link is not None:
+                    self._link.withdraw()
             self._close()
         self.log.info("launcher.stopped", restarts=self.restarts, failure=self.failure)
 
     def _close(self) -> None:
-        if self._redis is not None:
-            self._redis.close()
-            self._redis = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         self._local.close()
 
     # -- supervision ----------------------------------------------------------------------------
     def supervise_once(self) -> None:
         """One pass: read wanted counts, reap exits, start/stop processes, write the heartbeat."""
         with self._lock:
-            if self._redis is None or self._stopped:
+            if self._link is None or self._stopped:
                 return
             self._local.check()
             self._read_wanted()
@@ -251,33 +249,31 @@ class Launcher:
         """A worker whose heartbeat appeared got past its start (model loaded, Redis reached)."""
         waiting = [c for c in self._children.values() if c.proc is not None and not c.ready]
         if waiting:
-            assert self._redis is not None
-            for c, pid in zip(waiting, heartbeat_pids(self._redis, self.keys, waiting), strict=True):
+            assert self._link is not None
+            for c, pid in zip(waiting, heartbeat_pids(self._link, waiting), strict=True):
                 c.ready = pid == c.proc.pid  # type: ignore[union-attr]  # not an old incarnation's key
 
     def _check_episodes(self) -> None:
         """With ``fail_on_all_failed``: give up once that many episodes failed and none succeeded."""
         if self.fail_on_all_failed and not self.failure:
-            assert self._redis is not None
-            line = all_failed_so_far(self._redis, self.keys, self.fail_on_all_failed)
+            assert self._link is not None
+            line = all_failed_so_far(self._link, self.fail_on_all_failed)
             if line:
                 self._give_up(line)
 
     def _give_up(self, line: str, body: str | None = None) -> None:
         self.failure = line
         self.log.error("launcher.giving_up", reason=line)
-        with contextlib.suppress(redis.RedisError):
-            assert self._redis is not None
-            self._redis.set(self.keys.failure, body or json.dumps({"line": line}), ex=FAILURE_TTL_S)
+        with contextlib.suppress(RedisError):
+            assert self._link is not None
+            self._link.fail(body or json.dumps({"line": line}), FAILURE_TTL_S)
         self._halt.set()
         if self.on_failure is not None:
             self.on_failure(line)
 
     def _read_wanted(self) -> None:
-        assert self._redis is not None
-        raw = self._redis.hgetall(self.keys.replicas)
-        for k, v in raw.items():
-            role = k.decode()
+        assert self._link is not None
+        for role, v in self._link.wanted().items():
             try:
                 n = int(v)
                 if n < 0:
@@ -349,7 +345,7 @@ class Launcher:
         return self.run_dir / "logs" / f"{c.name}.log"
 
     def _heartbeat(self) -> None:
-        assert self._redis is not None
+        assert self._link is not None
         body = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -360,7 +356,7 @@ class Launcher:
             "restarts": dict(self.restarts),
             "redis_restarts": self._local.restarts,
         }
-        self._redis.set(self.keys.supervisor, json.dumps(body), px=int(self.supervisor_ttl_s * 1000))
+        self._link.beat(json.dumps(body), int(self.supervisor_ttl_s * 1000))
 
     # -- introspection --------------------------------------------------------------------------
     def workers(self) -> dict[str, list[dict[str, Any]]]:

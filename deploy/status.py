@@ -10,7 +10,6 @@ finished episode counts and the supervisor's heartbeat.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -24,18 +23,9 @@ SHOWN_ROLES = tuple(r for r in ROLES if r != "learner")
 
 
 async def _heartbeats(bus: Bus) -> dict[str, list[dict[str, Any]]]:
-    keys = [k async for k in bus.redis.scan_iter(match=bus.keys.heartbeat_pattern(), count=500)]
     out: dict[str, list[dict[str, Any]]] = {}
-    if not keys:
-        return out
     now = time.time()
-    for raw in await bus.redis.mget(keys):
-        if raw is None:  # expired between SCAN and MGET
-            continue
-        try:
-            hb = json.loads(raw)
-        except ValueError:
-            continue
+    for hb in await bus.control.heartbeats():
         hb["age_s"] = round(max(0.0, now - float(hb.get("at", now))), 2)
         out.setdefault(str(hb.get("role", "?")), []).append(hb)
     for rows in out.values():
@@ -45,7 +35,7 @@ async def _heartbeats(bus: Bus) -> dict[str, list[dict[str, Any]]]:
 
 async def _group(bus: Bus, role: str) -> dict[str, Any]:
     stream = bus.keys.stream(role)
-    length = int(await bus.redis.xlen(stream))
+    length = await bus.control.stream_length(stream)
     for g in await bus.group_info(stream):
         if g.get("name") == bus.keys.group(role):
             return {
@@ -60,15 +50,6 @@ async def _group(bus: Bus, role: str) -> dict[str, Any]:
 
 def _int(v: Any) -> int | None:
     return None if v is None else int(v)
-
-
-async def _dead_by_group(bus: Bus, limit: int = 10_000) -> tuple[int, dict[str, int]]:
-    total = int(await bus.redis.xlen(bus.keys.dead))
-    by: dict[str, int] = {}
-    for _, f in await bus.redis.xrange(bus.keys.dead, count=limit):
-        g = f.get(b"group", b"?").decode(errors="replace")
-        by[g] = by.get(g, 0) + 1
-    return total, by
 
 
 async def _sample(
@@ -101,7 +82,7 @@ def _rate(
 
 async def collect_status(bus: Bus, sample_s: float = 1.0) -> dict[str, Any]:
     """A snapshot of the deploy; ``sample_s`` > 0 adds throughput from two samples that far apart."""
-    replicas = {k.decode(): int(v) for k, v in (await bus.redis.hgetall(bus.keys.replicas)).items()}
+    replicas = await bus.control.wanted()
     hb_roles = await _heartbeats(bus)
     roles = list(SHOWN_ROLES) + sorted((set(hb_roles) | set(replicas)) - set(SHOWN_ROLES))
     t0, g0, hb0 = await _sample(bus, roles)
@@ -110,9 +91,9 @@ async def collect_status(bus: Bus, sample_s: float = 1.0) -> dict[str, Any]:
         t1, g1, hb1 = await _sample(bus, roles)
     else:
         t1, g1, hb1 = t0, g0, hb0
-    dead_total, dead_by = await _dead_by_group(bus)
-    sup_raw = await bus.redis.get(bus.keys.supervisor)
-    counters = {k.decode(): int(v) for k, v in (await bus.redis.hgetall(bus.keys.counters)).items()}
+    dead_total, dead_by = await bus.control.dead_by_group()
+    supervisor = await bus.control.supervisor()
+    counters = await bus.control.counters()
     out_roles: dict[str, Any] = {}
     for r in roles:
         workers = [
@@ -146,11 +127,11 @@ async def collect_status(bus: Bus, sample_s: float = 1.0) -> dict[str, Any]:
     return {
         "run": bus.keys.run,
         "at": time.time(),
-        "supervisor": json.loads(sup_raw) if sup_raw else None,
+        "supervisor": supervisor,
         "roles": out_roles,
         "episodes": {
-            "live": int(await bus.redis.zcard(bus.keys.live)),
-            "finished": int(await bus.redis.zcard(bus.keys.finished)),
+            "live": await bus.store.count("live"),
+            "finished": await bus.store.count("finished"),
         },
         "dead_letters": dead_total,
         "counters": counters,

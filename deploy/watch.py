@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from userrl.bus.client import RedisConnectionError
 from userrl.bus.messages import Trajectory, decode
+from userrl.bus.supervision import SupervisorLink
 from userrl.errors import UserRLError
 
 T = TypeVar("T")
@@ -105,11 +106,10 @@ def all_failed_message(trajs: list[Trajectory]) -> str | None:
     return f"all {len(trajs)} episodes failed; most common reason ({n}x): {reason}"
 
 
-def failure_reasons(redis: Any, reward_stream: str, count: int = 500) -> Counter[str]:
-    """Reasons of the failed trajectories among the newest ``count`` on the reward stream (sync
-    client)."""
+def failure_reasons(link: SupervisorLink, count: int = 500) -> Counter[str]:
+    """Reasons of the failed trajectories among the newest ``count`` on the reward stream."""
     out: Counter[str] = Counter()
-    for _, fields in redis.xrevrange(reward_stream, count=count):
+    for _, fields in link.newest(link.keys.stream("reward"), count):
         if fields.get(b"status") != b"failed":
             continue
         try:
@@ -133,10 +133,10 @@ def exit_verdict(rc: int, ready: bool, quick: bool, in_a_row: int, give_up_after
     return None
 
 
-def heartbeat_pids(redis: Any, keys: Any, children: list[Any]) -> list[int | None]:
-    """The pid in each child's heartbeat (None: no heartbeat yet), sync client."""
+def heartbeat_pids(link: SupervisorLink, children: list[Any]) -> list[int | None]:
+    """The pid in each child's heartbeat (None: no heartbeat yet)."""
     out: list[int | None] = []
-    for raw in redis.mget([keys.heartbeat(c.role, c.name) for c in children]):
+    for raw in link.heartbeats([(c.role, c.name) for c in children]):
         try:
             out.append(json.loads(raw).get("pid") if raw else None)
         except (ValueError, AttributeError):
@@ -144,12 +144,12 @@ def heartbeat_pids(redis: Any, keys: Any, children: list[Any]) -> list[int | Non
     return out
 
 
-def all_failed_so_far(redis: Any, keys: Any, threshold: int) -> str | None:
+def all_failed_so_far(link: SupervisorLink, threshold: int) -> str | None:
     """A verdict once ``threshold`` episodes failed and none succeeded (from the run's counters)."""
-    ok, failed = redis.hmget(keys.counters, ["episodes_ok", "episodes_failed"])
+    ok, failed = link.counters(["episodes_ok", "episodes_failed"])
     if int(ok or 0) or int(failed or 0) < threshold:
         return None
-    top = failure_reasons(redis, keys.stream("reward")).most_common(1)
+    top = failure_reasons(link).most_common(1)
     return f"all {int(failed)} episodes so far failed" + (
         f"; most common reason ({top[0][1]}x): {top[0][0]}" if top else ""
     )
@@ -158,7 +158,7 @@ def all_failed_so_far(redis: Any, keys: Any, threshold: int) -> str | None:
 async def watch_deploy(bus: Any, poll_s: float = 1.0) -> None:
     """Return never; raise :class:`JobFailed` once the deploy's launcher records a failure."""
     while True:
-        raw = await bus.redis.get(bus.keys.failure)
+        raw = await bus.control.failure()
         if raw:
             try:
                 line = str(json.loads(raw)["line"])

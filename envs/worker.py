@@ -31,7 +31,6 @@ from typing import Any
 import msgpack
 import structlog
 
-from userrl.agents.worker import policy_stream_for
 from userrl.bus.messages import (
     ErrorRecord,
     PolicyReply,
@@ -88,12 +87,7 @@ class EnvWorker(Worker):
         # One pipelined read of every episode's snapshot and stored replies for the whole batch,
         # instead of two round trips (and two pooled connections) per message.
         eps = sorted({d.msg.episode_id for d in ds if d.msg is not None})
-        async with self.bus.redis.pipeline(transaction=False) as pipe:
-            for e in eps:
-                pipe.hget(self.bus.keys.state(e), "episode")
-                pipe.hgetall(self.bus.keys.replies(e))
-            res = await pipe.execute()
-        self._prefetched = {e: (res[2 * i], res[2 * i + 1]) for i, e in enumerate(eps)}
+        self._prefetched = await self.bus.store.snapshots_and_replies(eps)
         try:
             return await super().handle_batch(ds)
         finally:
@@ -117,20 +111,20 @@ class EnvWorker(Worker):
         if episode_id in self._prefetched:
             raw = self._prefetched[episode_id][0]
         else:
-            raw = await self.bus.redis.hget(self.bus.keys.state(episode_id), "episode")
+            raw = await self.bus.store.snapshot(episode_id)
         return Episode.unpack(raw) if raw else None
 
     async def stored_replies(self, episode_id: str) -> dict[bytes, bytes]:
         if episode_id in self._prefetched:
             return self._prefetched[episode_id][1]
-        return await self.bus.redis.hgetall(self.bus.keys.replies(episode_id))
+        return await self.bus.store.replies(episode_id)
 
     async def policy_stream(self, replica: str) -> str:
-        """:func:`policy_stream_for`, with the replica's liveness cached for a second."""
+        """``Bus.routes.stream_for``, with the replica's liveness cached for a second."""
         now = time.monotonic()
         hit = self._routes.get(replica)
         if hit is None or now - hit[1] > 1.0:
-            hit = (await policy_stream_for(self.bus, replica), now)
+            hit = (await self.bus.routes.stream_for(replica), now)
             self._routes[replica] = hit
         return hit[0]
 

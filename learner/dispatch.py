@@ -146,12 +146,8 @@ class Dispatcher:
         still take the trajectories the reward workers hold."""
         assert self._reconciler is not None
         eps = sorted(self._reconciler.tracked)
-        out: set[str] = set()
-        for i in range(0, len(eps), 500):
-            chunk = eps[i : i + 500]
-            scores = await self.bus.redis.zmscore(self.bus.keys.finished, chunk)
-            out |= {e for e, sc in zip(chunk, scores, strict=True) if sc is None}
-        return out
+        scores = await self.bus.store.times_in("finished", eps)
+        return {e for e, sc in zip(eps, scores, strict=True) if sc is None}
 
     def stats(self) -> dict[str, int]:
         """What data losses cost so far: episodes re-sent and reported failed, losses seen."""

@@ -168,7 +168,7 @@ def run_grpo(
                 max_refills=t.dynamic_sampling_max_refills if t.dynamic_sampling else 0,
             )
         finally:
-            await bus.redis.aclose()
+            await bus.close()
 
     if not learner.is_main:
         from userrl.learner.distributed import follow

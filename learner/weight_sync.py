@@ -166,15 +166,13 @@ def _free_port() -> int:
 
 async def memory_receivers(bus: Bus) -> dict[str, int]:
     """Live policy workers that take weights in memory -> how many ranks each needs."""
-    names = sorted(
-        n.decode() if isinstance(n, bytes) else str(n) for n in await bus.redis.smembers(bus.keys.policy_replicas)
-    )
+    names = await bus.routes.replicas()
     if not names:
         return {}
-    beats = await bus.redis.mget([bus.keys.heartbeat("policy", n) for n in names])
+    beats = await bus.routes.heartbeats(names)
     out = {}
-    for name, raw in zip(names, beats, strict=True):
-        ranks = int(json.loads(raw).get("memory_sync_ranks") or 0) if raw else 0
+    for name, hb in zip(names, beats, strict=True):
+        ranks = int(hb.get("memory_sync_ranks") or 0) if hb else 0
         if ranks > 0:
             out[name] = ranks
     return out

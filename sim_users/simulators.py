@@ -26,17 +26,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import yaml
 
-from userrl.bus.keys import Keys
 from userrl.config import DeployConfig, UserConfig, build, check_deploy
 from userrl.envs.users import ScriptedBackend
 from userrl.errors import ConfigError
 from userrl.sim_users.base import UserBackend
 from userrl.sim_users.stamp import SCRIPTED, model_fingerprint, simulator_stamp
+
+if TYPE_CHECKING:
+    from userrl.bus.transport import Bus
 
 __all__ = [
     "MakeBackend",
@@ -48,7 +50,6 @@ __all__ = [
     "read_target",
     "restore_target",
     "stamp_for",
-    "target_key",
     "targets_of",
     "user_workers",
     "wait_applied",
@@ -173,38 +174,34 @@ class Target:
     at: float = 0.0
 
 
-def target_key(keys: Keys) -> str:
-    return f"{keys.prefix}user:target"
-
-
 def _target_id(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-async def write_target(redis: Any, keys: Keys, cfg: DeployConfig, fields: dict[str, Any]) -> Target:
+async def write_target(bus: Bus, cfg: DeployConfig, fields: dict[str, Any]) -> Target:
     """Point the run's user role at ``fields`` (checked against ``cfg`` first: a bad spec fails
     here, not in the workers). Secrets never go in: only ``api_key_env``, a variable's name."""
     with_user(cfg, fields)
     t = Target(dict(fields), _target_id(fields), time.time())
-    await redis.set(target_key(keys), json.dumps({"fields": t.fields, "id": t.id, "at": t.at}))
+    await bus.control.set_user_target(json.dumps({"fields": t.fields, "id": t.id, "at": t.at}))
     return t
 
 
-async def clear_target(redis: Any, keys: Keys) -> None:
+async def clear_target(bus: Bus) -> None:
     """Back to each worker's own config."""
-    await redis.delete(target_key(keys))
+    await bus.control.clear_user_target()
 
 
-async def restore_target(redis: Any, keys: Keys, target: Target | None) -> None:
+async def restore_target(bus: Bus, target: Target | None) -> None:
     """Put back a target read earlier with :func:`read_target` (None: clear it)."""
     if target is None:
-        await clear_target(redis, keys)
+        await clear_target(bus)
         return
-    await redis.set(target_key(keys), json.dumps({"fields": target.fields, "id": target.id, "at": target.at}))
+    await bus.control.set_user_target(json.dumps({"fields": target.fields, "id": target.id, "at": target.at}))
 
 
-async def read_target(redis: Any, keys: Keys) -> Target | None:
-    raw = await redis.get(target_key(keys))
+async def read_target(bus: Bus) -> Target | None:
+    raw = await bus.control.user_target()
     if not raw:
         return None
     try:
@@ -212,7 +209,7 @@ async def read_target(redis: Any, keys: Keys) -> Target | None:
         return Target(dict(d["fields"]), str(d["id"]), float(d.get("at", 0.0)))
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
-            f"{target_key(keys)} holds no user target ({exc}); `userrl users swap --reset` clears it"
+            f"{bus.control.user_target_key} holds no user target ({exc}); `userrl users swap --reset` clears it"
         ) from exc
 
 
@@ -226,26 +223,18 @@ def targets_of(specs: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def user_workers(redis: Any, keys: Keys) -> list[dict[str, Any]]:
+async def user_workers(bus: Bus) -> list[dict[str, Any]]:
     """The live user workers' heartbeats (each says its stamp, ``target`` and ``target_error``)."""
-    out = []
-    async for key in redis.scan_iter(match=keys.heartbeat_pattern("user"), count=200):
-        raw = await redis.get(key)
-        try:
-            hb = json.loads(raw) if raw else None
-        except ValueError:
-            continue
-        if isinstance(hb, dict):
-            out.append(hb)
+    out = await bus.control.heartbeats("user")
     return sorted(out, key=lambda hb: str(hb.get("worker", "")))
 
 
-async def wait_applied(redis: Any, keys: Keys, target_id: str, timeout_s: float) -> list[dict[str, Any]]:
+async def wait_applied(bus: Bus, target_id: str, timeout_s: float) -> list[dict[str, Any]]:
     """Wait until every live user worker (at least one) applied ``target_id`` ("" = the
     config's own); :class:`ConfigError` when one could not (its reason) or time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:
-        hbs = await user_workers(redis, keys)
+        hbs = await user_workers(bus)
         failed = [hb for hb in hbs if hb.get("target") == target_id and hb.get("target_error")]
         if failed:
             raise ConfigError(f"user worker {failed[0].get('worker')} could not switch: {failed[0]['target_error']}")

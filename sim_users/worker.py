@@ -214,7 +214,7 @@ class UserWorker(Worker):
     async def apply_target(self) -> None:
         assert self.config is not None
         try:
-            target = await read_target(self.bus.redis, self.bus.keys)
+            target = await read_target(self.bus)
         except ConfigError as exc:
             self.target_error = str(exc)
             return
@@ -341,7 +341,7 @@ class UserWorker(Worker):
     async def simulator_may_answer(self, m: UserRequest, query: UserQuery) -> bool:
         """False when a person answers this question (:func:`userrl.sim_users.seat.wait_for_seat`)."""
         by = await seat.wait_for_seat(
-            self.bus.redis, self.bus.keys, m, query, self.sims.pick(query.env_id)[1], self.seat_poll_s, self.parked
+            self.bus.seat, m, query, self.sims.pick(query.env_id)[1], self.seat_poll_s, self.parked
         )
         return not by.startswith(HUMAN)
 
@@ -352,7 +352,7 @@ class UserWorker(Worker):
     async def on_human_reply(self, h: HumanReply) -> Effects:
         """Commit a person's reply like a simulator's, if it is still theirs to give."""
         try:
-            reply, by, stats = await seat.accept(self.bus.redis, self.bus.keys, h)
+            reply, by, stats = await seat.accept(self.bus.seat, h)
         except seat.SeatError as exc:
             self.log.warning("user.human_reply_refused", episode_id=h.episode_id, seq=h.seq, hop=h.hop, why=str(exc))
             return Effects()

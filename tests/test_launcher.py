@@ -96,7 +96,7 @@ def test_crash_looping_role_backs_off_exponentially(tmp_path, redis_url, run_nam
         assert la.restarts["env"] >= 7
         for (lo, hi), want in zip(bounds[:5], [0.02, 0.04, 0.08, 0.16, 0.16], strict=True):
             assert lo - 1e-9 <= want <= hi + 1e-9, bounds
-        sup = json.loads(la._redis.get(la.keys.supervisor))
+        sup = json.loads(la._link.supervisor())
         assert sup["restarts"]["env"] >= 7 and sup["replicas"]["env"] == 1
     finally:
         la.stop()

@@ -228,10 +228,13 @@ def test_a_new_deploy_starts_empty_unless_it_keeps_the_data(tmp_path: Path) -> N
     def launch(keep: bool) -> bytes | None:
         la = Launcher(cfg, CI, env={}, keep_data=keep).start()
         try:
-            assert la._redis is not None
-            got = la._redis.get("userrl:keep:probe")
-            la._redis.set("userrl:keep:probe", b"%d" % (int(got or 0) + 1))
-            return got
+            r = sync_redis.Redis.from_url(la.url)
+            try:
+                got = r.get("userrl:keep:probe")
+                r.set("userrl:keep:probe", b"%d" % (int(got or 0) + 1))
+                return got
+            finally:
+                r.close()
         finally:
             la.stop()  # SIGTERM: the server writes its AOF out before it exits
 

@@ -25,7 +25,6 @@ from userrl.agents.tiny import build_tiny_model  # noqa: E402
 from userrl.agents.worker import (  # noqa: E402
     PolicyWorker,
     generate_isolated,
-    policy_stream_for,
 )
 from userrl.bus.messages import (  # noqa: E402
     ErrorRecord,
@@ -222,10 +221,10 @@ async def test_transient_failures_are_retried_per_request(bus: Bus) -> None:
 
 async def test_policy_stream_for_routes_to_live_replicas_only(bus: Bus) -> None:
     shared = bus.keys.stream("policy")
-    assert await policy_stream_for(bus, "") == shared
-    assert await policy_stream_for(bus, "pol-x") == shared  # no heartbeat: any replica
+    assert await bus.routes.stream_for("") == shared
+    assert await bus.routes.stream_for("pol-x") == shared  # no heartbeat: any replica
     await bus.redis.set(bus.keys.heartbeat("policy", "pol-x"), "{}", px=5000)
-    assert await policy_stream_for(bus, "pol-x") == bus.keys.replica_stream("pol-x") == shared + ":pol-x"
+    assert await bus.routes.stream_for("pol-x") == bus.keys.replica_stream("pol-x") == shared + ":pol-x"
 
 
 async def test_sticky_requests_go_to_their_replica(bus: Bus) -> None:
@@ -236,15 +235,15 @@ async def test_sticky_requests_go_to_their_replica(bus: Bus) -> None:
         hb = await wait_heartbeat(bus, "pol-b")
         assert hb["stream"] == bus.keys.replica_stream("pol-b")
         for i in range(20):
-            await bus.send(await policy_stream_for(bus, "pol-a" if i % 2 else "pol-b"), request(f"e{i}"))
+            await bus.send(await bus.routes.stream_for("pol-a" if i % 2 else "pol-b"), request(f"e{i}"))
         for i in range(20, 30):
-            await bus.send(await policy_stream_for(bus, ""), request(f"e{i}"))
+            await bus.send(await bus.routes.stream_for(""), request(f"e{i}"))
         got = {r.episode_id: r.worker for r in await wait_replies(bus, 30)}
     for i in range(20):
         assert got[f"e{i}"] == ("pol-a" if i % 2 else "pol-b")
     assert {got[f"e{i}"] for i in range(20, 30)} <= {"pol-a", "pol-b"}
     assert await bus.redis.smembers(bus.keys.policy_replicas) == {b"pol-a", b"pol-b"}
-    assert await policy_stream_for(bus, "pol-a") == bus.keys.stream("policy")  # stopped: any replica
+    assert await bus.routes.stream_for("pol-a") == bus.keys.stream("policy")  # stopped: any replica
 
 
 async def test_dead_replicas_stream_is_adopted_and_pruned(bus: Bus) -> None:

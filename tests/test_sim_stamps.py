@@ -342,17 +342,17 @@ async def test_swap_the_user_role_mid_run(bus: Bus, run_name: str, tmp_path: Pat
             assert stamps(await batch("a:")) == {"scripted"}
             fields = {"backend": "openai", "base_url": srv.base_url, "model": "user-b", "api_key_env": ""}
             fields["model_version"] = "2"
-            target = await write_target(bus.redis, bus.keys, cfg, fields)
-            (hb,) = await wait_applied(bus.redis, bus.keys, target.id, 30)
+            target = await write_target(bus, cfg, fields)
+            (hb,) = await wait_applied(bus, target.id, 30)
             assert hb["by"] == "openai:user-b@2" and hb["target"] == target.id
             assert stamps(await batch("b:")) == {"openai:user-b@2"}
-            await clear_target(bus.redis, bus.keys)
-            await wait_applied(bus.redis, bus.keys, "", 30)
+            await clear_target(bus)
+            await wait_applied(bus, "", 30)
             assert stamps(await batch("c:")) == {"scripted"}
             # a target the worker cannot apply is reported, and the worker keeps answering
-            bad = await write_target(bus.redis, bus.keys, cfg, {"backend": "hf", "model": str(tmp_path / "nope")})
+            bad = await write_target(bus, cfg, {"backend": "hf", "model": str(tmp_path / "nope")})
             with pytest.raises(ConfigError, match="could not switch: ConfigError: .*no config.json"):
-                await wait_applied(bus.redis, bus.keys, bad.id, 30)
+                await wait_applied(bus, bad.id, 30)
             assert stamps(await batch("d:")) == {"scripted"}
             for w in ws:
                 w.stop()

@@ -58,8 +58,8 @@ async def test_grpo_logs_simulator_health_and_trains_through_a_user_swap(
         async def swap_after_step_2() -> None:
             while len(metrics.read()) < 2:
                 await anyio.sleep(0.05)
-            target = await write_target(bus.redis, bus.keys, cfg, {"backend": "scripted"})
-            await wait_applied(bus.redis, bus.keys, target.id, 30)
+            target = await write_target(bus, cfg, {"backend": "scripted"})
+            await wait_applied(bus, target.id, 30)
 
         async with anyio.create_task_group() as tg:
             for w in workers:

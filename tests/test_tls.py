@@ -159,7 +159,7 @@ def test_launcher_and_cli_over_tls(tls_server: tuple[str, Path], run_name: str, 
     la = Launcher(load_config(None, ovs + [f"workers.{r}.replicas=0" for r in ("env", "policy", "user", "reward")]))
     la.start()
     try:
-        assert la._redis is not None and la._redis.exists(la.keys.supervisor)
+        assert la._link is not None and la._link.supervisor()
     finally:
         la.stop()
     args = [a for ov in ovs for a in ("--set", ov)]

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from userrl import logs
 from userrl.agents.worker import resolve_model_path
+from userrl.bus.client import RedisConnectionError
 from userrl.bus.embedded import EmbeddedRedis
 from userrl.bus.worker import WorkerSettings
 from userrl.cli_user_sft import user_model_stage
@@ -162,19 +162,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         bus = make_bus(cfg)
         try:
             with anyio.fail_after(args.timeout):
-                await bus.redis.ping()
+                await bus.ping()
                 if args.worker:
-                    ok = await bus.redis.exists(bus.keys.heartbeat(args.role, args.worker)) > 0
+                    ok = await bus.control.is_alive(args.role, args.worker)
                 else:
-                    ok = False
-                    async for _ in bus.redis.scan_iter(match=bus.keys.heartbeat_pattern(args.role), count=100):
-                        ok = True
-                        break
+                    ok = await bus.control.any_alive(args.role)
         except Exception as exc:
             print(f"unhealthy: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
         finally:
-            await bus.redis.aclose()
+            await bus.close()
         print(
             "healthy"
             if ok
@@ -199,7 +196,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
                 n = await bus.replay_dead(args.ids or None)
                 print(f"replayed {n} dead letter(s)")
         finally:
-            await bus.redis.aclose()
+            await bus.close()
         return 0
 
     return anyio.run(run)
@@ -369,7 +366,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                 print(f"userrl: error: {verdict}", file=sys.stderr)
                 return 1
         finally:
-            await bus.redis.aclose()
+            await bus.close()
         return 0
 
     return anyio.run(run)

@@ -38,7 +38,7 @@ def _with_bus(cfg: DeployConfig, fn: Callable[[Any], Awaitable[T]]) -> T:
         try:
             return await fn(bus)
         finally:
-            await bus.redis.aclose()
+            await bus.close()
 
     return anyio.run(main)
 
@@ -80,14 +80,12 @@ def cmd_scale(args: argparse.Namespace) -> int:
     wanted = parse_scale(args.pairs, list(LAUNCHED_ROLES))
 
     async def scale(bus: Any) -> dict[str, int | None]:
-        if not await bus.redis.exists(bus.keys.supervisor):
+        if not await bus.control.supervised():
             raise UserRLError(
                 f"no supervisor is running for run {cfg.run!r} (no heartbeat at {bus.keys.supervisor}); "
                 "start the deploy with `userrl up CONFIG`, or scale a compose/k8s deploy with its own tools"
             )
-        old = await bus.redis.hmget(bus.keys.replicas, list(wanted))
-        await bus.redis.hset(bus.keys.replicas, mapping=wanted)
-        return {r: (int(o) if o is not None else None) for r, o in zip(wanted, old, strict=True)}
+        return await bus.control.set_wanted(wanted)
 
     old = _with_bus(cfg, scale)
     for role, n in wanted.items():

@@ -72,13 +72,13 @@ def cmd_users_swap(args: argparse.Namespace) -> int:
         bus = make_bus(cfg)
         try:
             if args.reset:
-                await clear_target(bus.redis, bus.keys)
+                await clear_target(bus)
                 target_id = ""
             else:
-                target_id = (await write_target(bus.redis, bus.keys, cfg, parse_simulator(args.spec)[1])).id
-            return await wait_applied(bus.redis, bus.keys, target_id, args.timeout) if args.timeout > 0 else []
+                target_id = (await write_target(bus, cfg, parse_simulator(args.spec)[1])).id
+            return await wait_applied(bus, target_id, args.timeout) if args.timeout > 0 else []
         finally:
-            await bus.redis.aclose()
+            await bus.close()
 
     workers = anyio.run(go)
     for hb in workers:
@@ -94,10 +94,10 @@ def cmd_users_show(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         bus = make_bus(cfg)
         try:
-            target = await read_target(bus.redis, bus.keys)
-            workers = await user_workers(bus.redis, bus.keys)
+            target = await read_target(bus)
+            workers = await user_workers(bus)
         finally:
-            await bus.redis.aclose()
+            await bus.close()
         return {
             "target": {"id": target.id, "fields": target.fields} if target else None,
             "workers": [

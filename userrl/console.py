@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from userrl.bus.client import split_cluster_flag
+from userrl.bus.client import RedisError, probe, split_cluster_flag
 from userrl.errors import ConfigError
 from userrl.lifecycle import redact_url
 
@@ -128,21 +128,12 @@ def check_redis(url: str, timeout_s: float = 3.0, cluster: bool = False) -> None
     """Fail at start with one line when the deploy's Redis URL does not answer a PING, or names
     a cluster node while the cluster client is not selected (commands on other nodes' slots
     would fail with MOVED)."""
-    import redis
-
     plain, flagged = split_cluster_flag(url)  # any one node of a cluster answers a PING
-    client = redis.Redis.from_url(plain, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        client.ping()
-        try:
-            enabled = bool(client.info("cluster").get("cluster_enabled"))
-        except redis.RedisError:  # INFO may be restricted (managed services): not checked then
-            enabled = cluster or flagged
-    except (redis.RedisError, OSError) as exc:
+    try:  # INFO may be restricted (managed services): not checked then
+        enabled = probe(plain, timeout_s, assume_cluster=cluster or flagged)
+    except (RedisError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"redis: cannot reach {redact_url(url)}: {reason}") from None
-    finally:
-        client.close()
     if enabled and not (cluster or flagged):
         raise ConfigError(
             f"redis: {redact_url(url)} is a Redis Cluster node; set redis_cluster: true "

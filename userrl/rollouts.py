@@ -18,9 +18,8 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from userrl.bus.client import RedisConnectionError, RedisTimeoutError
 from userrl.bus.messages import Reset, Trajectory, decode
 from userrl.bus.reconcile import Reconciler, send_resets
 from userrl.bus.transport import Bus
@@ -76,22 +75,13 @@ def make_resets(
 async def already_dispatched(bus: Bus, resets: Sequence[Reset]) -> list[str]:
     """Episodes of ``resets`` that run now or ran within the idempotency window: the env worker
     would ignore their resets (same episode ids), so a wait for them would be in vain."""
-    k = bus.keys
-    out: list[str] = []
-    for i in range(0, len(resets), 500):
-        chunk = resets[i : i + 500]
-        async with bus.redis.pipeline(transaction=False) as pipe:
-            for r in chunk:
-                pipe.exists(k.state(r.episode_id), k.done(k.group("env"), Reset.KIND, r.episode_id, 0, 0))
-            rows = await pipe.execute()
-        out += [r.episode_id for r, n in zip(chunk, rows, strict=True) if n]
-    return out
+    return await bus.store.known([r.episode_id for r in resets], bus.keys.group("env"), Reset.KIND)
 
 
 async def read_trajectories(bus: Bus, stream: str | None = None) -> dict[str, list[Trajectory]]:
     """Every trajectory on the reward stream so far, by episode (a list: duplicates would show)."""
     out: dict[str, list[Trajectory]] = {}
-    for _, fields in await bus.redis.xrange(stream or bus.keys.stream("reward")):
+    for _, fields in await bus.entries(stream or bus.keys.stream("reward")):
         msg = decode(fields[b"p"])
         if isinstance(msg, Trajectory):
             out.setdefault(msg.episode_id, []).append(msg)
@@ -139,7 +129,7 @@ class Waiter:
         with the group, so a waiter killed before its first read still shows as idle, and the
         reward workers' trim drops its group once it is stale."""
         await self.bus.ensure_group(self.stream, self.group, "0" if from_start else "$")
-        await self.bus.redis.xgroup_createconsumer(self.stream, self.group, self.name)
+        await self.bus.add_consumer(self.stream, self.group, self.name)
         if self.reconciler is not None:
             await self.reconciler.start()
 
@@ -164,7 +154,7 @@ class Waiter:
             first = False
             if not ds:
                 return n
-            await self.bus.redis.xack(self.stream, self.group, *[d.entry_id for d in ds])
+            await self.bus.ack(self.stream, self.group, [d.entry_id for d in ds])
             for d in ds:
                 # an entry read twice (a server restarted from an AOF that missed our ack) counts once
                 if isinstance(d.msg, Trajectory) and d.msg.episode_id in self.want and d.entry_id not in self._read:
@@ -210,7 +200,7 @@ class Waiter:
         # shielded: a wait that was cancelled (Ctrl-C, a deploy that gave up) still cleans up
         with anyio.move_on_after(5, shield=True):
             with contextlib.suppress(Exception):  # best effort: a stale group is dropped by the next trim
-                await self.bus.redis.xgroup_destroy(self.stream, self.group)
+                await self.bus.drop_group(self.stream, self.group)
             with contextlib.suppress(Exception):  # the marker expires on its own
                 if self.reconciler is not None:
                     await self.reconciler.close()

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from userrl.bus.client import make_client
 from userrl.bus.embedded import ping_url
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus, BusSettings
@@ -103,13 +102,12 @@ def bus_settings(cfg: DeployConfig) -> BusSettings:
 
 
 def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None = None) -> Bus:
-    url = url or redis_url(cfg)
-    client = make_client(
-        url,
-        block_ms=cfg.bus.block_ms,
+    return Bus.open(
+        url or redis_url(cfg),
+        Keys(cfg.run),
+        bus_settings(cfg),
         max_connections=cfg.bus.max_connections,
         client_name=client_name,
         tls=tls_kwargs(cfg),
         cluster=cfg.redis_cluster,
     )
-    return Bus(client, Keys(cfg.run), bus_settings(cfg))

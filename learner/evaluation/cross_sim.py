@@ -145,11 +145,11 @@ def run_cross_sim(
 
         async def main() -> None:
             bus = make_bus(cfg, url=url)
-            before = await read_target(bus.redis, bus.keys)  # an attached deploy's own target
+            before = await read_target(bus)  # an attached deploy's own target
             try:
                 for i, (label, fields) in enumerate(simulators):
-                    target = await write_target(bus.redis, bus.keys, cfg, fields)
-                    workers = await wait_applied(bus.redis, bus.keys, target.id, SWITCH_TIMEOUT_S)
+                    target = await write_target(bus, cfg, fields)
+                    workers = await wait_applied(bus, target.id, SWITCH_TIMEOUT_S)
                     log.info("xsim.simulator", label=label, target=target.id, workers=len(workers))
                     trajs, tasks = await play_test_split(
                         bus,
@@ -173,9 +173,9 @@ def run_cross_sim(
                     }
             finally:
                 try:
-                    await restore_target(bus.redis, bus.keys, before)  # the deploy's user role as it was
+                    await restore_target(bus, before)  # the deploy's user role as it was
                 finally:
-                    await bus.redis.aclose()
+                    await bus.close()
 
         anyio.run(main)
     finally:

@@ -218,7 +218,7 @@ def run_eval(
                     options={g: gym_options_for(cfg, g, evaluation=True) for g in gyms},
                 )
             finally:
-                await bus.redis.aclose()
+                await bus.close()
 
         trajs, tasks = anyio.run(main)
     finally:

@@ -121,7 +121,7 @@ class RewardWorker(Worker):
     async def on_trajectory(self, t: Trajectory) -> Effects:
         k = self.bus.keys
         eff = Effects()
-        if await self.bus.redis.hexists(k.groups_done, t.group_id):
+        if await self.bus.groups.is_scored(t.group_id):
             self.log.warning("reward.late_member", group_id=t.group_id, episode_id=t.episode_id)
             return eff.incr(k.counters, "late_trajectories")
         size = int(t.meta.get("group_size", 1))
@@ -131,10 +131,10 @@ class RewardWorker(Worker):
 
     async def on_score_group(self, m: ScoreGroup) -> Effects | None:
         k = self.bus.keys
-        raw = await self.bus.redis.hgetall(k.group_members(m.group_id))
+        raw = await self.bus.groups.members(m.group_id)
         if not raw:
             return None  # already scored
-        trajs = sorted((decode(v) for v in raw.values()), key=lambda t: t.episode_id)
+        trajs = sorted((decode(v) for v in raw), key=lambda t: t.episode_id)
         assert all(isinstance(t, Trajectory) for t in trajs)
         size = int(trajs[0].meta.get("group_size", 1))  # type: ignore[attr-defined]
         failed = [t.episode_id for t in trajs if t.status != "ok"]  # type: ignore[attr-defined]
@@ -197,11 +197,7 @@ class RewardWorker(Worker):
             try:
                 await self.bus.cap_finished()
                 await sweep_stalled(self.bus, self.stall_s)
-                overdue = await self.bus.redis.zrangebyscore(
-                    self.bus.keys.groups_open, "-inf", time.time() - self.group_timeout_s
-                )
-                for gid in overdue:
-                    g = gid.decode()
+                for g in await self.bus.groups.opened_before(time.time() - self.group_timeout_s):
                     await self.bus.send(
                         self.stream, ScoreGroup(episode_id=g, group_id=g, hop=1, force=True, reason="deadline")
                     )

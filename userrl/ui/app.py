@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -28,6 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from userrl.bus.client import RedisError
 from userrl.bus.transport import Bus
 from userrl.deploy.episodes import read_episode, summarize
 from userrl.errors import ConfigError
@@ -109,7 +109,7 @@ class Views:
         try:
             yield
         finally:
-            await self._bus.redis.aclose()
+            await self._bus.close()
 
     @property
     def bus(self) -> Bus:
@@ -160,11 +160,10 @@ class Views:
 
     async def api_episode(self, request: Request) -> Response:
         eid = request.query_params.get("id", "")
-        r, k = self.bus.redis, self.bus.keys
         entries = await read_episode(self.bus, eid)
         gym, task = await self.episodes.gym_task(eid)
-        live = await r.zscore(k.live, eid) is not None
-        finished = await r.zscore(k.finished, eid) is not None
+        live = await self.bus.store.time_in("live", eid) is not None
+        finished = await self.bus.store.time_in("finished", eid) is not None
         return JSONResponse(
             {
                 "episode": eid,

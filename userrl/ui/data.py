@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
+from userrl.bus.store import snapshot_fields
 from userrl.bus.transport import Bus
-from userrl.deploy.episodes import _entry, summarize
+from userrl.deploy.episodes import summarize
 from userrl.deploy.status import collect_status
 
 #: episode statuses the list can be filtered by
@@ -34,13 +33,10 @@ def gym_task_from_id(episode_id: str) -> tuple[str, str]:
 
 
 def _gym_task_from_snapshot(raw: bytes | None) -> tuple[str, str] | None:
-    if not raw:
+    snap = snapshot_fields(raw)
+    if "env_id" not in snap or "task_id" not in snap:  # a snapshot of another layout: use the id
         return None
-    try:
-        snap = msgpack.unpackb(raw, raw=False)
-        return str(snap["env_id"]).split("/")[-1], str(snap["task_id"])
-    except Exception:  # a snapshot of another layout: fall back to the id
-        return None
+    return str(snap["env_id"]).split("/")[-1], str(snap["task_id"])
 
 
 def episode_row(
@@ -79,8 +75,7 @@ class EpisodeReader:
 
     async def rows(self, limit: int = 50, gym: str = "", status: str = "") -> list[dict[str, Any]]:
         """The newest ``limit`` live and finished episodes, filtered by gym and status."""
-        r, k = self.bus.redis, self.bus.keys
-        sets = [("live", k.live), ("finished", k.finished)]
+        sets = ["live", "finished"]
         if status == "live":
             sets = sets[:1]
         elif status in ("finished", "failed"):
@@ -88,23 +83,17 @@ class EpisodeReader:
         # a gym filter looks further back so a gym with few recent episodes still shows some
         scan = max(limit, 5000) if gym else limit
         members: list[tuple[str, str, float]] = []
-        for state, key in sets:
-            got = [
-                (m.decode(errors="replace"), state, float(score))
-                for m, score in await r.zrevrange(key, 0, scan - 1, withscores=True)
-            ]
+        for state in sets:
+            got = [(eid, state, since) for eid, since in await self.bus.store.newest(state, scan)]
             await self._learn_gym_tasks([eid for eid, _, _ in got])
             members += [m for m in got if not gym or self._gym_task[m[0]][0] == gym][:limit]
         if not members:
             return []
-        async with r.pipeline(transaction=False) as pipe:
-            for eid, _, _ in members:
-                pipe.xrange(k.episode(eid))
-            streams = await pipe.execute()
+        logs = await self.bus.store.logs([eid for eid, _, _ in members])
         now = time.time()
         rows = [
-            episode_row(eid, state, since, [_entry(f) for _, f in stream], self._gym_task[eid], now)
-            for (eid, state, since), stream in zip(members, streams, strict=True)
+            episode_row(eid, state, since, entries, self._gym_task[eid], now)
+            for (eid, state, since), entries in zip(members, logs, strict=True)
         ]
         return [row for row in rows if not status or row["status"] == status]
 
@@ -115,10 +104,7 @@ class EpisodeReader:
         if len(self._gym_task) + len(unknown) > self._cache_size:
             self._gym_task.clear()  # crude, and rare: ids of one call are learned again below
             unknown = list(dict.fromkeys(ids))
-        async with self.bus.redis.pipeline(transaction=False) as pipe:
-            for eid in unknown:
-                pipe.hget(self.bus.keys.state(eid), "episode")
-            snaps = await pipe.execute()
+        snaps = await self.bus.store.snapshots(unknown)
         for eid, raw in zip(unknown, snaps, strict=True):
             self._gym_task[eid] = _gym_task_from_snapshot(raw) or gym_task_from_id(eid)
 
@@ -133,12 +119,7 @@ class EpisodeReader:
 
 async def newest_dead_letters(bus: Bus, count: int = 50) -> list[dict[str, Any]]:
     """The newest dead letters first, as ``Bus.dead_letters`` shows them (reason in ``error``)."""
-    out = []
-    for eid, f in await bus.redis.xrevrange(bus.keys.dead, count=count):
-        item: dict[str, Any] = {"id": eid.decode()}
-        item.update({k.decode(): v.decode(errors="replace") for k, v in f.items() if not k.startswith(b"f:")})
-        out.append(item)
-    return out
+    return await bus.control.newest_dead(count)
 
 
 async def system_snapshot(bus: Bus, sample_s: float = 1.0, dead_count: int = 50) -> dict[str, Any]:

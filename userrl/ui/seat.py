@@ -107,30 +107,23 @@ class SeatViews:
 
     async def seat_workers(self) -> int:
         """User workers alive with the seat on (without one, a claim would change nothing)."""
-        n = 0
-        async for key in self.bus.redis.scan_iter(match=self.bus.keys.heartbeat_pattern("user"), count=200):
-            raw = await self.bus.redis.get(key)
-            try:
-                n += bool(raw and json.loads(raw).get("seat"))
-            except ValueError:
-                continue
-        return n
+        return sum(bool(hb.get("seat")) for hb in await self.bus.control.heartbeats("user"))
 
     async def state(self, request: Request) -> Response:
         q = request.query_params
         eid, holder = q.get("id", ""), q.get("holder", "")
-        r, k = self.bus.redis, self.bus.keys
-        claim = await seat.read_claim(r, k, eid)
-        ttl = await r.pttl(seat.claim_key(k, eid)) if claim else -1
+        seats = self.bus.seat
+        claim = await seats.claim(eid)
+        ttl = await seats.claim_ttl_ms(eid) if claim else -1
         out: dict[str, Any] = {
             "enabled": True,
             "timeout_s": self.timeout_s,
-            "live": await r.zscore(k.live, eid) is not None,
+            "live": await self.bus.store.time_in("live", eid) is not None,
             "claim": {"who": claim.who, "since": claim.since, "expires_in_s": max(0, ttl) / 1000} if claim else None,
             "mine": bool(claim and holder and claim.holder == holder),
         }
         if out["mine"]:
-            out["asks"] = [describe_ask(a) for a in await seat.open_asks(r, k, eid)]
+            out["asks"] = [describe_ask(a) for a in await seats.open_asks(eid)]
         return JSONResponse(out)
 
     async def claim(self, request: Request) -> Response:
@@ -142,14 +135,13 @@ class SeatViews:
             return _error(exc.status, str(exc))
         except ValueError as exc:
             return _error(400, str(exc))
-        if await self.bus.redis.zscore(self.bus.keys.live, eid) is None:
+        if await self.bus.store.time_in("live", eid) is None:
             return _error(404, f"{eid} is not a live episode")
         if not await self.seat_workers():
             return _error(409, "no user worker has user.seat on: nobody would hand the questions to you")
-        try:
-            c = await seat.take_seat(self.bus.redis, self.bus.keys, eid, who, self.timeout_s)
-        except seat.SeatError as exc:
-            return _error(409, str(exc))
+        c = await self.bus.seat.take_seat(eid, who, self.timeout_s)
+        if c is None:
+            return _error(409, f"the user's seat of {eid} is taken")
         log.info("ui.seat_claimed", episode_id=eid, who=who)
         return JSONResponse({"holder": c.holder, "who": c.who, "timeout_s": self.timeout_s})
 
@@ -158,7 +150,7 @@ class SeatViews:
             body = await _body(request, "id", "holder")
         except _Refused as exc:
             return _error(exc.status, str(exc))
-        if not await seat.renew(self.bus.redis, self.bus.keys, str(body["id"]), str(body["holder"]), self.timeout_s):
+        if not await self.bus.seat.renew(str(body["id"]), str(body["holder"]), self.timeout_s):
             return _error(410, "the claim is gone (it timed out, or it is not yours)")
         return JSONResponse({"ok": True, "timeout_s": self.timeout_s})
 
@@ -167,7 +159,7 @@ class SeatViews:
             body = await _body(request, "id", "holder")
         except _Refused as exc:
             return _error(exc.status, str(exc))
-        if not await seat.release(self.bus.redis, self.bus.keys, str(body["id"]), str(body["holder"])):
+        if not await self.bus.seat.release(str(body["id"]), str(body["holder"])):
             return _error(403, "you do not hold this seat")
         log.info("ui.seat_released", episode_id=body["id"])
         return JSONResponse({"ok": True})
@@ -183,12 +175,12 @@ class SeatViews:
             return _error(exc.status, str(exc))
         except (TypeError, ValueError):
             return _error(400, "seq and hop must be integers")
-        r, k = self.bus.redis, self.bus.keys
-        claim = await seat.read_claim(r, k, eid)
+        seats, k = self.bus.seat, self.bus.keys
+        claim = await seats.claim(eid)
         if claim is None or claim.holder != holder:
             return _error(403, "only the holder of the claim on this episode's user seat may reply")
-        ask = await seat.read_ask(r, k, eid, seq, hop)
-        if ask is None or await seat.answered_by(r, k, eid, seq, hop):
+        ask = await seats.ask(eid, seq, hop)
+        if ask is None or await seats.answered_by(eid, seq, hop):
             return _error(409, "that question is not waiting for the user (answered, or never asked)")
         try:
             seat.human_reply(UserQuery.from_dict(ask["query"]), text)
@@ -196,7 +188,7 @@ class SeatViews:
             return _error(422, f"the reply does not fit: {exc}")
         msg = HumanReply(episode_id=eid, seq=seq, hop=hop, text=text, holder=holder, who=claim.who)
         await self.bus.send(k.stream("user"), msg, {"episode": eid, "who": claim.who})
-        await seat.renew(r, k, eid, holder, self.timeout_s)  # replying is being there
+        await seats.renew(eid, holder, self.timeout_s)  # replying is being there
         log.info("ui.seat_reply", episode_id=eid, seq=seq, hop=hop, who=claim.who)
         return JSONResponse({"sent": True}, status_code=202)
 

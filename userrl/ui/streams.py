@@ -14,11 +14,10 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import RedisError
 from starlette.responses import StreamingResponse
 
+from userrl.bus.client import RedisError
 from userrl.bus.transport import Bus
-from userrl.deploy.episodes import _entry
 from userrl.ui.data import MetricsTail
 
 log = structlog.get_logger(__name__)
@@ -65,19 +64,16 @@ async def snapshots(event: str, take: Callable[[], Awaitable[Any]], every_s: flo
 async def follow_episode(bus: Bus, eid: str, start: str, block_ms: int) -> AsyncIterator[str]:
     """Every entry of the episode's stream after ``start``, then new ones as they come (XREAD
     BLOCK); stops after the ``end`` entry, or at once when the episode finished and expired."""
-    key = bus.keys.episode(eid)
-    if not await bus.redis.exists(key) and await bus.redis.zscore(bus.keys.finished, eid) is not None:
+    if not await bus.store.has_log(eid) and await bus.store.time_in("finished", eid) is not None:
         yield sse("expired", {"episode": eid})
         return
     last = start
     while True:
-        resp = await bus.redis.xread({key: last}, count=256, block=block_ms)
-        if not resp:
+        got = await bus.store.tail(eid, last, count=256, block_ms=block_ms)
+        if not got:
             yield ": waiting\n\n"
             continue
-        for raw_id, fields in resp[0][1]:
-            last = raw_id.decode()
-            entry = _entry(fields)
+        for last, entry in got:
             yield sse("entry", entry, event_id=last)
             if entry.get("role") == "end":
                 yield sse("end", {"episode": eid})
