@@ -16,7 +16,7 @@ from typing import Any
 from userrl.bus.client import make_client
 from userrl.bus.embedded import ping_url
 from userrl.bus.keys import Keys
-from userrl.bus.transport import Bus, BusSettings
+from userrl.bus.transport import Bus
 from userrl.config import DeployConfig
 from userrl.errors import ConfigError
 
@@ -82,26 +82,6 @@ def tls_kwargs(cfg: DeployConfig) -> dict[str, Any]:
     return cfg.redis_tls.redis_kwargs()
 
 
-def bus_settings(cfg: DeployConfig) -> BusSettings:
-    b = cfg.bus
-    return BusSettings(
-        read_count=b.read_count,
-        block_ms=b.block_ms,
-        min_idle_ms=b.min_idle_ms,
-        max_deliveries=b.max_deliveries,
-        stream_cap=b.stream_cap,
-        max_message_bytes=b.max_message_bytes,
-        idempotency_ttl_ms=b.idempotency_ttl_ms,
-        memory_mb=b.memory_mb,
-        dead_cap=b.dead_cap,
-        dead_payload_bytes=b.dead_payload_bytes,
-        results_cap=b.results_cap,
-        finished_cap=b.finished_cap,
-        episode_log_ttl_ms=b.episode_log_ttl_ms,
-        episode_log_cap=b.episode_log_cap,
-    )
-
-
 def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None = None) -> Bus:
     url = url or redis_url(cfg)
     client = make_client(
@@ -112,4 +92,4 @@ def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None 
         tls=tls_kwargs(cfg),
         cluster=cfg.redis_cluster,
     )
-    return Bus(client, Keys(cfg.run), bus_settings(cfg))
+    return Bus(client, Keys(cfg.run), cfg.bus)

@@ -1,0 +1,67 @@
+"""The deploy config is made of the components' own settings classes: the ``bus`` section is
+:class:`~userrl.bus.settings.BusSettings` itself, and a config written out reads back the same."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from userrl.bus.settings import BusSettings
+from userrl.config import DeployConfig, build, load_config, to_dict
+from userrl.errors import ConfigError
+from userrl.runtime import make_bus
+
+
+def test_the_bus_section_is_the_bus_settings_the_transport_gets() -> None:
+    cfg = load_config(None, ["bus.block_ms=500", "bus.dead_cap=11", "run=composed"])
+    assert type(cfg.bus) is BusSettings
+    bus = make_bus(cfg, url="redis://127.0.0.1:1/0")  # no connection is made until a command
+    assert bus.settings is cfg.bus
+    assert (bus.settings.block_ms, bus.settings.dead_cap) == (500, 11)
+
+
+def test_a_written_config_reads_back_the_same_with_derived_caps_still_auto(tmp_path) -> None:
+    cfg = load_config(None, ["bus.memory_mb=64", "bus.results_cap=7"])
+    assert cfg.bus.finished_auto and cfg.bus.finished_cap == BusSettings(memory_mb=64).finished_cap
+    data = to_dict(cfg)
+    assert data["bus"]["finished_cap"] == 0 and data["bus"]["dead_cap"] == 0 and data["bus"]["results_cap"] == 7
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    again = load_config(path)
+    assert again == cfg and again.bus.finished_auto and not again.bus.auto_caps & {"results_cap"}
+    assert build(DeployConfig, to_dict(again), "") == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("bus.heartbeat_ttl_ms=100", "bus.heartbeat_ttl_ms must be larger than bus.heartbeat_interval_ms"),
+        ("bus.stall_timeout_ms=1000", r"bus.stall_timeout_ms \(1000\) must be longer than"),
+        ("bus.max_connections=0", "bus.max_connections must be >= 1, got 0"),
+        ("bus.dead_cap=-2", "bus.dead_cap must be >= 0"),
+    ],
+)
+def test_the_bus_settings_name_the_field_when_loaded_or_built(override: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        load_config(None, [override])
+    key, value = override.removeprefix("bus.").split("=")
+    with pytest.raises(ConfigError, match=says):
+        BusSettings(**{key: int(value)})
+
+
+def test_every_bus_field_has_a_docstring() -> None:
+    import ast
+    import inspect
+
+    import userrl.bus.settings as mod
+
+    body = ast.parse(inspect.getsource(mod)).body
+    cls = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == "BusSettings")
+    documented = {
+        a.target.id
+        for a, nxt in zip(cls.body, cls.body[1:], strict=False)
+        if isinstance(a, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+    }
+    assert documented == {f.name for f in dataclasses.fields(BusSettings)}
