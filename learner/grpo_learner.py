@@ -22,16 +22,18 @@ construction, so the update below has no branch on either.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from userrl.config import LRSchedule
+from userrl.config import LoraSection, LRSchedule
 from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_dtype
 from userrl.learner.distributed import Replicas, TokenLogprobs, make_replicas
@@ -75,6 +77,41 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0)
     return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
+@dataclass(frozen=True)
+class LearnerSettings:
+    """Everything a :class:`GRPOLearner` is set up with (the deploy config's ``train`` section
+    and the loss built from it: :func:`userrl.runtime.learner_settings`)."""
+
+    lr: float
+    """Peak learning rate (AdamW, betas 0.9/0.99, no weight decay)."""
+    loss: LossConfig
+    """The GRPO objective."""
+    seed: int = 0
+    """torch's seed, set before the model loads."""
+    device: str = "auto"
+    """torch device (auto: CUDA when present); under accelerate the launcher assigns each rank's."""
+    dtype: str = "auto"
+    """Training precision (auto, bf16, fp32): master weights stay fp32, bf16 is autocast."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward."""
+    ref_model_path: str | Path | None = None
+    """The KL reference model (loss.kl_coef > 0); None = the base model."""
+    max_tokens_per_microbatch: int = 16384
+    """Padded tokens per forward/backward; gradients accumulate over micro-batches."""
+    lora: LoraSection | None = None
+    """LoRA adapters (r > 0) instead of full fine-tuning."""
+    keep_weights: int = 0
+    """Published weight versions kept on disk (0 = all)."""
+    lr_schedule: LRSchedule = "constant"
+    """Learning-rate schedule (:func:`lr_factor`)."""
+    total_steps: int = 0
+    """Steps the schedule decays over."""
+    warmup_steps: int = 0
+    """Steps of linear warmup."""
+    reward: RewardConfig | None = None
+    """The reward settings kl_in: reward recomputes advantages with (None = the defaults)."""
+
+
 class GRPOLearner:
     """Holds the model and optimizer; one :meth:`step` per batch of scored groups."""
 
@@ -82,45 +119,38 @@ class GRPOLearner:
         self,
         model_path: str | Path,
         out_dir: str | Path,
+        settings: LearnerSettings | None = None,
         *,
-        lr: float,
-        loss: LossConfig,
-        seed: int = 0,
-        device: str = "auto",
-        dtype: str = "auto",
-        gradient_checkpointing: bool = False,
-        ref_model_path: str | Path | None = None,
-        max_tokens_per_microbatch: int = 16384,
-        lora: Any = None,
-        keep_weights: int = 0,
         base_model_path: str | Path | None = None,
-        lr_schedule: str = "constant",
-        total_steps: int = 0,
-        warmup_steps: int = 0,
-        reward: RewardConfig | None = None,
+        **fields: Any,
     ) -> None:
+        """The model of ``model_path`` trained into ``out_dir`` with ``settings`` (or the fields
+        of :class:`LearnerSettings` as keywords, which also override those of ``settings``).
+        ``base_model_path``: the base model a LoRA checkpoint's adapter sits on."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.manual_seed(seed)
+        self.settings = s = dataclasses.replace(settings, **fields) if settings else LearnerSettings(**fields)
+        device, loss, lr = s.device, s.loss, s.lr
+        torch.manual_seed(s.seed)
         self.torch = torch
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         # how many processes run each call, and what the model trains: chosen here, once
         self.replicas: Replicas = make_replicas(device)
-        self.weights: Weights = trained_weights(lora, self.replicas.sharded)
+        self.weights: Weights = trained_weights(s.lora, self.replicas.sharded)
         self.is_main = self.replicas.is_main
         self.device = self.replicas.device(device)
         # Master weights and optimizer state stay fp32; bf16 is autocast for forward/backward.
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.max_tokens = max_tokens_per_microbatch
-        self.keep_weights = keep_weights
+        self.dtype = resolve_dtype(s.dtype, self.device)
+        self.max_tokens = s.max_tokens_per_microbatch
+        self.keep_weights = s.keep_weights
         self.base_model_path = str(base_model_path or model_path)  # what LoRA adapters sit on
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(
             self.weights.load_from(str(model_path), self.base_model_path), dtype=torch.float32
         ).to(self.device)
-        if gradient_checkpointing:
+        if s.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
             self.model.config.use_cache = False
         self.model = self.weights.wrap(self.model, str(model_path))
@@ -128,25 +158,30 @@ class GRPOLearner:
             "learner.ready",
             device=self.device,
             dtype=self.dtype,
-            gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing=s.gradient_checkpointing,
             lora=self.weights.lora,
             microbatch_tokens=self.max_tokens,
         )
         self.loss_cfg = loss
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-        self.lr, self.lr_schedule, self.total_steps, self.warmup_steps = lr, lr_schedule, total_steps, warmup_steps
-        lr_factor(lr_schedule, 0, total_steps, warmup_steps)  # a bad schedule fails before training
+        self.lr, self.lr_schedule, self.total_steps, self.warmup_steps = (
+            lr,
+            s.lr_schedule,
+            s.total_steps,
+            s.warmup_steps,
+        )
+        lr_factor(s.lr_schedule, 0, s.total_steps, s.warmup_steps)  # a bad schedule fails before training
         # the forward pass the engines wrap; the inner HF model keeps the masked-head fast path
         self.net, self.optimizer = self.replicas.prepare(TokenLogprobs(self.weights.inner(self.model)), optimizer)
         # the trainable weights of recent versions (old_logprobs: recompute); taken from the
         # prepared module, whose parameters FSDP may have replaced by sharded ones
         self.snapshots = WeightSnapshots([p for p in self.net.parameters() if p.requires_grad])
-        self.reward_cfg = reward  # kl_in: reward recomputes advantages with it
+        self.reward_cfg = s.reward  # kl_in: reward recomputes advantages with it
         self.ref = None
         if loss.kl_coef > 0:
             self.ref = (
-                AutoModelForCausalLM.from_pretrained(ref_model_path or self.base_model_path).to(self.device).eval()
+                AutoModelForCausalLM.from_pretrained(s.ref_model_path or self.base_model_path).to(self.device).eval()
             )
         self.version = 0
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -390,10 +425,14 @@ class GRPOLearner:
 
     # -- resume ---------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, out_dir: str | Path, **kw: Any) -> tuple[GRPOLearner, dict[str, Any]]:
+    def resume(
+        cls, out_dir: str | Path, settings: LearnerSettings | None = None, **fields: Any
+    ) -> tuple[GRPOLearner, dict[str, Any]]:
+        """The learner of ``out_dir/checkpoint``: its weights, optimizer state and version (and
+        the checkpoint's state.json, for the caller's own entries)."""
         ck = Path(out_dir) / "checkpoint"
         state = json.loads((ck / "state.json").read_text())
-        learner = cls(ck, out_dir, base_model_path=state.get("base_model"), **kw)
+        learner = cls(ck, out_dir, settings, base_model_path=state.get("base_model"), **fields)
         learner.optimizer.load_state_dict(learner.torch.load(learner.replicas.optimizer_file(ck)))
         learner.version = int(state["version"])
         return learner, state

@@ -65,3 +65,38 @@ def test_every_bus_field_has_a_docstring() -> None:
         if isinstance(a, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
     }
     assert documented == {f.name for f in dataclasses.fields(BusSettings)}
+
+
+def test_the_learner_settings_come_from_the_train_section() -> None:
+    pytest.importorskip("torch")
+    from userrl.runtime import learner_settings
+
+    cfg = load_config(
+        None,
+        ["train.lr=0.02", "train.steps=9", "train.warmup_steps=2", "train.max_turns=5", "policy.max_new_tokens=32"],
+    )
+    s = learner_settings(cfg)
+    assert (s.lr, s.total_steps, s.warmup_steps, s.seed) == (0.02, 9, 2, cfg.seed)
+    assert (s.lora, s.reward, s.keep_weights) == (cfg.train.lora, cfg.reward, cfg.train.keep_weights)
+    assert (s.loss.norm_len, s.loss.temperature) == (160, cfg.policy.temperature)
+
+
+@pytest.mark.train
+def test_a_learner_from_settings_is_the_learner_from_keywords(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from tests.learner_groups import make_groups
+    from userrl.agents.tiny import build_tiny_model
+    from userrl.learner.grpo_learner import GRPOLearner, LearnerSettings
+    from userrl.learner.losses import LossConfig
+
+    model = build_tiny_model(tmp_path / "m", seed=0)
+    kw = {"lr": 1e-2, "loss": LossConfig(max_staleness=100), "device": "cpu", "lr_schedule": "linear", "total_steps": 3}
+    one = GRPOLearner(model, tmp_path / "a", LearnerSettings(**kw))
+    two = GRPOLearner(model, tmp_path / "b", LearnerSettings(lr=1.0, loss=LossConfig()), **kw)  # keywords override
+    assert one.settings == two.settings
+    groups = make_groups(2, seed=1)
+    assert one.step(groups) == two.step(groups)
+    for (n, a), (_, b) in zip(one.model.named_parameters(), two.model.named_parameters(), strict=True):
+        assert torch.equal(a, b), n
+    with pytest.raises(TypeError):
+        GRPOLearner(model, tmp_path / "c", loss=LossConfig())  # lr has no default

@@ -1,4 +1,5 @@
-"""Resolve a deploy config into a live connection: where Redis is, and the Bus on it.
+"""The deploy config wired into the components: where Redis is and the Bus on it (the config's
+``bus`` section is the bus's own settings), and the GRPO learner's settings.
 
 With ``redis: embedded`` the launcher (``userrl up``/``train``) starts a private server and
 writes its URL, password included, to ``{run_dir}/redis.url`` (mode 0600); workers started
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from userrl.bus.client import make_client
 from userrl.bus.embedded import ping_url
@@ -19,6 +20,10 @@ from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus
 from userrl.config import DeployConfig
 from userrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from userrl.learner.grpo_learner import LearnerSettings
+    from userrl.learner.losses import LossConfig
 
 URL_FILE = "redis.url"
 
@@ -93,3 +98,51 @@ def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None 
         cluster=cfg.redis_cluster,
     )
     return Bus(client, Keys(cfg.run), cfg.bus)
+
+
+def loss_config(cfg: DeployConfig) -> LossConfig:
+    """The GRPO objective of ``cfg.train`` (Dr. GRPO's constant: the most tokens a dialogue can
+    generate, max_turns x policy.max_new_tokens)."""
+    from userrl.learner.losses import LossConfig
+
+    t = cfg.train
+    return LossConfig(
+        clip_low=t.clip_low,
+        clip_high=t.clip_high,
+        kl_coef=t.kl_coef,
+        agg=t.loss_agg,
+        max_staleness=t.max_staleness,
+        temperature=cfg.policy.temperature,
+        kl_estimator=t.kl_estimator,
+        kl_in=t.kl_in,
+        ratio_level=t.ratio_level,
+        entropy_coef=t.entropy_coef,
+        old_logprobs=t.old_logprobs,
+        is_correction=t.is_correction,
+        is_cap=t.is_cap,
+        truncated=t.truncated_episodes,
+        norm_len=t.max_turns * cfg.policy.max_new_tokens,
+    )
+
+
+def learner_settings(cfg: DeployConfig) -> LearnerSettings:
+    """What the GRPO learner of ``cfg`` is set up with: ``train``'s optimizer, hardware and LoRA
+    settings, :func:`loss_config`, and the reward section (kl_in: reward recomputes advantages)."""
+    from userrl.learner.grpo_learner import LearnerSettings
+
+    t = cfg.train
+    return LearnerSettings(
+        lr=t.lr,
+        loss=loss_config(cfg),
+        seed=cfg.seed,
+        device=t.device,
+        dtype=t.dtype,
+        gradient_checkpointing=t.gradient_checkpointing,
+        max_tokens_per_microbatch=t.max_tokens_per_microbatch,
+        lora=t.lora,
+        keep_weights=t.keep_weights,
+        lr_schedule=t.lr_schedule,
+        total_steps=t.steps,
+        warmup_steps=t.warmup_steps,
+        reward=cfg.reward,
+    )
