@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import torch
@@ -38,6 +38,9 @@ from userrl.errors import ConfigError
 from userrl.hardware import resolve_device
 from userrl.learner.losses import token_logprobs
 from userrl.learner.metrics import MetricsLog
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +87,7 @@ def relaunch_env() -> dict[str, str]:
 
 
 def run_learn_under_accelerate(
-    cfg: Any, config_path: str | None, overrides: Sequence[str], start_model: str, run_dir: Path, url: str
+    cfg: DeployConfig, config_path: str | None, overrides: Sequence[str], start_model: str, run_dir: Path, url: str
 ) -> tuple[str, list[dict[str, Any]]]:
     """``userrl train``'s GRPO stage as ``accelerate launch ... userrl learn`` against the running
     deploy at ``url``; its final model and metrics come back through ``run_dir``."""

@@ -100,3 +100,22 @@ def test_a_learner_from_settings_is_the_learner_from_keywords(tmp_path) -> None:
         assert torch.equal(a, b), n
     with pytest.raises(TypeError):
         GRPOLearner(model, tmp_path / "c", loss=LossConfig())  # lr has no default
+
+
+def test_no_function_takes_an_untyped_deploy_config() -> None:
+    """Role functions and ``from_config`` take the typed config, never ``cfg: Any``."""
+    import ast
+
+    from tests.conftest import REPO
+
+    found = []
+    for path in REPO.rglob("*.py"):
+        rel = path.relative_to(REPO)
+        if rel.parts[0].startswith(".") or "site-packages" in rel.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for a in node.args.args + node.args.kwonlyargs:
+                    if a.arg == "cfg" and isinstance(a.annotation, ast.Name) and a.annotation.id == "Any":
+                        found.append(f"{rel}:{node.lineno} {node.name}")
+    assert found == []
