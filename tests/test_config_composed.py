@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from userrl.bus.settings import BusSettings
+from userrl.bus.transport import Bus
+from userrl.bus.worker import Worker, WorkerSettings
 from userrl.config import DeployConfig, build, load_config, to_dict
 from userrl.errors import ConfigError
-from userrl.runtime import make_bus
+from userrl.runtime import make_bus, make_worker, worker_settings
 
 
 def test_the_bus_section_is_the_bus_settings_the_transport_gets() -> None:
@@ -119,3 +121,30 @@ def test_no_function_takes_an_untyped_deploy_config() -> None:
                     if a.arg == "cfg" and isinstance(a.annotation, ast.Name) and a.annotation.id == "Any":
                         found.append(f"{rel}:{node.lineno} {node.name}")
     assert found == []
+
+
+class Plain(Worker):
+    role = "env"
+
+
+class Configured(Worker):
+    role = "env"
+
+    @classmethod
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> Configured:
+        worker = cls(bus, settings)
+        worker.run_name = cfg.run
+        return worker
+
+
+def test_a_role_worker_is_built_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERRL_REDIS_URL", "redis://127.0.0.1:1/0")  # no connection is made until a command
+    cfg = load_config(None, ["run=wired", "workers.env.concurrency=5", "bus.heartbeat_interval_ms=500"])
+    s = worker_settings(cfg, "env", name="env-3")
+    assert (s.name, s.concurrency, s.heartbeat_interval_s, s.heartbeat_ttl_s) == ("env-3", 5, 0.5, 10.0)
+    assert worker_settings(cfg, "env", concurrency=2).concurrency == 2
+    assert worker_settings(cfg, "custom").concurrency == 64  # a role the config does not list
+    plain = make_worker(cfg, Plain, s, "env")
+    assert type(plain) is Plain and plain.bus.settings is cfg.bus and plain.bus.keys.run == "wired"
+    configured = make_worker(cfg, Configured, s, "env")
+    assert type(configured) is Configured and configured.run_name == "wired"

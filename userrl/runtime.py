@@ -1,5 +1,6 @@
 """The deploy config wired into the components: where Redis is and the Bus on it (the config's
-``bus`` section is the bus's own settings), and the GRPO learner's settings.
+``bus`` section is the bus's own settings), a role's worker (:func:`make_worker`), and the GRPO
+learner's settings (:func:`learner_settings`).
 
 With ``redis: embedded`` the launcher (``userrl up``/``train``) starts a private server and
 writes its URL, password included, to ``{run_dir}/redis.url`` (mode 0600); workers started
@@ -18,6 +19,7 @@ from userrl.bus.client import make_client
 from userrl.bus.embedded import ping_url
 from userrl.bus.keys import Keys
 from userrl.bus.transport import Bus
+from userrl.bus.worker import Worker, WorkerSettings
 from userrl.config import DeployConfig
 from userrl.errors import ConfigError
 
@@ -98,6 +100,31 @@ def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None 
         cluster=cfg.redis_cluster,
     )
     return Bus(client, Keys(cfg.run), cfg.bus)
+
+
+def worker_settings(
+    cfg: DeployConfig, role: str, *, name: str = "", burst: bool = False, concurrency: int = 0
+) -> WorkerSettings:
+    """A ``role`` worker's settings: its concurrency from ``workers.<role>`` unless given (64 for
+    a role the config does not list), heartbeat and reclaim timings from ``bus``."""
+    rc = cfg.workers.get(role)
+    b = cfg.bus
+    return WorkerSettings(
+        name=name,
+        burst=burst,
+        concurrency=concurrency or (rc.concurrency if rc else 64),
+        reclaim_interval_s=b.reclaim_interval_ms / 1000,
+        heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
+        heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000,
+    )
+
+
+def make_worker(cfg: DeployConfig, cls: type[Worker], settings: WorkerSettings, role: str) -> Worker:
+    """A worker of class ``cls`` on its own bus connection (named after ``role`` and the worker),
+    built by its ``from_config`` (backends from ``cfg``) where it has one."""
+    bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
+    from_config = getattr(cls, "from_config", None)
+    return from_config(bus, settings, cfg) if from_config is not None else cls(bus, settings)
 
 
 def loss_config(cfg: DeployConfig) -> LossConfig:
