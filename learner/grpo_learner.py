@@ -131,16 +131,15 @@ class GRPOLearner:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.settings = s = dataclasses.replace(settings, **fields) if settings else LearnerSettings(**fields)
-        device, loss, lr = s.device, s.loss, s.lr
         torch.manual_seed(s.seed)
         self.torch = torch
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         # how many processes run each call, and what the model trains: chosen here, once
-        self.replicas: Replicas = make_replicas(device)
+        self.replicas: Replicas = make_replicas(s.device)
         self.weights: Weights = trained_weights(s.lora, self.replicas.sharded)
         self.is_main = self.replicas.is_main
-        self.device = self.replicas.device(device)
+        self.device = self.replicas.device(s.device)
         # Master weights and optimizer state stay fp32; bf16 is autocast for forward/backward.
         self.dtype = resolve_dtype(s.dtype, self.device)
         self.max_tokens = s.max_tokens_per_microbatch
@@ -162,15 +161,9 @@ class GRPOLearner:
             lora=self.weights.lora,
             microbatch_tokens=self.max_tokens,
         )
-        self.loss_cfg = loss
+        self.loss_cfg = s.loss
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-        self.lr, self.lr_schedule, self.total_steps, self.warmup_steps = (
-            lr,
-            s.lr_schedule,
-            s.total_steps,
-            s.warmup_steps,
-        )
+        optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0, betas=(0.9, 0.99))
         lr_factor(s.lr_schedule, 0, s.total_steps, s.warmup_steps)  # a bad schedule fails before training
         # the forward pass the engines wrap; the inner HF model keeps the masked-head fast path
         self.net, self.optimizer = self.replicas.prepare(TokenLogprobs(self.weights.inner(self.model)), optimizer)
@@ -179,7 +172,7 @@ class GRPOLearner:
         self.snapshots = WeightSnapshots([p for p in self.net.parameters() if p.requires_grad])
         self.reward_cfg = s.reward  # kl_in: reward recomputes advantages with it
         self.ref = None
-        if loss.kl_coef > 0:
+        if s.loss.kl_coef > 0:
             self.ref = (
                 AutoModelForCausalLM.from_pretrained(s.ref_model_path or self.base_model_path).to(self.device).eval()
             )
@@ -232,6 +225,7 @@ class GRPOLearner:
         self.replicas.lead("stop", ())
         self.replicas.close()
 
+    # -- one update -----------------------------------------------------------------------------
     def sequences(self, groups: list[dict[str, Any]]) -> tuple[list[TrainingSequence], list[list[float]]]:
         """Every trainable trajectory of the batch as one token sequence, with its advantages."""
         seqs, advs = [], []
@@ -254,7 +248,8 @@ class GRPOLearner:
     def update(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         """The GRPO update on ``groups`` (this rank's share of it; :meth:`step` leads the others)."""
         # the schedule follows the version, so a resumed run continues it where it stopped
-        lr = self.lr * lr_factor(self.lr_schedule, self.version, self.total_steps, self.warmup_steps)
+        opt = self.settings
+        lr = opt.lr * lr_factor(opt.lr_schedule, self.version, opt.total_steps, opt.warmup_steps)
         seqs, advs = self.sequences(groups)
         if not seqs:
             return {"learner/skipped": 1}
