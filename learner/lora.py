@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from userrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from userrl.config import LoraSection
 
 __all__ = [
     "FullWeights",
@@ -33,8 +36,8 @@ __all__ = [
 _HINT = "train.lora needs peft: pip install 'userrl[lora]'"
 
 
-def lora_config(lora: Any) -> Any:
-    """peft ``LoraConfig`` from a :class:`~userrl.config.LoraSection`-like object."""
+def lora_config(lora: LoraSection) -> Any:
+    """peft ``LoraConfig`` from ``train.lora``."""
     try:
         from peft import LoraConfig
     except ImportError as exc:
@@ -48,7 +51,7 @@ def lora_config(lora: Any) -> Any:
     )
 
 
-def apply_lora(model: Any, lora: Any) -> Any:
+def apply_lora(model: Any, lora: LoraSection) -> Any:
     """``model`` with adapters on ``lora.target_modules``; only adapter weights require grad."""
     from peft import get_peft_model
 
@@ -139,7 +142,7 @@ class LoraWeights:
 
     lora = True
 
-    def __init__(self, lora: Any) -> None:
+    def __init__(self, lora: LoraSection) -> None:
         self.cfg = lora
 
     def load_from(self, model_path: str, base_model_path: str) -> str:
@@ -164,11 +167,11 @@ class LoraWeights:
         save_adapter(model, out)
 
 
-def trained_weights(lora: Any, sharded: bool) -> Weights:
-    """:class:`LoraWeights` when ``lora`` (a :class:`~userrl.config.LoraSection`-like object, or
-    None) has r > 0, else :class:`FullWeights`. ``sharded``: the learner runs under FSDP, which
+def trained_weights(lora: LoraSection | None, sharded: bool) -> Weights:
+    """:class:`LoraWeights` when ``lora`` (``train.lora``, or None) has r > 0, else
+    :class:`FullWeights`. ``sharded``: the learner runs under FSDP, which
     LoRA does not support."""
-    if lora is None or getattr(lora, "r", 0) <= 0:
+    if lora is None or lora.r <= 0:
         return FullWeights()
     if sharded:
         raise ConfigError(
