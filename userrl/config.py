@@ -1,9 +1,10 @@
 """Deploy configs: one YAML per deploy, validated once at load.
 
-Every section is a dataclass with a docstring under each field. :func:`load_config` reads YAML,
-applies ``--set a.b=c`` overrides, and builds the dataclasses; a wrong key, type or value raises
-:class:`~userrl.errors.ConfigError` naming the field (``workers.env.replicas``) and what is
-allowed.
+Every section is a dataclass with a docstring under each field; a component's own settings
+class is the section where one exists (``bus`` is :class:`~userrl.bus.settings.BusSettings`), so
+each field is defined once. :func:`load_config` reads YAML, applies ``--set a.b=c`` overrides, and
+builds the dataclasses; a wrong key, type or value raises :class:`~userrl.errors.ConfigError`
+naming the field (``workers.env.replicas``) and what is allowed.
 """
 
 from __future__ import annotations
