@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -24,6 +24,9 @@ from userrl.agents.base import GenRequest, GenResult
 from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import ConfigError, PolicyError, boundary
 from userrl.openai_compat import ChatClient, OpenAIConfig
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 __all__ = ["OpenAIPolicyBackend", "from_deploy_config", "tool_calls_to_hermes"]
 
@@ -111,7 +114,7 @@ class OpenAIPolicyBackend:
         await self.aclose()
 
 
-def from_deploy_config(cfg: Any) -> OpenAIPolicyBackend:
+def from_deploy_config(cfg: DeployConfig) -> OpenAIPolicyBackend:
     """The backend a deploy config's ``policy`` section names. ``tools`` is sent only with
     ``policy.tools`` on: servers such as ``transformers serve`` answer an empty ``content`` to a
     request with tools that the model's chat template cannot render."""

@@ -42,7 +42,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -60,6 +60,9 @@ from userrl.envs.actions import TOOL_SCHEMA
 from userrl.errors import MessageError, PolicyError
 from userrl.hardware import resolve_device
 
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
+
 log = structlog.get_logger(__name__)
 
 __all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "resolve_model_path"]
@@ -68,7 +71,7 @@ __all__ = ["PolicyWorker", "generate_isolated", "make_policy_backend", "resolve_
 # ---- backends ----------------------------------------------------------------------------------
 
 
-def make_policy_backend(cfg: Any) -> PolicyBackend:
+def make_policy_backend(cfg: DeployConfig) -> PolicyBackend:
     """The backend a deploy config names (``policy.backend``)."""
     p = cfg.policy
     if p.backend == "scripted":
@@ -91,7 +94,7 @@ def make_policy_backend(cfg: Any) -> PolicyBackend:
     )
 
 
-def resolve_model_path(cfg: Any) -> str:
+def resolve_model_path(cfg: DeployConfig) -> str:
     """``tiny`` means the locally built tiny model of this run (built on first use)."""
     if cfg.policy.model != "tiny":
         return str(cfg.policy.model)
@@ -178,7 +181,7 @@ class PolicyWorker(Worker):
         self.stats["failed_requests"] = 0
 
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> PolicyWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> PolicyWorker:
         return cls(bus, settings, backend=make_policy_backend(cfg), owns_backend=True)
 
     def run(self) -> int:

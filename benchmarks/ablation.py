@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from userrl.agents.worker import resolve_model_path
-from userrl.config import load_config
+from userrl.config import DeployConfig, load_config
 from userrl.learner.main_job import eval_stage, grpo_stage, learning_check, sft_stage
 
 CREDITS = {"equalized": "Equalized", "r2g": "R2G", "em": "EM"}
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides += [f"run_dir={out / f'{credit}-{score}'}", f"run=ablation-{credit}-{score}"]
         cfg = load_config(args.config, overrides)
 
-        def train(cfg: Any = cfg, overrides: list[str] = overrides) -> dict[str, Any]:
+        def train(cfg: DeployConfig = cfg, overrides: list[str] = overrides) -> dict[str, Any]:
             (Path(cfg.run_dir) / "metrics.jsonl").unlink(missing_ok=True)  # a run stopped half-way starts over
             t1 = time.monotonic()
             final, rows = grpo_stage(cfg, args.config, overrides, sft, Path(cfg.run_dir))

@@ -27,7 +27,6 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,12 @@ import anyio
 from userrl.bus.client import make_client
 from userrl.bus.messages import Trajectory
 from userrl.bus.reconcile import Reconciler
-from userrl.bus.transport import Bus
-from userrl.config import BusConfig, load_config
+from userrl.bus.transport import Bus, BusSettings
+from userrl.config import load_config
 from userrl.deploy.launcher import Launcher
 from userrl.envs.datasets import load_tasks
 from userrl.logs import configure_logging
 from userrl.rollouts import make_resets
-from userrl.runtime import bus_settings
 
 REPO = Path(__file__).resolve().parents[1]
 GYMS = ("userrl/Telepathy-v0", "userrl/Function-v0")
@@ -53,7 +51,7 @@ def overrides(run_dir: str, extra: list[str]) -> list[str]:
     """Two replicas per role; every ``bus`` field at its default (deploy/ci.yaml shortens some
     for the tests), then ``extra``."""
     out = [f"run_dir={run_dir}", "run=soak", "log_level=warning"]
-    out += [f"bus.{f.name}={getattr(BusConfig(), f.name)}" for f in fields(BusConfig)]
+    out += [f"bus.{k}={v}" for k, v in BusSettings().as_written().items()]
     return out + [f"workers.{r}.replicas=2" for r in ("env", "policy", "user", "reward")] + extra
 
 
@@ -245,7 +243,7 @@ async def main(args: argparse.Namespace) -> None:
     cfg = load_config(REPO / "deploy" / "ci.yaml", ov)
     launcher = Launcher(cfg, config_path=str(REPO / "deploy" / "ci.yaml"), overrides=ov).start()
     launcher.start_background()
-    bus = Bus(make_client(launcher.url, block_ms=cfg.bus.block_ms), launcher.keys, bus_settings(cfg))
+    bus = Bus(make_client(launcher.url, block_ms=cfg.bus.block_ms), launcher.keys, cfg.bus)
     soak = Soak(bus, launcher, args)
     try:
         await soak.run()

@@ -1,6 +1,7 @@
 """What one handled message is and what it produces: :class:`Delivery` (a stream entry handed
 to a consumer) and :class:`Effects` (the writes its commit applies atomically, see
-:mod:`userrl.bus.scripts`), plus :class:`BusSettings`, the transport's knobs.
+:mod:`userrl.bus.scripts`); :class:`BusSettings` (the transport's knobs, and the deploy config's
+``bus`` section) is :mod:`userrl.bus.settings`'s, imported here for the transport.
 """
 
 from __future__ import annotations
@@ -10,77 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from userrl.bus.budget import derived_caps
 from userrl.bus.messages import MAX_MESSAGE_BYTES, Message, encode
+from userrl.bus.settings import BusSettings as BusSettings  # the transport imports it from here
 
 #: the field holding a message's msgpack payload in every stream entry
 PAYLOAD = b"p"
-
-
-@dataclass(frozen=True, slots=True)
-class BusSettings:
-    """Knobs of the transport (from the deploy config's ``bus`` section)."""
-
-    read_count: int = 128  #: entries per XREADGROUP
-    block_ms: int = 1000  #: XREADGROUP BLOCK
-    min_idle_ms: int = 15_000  #: reclaim entries idle longer than this
-    max_deliveries: int = 5  #: dead-letter an entry delivered more often than this
-    #: how long commit keys remember a message; 0 = auto (:attr:`idempotency_window_ms`)
-    idempotency_ttl_ms: int = 0
-    stream_cap: int = 1_000_000  #: MAXLEN ~ safety cap; normal trimming is by consumption point
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    memory_mb: int = 512  #: the budget the caps below follow from when 0 (:mod:`userrl.bus.budget`)
-    dead_cap: int = 0  #: MAXLEN ~ of the dead-letter stream (0 = from memory_mb)
-    dead_payload_bytes: int = 64 * 1024  #: a dead letter keeps at most this much of each field
-    results_cap: int = 0  #: MAXLEN ~ of the results and learner streams, read or not (0 = from memory_mb)
-    #: finished episodes kept (their logs and index entries) and done groups; 0 = from memory_mb
-    #: at the measured size of recent logs
-    finished_cap: int = 0
-    episode_log_ttl_ms: int = 3_600_000  #: readable episode logs expire this long after the end
-    episode_log_cap: int = 2_000  #: MAXLEN ~ of one readable episode log
-    finished_auto: bool = field(init=False, default=False)  #: finished_cap follows the measured log size
-
-    def __post_init__(self) -> None:
-        if self.memory_mb < 1:
-            raise ValueError(f"bus.memory_mb must be >= 1, got {self.memory_mb}")
-        object.__setattr__(self, "finished_auto", self.finished_cap == 0)
-        for name, cap in derived_caps(self.memory_mb, self.dead_payload_bytes).items():
-            if getattr(self, name) == 0:
-                object.__setattr__(self, name, cap)
-        for name in (
-            "read_count",
-            "block_ms",
-            "min_idle_ms",
-            "max_deliveries",
-            "stream_cap",
-            "dead_cap",
-            "dead_payload_bytes",
-            "results_cap",
-            "finished_cap",
-            "episode_log_ttl_ms",
-            "episode_log_cap",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"bus.{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_idle_ms <= self.block_ms:
-            raise ValueError("bus.min_idle_ms must be larger than bus.block_ms")
-        if self.idempotency_ttl_ms and self.idempotency_ttl_ms < self.redelivery_window_ms:
-            raise ValueError(
-                f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
-                f"(max_deliveries + 1) = {self.redelivery_window_ms} ms, or be 0 (auto)"
-            )
-
-    @property
-    def redelivery_window_ms(self) -> int:
-        """The longest a message can keep coming back: each redelivery waits ``min_idle``."""
-        return self.min_idle_ms * (self.max_deliveries + 1)
-
-    @property
-    def idempotency_window_ms(self) -> int:
-        """TTL of commit keys: a duplicate of a message can only arrive while the message can
-        still be redelivered, so 4x that window (at least a minute) is plenty, not days (6
-        minutes with the defaults)."""
-        return self.idempotency_ttl_ms or max(60_000, 4 * self.redelivery_window_ms)
 
 
 @dataclass(slots=True)

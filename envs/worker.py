@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import structlog
@@ -48,6 +48,9 @@ from userrl.envs.episode import Episode, NeedReply, ReplayUser, Turn, play_turn,
 from userrl.envs.registry import get_env_class, make
 from userrl.errors import EnvError, RolloutError
 from userrl.sim_users.stamp import turn_user
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +75,7 @@ class EnvWorker(Worker):
         self._routes: dict[str, tuple[str, float]] = {}
 
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> EnvWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> EnvWorker:
         return cls(bus, settings, send_task_to_policy=cfg.policy.backend == "scripted")
 
     def env(self, env_id: str, max_turns: int, options: dict[str, Any] | None = None) -> Env:

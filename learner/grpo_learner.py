@@ -12,28 +12,32 @@ re-tokenizes a transcript); π_old and the importance weights are :mod:`.offpoli
 
 A step's sequences are split into micro-batches under ``max_tokens_per_microbatch`` padded tokens
 and gradients accumulate; each micro-batch's loss is divided by the whole step's normalizer, so
-the update equals the one-batch update. Under ``accelerate launch`` the sequences are also split
-over ranks (:mod:`userrl.learner.distributed`); with ``lora`` only adapters train
-(:mod:`userrl.learner.lora`) and merged weights are published.
+the update equals the one-batch update. How many processes run it is the learner's
+:class:`~userrl.learner.distributed.Replicas` (one, or the ranks of ``accelerate launch``, over
+which the sequences are also split); what trains is its :class:`~userrl.learner.lora.Weights`
+(every parameter, or LoRA adapters with merged weights published). Both are chosen once at
+construction, so the update below has no branch on either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from userrl.config import LRSchedule
+from userrl.config import LoraSection, LRSchedule
 from userrl.errors import ConfigError, RewardError
-from userrl.hardware import resolve_device, resolve_dtype
-from userrl.learner.distributed import Distributed, TokenLogprobs, launched
-from userrl.learner.lora import apply_lora, merged_state_dict, save_adapter
+from userrl.hardware import resolve_dtype
+from userrl.learner.distributed import Replicas, TokenLogprobs, make_replicas
+from userrl.learner.lora import Weights, trained_weights
 from userrl.learner.losses import LossConfig, agg_normalizer, token_logprobs
 from userrl.learner.microbatch import step_plan
 from userrl.learner.offpolicy import WeightSnapshots, corrected_loss, mismatch_metrics
@@ -73,6 +77,41 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0)
     return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
+@dataclass(frozen=True)
+class LearnerSettings:
+    """Everything a :class:`GRPOLearner` is set up with (the deploy config's ``train`` section
+    and the loss built from it: :func:`userrl.runtime.learner_settings`)."""
+
+    lr: float
+    """Peak learning rate (AdamW, betas 0.9/0.99, no weight decay)."""
+    loss: LossConfig
+    """The GRPO objective."""
+    seed: int = 0
+    """torch's seed, set before the model loads."""
+    device: str = "auto"
+    """torch device (auto: CUDA when present); under accelerate the launcher assigns each rank's."""
+    dtype: str = "auto"
+    """Training precision (auto, bf16, fp32): master weights stay fp32, bf16 is autocast."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward."""
+    ref_model_path: str | Path | None = None
+    """The KL reference model (loss.kl_coef > 0); None = the base model."""
+    max_tokens_per_microbatch: int = 16384
+    """Padded tokens per forward/backward; gradients accumulate over micro-batches."""
+    lora: LoraSection | None = None
+    """LoRA adapters (r > 0) instead of full fine-tuning."""
+    keep_weights: int = 0
+    """Published weight versions kept on disk (0 = all)."""
+    lr_schedule: LRSchedule = "constant"
+    """Learning-rate schedule (:func:`lr_factor`)."""
+    total_steps: int = 0
+    """Steps the schedule decays over."""
+    warmup_steps: int = 0
+    """Steps of linear warmup."""
+    reward: RewardConfig | None = None
+    """The reward settings kl_in: reward recomputes advantages with (None = the defaults)."""
+
+
 class GRPOLearner:
     """Holds the model and optimizer; one :meth:`step` per batch of scored groups."""
 
@@ -80,121 +119,113 @@ class GRPOLearner:
         self,
         model_path: str | Path,
         out_dir: str | Path,
+        settings: LearnerSettings | None = None,
         *,
-        lr: float,
-        loss: LossConfig,
-        seed: int = 0,
-        device: str = "auto",
-        dtype: str = "auto",
-        gradient_checkpointing: bool = False,
-        ref_model_path: str | Path | None = None,
-        max_tokens_per_microbatch: int = 16384,
-        lora: Any = None,
-        keep_weights: int = 0,
         base_model_path: str | Path | None = None,
-        lr_schedule: str = "constant",
-        total_steps: int = 0,
-        warmup_steps: int = 0,
-        reward: RewardConfig | None = None,
+        **fields: Any,
     ) -> None:
+        """The model of ``model_path`` trained into ``out_dir`` with ``settings`` (or the fields
+        of :class:`LearnerSettings` as keywords, which also override those of ``settings``).
+        ``base_model_path``: the base model a LoRA checkpoint's adapter sits on."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.manual_seed(seed)
+        self.settings = s = dataclasses.replace(settings, **fields) if settings else LearnerSettings(**fields)
+        torch.manual_seed(s.seed)
         self.torch = torch
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.dist = Distributed(cpu=resolve_device(device) == "cpu") if launched() else None
-        self.is_main = self.dist is None or self.dist.is_main
-        # under accelerate launch the launcher assigns each rank its device
-        self.device = self.dist.device if self.dist else resolve_device(device)
+        # how many processes run each call, and what the model trains: chosen here, once
+        self.replicas: Replicas = make_replicas(s.device)
+        self.weights: Weights = trained_weights(s.lora, self.replicas.sharded)
+        self.is_main = self.replicas.is_main
+        self.device = self.replicas.device(s.device)
         # Master weights and optimizer state stay fp32; bf16 is autocast for forward/backward.
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.max_tokens = max_tokens_per_microbatch
-        self.keep_weights = keep_weights
-        self.lora = lora if lora is not None and getattr(lora, "r", 0) > 0 else None
-        if self.lora and self.dist is not None and self.dist.fsdp:
-            raise ConfigError(
-                "train.lora with FSDP is not supported (merged weights are built from unsharded "
-                "adapters): use a DDP accelerate config or one device"
-            )
+        self.dtype = resolve_dtype(s.dtype, self.device)
+        self.max_tokens = s.max_tokens_per_microbatch
+        self.keep_weights = s.keep_weights
         self.base_model_path = str(base_model_path or model_path)  # what LoRA adapters sit on
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.base_model_path if self.lora else model_path, dtype=torch.float32
+            self.weights.load_from(str(model_path), self.base_model_path), dtype=torch.float32
         ).to(self.device)
-        if gradient_checkpointing:
+        if s.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
             self.model.config.use_cache = False
-        if self.lora:
-            self.model = apply_lora(self.model, self.lora)
-            if Path(model_path, "adapter").is_dir():  # a LoRA checkpoint: its adapter weights
-                from peft import set_peft_model_state_dict
-                from safetensors.torch import load_file
-
-                set_peft_model_state_dict(
-                    self.model, load_file(str(Path(model_path, "adapter", "adapter_model.safetensors")))
-                )
+        self.model = self.weights.wrap(self.model, str(model_path))
         log.info(
             "learner.ready",
             device=self.device,
             dtype=self.dtype,
-            gradient_checkpointing=gradient_checkpointing,
-            lora=bool(self.lora),
+            gradient_checkpointing=s.gradient_checkpointing,
+            lora=self.weights.lora,
             microbatch_tokens=self.max_tokens,
         )
-        self.loss_cfg = loss
+        self.loss_cfg = s.loss
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-        self.lr, self.lr_schedule, self.total_steps, self.warmup_steps = lr, lr_schedule, total_steps, warmup_steps
-        lr_factor(lr_schedule, 0, total_steps, warmup_steps)  # a bad schedule fails before training
+        optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0, betas=(0.9, 0.99))
+        lr_factor(s.lr_schedule, 0, s.total_steps, s.warmup_steps)  # a bad schedule fails before training
         # the forward pass the engines wrap; the inner HF model keeps the masked-head fast path
-        self.net: Any = TokenLogprobs(self.model.get_base_model() if self.lora else self.model)
-        if self.dist:
-            self.net, self.optimizer = self.dist.prepare(self.net, self.optimizer)
+        self.net, self.optimizer = self.replicas.prepare(TokenLogprobs(self.weights.inner(self.model)), optimizer)
         # the trainable weights of recent versions (old_logprobs: recompute); taken from the
         # prepared module, whose parameters FSDP may have replaced by sharded ones
         self.snapshots = WeightSnapshots([p for p in self.net.parameters() if p.requires_grad])
-        self.reward_cfg = reward  # kl_in: reward recomputes advantages with it
+        self.reward_cfg = s.reward  # kl_in: reward recomputes advantages with it
         self.ref = None
-        if loss.kl_coef > 0:
+        if s.loss.kl_coef > 0:
             self.ref = (
-                AutoModelForCausalLM.from_pretrained(ref_model_path or self.base_model_path).to(self.device).eval()
+                AutoModelForCausalLM.from_pretrained(s.ref_model_path or self.base_model_path).to(self.device).eval()
             )
         self.version = 0
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    # -- rank 0 drives the others ---------------------------------------------------------------
-    def _lead(self, cmd: str, *args: Any) -> None:
-        if self.dist is not None and self.dist.is_main:
-            self.dist.broadcast((cmd, args))
-
+    # -- every rank runs each call; rank 0 leads the others into it ------------------------------
     def step(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
-        self._lead("step", groups)
-        return self._step(groups)
+        """One update on ``groups`` (the same batch on every rank)."""
+        self.replicas.lead("step", (groups,))
+        return self.update(groups)
 
     def save_weights(self) -> Path:
         """Weights of the current version as one safetensors file; older versions pruned."""
-        self._lead("save_weights")
-        return self._save_weights()
+        self.replicas.lead("save_weights", ())
+        state = self.full_state_dict()  # every rank: a collective under FSDP
+        weights = self.out / "weights"
+        path = weights / f"v{self.version:05d}.safetensors"
+        if self.is_main:
+            path = write_version(
+                state, weights, self.version, bool(getattr(self.model.config, "tie_word_embeddings", False))
+            )
+            self.weights.save(self.model, weights / f"v{self.version:05d}-adapter")
+            if self.keep_weights:
+                prune_versions(weights, self.keep_weights)
+        return path
 
     def save_model(self, out: str | Path) -> Path:
         """A full Hugging Face folder (model + tokenizer; LoRA merged), for evaluation and later runs."""
-        self._lead("save_model", str(out))
-        return self._save_model(out)
+        self.replicas.lead("save_model", (str(out),))
+        return self.write_model(Path(out))
 
     def checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        self._lead("checkpoint", extra)
-        return self._checkpoint(extra)
+        """The model, the optimizer state and the version (plus ``extra``) in ``out/checkpoint``."""
+        self.replicas.lead("checkpoint", (extra,))
+        ck = self.write_model(self.out / "checkpoint")
+        self.replicas.save_optimizer(self.optimizer.state_dict(), ck)
+        if self.is_main:
+            self.weights.save(self.model, ck / "adapter")
+            (ck / "state.json").write_text(
+                json.dumps(
+                    {"version": self.version, "time": time.time(), "base_model": self.base_model_path, **(extra or {})}
+                )
+            )
+        return ck
 
     def stop(self) -> None:
         """Release the other ranks (rank 0, at the end of a run) and close the process group;
-        nothing without accelerate."""
-        self._lead("stop")
-        if self.dist is not None:
-            self.dist.close()
+        nothing in one process."""
+        self.replicas.lead("stop", ())
+        self.replicas.close()
 
-    # -- one update ---------------------------------------------------------------------------
+    # -- one update -----------------------------------------------------------------------------
     def sequences(self, groups: list[dict[str, Any]]) -> tuple[list[TrainingSequence], list[list[float]]]:
         """Every trainable trajectory of the batch as one token sequence, with its advantages."""
         seqs, advs = [], []
@@ -214,10 +245,11 @@ class GRPOLearner:
                 seqs.append(seq)
         return seqs, advs
 
-    def _step(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
-        torch = self.torch
+    def update(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
+        """The GRPO update on ``groups`` (this rank's share of it; :meth:`step` leads the others)."""
         # the schedule follows the version, so a resumed run continues it where it stopped
-        lr = self.lr * lr_factor(self.lr_schedule, self.version, self.total_steps, self.warmup_steps)
+        opt = self.settings
+        lr = opt.lr * lr_factor(opt.lr_schedule, self.version, opt.total_steps, opt.warmup_steps)
         seqs, advs = self.sequences(groups)
         if not seqs:
             return {"learner/skipped": 1}
@@ -227,12 +259,7 @@ class GRPOLearner:
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.accumulate(seqs, advs)
         if metrics["rollout/trained_tokens"] > 0:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = (
-                self.dist.clip_grad_norm(self.net, 1.0)
-                if self.dist
-                else float(torch.nn.utils.clip_grad_norm_(params, 1.0))
-            )
+            grad_norm = self.replicas.clip_grad_norm(self.net, 1.0)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
@@ -269,8 +296,8 @@ class GRPOLearner:
         trained = [sum(k) for k in keep]
         stale = sum(v >= 0 and self.version - v > cfg.max_staleness for s in seqs for v in s.policy_version)
         norm = agg_normalizer(trained, cfg.agg, cfg.norm_len)
-        world, rank = (self.dist.world, self.dist.rank) if self.dist else (1, 0)
-        mine, n_micro = step_plan([len(s) for s in seqs], world, rank, self.max_tokens)
+        world = self.replicas.world
+        mine, n_micro = step_plan([len(s) for s in seqs], world, self.replicas.rank, self.max_tokens)
         plan = [(mine[k], False) if k < len(mine) else ([0], True) for k in range(n_micro)]
         # a rank with fewer micro-batches runs empty ones: collectives must line up
         old, recomputed, missing = recompute_old_logprobs(self, seqs, keep, plan)
@@ -283,9 +310,8 @@ class GRPOLearner:
                     sums[key] = sums.get(key, 0.0) + v
                 for key, v in top.items():
                     maxes[key] = max(maxes.get(key, -math.inf), v)
-        if self.dist:
-            sums = dict(zip(sums, self.dist.sum(list(sums.values())), strict=True))
-            maxes = dict(zip(maxes, self.dist.max(list(maxes.values())), strict=True))
+        sums = dict(zip(sums, self.replicas.sum(list(sums.values())), strict=True))
+        maxes = dict(zip(maxes, self.replicas.max(list(maxes.values())), strict=True))
         n = max(sums.get("tokens", 0.0), 1.0)
         out = {
             "loss/total": sums.get("loss", 0.0),
@@ -326,8 +352,7 @@ class GRPOLearner:
         recomputed = pad_rows([[v is not None for v in old[i]] for i in idx], False, torch.bool, width)
         old_values = pad_rows([[0.0 if v is None else v for v in old[i]] for i in idx], 0.0, torch.float32, width)
         self.net.train()
-        sync = self.dist.sync(self.net, last) if self.dist else contextlib.nullcontext()
-        with sync:
+        with self.replicas.sync(self.net, last):
             with self.autocast():
                 logp, entropy = self.net(
                     batch["input_ids"],
@@ -383,59 +408,26 @@ class GRPOLearner:
     # -- publish ------------------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, Any]:
         """The policy's weights under the base model's names (LoRA merged; gathered under FSDP)."""
-        if self.lora:
-            return merged_state_dict(self.model)
-        return self.dist.full_state_dict(self.net) if self.dist else self.model.state_dict()
+        return self.weights.state_dict(self.model, lambda: self.replicas.full_state_dict(self.net))
 
-    def _save_weights(self) -> Path:
-        state = self.full_state_dict()  # every rank: a collective under FSDP
-        weights = self.out / "weights"
-        path = weights / f"v{self.version:05d}.safetensors"
-        if self.is_main:
-            path = write_version(
-                state, weights, self.version, bool(getattr(self.model.config, "tie_word_embeddings", False))
-            )
-            if self.lora:
-                save_adapter(self.model, weights / f"v{self.version:05d}-adapter")
-            if self.keep_weights:
-                prune_versions(weights, self.keep_weights)
-        return path
-
-    def _save_model(self, out: str | Path) -> Path:
-        out = Path(out)
+    def write_model(self, out: Path) -> Path:
+        """The Hugging Face folder of :meth:`save_model` (every rank gathers, rank 0 writes)."""
         state = self.full_state_dict()
         if self.is_main:
-            base = self.model.get_base_model() if self.lora else self.model
-            base.save_pretrained(out, state_dict=state)
+            self.weights.inner(self.model).save_pretrained(out, state_dict=state)
             self.tokenizer.save_pretrained(out)
         return out
 
-    # -- checkpoint and resume ----------------------------------------------------------------
-    def _checkpoint(self, extra: dict[str, Any] | None = None) -> Path:
-        ck = self.out / "checkpoint"
-        self._save_model(ck)
-        opt = self.optimizer.state_dict()
-        if self.dist is not None and self.dist.fsdp:  # sharded optimizer state: one file per rank
-            self.torch.save(opt, ck / f"optimizer.rank{self.dist.rank}.pt")
-        if self.is_main:
-            if self.lora:
-                save_adapter(self.model, ck / "adapter")
-            if not (self.dist is not None and self.dist.fsdp):
-                self.torch.save(opt, ck / "optimizer.pt")
-            (ck / "state.json").write_text(
-                json.dumps(
-                    {"version": self.version, "time": time.time(), "base_model": self.base_model_path, **(extra or {})}
-                )
-            )
-        return ck
-
+    # -- resume ---------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, out_dir: str | Path, **kw: Any) -> tuple[GRPOLearner, dict[str, Any]]:
+    def resume(
+        cls, out_dir: str | Path, settings: LearnerSettings | None = None, **fields: Any
+    ) -> tuple[GRPOLearner, dict[str, Any]]:
+        """The learner of ``out_dir/checkpoint``: its weights, optimizer state and version (and
+        the checkpoint's state.json, for the caller's own entries)."""
         ck = Path(out_dir) / "checkpoint"
         state = json.loads((ck / "state.json").read_text())
-        learner = cls(ck, out_dir, base_model_path=state.get("base_model"), **kw)
-        rank_file = ck / f"optimizer.rank{learner.dist.rank}.pt" if learner.dist else None
-        opt_file = rank_file if rank_file is not None and rank_file.is_file() else ck / "optimizer.pt"
-        learner.optimizer.load_state_dict(learner.torch.load(opt_file))
+        learner = cls(ck, out_dir, settings, base_model_path=state.get("base_model"), **fields)
+        learner.optimizer.load_state_dict(learner.torch.load(learner.replicas.optimizer_file(ck)))
         learner.version = int(state["version"])
         return learner, state

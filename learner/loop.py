@@ -158,7 +158,7 @@ async def learn(
         )
         t_publish = time.monotonic()
         path = learner.save_weights()
-        memory = weight_sync == "memory" and learner.dist is None  # rank 0 of a sharded learner lacks the weights
+        memory = weight_sync == "memory" and not learner.replicas.lockstep  # sharded: rank 0 lacks them
         sync = await announce_version(
             bus, learner.version, str(path), publishable_state(learner) if memory else None, weight_sync_host
         )

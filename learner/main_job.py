@@ -30,7 +30,7 @@ from userrl.learner.evaluation.in_process import evaluate
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
 from userrl.lifecycle import job_launcher_options
-from userrl.runtime import make_bus
+from userrl.runtime import learner_settings, make_bus
 
 log = structlog.get_logger(__name__)
 
@@ -70,31 +70,6 @@ def grpo_tasks(cfg: DeployConfig) -> dict[str, list[dict[str, Any]]]:
     return {g: data_tasks(g, "train", cfg.data) for g in cfg.train.gyms}
 
 
-def loss_config(cfg: DeployConfig) -> Any:
-    """The GRPO objective of ``cfg.train`` (Dr. GRPO's constant: the most tokens a dialogue can
-    generate, max_turns x policy.max_new_tokens)."""
-    from userrl.learner.losses import LossConfig
-
-    t = cfg.train
-    return LossConfig(
-        clip_low=t.clip_low,
-        clip_high=t.clip_high,
-        kl_coef=t.kl_coef,
-        agg=t.loss_agg,
-        max_staleness=t.max_staleness,
-        temperature=cfg.policy.temperature,
-        kl_estimator=t.kl_estimator,
-        kl_in=t.kl_in,
-        ratio_level=t.ratio_level,
-        entropy_coef=t.entropy_coef,
-        old_logprobs=t.old_logprobs,
-        is_correction=t.is_correction,
-        is_cap=t.is_cap,
-        truncated=t.truncated_episodes,
-        norm_len=t.max_turns * cfg.policy.max_new_tokens,
-    )
-
-
 def run_grpo(
     cfg: DeployConfig,
     start_model: str,
@@ -113,26 +88,14 @@ def run_grpo(
 
     t = cfg.train
     tasks = grpo_tasks(cfg)  # first: missing data fails before a model is loaded
-    loss = loss_config(cfg)
-    hw = {
-        "device": t.device,
-        "dtype": t.dtype,
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "max_tokens_per_microbatch": t.max_tokens_per_microbatch,
-        "lora": t.lora,
-        "keep_weights": t.keep_weights,
-        "lr_schedule": t.lr_schedule,
-        "total_steps": t.steps,
-        "warmup_steps": t.warmup_steps,
-        "reward": cfg.reward,
-    }
+    settings = learner_settings(cfg)
     first_step = 1
     if t.resume and (run_dir / "learner" / "checkpoint" / "state.json").is_file():
-        learner, state = GRPOLearner.resume(run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
+        learner, state = GRPOLearner.resume(run_dir / "learner", settings)
         first_step = int(state.get("step", 0)) + 1
         log.info("train.resumed", version=learner.version, step=first_step)
     else:
-        learner = GRPOLearner(start_model, run_dir / "learner", lr=t.lr, loss=loss, seed=cfg.seed, **hw)
+        learner = GRPOLearner(start_model, run_dir / "learner", settings)
     sampling = {"temperature": cfg.policy.temperature, "max_new_tokens": cfg.policy.max_new_tokens}
     metrics = MetricsLog(run_dir / "metrics.jsonl", t.report_to, run_name=cfg.run, config=to_dict(cfg))
 

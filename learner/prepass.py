@@ -56,7 +56,7 @@ def recompute_old_logprobs(
                 rows = [
                     [int(m and pv == v) for m, pv in zip(keep[i], seqs[i].policy_version, strict=True)] for i in idx
                 ]
-                if learner.dist is None and (empty or not any(any(r) for r in rows)):
+                if not learner.replicas.lockstep and (empty or not any(any(r) for r in rows)):
                     continue  # one process: nothing to line up with
                 lp, vmask = _logprobs(learner, learner.net, [seqs[i] for i in idx], rows, empty)
                 for row, i in enumerate(idx):

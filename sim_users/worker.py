@@ -64,12 +64,12 @@ log = structlog.get_logger(__name__)
 BACKENDS = ("scripted", "openai", "hf")
 
 
-def backend_option(cfg: Any, name: str) -> float:
+def backend_option(cfg: DeployConfig, name: str) -> float:
     """A user-backend knob from the deploy config's ``user`` section (validated at load)."""
     return float(getattr(cfg.user, name))
 
 
-def make_user_backend(kind: str, cfg: Any) -> UserBackend:
+def make_user_backend(kind: str, cfg: DeployConfig) -> UserBackend:
     """Build the user/judge backend ``kind`` (``scripted``, ``openai``, ``hf``) from a deploy config."""
     u = cfg.user
     if kind == "scripted":
@@ -156,7 +156,7 @@ class UserWorker(Worker):
         return self.sims.per_gym
 
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> UserWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> UserWorker:
         return cls(
             bus,
             settings,

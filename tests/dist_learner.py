@@ -30,8 +30,7 @@ def fixed(model: str, out: str, steps: int, groups_json: str) -> None:
         device="cpu",
         max_tokens_per_microbatch=int(os.environ.get("MICRO_TOKENS", "400")),
     )
-    dist = learner.dist
-    rank, world = (dist.rank, dist.world) if dist else (0, 1)
+    rank, world = learner.replicas.rank, learner.replicas.world
     os.makedirs(out, exist_ok=True)
     with open(f"{out}/rank-{rank}.json", "w") as f:  # the test checks each rank really joined
         json.dump({"rank": rank, "world": world}, f)
@@ -54,7 +53,7 @@ def redis_loop(model: str, out: str, steps: int, kill_step: int) -> None:
 
     learner = GRPOLearner(model, out, lr=1e-3, loss=LossConfig(max_staleness=100), device="cpu")
     if not learner.is_main:
-        real, n = learner._step, [0]
+        real, n = learner.step, [0]
 
         def dying(groups: list) -> dict:
             n[0] += 1
@@ -62,7 +61,7 @@ def redis_loop(model: str, out: str, steps: int, kill_step: int) -> None:
                 os._exit(3)  # a rank lost mid-step (OOM kill, node failure)
             return real(groups)
 
-        learner._step = dying  # type: ignore[method-assign]
+        learner.step = dying  # type: ignore[method-assign]
         follow(learner)
         return
 

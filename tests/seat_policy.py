@@ -4,7 +4,7 @@ before the agent asks its first question, whatever the machine's load."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -13,6 +13,9 @@ from userrl.agents.scripted import ScriptedExpertBackend
 from userrl.agents.worker import PolicyWorker
 from userrl.bus.transport import Bus
 from userrl.bus.worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 
 def gate_key(bus: Bus, episode_id: str) -> str:
@@ -35,5 +38,5 @@ class GatedExpert(ScriptedExpertBackend):
 
 class GatedPolicyWorker(PolicyWorker):
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> GatedPolicyWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> GatedPolicyWorker:
         return cls(bus, settings, backend=GatedExpert(bus))

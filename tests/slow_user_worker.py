@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -11,6 +11,9 @@ from userrl.bus.transport import Bus
 from userrl.bus.worker import WorkerSettings
 from userrl.sim_users.base import UserQuery
 from userrl.sim_users.worker import UserWorker
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 
 class SlowBackend:
@@ -21,5 +24,5 @@ class SlowBackend:
 
 class SlowUserWorker(UserWorker):
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> SlowUserWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> SlowUserWorker:
         return cls(bus, settings, backend=SlowBackend())  # type: ignore[arg-type]

@@ -373,7 +373,7 @@ def test_settings_that_need_each_other() -> None:
     load_config(None, ["train.old_logprobs=engine", "train.is_correction=none"])
     with pytest.raises(ConfigError, match="train.loss_agg: dr-grpo .* reward.use_std: false"):
         load_config(None, ["train.loss_agg=dr-grpo"])
-    from userrl.learner.main_job import loss_config
+    from userrl.runtime import loss_config
 
     cfg = load_config(
         None,

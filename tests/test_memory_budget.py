@@ -13,7 +13,6 @@ from userrl.bus import budget
 from userrl.bus.transport import Bus, BusSettings
 from userrl.config import BusConfig, load_config
 from userrl.errors import ConfigError
-from userrl.runtime import bus_settings
 
 
 def test_caps_follow_the_budget_unless_set() -> None:
@@ -33,7 +32,7 @@ def test_caps_follow_the_budget_unless_set() -> None:
     tiny = BusSettings(memory_mb=1)
     assert tiny.finished_cap == budget.MIN_FINISHED, "never fewer than the lookups of in-flight groups need"
     cfg = load_config(None, ["bus.memory_mb=64", "bus.dead_cap=11"])
-    got = bus_settings(cfg)
+    got = cfg.bus  # the config's section is the bus's settings
     assert (got.memory_mb, got.dead_cap, got.results_cap) == (64, 11, BusSettings(memory_mb=64).results_cap)
 
 

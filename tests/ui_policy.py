@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -15,6 +15,9 @@ from userrl.agents.scripted import ScriptedExpertBackend
 from userrl.agents.worker import PolicyWorker
 from userrl.bus.transport import Bus
 from userrl.bus.worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 INJECTED = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
@@ -37,5 +40,5 @@ class SlowInjectingBackend(ScriptedExpertBackend):
 
 class SlowPolicyWorker(PolicyWorker):
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> SlowPolicyWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> SlowPolicyWorker:
         return cls(bus, settings, backend=SlowInjectingBackend(float(os.environ.get("UI_TEST_POLICY_DELAY", "0.8"))))

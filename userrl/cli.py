@@ -17,7 +17,6 @@ from userrl import logs
 from userrl.agents.worker import resolve_model_path
 from userrl.bus.client import RedisConnectionError
 from userrl.bus.embedded import EmbeddedRedis
-from userrl.bus.worker import WorkerSettings
 from userrl.cli_user_sft import user_model_stage
 from userrl.config import DeployConfig, gym_options_for, load_config, to_dict
 from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
@@ -39,7 +38,7 @@ from userrl.learner.rescore import rescore_archive
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import already_dispatched, dispatch_and_wait, dispatch_resets, make_resets
-from userrl.runtime import cpu_thread_defaults, make_bus, write_url_file
+from userrl.runtime import cpu_thread_defaults, make_bus, make_worker, worker_settings, write_url_file
 
 #: where each role's worker class lives (``--class module:Class`` names any other)
 WORKER_CLASSES = {
@@ -129,19 +128,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     cls = load_class(spec)
     role = getattr(cls, "role", args.role)
-    rc = cfg.workers.get(role)
-    b = cfg.bus
-    settings = WorkerSettings(
-        name=args.name or "",
-        burst=args.burst,
-        concurrency=args.concurrency or (rc.concurrency if rc else 64),
-        reclaim_interval_s=b.reclaim_interval_ms / 1000,
-        heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
-        heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000,
-    )
-    bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
-    worker = cls.from_config(bus, settings, cfg) if hasattr(cls, "from_config") else cls(bus, settings)
-    return int(worker.run())
+    settings = worker_settings(cfg, role, name=args.name or "", burst=args.burst, concurrency=args.concurrency or 0)
+    return int(make_worker(cfg, cls, settings, role).run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:

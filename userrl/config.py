@@ -1,9 +1,10 @@
 """Deploy configs: one YAML per deploy, validated once at load.
 
-Every section is a dataclass with a docstring under each field. :func:`load_config` reads YAML,
-applies ``--set a.b=c`` overrides, and builds the dataclasses; a wrong key, type or value raises
-:class:`~userrl.errors.ConfigError` naming the field (``workers.env.replicas``) and what is
-allowed.
+Every section is a dataclass with a docstring under each field; a component's own settings
+class is the section where one exists (``bus`` is :class:`~userrl.bus.settings.BusSettings`), so
+each field is defined once. :func:`load_config` reads YAML, applies ``--set a.b=c`` overrides, and
+builds the dataclasses; a wrong key, type or value raises :class:`~userrl.errors.ConfigError`
+naming the field (``workers.env.replicas``) and what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from userrl.bus.keys import RESERVED
+from userrl.bus.settings import BusSettings
 from userrl.envs.registry import get_env_class, list_envs
 from userrl.errors import ConfigError, UnknownEnvError
 from userrl.learner.rewards import RewardConfig
@@ -25,104 +27,8 @@ from userrl.learner.rewards import RewardConfig
 ROLE_NAMES = ("env", "policy", "user", "reward", "learner")
 
 
-@dataclass(frozen=True)
-class BusConfig:
-    read_count: int = 128
-    """Entries per XREADGROUP (COUNT)."""
-    block_ms: int = 1000
-    """XREADGROUP BLOCK in milliseconds; the socket timeout is set above it."""
-    min_idle_ms: int = 15000
-    """Entries idle longer than this are reclaimed from their (dead or stopped) consumer."""
-    max_deliveries: int = 5
-    """An entry delivered more often than this goes to the dead-letter stream."""
-    stream_cap: int = 1_000_000
-    """MAXLEN ~ safety cap per stream; normal trimming is by consumption point."""
-    max_message_bytes: int = 8 * 1024 * 1024
-    """Payload size cap; bigger messages are refused on send and dead-lettered on read."""
-    max_connections: int = 64
-    """Redis connection pool size per process."""
-    reclaim_interval_ms: int = 5000
-    """How often each worker looks for idle entries of dead or stopped peers (XAUTOCLAIM)."""
-    heartbeat_interval_ms: int = 2000
-    """How often each worker refreshes its heartbeat key."""
-    heartbeat_ttl_ms: int = 10000
-    """Heartbeat key expiry: a worker silent this long is reported dead by `userrl check`."""
-    idempotency_ttl_ms: int = 0
-    """How long commit keys remember a handled message; 0 = auto: 4 x min_idle_ms x
-    (max_deliveries + 1), at least a minute (a duplicate can only come while redelivery can)."""
-    memory_mb: int = 512
-    """Memory budget of the run's data in Redis, in megabytes (the default suits the embedded
-    server on a laptop). What outlives an episode is capped from it: finished episodes' logs and
-    index entries (40%), the results and learner streams (10%), dead letters (5%); the rest is
-    the working set, which grows with the episode rate (docs/operations.md sizes it). The caps
-    below set to 0 follow from it; a reward worker warns when the server's used_memory exceeds it."""
-    dead_cap: int = 0
-    """MAXLEN ~ of the dead-letter stream; 0 = from memory_mb (5% / dead_payload_bytes)."""
-    dead_payload_bytes: int = 65_536
-    """A dead letter keeps at most this many bytes of each field (plus its size and sha256)."""
-    results_cap: int = 0
-    """MAXLEN ~ of the learner and results streams (bounded even when nothing reads them); 0 =
-    from memory_mb (10% at 64 KB per entry)."""
-    finished_cap: int = 0
-    """Finished episodes kept: their readable logs and their members of the finished-episode and
-    done-group indexes (oldest dropped first); 0 = from memory_mb: as many as 40% of it holds at
-    the measured size of recent logs."""
-    episode_log_ttl_ms: int = 3_600_000
-    """Readable episode logs expire this long after the episode ends."""
-    episode_log_cap: int = 2_000
-    """MAXLEN ~ of one readable episode log."""
-    stall_timeout_ms: int = 900_000
-    """A live episode without progress this long is reported failed (reward workers' sweep and
-    waiters: dispatch --wait, eval); a waiter first re-dispatches one whose state vanished."""
-
-    def __post_init__(self) -> None:
-        _positive(
-            self,
-            "bus",
-            (
-                "read_count",
-                "block_ms",
-                "min_idle_ms",
-                "max_deliveries",
-                "stream_cap",
-                "max_message_bytes",
-                "max_connections",
-                "reclaim_interval_ms",
-                "heartbeat_interval_ms",
-                "heartbeat_ttl_ms",
-            ),
-        )
-        _positive(
-            self,
-            "bus",
-            (
-                "memory_mb",
-                "dead_payload_bytes",
-                "episode_log_ttl_ms",
-                "episode_log_cap",
-                "stall_timeout_ms",
-            ),
-        )
-        for name in ("dead_cap", "results_cap", "finished_cap"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"bus.{name} must be >= 0 (0 = from bus.memory_mb), got {getattr(self, name)}")
-        window = self.min_idle_ms * (self.max_deliveries + 1)
-        if self.idempotency_ttl_ms and self.idempotency_ttl_ms < window:
-            raise ConfigError(
-                f"bus.idempotency_ttl_ms ({self.idempotency_ttl_ms}) must cover min_idle_ms x "
-                f"(max_deliveries + 1) = {window}, or be 0 (auto)"
-            )
-        if self.stall_timeout_ms <= window:
-            raise ConfigError(
-                f"bus.stall_timeout_ms ({self.stall_timeout_ms}) must be longer than min_idle_ms x "
-                f"(max_deliveries + 1) = {window}: a redelivered step is not a stall"
-            )
-        if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms:
-            raise ConfigError("bus.heartbeat_ttl_ms must be larger than bus.heartbeat_interval_ms")
-        if self.min_idle_ms <= self.block_ms:
-            raise ConfigError(
-                f"bus.min_idle_ms ({self.min_idle_ms}) must be larger than bus.block_ms ({self.block_ms})"
-            )
+#: the ``bus`` section is the bus's own settings class: each knob is defined (and checked) once
+BusConfig = BusSettings
 
 
 @dataclass(frozen=True)
@@ -617,7 +523,7 @@ class DeployConfig:
     """Where weights, metrics, logs and the embedded server's address go."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """structlog level for every process."""
-    bus: BusConfig = field(default_factory=BusConfig)
+    bus: BusSettings = field(default_factory=BusSettings)
     """Transport settings."""
     workers: dict[str, RoleConfig] = field(default_factory=_default_workers)
     """Replicas and concurrency per role (env, policy, user, reward)."""
@@ -880,5 +786,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: DeployConfig) -> dict[str, Any]:
+    """The config as plain data that :func:`build` reads back to the same config (the bus caps
+    derived from ``bus.memory_mb`` written as 0, so they are derived again)."""
+    return {**dataclasses.asdict(cfg), "bus": cfg.bus.as_written()}

@@ -1,4 +1,6 @@
-"""Resolve a deploy config into a live connection: where Redis is, and the Bus on it.
+"""The deploy config wired into the components: where Redis is and the Bus on it (the config's
+``bus`` section is the bus's own settings), a role's worker (:func:`make_worker`), and the GRPO
+learner's settings (:func:`learner_settings`).
 
 With ``redis: embedded`` the launcher (``userrl up``/``train``) starts a private server and
 writes its URL, password included, to ``{run_dir}/redis.url`` (mode 0600); workers started
@@ -11,13 +13,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from userrl.bus.embedded import ping_url
 from userrl.bus.keys import Keys
-from userrl.bus.transport import Bus, BusSettings
+from userrl.bus.transport import Bus
+from userrl.bus.worker import Worker, WorkerSettings
 from userrl.config import DeployConfig
 from userrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from userrl.learner.grpo_learner import LearnerSettings
+    from userrl.learner.losses import LossConfig
 
 URL_FILE = "redis.url"
 
@@ -81,33 +88,86 @@ def tls_kwargs(cfg: DeployConfig) -> dict[str, Any]:
     return cfg.redis_tls.redis_kwargs()
 
 
-def bus_settings(cfg: DeployConfig) -> BusSettings:
-    b = cfg.bus
-    return BusSettings(
-        read_count=b.read_count,
-        block_ms=b.block_ms,
-        min_idle_ms=b.min_idle_ms,
-        max_deliveries=b.max_deliveries,
-        stream_cap=b.stream_cap,
-        max_message_bytes=b.max_message_bytes,
-        idempotency_ttl_ms=b.idempotency_ttl_ms,
-        memory_mb=b.memory_mb,
-        dead_cap=b.dead_cap,
-        dead_payload_bytes=b.dead_payload_bytes,
-        results_cap=b.results_cap,
-        finished_cap=b.finished_cap,
-        episode_log_ttl_ms=b.episode_log_ttl_ms,
-        episode_log_cap=b.episode_log_cap,
-    )
-
-
 def make_bus(cfg: DeployConfig, url: str | None = None, client_name: str | None = None) -> Bus:
     return Bus.open(
         url or redis_url(cfg),
         Keys(cfg.run),
-        bus_settings(cfg),
+        cfg.bus,
         max_connections=cfg.bus.max_connections,
         client_name=client_name,
         tls=tls_kwargs(cfg),
         cluster=cfg.redis_cluster,
+    )
+
+
+def worker_settings(
+    cfg: DeployConfig, role: str, *, name: str = "", burst: bool = False, concurrency: int = 0
+) -> WorkerSettings:
+    """A ``role`` worker's settings: its concurrency from ``workers.<role>`` unless given (64 for
+    a role the config does not list), heartbeat and reclaim timings from ``bus``."""
+    rc = cfg.workers.get(role)
+    b = cfg.bus
+    return WorkerSettings(
+        name=name,
+        burst=burst,
+        concurrency=concurrency or (rc.concurrency if rc else 64),
+        reclaim_interval_s=b.reclaim_interval_ms / 1000,
+        heartbeat_interval_s=b.heartbeat_interval_ms / 1000,
+        heartbeat_ttl_s=b.heartbeat_ttl_ms / 1000,
+    )
+
+
+def make_worker(cfg: DeployConfig, cls: type[Worker], settings: WorkerSettings, role: str) -> Worker:
+    """A worker of class ``cls`` on its own bus connection (named after ``role`` and the worker),
+    built by its ``from_config`` (backends from ``cfg``) where it has one."""
+    bus = make_bus(cfg, client_name=f"userrl:{role}:{settings.name or 'worker'}")
+    from_config = getattr(cls, "from_config", None)
+    return from_config(bus, settings, cfg) if from_config is not None else cls(bus, settings)
+
+
+def loss_config(cfg: DeployConfig) -> LossConfig:
+    """The GRPO objective of ``cfg.train`` (Dr. GRPO's constant: the most tokens a dialogue can
+    generate, max_turns x policy.max_new_tokens)."""
+    from userrl.learner.losses import LossConfig
+
+    t = cfg.train
+    return LossConfig(
+        clip_low=t.clip_low,
+        clip_high=t.clip_high,
+        kl_coef=t.kl_coef,
+        agg=t.loss_agg,
+        max_staleness=t.max_staleness,
+        temperature=cfg.policy.temperature,
+        kl_estimator=t.kl_estimator,
+        kl_in=t.kl_in,
+        ratio_level=t.ratio_level,
+        entropy_coef=t.entropy_coef,
+        old_logprobs=t.old_logprobs,
+        is_correction=t.is_correction,
+        is_cap=t.is_cap,
+        truncated=t.truncated_episodes,
+        norm_len=t.max_turns * cfg.policy.max_new_tokens,
+    )
+
+
+def learner_settings(cfg: DeployConfig) -> LearnerSettings:
+    """What the GRPO learner of ``cfg`` is set up with: ``train``'s optimizer, hardware and LoRA
+    settings, :func:`loss_config`, and the reward section (kl_in: reward recomputes advantages)."""
+    from userrl.learner.grpo_learner import LearnerSettings
+
+    t = cfg.train
+    return LearnerSettings(
+        lr=t.lr,
+        loss=loss_config(cfg),
+        seed=cfg.seed,
+        device=t.device,
+        dtype=t.dtype,
+        gradient_checkpointing=t.gradient_checkpointing,
+        max_tokens_per_microbatch=t.max_tokens_per_microbatch,
+        lora=t.lora,
+        keep_weights=t.keep_weights,
+        lr_schedule=t.lr_schedule,
+        total_steps=t.steps,
+        warmup_steps=t.warmup_steps,
+        reward=cfg.reward,
     )

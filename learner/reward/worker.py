@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -29,6 +29,9 @@ from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import RewardError
 from userrl.learner.rewards import RewardConfig, group_advantages
+
+if TYPE_CHECKING:
+    from userrl.config import DeployConfig
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +98,7 @@ class RewardWorker(Worker):
         self.sweep_interval_s = sweep_interval_s
 
     @classmethod
-    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: Any) -> RewardWorker:
+    def from_config(cls, bus: Bus, settings: WorkerSettings, cfg: DeployConfig) -> RewardWorker:
         return cls(
             bus,
             settings,
