@@ -59,12 +59,18 @@ def _float(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# token lists are long and checked on every read of a snapshot: one pass in C (map, set), not a
+# Python-level loop per token
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+
+
 def _ints(v: Any) -> bool:
-    return isinstance(v, list) and all(type(x) is int for x in v)
+    return isinstance(v, list) and set(map(type, v)) <= _INT
 
 
 def _floats(v: Any) -> bool:
-    return isinstance(v, list) and all(type(x) is float or type(x) is int for x in v)
+    return isinstance(v, list) and set(map(type, v)) <= _NUMBER
 
 
 def _list(v: Any) -> bool:
@@ -74,6 +80,8 @@ def _list(v: Any) -> bool:
 def _map(v: Any) -> bool:
     return isinstance(v, dict)
 
+
+_DEEP = frozenset({_ints, _floats})  #: the checks that walk a list
 
 _EXPECTED = {
     _str: "a string",
@@ -107,8 +115,9 @@ class Record(Mapping[str, Any]):
         return {**out, **extra} if extra else out
 
     @classmethod
-    def wire_fields(cls, data: Any, where: str) -> dict[str, Any]:
-        """The constructor's keyword arguments from a wire map (checked)."""
+    def wire_fields(cls, data: Any, where: str, deep: bool = True) -> dict[str, Any]:
+        """The constructor's keyword arguments from a wire map (checked; ``deep=False`` checks
+        that a token list is a list, not each of its items)."""
         name = cls.__name__
         if not isinstance(data, dict):
             raise MessageError(f"{where or name}: expected a {name} map, got {type(data).__name__}")
@@ -122,7 +131,7 @@ class Record(Mapping[str, Any]):
             v = data[key]
             if v is None and key in cls.NULLABLE:
                 continue
-            if not check(v):
+            if not (check(v) if deep or check not in _DEEP else isinstance(v, list)):
                 raise MessageError(f"{_where(where, key)}: expected {_EXPECTED[check]}, got {type(v).__name__}")
             kw[attr] = v
         extra = {k: v for k, v in data.items() if k not in cls._BY_KEY}
@@ -212,8 +221,8 @@ class Generation(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_wire(cls, data: Any, where: str = "generation") -> Generation:
-        return cls(**cls.wire_fields(data, where))
+    def from_wire(cls, data: Any, where: str = "generation", *, deep: bool = True) -> Generation:
+        return cls(**cls.wire_fields(data, where, deep))
 
 
 #: the keys of a turn in a scored trajectory (the learner's input), in wire order
@@ -276,8 +285,10 @@ class TurnRecord(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_wire(cls, data: Any, where: str = "turn") -> TurnRecord:
-        kw = cls.wire_fields(data, where)
+    def from_wire(cls, data: Any, where: str = "turn", *, deep: bool = True) -> TurnRecord:
+        """The turn of a wire map; ``deep=False`` trusts the items of its token lists (a turn of
+        the env worker's own snapshot, made from messages the codec checked)."""
+        kw = cls.wire_fields(data, where, deep)
         kw["reward"] = float(kw["reward"])
         return cls(**kw)
 
@@ -331,11 +342,14 @@ class TurnRecord(Record):
         return {**out, **self.extra} if self.extra else out
 
 
-def turn_records(turns: Any, where: str = "turns") -> list[TurnRecord]:
+def turn_records(turns: Any, where: str = "turns", *, deep: bool = True) -> list[TurnRecord]:
     """``turns`` as records (maps are read with :meth:`TurnRecord.from_wire`)."""
     if not isinstance(turns, list):
         raise MessageError(f"{where}: expected a list of turns, got {type(turns).__name__}")
-    return [t if isinstance(t, TurnRecord) else TurnRecord.from_wire(t, f"{where}[{i}]") for i, t in enumerate(turns)]
+    return [
+        t if isinstance(t, TurnRecord) else TurnRecord.from_wire(t, f"{where}[{i}]", deep=deep)
+        for i, t in enumerate(turns)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +475,9 @@ class EpisodeSnapshot:
         if not isinstance(data, dict):
             raise MessageError(f"episode snapshot: expected a map, got {type(data).__name__}")
         data = dict(data)
-        data["turns"] = turn_records(data.get("turns", []), "episode.turns")
+        # the worker's own state, re-read on every step: its token lists were checked when the
+        # policy's reply was decoded, and walking every token id again would double the read
+        data["turns"] = turn_records(data.get("turns", []), "episode.turns", deep=False)
         pending = data.get("pending")
         if pending is not None:
             if not isinstance(pending, dict):
@@ -470,7 +486,7 @@ class EpisodeSnapshot:
             calls = pending.pop("users", None) or {}
             if not isinstance(calls, dict):
                 raise MessageError(f"episode.pending.users: expected a map, got {type(calls).__name__}")
-            data["pending"], data["calls"] = Generation.from_wire(pending, "episode.pending"), calls
+            data["pending"], data["calls"] = Generation.from_wire(pending, "episode.pending", deep=False), calls
         try:
             return cls(**data)
         except TypeError as exc:
