@@ -21,7 +21,7 @@ from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.console import progress
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.grpo_learner import GRPOLearner
-from userrl.learner.metrics import MetricsLog
+from userrl.learner.metrics import MetricsLog, with_deprecated
 from userrl.learner.rescore import append_groups
 from userrl.learner.sim_health import simulator_metrics
 from userrl.learner.weight_sync import announce_version
@@ -182,11 +182,12 @@ async def learn(
         n_tokens = sum(len(t.token_ids) for g in msgs for it in g.trajectories for t in it.turns or ())
         dt = max(time.monotonic() - t0, 1e-9)
         m.update({"perf/turns_per_s": round(n_turns / dt, 2), "perf/tokens_per_s": round(n_tokens / dt, 1)})
+        m = with_deprecated(m)  # the old names too, for one release (learner.metrics.RENAMED)
         metrics.log(step, m)
         rows.append({"step": step, **m})
         bar.update(1)
         bar.set_postfix(
-            score=f"{m['rollout/score_mean']:.3f}",
+            mean_return=f"{m['rollout/return_mean']:.3f}",
             loss=f"{m.get('loss/policy', 0):.3f}",
             mismatch_kl=f"{m.get('offpolicy/kl', 0.0):.1e}",
         )
@@ -194,7 +195,7 @@ async def learn(
             "learner.step",
             step=step,
             version=learner.version,
-            score=round(m["rollout/score_mean"], 4),
+            mean_return=round(m["rollout/return_mean"], 4),
             loss=round(m.get("loss/policy", 0.0), 4),
             clip=round(m.get("policy/clip_frac", 0.0), 3),
             stale=m.get("rollout/stale_tokens", 0),
@@ -223,13 +224,13 @@ def publishable_state(learner: GRPOLearner) -> dict[str, Any]:
 
 
 def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean episode return (sum of turn rewards) overall and per gym."""
+    """Mean return (sum of turn rewards) of the step's trajectories, overall and per gym."""
     per_gym: dict[str, list[float]] = defaultdict(list)
     for g in groups:
         for it in g["items"]:
             per_gym[g["env_id"]].append(float(it["return"]))  # a record or its wire map
     allr = [r for v in per_gym.values() for r in v]
-    out = {"rollout/score_mean": sum(allr) / max(len(allr), 1)}
+    out = {"rollout/return_mean": sum(allr) / max(len(allr), 1)}
     for gym, v in per_gym.items():
-        out[f"rollout/score/{gym.split('/')[-1]}"] = sum(v) / len(v)
+        out[f"rollout/return/{gym.split('/')[-1]}"] = sum(v) / len(v)
     return out
