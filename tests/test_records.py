@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from userrl.bus import messages as m
@@ -93,12 +93,14 @@ def wire_turn(**kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
+@settings(deadline=None)  # a loaded CI machine: no per-example time limit
 @given(turns)
 def test_turn_round_trips_through_msgpack(turn: TurnRecord) -> None:
     raw = msgpack.packb(turn.to_wire(), use_bin_type=True)
     assert TurnRecord.from_wire(msgpack.unpackb(raw, raw=False)) == turn
 
 
+@settings(deadline=None)
 @given(st.lists(turns, min_size=1, max_size=4), floats, floats)
 def test_scored_trajectory_round_trips_with_the_learners_keys(ts: list[TurnRecord], score: float, ret: float) -> None:
     scored = [dataclasses.replace(t, advantages=[0.5] * len(t.token_ids)) for t in ts]
@@ -112,6 +114,7 @@ def test_scored_trajectory_round_trips_with_the_learners_keys(ts: list[TurnRecor
     assert got == [(t.prompt_ids, t.token_ids, t.logprobs, t.policy_version, t.reward, t.advantages) for t in scored]
 
 
+@settings(deadline=None)
 @given(
     st.builds(
         Sampling,
