@@ -31,10 +31,13 @@
   const info = el("p", { id: "info", class: "muted" }, "waiting for metrics…");
   document.getElementById("main").append(el("h1", {}, "Learning"), info, el("div", { id: "charts" }));
 
+  const oldName = (k) => k === "rollout/return_mean" ? "rollout/score_mean"
+    : k.startsWith("rollout/return/") ? "rollout/score/" + k.slice("rollout/return/".length) : null;
+
   function value(r, k) {
     if (k in r) return r[k];
-    const old = Object.keys(r).find((o) => renamed(o) === k);
-    return old === undefined ? undefined : r[old];
+    const old = oldName(k);
+    return old === null ? undefined : r[old];
   }
 
   function seriesFor(keys) {
