@@ -278,7 +278,7 @@ class PolicyWorker(Worker):
             m = d.msg
             assert isinstance(m, PolicyRequest)
             try:
-                sampling = Sampling(**m.sampling) if m.sampling else Sampling()
+                sampling = Sampling.from_wire(m.sampling)
             except (TypeError, ValueError) as exc:
                 results[i] = GenResult.failed(PolicyError(f"bad sampling {m.sampling!r}: {exc}"), self.version)
                 continue

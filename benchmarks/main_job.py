@@ -127,7 +127,7 @@ def main() -> int:
         sys.stdout.write(table(rows[-1:]).splitlines()[-1] + "\n")
         sys.stdout.flush()
     sys.stdout.write(
-        "\nseconds per stage after the install; train + = GRPO train score last fifth - first fifth "
+        "\nseconds per stage after the install; train + = GRPO train return last fifth - first fifth "
         f"(claim >= {TRAIN_MARGIN}); held-out + = SFT+GRPO - SFT (claim >= {HELDOUT_MARGIN}); "
         f"budget {BUDGET_S:.0f}s; instruction set: {args.isa}\n"
     )

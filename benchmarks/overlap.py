@@ -5,7 +5,7 @@ Both arms run in this one invocation with the same model, seeds, tasks and setti
 its own deploy (embedded Redis, env/policy/user/reward workers as separate processes, the
 learner and dispatcher in this process, exactly as ``userrl train``'s GRPO stage). For each
 arm it prints the wall time of the K steps, the mean staleness of the trained turns, the
-train score of the last third of the steps and where a step's time went (waiting for
+train return (mean sum of turn rewards) of the last third of the steps and where a step's time went (waiting for
 rollouts vs the learner's update), then the speed-up ratio.
 
     python benchmarks/overlap.py [--steps 12] [--model DIR] [--config deploy/local.yaml] [--set k=v ...]
@@ -47,6 +47,7 @@ def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model
     from userrl.config import load_config
     from userrl.deploy.launcher import Launcher
     from userrl.learner.main_job import run_grpo
+    from userrl.learner.metrics import metric
 
     sets = [
         *overrides,
@@ -71,7 +72,7 @@ def run_arm(config: str, overrides: list[str], staleness: int, steps: int, model
         "wall": wall,
         "steps": len(rows),
         "staleness_mean": statistics.fmean(r.get("rollout/staleness_mean", 0.0) for r in rows),
-        "score_end": statistics.fmean(r["rollout/score_mean"] for r in third),
+        "return_end": statistics.fmean(metric(r, "rollout/return_mean") for r in third),
         "wait_s": statistics.fmean(r["perf/rollout_wait_s"] for r in rows),
         "step_s": statistics.fmean(r["perf/step_s"] for r in rows),
         "stale_tokens": sum(r.get("rollout/stale_tokens", 0) for r in rows),
@@ -96,17 +97,17 @@ def main() -> int:
     out = sys.stdout
     out.write(
         f"{'max_staleness':>13} | {'wall s':>7} | {'steps':>5} | {'staleness':>9} | {'stale tok':>9} | "
-        f"{'score (last third)':>18} | {'rollout wait s/step':>19} | {'step s':>6}\n"
+        f"{'return (last third)':>20} | {'rollout wait s/step':>19} | {'step s':>6}\n"
     )
     for a in arms:
         out.write(
             f"{a['staleness']:>13} | {a['wall']:>7.1f} | {a['steps']:>5} | {a['staleness_mean']:>9.2f} | "
-            f"{a['stale_tokens']:>9} | {a['score_end']:>18.3f} | {a['wait_s']:>19.2f} | {a['step_s']:>6.2f}\n"
+            f"{a['stale_tokens']:>9} | {a['return_end']:>20.3f} | {a['wait_s']:>19.2f} | {a['step_s']:>6.2f}\n"
         )
     sync, async_ = arms
     out.write(
         f"speed-up (staleness 2 vs 0, same {args.steps} steps): {sync['wall'] / async_['wall']:.2f}x; "
-        f"score {async_['score_end']:.3f} vs {sync['score_end']:.3f}\n"
+        f"mean return {async_['return_end']:.3f} vs {sync['return_end']:.3f}\n"
     )
     return 0
 

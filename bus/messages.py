@@ -10,6 +10,11 @@ cap; anything wrong raises :class:`~userrl.errors.MessageError` (the worker dead
 A new field bumps its message's ``VERSION``; decoders accept versions up to their own. A field
 that is removed is listed in ``RETIRED``, so what older senders still write decodes.
 
+The turn's data travels in the records of :mod:`userrl.bus.records`: a trajectory's ``turns``
+are :class:`~userrl.bus.records.TurnRecord`\\ s, an ``ok`` scored group's ``items`` are
+:class:`~userrl.bus.records.ScoredTrajectory`\\ s (maps given to the constructor are read into
+records, with the same checks as a decode); the codec writes their wire maps.
+
 A failure travels as an :class:`ErrorRecord` (a map ``{"kind", "retryable", "message"}``),
 built from and turned back into the error classes of :mod:`userrl.errors`.
 """
@@ -24,6 +29,7 @@ from typing import Any, ClassVar, Union
 
 import msgpack
 
+from userrl.bus.records import Record, ScoredTrajectory, TurnRecord, scored_trajectories, turn_records
 from userrl.errors import MessageError, RolloutError, rollout_error
 
 #: payloads above this many bytes are refused on encode and dead-lettered on decode
@@ -172,10 +178,13 @@ class Trajectory(Message):
     group_id: str
     env_id: str
     task_id: str
-    turns: list[dict[str, Any]]
+    turns: list[TurnRecord]
     status: str = "ok"  #: ok | failed
     error: ErrorRecord | None = None  #: why it failed
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  #: tags, ``end``, the episode ``score`` (the gym's)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "turns", turn_records(self.turns, f"{self.KIND}.turns"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,9 +205,21 @@ class ScoredGroup(Message):
     KIND: ClassVar[str] = "scored_group"
     group_id: str
     env_id: str
-    items: list[dict[str, Any]]
+    #: ``ok``: :class:`ScoredTrajectory` records (summaries without turns on the results stream);
+    #: ``dropped``: the members' summaries (maps: ``episode_id``, ``status``, ``error``, ``return``,
+    #: ``meta``, ``users``)
+    items: list[Any]
     status: str = "ok"  #: ok | dropped
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status == "ok":
+            object.__setattr__(self, "items", scored_trajectories(self.items, f"{self.KIND}.items"))
+
+    @property
+    def trajectories(self) -> list[ScoredTrajectory]:
+        """The scored trajectories of an ``ok`` group (none for a dropped one)."""
+        return self.items if self.status == "ok" else []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +282,8 @@ def encode(msg: Message, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
             if not isinstance(rec, ErrorRecord):
                 raise MessageError(f"cannot encode {msg.KIND}: {name} must be an ErrorRecord, not {type(rec).__name__}")
             d[name] = rec.to_wire()
+    for name in _record_lists(type(msg)):
+        d[name] = [r.to_wire() if isinstance(r, Record) else r for r in d[name]]
     try:
         raw: bytes = msgpack.packb({"k": msg.KIND, "v": msg.VERSION, "d": d}, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -336,6 +359,22 @@ def _records(cls: type) -> frozenset[str]:
     return _RECORDS[cls]
 
 
+_RECORD_LISTS: dict[type, tuple[str, ...]] = {}
+
+
+def _record_lists(cls: type) -> tuple[str, ...]:
+    """Names of a message class's list fields that may hold records (sent as lists of maps)."""
+    if cls not in _RECORD_LISTS:
+        _RECORD_LISTS[cls] = tuple(
+            n for n, h in _hints(cls).items() if typing.get_origin(h) is list and _is_record(typing.get_args(h)[0])
+        )
+    return _RECORD_LISTS[cls]
+
+
+def _is_record(hint: Any) -> bool:
+    return hint is Any or (isinstance(hint, type) and issubclass(hint, Record))
+
+
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
@@ -361,6 +400,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
             return all(type(v) is int for v in value)
         if item is float:
             return all(type(v) is float or type(v) is int for v in value)
+        if isinstance(item, type) and issubclass(item, Record):  # a map: read by the constructor
+            return True
         return item is Any or all(_type_ok(v, item) for v in value)
     if origin is dict:
         return isinstance(value, dict)

@@ -5,6 +5,10 @@ Every episode has a readable stream (``Keys.episode``) whose entries carry plain
 ``worker``, ``by`` (an ``env`` entry: who answered the turn's user questions) and ``error``
 (an ``end`` entry: the kind of a failure); the ``live`` and ``finished`` sorted sets index episodes by start and end time.
 Finished episodes' streams expire after the env worker's episode TTL.
+
+A finished episode's ``return`` is the sum of its turn rewards (the ``end`` entry's ``reward``),
+not the gym's episode score (at most 1 in most gyms; see :mod:`userrl.learner.metrics`); rows
+also carry it as ``score``, its deprecated name, for one release.
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ async def read_episode(bus: Bus, episode_id: str) -> list[Entry]:
 
 
 def summarize(entries: list[Entry]) -> dict[str, Any]:
-    """Turn count (completed env steps), last reward, and how the episode ended (if it did)."""
+    """Turn count (completed env steps), last reward, the return (sum of the turn rewards, once
+    the episode ended) and how the episode ended (if it did)."""
     turns = sum(1 for e in entries if e.get("role") == "env")
     rewards = [float(e["reward"]) for e in entries if e.get("role") == "env" and "reward" in e]
     end = next((e for e in reversed(entries) if e.get("role") == "end"), None)
+    ret = float(end["reward"]) if end and "reward" in end else None
     return {
         "turns": turns,
         "last_reward": rewards[-1] if rewards else None,
-        "score": float(end["reward"]) if end and "reward" in end else None,
+        "return": ret,
+        "score": ret,  # deprecated name of ``return`` (one release)
         "end": end["text"] if end else None,
     }
 
@@ -57,14 +64,14 @@ def format_episodes(rows: list[dict[str, Any]], now: float | None = None) -> str
     if not rows:
         return "no episodes"
     width = max(len("EPISODE"), *(len(r["episode"]) for r in rows))
-    lines = [f"{'EPISODE'.ljust(width)}  STATE     AGE_S  TURNS  LAST_R  SCORE  END"]
+    lines = [f"{'EPISODE'.ljust(width)}  STATE     AGE_S  TURNS  LAST_R  RETURN  END"]
     for r in rows:
         last = "-" if r["last_reward"] is None else f"{r['last_reward']:g}"
-        score = "-" if r["score"] is None else f"{r['score']:g}"
+        ret = "-" if r["return"] is None else f"{r['return']:g}"
         end = "(log expired)" if r["expired"] else (r["end"] or "")
         lines.append(
             f"{r['episode'].ljust(width)}  {r['state']:<8}  {now - r['since']:>5.0f}  "
-            f"{r['turns']:>5}  {last:>6}  {score:>5}  {end[:60]}"
+            f"{r['turns']:>5}  {last:>6}  {ret:>6}  {end[:60]}"
         )
     return "\n".join(lines)
 

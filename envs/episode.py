@@ -20,15 +20,13 @@ waits on a reply sent to a dead worker.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
+from userrl.bus.records import EpisodeSnapshot
 from userrl.envs.actions import Action, parse_action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.users import InProcessUser
-from userrl.errors import EnvError
 from userrl.sim_users.base import SimUser, UserMixin, UserQuery
 
 #: a policy played in this process: ``policy(task, messages) -> output text``
@@ -174,35 +172,5 @@ class ReplayUser(UserMixin):
         return reply
 
 
-@dataclass
-class Episode:
-    """Everything an env worker needs to continue an episode (msgpack-serializable)."""
-
-    episode_id: str
-    group_id: str
-    env_id: str
-    task_id: str
-    env_state: dict[str, Any]
-    messages: list[dict[str, Any]]
-    seq: int = 0  #: the turn whose policy reply is expected next
-    prompt_ids: list[int] | None = None  #: token ids of messages[:n_seen] plus the last generation
-    n_seen: int = 0
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    pending: dict[str, Any] | None = None  #: the policy reply of ``seq`` while user replies are awaited
-    sampling: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    started_at: float = 0.0
-    #: the gym's options from the reset, so every step (and a re-executed one) uses the same gym
-    gym_options: dict[str, Any] = field(default_factory=dict)
-
-    def pack(self) -> bytes:
-        # a shallow dict: msgpack walks the nested lists itself (asdict's deep copy is the
-        # env worker's hottest line otherwise)
-        return msgpack.packb({f.name: getattr(self, f.name) for f in fields(self)}, use_bin_type=True)
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> Episode:
-        try:
-            return cls(**msgpack.unpackb(raw, raw=False))
-        except Exception as exc:
-            raise EnvError(f"corrupt episode snapshot: {type(exc).__name__}: {exc}") from exc
+#: the env worker's episode record (the snapshot in ``state:{episode}``), owned by the bus
+Episode = EpisodeSnapshot

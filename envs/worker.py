@@ -15,7 +15,8 @@ a policy or user backend failure ends the episode as a failed trajectory (an inf
 error, never training text), its kind (``user_malformed``, ``user_empty``, ``policy``, ...) on
 the trajectory and on the log's ``end`` entry.
 
-Each user/judge call of a turn is recorded on it (``turns[i]["users"]``: query kind and name,
+A turn is a :class:`~userrl.bus.records.TurnRecord`, built once from the policy's reply and the
+gym's step. Each user/judge call of a turn is recorded on it (``users``: query kind and name,
 the stamp of who answered, latency and the call's counters, whether the user hung up), and the
 log's ``env`` entry names who answered (``by``). An episode the user ended (a reply with
 ``done``) below the task's best score carries ``meta["hangup"] = "early"``.
@@ -41,6 +42,7 @@ from userrl.bus.messages import (
     UserRequest,
 )
 from userrl.bus.reconcile import release_episode
+from userrl.bus.records import Generation, TurnRecord
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.envs.base import Env
@@ -165,15 +167,16 @@ class EnvWorker(Worker):
         eff = Effects()
         if msg.error:
             return self.fail(eff, ep, msg.error.exception("policy failed"))
-        ep.pending = {
-            "text": msg.text,
-            "prompt_ids": list(msg.prompt_ids),
-            "token_ids": list(msg.token_ids),
-            "logprobs": list(msg.logprobs),
-            "version": msg.version,
-            "worker": msg.worker,
-            "finish_reason": msg.finish_reason,
-        }
+        ep.pending = Generation(
+            text=msg.text,
+            prompt_ids=msg.prompt_ids,
+            token_ids=msg.token_ids,
+            logprobs=msg.logprobs,
+            version=msg.version,
+            worker=msg.worker,
+            finish_reason=msg.finish_reason,
+        )
+        ep.calls = {}
         self.log_turn(eff, ep, role="assistant", text=msg.text, version=msg.version, worker=msg.worker)
         return await self.run_step(eff, ep, {})
 
@@ -183,7 +186,7 @@ class EnvWorker(Worker):
         eff = Effects()
         if msg.error:
             return self.fail(eff, ep, msg.error.exception("user failed"))
-        call = ep.pending.setdefault("users", {}).setdefault(str(msg.hop), {})
+        call = ep.calls.setdefault(str(msg.hop), {})
         call.update({**msg.stats, "by": msg.by})
         if call.get("kind") == "respond" and msg.reply.get("done") is True:
             call["hangup"] = True
@@ -204,52 +207,45 @@ class EnvWorker(Worker):
         user = ReplayUser(replies, history=[m for m in ep.messages if m["role"] != "system"])
         show_reward = bool(ep.meta.get("show_reward", self.show_reward))
         try:
-            turn = await play_turn(env, state, ep.pending["text"], user, show_reward=show_reward)
+            turn = await play_turn(env, state, ep.pending.text, user, show_reward=show_reward)
         except NeedReply as need:
             req = UserRequest(episode_id=ep.episode_id, seq=ep.seq, hop=need.hop, query=need.query.to_dict())
             eff.send(self.bus.keys.stream("user"), req)
-            ep.pending.setdefault("users", {})[str(need.hop)] = {"kind": need.query.kind, "name": need.query.name}
+            ep.calls[str(need.hop)] = {"kind": need.query.kind, "name": need.query.name}
             return self.save(eff, ep)
         except Exception as exc:
             return self.fail(eff, ep, EnvError(f"step failed: {type(exc).__name__}: {exc}"))
-        return self.finish_turn(eff, ep, turn, await self.policy_stream(ep.pending["worker"]))
+        return self.finish_turn(eff, ep, turn, await self.policy_stream(ep.pending.worker))
 
     def finish_turn(self, eff: Effects, ep: Episode, turn: Turn, policy_stream: str | None = None) -> Effects:
         p = ep.pending
         assert p is not None
         action, res = turn.action, turn.result
         reward = float(res.reward)
-        calls = p.get("users") or {}
         users = [
             turn_user(int(h), c.get("kind", ""), c.get("name", ""), c.get("by", ""), _call_stats(c))
-            for h, c in sorted(calls.items(), key=lambda hc: int(hc[0]))
+            for h, c in sorted(ep.calls.items(), key=lambda hc: int(hc[0]))
         ]
         ep.turns.append(
-            {
-                "seq": ep.seq,
-                "reward": reward,
-                "action": action.text,
-                "text": p["text"],
-                "prompt_ids": p["prompt_ids"],
-                "token_ids": p["token_ids"],
-                "logprobs": p["logprobs"],
-                "policy_version": p["version"],
-                "finish_reason": p.get("finish_reason", "stop"),
-                "observation": res.observation,
-                "format_error": action.choice == "invalid",
-                "worker": p["worker"],
-                "terminated": res.terminated,
-                "truncated": res.truncated,
-                **({"info_score": float(res.info["score"])} if "score" in res.info else {}),
-                "users": users,
-            }
+            TurnRecord.played(
+                p,
+                seq=ep.seq,
+                reward=reward,
+                action=action.text,
+                observation=res.observation,
+                format_error=action.choice == "invalid",
+                terminated=res.terminated,
+                truncated=res.truncated,
+                info_score=float(res.info["score"]) if "score" in res.info else None,
+                users=users,
+            )
         )
         ep.messages += turn.messages
         n_seen = len(ep.messages) - 1
         ep.env_state = res.state
-        ep.prompt_ids = (p["prompt_ids"] + p["token_ids"]) if p["token_ids"] else None
-        ep.n_seen = n_seen if p["token_ids"] else 0
-        ep.pending = None
+        ep.prompt_ids = (p.prompt_ids + p.token_ids) if p.token_ids else None
+        ep.n_seen = n_seen if p.token_ids else 0
+        ep.pending, ep.calls = None, {}
         by = ",".join(dict.fromkeys(u["by"] for u in users if u["by"]))
         self.log_turn(eff, ep, role="env", text=turn.feedback["content"], reward=reward, by=by)
         if res.terminated or res.truncated:
@@ -285,7 +281,7 @@ class EnvWorker(Worker):
         status = "failed" if error else "ok"
         err = ErrorRecord.of(error) if error else None
         score = self.score(ep)
-        hung_up = bool(ep.turns) and end == "terminated" and any(u.get("hangup") for u in ep.turns[-1].get("users", []))
+        hung_up = bool(ep.turns) and end == "terminated" and any(u.get("hangup") for u in ep.turns[-1].users)
         if hung_up:  # the user ended it: early when the task was not done for them
             best = get_env_class(ep.env_id).max_score(ep.env_state.get("task") or {})
             ep.meta["hangup"] = "early" if score < best - 1e-9 else "done"
@@ -305,7 +301,7 @@ class EnvWorker(Worker):
             ep,
             role="end",
             text=end if not err else f"{end}: {err.kind}: {err.message}",
-            reward=sum(t["reward"] for t in ep.turns),
+            reward=sum(t.reward for t in ep.turns),
             error=err.kind if err else "",
         )
         return release_episode(eff, self.bus, ep.episode_id, status)
@@ -316,7 +312,7 @@ class EnvWorker(Worker):
         reset failed, maybe for an unknown env id)."""
         if not ep.turns:
             return 0.0
-        return get_env_class(ep.env_id).episode_score([t["reward"] for t in ep.turns], ep.env_state)
+        return get_env_class(ep.env_id).episode_score([t.reward for t in ep.turns], ep.env_state)
 
     def fail(self, eff: Effects, ep: Episode, error: RolloutError) -> Effects:
         self.log.warning("env.episode_failed", episode_id=ep.episode_id, error=str(error), kind=error.kind)

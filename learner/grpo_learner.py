@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from userrl.bus.records import scored_trajectories
 from userrl.config import LoraSection, LRSchedule
 from userrl.errors import ConfigError, RewardError
 from userrl.hardware import resolve_dtype
@@ -230,18 +231,18 @@ class GRPOLearner:
         """Every trainable trajectory of the batch as one token sequence, with its advantages."""
         seqs, advs = [], []
         for gi, g in enumerate(groups):
-            for item in g["items"]:
-                turns = [t for t in item["turns"] if t["token_ids"]]
+            for item in scored_trajectories(g["items"]):
+                turns = [t for t in item.turns or () if t.token_ids]
                 if not turns:
                     continue
                 try:
                     seq = assemble(turns)
-                    advs.append(per_token_advantages(seq, [t["advantages"] for t in turns]))
+                    advs.append(per_token_advantages(seq, [t.advantages or [] for t in turns]))
                 except RewardError as exc:
-                    log.warning("learner.bad_trajectory", episode_id=item.get("episode_id"), error=str(exc))
+                    log.warning("learner.bad_trajectory", episode_id=item.episode_id, error=str(exc))
                     continue
                 seq.group = gi
-                seq.cut_turn_cap = (item.get("meta") or {}).get("end") == "truncated"
+                seq.cut_turn_cap = item.meta.get("end") == "truncated"
                 seqs.append(seq)
         return seqs, advs
 

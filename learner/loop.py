@@ -21,7 +21,7 @@ from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.console import progress
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.grpo_learner import GRPOLearner
-from userrl.learner.metrics import MetricsLog
+from userrl.learner.metrics import MetricsLog, with_deprecated
 from userrl.learner.rescore import append_groups
 from userrl.learner.sim_health import simulator_metrics
 from userrl.learner.weight_sync import announce_version
@@ -30,8 +30,9 @@ log = structlog.get_logger(__name__)
 
 
 def zero_variance(msg: ScoredGroup) -> bool:
-    """All episodes of the group scored the same: every advantage is 0, GRPO learns nothing."""
-    scores = [float(it.get("score", 0.0)) for it in msg.items]
+    """All trajectories of the group have the same GRPO trajectory score: every advantage is 0,
+    GRPO learns nothing."""
+    scores = [it.score for it in msg.trajectories]
     return len(scores) > 0 and max(scores) - min(scores) <= 1e-12
 
 
@@ -146,15 +147,13 @@ async def learn(
             dropped_items=dropped_items,
             max_refills=max_refills,
         )
-        groups = [{"items": d.msg.items, "env_id": d.msg.env_id} for d in ds]  # type: ignore[union-attr]
+        msgs: list[ScoredGroup] = [d.msg for d in ds]  # type: ignore[misc]  # collect_groups keeps only these
+        groups = [{"items": g.items, "env_id": g.env_id} for g in msgs]
         t_roll = time.monotonic() - t0
         m = await anyio.to_thread.run_sync(learner.step, groups)
         append_groups(
             learner.out / "groups.msgpack",
-            [
-                {"group_id": d.msg.group_id, "env_id": d.msg.env_id, "items": d.msg.items}  # type: ignore[union-attr]
-                for d in ds
-            ],
+            [{"group_id": g.group_id, "env_id": g.env_id, "items": [it.to_wire() for it in g.items]} for g in msgs],
         )
         t_publish = time.monotonic()
         path = learner.save_weights()
@@ -179,15 +178,16 @@ async def learn(
                 "weights/in_memory": int(sync["mode"] == "memory"),
             }
         )
-        n_turns = sum(it["n_turns"] for g in groups for it in g["items"])
-        n_tokens = sum(len(t["token_ids"]) for g in groups for it in g["items"] for t in it["turns"])
+        n_turns = sum(it.n_turns for g in msgs for it in g.trajectories)
+        n_tokens = sum(len(t.token_ids) for g in msgs for it in g.trajectories for t in it.turns or ())
         dt = max(time.monotonic() - t0, 1e-9)
         m.update({"perf/turns_per_s": round(n_turns / dt, 2), "perf/tokens_per_s": round(n_tokens / dt, 1)})
+        m = with_deprecated(m)  # the old names too, for one release (learner.metrics.RENAMED)
         metrics.log(step, m)
         rows.append({"step": step, **m})
         bar.update(1)
         bar.set_postfix(
-            score=f"{m['rollout/score_mean']:.3f}",
+            mean_return=f"{m['rollout/return_mean']:.3f}",
             loss=f"{m.get('loss/policy', 0):.3f}",
             mismatch_kl=f"{m.get('offpolicy/kl', 0.0):.1e}",
         )
@@ -195,7 +195,7 @@ async def learn(
             "learner.step",
             step=step,
             version=learner.version,
-            score=round(m["rollout/score_mean"], 4),
+            mean_return=round(m["rollout/return_mean"], 4),
             loss=round(m.get("loss/policy", 0.0), 4),
             clip=round(m.get("policy/clip_frac", 0.0), 3),
             stale=m.get("rollout/stale_tokens", 0),
@@ -224,13 +224,13 @@ def publishable_state(learner: GRPOLearner) -> dict[str, Any]:
 
 
 def rollout_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean episode return (sum of turn rewards) overall and per gym."""
+    """Mean return (sum of turn rewards) of the step's trajectories, overall and per gym."""
     per_gym: dict[str, list[float]] = defaultdict(list)
     for g in groups:
         for it in g["items"]:
-            per_gym[g["env_id"]].append(float(it["return"]))
+            per_gym[g["env_id"]].append(float(it["return"]))  # a record or its wire map
     allr = [r for v in per_gym.values() for r in v]
-    out = {"rollout/score_mean": sum(allr) / max(len(allr), 1)}
+    out = {"rollout/return_mean": sum(allr) / max(len(allr), 1)}
     for gym, v in per_gym.items():
-        out[f"rollout/score/{gym.split('/')[-1]}"] = sum(v) / len(v)
+        out[f"rollout/return/{gym.split('/')[-1]}"] = sum(v) / len(v)
     return out

@@ -27,7 +27,7 @@ from userrl.envs.datasets import data_tasks
 from userrl.hardware import resolve_device
 from userrl.learner.dispatch import Dispatcher
 from userrl.learner.evaluation.in_process import evaluate
-from userrl.learner.metrics import MetricsLog, plot_metrics
+from userrl.learner.metrics import MetricsLog, metric, plot_metrics
 from userrl.learner.sft import expert_demonstrations, load_dialogues, run_sft
 from userrl.lifecycle import job_launcher_options
 from userrl.runtime import learner_settings, make_bus
@@ -203,7 +203,7 @@ HELDOUT_MARGIN = 0.10
 
 def learning_check(rows: list[dict[str, Any]], evals: dict[str, Any]) -> dict[str, Any]:
     """The main job's claims, each with its numbers and whether it held in this run."""
-    scores = [r["rollout/score_mean"] for r in rows if "rollout/score_mean" in r]
+    scores = [v for r in rows if (v := metric(r, "rollout/return_mean")) is not None]  # mean returns
     k = max(len(scores) // 5, 1)
     first, last = sum(scores[:k]) / k, sum(scores[-k:]) / k
     heldout = evals["sft+grpo"]["overall"] - evals["sft"]["overall"]
@@ -271,7 +271,7 @@ def format_claims(report: dict[str, Any]) -> str:
     yes = {True: "held", False: "did NOT hold"}
     return "\n".join(
         [
-            f"GRPO train score: first fifth {c['grpo_first_fifth']:.3f} -> last fifth {c['grpo_last_fifth']:.3f} over "
+            f"GRPO train return: first fifth {c['grpo_first_fifth']:.3f} -> last fifth {c['grpo_last_fifth']:.3f} over "
             f"{c['steps']} steps (+{c['train_margin']:.3f}; claim >= +{TRAIN_MARGIN}: {yes[c['train_margin_holds']]})",
             f"held-out SFT+GRPO - SFT: {c['heldout_margin']:+.3f} (claim >= +{HELDOUT_MARGIN}: "
             f"{yes[c['heldout_margin_holds']]}); SFT beats base: {c['sft_beats_base']}",
@@ -305,7 +305,7 @@ def plot_evals(evals: dict[str, Any], out: Path) -> Path:
         xs = [j + i * width for j in range(len(gyms))]
         ax.bar(xs, [ev["gyms"][g]["score"] for g in gyms], width, label=name)
     ax.set_xticks([j + width * (len(evals) - 1) / 2 for j in range(len(gyms))], [g.split("/")[-1] for g in gyms])
-    ax.set_ylabel("test score (sum of turn rewards)")
+    ax.set_ylabel("test episode score (the gym's score)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgpack
 
-from userrl.errors import DataError
+from userrl.bus.records import scored_trajectories
+from userrl.errors import DataError, MessageError
 from userrl.learner.rewards import RewardConfig, group_advantages
 
 
@@ -43,16 +44,21 @@ def read_groups(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def rescore_group(group: dict[str, Any], cfg: RewardConfig) -> dict[str, Any]:
-    """The same group with scores and advantages recomputed under ``cfg``."""
-    items = group["items"]
-    rewards = [[float(t["reward"]) for t in it["turns"]] for it in items]
-    lengths = [[len(t.get("token_ids") or []) for t in it["turns"]] for it in items]
+    """The same group with GRPO trajectory scores and advantages recomputed under ``cfg``."""
+    try:
+        items = scored_trajectories(group["items"], "group.items")
+    except MessageError as exc:
+        raise DataError(f"a scored group of the archive is malformed: {exc}") from exc
+    rewards = [[t.reward for t in it.turns or ()] for it in items]
+    lengths = [[len(t.token_ids) for t in it.turns or ()] for it in items]
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig)}
     scores, advantages = group_advantages(rewards, lengths, **kw)
-    new_items = []
-    for it, s, adv in zip(items, scores, advantages, strict=True):
-        turns = [{**t, "advantages": a} for t, a in zip(it["turns"], adv, strict=True)]
-        new_items.append({**it, "score": s, "turns": turns})
+    new_items = [
+        dataclasses.replace(
+            it, score=s, turns=[dataclasses.replace(t, advantages=a) for t, a in zip(it.turns or (), adv, strict=True)]
+        ).to_wire()
+        for it, s, adv in zip(items, scores, advantages, strict=True)
+    ]
     return {**group, "items": new_items, "reward_config": kw}
 
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from userrl.errors import RewardError
+from userrl.bus.records import TurnRecord
+from userrl.errors import MessageError, RewardError
 
 if TYPE_CHECKING:  # torch is the [train] extra; the pure assembly works without it
     import torch
@@ -30,9 +31,13 @@ __all__ = [
     "trained_positions",
 ]
 
-Turn = Mapping[str, Any]
-"""A turn: ``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``, and
-optionally ``finish_reason`` (``length`` when the generation hit the token cap)."""
+Turn = TurnRecord | Mapping[str, Any]
+"""A turn: a :class:`~userrl.bus.records.TurnRecord` (what a scored group carries), or its wire
+map (``prompt_ids``, ``token_ids``, ``logprobs``, ``policy_version``, ``reward``, optionally
+``finish_reason``: ``length`` when the generation hit the token cap)."""
+
+#: what a turn given as a map must hold to be trained on
+_TRAINING_KEYS = ("prompt_ids", "token_ids", "logprobs", "policy_version", "reward")
 
 
 @dataclass
@@ -68,19 +73,25 @@ class TrainingSequence:
         return len(self.input_ids)
 
 
-def _field(turn: Turn, index: int, name: str) -> Any:
+def _record(turn: Turn, index: int) -> TurnRecord:
+    """The turn as a record; a map is read once, here (a missing or malformed field names the turn)."""
+    if isinstance(turn, TurnRecord):
+        return turn
+    if isinstance(turn, Mapping):
+        for name in _TRAINING_KEYS:
+            if name not in turn:
+                raise RewardError(f"turn {index}: missing field {name!r}")
     try:
-        return turn[name]
-    except KeyError:
-        raise RewardError(f"turn {index}: missing field {name!r}") from None
+        return TurnRecord.from_wire(dict(turn) if isinstance(turn, Mapping) else turn, f"turn {index}")
+    except MessageError as exc:
+        raise RewardError(str(exc)) from None
 
 
-def _check_prefix(turns: Sequence[Turn]) -> None:
+def _check_prefix(turns: Sequence[TurnRecord]) -> None:
     """Each context must start with the previous context + generation (token-in/token-out)."""
     for i in range(1, len(turns)):
-        expected = list(_field(turns[i - 1], i - 1, "prompt_ids"))
-        expected += list(_field(turns[i - 1], i - 1, "token_ids"))
-        prompt = list(_field(turns[i], i, "prompt_ids"))
+        expected = turns[i - 1].prompt_ids + turns[i - 1].token_ids
+        prompt = turns[i].prompt_ids
         if prompt[: len(expected)] != expected:
             mismatch = next(
                 (p for p, (a, b) in enumerate(zip(prompt, expected, strict=False)) if a != b),
@@ -97,19 +108,18 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
     """Lay a trajectory's turns out as one sequence (raises :class:`RewardError` on bad turns)."""
     if not turns:
         raise RewardError("trajectory has no turns")
-    _check_prefix(turns)
-    last = turns[-1]
-    input_ids = list(_field(last, len(turns) - 1, "prompt_ids"))
-    input_ids += list(_field(last, len(turns) - 1, "token_ids"))
+    records = [_record(t, i) for i, t in enumerate(turns)]
+    _check_prefix(records)
+    last = records[-1]
+    input_ids = last.prompt_ids + last.token_ids
     n = len(input_ids)
     seq = TrainingSequence(input_ids, [0] * n, [-1] * n, [0.0] * n, [-1] * n, [], [], [], [])
-    for i, turn in enumerate(turns):
-        generated = _field(turn, i, "token_ids")
-        logprobs = _field(turn, i, "logprobs")
+    for i, turn in enumerate(records):
+        generated, logprobs = turn.token_ids, turn.logprobs
         if len(logprobs) != len(generated):
             raise RewardError(f"turn {i}: {len(logprobs)} logprobs for {len(generated)} generated tokens")
-        start = len(_field(turn, i, "prompt_ids"))
-        version = int(_field(turn, i, "policy_version"))
+        start = len(turn.prompt_ids)
+        version = turn.policy_version
         for offset, logprob in enumerate(logprobs):
             pos = start + offset
             seq.loss_mask[pos] = 1
@@ -118,9 +128,9 @@ def assemble(turns: Sequence[Turn]) -> TrainingSequence:
             seq.policy_version[pos] = version
         seq.turn_starts.append(start)
         seq.turn_lengths.append(len(generated))
-        seq.turn_rewards.append(float(_field(turn, i, "reward")))
+        seq.turn_rewards.append(turn.reward)
         seq.turn_versions.append(version)
-        seq.cut_token_cap |= turn.get("finish_reason") == "length"
+        seq.cut_token_cap |= turn.finish_reason == "length"
     return seq
 
 

@@ -165,8 +165,10 @@ async def test_episodes_ls_and_show_are_readable(bus: Bus, redis_url: str, capsy
     live = rows["Telepathy:t1/0"]
     assert (live["state"], live["turns"], live["last_reward"], live["end"]) == ("live", 1, 0.0, None)
     assert rows["Telepathy:t1/1"]["expired"]
+    assert (done["return"], live["return"]) == (1.0, None)  # the sum of turn rewards; "score" is its old name
     table = format_episodes(list(rows.values()))
     assert "Telepathy:t0/0" in table and "terminated" in table
+    assert table.splitlines()[0].split()[5] == "RETURN"
     text = format_dialogue("Telepathy:t0/0", await read_episode(bus, "Telepathy:t0/0"))
     lines = text.splitlines()
     assert lines[0] == "episode Telepathy:t0/0: 2 turn(s), ended terminated"

@@ -27,6 +27,14 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def test_trackers_get_the_new_and_the_deprecated_metric_name(tmp_path: Path) -> None:
+    with MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"], run_name="t") as m:
+        m.log(1, {"rollout/return_mean": 0.25, "rollout/return/Function-v0": 0.5})
+    got = scalars(tmp_path / "tensorboard")
+    assert got["rollout/return_mean"] == got["rollout/score_mean"] == [(1, 0.25)]
+    assert got["rollout/return/Function-v0"] == got["rollout/score/Function-v0"] == [(1, 0.5)]
+
+
 def test_metrics_log_writes_tensorboard_scalars(tmp_path: Path) -> None:
     with MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"], run_name="t") as m:
         m.log(1, {"rollout/score_mean": 0.25, "policy/version": 1, "note": "text is skipped"})
@@ -94,6 +102,7 @@ async def test_grpo_run_reports_to_tensorboard(model_dir: Path, tmp_path: Path, 
             if name != "step" and isinstance(value, (int, float)):
                 assert (row["step"], pytest.approx(float(value), rel=1e-6)) in got[name], name
     assert {"rollout/score_mean", "loss/policy", "policy/clip_frac", "perf/step_s"} <= set(got)
+    assert got["rollout/return_mean"] == got["rollout/score_mean"]  # the new name, and the deprecated one
 
 
 @pytest.mark.slow

@@ -130,6 +130,7 @@ def test_every_endpoint_over_http(deploy: Deploy, readonly_url: str) -> None:
         assert (tele["gym"], tele["status"], tele["version"]) == ("Telepathy-v0", "finished", 0)
         assert tele["task"] == load_tasks("userrl/Telepathy-v0", "test")[0]["id"]
         assert tele["turn"] >= 1 and tele["worker"] == "policy-0" and tele["score"] is not None
+        assert tele["return"] == tele["score"]  # the new name; "score" is its deprecated alias
         assert tele["age_s"] >= 0 and not tele["expired"]
         assert {"Telepathy-v0", "Function-v0"} <= set(c.get("/api/episodes").json()["gyms"])
         only = c.get("/api/episodes", params={"gym": "Function-v0"}).json()["rows"]

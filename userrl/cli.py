@@ -347,7 +347,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             mean = sum(float(t.meta.get("score", 0.0)) for t in ok) / max(len(ok), 1)
             reconciled = sum("reconciled" in t.meta for t in done)
             print(
-                f"finished {len(done)} ({len(ok)} ok), mean score {mean:.3f}"
+                f"finished {len(done)} ({len(ok)} ok), mean episode score {mean:.3f}"
                 + (f"; {reconciled} reported failed by the reconciler" if reconciled else "")
             )
             if (verdict := all_failed_message(done)) is not None:

@@ -45,7 +45,7 @@ def answered_by(trajs: dict[str, list[Any]]) -> dict[str, int]:
     c: Counter[str] = Counter()
     for t, *_ in trajs.values():
         for turn in t.turns:
-            c.update(str(u.get("by") or "unknown") for u in turn.get("users") or [])
+            c.update(str(u.get("by") or "unknown") for u in turn.users)
     return dict(c.most_common())
 
 

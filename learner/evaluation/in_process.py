@@ -2,9 +2,10 @@
 
 The same gyms, scripted users and chat/token format as the bus; one batched ``generate`` per
 turn across all live episodes. (``userrl eval`` runs the same protocol through the workers.)
-Scores follow the paper: an episode's score is its gym's ``episode_score`` (the sum of its turn
-rewards; TravelGym: the mean answer score over the aspects); a gym's score is the mean over its
-test episodes.
+Scores follow the paper: an episode's episode score is its gym's ``episode_score`` (the sum of
+its turn rewards; TravelGym: the mean answer score over the aspects); a gym's ``episode_score`` in
+the report is the mean over its test episodes (also under ``score``, its deprecated name, for one
+release).
 """
 
 from __future__ import annotations
@@ -116,11 +117,13 @@ async def evaluate(
     for g in gyms:
         mine = [e for e in played if e.env_id == g]
         turns = sum(len(e.rewards) for e in mine)
+        episode_score = sum(e.score for e in mine) / max(len(mine), 1)
         report["gyms"][g] = {
-            "score": sum(e.score for e in mine) / max(len(mine), 1),
+            "episode_score": episode_score,
+            "score": episode_score,  # deprecated name of ``episode_score`` (one release)
             "episodes": len(mine),
             "format_error_rate": sum(e.format_errors for e in mine) / max(turns, 1),
         }
     n = sum(v["episodes"] for v in report["gyms"].values())
-    report["overall"] = sum(v["score"] * v["episodes"] for v in report["gyms"].values()) / max(n, 1)
+    report["overall"] = sum(v["episode_score"] * v["episodes"] for v in report["gyms"].values()) / max(n, 1)
     return report

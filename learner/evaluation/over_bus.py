@@ -104,7 +104,7 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
     ax.bar([x - 0.2 for x in xs], [report["gyms"][g]["pass@1"] for g in gyms], 0.4, label="pass@1")
     ax.bar([x + 0.2 for x in xs], [report["gyms"][g]["max"] for g in gyms], 0.4, label="max", alpha=0.4)
     ax.set_xticks(list(xs), [g.split("/")[-1] for g in gyms], rotation=30)
-    ax.set_ylabel("score")
+    ax.set_ylabel("episode score (the gym's)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)

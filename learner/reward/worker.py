@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
 from userrl.bus.messages import ScoredGroup, ScoreGroup, Trajectory, decode, encode
 from userrl.bus.reconcile import sweep_stalled
+from userrl.bus.records import ScoredTrajectory
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.bus.worker import Worker, WorkerSettings
 from userrl.errors import RewardError
@@ -37,44 +38,30 @@ log = structlog.get_logger(__name__)
 
 
 def episode_return(traj: Trajectory) -> float:
-    """The episode's return: the sum of its turn rewards (what GRPO optimizes). Its evaluation
+    """The episode's return: the sum of its turn rewards (what GRPO optimizes). Its episode
     score is its gym's ``Env.episode_score``, which the env worker puts in ``meta["score"]``."""
-    return float(sum(t.get("reward", 0.0) for t in traj.turns))
+    return float(sum(t.reward for t in traj.turns))
 
 
-def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[dict[str, Any]]:
-    """Per trajectory: score S, return, and per-turn token advantages (docs/gyms.md §Rewards)."""
-    rewards = [[float(t["reward"]) for t in tr.turns] for tr in trajs]
-    lengths = [[len(t.get("token_ids") or []) for t in tr.turns] for tr in trajs]
+def score_group(trajs: list[Trajectory], cfg: RewardConfig) -> list[ScoredTrajectory]:
+    """Per trajectory: its GRPO trajectory score S, its return, and its turns with their token
+    advantages (docs/gyms.md §Rewards). The turns are the trajectory's own records."""
+    rewards = [[t.reward for t in tr.turns] for tr in trajs]
+    lengths = [[len(t.token_ids) for t in tr.turns] for tr in trajs]
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig)}
     scores, advantages = group_advantages(rewards, lengths, **kw)
-    items = []
-    for tr, s, adv in zip(trajs, scores, advantages, strict=True):
-        turns = [
-            {
-                "prompt_ids": t.get("prompt_ids") or [],
-                "token_ids": t.get("token_ids") or [],
-                "logprobs": t.get("logprobs") or [],
-                "policy_version": int(t.get("policy_version", 0)),
-                "finish_reason": str(t.get("finish_reason", "stop")),  # "length": cut by the token cap
-                "reward": float(t["reward"]),
-                "advantages": a,
-                "users": t.get("users") or [],  #: who answered this turn's user calls, and how
-            }
-            for t, a in zip(tr.turns, adv, strict=True)
-        ]
-        items.append(
-            {
-                "episode_id": tr.episode_id,
-                "task_id": tr.task_id,
-                "score": s,
-                "return": episode_return(tr),
-                "n_turns": len(tr.turns),
-                "turns": turns,
-                "meta": tr.meta,
-            }
+    return [
+        ScoredTrajectory(
+            episode_id=tr.episode_id,
+            task_id=tr.task_id,
+            score=s,
+            return_=episode_return(tr),
+            n_turns=len(tr.turns),
+            turns=[dataclasses.replace(t, advantages=a) for t, a in zip(tr.turns, adv, strict=True)],
+            meta=tr.meta,
         )
-    return items
+        for tr, s, adv in zip(trajs, scores, advantages, strict=True)
+    ]
 
 
 class RewardWorker(Worker):
@@ -153,7 +140,7 @@ class RewardWorker(Worker):
                     "error": t.error.to_wire() if t.error else None,  # type: ignore[attr-defined]
                     "return": episode_return(t),
                     "meta": t.meta,  # type: ignore[attr-defined]
-                    "users": [u for turn in t.turns for u in turn.get("users") or []],  # type: ignore[attr-defined]
+                    "users": [u for turn in t.turns for u in turn.users],  # type: ignore[attr-defined]
                 }
                 for t in trajs
             ]  # type: ignore[arg-type]
@@ -174,10 +161,7 @@ class RewardWorker(Worker):
             out = ScoredGroup(
                 episode_id=m.group_id, group_id=m.group_id, env_id=env_id, items=items, meta=dict(trajs[0].meta)
             )  # type: ignore[attr-defined]
-            summary_items = [
-                {key: it[key] for key in ("episode_id", "task_id", "score", "return", "n_turns", "meta")}
-                for it in items
-            ]
+            summary_items = [it.summary() for it in items]
             eff.send(k.stream("learner"), out, {"group": m.group_id, "env": env_id}, maxlen=cap)
             eff.send(
                 k.results,

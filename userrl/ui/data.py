@@ -56,7 +56,8 @@ def episode_row(
         "status": status,
         "turn": s["turns"],
         "last_reward": s["last_reward"],
-        "score": s["score"],
+        "return": s["return"],  # the sum of the turn rewards (not the gym's episode score)
+        "score": s["return"],  # deprecated name of ``return`` (one release)
         "end": s["end"],
         "version": int(version) if version not in (None, "") else None,
         "worker": last_policy.get("worker", ""),

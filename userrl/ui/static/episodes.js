@@ -26,13 +26,13 @@
   // Rows are kept per episode and only their cells' text changes: a redraw every refresh would
   // lose the row under the mouse (a click in flight, a text selection).
   const rowsById = new Map();
-  const COLS = ["episode", "gym", "task", "status", "turn", "last reward", "score", "version", "worker", "age", "end"];
+  const COLS = ["episode", "gym", "task", "status", "turn", "last reward", "return", "version", "worker", "age", "end"];
   const NUM = new Set([4, 5, 6, 7, 9]);
   const tbody = el("tbody");
   const tableEl = el("table", {}, el("thead", {}, el("tr", {}, COLS.map((c) => el("th", {}, c)))), tbody);
 
   function cells(r) {
-    return [r.episode, r.gym, r.task, r.status, r.turn, fmt(r.last_reward), fmt(r.score), fmt(r.version),
+    return [r.episode, r.gym, r.task, r.status, r.turn, fmt(r.last_reward), fmt(r["return"]), fmt(r.version),
       r.worker, age(r.age_s), r.expired ? "(log expired)" : (r.end || "")].map(String);
   }
 

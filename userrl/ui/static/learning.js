@@ -5,7 +5,8 @@
   const { el } = UI;
   const rows = [];
   const CHARTS = [
-    { title: "score per gym", match: (k) => k.startsWith("rollout/score/") || k === "rollout/score_mean" },
+    // the mean return (sum of turn rewards); rollout/score* are its deprecated names (learner/metrics.py)
+    { title: "mean return per gym", match: (k) => k.startsWith("rollout/return/") || k === "rollout/return_mean" },
     { title: "policy loss", match: (k) => k.startsWith("loss/") },
     { title: "clip fraction", match: (k) => k === "policy/clip_frac" },
     { title: "staleness (versions behind)", match: (k) => k === "rollout/staleness_mean" },
@@ -23,20 +24,34 @@
       match: (k) => ["sim/episodes", "sim/user_calls", "sim/early_hangups", "sim/leak_hits", "sim/empty_replies"].includes(k) },
   ];
   const SKIP = new Set(["step", "time"]);
+  // a metric under its deprecated name: charted as the new one (runs before the rename log only the old)
+  const renamed = (k) => k === "rollout/score_mean" ? "rollout/return_mean"
+    : k.startsWith("rollout/score/") ? "rollout/return/" + k.slice("rollout/score/".length) : null;
 
   const info = el("p", { id: "info", class: "muted" }, "waiting for metrics…");
   document.getElementById("main").append(el("h1", {}, "Learning"), info, el("div", { id: "charts" }));
 
+  const oldName = (k) => k === "rollout/return_mean" ? "rollout/score_mean"
+    : k.startsWith("rollout/return/") ? "rollout/score/" + k.slice("rollout/return/".length) : null;
+
+  function value(r, k) {
+    if (k in r) return r[k];
+    const old = oldName(k);
+    return old === null ? undefined : r[old];
+  }
+
   function seriesFor(keys) {
     return keys.sort().map((k) => ({
-      name: k.replace("rollout/score/", "").replace("rollout/", "").replace(/^sim\/(ended|by)\//, "").replace("sim/", ""),
-      points: rows.filter((r) => typeof r[k] === "number").map((r) => [r.step, r[k]]),
+      name: k.replace("rollout/return/", "").replace("rollout/", "").replace(/^sim\/(ended|by)\//, "").replace("sim/", ""),
+      points: rows.map((r) => [r.step, value(r, k)]).filter((p) => typeof p[1] === "number"),
     }));
   }
 
   function render() {
     const keys = new Set();
-    rows.forEach((r) => Object.keys(r).forEach((k) => { if (!SKIP.has(k) && typeof r[k] === "number") keys.add(k); }));
+    rows.forEach((r) => Object.keys(r).forEach((k) => {
+      if (!SKIP.has(k) && typeof r[k] === "number") keys.add(renamed(k) || k);
+    }));
     const used = new Set();
     const charts = [];
     for (const c of CHARTS) {
