@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 import gymnasium
 from gymnasium import spaces
 
+from userrl.envs import register_with_gymnasium
 from userrl.envs.actions import Action, parse_prefixed
 from userrl.envs.base import State
 from userrl.envs.datasets import load_tasks
-from userrl.envs import register_with_gymnasium
 from userrl.envs.registry import get_env_class
 from userrl.envs.users import InProcessUser
 from userrl.sim_users.base import SimUser
