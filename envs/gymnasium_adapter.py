@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import gymnasium
 from gymnasium import spaces
 
-from userrl.envs import register_with_gymnasium
 from userrl.envs.actions import Action, parse_prefixed
 from userrl.envs.base import State
 from userrl.envs.datasets import load_tasks
@@ -135,9 +134,3 @@ class UserRLGymnasiumEnv(gymnasium.Env[str, str]):
         loop = getattr(self, "_loop", None)
         if loop is not None and not loop.is_closed():
             loop.close()
-
-
-def register_all() -> list[str]:
-    """Register every userrl gym with Gymnasium (idempotent), including ids registered with
-    :mod:`userrl.envs.registry` after ``userrl.envs`` was imported; returns the ids."""
-    return register_with_gymnasium()
