@@ -71,9 +71,12 @@ def build_shim(root: Path, shim: Path) -> None:
 
 
 def probe(tree: Tree) -> None:
-    """Fail unless ``tree``'s interpreter imports the tree's own files."""
+    """Fail unless ``tree``'s interpreter imports the tree's own files. It runs from the tree's
+    ``benchmarks/``, which is first on ``sys.path`` for bus.py too (a ``userrl/`` in the current
+    folder would shadow the shim, and the editable install would fill in the rest)."""
+    cwd = tree.root / "benchmarks" if (tree.root / "benchmarks").is_dir() else tree.root
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=tree.root, env=tree.env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE], cwd=cwd, env=tree.env(), capture_output=True, text=True, timeout=120
     )
     files = out.stdout.split()
     if out.returncode != 0 or len(files) != 2:
