@@ -11,16 +11,26 @@ and the ratio userrl / raw.
 ``--gym`` instead runs the real env, policy and user workers on TelepathyGym (a scripted
 user answers every turn) next to a raw 4-hop relay.
 
-    python benchmarks/bus.py [--inflight 1 64 1024] [--seconds 8] [--gym]
+``--parser`` picks redis-py's reply parser (and command packer) for every client: ``default``
+(what redis-py picks: hiredis when it is installed), ``python`` (redis-py's own, even with
+hiredis installed), ``hiredis``, or ``both``: each in-flight count runs under both,
+interleaved (``--repeat N`` times), and two more rows give the hiredis/python ratio of the
+median turns/s, raw and userrl.
+
+    python benchmarks/bus.py [--inflight 1 64 1024] [--seconds 8] [--gym] [--parser both] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import anyio
 import msgpack
+from redis.asyncio import Connection, Redis
+from redis.asyncio.connection import _AsyncHiredisParser, _AsyncRESP3Parser
+from redis.utils import HIREDIS_AVAILABLE
 
 from userrl.agents.base import GenRequest, GenResult
 from userrl.bus.client import make_client
@@ -34,6 +44,40 @@ from userrl.envs.worker import EnvWorker
 from userrl.logs import configure_logging
 from userrl.rollouts import make_resets, send_resets
 from userrl.sim_users.worker import UserWorker
+
+
+class PythonParserConnection(Connection):
+    """redis-py's pure-Python reply parser and command packer, even when hiredis is installed."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**{**kwargs, "parser_class": _AsyncRESP3Parser})  # type: ignore[arg-type]
+        self._command_packer = None  # redis-py packs with hiredis whenever it is importable
+
+
+class HiredisParserConnection(Connection):
+    """hiredis's C reply parser (and command packer)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**{**kwargs, "parser_class": _AsyncHiredisParser})  # type: ignore[arg-type]
+
+
+PARSERS: dict[str, type[Connection] | None] = {
+    "default": None,
+    "python": PythonParserConnection,
+    "hiredis": HiredisParserConnection,
+}
+#: the parser every client of the current measurement uses (set by main)
+parser = "default"
+
+
+def client(url: str) -> Redis:
+    """The bus's client for ``url``, its connections using :data:`parser`."""
+    r = make_client(url, block_ms=50, max_connections=64)
+    cls = PARSERS[parser]
+    if cls is not None:
+        r.connection_pool.connection_class = cls  # no connection is open yet
+    return r
+
 
 ENV_ID = "userrl/Telepathy-v0"
 MAX_TURNS = 16  # the paper's rollout cap; finished episodes are replaced to keep the load constant
@@ -61,7 +105,7 @@ async def run_gym(url: str, inflight: int, seconds: float) -> float:
 
     keys = Keys(f"bench{inflight}")
     settings = BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000)
-    bus = Bus(make_client(url, block_ms=50, max_connections=64), keys, settings)
+    bus = Bus(client(url), keys, settings)
     ws = lambda n: WorkerSettings(name=n, concurrency=256, heartbeat_interval_s=1.0)  # noqa: E731
     env = EnvWorker(bus, ws("env"))
     workers = [env, PolicyWorker(bus, ws("policy"), backend=AskingPolicy()), UserWorker(bus, ws("user"))]
@@ -104,7 +148,7 @@ async def run_gym(url: str, inflight: int, seconds: float) -> float:
 
 
 async def run_gym_raw(url: str, inflight: int, seconds: float) -> float:
-    r = make_client(url, block_ms=50, max_connections=64)
+    r = client(url)
     s = {h: f"raw{inflight}:{h}" for h in ("env", "policy", "user")}
     for name in s.values():
         await r.xgroup_create(name, "g", id="0", mkstream=True)
@@ -181,11 +225,7 @@ class Hop(Worker):
 
 async def run_pipeline(url: str, inflight: int, seconds: float) -> tuple[float, float, float]:
     keys = Keys(f"pipe{inflight}")
-    bus = Bus(
-        make_client(url, block_ms=50, max_connections=64),
-        keys,
-        BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000),
-    )
+    bus = Bus(client(url), keys, BusSettings(read_count=256, block_ms=50, min_idle_ms=60_000))
     counter = [0]
     Hop.latencies = []
     workers = [
@@ -209,7 +249,7 @@ async def run_pipeline(url: str, inflight: int, seconds: float) -> tuple[float, 
 
 
 async def run_pipeline_raw(url: str, inflight: int, seconds: float) -> tuple[float, float, float]:
-    r = make_client(url, block_ms=50, max_connections=64)
+    r = client(url)
     streams = [f"rawpipe{inflight}:{h}" for h in HOPS]
     for name in streams:
         await r.xgroup_create(name, "g", id="0", mkstream=True)
@@ -253,30 +293,49 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(int(q * len(xs)), len(xs) - 1)] * 1000 if xs else float("nan")
 
 
-async def main(inflight: list[int], seconds: float, gym: bool) -> None:
+async def main(inflight: list[int], seconds: float, gym: bool, parsers: list[str], repeat: int) -> None:
+    global parser
     configure_logging("warning")
+    both = len(parsers) > 1
+    col = f" {'parser':>8}" if both else ""
     with EmbeddedRedis() as server:
         if gym:
             print("end to end on TelepathyGym (env + policy + user workers, scripted):")
-            print(f"{'in flight':>10} {'raw turns/s':>12} {'userrl turns/s':>15} {'ratio':>7}")
-            for n in inflight:
-                raw = await run_gym_raw(server.url, n, seconds)
-                ours = await run_gym(server.url, n, seconds)
-                print(f"{n:>10} {raw:>12.0f} {ours:>15.0f} {ours / raw:>7.2f}", flush=True)
-            return
-        print("4-hop turn pipeline (policy -> env -> user -> reward), instant handlers:")
-        print(
-            f"{'in flight':>10} {'raw turns/s':>12} {'p50/p99 ms':>13} {'userrl turns/s':>15} "
-            f"{'p50/p99 ms':>13} {'ratio':>7}"
-        )
-        for n in inflight:
-            raw, rp50, rp99 = await run_pipeline_raw(server.url, n, seconds)
-            ours, p50, p99 = await run_pipeline(server.url, n, seconds)
+            print(f"{'in flight':>10}{col} {'raw turns/s':>12} {'userrl turns/s':>15} {'ratio':>7}")
+        else:
+            print("4-hop turn pipeline (policy -> env -> user -> reward), instant handlers:")
             print(
-                f"{n:>10} {raw:>12.0f} {rp50:>6.1f}/{rp99:<6.1f} {ours:>15.0f} {p50:>6.1f}/{p99:<6.1f} "
-                f"{ours / raw:>7.2f}",
-                flush=True,
+                f"{'in flight':>10}{col} {'raw turns/s':>12} {'p50/p99 ms':>13} {'userrl turns/s':>15} "
+                f"{'p50/p99 ms':>13} {'ratio':>7}"
             )
+        for n in inflight:
+            turns: dict[str, dict[str, list[float]]] = {p: {"raw": [], "userrl": []} for p in parsers}
+            for rep in range(repeat):
+                # interleaved: the parsers' order alternates, so a drift in the machine's load
+                # does not always favour the same one
+                order = parsers if (n + rep) % 2 == 0 else parsers[::-1]
+                rows: dict[str, str] = {}
+                for parser in order:
+                    tag = f" {parser:>8}" if both else ""
+                    if gym:
+                        raw = await run_gym_raw(server.url, n, seconds)
+                        ours = await run_gym(server.url, n, seconds)
+                        rows[parser] = f"{n:>10}{tag} {raw:>12.0f} {ours:>15.0f} {ours / raw:>7.2f}"
+                    else:
+                        raw, rp50, rp99 = await run_pipeline_raw(server.url, n, seconds)
+                        ours, p50, p99 = await run_pipeline(server.url, n, seconds)
+                        rows[parser] = (
+                            f"{n:>10}{tag} {raw:>12.0f} {rp50:>6.1f}/{rp99:<6.1f} {ours:>15.0f} "
+                            f"{p50:>6.1f}/{p99:<6.1f} {ours / raw:>7.2f}"
+                        )
+                    turns[parser]["raw"].append(raw)
+                    turns[parser]["userrl"].append(ours)
+                for p in parsers:
+                    print(rows[p], flush=True)
+            if both:
+                for side in ("raw", "userrl"):
+                    speedup = statistics.median(turns["hiredis"][side]) / statistics.median(turns["python"][side])
+                    print(f"{n:>10} {f'hiredis/python {side} turns/s (median of {repeat})':>50} {speedup:>7.2f}")
 
 
 if __name__ == "__main__":
@@ -284,5 +343,17 @@ if __name__ == "__main__":
     ap.add_argument("--inflight", type=int, nargs="+", default=[1, 64, 1024])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--gym", action="store_true", help="end to end on a real gym instead of instant handlers")
+    ap.add_argument(
+        "--parser",
+        choices=["default", "python", "hiredis", "both"],
+        default="default",
+        help="redis-py's reply parser: default (hiredis when installed), python, hiredis, or both interleaved",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="measurements of each in-flight count (per parser)")
     a = ap.parse_args()
-    anyio.run(main, a.inflight, a.seconds, a.gym)
+    if a.parser in ("hiredis", "both") and not HIREDIS_AVAILABLE:
+        ap.error("--parser hiredis/both needs hiredis>=3.2 (pip install 'redis[hiredis]')")
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    parsers = ["python", "hiredis"] if a.parser == "both" else [a.parser]
+    anyio.run(main, a.inflight, a.seconds, a.gym, parsers, a.repeat)

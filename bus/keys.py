@@ -78,7 +78,9 @@ class Keys:
         return f"{self.prefix}replies:{episode}"
 
     def state(self, episode: str) -> str:
-        """Hash with the episode's env-state snapshot (field ``state``) and pending action."""
+        """Hash with the episode's snapshot, written in each env step's commit: ``episode`` (the
+        msgpack-packed episode: env state, dialogue so far, turn records), ``seq`` (its step)
+        and ``at`` (unix time of the write, the reconciler's progress clock)."""
         return f"{self.prefix}state:{episode}"
 
     # -- GRPO groups (reward worker) -----------------------------------------------------------

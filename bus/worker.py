@@ -5,13 +5,13 @@ A worker is one class: typed settings and the bus injected in the constructor; o
 like the policy worker); ``run()`` installs signal handlers and blocks, ``async_run()`` runs
 inside an existing event loop (tests); ``burst`` exits when the input stream is drained.
 
-Per batch: read (first this consumer's own pending entries, then periodically entries
-reclaimed from dead or stopped peers, else new ones) -> handle concurrently -> commit all
-results in one pipeline (each commit atomic and idempotent). A role that sets ``streaming``
-instead starts each message as soon as one of its ``concurrency`` slots is free and commits it
-as soon as it is handled (commits that finish together share one pipeline), so one slow call
-(an LLM user) never holds up the others; it reads only as many entries as it has free slots.
-What goes wrong:
+The read loop reads first this consumer's own pending entries, then periodically entries
+reclaimed from dead or stopped peers, else new ones, and hands them to one of two delivery
+engines (:mod:`userrl.bus.delivery`), picked once when the worker starts: by default each batch
+is handled concurrently and all its results are committed in one pipeline (each commit atomic
+and idempotent); a role that sets ``streaming`` instead starts each message as soon as one of
+its ``concurrency`` slots is free and commits it as soon as it is handled, so one slow call (an
+LLM user) never holds up the others. What goes wrong:
 
 - undecodable payload, a message of a kind the role does not accept (``accepts``), or
   delivered more than ``max_deliveries`` times -> dead-letter stream, on first sight;
@@ -28,7 +28,6 @@ is not mistaken for a dead one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import socket
@@ -39,11 +38,10 @@ from typing import Any, ClassVar
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from userrl.bus.delivery import BatchDelivery, DeliveryEngine, InFlight, StreamingDelivery
 from userrl.bus.messages import Message
 from userrl.bus.transport import Bus, Delivery, Effects
 from userrl.errors import MessageError
@@ -98,14 +96,10 @@ class Worker:
         self.group = bus.keys.group(self.role)
         self.stats = {"handled": 0, "committed": 0, "duplicates": 0, "dead_lettered": 0, "errors": 0}
         self._stopping = anyio.Event()
-        self._in_flight: dict[tuple[str, str], float] = {}  #: (stream, entry id) -> start time
+        self._in_flight: InFlight = {}  #: (stream, entry id) -> start time; the engine keeps it
+        self._engine: DeliveryEngine = BatchDelivery(self, self._in_flight)  #: picked again at start
         self._redis_down = False  #: the last Redis call failed with a connection error
         self.log = log.bind(role=self.role, worker=self.name)
-        # streaming mode: free slots, the handlers' task group, finished results to commit
-        self._slots = anyio.Semaphore(self.settings.concurrency)
-        self._tg: TaskGroup | None = None
-        self._done_tx: MemoryObjectSendStream[tuple[Delivery, Effects | None | BaseException]] | None = None
-        self._progress = anyio.Event()  #: set (and replaced) whenever in-flight messages commit
 
     # -- to implement ---------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> Effects | None:
@@ -115,10 +109,10 @@ class Worker:
     async def handle_batch(self, ds: Sequence[Delivery]) -> list[Effects | None | BaseException]:
         """Handle a batch; default: ``handle`` concurrently, at most ``concurrency`` at a time."""
         results: list[Effects | None | BaseException] = [None] * len(ds)
-        debug = self._debug_enabled()
+        debug = self.debug_enabled()
 
         async def run(i: int, d: Delivery) -> None:
-            results[i] = await self._handle_one(d, debug)
+            results[i] = await self.handle_one(d, debug)
 
         if len(ds) <= self.settings.concurrency:  # the common case: no limiter to pay for
             async with anyio.create_task_group() as tg:
@@ -136,9 +130,9 @@ class Worker:
                 tg.start_soon(limited, i, d)
         return results
 
-    async def _handle_one(self, d: Delivery, debug: bool) -> Effects | None | BaseException:
+    async def handle_one(self, d: Delivery, debug: bool) -> Effects | None | BaseException:
         """``handle(d)`` with the episode bound to the log context; what it raised is returned
-        (classified by :meth:`_classify`)."""
+        (classified by :meth:`classify`)."""
         assert d.msg is not None
         token = structlog.contextvars.bind_contextvars(episode_id=d.msg.episode_id)
         t0 = time.perf_counter()
@@ -159,7 +153,7 @@ class Worker:
             )
         return result
 
-    def _debug_enabled(self) -> bool:
+    def debug_enabled(self) -> bool:
         """Whether debug lines would be written (skips building per-message log fields)."""
         return bool(getattr(self.log, "is_enabled_for", lambda _lvl: True)(10))
 
@@ -200,6 +194,8 @@ class Worker:
         """Run until stopped (or drained, in burst mode)."""
         await self.bus.ensure_group(self.stream, self.group)
         await self.on_start()
+        # chosen once, after on_start: a role's ``streaming`` may depend on its backend
+        self._engine = (StreamingDelivery if self.streaming else BatchDelivery)(self, self._in_flight)
         self.log.info("worker.started", stream=self.stream, burst=self.settings.burst)
         try:
             async with anyio.create_task_group() as tg:
@@ -231,9 +227,9 @@ class Worker:
             with anyio.fail_after(2.0):
                 await self.bus.redis.ping()
         except Exception as exc:
-            self._redis_state(exc)
+            self.redis_state(exc)
 
-    def _redis_state(self, exc: BaseException | None) -> None:
+    def redis_state(self, exc: BaseException | None) -> None:
         """Record whether Redis answers (``exc`` None) or not: a stop during an outage exits now."""
         self._redis_down = exc is not None
 
@@ -248,52 +244,25 @@ class Worker:
 
     # -- the loop ---------------------------------------------------------------------------------
     async def _loop(self) -> None:
-        if not self.streaming:
-            await self._read_loop()
-            return
-        tx: MemoryObjectSendStream[tuple[Delivery, Effects | None | BaseException]]
-        rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]
-        tx, rx = anyio.create_memory_object_stream(max_buffer_size=math.inf)
-        self._done_tx = tx
-        async with rx, anyio.create_task_group() as outer:
-            outer.start_soon(self._committer, rx)
-            async with tx, anyio.create_task_group() as tg:
-                self._tg = tg
-                await self._read_loop()  # settles (every started message committed) before returning
-            self._tg = None
-        self._done_tx = None
-
-    async def _read_budget(self) -> int:
-        """How many entries the next read may take. Streaming: only as many as there are free
-        slots (waiting for one), so a worker never hoards entries it cannot start (peers take
-        them, and nothing waits unrenewed)."""
-        if not self.streaming:
-            return self.bus.settings.read_count
-        while self._slots.value < 1:
-            await self._progress.wait()
-        return min(self.bus.settings.read_count, int(self._slots.value))
-
-    async def _settle(self) -> None:
-        """Wait until every message started is committed (batch mode commits before
-        :meth:`_process` returns; streaming mode commits on completion)."""
-        while self.streaming and self._in_flight:
-            await self._progress.wait()
+        await self._engine.run(self._read_loop)
 
     async def _read_loop(self) -> None:
         streams = self.input_streams()
         # 1) entries delivered to this consumer name before a restart
         for stream in streams:
             while not self.stopping:
-                own = await self.bus.read(stream, self.group, self.name, pending=True, count=await self._read_budget())
+                own = await self.bus.read(
+                    stream, self.group, self.name, pending=True, count=await self._engine.read_budget()
+                )
                 if not own:
                     break
-                await self._process(own)
-                await self._settle()
+                await self._engine.process(own)
+                await self._engine.settle()
         next_reclaim = time.monotonic() + self.settings.reclaim_interval_s
         next_trim = time.monotonic() + self.settings.trim_interval_s
         backoff = 0.1
         while not self.stopping:
-            count = await self._read_budget()
+            count = await self._engine.read_budget()
             now = time.monotonic()
             try:
                 if now >= next_reclaim:
@@ -303,7 +272,7 @@ class Worker:
                 else:
                     batch = await self.bus.read_many(streams, self.group, self.name, count=count)
                 if batch:
-                    await self._process(batch)
+                    await self._engine.process(batch)
                 elif self.settings.burst and not self._in_flight and await self._drained():
                     break
                 if now >= next_trim:
@@ -311,15 +280,15 @@ class Worker:
                     for s in streams:
                         await self.bus.trim(s)
                 backoff = 0.1
-                self._redis_state(None)
+                self.redis_state(None)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is down past the client's retry policy: nothing was acked that was not
                 # committed, so waiting and reading again loses nothing.
-                self._redis_state(exc)
+                self.redis_state(exc)
                 self.log.warning("worker.redis_unavailable", error=repr(exc), retry_in_s=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        await self._settle()  # stopping (SIGTERM) or drained: finish and commit what is in flight
+        await self._engine.settle()  # stopping (SIGTERM) or drained: finish and commit what is in flight
 
     async def _drained(self) -> bool:
         for stream in self.input_streams():
@@ -328,7 +297,7 @@ class Worker:
                     return False
         return True
 
-    def _triage(self, d: Delivery) -> str:
+    def triage(self, d: Delivery) -> str:
         """Why ``d`` goes straight to the dead-letter stream ('' = handle it): undecodable, a kind
         this role does not accept (a valid message on the wrong stream must not crash-loop the
         worker), or delivered too often."""
@@ -341,96 +310,7 @@ class Worker:
             return f"delivered {d.deliveries} times (max {self.bus.settings.max_deliveries})"
         return ""
 
-    async def _process(self, batch: Sequence[Delivery]) -> None:
-        """Batch mode: handle ``batch`` and commit it. Streaming: start each message of it."""
-        if self.streaming:
-            await self._start_each(batch)
-            return
-        good: list[Delivery] = []
-        for d in batch:
-            why = self._triage(d)
-            if why:
-                await self._dead(d, why)
-            else:
-                good.append(d)
-        if not good:
-            return
-        now = time.monotonic()
-        for d in good:
-            self._in_flight[(d.stream, d.entry_id)] = now
-        try:
-            results = await self.handle_batch(good)
-            to_commit = await self._classify(list(zip(good, results, strict=True)))
-            applied = await self.bus.commit(to_commit)
-        finally:
-            for d in good:
-                self._in_flight.pop((d.stream, d.entry_id), None)
-        self._count_commits(len(good), applied)
-
-    def _count_commits(self, handled: int, applied: Sequence[bool]) -> None:
-        self.stats["handled"] += handled
-        self.stats["committed"] += sum(applied)
-        self.stats["duplicates"] += len(applied) - sum(applied)
-
-    # -- streaming mode: start on a free slot, commit on completion ------------------------------
-    async def _start_each(self, batch: Sequence[Delivery]) -> None:
-        """Start every message of ``batch`` (dead-letter the bad ones); returns without waiting."""
-        assert self._tg is not None
-        for d in batch:
-            if (d.stream, d.entry_id) in self._in_flight:
-                continue  # reclaimed from ourselves while still being handled
-            why = self._triage(d)
-            if why:
-                await self._dead(d, why)
-            else:
-                await self._slots.acquire()
-                self._in_flight[(d.stream, d.entry_id)] = time.monotonic()
-                self._tg.start_soon(self._run_one, d)
-
-    async def _run_one(self, d: Delivery) -> None:
-        assert self._done_tx is not None
-        result = await self._handle_one(d, self._debug_enabled())
-        await self._done_tx.send((d, result))
-
-    async def _committer(self, rx: MemoryObjectReceiveStream[tuple[Delivery, Effects | None | BaseException]]) -> None:
-        """Commit finished messages as they come, those that finished together in one call."""
-        async for first in rx:
-            done = [first]
-            while len(done) < 256:
-                try:
-                    done.append(rx.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            try:
-                await self._commit_done(done)
-            finally:
-                for d, _ in done:
-                    self._in_flight.pop((d.stream, d.entry_id), None)
-                    self._slots.release()
-                progress, self._progress = self._progress, anyio.Event()
-                progress.set()
-
-    async def _commit_done(self, done: list[tuple[Delivery, Effects | None | BaseException]]) -> None:
-        to_commit = await self._classify(done)
-        backoff = 0.1
-        while True:
-            try:
-                applied = await self.bus.commit(to_commit)
-                self._redis_state(None)
-                break
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # the commit is idempotent: retrying until Redis is back loses and doubles nothing;
-                # on a stop the entries stay pending instead, for a peer or our restart
-                self._redis_state(exc)
-                if self.stopping:
-                    self.log.warning(f"{self.role}.commit_abandoned", error=repr(exc), n=len(to_commit))
-                    return
-                self.log.warning(f"{self.role}.commit_retry", error=repr(exc), retry_in_s=backoff, n=len(to_commit))
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._count_commits(len(done), applied)
-
-    async def _classify(
+    async def classify(
         self, done: Sequence[tuple[Delivery, Effects | None | BaseException]]
     ) -> list[tuple[Delivery, Effects]]:
         """What to commit: invalid messages go to the dead-letter stream; a handler that raised
@@ -438,7 +318,7 @@ class Worker:
         to_commit: list[tuple[Delivery, Effects]] = []
         for d, r in done:
             if isinstance(r, MessageError):
-                await self._dead(d, f"invalid message: {r}")
+                await self.dead_letter(d, f"invalid message: {r}")
             elif isinstance(r, BaseException):
                 self.stats["errors"] += 1
                 self.log.error(
@@ -452,7 +332,7 @@ class Worker:
                 to_commit.append((d, r if r is not None else Effects()))
         return to_commit
 
-    async def _dead(self, d: Delivery, why: str) -> None:
+    async def dead_letter(self, d: Delivery, why: str) -> None:
         self.stats["dead_lettered"] += 1
         await self.bus.dead_letter(d, why)
 

@@ -109,7 +109,7 @@ class GymReport:
     reported: dict[str, str] = field(default_factory=dict)  #: trick (or "suite") -> why not held
 
     def line(self) -> str:
-        """The ``check env`` line of a passing gym."""
+        """The ``test-gym`` line of a passing gym."""
         share = self.expert_return / self.max_return if self.max_return else 1.0
         head = f"ok   {self.env_id} ({self.max_turns} turns): experts at the maximum score"
         if share < 1 - 1e-9:
@@ -310,7 +310,7 @@ def run_cli(
     sample: int | None = None,
     max_turns: int | None = None,
 ) -> int:
-    """``userrl check env ID|all``: every check of one gym (or all), lines per gym on stdout
+    """``userrl test-gym ID|all``: every check of one gym (or all), lines per gym on stdout
     (the expert's return where the cap cuts it, each exploit's mean return, what is only
     reported and why); exit code 1 when a check fails."""
     failed = 0

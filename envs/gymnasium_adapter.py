@@ -1,13 +1,15 @@
 """Gymnasium view of the userrl gyms: a synchronous ``gymnasium.Env`` over the async API.
 
-Importing this module registers every userrl gym with Gymnasium under its own id::
+``import userrl.envs`` registers every userrl gym with Gymnasium under its own id, by an
+entry-point string naming this module's :class:`UserRLGymnasiumEnv` (so neither this module nor
+any gym is imported until the first ``gymnasium.make``)::
 
-    import gymnasium, userrl.envs.gymnasium_adapter
+    import gymnasium, userrl.envs
     env = gymnasium.make("userrl/Telepathy-v0", split="test")   # scripted user by default
     obs, info = env.reset(seed=0, options={"task_id": "tel-test-001"})
     obs, reward, terminated, truncated, info = env.step("[action] Is it alive?")
 
-or, without the import, ``gymnasium.make("userrl.envs.gymnasium_adapter:userrl/Telepathy-v0")``.
+or, without the import, ``gymnasium.make("userrl.envs:userrl/Telepathy-v0")``.
 
 Observations and actions are text. An action string is parsed by ``parse_action`` (the plain
 ``[choice] content`` parser by default; pass another, e.g. a tool-call parser, to the
@@ -29,7 +31,7 @@ from gymnasium import spaces
 from userrl.envs.actions import Action, parse_prefixed
 from userrl.envs.base import State
 from userrl.envs.datasets import load_tasks
-from userrl.envs.registry import get_env_class, list_envs
+from userrl.envs.registry import get_env_class
 from userrl.envs.users import InProcessUser
 from userrl.sim_users.base import SimUser
 
@@ -132,15 +134,3 @@ class UserRLGymnasiumEnv(gymnasium.Env[str, str]):
         loop = getattr(self, "_loop", None)
         if loop is not None and not loop.is_closed():
             loop.close()
-
-
-def register_all() -> list[str]:
-    """Register every userrl gym with Gymnasium (idempotent); returns the ids."""
-    ids = list_envs()
-    for env_id in ids:
-        if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=f"{__name__}:UserRLGymnasiumEnv", kwargs={"env_id": env_id})
-    return ids
-
-
-register_all()

@@ -1,9 +1,10 @@
 """The simulated-user interface that env code awaits.
 
-Env code asks its user through one awaitable, whatever transport carries it::
+Env code asks its user through one awaitable, whatever transport carries it; the query's
+``kind`` says whether the user speaks or judges, and the reply is a gym-specific dict::
 
-    reply = await user.respond(query)      # the user's next utterance, {"text": ...}
-    verdict = await user.judge(query)      # a judge verdict, e.g. {"score": 1.0}
+    reply = await user.ask(UserQuery(env_id, "respond", "yes_no", payload, task))  # e.g. {"answer": "yes"}
+    verdict = await user.ask(UserQuery(env_id, "judge", "judge_guess", payload, task))  # e.g. {"correct": True}
 
 A :class:`UserQuery` is a plain, msgpack-serializable value: the gym, the hidden task data the
 user knows, a gym-specific query ``name`` and its ``payload``. Transports: in-process
@@ -31,7 +32,7 @@ class UserQuery:
     Fields:
         env_id: the gym asking (``userrl/Telepathy-v0``); selects the :class:`UserSpec`.
         kind: ``respond`` (the user speaks) or ``judge`` (a verdict on the agent's answer).
-        name: gym-specific query name (``"yes_no"``, ``"grade_answer"``, ...).
+        name: gym-specific query name (``"yes_no"``, ``"judge_answer"``, ...).
         payload: what the gym passes for this query (the agent's question, answer, ...).
         task: the hidden task data the user/judge knows (never shown to the policy).
         history: the dialogue so far as chat messages, for LLM users.
@@ -105,13 +106,14 @@ class UserBackend(Protocol):
 
 
 class SimUser(Protocol):
-    """What env code awaits. ``respond``/``judge`` are conveniences over ``ask``."""
+    """What env code awaits: ``ask``, for both kinds of query (see the module docstring)."""
 
     async def ask(self, query: UserQuery) -> dict[str, Any]: ...
 
 
 class UserMixin:
-    """Adds ``respond``/``judge`` over an ``ask`` method."""
+    """Adds ``respond``/``judge``, other names for ``ask`` (which already dispatches on the
+    query's ``kind``), over an ``ask`` method. The gyms call ``ask`` only."""
 
     async def ask(self, query: UserQuery) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -137,7 +137,7 @@ def test_check_env_reports_final_pick_only_data(tmp_path: Path, capsys: pytest.C
     ]
     for split in ("train", "test"):
         (travel / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert main(["check", "env", "userrl/Travel-v0", "--set", f"data={tmp_path}"]) == 0
+    assert main(["test-gym", "userrl/Travel-v0", "--set", f"data={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "ok   userrl/Travel-v0 (16 turns)" in out and "only the final pick is judged" in out
     assert "the exploits are reported, not held" in out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from userrl.envs.datasets import load_tasks
 from userrl.envs.gyms._turtle_rules import grade_story
 from userrl.envs.gyms.intention import IntentionGym
 from userrl.envs.gyms.travel import TravelGym
-from userrl.envs.registry import get_env_class, register, user_spec
+from userrl.envs.registry import get_env_class, register, register_entry_point, user_spec
 from userrl.envs.users import InProcessUser
 from userrl.sim_users.base import UserQuery
 from userrl.sim_users.guards import REDACTED, reply_leaks
@@ -37,8 +39,75 @@ def alias(cls: type[Env]) -> type[Env]:
 
 
 def test_the_builtin_gyms_are_registered_by_the_registry() -> None:
-    assert {cls.id for cls in registry.BUILTIN} == set(registry.list_envs())
-    assert all(get_env_class(cls.id) is cls for cls in registry.BUILTIN)
+    assert set(registry.BUILTIN) == set(registry.list_envs())
+    for env_id, entry_point in registry.BUILTIN.items():
+        cls = get_env_class(env_id)
+        assert cls.id == env_id and f"{cls.__module__}:{cls.__qualname__}" == entry_point
+        assert get_env_class(env_id) is cls  # loaded once, then kept
+
+
+LAZY = """
+import sys
+import userrl.envs.actions
+import userrl.envs.registry as registry
+
+def gyms():
+    return sorted(m for m in sys.modules if m.startswith("userrl.envs.gyms"))
+
+assert gyms() == [], gyms()
+assert "userrl.envs.gymnasium_adapter" not in sys.modules
+assert registry.list_envs() == sorted(registry.BUILTIN) and gyms() == []
+try:
+    registry.get_env_class("userrl/Nope-v0")
+except registry.UnknownEnvError as exc:
+    assert str(exc) == "unknown env id 'userrl/Nope-v0'; known ids: " + ", ".join(registry.list_envs()), exc
+    assert gyms() == []
+else:
+    raise AssertionError("an unknown id was looked up")
+env = registry.make("userrl/Telepathy-v0", max_turns=3)
+assert env.id == "userrl/Telepathy-v0" and env.max_turns == 3
+assert "userrl.envs.gyms.telepathy" in gyms() and "userrl.envs.gyms.tau" not in gyms(), gyms()
+for env_id in registry.list_envs():
+    assert registry.make(env_id).id == env_id
+    assert registry.user_spec(env_id) is registry.get_env_class(env_id).user_spec
+
+import gymnasium
+genv = gymnasium.make("userrl/Turtle-v0")
+assert genv.unwrapped.env.id == "userrl/Turtle-v0"
+genv.close()
+print("ok")
+"""
+
+
+def test_importing_a_contract_or_the_registry_imports_no_gym() -> None:
+    """Gyms are registered by entry-point strings: importing the actions contract (which runs
+    ``userrl.envs``'s Gymnasium registration) and the registry, listing the ids and looking up
+    an unknown id import no gym; making an id imports that gym only; every id still makes."""
+    out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_register_entry_point_is_lazy_and_checked(v1: None) -> None:
+    register_entry_point("userrl/Late-v0", "userrl.envs.gyms.telepathy:TelepathyGym")
+    assert "userrl/Late-v0" in registry.list_envs()
+    with pytest.raises(ValueError, match="registered as 'userrl/Late-v0' but its id is 'userrl/Telepathy-v0'"):
+        get_env_class("userrl/Late-v0")
+    register_entry_point("userrl/Odd-v0", "userrl.envs.gyms.telepathy:TelepathyUserSpec")
+    with pytest.raises(TypeError, match="is not an Env subclass"):
+        get_env_class("userrl/Odd-v0")
+    register_entry_point("userrl/Gone-v0", "userrl.envs.gyms.no_such_gym:Gym")
+    with pytest.raises(ModuleNotFoundError):
+        get_env_class("userrl/Gone-v0")
+    with pytest.raises(ValueError, match="must look like 'package.module:Class'"):
+        register_entry_point("userrl/Bad-v0", "no colon")
+    with pytest.raises(ValueError, match="must look like 'userrl/Name-v0'"):
+        register_entry_point("Bad", "a.b:C")
+    # the same entry point again is fine (a reload); another one under a taken id is not
+    register_entry_point("userrl/Telepathy-v0", registry.BUILTIN["userrl/Telepathy-v0"])
+    with pytest.raises(ValueError, match="already registered"):
+        register_entry_point("userrl/Telepathy-v0", "userrl.envs.gyms.turtle:TurtleGym")
+    with pytest.raises(ValueError, match="already registered"):
+        register(type("TelepathyGym2", (IntentionGym,), {"id": "userrl/Telepathy-v0"}))
 
 
 def test_a_v1_alias_keeps_its_leak_guard(v1: None) -> None:

@@ -13,16 +13,18 @@ from typing import Any
 
 import anyio
 
-from userrl import logs
-from userrl.agents.worker import resolve_model_path
+from userrl import cli_deploy, cli_ui, cli_user_sft, cli_users, logs, serve
+from userrl.agents.worker import PolicyWorker, resolve_model_path
 from userrl.bus.client import RedisConnectionError
 from userrl.bus.embedded import EmbeddedRedis
+from userrl.bus.worker import Worker
 from userrl.cli_user_sft import user_model_stage
 from userrl.config import DeployConfig, gym_options_for, load_config, to_dict
 from userrl.console import check_redis, enable_progress, print_json, quiet_broken_pipe
 from userrl.deploy.watch import all_failed_message, wait_watching
 from userrl.envs.check import run_cli
 from userrl.envs.datasets import check_data, data_tasks, select_gyms
+from userrl.envs.worker import EnvWorker
 from userrl.errors import UserRLError
 from userrl.learner.evaluation.over_bus import format_report, run_eval
 from userrl.learner.main_job import (
@@ -35,26 +37,30 @@ from userrl.learner.main_job import (
 )
 from userrl.learner.metrics import MetricsLog, plot_metrics
 from userrl.learner.rescore import rescore_archive
+from userrl.learner.reward.worker import RewardWorker
 from userrl.lifecycle import exit_code, job_failure, job_signals, watch_parent
 from userrl.logs import configure_logging
 from userrl.rollouts import already_dispatched, dispatch_and_wait, dispatch_resets, make_resets
 from userrl.runtime import cpu_thread_defaults, make_bus, make_worker, worker_settings, write_url_file
+from userrl.sim_users.worker import UserWorker
 
-#: where each role's worker class lives (``--class module:Class`` names any other)
-WORKER_CLASSES = {
-    "env": "userrl.envs.worker:EnvWorker",
-    "policy": "userrl.agents.worker:PolicyWorker",
-    "user": "userrl.sim_users.worker:UserWorker",
-    "reward": "userrl.learner.reward.worker:RewardWorker",
+#: each role's worker class (``--class module:Class`` names any other)
+WORKER_CLASSES: dict[str, type[Worker]] = {
+    "env": EnvWorker,
+    "policy": PolicyWorker,
+    "user": UserWorker,
+    "reward": RewardWorker,
 }
 
 
 #: modules that add subcommands: each has ``register(subparsers, add_config_args)``
-EXTRA_COMMANDS = ["userrl.cli_deploy"]
-EXTRA_COMMANDS.append("userrl.cli_ui")  # userrl ui: the live web view
-EXTRA_COMMANDS.append("userrl.serve")  # userrl serve: a model behind vLLM's OpenAI-compatible API
-EXTRA_COMMANDS.append("userrl.cli_users")  # userrl users eval|swap|show: the simulated-user role
-EXTRA_COMMANDS.append("userrl.cli_user_sft")  # userrl sft-user: the user model (a tiny LLM user)
+EXTRA_COMMANDS = [
+    cli_deploy,  # up, down, status, logs, episodes, ...: the deploy
+    cli_ui,  # userrl ui: the live web view (it loads starlette only when it serves)
+    serve,  # userrl serve: a model behind vLLM's OpenAI-compatible API
+    cli_users,  # userrl users eval|swap|show: the simulated-user role
+    cli_user_sft,  # userrl sft-user: the user model (a tiny LLM user)
+]
 
 
 def _config(args: argparse.Namespace) -> DeployConfig:
@@ -121,23 +127,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg = _config(args)
     configure_logging(cfg.log_level)
     watch_parent()  # started by a launcher: do not outlive it
-    spec = args.cls or WORKER_CLASSES.get(args.role or "")
-    if spec is None:
+    cls = load_class(args.cls) if args.cls else WORKER_CLASSES.get(args.role or "")
+    if cls is None:
         raise UserRLError(
             f"unknown role {args.role!r}; choose one of {sorted(WORKER_CLASSES)} or pass --class module:Class"
         )
-    cls = load_class(spec)
     role = getattr(cls, "role", args.role)
     settings = worker_settings(cfg, role, name=args.name or "", burst=args.burst, concurrency=args.concurrency or 0)
     return int(make_worker(cfg, cls, settings, role).run())
 
 
+def cmd_test_gym(args: argparse.Namespace) -> int:
+    """``userrl test-gym ID|all``: a gym's offline checks on the config's task data (env checks,
+    experts at the maximum, the exploit suite); exit 1 on a failure."""
+    data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
+    return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample, max_turns=args.max_turns)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when Redis answers and a fresh heartbeat of the role (or worker) exists; with
     ``--data``, the config's task data (``data``) must also load for every gym (else exit 2)."""
-    if args.role == "env" and args.gym:  # `check env ID`: the gym checks and exploit suite
-        data = getattr(_config(args), "data", None) or None  # the deploy's task data, if set
-        return run_cli(args.gym, split=args.split, data_path=data, sample=args.sample, max_turns=args.max_turns)
+    if args.role == "env" and args.gym:  # the old spelling of `test-gym ID`, kept for one release
+        print(f"userrl: `check env {args.gym}` is deprecated; use `userrl test-gym {args.gym}`", file=sys.stderr)
+        return cmd_test_gym(args)
+    if args.gym:
+        raise UserRLError(f"check {args.role}: unexpected argument {args.gym!r} (to test a gym: userrl test-gym ID)")
     cfg = _config(args)
     if args.data:  # opt-in: liveness probes of env pods run this command without the data
         counts = check_data(cfg.data, cfg.gyms)  # a DataError names the path; main exits 2
@@ -447,16 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="health check of a role (exit 0 healthy, 1 no heartbeat, 2 no Redis)")
     c.add_argument("role")
     c.add_argument("--worker", help="check this worker's heartbeat only")
-    c.add_argument(
-        "gym",
-        nargs="?",
-        help="with role env: check this gym id (or 'all') offline on "
-        "the config's task data: env checks, experts at the maximum, and the exploit "
-        "suite (exit 1 on failure)",
-    )
-    c.add_argument("--split", default="test", help="gym check: the split to play (default test)")
-    c.add_argument("--sample", type=int, default=None, help="gym check: play at most this many tasks (a stable sample)")
-    c.add_argument("--max-turns", type=int, default=None, help="gym check: turn cap (default: 16, the paper's)")
+    # `check env ID` was `test-gym ID` until this release: still accepted, with a deprecation line
+    c.add_argument("gym", nargs="?", help=argparse.SUPPRESS)
+    _add_test_gym_args(c, hidden=True)
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument(
         "--data",
@@ -465,6 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(c)
     c.set_defaults(func=cmd_check)
+
+    tg = sub.add_parser(
+        "test-gym",
+        help="test a gym offline on the config's task data: env checks, experts at the maximum "
+        "and the exploit suite (exit 1 on failure)",
+    )
+    tg.add_argument("gym", help="a gym id, or 'all'")
+    _add_test_gym_args(tg)
+    _add_config_args(tg)
+    tg.set_defaults(func=cmd_test_gym)
 
     d = sub.add_parser("dead", help="list or replay dead letters")
     d.add_argument("action", choices=["ls", "replay"])
@@ -538,8 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_data)
 
     for module in EXTRA_COMMANDS:
-        importlib.import_module(module).register(sub, _add_config_args)
+        module.register(sub, _add_config_args)
     return p
+
+
+def _add_test_gym_args(p: argparse.ArgumentParser, hidden: bool = False) -> None:
+    def h(text: str) -> str:
+        return argparse.SUPPRESS if hidden else text
+
+    p.add_argument("--split", default="test", help=h("the split to play (default test)"))
+    p.add_argument("--sample", type=int, default=None, help=h("play at most this many tasks (a stable sample)"))
+    p.add_argument("--max-turns", type=int, default=None, help=h("turn cap (default: 16, the paper's)"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from userrl.errors import ConfigError
 
@@ -48,12 +48,6 @@ def resolve_dtype(name: str, device: str) -> Literal["bf16", "fp32"]:
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
-
-
-def torch_dtype(name: Literal["bf16", "fp32"]) -> Any:
-    import torch
-
-    return torch.bfloat16 if name == "bf16" else torch.float32
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,7 @@ DEFAULT_ELICIT_REWARD = 0.8
 DEFAULT_SEARCH_REWARD = 0.0
 DEFAULT_FAIL_EVERY = 5
 #: why a task without catalog options and preferences (every imported one) is judged on the
-#: final pick alone, for the importer, ``check env`` and the commands that leave it out
+#: final pick alone, for the importer, ``test-gym`` and the commands that leave it out
 FINAL_PICK_ONLY = (
     "only the final pick is judged: UserRL's release has no catalog options and no preferences "
     "for its Travel tasks (their prompts hold only the request; the best ids are the ground truth), "
