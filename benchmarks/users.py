@@ -201,6 +201,14 @@ async def through_worker(
     counting = False
     lat: list[float] = []
     inner: list[float] = []  #: the worker's own time per request (UserReply.stats["ms"])
+    #: per turn, from Redis's entry ids (ms stamps of its clock): request added -> reply added,
+    #: less the worker's own time = waiting in the stream, being read, started and committed
+    bus_s: list[float] = []
+    added: dict[tuple[str, int], int] = {}  #: the request's entry-id milliseconds
+    #: per turn, this process's share: sending the request and reading the reply (wall clock
+    #: against the entry ids)
+    here_s: list[float] = []
+    wrote: dict[tuple[str, int], float] = {}  #: when the dialogue started sending (time.time())
     probe = ServerProbe(base_url)
 
     async def replies() -> None:
@@ -217,6 +225,11 @@ async def through_worker(
                     gens += counting * int(m.stats.get("attempts", 1))
                     if counting:
                         inner.append(float(m.stats.get("ms", 0.0)) / 1000)
+                        sent = added.pop((m.episode_id, m.seq), None)
+                        back = int(d.entry_id.split("-")[0])
+                        if sent is not None:
+                            bus_s.append((back - sent) / 1000 - inner[-1])
+                            here_s.append(time.time() - back / 1000 + sent / 1000 - wrote.pop((m.episode_id, m.seq)))
                     ev.set()
 
     async def dialogue(i: int) -> None:
@@ -227,7 +240,9 @@ async def through_worker(
             waiting[(f"{tag}-{i}", seq)] = ev
             q = queries[k % len(queries)]
             t = time.perf_counter()
-            await bus.send(keys.stream("user"), UserRequest(episode_id=f"{tag}-{i}", seq=seq, hop=1, query=q.to_dict()))
+            req = UserRequest(episode_id=f"{tag}-{i}", seq=seq, hop=1, query=q.to_dict())
+            wrote[(req.episode_id, seq)] = time.time()
+            added[(req.episode_id, seq)] = int((await bus.send(keys.stream("user"), req)).split("-")[0])
             await ev.wait()
             if counting:
                 lat.append(time.perf_counter() - t)
@@ -243,7 +258,18 @@ async def through_worker(
         done, g, bad, dt, cpu = turns, gens, failed, time.perf_counter() - t0, cpu_s(pid) - c0
         tg.cancel_scope.cancel()
     await bus.redis.aclose()
-    return {"turns": done, "s": dt, "gens": g, "failed": bad, "cpu": cpu, "lat": lat, "inner": inner, **probe.summary()}
+    return {
+        "turns": done,
+        "s": dt,
+        "gens": g,
+        "failed": bad,
+        "cpu": cpu,
+        "lat": lat,
+        "inner": inner,
+        "bus": bus_s,
+        "here": here_s,
+        **probe.summary(),
+    }
 
 
 def start_worker(
@@ -361,7 +387,10 @@ def round_line(n: int, i: int, side: str, got: dict[str, Any]) -> str:
         f"prompt tok/req | latency p50 {1000 * percentile(lat, 0.5):6.0f} p95 {1000 * percentile(lat, 0.95):6.0f} ms"
     )
     if "inner" in got:
-        line += f" (in the worker: p50 {1000 * percentile(got['inner'], 0.5):.0f} ms)"
+        line += f" (in the worker: p50 {1000 * percentile(got['inner'], 0.5):.0f} ms"
+        line += f"; user stream -> env stream less that: p50 {1000 * percentile(got['bus'], 0.5):.0f}"
+        line += f" p95 {1000 * percentile(got['bus'], 0.95):.0f} ms; sending + reading here: p50"
+        line += f" {1000 * percentile(got['here'], 0.5):.0f} ms)"
     return line + f" | load {os.getloadavg()[0]:.1f}"
 
 

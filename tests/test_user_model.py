@@ -269,6 +269,7 @@ def test_health_metrics_count_shared_generations() -> None:
 def test_the_llm_user_deploy_config_loads() -> None:
     cfg = load_config(LLM_USER)
     assert cfg.user.backend == "openai" and cfg.user.sft.serve and cfg.user.model == "user-model"
+    assert cfg.user.sft.verdict_repeats == 3
     assert cfg.user.base_url.startswith("http://127.0.0.1:")
 
 
