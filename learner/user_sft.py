@@ -50,6 +50,7 @@ __all__ = [
     "collect_examples",
     "decision_fields",
     "measure",
+    "oversample",
     "reply_text",
     "user_model_dir",
     "user_sft_gyms",
@@ -257,10 +258,11 @@ def build_user_model(cfg: DeployConfig, out: str | Path | None = None) -> dict[s
     examples, too_long = _fits(examples, str(base), s.max_length)
     if not examples:
         raise ConfigError(f"user.sft.max_length {s.max_length}: every example is longer; raise it")
+    data = oversample(examples, s.verdict_repeats)
     run_sft(
         base,
         out,
-        [{"messages": e.messages()} for e in examples],
+        [{"messages": e.messages()} for e in data],
         epochs=s.epochs,
         lr=s.lr,
         seed=cfg.seed,
@@ -270,9 +272,23 @@ def build_user_model(cfg: DeployConfig, out: str | Path | None = None) -> dict[s
     )
     by_kind = Counter(e.kind for e in examples)
     info = {"out": str(out), "examples": len(examples), "by_query": dict(by_kind), "too_long": too_long}
+    info["sft_rows"] = len(data)  # with the repeated verdicts (user.sft.verdict_repeats)
     info["skipped"] = dict(skipped)
     log.info("user_sft.built", **info)
     return info
+
+
+def oversample(examples: list[Example], repeats: int) -> list[Example]:
+    """``examples`` with each one whose decisions are not its query kind's most common ones
+    there ``repeats`` times (``user.sft.verdict_repeats``), the copies in the original order."""
+    if repeats < 1:
+        raise ConfigError(f"user.sft.verdict_repeats must be >= 1, got {repeats}")
+    major = _majority(examples)
+    out: list[Example] = []
+    for e in examples:
+        common = json.dumps(decisions(e.query, e.reply), sort_keys=True) == major[e.kind]
+        out += [e] * (1 if common else repeats)
+    return out
 
 
 # ---- measurement -------------------------------------------------------------------------------

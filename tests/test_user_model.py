@@ -27,6 +27,7 @@ from userrl.learner.user_sft import (
     decisions,
     format_measure,
     measure,
+    oversample,
     reply_text,
 )
 from userrl.openai_compat import OpenAIConfig
@@ -88,6 +89,42 @@ def test_the_examples_hold_both_sides_of_each_decision(examples: list[Example]) 
     assert "[]" in seen("userrl/Intention-v0", "clarify", "uncovered")
     assert len(seen("userrl/Intention-v0", "clarify", "uncovered")) > 2
     assert seen("userrl/Search-v0", "judge_answer", "correct") == {"true", "false"}
+
+
+def test_verdict_repeats_put_the_uncommon_verdicts_in_the_sft_data_that_many_times(examples: list[Example]) -> None:
+    """user.sft.verdict_repeats: a question that uncovers a detail (IntentionGym's uncommon
+    verdict) appears that many times; the common verdict once; 1 leaves the data as collected."""
+    intention = [e for e in examples if e.query.env_id == "userrl/Intention-v0"]
+    nothing = [e for e in intention if not e.reply["uncovered"]]
+    something = [e for e in intention if e.reply["uncovered"]]
+    assert len(nothing) > len(something) / 4 and something, "both verdicts collected"
+    assert len(nothing) > max(Counter(json.dumps(e.reply["uncovered"]) for e in something).values()), (
+        "'uncover nothing' is the most common verdict (the one oversample leaves single)"
+    )
+    assert oversample(intention, 1) == intention
+    data = oversample(intention, 3)
+    assert len(data) == len(nothing) + 3 * len(something)
+    count = Counter(id(e) for e in data)
+    assert all(count[id(e)] == 1 for e in nothing) and all(count[id(e)] == 3 for e in something)
+    assert [e for i, e in enumerate(data) if i == 0 or data[i - 1] is not e] == intention, "in the original order"
+    with pytest.raises(ConfigError, match=r"user\.sft\.verdict_repeats must be >= 1"):
+        oversample(intention, 0)
+
+
+def test_the_intention_verdict_prompt_holds_the_words_that_ask_about_each_detail() -> None:
+    """The scripted verdict turns on each detail's keywords, minus those the agent was shown:
+    the LLM user's prompt lists exactly those, so a model can learn the verdict from it."""
+    task = load_tasks("userrl/Intention-v0", "train")[0]
+    shown_kw = task["missing_details"][0]["keywords"][0]
+    history = [{"role": "user", "content": f"{task['task']} And about the {shown_kw}: no idea."}]
+    q = UserQuery("userrl/Intention-v0", "respond", "clarify", {"question": "Hm?", "remaining": [0, 1]}, task, history)
+    system = user_spec(q.env_id).llm_messages(q)[0]["content"]
+    listed = json.loads(system[system.index("[{") : system.index("}]") + 2])
+    assert [d["index"] for d in listed] == [0, 1]
+    assert shown_kw not in listed[0]["asked_with"] and set(listed[0]["asked_with"]) < set(
+        task["missing_details"][0]["keywords"]
+    )
+    assert listed[1]["asked_with"] == task["missing_details"][1]["keywords"]
 
 
 def test_persuade_reply_is_written_without_the_stance_the_parser_appends() -> None:
@@ -233,6 +270,7 @@ def test_health_metrics_count_shared_generations() -> None:
 def test_the_llm_user_deploy_config_loads() -> None:
     cfg = load_config(LLM_USER)
     assert cfg.user.backend == "openai" and cfg.user.sft.serve and cfg.user.model == "user-model"
+    assert cfg.user.sft.verdict_repeats == 3
     assert cfg.user.base_url.startswith("http://127.0.0.1:")
 
 
@@ -242,6 +280,7 @@ def test_the_llm_user_deploy_config_loads() -> None:
         (["user.sft.gyms=[userrl/Nope-v0]"], r"user\.sft\.gyms: unknown gym"),
         (["user.sft.mix=1.5"], r"user\.sft\.mix must be in \[0, 1\]"),
         (["user.sft.epochs=0"], r"user\.sft\.epochs must be >= 1"),
+        (["user.sft.verdict_repeats=0"], r"user\.sft\.verdict_repeats must be >= 1"),
         (["user.sft.serve=true"], r"user\.sft\.serve: serves the user model for user\.backend: openai"),
         (["user.sft.nope=1"], r"user\.sft: unknown key"),
     ],

@@ -90,7 +90,8 @@ def cmd_sft_user(args: argparse.Namespace) -> int:
         with stage("user-model SFT"):
             info = build_user_model(cfg, path)
         print(
-            f"user model: {info['examples']} examples ({info['too_long']} too long, left out) -> {path} "
+            f"user model: {info['examples']} examples ({info['too_long']} too long, left out; "
+            f"{info['sft_rows']} SFT rows with user.sft.verdict_repeats) -> {path} "
             f"in {time.monotonic() - t0:.0f}s"
         )
     if args.no_measure:

@@ -175,6 +175,10 @@ class UserSFTConfig:
     step's expert action (questions and guesses the user must turn down), not this task's."""
     epochs: int = 4
     """SFT epochs."""
+    verdict_repeats: int = 1
+    """How many times each example whose decision is not its query's most common one (a question
+    that uncovers a detail, where most uncover nothing) is in the SFT data; 1 = as collected.
+    Without it a tiny model can settle on the common verdict for every question."""
     lr: float = 3e-3
     """SFT learning rate (the tiny model wants a large one)."""
     max_length: int = 1024
@@ -190,7 +194,7 @@ class UserSFTConfig:
     it with vLLM (``userrl serve``) at user.base_url as user.model for the job, then stops it."""
 
     def __post_init__(self) -> None:
-        for name in ("episodes_per_task", "epochs", "max_length", "heldout_tasks"):
+        for name in ("episodes_per_task", "epochs", "verdict_repeats", "max_length", "heldout_tasks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"user.sft.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.mix <= 1.0:

@@ -170,14 +170,18 @@ class IntentionUserSpec:
     def llm_messages(self, query: UserQuery) -> list[dict[str, str]]:
         t = query.task
         remaining = [int(i) for i in query.payload["remaining"]]
+        # the words that ask about each detail (the scripted rule's live keywords): without them a
+        # small user model cannot tell which detail "How many days?" asks about (docs/users.md)
+        seen = stems(shown_text(query.history))
         hidden = [
-            {"index": i, "detail": d["description"], "your_answer": d["answer"]}
+            {"index": i, "detail": d["description"], "asked_with": live_keywords(d, seen), "your_answer": d["answer"]}
             for i, d in enumerate(t["missing_details"])
             if i in remaining
         ]
         system = (
             f'You are a user who asked an assistant: "{t["task"]}". You left out details; '
-            f"the ones not yet discussed, with your answers: {json.dumps(hidden, ensure_ascii=False)}\n"
+            f"the ones not yet discussed, with words that ask about them and your answers: "
+            f"{json.dumps(hidden, ensure_ascii=False)}\n"
             "Decide which of these details the assistant's latest question actually asks "
             "about, and answer only those, briefly and naturally. Do not volunteer the others. "
             "A list of keywords or topics, or a question about many things at once, is not a "
