@@ -27,7 +27,7 @@ from userrl.bus.records import EpisodeSnapshot
 from userrl.envs.actions import Action, parse_action
 from userrl.envs.base import Env, State, StepResult, Task
 from userrl.envs.users import InProcessUser
-from userrl.sim_users.base import SimUser, UserMixin, UserQuery
+from userrl.sim_users.base import SimUser, UserQuery
 
 #: a policy played in this process: ``policy(task, messages) -> output text``
 Policy = Callable[[Task, list[dict[str, str]]], str]
@@ -147,7 +147,7 @@ class NeedReply(Exception):  # noqa: N818 - control flow, not an error
         self.query = query
 
 
-class ReplayUser(UserMixin):
+class ReplayUser:
     """Answers from stored replies, in order; raises NeedReply at the first missing hop."""
 
     def __init__(self, replies: dict[int, dict[str, Any]], history: list[dict[str, Any]] | None = None) -> None:

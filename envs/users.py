@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from userrl.envs.registry import user_spec
-from userrl.sim_users.base import UserBackend, UserMixin, UserQuery
+from userrl.sim_users.base import UserBackend, UserQuery
 
 __all__ = ["InProcessUser", "ScriptedBackend"]
 
@@ -23,7 +23,7 @@ class ScriptedBackend:
         return user_spec(query.env_id).scripted(query)
 
 
-class InProcessUser(UserMixin):
+class InProcessUser:
     """Calls a backend directly in this process (scripted unless another is given)."""
 
     def __init__(self, backend: UserBackend | None = None) -> None:

@@ -42,7 +42,7 @@ from userrl.envs.episode import Policy, play_episode
 from userrl.envs.registry import get_env_class, user_spec
 from userrl.errors import ConfigError, UserError
 from userrl.learner.sft import run_sft
-from userrl.sim_users.base import UserBackend, UserMixin, UserQuery
+from userrl.sim_users.base import UserBackend, UserQuery
 
 __all__ = [
     "Example",
@@ -147,7 +147,7 @@ def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-class _Recorder(UserMixin):
+class _Recorder:
     """The scripted user, recording every query and its reply."""
 
     def __init__(self) -> None:

@@ -109,17 +109,3 @@ class SimUser(Protocol):
     """What env code awaits: ``ask``, for both kinds of query (see the module docstring)."""
 
     async def ask(self, query: UserQuery) -> dict[str, Any]: ...
-
-
-class UserMixin:
-    """Adds ``respond``/``judge``, other names for ``ask`` (which already dispatches on the
-    query's ``kind``), over an ``ask`` method. The gyms call ``ask`` only."""
-
-    async def ask(self, query: UserQuery) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    async def respond(self, query: UserQuery) -> dict[str, Any]:
-        return await self.ask(query)
-
-    async def judge(self, query: UserQuery) -> dict[str, Any]:
-        return await self.ask(query)
