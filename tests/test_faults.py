@@ -150,10 +150,17 @@ def test_sigstop_past_min_idle_then_sigcont(h: Harness) -> None:
     ids = h.feed(60, sleep=0.3)
     stopped = h.worker("w1")
     h.worker("w2")
-    h.wait(lambda: h.pending("w1") > 0 and len(h.sink()) >= 4, what="w1 holding a batch")
-    stopped.send_signal(signal.SIGSTOP)
-    held = h.pending("w1")
-    assert held > 0
+    h.wait(lambda: len(h.sink()) >= 4, what="both workers relaying")
+    # the look and the signal race (w1 may ack its batch between them, as it did on a loaded
+    # machine): stop it, look, and let it go on to try again while it held nothing
+    for _ in range(50):
+        h.wait(lambda: h.pending("w1") > 0, what="w1 holding a batch")
+        stopped.send_signal(signal.SIGSTOP)
+        if h.pending("w1") > 0:
+            break
+        stopped.send_signal(signal.SIGCONT)
+    else:
+        raise AssertionError("w1 never held a batch at the moment it was stopped (50 tries)")
     time.sleep(2.5)  # past min_idle: w2 reclaims w1's entries
     h.wait(lambda: h.pending("w1") == 0, what="w2 reclaiming the stopped worker's entries")
     stopped.send_signal(signal.SIGCONT)  # w1 finishes its stale batch; its commits must not double
