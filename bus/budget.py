@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from userrl.bus.client import as_str
 from userrl.bus.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -68,7 +69,7 @@ async def measured_finished_cap(redis: Redis, keys: Keys, memory_mb: int) -> int
         return derived_caps(memory_mb, 1024)["finished_cap"]
     async with redis.pipeline(transaction=False) as pipe:
         for m in newest:
-            pipe.memory_usage(keys.episode(_str(m)), samples=0)
+            pipe.memory_usage(keys.episode(as_str(m)), samples=0)
         sizes = [int(s) for s in await pipe.execute() if s]
     if not sizes:  # logs expired (TTL) or capped away: the index alone is left
         return max(MIN_FINISHED, int(memory_mb * MB * LOG_SHARE) // INDEX_BYTES)
@@ -85,7 +86,7 @@ async def cap_episode_logs(redis: Redis, keys: Keys, cap: int, pop_oldest: Any) 
         old = await pop_oldest(keys=[keys.finished], args=[cap, 1000])
         if not old:
             return removed
-        await redis.delete(*[keys.episode(_str(m)) for m in old])
+        await redis.delete(*[keys.episode(as_str(m)) for m in old])
         removed += len(old)
 
 
@@ -106,7 +107,3 @@ async def check_budget(redis: Redis, memory_mb: int, every_s: float = 60.0) -> i
             hint="the working set grows with the episode rate: raise bus.memory_mb (docs/operations.md)",
         )
     return used
-
-
-def _str(m: bytes | str) -> str:
-    return m.decode() if isinstance(m, bytes) else str(m)

@@ -37,6 +37,7 @@ from userrl.errors import ConfigError
 RedisConnectionError = ConnectionError
 RedisTimeoutError = TimeoutError
 __all__ = [
+    "as_str",
     "RedisConnectionError",
     "RedisError",
     "RedisTimeoutError",
@@ -197,3 +198,9 @@ class _GatedPipeline(ClusterPipeline):
         assert isinstance(client, GatedCluster)
         async with client.slot():
             return await super().execute(*args, **kwargs)
+
+
+def as_str(v: bytes | str) -> str:
+    """A reply value (an entry id, a stream or group name, a field) as text: redis-py gives bytes
+    unless the client decodes responses."""
+    return v.decode() if isinstance(v, bytes) else str(v)

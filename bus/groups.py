@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from userrl.bus.client import as_str
 from userrl.bus.keys import Keys
 
 
@@ -31,4 +32,4 @@ class GroupStore:
     async def opened_before(self, before: float) -> list[str]:
         """The open groups whose first member came at or before ``before`` (unix seconds)."""
         rows = await self._redis.zrangebyscore(self.keys.groups_open, "-inf", before)
-        return [g.decode() if isinstance(g, bytes) else str(g) for g in rows]
+        return [as_str(g) for g in rows]

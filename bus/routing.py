@@ -20,11 +20,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from userrl.bus.client import as_str
 from userrl.bus.keys import Keys
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class PolicyRoutes:
@@ -57,7 +54,7 @@ class PolicyRoutes:
 
     async def replicas(self) -> list[str]:
         """Every registered replica, sorted."""
-        return sorted(_s(n) for n in await self._redis.smembers(self.keys.policy_replicas))
+        return sorted(as_str(n) for n in await self._redis.smembers(self.keys.policy_replicas))
 
     async def alive(self, names: Sequence[str], role: str = "policy") -> list[bool]:
         """Whether each worker's heartbeat lives (one pipeline)."""
@@ -97,10 +94,10 @@ class WeightsChannel:
     async def latest(self) -> tuple[str, dict[bytes, Any]] | None:
         """The newest announcement as (entry id, fields), None before the first."""
         rows = await self._redis.xrevrange(self.keys.weights, count=1)
-        return (_s(rows[0][0]), rows[0][1]) if rows else None
+        return (as_str(rows[0][0]), rows[0][1]) if rows else None
 
     async def wait(self, after: str, block_ms: int = 1000) -> str | None:
         """Wait up to ``block_ms`` for announcements after entry id ``after`` (``$``: after
         now); the id of the newest that came, None if none did."""
         got = await self._redis.xread({self.keys.weights: after}, count=16, block=block_ms)
-        return _s(got[0][1][-1][0]) if got else None
+        return as_str(got[0][1][-1][0]) if got else None

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 from redis.asyncio import Redis
 
+from userrl.bus.client import as_str
 from userrl.bus.keys import Keys
 
 #: the episode indexes by name: ``live`` (score = start time) and ``finished`` (score = end time)
@@ -43,10 +44,6 @@ def snapshot_fields(blob: bytes | None) -> dict[str, Any]:
     except Exception:  # a corrupt snapshot still gets its episode reported
         return {}
     return {k: d[k] for k in ("group_id", "env_id", "task_id", "meta") if isinstance(d, dict) and k in d}
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class EpisodeStore:
@@ -133,7 +130,7 @@ class EpisodeStore:
     async def older_than(self, index: str, before: float, limit: int) -> list[str]:
         """Up to ``limit`` members of an index whose time is at or before ``before``."""
         rows = await self._redis.zrangebyscore(self._index(index), "-inf", before, start=0, num=limit)
-        return [_s(m) for m in rows]
+        return [as_str(m) for m in rows]
 
     async def count(self, index: str) -> int:
         """How many episodes an index holds."""
@@ -164,4 +161,4 @@ class EpisodeStore:
         resp = await self._redis.xread({self.keys.episode(episode_id): after}, count=count, block=block_ms)
         if not resp:
             return []
-        return [(_s(eid), log_entry(f)) for eid, f in resp[0][1]]
+        return [(as_str(eid), log_entry(f)) for eid, f in resp[0][1]]

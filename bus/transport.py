@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from userrl.bus import budget, scripts
-from userrl.bus.client import make_client
+from userrl.bus.client import as_str, make_client
 from userrl.bus.control import ControlPlane
 from userrl.bus.effects import (
     PAYLOAD,
@@ -168,7 +168,7 @@ class Bus:
 
     async def entries(self, stream: str) -> list[tuple[str, dict[bytes, bytes]]]:
         """Every entry of a stream, oldest first, as (entry id, fields)."""
-        return [(i.decode() if isinstance(i, bytes) else str(i), f) for i, f in await self.redis.xrange(stream)]
+        return [(as_str(i), f) for i, f in await self.redis.xrange(stream)]
 
     async def _recreate_group(self, stream: str, group: str, exc: Exception) -> None:
         self.nogroup_recreated += 1
@@ -184,7 +184,7 @@ class Bus:
         args = Effects().send(stream, msg, readable, max_bytes=self.settings.max_message_bytes).ops[0][2]
         fields = dict(zip(args[::2], args[1::2], strict=True))
         entry = await self.redis.xadd(stream, fields, maxlen=self.settings.stream_cap, approximate=True)
-        return entry.decode() if isinstance(entry, bytes) else str(entry)
+        return as_str(entry)
 
     async def send_many(self, stream: str, items: Sequence[tuple[Message, dict[str, Any] | None]]) -> list[str]:
         """:meth:`send` for many messages in one pipeline (one round trip); returns their entry
@@ -200,7 +200,7 @@ class Bus:
                     approximate=True,
                 )
             ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [as_str(i) for i in ids]
 
     # -- reading --------------------------------------------------------------------------------
     async def read(
@@ -267,7 +267,7 @@ class Bus:
             return []
         out: list[Delivery] = []
         for stream, entries in resp or []:
-            name = stream.decode() if isinstance(stream, bytes) else str(stream)
+            name = as_str(stream)
             out += [self._delivery(name, group, eid, f) for eid, f in entries if f]
         return out
 
@@ -456,7 +456,7 @@ class Bus:
             deliveries=d.deliveries,
             episode_id=d.msg.episode_id if d.msg else None,
         )
-        return eid.decode() if isinstance(eid, bytes) else str(eid)
+        return as_str(eid)
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         rows = await self.redis.xrange(self.keys.dead, count=count)
